@@ -1,0 +1,51 @@
+"""``presence-sip`` console script: argparse dispatch to one module per subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from presence_sip import __version__
+from presence_sip.sip.errors import ConfigError
+
+SUBCOMMANDS = ("parse", "serve", "hss", "certs", "demo")
+"""Modules of :mod:`presence_sip.cli`; each has ``register(subparsers)`` setting ``func``."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="presence-sip", description="SIP SIMPLE presence stack (registrar, presence server, gateway)."
+    )
+    parser.add_argument("--version", action="version", version=f"presence-sip {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(f"presence_sip.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"presence_sip.cli.{name}":
+                raise
+            continue
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(func(args))
+    except ConfigError as exc:
+        print(f"presence-sip: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,68 @@
+"""Content-Length framing of a SIP byte stream (TCP/TLS, RFC 3261 §18.3), with a size cap."""
+
+from __future__ import annotations
+
+import re
+
+from .errors import SipParseError
+
+_CONTENT_LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)$", re.IGNORECASE | re.MULTILINE)
+
+
+class StreamBuffer:
+    """Accumulates stream bytes and yields whole messages.
+
+    ``feed(data)`` then call ``next_message()`` until it returns None.  A framing error (missing or
+    bad Content-Length, header block over the size cap) raises :class:`SipParseError`; framing is
+    then lost and the buffer stays in error (the connection must be closed, RFC 4475 ncl/mcl01).
+    CRLF keep-alives (RFC 5626 §3.5.1) between messages are skipped and counted in ``pings``.
+    """
+
+    __slots__ = ("_buf", "_error", "max_size", "pings")
+
+    def __init__(self, max_size: int = 65535) -> None:
+        self._buf = bytearray()
+        self._error: SipParseError | None = None
+        self.max_size = max_size
+        self.pings = 0
+
+    def feed(self, data: bytes) -> None:
+        if self._error is None:
+            self._buf += data
+
+    def __len__(self) -> int:
+        return len(self._buf)
+
+    def next_message(self) -> bytes | None:
+        """The next complete message (headers + body), or None when more bytes are needed."""
+        if self._error is not None:
+            raise self._error
+        buf = self._buf
+        while buf.startswith(b"\r\n"):
+            del buf[:2]
+            self.pings += 1
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > self.max_size:
+                self._fail(SipParseError("Message too large", 513))
+            return None
+        head = bytes(buf[:end])
+        lengths = _CONTENT_LENGTH.findall(head.replace(b"\r\n ", b" ").replace(b"\r\n\t", b" "))
+        if len(lengths) != 1:
+            self._fail(SipParseError("Missing Content-Length" if not lengths else "Multiple Content-Length headers"))
+        text = lengths[0].strip()
+        if not text.isdigit():
+            self._fail(SipParseError("Malformed Content-Length"))
+        total = end + 4 + int(text)
+        if total > self.max_size:
+            self._fail(SipParseError("Message too large", 513))
+        if len(buf) < total:
+            return None
+        message = bytes(buf[:total])
+        del buf[:total]
+        return message
+
+    def _fail(self, error: SipParseError) -> None:
+        self._error = error
+        self._buf.clear()
+        raise error

@@ -1,0 +1,385 @@
+"""URIs and the structured header values built on them: SipUri, TelUri, AbsoluteUri, NameAddr, Via.
+
+Everything keeps the text exactly as received (%-escapes are never decoded here: RFC 4475 §3.1.1.3,
+"never unescape twice"), and ``str()`` gives the canonical text back.  Comparisons that need
+unescaping use :func:`unescape` explicitly.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from . import grammar
+from .errors import SipParseError
+
+Params = tuple[tuple[str, str | None], ...]
+"""Ordered ``;name[=value]`` parameters, names and values exactly as received."""
+
+_PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
+
+
+def unescape(text: str) -> str:
+    """Decode %HH escapes once (RFC 3261 §19.1.4 comparison)."""
+    if "%" not in text:
+        return text
+    return _PERCENT.sub(lambda m: chr(int(m.group(1), 16)), text)
+
+
+def get_param(params: Params, name: str) -> str | None:
+    """Value of the first parameter called ``name`` (case-insensitive); ``""`` for a flag."""
+    lname = name.lower()
+    for key, value in params:
+        if key.lower() == lname:
+            return "" if value is None else value
+    return None
+
+
+def has_param(params: Params, name: str) -> bool:
+    lname = name.lower()
+    return any(key.lower() == lname for key, _ in params)
+
+
+def format_params(params: Params) -> str:
+    return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params)
+
+
+def _parse_uri_params(text: str, what: str) -> Params:
+    """``*( ";" uri-parameter )`` where text starts after the first ';' (no LWS allowed)."""
+    params: list[tuple[str, str | None]] = []
+    for item in text.split(";"):
+        name, sep, value = item.partition("=")
+        if not grammar.PARAMCHARS.fullmatch(name) or (sep and not grammar.PARAMCHARS.fullmatch(value)):
+            raise SipParseError(f"Malformed {what} parameter")
+        params.append((name, value if sep else None))
+    return tuple(params)
+
+
+@dataclass(frozen=True, slots=True)
+class SipUri:
+    """A ``sip:`` or ``sips:`` URI (RFC 3261 §19.1)."""
+
+    scheme: str
+    user: str | None
+    host: str
+    port: int | None = None
+    password: str | None = None
+    params: Params = ()
+    headers: str | None = None
+    """The raw ``?hname=hvalue&...`` part without the '?', or None."""
+
+    def __str__(self) -> str:
+        out = [self.scheme, ":"]
+        if self.user is not None:
+            out.append(self.user)
+            if self.password is not None:
+                out.append(":" + self.password)
+            out.append("@")
+        out.append(self.host)
+        if self.port is not None:
+            out.append(f":{self.port}")
+        out.append(format_params(self.params))
+        if self.headers is not None:
+            out.append("?" + self.headers)
+        return "".join(out)
+
+    def param(self, name: str) -> str | None:
+        return get_param(self.params, name)
+
+    @property
+    def transport(self) -> str | None:
+        value = self.param("transport")
+        return value.lower() if value else None
+
+    @property
+    def aor(self) -> str:
+        """Address of record: scheme, user and host (lower-case host), no port or params."""
+        user = f"{unescape(self.user)}@" if self.user else ""
+        return f"{self.scheme.lower()}:{user}{self.host.lower()}"
+
+    def with_params(self, params: Params) -> SipUri:
+        return SipUri(self.scheme, self.user, self.host, self.port, self.password, params, self.headers)
+
+
+@dataclass(frozen=True, slots=True)
+class TelUri:
+    """A ``tel:`` URI (RFC 3966), number with visual separators as received."""
+
+    number: str
+    params: Params = ()
+
+    def __str__(self) -> str:
+        return f"tel:{self.number}{format_params(self.params)}"
+
+    @property
+    def scheme(self) -> str:
+        return "tel"
+
+    @property
+    def aor(self) -> str:
+        return "tel:" + "".join(ch for ch in self.number if ch not in "-.()")
+
+
+@dataclass(frozen=True, slots=True)
+class AbsoluteUri:
+    """Any other URI scheme (RFC 4475 unkscm, novelsc, unksm2): parsed, never routed on."""
+
+    scheme: str
+    opaque: str
+
+    def __str__(self) -> str:
+        return f"{self.scheme}:{self.opaque}"
+
+    @property
+    def aor(self) -> str:
+        return str(self)
+
+
+Uri = SipUri | TelUri | AbsoluteUri
+
+
+def parse_uri(text: str) -> Uri:
+    """Parse a URI; raises :class:`SipParseError` (400) when it is malformed."""
+    scheme, sep, rest = text.partition(":")
+    if not sep or not grammar.SCHEME.fullmatch(scheme):
+        raise SipParseError("Malformed URI")
+    lscheme = scheme.lower()
+    if lscheme in ("sip", "sips"):
+        return _parse_sip_uri(lscheme, rest)
+    if lscheme == "tel":
+        return _parse_tel_uri(rest)
+    if not grammar.OPAQUE.fullmatch(rest):
+        raise SipParseError("Malformed URI")
+    return AbsoluteUri(scheme, rest)
+
+
+def _parse_sip_uri(scheme: str, rest: str) -> SipUri:
+    user: str | None = None
+    password: str | None = None
+    at = rest.find("@")
+    if at >= 0:
+        userinfo, rest = rest[:at], rest[at + 1 :]
+        user, colon, pw = userinfo.partition(":")
+        if not grammar.USER.fullmatch(user) or (colon and not grammar.PASSWORD.fullmatch(pw)):
+            raise SipParseError("Malformed URI user part")
+        password = pw if colon else None
+    headers: str | None = None
+    qmark = rest.find("?")
+    if qmark >= 0:
+        rest, headers = rest[:qmark], rest[qmark + 1 :]
+        for item in headers.split("&"):
+            hname, eq, hvalue = item.partition("=")
+            if not hname or not eq or not grammar.HNV.fullmatch(hname) or not grammar.HNV.fullmatch(hvalue):
+                raise SipParseError("Malformed URI headers")
+    hostport, semi, param_text = rest.partition(";")
+    params = _parse_uri_params(param_text, "URI") if semi else ()
+    host, port = _split_hostport(hostport)
+    return SipUri(scheme, user, host, port, password, params, headers)
+
+
+def _split_hostport(hostport: str) -> tuple[str, int | None]:
+    if hostport.startswith("["):
+        end = hostport.find("]")
+        host, port_text = hostport[: end + 1], hostport[end + 1 :]
+        if end < 0 or not grammar.IPV6_REFERENCE.fullmatch(host):
+            raise SipParseError("Malformed IPv6 reference")
+        if port_text and not port_text.startswith(":"):
+            raise SipParseError("Malformed host")
+        port_text = port_text[1:] if port_text else ""
+        has_port = bool(port_text) or hostport.endswith(":")
+    else:
+        host, colon, port_text = hostport.partition(":")
+        has_port = bool(colon)
+        if not grammar.HOSTNAME.fullmatch(host):
+            raise SipParseError("Malformed host")
+    if not has_port:
+        return host, None
+    if not port_text.isdigit() or len(port_text) > 5 or int(port_text) > 65535:
+        raise SipParseError("Malformed port")
+    return host, int(port_text)
+
+
+def _parse_tel_uri(rest: str) -> TelUri:
+    number, semi, param_text = rest.partition(";")
+    if not grammar.TEL_NUMBER.fullmatch(number):
+        raise SipParseError("Malformed tel URI")
+    params = _parse_uri_params(param_text, "tel URI") if semi else ()
+    return TelUri(number, params)
+
+
+def parse_header_params(text: str, what: str) -> Params:
+    """``*( SEMI generic-param )`` with LWS allowed around ';' and '='.
+
+    ``text`` starts at (or before whitespace preceding) the first ';'.  Empty parameters
+    (``;;``) are malformed (RFC 4475 badinv01).
+    """
+    params: list[tuple[str, str | None]] = []
+    pos = 0
+    n = len(text)
+    while pos < n:
+        while pos < n and text[pos] in " \t":
+            pos += 1
+        if pos == n:
+            break
+        if text[pos] != ";":
+            raise SipParseError(f"Malformed {what}")
+        pos += 1
+        while pos < n and text[pos] in " \t":
+            pos += 1
+        match = grammar.TOKEN.match(text, pos)
+        if match is None:
+            raise SipParseError(f"Malformed {what} parameter")
+        name = match.group()
+        pos = match.end()
+        while pos < n and text[pos] in " \t":
+            pos += 1
+        value: str | None = None
+        if pos < n and text[pos] == "=":
+            pos += 1
+            while pos < n and text[pos] in " \t":
+                pos += 1
+            vmatch = grammar.GEN_VALUE.match(text, pos)
+            if vmatch is None:
+                raise SipParseError(f"Malformed {what} parameter")
+            value = vmatch.group()
+            pos = vmatch.end()
+        params.append((name, value))
+    return tuple(params)
+
+
+@dataclass(frozen=True, slots=True)
+class NameAddr:
+    """``name-addr`` or ``addr-spec`` followed by header parameters (From, To, Contact, Route...)."""
+
+    uri: Uri
+    display_name: str | None = None
+    """As received: a quoted-string with its quotes, or a token sequence; None when absent."""
+    params: Params = ()
+    bracketed: bool = True
+
+    def __str__(self) -> str:
+        uri = str(self.uri)
+        if self.bracketed:
+            head = f"{self.display_name} <{uri}>" if self.display_name else f"<{uri}>"
+        else:
+            head = uri
+        return head + format_params(self.params)
+
+    @property
+    def tag(self) -> str | None:
+        return get_param(self.params, "tag")
+
+    def param(self, name: str) -> str | None:
+        return get_param(self.params, name)
+
+    def with_param(self, name: str, value: str | None) -> NameAddr:
+        kept = tuple(p for p in self.params if p[0].lower() != name.lower())
+        return NameAddr(self.uri, self.display_name, (*kept, (name, value)), self.bracketed or bool(kept))
+
+
+def parse_name_addr(text: str, what: str) -> NameAddr:
+    """Parse one ``(name-addr / addr-spec) *(SEMI param)`` item."""
+    text = text.strip(" \t")
+    display: str | None = None
+    rest = text
+    if text.startswith('"'):
+        match = grammar.QUOTED_STRING.match(text)
+        if match is None:
+            raise SipParseError(f"Malformed {what}: unterminated quoted string")
+        display = match.group()
+        rest = text[match.end() :].lstrip(" \t")
+        if not rest.startswith("<"):
+            raise SipParseError(f"Malformed {what}")
+    else:
+        lt = text.find("<")
+        if lt > 0:
+            candidate = text[:lt].rstrip(" \t")
+            if not grammar.DISPLAY_TOKENS.fullmatch(candidate):
+                raise SipParseError(f"Malformed {what}: bad display name")
+            display = candidate
+            rest = text[lt:]
+    if rest.startswith("<"):
+        gt = rest.find(">")
+        if gt < 0:
+            raise SipParseError(f"Malformed {what}: missing '>'")
+        uri_text = rest[1:gt]
+        if not uri_text or uri_text != uri_text.strip(" \t"):
+            raise SipParseError(f"Malformed {what}: spaces in addr-spec")
+        uri = parse_uri(uri_text)
+        params = parse_header_params(rest[gt + 1 :], what)
+        return NameAddr(uri, display, params, True)
+    # addr-spec without brackets: parameters after ';' belong to the header (RFC 3261 §20.10)
+    semi = rest.find(";")
+    uri_text = rest if semi < 0 else rest[:semi]
+    uri_text = uri_text.rstrip(" \t")
+    if not uri_text or " " in uri_text or "\t" in uri_text:
+        raise SipParseError(f"Malformed {what}: spaces in addr-spec")
+    uri = parse_uri(uri_text)
+    if isinstance(uri, SipUri) and uri.headers is not None:
+        # RFC 3261 §20: a URI with '?' headers must be enclosed in <> (RFC 4475 regbadct)
+        raise SipParseError(f"Malformed {what}: URI with headers must be in <>")
+    params = parse_header_params(rest[semi:], what) if semi >= 0 else ()
+    return NameAddr(uri, None, params, False)
+
+
+@dataclass(frozen=True, slots=True)
+class Via:
+    """One ``via-parm`` (RFC 3261 §20.42, RFC 3581 rport)."""
+
+    transport: str
+    host: str
+    port: int | None = None
+    params: Params = field(default=())
+    protocol: str = "SIP/2.0"
+
+    def __str__(self) -> str:
+        port = f":{self.port}" if self.port is not None else ""
+        return f"{self.protocol}/{self.transport} {self.host}{port}{format_params(self.params)}"
+
+    @property
+    def branch(self) -> str | None:
+        return get_param(self.params, "branch")
+
+    @property
+    def received(self) -> str | None:
+        return get_param(self.params, "received")
+
+    @property
+    def rport(self) -> int | bool | None:
+        """None: absent; True: present without a value (a request); int: filled in."""
+        for key, value in self.params:
+            if key.lower() == "rport":
+                if value is None:
+                    return True
+                return int(value) if value.isdigit() else None
+        return None
+
+    @property
+    def maddr(self) -> str | None:
+        return get_param(self.params, "maddr")
+
+    @property
+    def ttl(self) -> int | None:
+        value = get_param(self.params, "ttl")
+        return int(value) if value and value.isdigit() else None
+
+    def with_params(self, params: Params) -> Via:
+        return Via(self.transport, self.host, self.port, params, self.protocol)
+
+
+def parse_via(item: str) -> Via:
+    """Parse one comma-separated item of a Via header."""
+    match = grammar.VIA_SENT.match(item)
+    if match is None:
+        raise SipParseError("Malformed Via")
+    name, version, transport, host, port = match.groups()
+    if port is not None and int(port) > 65535:
+        raise SipParseError("Malformed Via")
+    params = parse_header_params(item[match.end() :], "Via")
+    for key, value in params:
+        lkey = key.lower()
+        if lkey in ("ttl", "rport") and value is not None and not value.isdigit():
+            raise SipParseError("Malformed Via")
+        if lkey in ("branch", "received", "maddr") and not value:
+            raise SipParseError("Malformed Via")
+    return Via(transport.upper(), host, int(port) if port else None, params, f"{name.upper()}/{version}")
