@@ -1,0 +1,158 @@
+# presence-sip: one job per target (STYLE.md section 8).  `make help` lists them.
+#
+#   make test               install everything needed, lint, run every test group
+#   make test PY=3.12       the same with another Python, in its own venv (.venv-3.12)
+#
+# PY picks the interpreter: `python3` (default, venv `.venv`), or a version such as `3.12`,
+# resolved to `python3.12` on PATH and, when that cannot run (an unselected pyenv shim), to
+# $(HOME)/.pyenv/versions/3.12*/bin/python3.12.  Each Python gets its own venv: .venv-<version>.
+# Stamp files inside the venv make a second `make test` skip the installation.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PY ?= python3
+ifeq ($(PY),python3)
+VENV ?= .venv
+else
+VENV ?= .venv-$(patsubst python%,%,$(notdir $(PY)))
+endif
+
+# The interpreter that creates the venv (resolved once per make run).
+PYTHON_BIN := $(shell \
+	py='$(PY)'; case "$$py" in [0-9]*) py="python$$py" ;; esac; \
+	if exe=$$("$$py" -c 'import sys; print(sys.executable)' 2>/dev/null); then echo "$$exe"; \
+	else last=""; for c in $(HOME)/.pyenv/versions/$(patsubst python%,%,$(PY))*/bin/$$(basename "$$py"); do \
+	  [ -x "$$c" ] && last="$$c"; done; echo "$${last:-$$py}"; fi)
+
+PYTHON := $(VENV)/bin/python
+PYTEST := $(PYTHON) -bb -m pytest
+PYTEST_ARGS ?=
+# Test groups allowed to select no test at all (pytest exit code 5) until their issue lands.
+ALLOW_EMPTY ?= interop fuzz
+LINT_PATHS := $(wildcard presence_sip tests benchmarks fuzz docs)
+FUZZ_TIME ?= 60
+
+STAMP_DEV := $(VENV)/.stamp-dev
+STAMP_BENCH := $(VENV)/.stamp-bench
+STAMP_COV := $(VENV)/.stamp-cov
+
+# command:debian-package pairs installed by `install` when the command is missing.
+SYSTEM_TOOLS := sipp:sip-tester baresip:baresip-core socat:socat
+BENCH_PACKAGES := kamailio kamailio-presence-modules
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
+
+# $(call apt_install,PACKAGES): one `apt-get update`, then install, when PACKAGES is not empty.
+define apt_install
+if [ -n "$(strip $(1))" ]; then \
+  echo "installing Debian packages:$(1)"; \
+  $(APT_GET) update -qq; \
+  $(APT_GET) install -y -qq --no-install-recommends $(1); \
+fi
+endef
+
+# $(call pytest_group,NAME,MARKER-EXPRESSION[,ENV-ASSIGNMENTS,MORE-ARGS]): run one group; "no tests" (exit 5)
+# fails the group unless NAME is in ALLOW_EMPTY.
+define pytest_group
+rc=0; $(3) $(PYTEST) tests -m "$(2)" $(4) $(PYTEST_ARGS) || rc=$$?; \
+if [ $$rc -eq 5 ] && [ -n "$(filter $(1),$(ALLOW_EMPTY))" ]; then \
+  echo "$(1): no tests yet (allowed by ALLOW_EMPTY)"; rc=0; \
+elif [ $$rc -eq 5 ]; then echo "$(1): no tests were collected" >&2; fi; \
+exit $$rc
+endef
+
+.PHONY: help install venv system-tools fmt lint type test test-unit test-int test-sipp \
+	test-interop fuzz cov bench bench-tools demo certs clean distclean
+
+help:
+	@echo "targets: install fmt lint type test test-unit test-int test-sipp test-interop"
+	@echo "         fuzz cov bench demo certs clean distclean      (PY=3.12 for another Python)"
+
+install: venv system-tools
+
+venv: $(STAMP_DEV)
+
+$(STAMP_DEV): pyproject.toml
+	@[ -x "$(PYTHON)" ] || { echo "creating $(VENV) with $(PYTHON_BIN)"; "$(PYTHON_BIN)" -m venv "$(VENV)"; }
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+system-tools:
+	@missing=""; for pair in $(SYSTEM_TOOLS); do \
+	  command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair#*:}"; \
+	done; $(call apt_install,$$missing)
+
+fmt: venv
+	$(VENV)/bin/ruff check --select I --fix $(LINT_PATHS)
+	$(VENV)/bin/ruff format $(LINT_PATHS)
+
+lint: venv
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(VENV)/bin/mypy
+
+type: venv
+	$(VENV)/bin/mypy
+
+test: install lint test-unit test-int test-sipp test-interop
+
+# Groups partition the suite: tests/conftest.py marks tests by directory.
+test-unit: venv
+	@$(call pytest_group,unit,not integration and not sipp and not interop)
+
+test-int: venv
+	@$(call pytest_group,integration,integration and not sipp and not interop)
+
+test-sipp: install
+	@$(call pytest_group,sipp,sipp and not interop)
+
+test-interop: install
+	@$(call pytest_group,interop,interop)
+
+# Hypothesis tests named *fuzz* with many more examples, then any atheris harness in fuzz/.
+fuzz: venv
+	@$(call pytest_group,fuzz,not sipp and not interop,HYPOTHESIS_PROFILE=fuzz,-k fuzz)
+	@harnesses="$(wildcard fuzz/*.py)"; if [ -n "$$harnesses" ]; then \
+	  $(PYTHON) -c 'import atheris' 2>/dev/null || $(PYTHON) -m pip install --quiet atheris; \
+	  for h in $$harnesses; do echo "fuzzing $$h for $(FUZZ_TIME)s"; \
+	    $(PYTHON) "$$h" -max_total_time=$(FUZZ_TIME); done; \
+	fi
+
+$(STAMP_COV): $(STAMP_DEV)
+	$(PYTHON) -c 'import coverage' 2>/dev/null || $(PYTHON) -m pip install --quiet 'coverage[toml]>=7'
+	@touch $@
+
+cov: install $(STAMP_COV)
+	$(PYTHON) -bb -m coverage run -m pytest tests $(PYTEST_ARGS)
+	$(PYTHON) -m coverage report --show-missing
+
+$(STAMP_BENCH): $(STAMP_DEV)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	@touch $@
+
+bench-tools: system-tools
+	@missing=""; for pkg in $(BENCH_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' "$$pkg" 2>/dev/null | grep -q 'ok installed' \
+	    || missing="$$missing $$pkg"; \
+	done; $(call apt_install,$$missing)
+
+bench: $(STAMP_BENCH) bench-tools
+	$(PYTHON) benchmarks/run.py
+	@if [ -f benchmarks/bench_parser.py ]; then $(PYTHON) benchmarks/bench_parser.py; fi
+
+demo: venv
+	$(VENV)/bin/presence-sip demo
+
+certs: venv
+	$(VENV)/bin/presence-sip certs demo --out certs
+
+clean:
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov build dist *.egg-info
+	find . -path './.venv*' -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# Also the venvs and generated certificates.
+distclean: clean
+	rm -rf .venv .venv-*
+	find certs -mindepth 1 ! -name README.md -exec rm -rf {} +

@@ -1,0 +1,144 @@
+"""``presence-sip serve [CONFIG.toml] [--node NAME]``: run the nodes of one network (or one node).
+
+With no config file it runs one all-in-one node (registrar + presence server) for ``--domain``.
+A config file describes a network and its nodes::
+
+    [network]
+    domain = "net-b.test"
+    data = "data/net-b"
+    auth = "digest"            # or "none"
+    default_policy = "confirm" # or "allow", "block"
+    ca = "certs/net-b.test/ca.pem"
+
+    [[node]]
+    name = "ps1"
+    roles = ["registrar", "presence"]
+    listen = ["udp:127.0.2.11:5060", "tcp:127.0.2.11:5060"]
+    cert = "certs/net-b.test/ps1.pem"
+    key = "certs/net-b.test/ps1.key"
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from presence_sip.node import ROLES, Node, NodeConfig, TlsSettings
+from presence_sip.sip.errors import ConfigError
+from presence_sip.transport.listen import ListenSpec
+
+DEFAULT_LISTEN = ("udp:127.0.0.1:5060", "tcp:127.0.0.1:5060")
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("serve", help="run a presence node (or the nodes of a network config)")
+    parser.add_argument("config", nargs="?", help="network configuration (TOML); omit for one all-in-one node")
+    parser.add_argument("--node", help="run only this node of the config file")
+    parser.add_argument("--domain", help="network domain served (default example.test)")
+    parser.add_argument(
+        "--listen", action="append", metavar="URI",
+        help="listen address like udp:127.0.0.1:5060, tcp:..., tls:... (repeatable)",
+    )
+    parser.add_argument("--data", help="data directory holding presence.sqlite (default ./data)")
+    parser.add_argument("--cert", help="TLS certificate (PEM) for tls: listeners and outgoing TLS")
+    parser.add_argument("--key", help="TLS private key (PEM)")
+    parser.add_argument("--ca", help="CA bundle that peer certificates must chain to")
+    parser.add_argument(
+        "--require-client-cert", action="store_true", help="TLS: refuse clients without a trusted certificate"
+    )
+    parser.add_argument("--auth", choices=("digest", "none"), help="digest challenges (default) or none (lab use)")
+    parser.add_argument(
+        "--default-policy", choices=("confirm", "allow", "block"),
+        help="authorization for a watcher with no rule (default confirm)",
+    )
+    parser.add_argument("--roles", help=f"comma-separated roles (default {','.join(sorted(ROLES))})")
+    parser.add_argument(
+        "--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="default INFO"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=getattr(logging, args.log_level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    configs = load_configs(args)
+    asyncio.run(_serve(configs))
+    return 0
+
+
+async def _serve(configs: list[NodeConfig]) -> None:
+    nodes = [Node(config) for config in configs]
+    if len(nodes) == 1:
+        await nodes[0].serve_forever()
+        return
+    # Several nodes of one network in one process: start all, stop all on the first signal.
+    first, *others = nodes
+    for node in others:
+        await node.start()
+    try:
+        await first.serve_forever()
+    finally:
+        for node in others:
+            await node.stop()
+
+
+def load_configs(args: argparse.Namespace) -> list[NodeConfig]:
+    """Node configurations from the command line, or from a TOML file with flags overriding."""
+    if args.config is None:
+        if args.node:
+            raise ConfigError("--node needs a config file")
+        return [_node_config({}, {}, args)]
+    path = Path(args.config)
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    network = document.get("network", {})
+    nodes = document.get("node", [])
+    if not isinstance(network, dict) or not isinstance(nodes, list) or not nodes:
+        raise ConfigError(f"{path}: needs a [network] table and at least one [[node]]")
+    chosen = [n for n in nodes if not args.node or n.get("name") == args.node]
+    if not chosen:
+        raise ConfigError(f"{path}: no node named {args.node!r}")
+    return [_node_config(network, node, args) for node in chosen]
+
+
+def _node_config(network: dict[str, Any], node: dict[str, Any], args: argparse.Namespace) -> NodeConfig:
+    def pick(flag: str | None, key: str, default: Any, table: dict[str, Any] = network) -> Any:
+        if flag is not None:
+            return flag
+        return node.get(key, table.get(key, default))
+
+    listen_uris = args.listen or node.get("listen") or list(DEFAULT_LISTEN)
+    cert = pick(args.cert, "cert", None)
+    key = pick(args.key, "key", None)
+    if (cert is None) != (key is None):
+        raise ConfigError("--cert and --key go together")
+    tls = None
+    if cert is not None:
+        tls = TlsSettings(
+            cert=cert,
+            key=key,
+            ca=pick(args.ca, "ca", None),
+            require_client_cert=bool(args.require_client_cert or node.get("require_client_cert", False)),
+        )
+    roles = args.roles.split(",") if args.roles else node.get("roles", sorted(ROLES))
+    return NodeConfig(
+        name=node.get("name", "node"),
+        domain=pick(args.domain, "domain", "example.test"),
+        aliases=tuple(node.get("aliases", network.get("aliases", ()))),
+        listen=tuple(ListenSpec.parse(uri) for uri in listen_uris),
+        data_dir=pick(args.data, "data", "data"),
+        roles=frozenset(r.strip() for r in roles),
+        auth=pick(args.auth, "auth", "digest"),
+        default_policy=pick(args.default_policy, "default_policy", "confirm"),
+        tls=tls,
+    )

@@ -1,0 +1,41 @@
+"""Configuration records: frozen dataclasses, a docstring per field (STYLE.md §1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Timers:
+    """RFC 3261 §17 timer base values, in seconds."""
+
+    t1: float = 0.5
+    """RTT estimate; Timer E starts here and doubles (UDP)."""
+    t2: float = 4.0
+    """Maximum retransmit interval for non-INVITE requests."""
+    t4: float = 5.0
+    """Maximum time a message stays in the network; Timer K (UDP)."""
+
+    @property
+    def timer_f(self) -> float:
+        """Non-INVITE client transaction timeout (64*T1)."""
+        return 64 * self.t1
+
+    @property
+    def timer_j(self) -> float:
+        """Non-INVITE server transaction wait for retransmissions on UDP (64*T1)."""
+        return 64 * self.t1
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Resource caps that keep a node alive under hostile input."""
+
+    max_message_size: int = 65535
+    """Largest SIP message accepted on any transport; larger gets 513 (or a close on streams)."""
+    max_connections: int = 10000
+    """Open TCP/TLS connections accepted at once."""
+    idle_connection_timeout: float = 300.0
+    """A stream connection with no traffic for this long is closed."""
+    max_transactions: int = 200000
+    """Server transactions kept at once; beyond it new requests get 503."""

@@ -1,0 +1,335 @@
+"""The sans-IO SIP endpoint: bytes in, bytes out, roles plugged in by method.
+
+``Endpoint`` is what the asyncio driver pumps (``receive`` / ``outbox`` / ``get_timer`` /
+``handle_timer``).  It parses (triaging bad input per STYLE.md §4), runs the RFC 3261 transaction
+layer, applies the checks every UAS makes before a role sees a request (RFC 3261 §8.2: URI scheme,
+Require, method), and dispatches to the role handlers registered for each method.  Roles answer
+at once (return a :class:`Response`) or later through :meth:`Endpoint.respond`; they originate
+requests (NOTIFY) with :meth:`Endpoint.send_request`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from presence_sip.config import Limits, Timers
+from presence_sip.ids import IdSource
+from presence_sip.sip import (
+    Request,
+    Response,
+    SipParseError,
+    make_response,
+    parse_message,
+    to_bytes,
+)
+from presence_sip.sip.message import Message
+from presence_sip.sip.parser import ParseFailure
+from presence_sip.sip.peer import Peer
+from presence_sip.sip.uri import AbsoluteUri
+from presence_sip.transaction.events import (
+    RequestReceived,
+    ResponseReceived,
+    StrayResponse,
+    TransactionTimedOut,
+)
+from presence_sip.transaction.manager import TransactionKey, TransactionManager
+
+log = logging.getLogger(__name__)
+
+KNOWN_NOT_ALLOWED = ("INVITE", "BYE", "MESSAGE", "INFO", "PRACK", "UPDATE", "REFER")
+"""Methods we recognise but do not serve: 405 + Allow (RFC 3261 §8.2.1)."""
+
+
+@dataclass(slots=True)
+class Incoming:
+    """A request handed to a role, with what the role needs to answer it."""
+
+    request: Request
+    """The parsed request (top Via already carries received/rport)."""
+    source: Peer
+    """Where it came from (with the stream connection id)."""
+    key: TransactionKey
+    """The server transaction to answer through."""
+    identity: object | None = None
+    """The verified TLS peer identity of the connection, when there is one."""
+
+
+RequestHandler = Callable[[Incoming, float], Response | None]
+ResponseCallback = Callable[[Response | None, float], None]
+"""Called with the final response of an originated request, or None on timeout / transport error."""
+
+
+class TimedRole(Protocol):
+    """A role with its own deadlines (subscription expiry, NOTIFY rate limits...)."""
+
+    def get_timer(self) -> float | None: ...
+
+    def handle_timer(self, now: float) -> None: ...
+
+
+@dataclass(slots=True)
+class EndpointStats:
+    """Counters an operator can read (and the benchmarks print)."""
+
+    received: int = 0
+    dropped: int = 0
+    malformed_answered: int = 0
+    responses_sent: int = 0
+    requests_sent: int = 0
+    timeouts: int = 0
+    by_status: dict[int, int] = field(default_factory=dict)
+
+
+class Endpoint:
+    """Parse, transact, check and dispatch; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        ids: IdSource,
+        timers: Timers | None = None,
+        limits: Limits | None = None,
+        supported: Iterable[str] = ("path",),
+        user_agent: str = "presence-sip",
+    ) -> None:
+        self.ids = ids
+        self.limits = limits or Limits()
+        self.transactions = TransactionManager(
+            timers=timers or Timers(), id_source=ids, max_transactions=self.limits.max_transactions
+        )
+        self.handlers: dict[str, RequestHandler] = {"OPTIONS": self._options}
+        self.allow_events: list[str] = []
+        self.accept: list[str] = []
+        self.supported = tuple(supported)
+        self.user_agent = user_agent
+        self.roles: list[TimedRole] = []
+        self.stats = EndpointStats()
+        self.identities: dict[int, object] = {}
+        self._pending: dict[TransactionKey, ResponseCallback] = {}
+        self._stateless: list[tuple[bytes, Peer]] = []
+        self._to_tag = ids.new_id("t")
+
+    # --- wiring -------------------------------------------------------------------------------
+
+    def register(self, method: str, handler: RequestHandler) -> None:
+        """Serve ``method`` with ``handler`` (one role per method)."""
+        self.handlers[method] = handler
+
+    def add_role(self, role: TimedRole) -> None:
+        self.roles.append(role)
+
+    @property
+    def allow(self) -> str:
+        return ", ".join([*self.handlers, "ACK", "CANCEL"])
+
+    # --- the Endpoint protocol the driver pumps -----------------------------------------------
+
+    def receive(self, data: bytes, source: Peer, now: float) -> None:
+        self.stats.received += 1
+        try:
+            message = parse_message(
+                data, datagram=not source.reliable, max_size=self.limits.max_message_size
+            )
+        except ParseFailure as exc:
+            self._answer_malformed(exc.partial, exc, source)
+            return
+        except SipParseError as exc:
+            if exc.status == 513 and data[:4] != b"SIP/":
+                self._answer_oversize(data, exc, source)
+                return
+            self._drop(data, exc.reason, source)
+            return
+        self.transactions.receive(message, source, now)
+        self._drain(now)
+
+    def receive_malformed(self, data: bytes, error: SipParseError, source: Peer, now: float) -> None:
+        self._answer_oversize(data, error, source)
+
+    def connection_made(self, peer: Peer, identity: object | None, now: float) -> None:
+        if identity is not None:
+            self.identities[peer.connection] = identity
+
+    def connection_lost(self, peer: Peer, now: float) -> None:
+        self.identities.pop(peer.connection, None)
+        self.transactions.connection_lost(peer, now)
+        self._drain(now)
+
+    def outbox(self) -> list[tuple[bytes, Peer]]:
+        out = self.transactions.outbox()
+        if self._stateless:
+            out.extend(self._stateless)
+            self._stateless = []
+        return out
+
+    def get_timer(self) -> float | None:
+        deadline = self.transactions.get_timer()
+        for role in self.roles:
+            timer = role.get_timer()
+            if timer is not None and (deadline is None or timer < deadline):
+                deadline = timer
+        return deadline
+
+    def handle_timer(self, now: float) -> None:
+        self.transactions.handle_timer(now)
+        self._drain(now)
+        for role in self.roles:
+            timer = role.get_timer()
+            if timer is not None and timer <= now:
+                role.handle_timer(now)
+        self._drain(now)
+
+    # --- used by roles ------------------------------------------------------------------------
+
+    def respond(self, key: TransactionKey, response: Response, now: float) -> None:
+        """Send ``response`` through the server transaction ``key``."""
+        if self.user_agent and "Server" not in response.headers:
+            response.headers.add("Server", self.user_agent)
+        self.transactions.respond(key, response, now)
+        self.stats.responses_sent += 1
+        self.stats.by_status[response.status] = self.stats.by_status.get(response.status, 0) + 1
+        if response.status >= 200 and log.isEnabledFor(logging.INFO):
+            log.info(
+                "%s %s -> %d %s (Call-ID %s)",
+                response.cseq.method,
+                response.headers.get("To"),
+                response.status,
+                response.reason,
+                response.headers.get("Call-ID"),
+            )
+
+    def reply(
+        self, incoming: Incoming, status: int, reason: str | None = None, *,
+        headers: Iterable[tuple[str, str]] = (), body: bytes = b"", now: float,
+    ) -> None:
+        """Shorthand: build with :func:`make_response` (adding our To-tag) and send."""
+        response = make_response(
+            incoming.request, status, reason, to_tag=self._to_tag, headers=headers, body=body
+        )
+        self.respond(incoming.key, response, now)
+
+    def new_branch(self) -> str:
+        return self.transactions.new_branch()
+
+    def send_request(
+        self, request: Request, destination: Peer, now: float, on_response: ResponseCallback | None = None
+    ) -> TransactionKey:
+        """Send ``request`` (its top Via must carry a fresh branch) in a client transaction."""
+        key = self.transactions.send_request(request, destination, now)
+        self.stats.requests_sent += 1
+        if on_response is not None:
+            self._pending[key] = on_response
+        return key
+
+    # --- internals ----------------------------------------------------------------------------
+
+    def _drain(self, now: float) -> None:
+        transactions = self.transactions
+        event = transactions.next_event()
+        while event is not None:
+            if isinstance(event, RequestReceived):
+                self._dispatch(event, now)
+            elif isinstance(event, ResponseReceived):
+                if event.response.status >= 200:
+                    callback = self._pending.pop(event.key, None)
+                    if callback is not None:
+                        callback(event.response, now)
+            elif isinstance(event, TransactionTimedOut):
+                self.stats.timeouts += 1
+                callback = self._pending.pop(event.key, None)
+                if callback is not None:
+                    callback(None, now)
+            elif isinstance(event, StrayResponse):
+                self.stats.dropped += 1
+            event = transactions.next_event()
+
+    def _dispatch(self, event: RequestReceived, now: float) -> None:
+        request = event.request
+        if event.key is None or request.method == "ACK":
+            return  # RFC 3261 §17.2.3: never answer an ACK
+        incoming = Incoming(request, event.source, event.key, self.identities.get(event.source.connection))
+        try:
+            response = self._check_and_handle(incoming, now)
+        except SipParseError as exc:
+            # A typed accessor found a defect the role needed: answer with what it names.
+            response = make_response(request, exc.status, exc.reason, to_tag=self._to_tag)
+        if response is not None:
+            self.respond(incoming.key, response, now)
+
+    def _check_and_handle(self, incoming: Incoming, now: float) -> Response | None:
+        request = incoming.request
+        if isinstance(request.request_uri, AbsoluteUri):
+            # RFC 3261 §8.2.2.1 (RFC 4475 unkscm, novelsc)
+            return make_response(request, 416, to_tag=self._to_tag)
+        unsupported = [opt for opt in request.token_list("Require") if opt not in self.supported]
+        if unsupported and request.method not in ("CANCEL",):
+            # RFC 3261 §8.2.2.3 (RFC 4475 bext01)
+            return make_response(
+                request, 420, to_tag=self._to_tag, headers=[("Unsupported", ", ".join(unsupported))]
+            )
+        handler = self.handlers.get(request.method)
+        if handler is not None:
+            return handler(incoming, now)
+        if request.method == "CANCEL":
+            # RFC 3261 §9.2: nothing of ours is cancellable (no INVITE is served)
+            return make_response(request, 481, to_tag=self._to_tag)
+        if request.method in KNOWN_NOT_ALLOWED:
+            return make_response(request, 405, to_tag=self._to_tag, headers=[("Allow", self.allow)])
+        return make_response(request, 501, to_tag=self._to_tag, headers=[("Allow", self.allow)])
+
+    def _options(self, incoming: Incoming, now: float) -> Response:
+        """RFC 3261 §11.2: 200 with what we can do."""
+        headers = [("Allow", self.allow)]
+        if self.allow_events:
+            headers.append(("Allow-Events", ", ".join(self.allow_events)))
+        if self.accept:
+            headers.append(("Accept", ", ".join(self.accept)))
+        headers.append(("Supported", ", ".join(self.supported)))
+        return make_response(incoming.request, 200, to_tag=self._to_tag, headers=headers)
+
+    def _answer_malformed(self, partial: Message, error: SipParseError, source: Peer) -> None:
+        """STYLE.md §4 triage: answer an addressable bad request statelessly, drop the rest."""
+        if not isinstance(partial, Request) or partial.method == "ACK":
+            self._drop(b"", f"{error.reason} (response or ACK)", source)
+            return
+        headers = partial.headers
+        if not all(name in headers for name in ("Via", "From", "To", "Call-ID", "CSeq")):
+            self._drop(b"", error.reason, source)
+            return
+        try:
+            via = partial.top_via
+        except SipParseError:
+            self._drop(b"", error.reason, source)
+            return
+        response = make_response(partial, error.status, error.reason, to_tag=self._to_tag)
+        self._send_stateless(response, via_peer(via, source))
+        self.stats.malformed_answered += 1
+        log.info("malformed %s from %s: %d %s", partial.method, source, error.status, error.reason)
+
+    def _answer_oversize(self, data: bytes, error: SipParseError, source: Peer) -> None:
+        head = data.split(b"\r\n\r\n", 1)[0][: self.limits.max_message_size]
+        try:
+            partial = parse_message(head + b"\r\n\r\n", datagram=True)
+        except ParseFailure as exc:
+            self._answer_malformed(exc.partial, error, source)
+            return
+        except SipParseError:
+            self._drop(data, error.reason, source)
+            return
+        self._answer_malformed(partial, error, source)
+
+    def _send_stateless(self, response: Response, destination: Peer) -> None:
+        self._stateless.append((to_bytes(response), destination))
+
+    def _drop(self, data: bytes, reason: str, source: Peer) -> None:
+        self.stats.dropped += 1
+        log.debug("dropped from %s: %s %r", source, reason, data[:64])
+
+
+def via_peer(via: object, source: Peer) -> Peer:
+    """Where a stateless response goes: the source connection, or RFC 3581 source address on UDP."""
+    if source.reliable:
+        return source
+    return Peer("udp", source.host, source.port)

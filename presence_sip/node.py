@@ -1,0 +1,183 @@
+"""One node: storage + sans-IO endpoint + roles + asyncio driver, from a :class:`NodeConfig`.
+
+A role is configuration over the same core: ``registrar`` serves REGISTER, ``presence`` serves
+PUBLISH/SUBSCRIBE for the node's domain; later waves add ``gateway`` and ``watcher``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import signal
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from presence_sip.auth.digest import DigestAlgorithm, DigestAuthenticator
+from presence_sip.auth.guard import RequestGuard
+from presence_sip.config import Limits, Timers
+from presence_sip.endpoint import Endpoint
+from presence_sip.ids import RandomIdSource
+from presence_sip.registrar.registrar import Registrar, RegistrarPolicy
+from presence_sip.registrar.role import RegistrarRole
+from presence_sip.sip.errors import ConfigError
+from presence_sip.storage.database import get_setting, open_network_database, set_setting, transaction
+from presence_sip.storage.sqlite_bindings import SqliteBindingStore
+from presence_sip.storage.sqlite_hss import SqliteSubscriberStore
+from presence_sip.transport.driver import Driver
+from presence_sip.transport.listen import ListenSpec
+
+log = logging.getLogger(__name__)
+
+ROLES = frozenset({"registrar", "presence"})
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """Certificates of a node (PEM paths)."""
+
+    cert: str
+    key: str
+    ca: str | None = None
+    require_client_cert: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """Everything one node needs; built by ``presence-sip serve`` from flags or a TOML file."""
+
+    name: str = "node"
+    domain: str = "example.test"
+    """The network domain this node serves (also the digest realm)."""
+    aliases: tuple[str, ...] = ()
+    """More host names / addresses accepted as "ours" in Request-URIs."""
+    listen: tuple[ListenSpec, ...] = ()
+    data_dir: str = "data"
+    roles: frozenset[str] = ROLES
+    auth: str = "digest"
+    """``digest`` (challenge REGISTER/SUBSCRIBE/PUBLISH) or ``none`` (lab use, benchmarks)."""
+    default_policy: str = "confirm"
+    """Authorization for a watcher with no rule: ``confirm``, ``allow`` or ``block``."""
+    tls: TlsSettings | None = None
+    timers: Timers = field(default_factory=Timers)
+    limits: Limits = field(default_factory=Limits)
+    registrar: RegistrarPolicy = field(default_factory=RegistrarPolicy)
+
+    def __post_init__(self) -> None:
+        unknown = self.roles - ROLES
+        if unknown:
+            raise ConfigError(f"unknown role(s): {', '.join(sorted(unknown))}")
+        if self.auth not in ("digest", "none"):
+            raise ConfigError(f"--auth must be digest or none, not {self.auth!r}")
+        if self.default_policy not in ("confirm", "allow", "block"):
+            raise ConfigError(f"--default-policy must be confirm, allow or block, not {self.default_policy!r}")
+        if any(spec.transport == "tls" for spec in self.listen) and self.tls is None:
+            raise ConfigError("a tls: listener needs --cert and --key")
+
+
+class Node:
+    """A running node; ``await start()``, then ``await stop()`` (or ``serve_forever``)."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.conn: sqlite3.Connection = open_network_database(config.data_dir)
+        self.hss = SqliteSubscriberStore(self.conn)
+        self._check_domain()
+        now = time.time()
+        self.endpoint = Endpoint(ids=RandomIdSource(), timers=config.timers, limits=config.limits)
+        self.domains = frozenset(
+            {config.domain.lower(), *(a.lower() for a in config.aliases), *(s.host for s in config.listen)}
+        )
+        self.guard = RequestGuard(self._authenticator(), self._ha1)
+        self.registrar = Registrar(SqliteBindingStore(self.conn), policy=config.registrar, now=now)
+        self.presence: object | None = None
+        if "registrar" in config.roles:
+            role = RegistrarRole(self.registrar, self.guard, self.hss, self.domains)
+            self.endpoint.register("REGISTER", role.handle)
+            self.endpoint.add_role(self.registrar)
+        if "presence" in config.roles:
+            self._add_presence(now)
+        self.driver = Driver(self.endpoint, limits=config.limits, tls=config.tls, clock=time.time)
+
+    def _check_domain(self) -> None:
+        stored = get_setting(self.conn, "domain")
+        if stored is None:
+            with transaction(self.conn):
+                set_setting(self.conn, "domain", self.config.domain)
+        elif stored != self.config.domain:
+            raise ConfigError(
+                f"data directory {self.config.data_dir} belongs to domain {stored}, not {self.config.domain}"
+            )
+
+    def _authenticator(self) -> DigestAuthenticator | None:
+        if self.config.auth == "none":
+            return None
+        return DigestAuthenticator(self.config.domain, self._secret())
+
+    def _secret(self) -> bytes:
+        """Nonce HMAC key shared by the nodes of a network (kept in the database)."""
+        stored = get_setting(self.conn, "nonce_secret")
+        if stored is None:
+            stored = secrets.token_hex(32)
+            with transaction(self.conn):
+                set_setting(self.conn, "nonce_secret", stored)
+        return bytes.fromhex(stored)
+
+    def _ha1(self, username: str, algorithm: DigestAlgorithm) -> str | None:
+        return self.hss.get_ha1(username, algorithm.base.value)
+
+    def _add_presence(self, now: float) -> None:
+        from presence_sip.presence.role import PresenceRole  # noqa: PLC0415 - optional role
+
+        role = PresenceRole(
+            endpoint=self.endpoint,
+            conn=self.conn,
+            hss=self.hss,
+            registrar=self.registrar,
+            guard=self.guard,
+            domains=self.domains,
+            default_policy=self.config.default_policy,
+            now=now,
+        )
+        self.presence = role
+        self.registrar.listeners.append(role.registration_changed)
+        self.endpoint.add_role(role)
+
+    @property
+    def local_addresses(self) -> list[tuple[str, str, int]]:
+        return list(self.driver.local_addresses)
+
+    async def start(self) -> None:
+        await self.driver.start(self.config.listen)
+        if self.config.auth == "none":
+            log.warning("authentication is OFF (--auth none): lab use only")
+        for transport, host, port in self.driver.local_addresses:
+            log.info("%s listening on %s:%s:%d (domain %s)", self.config.name, transport, host, port, self.config.domain)
+
+    async def stop(self) -> None:
+        await self.driver.stop()
+        close = getattr(self.presence, "close", None)
+        if close is not None:
+            close()
+        self.conn.close()
+
+    async def serve_forever(self) -> None:
+        """Run until SIGINT/SIGTERM (one signal is enough), then stop cleanly."""
+        loop = asyncio.get_running_loop()
+        stopping = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stopping.set)
+        await self.start()
+        try:
+            await stopping.wait()
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            log.info("%s stopping", self.config.name)
+            await self.stop()
+
+
+def data_path(path: str) -> str:
+    return str(Path(path).expanduser())

@@ -1,0 +1,1 @@
+"""Presence: PIDF documents, partial PIDF, watcherinfo, authorization rules (sans-IO)."""

@@ -1,0 +1,428 @@
+"""PIDF presence documents: RFC 3863 (PIDF), RFC 4480 (RPID), RFC 4479 (data model).
+
+Bytes in, validated :class:`PresenceDocument` out (:func:`parse_pidf`); several publications of one
+presentity in, one composed PIDF out (:func:`compose_documents`); and the one-tuple documents the
+presence server makes itself (:func:`status_document`).
+
+Hardening (STYLE.md section 4): one module-level lxml parser that never resolves entities, never
+loads a DTD and never touches the network; any DOCTYPE (and so any entity declaration) is refused
+before or after parsing, so "billion laughs" and external entities expand nothing; bodies over
+:data:`MAX_PIDF_SIZE` are refused unparsed. Every lxml error becomes :class:`PidfError` here, at the
+edge, with status 400 and a reason naming the defect.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import cast
+
+from lxml import etree
+
+from presence_sip.sip.errors import LocalProtocolError, PidfError
+
+__all__ = [
+    "CAPS_NS",
+    "CIPID_NS",
+    "DM_NS",
+    "MAX_PIDF_SIZE",
+    "PIDF_CONTENT_TYPE",
+    "PIDF_DIFF_CONTENT_TYPE",
+    "PIDF_DIFF_NS",
+    "PIDF_NS",
+    "RPID_NS",
+    "WATCHERINFO_CONTENT_TYPE",
+    "WATCHERINFO_NS",
+    "PresenceDocument",
+    "compose_documents",
+    "document_basic",
+    "document_from_element",
+    "documents_equivalent",
+    "make_element",
+    "parse_pidf",
+    "parse_pidf_tree",
+    "parse_xml",
+    "serialise",
+    "status_document",
+]
+
+PIDF_CONTENT_TYPE = "application/pidf+xml"
+PIDF_DIFF_CONTENT_TYPE = "application/pidf-diff+xml"
+WATCHERINFO_CONTENT_TYPE = "application/watcherinfo+xml"
+MAX_PIDF_SIZE = 64 * 1024
+
+PIDF_NS = "urn:ietf:params:xml:ns:pidf"  # RFC 3863 section 4.4
+RPID_NS = "urn:ietf:params:xml:ns:pidf:rpid"  # RFC 4480 section 3
+DM_NS = "urn:ietf:params:xml:ns:pidf:data-model"  # RFC 4479 section 4
+CAPS_NS = "urn:ietf:params:xml:ns:pidf:caps"  # RFC 5196
+CIPID_NS = "urn:ietf:params:xml:ns:pidf:cipid"  # RFC 4482
+PIDF_DIFF_NS = "urn:ietf:params:xml:ns:pidf-diff"  # RFC 5262 section 5.1
+WATCHERINFO_NS = "urn:ietf:params:xml:ns:watcherinfo"  # RFC 3858 section 4
+XML_NS = "http://www.w3.org/XML/1998/namespace"
+
+_PIDF_PREFIX = f"{{{PIDF_NS}}}"
+_PRESENCE = f"{_PIDF_PREFIX}presence"
+_TUPLE = f"{_PIDF_PREFIX}tuple"
+_STATUS = f"{_PIDF_PREFIX}status"
+_BASIC = f"{_PIDF_PREFIX}basic"
+_CONTACT = f"{_PIDF_PREFIX}contact"
+_NOTE = f"{_PIDF_PREFIX}note"
+_TIMESTAMP = f"{_PIDF_PREFIX}timestamp"
+_PERSON = f"{{{DM_NS}}}person"
+_DEVICE = f"{{{DM_NS}}}device"
+_DM_TIMESTAMP = f"{{{DM_NS}}}timestamp"
+_XML_LANG = f"{{{XML_NS}}}lang"
+
+_BASIC_VALUES = frozenset({"open", "closed"})
+# The presentity URI (RFC 3863 section 4.1.1; RFC 3859 "pres:"); SIP/tel as used by this stack.
+_ENTITY_RE = re.compile(r"(?:sips?|pres|tel):[^\s<>\"']+\Z", re.IGNORECASE)
+# xs:ID values are NCNames (RFC 3863 section 4.1.2 tuple id).
+_NCNAME_RE = re.compile(r"[A-Za-z_][\w.\-]*\Z")
+
+# One hardened parser for every XML body this package reads (STYLE.md section 4).
+_PARSER = etree.XMLParser(
+    resolve_entities=False,
+    no_network=True,
+    load_dtd=False,
+    dtd_validation=False,
+    huge_tree=False,
+    remove_comments=True,
+    remove_pis=True,
+    remove_blank_text=True,
+    collect_ids=False,
+    # Bytes are read as UTF-8 whatever the XML declaration says, so the DOCTYPE scan below sees
+    # every declaration (a UTF-16 body cannot hide one, nor make libxml2 open an external subset).
+    encoding="utf-8",
+)
+_DTD_MARKERS = (b"<!DOCTYPE", b"<!ENTITY")
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceDocument:
+    """A validated PIDF document (RFC 3863) of one presentity.
+
+    Only what the presence server decides on is lifted out of the XML; ``xml`` keeps everything
+    (RPID, data model, capabilities, unknown extensions) verbatim.
+    """
+
+    entity: str
+    """The presentity URI, from ``<presence entity=...>``."""
+    tuple_ids: tuple[str, ...]
+    """``id`` of every ``<tuple>``, in document order."""
+    basic: str | None
+    """``"open"`` if any tuple is open, else ``"closed"`` if any tuple is closed, else ``None``."""
+    xml: bytes
+    """Canonical serialisation: UTF-8, XML declaration, no comments or blank text."""
+    person_ids: tuple[str, ...] = ()
+    """``id`` of every RFC 4479 ``<dm:person>``."""
+    device_ids: tuple[str, ...] = ()
+    """``id`` of every RFC 4479 ``<dm:device>``."""
+    person_timestamp: str | None = None
+    """``<dm:timestamp>`` of the last ``<dm:person>`` that has one (RFC 4479 section 4.4)."""
+    notes: tuple[str, ...] = field(default=())
+    """Text of the presence-level ``<note>`` elements (RFC 3863 section 4.1.6)."""
+
+
+# --- the edge: bytes -> tree ------------------------------------------------------------------
+
+
+def parse_xml(body: bytes, *, what: str = "PIDF") -> etree._Element:
+    """Parse ``body`` with the hardened parser; any defect raises ``PidfError`` (400).
+
+    ``what`` names the document kind in the reason ("Invalid PIDF: ...", "PIDF too large").
+    """
+    if len(body) > MAX_PIDF_SIZE:
+        raise PidfError(f"{what} too large", 400)
+    if not body.strip():
+        raise PidfError(f"Invalid {what}: empty body", 400)
+    if any(marker in body for marker in _DTD_MARKERS):
+        raise PidfError(f"Invalid {what}: DOCTYPE and entity declarations are not allowed", 400)
+    try:
+        root = etree.fromstring(body, _PARSER)
+    except etree.LxmlError as exc:
+        detail = str(exc).splitlines()[0][:80] if str(exc) else "parse error"
+        raise PidfError(f"Invalid {what}: not well-formed XML ({detail})", 400) from None
+    return root
+
+
+def make_element(tag: str, nsmap: Mapping[str | None, str], **attrib: str) -> etree._Element:
+    """A new root element; ``None`` in ``nsmap`` is the default namespace."""
+    # lxml-stubs type nsmap keys as str, but lxml takes None for the default namespace.
+    return etree.Element(tag, attrib, cast("Mapping[str, str]", nsmap))
+
+
+def serialise(root: etree._Element) -> bytes:
+    """The canonical bytes of a document: UTF-8 with an XML declaration."""
+    return etree.tostring(root, encoding="UTF-8", xml_declaration=True)
+
+
+# --- parsing ----------------------------------------------------------------------------------
+
+
+def parse_pidf(body: bytes) -> PresenceDocument:
+    """Validate a PIDF body (RFC 3863) and return its :class:`PresenceDocument`.
+
+    Raises ``PidfError("Invalid PIDF: <why>", 400)`` or ``PidfError("PIDF too large", 400)``.
+    """
+    return document_from_element(parse_xml(body))
+
+
+def parse_pidf_tree(body: bytes) -> tuple[PresenceDocument, etree._Element]:
+    """Like :func:`parse_pidf`, also returning the parsed tree (the caller owns it)."""
+    root = parse_xml(body)
+    return document_from_element(root), root
+
+
+def _invalid(reason: str) -> PidfError:
+    return PidfError(f"Invalid PIDF: {reason}", 400)
+
+
+def document_from_element(root: etree._Element) -> PresenceDocument:
+    """Validate a parsed ``<presence>`` element and summarise it (one pass over its children)."""
+    if root.tag != _PRESENCE:
+        raise _invalid(f"root element is {_describe(root.tag)}, expected <presence> in {PIDF_NS}")
+    entity = root.get("entity")
+    if entity is None:
+        raise _invalid("missing entity attribute")
+    if not _ENTITY_RE.match(entity):
+        raise _invalid(f"entity {entity[:64]!r} is not a sip, sips, pres or tel URI")
+    scan = _Scan()
+    for child in root:
+        scan.visit(child)
+    return PresenceDocument(
+        entity=entity,
+        tuple_ids=tuple(scan.tuple_ids),
+        basic="open" if "open" in scan.basics else "closed" if "closed" in scan.basics else None,
+        xml=serialise(root),
+        person_ids=tuple(scan.person_ids),
+        device_ids=tuple(scan.device_ids),
+        person_timestamp=scan.person_timestamp,
+        notes=tuple(scan.notes),
+    )
+
+
+def _describe(tag: str) -> str:
+    namespace, _, local = tag[1:].partition("}") if tag.startswith("{") else ("", "", tag)
+    return f"<{local}> in {namespace}" if namespace else f"<{tag}> without namespace"
+
+
+class _Scan:
+    """Accumulates what one pass over the children of ``<presence>`` finds."""
+
+    __slots__ = (
+        "basics",
+        "device_ids",
+        "ids",
+        "notes",
+        "person_ids",
+        "person_timestamp",
+        "tuple_ids",
+    )
+
+    def __init__(self) -> None:
+        self.ids: set[str] = set()
+        self.tuple_ids: list[str] = []
+        self.person_ids: list[str] = []
+        self.device_ids: list[str] = []
+        self.basics: set[str] = set()
+        self.notes: list[str] = []
+        self.person_timestamp: str | None = None
+
+    def visit(self, child: etree._Element) -> None:
+        tag = child.tag
+        if tag == _TUPLE:
+            self.tuple_ids.append(self._id(child, "tuple"))
+            basic = _tuple_basic(child)
+            if basic is not None:
+                self.basics.add(basic)
+        elif tag == _NOTE:
+            self.notes.append(child.text or "")
+        elif tag == _PERSON:
+            self.person_ids.append(self._id(child, "person"))
+            stamp = child.findtext(_DM_TIMESTAMP)
+            if stamp is not None:
+                self.person_timestamp = stamp.strip()
+        elif tag == _DEVICE:
+            self.device_ids.append(self._id(child, "device"))
+        elif tag.startswith(_PIDF_PREFIX) or not tag.startswith("{"):
+            # RFC 3863 section 4.4 schema: tuple*, note*, then elements of *other* namespaces.
+            raise _invalid(f"unexpected {_describe(tag)} inside <presence>")
+
+    def _id(self, element: etree._Element, kind: str) -> str:
+        value = element.get("id")
+        if not value:
+            raise _invalid(f"<{kind}> without id")
+        if value in self.ids:
+            # RFC 3863 section 4.1.2 / RFC 4479 section 4: ids are unique in the document.
+            raise _invalid(f"duplicate {kind} id {value[:64]!r}")
+        self.ids.add(value)
+        return value
+
+
+def _tuple_basic(tuple_element: etree._Element) -> str | None:
+    """The ``<basic>`` of one tuple; RFC 3863 section 4.1.4: exactly one ``<status>``."""
+    tuple_id = tuple_element.get("id", "")[:64]
+    statuses = tuple_element.findall(_STATUS)
+    if not statuses:
+        raise _invalid(f"tuple {tuple_id!r} without <status>")
+    if len(statuses) > 1:
+        raise _invalid(f"tuple {tuple_id!r} has more than one <status>")
+    basic = statuses[0].findtext(_BASIC)
+    if basic is None:
+        return None
+    value = basic.strip()
+    # RFC 3863 section 4.1.4: <basic> is "open" or "closed".
+    if value not in _BASIC_VALUES:
+        raise _invalid(f"<basic> of tuple {tuple_id!r} must be open or closed, not {value[:16]!r}")
+    return value
+
+
+def document_basic(xml: bytes) -> str | None:
+    """The aggregate ``<basic>`` of a PIDF body (see :attr:`PresenceDocument.basic`)."""
+    return parse_pidf(xml).basic
+
+
+def documents_equivalent(first: bytes, second: bytes) -> bool:
+    """True when two PIDF bodies carry the same information.
+
+    Both are validated, then compared in Canonical XML 2.0 with prefixes rewritten and blank text
+    stripped, so prefix choice, attribute order and indentation do not matter.
+    """
+    return _canonical(first) == _canonical(second)
+
+
+def _canonical(body: bytes) -> str:
+    _, root = parse_pidf_tree(body)
+    return str(etree.canonicalize(root, strip_text=True, rewrite_prefixes=True))
+
+
+# --- composing --------------------------------------------------------------------------------
+
+
+def compose_documents(entity: str, documents: Sequence[PresenceDocument]) -> bytes:
+    """Merge several publications (oldest first) of one presentity into one PIDF document.
+
+    RFC 3863/4479 composition, simplified: every tuple is kept and a later tuple with the same id
+    replaces an earlier one; one ``<dm:person>`` survives (RFC 4479 section 3.1: one person per
+    presentity), the one with the newest ``<dm:timestamp>``, else the later publication's;
+    devices are merged by id (later wins); presence-level notes and extension elements are kept,
+    exact duplicates once. Namespace declarations of every publication are carried over.
+    """
+    _require_entity(entity)
+    roots = [etree.fromstring(document.xml, _PARSER) for document in documents]
+    merge = _Merge()
+    for root in roots:
+        for child in list(root):
+            merge.add(child)
+    out = make_element(_PRESENCE, _merged_nsmap(roots), entity=entity)
+    out.extend(merge.ordered())
+    return serialise(out)
+
+
+def _merged_nsmap(roots: Iterable[etree._Element]) -> dict[str | None, str]:
+    nsmap: dict[str | None, str] = {None: PIDF_NS}
+    bound = {PIDF_NS}
+    for root in roots:
+        for prefix, uri in root.nsmap.items():
+            if prefix is not None and prefix not in nsmap and uri not in bound:
+                nsmap[prefix] = uri
+                bound.add(uri)
+    return nsmap
+
+
+class _Merge:
+    """The composition state of :func:`compose_documents`."""
+
+    __slots__ = ("devices", "notes", "others", "person", "seen", "tuples")
+
+    def __init__(self) -> None:
+        self.tuples: dict[str, etree._Element] = {}
+        self.devices: dict[str, etree._Element] = {}
+        self.notes: list[etree._Element] = []
+        self.others: list[etree._Element] = []
+        self.seen: set[bytes] = set()
+        self.person: tuple[datetime | None, etree._Element] | None = None
+
+    def add(self, child: etree._Element) -> None:
+        tag = child.tag
+        if tag == _TUPLE:
+            self.tuples[child.get("id", "")] = child
+        elif tag == _DEVICE:
+            self.devices[child.get("id", "")] = child
+        elif tag == _PERSON:
+            self._offer_person(child)
+        else:
+            self._keep_once(self.notes if tag == _NOTE else self.others, child)
+
+    def _keep_once(self, bucket: list[etree._Element], child: etree._Element) -> None:
+        key = etree.tostring(child, with_tail=False)
+        if key not in self.seen:
+            self.seen.add(key)
+            bucket.append(child)
+
+    def _offer_person(self, person: etree._Element) -> None:
+        stamp = _parse_timestamp(person.findtext(_DM_TIMESTAMP))
+        current = self.person
+        # Newest <timestamp> wins; without two timestamps to compare, the later publication wins.
+        if current is None or current[0] is None or stamp is None or stamp >= current[0]:
+            self.person = (stamp, person)
+
+    def ordered(self) -> list[etree._Element]:
+        # RFC 3863 section 4.4 schema order: tuples, notes, then extension elements.
+        person = [] if self.person is None else [self.person[1]]
+        return [
+            *self.tuples.values(),
+            *self.notes,
+            *person,
+            *self.devices.values(),
+            *self.others,
+        ]
+
+
+def _parse_timestamp(text: str | None) -> datetime | None:
+    """An xs:dateTime (RFC 3339) as an aware datetime; ``None`` when absent or unreadable."""
+    if text is None:
+        return None
+    try:
+        stamp = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=UTC)
+
+
+# --- documents made by the server -------------------------------------------------------------
+
+
+def _require_entity(entity: str) -> None:
+    if not _ENTITY_RE.match(entity):
+        raise LocalProtocolError(f"entity {entity!r} is not a sip, sips, pres or tel URI")
+
+
+def status_document(
+    entity: str,
+    basic: str,
+    *,
+    tuple_id: str,
+    note: str | None = None,
+    contact: str | None = None,
+    timestamp: str | None = None,
+) -> bytes:
+    """A one-tuple PIDF document (RFC 3863 section 4.1).
+
+    Used for presence derived from registration (open/closed) and for polite blocking (a neutral
+    closed document, RFC 5025 section 3.2.1). Element order follows the RFC 3863 schema.
+    """
+    _require_entity(entity)
+    if basic not in _BASIC_VALUES:
+        raise LocalProtocolError(f"basic must be open or closed, not {basic!r}")
+    if not _NCNAME_RE.match(tuple_id):
+        raise LocalProtocolError(f"tuple id {tuple_id!r} is not an XML NCName")
+    root = make_element(_PRESENCE, {None: PIDF_NS}, entity=entity)
+    tuple_element = etree.SubElement(root, _TUPLE, id=tuple_id)
+    etree.SubElement(etree.SubElement(tuple_element, _STATUS), _BASIC).text = basic
+    for tag, text in ((_CONTACT, contact), (_NOTE, note), (_TIMESTAMP, timestamp)):
+        if text is not None:
+            etree.SubElement(tuple_element, tag).text = text
+    return serialise(root)

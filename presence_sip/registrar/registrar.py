@@ -1,0 +1,234 @@
+"""The registrar role (RFC 3261 §10.3, RFC 3327 Path), sans-IO.
+
+Bindings live in an in-memory index written through to a :class:`BindingStore`; expiry is a heap of
+deadlines purged incrementally from ``handle_timer``.  Every change of an AOR between "has bindings"
+and "has none" is reported to the listeners, which is how the presence server derives "registered =
+open" without a PUBLISH (issue 4).
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from presence_sip.hss.msisdn import msisdn_from_uri
+from presence_sip.registrar.bindings import Binding, BindingStore
+from presence_sip.sip import Request, Response, SipParseError, make_response
+from presence_sip.sip.message import parse_delta_seconds
+from presence_sip.sip.uri import AbsoluteUri, NameAddr, SipUri, TelUri, Uri, format_params
+
+log = logging.getLogger(__name__)
+
+RegistrationListener = Callable[[str, bool, float], None]
+"""``(aor, registered, now)``: called when an AOR gains its first or loses its last binding."""
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrarPolicy:
+    """Registrar limits (the knobs Kamailio's registrar module exposes too)."""
+
+    default_expires: int = 3600
+    min_expires: int = 60
+    max_expires: int = 86400
+    max_contacts: int = 10
+
+
+def aor_key(uri: Uri, domains: frozenset[str] | None = None) -> str | None:
+    """The key bindings are stored under: the E.164 MSISDN when the AOR is a number, else
+    ``sip:user@host``.  ``sip:+MSISDN@d;user=phone``, ``sip:MSISDN@d`` and ``tel:+MSISDN`` agree.
+    """
+    if isinstance(uri, AbsoluteUri):
+        return None
+    msisdn = msisdn_from_uri(str(uri))
+    if msisdn is not None:
+        return msisdn
+    if isinstance(uri, TelUri):
+        return None
+    return uri.aor.replace("sips:", "sip:", 1)
+
+
+class Registrar:
+    """Answers REGISTER; see the module docstring."""
+
+    def __init__(
+        self,
+        store: BindingStore,
+        *,
+        policy: RegistrarPolicy | None = None,
+        listeners: list[RegistrationListener] | None = None,
+        now: float = 0.0,
+    ) -> None:
+        self.store = store
+        self.policy = policy or RegistrarPolicy()
+        self.listeners = listeners if listeners is not None else []
+        self._bindings: dict[str, dict[str, Binding]] = {}
+        self._expiry: list[tuple[float, str, str]] = []
+        for binding in store.load_bindings():
+            self._index(binding)
+        self.handle_timer(now)
+
+    # --- queries ----------------------------------------------------------------------------
+
+    def bindings(self, aor: str, now: float) -> list[Binding]:
+        """Live bindings of ``aor``, highest q first."""
+        found = [b for b in self._bindings.get(aor, {}).values() if b.expires_at > now]
+        found.sort(key=lambda b: -b.q)
+        return found
+
+    def is_registered(self, aor: str, now: float) -> bool:
+        return any(b.expires_at > now for b in self._bindings.get(aor, {}).values())
+
+    @property
+    def aor_count(self) -> int:
+        return len(self._bindings)
+
+    # --- timers -----------------------------------------------------------------------------
+
+    def get_timer(self) -> float | None:
+        return self._expiry[0][0] if self._expiry else None
+
+    def handle_timer(self, now: float) -> None:
+        """Purge bindings whose expiry has passed (a bounded amount per call is not needed:
+        the heap pops only what is due)."""
+        expired: dict[str, list[str]] = {}
+        heap = self._expiry
+        while heap and heap[0][0] <= now:
+            deadline, aor, contact = heapq.heappop(heap)
+            current = self._bindings.get(aor, {}).get(contact)
+            if current is None or current.expires_at != deadline:
+                continue  # refreshed or removed since: lazy deletion
+            del self._bindings[aor][contact]
+            expired.setdefault(aor, []).append(contact)
+        for aor, contacts in expired.items():
+            self.store.delete_expired(aor, contacts)
+            if not self._bindings.get(aor):
+                self._bindings.pop(aor, None)
+                log.info("registration of %s expired", aor)
+                self._notify(aor, False, now)
+
+    # --- REGISTER ---------------------------------------------------------------------------
+
+    def register(self, request: Request, aor: str, source: str, now: float) -> Response:
+        """Apply a REGISTER whose AOR (``aor``) is already authenticated and authorised."""
+        try:
+            return self._register(request, aor, source, now)
+        except SipParseError as exc:
+            return make_response(request, exc.status, exc.reason)
+
+    def _register(self, request: Request, aor: str, source: str, now: float) -> Response:
+        policy = self.policy
+        header_expires = request.expires
+        call_id = request.call_id
+        cseq = request.cseq.seq
+        current = self._bindings.get(aor, {})
+        if request.contact_star:
+            # RFC 3261 §10.3 step 6: "*" only with Expires: 0 and alone
+            if header_expires != 0 or len(request.headers.values("Contact")) != 1:
+                return make_response(request, 400, "Invalid wildcard Contact")
+            for binding in current.values():
+                if binding.call_id == call_id and cseq <= binding.cseq:
+                    return make_response(request, 500, "Out of order request")
+            self._apply(aor, [], list(current), now)
+            return self._ok(request, aor, now)
+        upserts: list[Binding] = []
+        removed: list[str] = []
+        path = tuple(request.headers.values("Path"))
+        for contact in request.contacts:
+            expires = self._expires_of(contact, header_expires)
+            if 0 < expires < policy.min_expires:
+                return make_response(
+                    request, 423, headers=[("Min-Expires", str(policy.min_expires))]
+                )
+            uri_text = str(contact.uri)
+            existing = current.get(uri_text)
+            if existing is not None and existing.call_id == call_id and cseq <= existing.cseq:
+                return make_response(request, 500, "Out of order request")
+            if expires == 0:
+                removed.append(uri_text)
+                continue
+            upserts.append(
+                Binding(
+                    aor=aor,
+                    contact=uri_text,
+                    params=format_params(tuple(p for p in contact.params if p[0].lower() != "expires")),
+                    expires_at=now + min(expires, policy.max_expires),
+                    q=_q_value(contact),
+                    call_id=call_id,
+                    cseq=cseq,
+                    path=path,
+                    source=source,
+                    user_agent=request.headers.get("User-Agent") or "",
+                )
+            )
+        kept = {c for c in current if c not in removed}
+        if len(kept | {b.contact for b in upserts}) > policy.max_contacts:
+            return make_response(request, 503, "Too many registered contacts")
+        self._apply(aor, upserts, removed, now)
+        return self._ok(request, aor, now)
+
+    def _expires_of(self, contact: NameAddr, header_expires: int | None) -> int:
+        value = contact.param("expires")
+        if value is not None:
+            return parse_delta_seconds(value, "Contact expires")
+        if header_expires is not None:
+            return header_expires
+        return self.policy.default_expires
+
+    def _apply(self, aor: str, upserts: list[Binding], removed: list[str], now: float) -> None:
+        if not upserts and not removed:
+            return
+        was_registered = self.is_registered(aor, now)
+        self.store.save_bindings(aor, upserts, removed)
+        index = self._bindings.setdefault(aor, {})
+        for contact in removed:
+            index.pop(contact, None)
+        for binding in upserts:
+            self._index(binding)
+        if not index:
+            self._bindings.pop(aor, None)
+        registered = self.is_registered(aor, now)
+        if registered != was_registered:
+            self._notify(aor, registered, now)
+
+    def _index(self, binding: Binding) -> None:
+        self._bindings.setdefault(binding.aor, {})[binding.contact] = binding
+        heapq.heappush(self._expiry, (binding.expires_at, binding.aor, binding.contact))
+
+    def _ok(self, request: Request, aor: str, now: float) -> Response:
+        headers = [
+            ("Contact", f"<{b.contact}>{b.params};expires={b.remaining(now)}")
+            for b in self.bindings(aor, now)
+        ]
+        if request.headers.get("Path") is not None:
+            headers.extend(("Path", value) for value in request.headers.get_all("Path"))
+        return make_response(request, 200, headers=headers)
+
+    def _notify(self, aor: str, registered: bool, now: float) -> None:
+        for listener in self.listeners:
+            listener(aor, registered, now)
+
+    def refresh_source(self, aor: str, contact: str, source: str) -> None:
+        binding = self._bindings.get(aor, {}).get(contact)
+        if binding is not None:
+            self._bindings[aor][contact] = replace(binding, source=source)
+
+
+def _q_value(contact: NameAddr) -> float:
+    value = contact.param("q")
+    if value is None:
+        return 1.0
+    try:
+        q = float(value)
+    except ValueError:
+        raise SipParseError("Malformed q-value") from None
+    if not 0.0 <= q <= 1.0:
+        raise SipParseError("Malformed q-value")
+    return q
+
+
+def to_aor_uri(request: Request) -> SipUri | TelUri | None:
+    """The AOR of a REGISTER (its To URI) when it is a SIP/SIPS/tel URI (RFC 4475 unksm2: 400)."""
+    uri = request.to.uri
+    return None if isinstance(uri, AbsoluteUri) else uri

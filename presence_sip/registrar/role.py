@@ -1,0 +1,65 @@
+"""REGISTER handling on an endpoint: domain check, digest, AOR ownership, then the registrar."""
+
+from __future__ import annotations
+
+import logging
+
+from presence_sip.auth.guard import RequestGuard
+from presence_sip.endpoint import Incoming
+from presence_sip.hss.store import SubscriberStore
+from presence_sip.registrar.registrar import Registrar, aor_key
+from presence_sip.sip import Response, make_response
+from presence_sip.sip.uri import AbsoluteUri, SipUri
+
+log = logging.getLogger(__name__)
+
+
+class RegistrarRole:
+    """The REGISTER handler of a node (RFC 3261 §10.3 steps 1-3; steps 4+ are :class:`Registrar`)."""
+
+    def __init__(
+        self,
+        registrar: Registrar,
+        guard: RequestGuard,
+        hss: SubscriberStore | None,
+        domains: frozenset[str],
+    ) -> None:
+        self.registrar = registrar
+        self.guard = guard
+        self.hss = hss
+        self.domains = domains
+
+    def handle(self, incoming: Incoming, now: float) -> Response:
+        request = incoming.request
+        ruri = request.request_uri
+        # Step 1: the registrar serves its own domains only (never an open relay).
+        if isinstance(ruri, SipUri) and ruri.host.lower() not in self.domains:
+            return make_response(request, 403, "Domain not served here")
+        verdict = self.guard.check(request, now)
+        if verdict.status:
+            return make_response(request, verdict.status, headers=verdict.challenge_headers)
+        to_uri = request.to.uri
+        if isinstance(to_uri, AbsoluteUri):
+            return make_response(request, 400, "Invalid AOR")  # RFC 4475 unksm2
+        if isinstance(to_uri, SipUri) and to_uri.host.lower() not in self.domains:
+            return make_response(request, 403, "AOR not in this domain")
+        aor = aor_key(to_uri)
+        if aor is None:
+            return make_response(request, 400, "Invalid AOR")
+        refusal = self._authorise(verdict.username, aor)
+        if refusal:
+            return make_response(request, refusal[0], refusal[1])
+        return self.registrar.register(request, aor, str(incoming.source), now)
+
+    def _authorise(self, username: str | None, aor: str) -> tuple[int, str] | None:
+        """RFC 3261 §10.3 step 3: the authenticated user may register this AOR."""
+        if username is None:
+            if self.hss is not None and self.guard.enabled:
+                return 403, "Forbidden"
+            return None  # --auth none: lab mode, any AOR of our domain
+        if self.hss is None:
+            return None
+        owner = self.hss.find_by_identity(username)
+        if owner is None or owner.msisdn != aor:
+            return 403, "Not allowed to register this AOR"
+        return None

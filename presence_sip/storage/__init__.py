@@ -1,0 +1,31 @@
+"""Storage: SQLite (WAL, one file per network) and in-memory implementations of the core's ports.
+
+``database`` opens a network's ``presence.sqlite`` and runs per-component migrations; each
+``sqlite_*`` module implements one port on it, each ``memory_*`` module the same port for tests.
+"""
+
+from __future__ import annotations
+
+from presence_sip.storage.database import (
+    DATABASE_NAME,
+    connect,
+    database_path,
+    migrate,
+    open_network_database,
+    register_migrations,
+    transaction,
+)
+from presence_sip.storage.memory_hss import MemorySubscriberStore
+from presence_sip.storage.sqlite_hss import SqliteSubscriberStore
+
+__all__ = [
+    "DATABASE_NAME",
+    "MemorySubscriberStore",
+    "SqliteSubscriberStore",
+    "connect",
+    "database_path",
+    "migrate",
+    "open_network_database",
+    "register_migrations",
+    "transaction",
+]

@@ -1,0 +1,242 @@
+"""One SQLite file per network, shared by every component, with per-component migrations.
+
+``DATA_DIR/presence.sqlite`` is opened in WAL mode so that several processes on one host (the
+nodes of a network, the ``presence-sip hss`` CLI) read while one writes.  Each component (HSS,
+registrar, charging, ...) registers an ordered list of SQL migrations under its name;
+:func:`migrate` applies the missing ones inside ``BEGIN IMMEDIATE``, so two processes starting
+together apply each migration exactly once.  Applied versions live in
+``schema_versions(component, version)``.
+
+This module is an IO edge: ``sqlite3.Error`` and ``OSError`` become ``StoreError`` here.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from presence_sip.sip.errors import ConfigError, StoreError
+
+__all__ = [
+    "BUSY_TIMEOUT_MS",
+    "DATABASE_NAME",
+    "connect",
+    "database_path",
+    "get_setting",
+    "map_errors",
+    "migrate",
+    "open_network_database",
+    "register_migrations",
+    "resolve_domain",
+    "schema_version",
+    "set_setting",
+    "transaction",
+]
+
+DATABASE_NAME = "presence.sqlite"
+"""File name of a network's database inside its data directory."""
+
+BUSY_TIMEOUT_MS = 10_000
+"""How long a writer waits for another process's write lock before failing."""
+
+_SAVEPOINT = "presence_sip_nested"
+
+_MIGRATIONS: dict[str, tuple[str, ...]] = {}
+
+_CORE_MIGRATIONS = (
+    """
+    CREATE TABLE settings (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID;
+    """,
+)
+
+
+@contextmanager
+def map_errors(action: str) -> Iterator[None]:
+    """Turn ``sqlite3.Error``/``OSError`` raised inside into ``StoreError("<action>: ...")``."""
+    try:
+        yield
+    except (sqlite3.Error, OSError) as exc:
+        raise StoreError(f"{action}: {exc}") from exc
+
+
+def database_path(data_dir: str | Path) -> Path:
+    """``DATA_DIR/presence.sqlite``."""
+    return Path(data_dir) / DATABASE_NAME
+
+
+def connect(path: str | Path) -> sqlite3.Connection:
+    """Open (creating if needed) a database file with the project's pragmas.
+
+    Autocommit mode (``isolation_level=None``): transactions are explicit, see :func:`transaction`.
+    WAL journal, ``synchronous=NORMAL`` (durable across process crashes; a power loss may lose
+    the last commits, never corrupts), foreign keys enforced, busy timeout for concurrent writers.
+    """
+    with map_errors(f"cannot open database {path}"):
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"cannot open database {path}: WAL mode refused ({mode})")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+        except BaseException:
+            conn.close()
+            raise
+    return conn
+
+
+def open_network_database(data_dir: str | Path) -> sqlite3.Connection:
+    """Create *data_dir* if needed and open its ``presence.sqlite`` with core tables migrated."""
+    with map_errors(f"cannot create data directory {data_dir}"):
+        Path(data_dir).mkdir(parents=True, exist_ok=True)
+    conn = connect(database_path(data_dir))
+    try:
+        migrate(conn, "core")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """Run the body atomically: ``BEGIN IMMEDIATE`` ... ``COMMIT``, ``ROLLBACK`` on any exception.
+
+    ``IMMEDIATE`` takes the write lock up front, so two processes cannot both read then fail to
+    upgrade.  Nested use becomes a savepoint: an inner failure caught by the caller undoes only
+    the inner part.  SQLite errors leave as ``StoreError``.
+    """
+    nested = conn.in_transaction
+    with map_errors("database error"):
+        conn.execute(f"SAVEPOINT {_SAVEPOINT}" if nested else "BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException as exc:
+        _undo(conn, nested)
+        if isinstance(exc, sqlite3.Error):
+            raise StoreError(f"database error: {exc}") from exc
+        raise
+    with map_errors("database error"):
+        conn.execute(f"RELEASE {_SAVEPOINT}" if nested else "COMMIT")
+
+
+def _undo(conn: sqlite3.Connection, nested: bool) -> None:
+    """Roll back the (inner) transaction, unless SQLite already did (it may, on some errors)."""
+    if not conn.in_transaction:
+        return
+    with map_errors("database error"):
+        if nested:
+            conn.execute(f"ROLLBACK TO {_SAVEPOINT}")
+            conn.execute(f"RELEASE {_SAVEPOINT}")
+        else:
+            conn.execute("ROLLBACK")
+
+
+def register_migrations(component: str, migrations: Sequence[str]) -> None:
+    """Declare *component*'s schema history: migration *i* (from 0) brings it to version *i+1*.
+
+    Append new migrations, never edit applied ones.  Registering the same list again is a no-op;
+    a different list under the same name is a bug (``ValueError``).
+    """
+    new = tuple(migrations)
+    old = _MIGRATIONS.setdefault(component, new)
+    if old != new:
+        raise ValueError(f"migrations for {component!r} registered twice with different content")
+
+
+def schema_version(conn: sqlite3.Connection, component: str) -> int:
+    """The version of *component* applied to this database (0 if none)."""
+    with map_errors("cannot read schema version"):
+        _create_versions_table(conn)
+        row = conn.execute(
+            "SELECT version FROM schema_versions WHERE component = ?", (component,)
+        ).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def migrate(conn: sqlite3.Connection, component: str) -> int:
+    """Apply *component*'s missing migrations in one transaction; return its version.
+
+    ``StoreError`` if the database is newer than this code knows (written by a later release).
+    """
+    migrations = _MIGRATIONS.get(component)
+    if migrations is None:
+        raise ValueError(f"no migrations registered for {component!r}")
+    with transaction(conn), map_errors(f"cannot migrate {component} schema"):
+        current = schema_version(conn, component)
+        if current > len(migrations):
+            raise StoreError(
+                f"database schema of {component} is version {current}, "
+                f"this presence-sip knows up to {len(migrations)}"
+            )
+        for script in migrations[current:]:
+            for statement in _statements(script):
+                conn.execute(statement)
+        conn.execute(
+            "INSERT INTO schema_versions (component, version) VALUES (?, ?) "
+            "ON CONFLICT (component) DO UPDATE SET version = excluded.version",
+            (component, len(migrations)),
+        )
+    return len(migrations)
+
+
+def get_setting(conn: sqlite3.Connection, key: str) -> str | None:
+    """A value of the shared ``settings`` table, or ``None``."""
+    with map_errors("cannot read settings"):
+        row = conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def set_setting(conn: sqlite3.Connection, key: str, value: str) -> None:
+    """Create or replace a value of the shared ``settings`` table."""
+    with transaction(conn):
+        conn.execute(
+            "INSERT INTO settings (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+
+def resolve_domain(conn: sqlite3.Connection, requested: str | None, default: str) -> str:
+    """The network domain this database belongs to.
+
+    The first opener records *requested* (or *default*); later openers get the recorded one, and
+    a *requested* domain that differs is a ``ConfigError`` (HA1s are tied to the realm).
+    """
+    with transaction(conn):
+        stored = get_setting(conn, "domain")
+        if stored is None:
+            stored = requested or default
+            set_setting(conn, "domain", stored)
+    if requested is not None and requested != stored:
+        raise ConfigError(f"database belongs to domain {stored}, not {requested}")
+    return stored
+
+
+def _create_versions_table(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_versions ("
+        " component TEXT PRIMARY KEY, version INTEGER NOT NULL) WITHOUT ROWID"
+    )
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a migration into statements (``executescript`` would commit our transaction)."""
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \t\r\n;"):
+                yield pending
+            pending = ""
+    if pending.strip(" \t\r\n;"):
+        raise ValueError(f"incomplete SQL statement in migration: {pending.strip()[:60]!r}")
+
+
+register_migrations("core", _CORE_MIGRATIONS)

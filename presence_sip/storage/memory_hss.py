@@ -1,0 +1,308 @@
+"""In-memory ``SubscriberStore`` for unit tests: the same contract as the SQLite store.
+
+Each write validates everything first and mutates only when every check passed, so a failing
+write changes nothing (the memory counterpart of a rolled-back transaction).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+from presence_sip.gateway.numbering import NumberPlan
+from presence_sip.hss.msisdn import (
+    canonical_identity,
+    msisdn_from_identity,
+    msisdn_from_username,
+    normalize_msisdn,
+    normalize_prefix,
+)
+from presence_sip.hss.records import (
+    DEFAULT_DOMAIN,
+    InvalidRecord,
+    PlanEntry,
+    PortEntry,
+    PresenceServerRecord,
+    Rule,
+    RuleAction,
+    Subscriber,
+    check_credit,
+    make_subscriber,
+    normalize_algorithm,
+    normalize_domain,
+    with_password,
+)
+from presence_sip.hss.store import DuplicateRecord, InsufficientCredit, UnknownRecord
+from presence_sip.sip.errors import StoreError
+
+__all__ = ["MemorySubscriberStore"]
+
+
+def _canonical_watcher(watcher_uri: str) -> str:
+    try:
+        return canonical_identity(watcher_uri)
+    except ValueError as exc:
+        raise InvalidRecord(f"bad watcher URI: {exc}") from None
+
+
+class MemorySubscriberStore:
+    """``SubscriberStore`` kept in dictionaries (one process, no persistence)."""
+
+    def __init__(self, domain: str = DEFAULT_DOMAIN) -> None:
+        self._domain = normalize_domain(domain)
+        self._subscribers: dict[str, Subscriber] = {}
+        self._identities: dict[str, str] = {}
+        self._rules: dict[str, dict[str, RuleAction]] = {}
+        self._plan: dict[str, str] = {}
+        self._ported: dict[str, str] = {}
+        self._servers: dict[str, PresenceServerRecord] = {}
+        self._version = 0
+
+    @property
+    def domain(self) -> str:
+        """The network domain and digest realm."""
+        return self._domain
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    # -- subscribers -------------------------------------------------------------------------
+
+    def get_subscriber(self, msisdn: str) -> Subscriber | None:
+        """The subscriber with this MSISDN, or ``None``."""
+        return self._subscribers.get(normalize_msisdn(msisdn))
+
+    def find_by_identity(self, uri_or_user: str) -> Subscriber | None:
+        """The subscriber an AOR, extra identity or digest username designates."""
+        msisdn = msisdn_from_identity(uri_or_user)
+        if msisdn is None:
+            try:
+                msisdn = self._identities.get(canonical_identity(uri_or_user))
+            except ValueError:
+                return None
+        return None if msisdn is None else self._subscribers.get(msisdn)
+
+    def add_subscriber(
+        self,
+        msisdn: str,
+        password: str,
+        *,
+        credit: int = 0,
+        presence_server: str | None = None,
+        identities: Sequence[str] = (),
+    ) -> Subscriber:
+        """Create a subscriber with default identities plus *identities*."""
+        record = make_subscriber(
+            normalize_msisdn(msisdn),
+            password,
+            self._domain,
+            credit=credit,
+            presence_server=presence_server,
+            identities=identities,
+        )
+        if record.msisdn in self._subscribers:
+            raise DuplicateRecord(f"subscriber {record.msisdn} already exists")
+        self._check_server(presence_server)
+        for uri in record.identities:
+            if uri in self._identities:
+                raise DuplicateRecord(f"identity {uri} already belongs to {self._identities[uri]}")
+        self._subscribers[record.msisdn] = record
+        self._identities.update(dict.fromkeys(record.identities, record.msisdn))
+        self._version += 1
+        return record
+
+    def update_subscriber(
+        self,
+        msisdn: str,
+        *,
+        password: str | None = None,
+        credit: int | None = None,
+        presence_server: str | None = None,
+    ) -> Subscriber:
+        """Change the given fields and return the new record."""
+        record = self._require(normalize_msisdn(msisdn))
+        if password is not None:
+            record = with_password(record, password, self._domain)
+        if credit is not None:
+            record = dataclasses.replace(record, credit=check_credit(credit))
+        if presence_server is not None:
+            self._check_server(presence_server)
+            record = dataclasses.replace(record, presence_server=presence_server)
+        self._subscribers[record.msisdn] = record
+        self._version += 1
+        return record
+
+    def remove_subscriber(self, msisdn: str) -> None:
+        """Delete a subscriber, its identities and its rules."""
+        record = self._require(normalize_msisdn(msisdn))
+        del self._subscribers[record.msisdn]
+        for uri in record.identities:
+            self._identities.pop(uri, None)
+        self._rules.pop(record.msisdn, None)
+        self._version += 1
+
+    def list_subscribers(self) -> list[Subscriber]:
+        """All subscribers ordered by MSISDN."""
+        return [self._subscribers[key] for key in sorted(self._subscribers)]
+
+    def get_ha1(self, username: str, algorithm_name: str) -> str | None:
+        """The HA1 for a digest username (MSISDN, with or without ``+``) and algorithm."""
+        algorithm = normalize_algorithm(algorithm_name)
+        msisdn = msisdn_from_username(username)
+        record = None if msisdn is None else self._subscribers.get(msisdn)
+        if algorithm is None or record is None:
+            return None
+        with_plus = username.startswith("+")
+        if algorithm == "MD5":
+            value = record.ha1_md5 if with_plus else record.ha1_md5_digits
+        else:
+            value = record.ha1_sha256 if with_plus else record.ha1_sha256_digits
+        return value or None
+
+    def debit_credit(self, msisdn: str, amount: int) -> int:
+        """Take *amount* from the credit; return the credit left."""
+        record = self._require(normalize_msisdn(msisdn))
+        check_credit(amount)
+        if record.credit < amount:
+            raise InsufficientCredit(
+                f"credit of {record.msisdn} is {record.credit}, {amount} needed"
+            )
+        self._subscribers[record.msisdn] = dataclasses.replace(
+            record, credit=record.credit - amount
+        )
+        self._version += 1
+        return record.credit - amount
+
+    # -- presence rules ----------------------------------------------------------------------
+
+    def rules_for(self, owner_msisdn: str) -> dict[str, str]:
+        """``{canonical watcher: action}`` of *owner* (empty if unknown or malformed)."""
+        owner = msisdn_from_identity(owner_msisdn)
+        rules = self._rules.get(owner, {}) if owner is not None else {}
+        return {watcher: action.value for watcher, action in rules.items()}
+
+    def set_rule(self, owner: str, watcher_uri: str, action: RuleAction | str) -> Rule:
+        """Create or replace *owner*'s rule about *watcher_uri*."""
+        rule = Rule(
+            owner=normalize_msisdn(owner),
+            watcher_uri=_canonical_watcher(watcher_uri),
+            action=RuleAction.parse(action),
+        )
+        self._require(rule.owner)
+        self._rules.setdefault(rule.owner, {})[rule.watcher_uri] = rule.action
+        self._version += 1
+        return rule
+
+    def remove_rule(self, owner: str, watcher_uri: str) -> None:
+        """Delete *owner*'s rule about *watcher_uri*."""
+        canonical = normalize_msisdn(owner)
+        watcher = _canonical_watcher(watcher_uri)
+        self._require(canonical)
+        rules = self._rules.get(canonical, {})
+        if watcher not in rules:
+            raise UnknownRecord(f"no rule of {canonical} about {watcher}")
+        del rules[watcher]
+        self._version += 1
+
+    def list_rules(self, owner: str) -> list[Rule]:
+        """*owner*'s rules ordered by watcher."""
+        canonical = normalize_msisdn(owner)
+        self._require(canonical)
+        rules = self._rules.get(canonical, {})
+        return [Rule(canonical, watcher, rules[watcher]) for watcher in sorted(rules)]
+
+    # -- number plan and porting -------------------------------------------------------------
+
+    def plan_add(self, prefix: str, network: str) -> PlanEntry:
+        """Add a number-plan prefix."""
+        entry = PlanEntry(normalize_prefix(prefix), normalize_domain(network))
+        if entry.prefix in self._plan:
+            raise DuplicateRecord(
+                f"prefix {entry.prefix} is already in the plan ({self._plan[entry.prefix]})"
+            )
+        self._plan[entry.prefix] = entry.network
+        self._version += 1
+        return entry
+
+    def plan_list(self) -> list[PlanEntry]:
+        """The number plan ordered by prefix."""
+        return [PlanEntry(prefix, self._plan[prefix]) for prefix in sorted(self._plan)]
+
+    def plan_remove(self, prefix: str) -> None:
+        """Delete a prefix."""
+        canonical = normalize_prefix(prefix)
+        if self._plan.pop(canonical, None) is None:
+            raise UnknownRecord(f"prefix {canonical} is not in the plan")
+        self._version += 1
+
+    def port_add(self, msisdn: str, network: str) -> PortEntry:
+        """Record that *msisdn* was ported to *network* (a network the plan knows)."""
+        entry = PortEntry(normalize_msisdn(msisdn), normalize_domain(network))
+        if entry.network not in self._plan.values() and entry.network != self._domain:
+            raise UnknownRecord(f"unknown network {entry.network} (not in the number plan)")
+        if entry.msisdn in self._ported:
+            raise DuplicateRecord(
+                f"{entry.msisdn} is already ported (to {self._ported[entry.msisdn]})"
+            )
+        self._ported[entry.msisdn] = entry.network
+        self._version += 1
+        return entry
+
+    def port_list(self) -> list[PortEntry]:
+        """Ported numbers ordered by MSISDN."""
+        return [PortEntry(msisdn, self._ported[msisdn]) for msisdn in sorted(self._ported)]
+
+    def port_remove(self, msisdn: str) -> None:
+        """Delete a porting override."""
+        canonical = normalize_msisdn(msisdn)
+        if self._ported.pop(canonical, None) is None:
+            raise UnknownRecord(f"{canonical} is not ported")
+        self._version += 1
+
+    def network_for(self, msisdn: str) -> str | None:
+        """Porting override first, then the longest matching prefix (``None`` if neither)."""
+        canonical = msisdn_from_identity(msisdn)
+        if canonical is None:
+            return None
+        return NumberPlan(self._plan, self._ported).network_for(canonical)
+
+    # -- presence servers --------------------------------------------------------------------
+
+    def presence_servers(self) -> list[PresenceServerRecord]:
+        """The network's presence servers ordered by name."""
+        return [self._servers[name] for name in sorted(self._servers)]
+
+    def add_presence_server(self, name: str, uri: str) -> PresenceServerRecord:
+        """Add a presence server."""
+        record = PresenceServerRecord(name.strip(), uri.strip())
+        if record.name in self._servers:
+            raise DuplicateRecord(f"presence server {record.name} already exists")
+        self._servers[record.name] = record
+        self._version += 1
+        return record
+
+    def remove_presence_server(self, name: str) -> None:
+        """Delete a presence server no subscriber is assigned to."""
+        if name not in self._servers:
+            raise UnknownRecord(f"unknown presence server {name}")
+        users = sum(1 for s in self._subscribers.values() if s.presence_server == name)
+        if users:
+            raise StoreError(f"presence server {name} still serves {users} subscriber(s)")
+        del self._servers[name]
+        self._version += 1
+
+    def data_version(self) -> int:
+        """The write counter."""
+        return self._version
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _require(self, msisdn: str) -> Subscriber:
+        record = self._subscribers.get(msisdn)
+        if record is None:
+            raise UnknownRecord(f"unknown subscriber {msisdn}")
+        return record
+
+    def _check_server(self, name: str | None) -> None:
+        if name is not None and name not in self._servers:
+            raise UnknownRecord(f"unknown presence server {name} (add it with `hss server add`)")

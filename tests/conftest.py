@@ -1,0 +1,75 @@
+"""Shared test set-up: the pysipp shim, marker groups, hypothesis profiles, common fixtures.
+
+* ``pysipp_compat`` is imported first, so any test module can ``import pysipp``.
+* Tests under ``tests/integration``, ``tests/sipp`` and ``tests/interop`` get the marker of their
+  directory, so ``-m`` selects exactly what the Makefile's ``test-*`` targets promise.
+* Hypothesis profiles: ``dev`` (default, no deadline: CI machines are slow and shared) and
+  ``fuzz`` (``make fuzz``: many more examples); pick with ``HYPOTHESIS_PROFILE``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+_TESTS = Path(__file__).resolve().parent
+if str(_TESTS) not in sys.path:  # so `import pysipp_compat` works under any import mode
+    sys.path.insert(0, str(_TESTS))
+
+import pysipp_compat  # noqa: E402, F401  (first: makes `import pysipp` work)
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+LOOPBACK = "127.0.0.1"
+
+settings.register_profile("dev", deadline=None)
+settings.register_profile(
+    "fuzz", deadline=None, max_examples=50_000, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+_DIRECTORY_MARKERS = {"integration": "integration", "sipp": "sipp", "interop": "interop"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test with the group of the directory it lives in."""
+    for item in items:
+        try:
+            parts = item.path.resolve().relative_to(_TESTS).parts
+        except ValueError:
+            continue
+        marker = _DIRECTORY_MARKERS.get(parts[0]) if parts else None
+        if marker is not None:
+            item.add_marker(marker)
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A port on ``host`` that is free for both UDP and TCP right now (SIP listens on both)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind((host, 0))
+            port = int(tcp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind((host, port))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError(f"no port free for both UDP and TCP on {host}")
+
+
+@pytest.fixture(name="free_port")
+def free_port_fixture() -> Callable[..., int]:
+    """The :func:`free_port` helper: ``port = free_port()`` inside a test."""
+    return free_port
+
+
+@pytest.fixture
+def tmp_data_dir(tmp_path: Path) -> Path:
+    """An empty directory for a node's data (``--data DIR``: SQLite files and the like)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    return data
