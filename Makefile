@@ -21,7 +21,7 @@ endif
 
 # The interpreter that creates the venv (resolved once per make run).
 PYTHON_BIN := $(shell \
-	py='$(PY)'; case "$$py" in [0-9]*) py="python$$py" ;; esac; \
+	py='$(PY)'; case "$$py" in ([0-9]*) py="python$$py" ;; esac; \
 	if exe=$$("$$py" -c 'import sys; print(sys.executable)' 2>/dev/null); then echo "$$exe"; \
 	else last=""; for c in $(HOME)/.pyenv/versions/$(patsubst python%,%,$(PY))*/bin/$$(basename "$$py"); do \
 	  [ -x "$$c" ] && last="$$c"; done; echo "$${last:-$$py}"; fi)

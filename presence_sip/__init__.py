@@ -1,4 +1,4 @@
-"""presence-sip: a SIP SIMPLE presence stack (registrar, presence server, gateway) on a sans-IO core."""
+"""presence-sip: SIP SIMPLE presence (registrar, presence server, gateway) on a sans-IO core."""
 
 from __future__ import annotations
 

@@ -57,7 +57,29 @@ class Incoming:
     """The verified TLS peer identity of the connection, when there is one."""
 
 
+class _Local:
+    """Sentinel type of :data:`LOCAL`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "LOCAL"
+
+
+LOCAL = _Local()
+"""A router's verdict: handle the request here."""
+
 RequestHandler = Callable[[Incoming, float], Response | None]
+RouteDecision = Response | None | _Local
+"""A router answers LOCAL, a Response to send, or None (it forwarded and will answer later)."""
+
+
+class Router(Protocol):
+    """Decides, before any local handler, whether a request is ours or to be forwarded."""
+
+    def route(self, incoming: Incoming, now: float) -> RouteDecision: ...
+
+
 ResponseCallback = Callable[[Response | None, float], None]
 """Called with the final response of an originated request, or None on timeout / transport error."""
 
@@ -111,6 +133,9 @@ class Endpoint:
         self._pending: dict[TransactionKey, ResponseCallback] = {}
         self._stateless: list[tuple[bytes, Peer]] = []
         self._to_tag = ids.new_id("t")
+        self.router: Router | None = None
+        self.addresses: dict[str, tuple[str, int]] = {}
+        """Our (host, port) per transport, for Via sent-by and Record-Route (set by the node)."""
 
     # --- wiring -------------------------------------------------------------------------------
 
@@ -145,7 +170,9 @@ class Endpoint:
         self.transactions.receive(message, source, now)
         self._drain(now)
 
-    def receive_malformed(self, data: bytes, error: SipParseError, source: Peer, now: float) -> None:
+    def receive_malformed(
+        self, data: bytes, error: SipParseError, source: Peer, now: float
+    ) -> None:
         self._answer_oversize(data, error, source)
 
     def connection_made(self, peer: Peer, identity: object | None, now: float) -> None:
@@ -183,9 +210,14 @@ class Endpoint:
 
     # --- used by roles ------------------------------------------------------------------------
 
-    def respond(self, key: TransactionKey, response: Response, now: float) -> None:
-        """Send ``response`` through the server transaction ``key``."""
-        if self.user_agent and "Server" not in response.headers:
+    def local_address(self, transport: str) -> tuple[str, int] | None:
+        return self.addresses.get(transport)
+
+    def respond(
+        self, key: TransactionKey, response: Response, now: float, *, stamp: bool = True
+    ) -> None:
+        """Send ``response`` through the server transaction ``key`` (``stamp``: add Server)."""
+        if stamp and self.user_agent and "Server" not in response.headers:
             response.headers.add("Server", self.user_agent)
         self.transactions.respond(key, response, now)
         self.stats.responses_sent += 1
@@ -201,8 +233,14 @@ class Endpoint:
             )
 
     def reply(
-        self, incoming: Incoming, status: int, reason: str | None = None, *,
-        headers: Iterable[tuple[str, str]] = (), body: bytes = b"", now: float,
+        self,
+        incoming: Incoming,
+        status: int,
+        reason: str | None = None,
+        *,
+        headers: Iterable[tuple[str, str]] = (),
+        body: bytes = b"",
+        now: float,
     ) -> None:
         """Shorthand: build with :func:`make_response` (adding our To-tag) and send."""
         response = make_response(
@@ -214,7 +252,11 @@ class Endpoint:
         return self.transactions.new_branch()
 
     def send_request(
-        self, request: Request, destination: Peer, now: float, on_response: ResponseCallback | None = None
+        self,
+        request: Request,
+        destination: Peer,
+        now: float,
+        on_response: ResponseCallback | None = None,
     ) -> TransactionKey:
         """Send ``request`` (its top Via must carry a fresh branch) in a client transaction."""
         key = self.transactions.send_request(request, destination, now)
@@ -249,7 +291,9 @@ class Endpoint:
         request = event.request
         if event.key is None or request.method == "ACK":
             return  # RFC 3261 §17.2.3: never answer an ACK
-        incoming = Incoming(request, event.source, event.key, self.identities.get(event.source.connection))
+        incoming = Incoming(
+            request, event.source, event.key, self.identities.get(event.source.connection)
+        )
         try:
             response = self._check_and_handle(incoming, now)
         except SipParseError as exc:
@@ -269,6 +313,10 @@ class Endpoint:
             return make_response(
                 request, 420, to_tag=self._to_tag, headers=[("Unsupported", ", ".join(unsupported))]
             )
+        if self.router is not None and request.method != "CANCEL":
+            decision = self.router.route(incoming, now)
+            if decision is not LOCAL:
+                return decision  # type: ignore[return-value]
         handler = self.handlers.get(request.method)
         if handler is not None:
             return handler(incoming, now)

@@ -20,10 +20,18 @@ from presence_sip.auth.guard import RequestGuard
 from presence_sip.config import Limits, Timers
 from presence_sip.endpoint import Endpoint
 from presence_sip.ids import RandomIdSource
+from presence_sip.proxy.forward import LocalIdentity
+from presence_sip.proxy.proxy import Proxy
+from presence_sip.proxy.routing import NextHop, RouteTable
 from presence_sip.registrar.registrar import Registrar, RegistrarPolicy
 from presence_sip.registrar.role import RegistrarRole
 from presence_sip.sip.errors import ConfigError
-from presence_sip.storage.database import get_setting, open_network_database, set_setting, transaction
+from presence_sip.storage.database import (
+    get_setting,
+    open_network_database,
+    set_setting,
+    transaction,
+)
 from presence_sip.storage.sqlite_bindings import SqliteBindingStore
 from presence_sip.storage.sqlite_hss import SqliteSubscriberStore
 from presence_sip.transport.driver import Driver
@@ -64,6 +72,10 @@ class NodeConfig:
     timers: Timers = field(default_factory=Timers)
     limits: Limits = field(default_factory=Limits)
     registrar: RegistrarPolicy = field(default_factory=RegistrarPolicy)
+    routes: dict[str, tuple[NextHop, ...]] = field(default_factory=dict)
+    """Static next hops per foreign domain (SRV-like); nothing else is ever forwarded."""
+    record_route: bool = True
+    """Record-Route forwarded SUBSCRIBEs so in-dialog requests come back through us."""
 
     def __post_init__(self) -> None:
         unknown = self.roles - ROLES
@@ -72,7 +84,9 @@ class NodeConfig:
         if self.auth not in ("digest", "none"):
             raise ConfigError(f"--auth must be digest or none, not {self.auth!r}")
         if self.default_policy not in ("confirm", "allow", "block"):
-            raise ConfigError(f"--default-policy must be confirm, allow or block, not {self.default_policy!r}")
+            raise ConfigError(
+                f"--default-policy must be confirm, allow or block, not {self.default_policy!r}"
+            )
         if any(spec.transport == "tls" for spec in self.listen) and self.tls is None:
             raise ConfigError("a tls: listener needs --cert and --key")
 
@@ -88,7 +102,11 @@ class Node:
         now = time.time()
         self.endpoint = Endpoint(ids=RandomIdSource(), timers=config.timers, limits=config.limits)
         self.domains = frozenset(
-            {config.domain.lower(), *(a.lower() for a in config.aliases), *(s.host for s in config.listen)}
+            {
+                config.domain.lower(),
+                *(a.lower() for a in config.aliases),
+                *(s.host for s in config.listen),
+            }
         )
         self.guard = RequestGuard(self._authenticator(), self._ha1)
         self.registrar = Registrar(SqliteBindingStore(self.conn), policy=config.registrar, now=now)
@@ -108,7 +126,8 @@ class Node:
                 set_setting(self.conn, "domain", self.config.domain)
         elif stored != self.config.domain:
             raise ConfigError(
-                f"data directory {self.config.data_dir} belongs to domain {stored}, not {self.config.domain}"
+                f"data directory {self.config.data_dir} belongs to domain {stored}, "
+                f"not {self.config.domain}"
             )
 
     def _authenticator(self) -> DigestAuthenticator | None:
@@ -129,7 +148,7 @@ class Node:
         return self.hss.get_ha1(username, algorithm.base.value)
 
     def _add_presence(self, now: float) -> None:
-        from presence_sip.presence.role import PresenceRole  # noqa: PLC0415 - optional role
+        from presence_sip.presence.role import PresenceRole
 
         role = PresenceRole(
             endpoint=self.endpoint,
@@ -151,10 +170,29 @@ class Node:
 
     async def start(self) -> None:
         await self.driver.start(self.config.listen)
+        addresses = self.driver.local_addresses
+        for transport, host, port in addresses:
+            self.endpoint.addresses.setdefault(transport, (host, port))
+        identity = LocalIdentity(
+            self.domains, frozenset((host, port) for _, host, port in addresses)
+        )
+        self.endpoint.router = Proxy(
+            self.endpoint,
+            identity,
+            RouteTable(self.config.routes),
+            record_route=self.config.record_route,
+        )
         if self.config.auth == "none":
             log.warning("authentication is OFF (--auth none): lab use only")
         for transport, host, port in self.driver.local_addresses:
-            log.info("%s listening on %s:%s:%d (domain %s)", self.config.name, transport, host, port, self.config.domain)
+            log.info(
+                "%s listening on %s:%s:%d (domain %s)",
+                self.config.name,
+                transport,
+                host,
+                port,
+                self.config.domain,
+            )
 
     async def stop(self) -> None:
         await self.driver.stop()

@@ -70,7 +70,9 @@ class RequestGuard:
                 credentials = parse_credentials(value)
             except RemoteProtocolError:
                 return Verdict(None, 400, (), "Malformed Authorization")
-            result = authenticator.verify(credentials, request.method, self.ha1_lookup, now, body=request.body)
+            result = authenticator.verify(
+                credentials, request.method, self.ha1_lookup, now, body=request.body
+            )
             if result.outcome is AuthOutcome.OK:
                 return Verdict(result.username)
             if result.outcome is AuthOutcome.STALE:

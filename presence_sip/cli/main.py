@@ -16,7 +16,8 @@ SUBCOMMANDS = ("parse", "serve", "hss", "certs", "demo")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="presence-sip", description="SIP SIMPLE presence stack (registrar, presence server, gateway)."
+        prog="presence-sip",
+        description="SIP SIMPLE presence stack (registrar, presence server, gateway).",
     )
     parser.add_argument("--version", action="version", version=f"presence-sip {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -35,12 +35,18 @@ DEFAULT_LISTEN = ("udp:127.0.0.1:5060", "tcp:127.0.0.1:5060")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser("serve", help="run a presence node (or the nodes of a network config)")
-    parser.add_argument("config", nargs="?", help="network configuration (TOML); omit for one all-in-one node")
+    parser = subparsers.add_parser(
+        "serve", help="run a presence node (or the nodes of a network config)"
+    )
+    parser.add_argument(
+        "config", nargs="?", help="network configuration (TOML); omit for one all-in-one node"
+    )
     parser.add_argument("--node", help="run only this node of the config file")
     parser.add_argument("--domain", help="network domain served (default example.test)")
     parser.add_argument(
-        "--listen", action="append", metavar="URI",
+        "--listen",
+        action="append",
+        metavar="URI",
         help="listen address like udp:127.0.0.1:5060, tcp:..., tls:... (repeatable)",
     )
     parser.add_argument("--data", help="data directory holding presence.sqlite (default ./data)")
@@ -48,16 +54,26 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--key", help="TLS private key (PEM)")
     parser.add_argument("--ca", help="CA bundle that peer certificates must chain to")
     parser.add_argument(
-        "--require-client-cert", action="store_true", help="TLS: refuse clients without a trusted certificate"
+        "--require-client-cert",
+        action="store_true",
+        help="TLS: refuse clients without a trusted certificate",
     )
-    parser.add_argument("--auth", choices=("digest", "none"), help="digest challenges (default) or none (lab use)")
     parser.add_argument(
-        "--default-policy", choices=("confirm", "allow", "block"),
+        "--auth", choices=("digest", "none"), help="digest challenges (default) or none (lab use)"
+    )
+    parser.add_argument(
+        "--default-policy",
+        choices=("confirm", "allow", "block"),
         help="authorization for a watcher with no rule (default confirm)",
     )
-    parser.add_argument("--roles", help=f"comma-separated roles (default {','.join(sorted(ROLES))})")
     parser.add_argument(
-        "--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="default INFO"
+        "--roles", help=f"comma-separated roles (default {','.join(sorted(ROLES))})"
+    )
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="default INFO",
     )
     parser.set_defaults(func=run)
 
@@ -111,7 +127,9 @@ def load_configs(args: argparse.Namespace) -> list[NodeConfig]:
     return [_node_config(network, node, args) for node in chosen]
 
 
-def _node_config(network: dict[str, Any], node: dict[str, Any], args: argparse.Namespace) -> NodeConfig:
+def _node_config(
+    network: dict[str, Any], node: dict[str, Any], args: argparse.Namespace
+) -> NodeConfig:
     def pick(flag: str | None, key: str, default: Any, table: dict[str, Any] = network) -> Any:
         if flag is not None:
             return flag
@@ -128,7 +146,9 @@ def _node_config(network: dict[str, Any], node: dict[str, Any], args: argparse.N
             cert=cert,
             key=key,
             ca=pick(args.ca, "ca", None),
-            require_client_cert=bool(args.require_client_cert or node.get("require_client_cert", False)),
+            require_client_cert=bool(
+                args.require_client_cert or node.get("require_client_cert", False)
+            ),
         )
     roles = args.roles.split(",") if args.roles else node.get("roles", sorted(ROLES))
     return NodeConfig(

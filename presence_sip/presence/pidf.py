@@ -357,7 +357,8 @@ class _Merge:
             self._keep_once(self.notes if tag == _NOTE else self.others, child)
 
     def _keep_once(self, bucket: list[etree._Element], child: etree._Element) -> None:
-        key = etree.tostring(child, with_tail=False)
+        # Exclusive C14N: the key ignores namespace declarations the element does not use.
+        key = etree.tostring(child, method="c14n", exclusive=True)
         if key not in self.seen:
             self.seen.add(key)
             bucket.append(child)

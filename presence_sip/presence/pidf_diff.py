@@ -375,6 +375,9 @@ def make_diff(old: bytes | None, new: bytes, *, version: int, entity: str) -> by
     namespaces = _Namespaces(new_root)
     if operations is None:
         root = namespaces.root(_PIDF_FULL, entity, version)
+        for name, value in new_root.items():  # e.g. xml:lang of <presence>
+            if name not in ("entity", "version"):
+                root.set(name, value)
         root.extend(list(new_root))
         return serialise(root)
     # Selectors first: rendering moves content out of the trees the selectors are read from.

@@ -152,7 +152,9 @@ class Registrar:
                 Binding(
                     aor=aor,
                     contact=uri_text,
-                    params=format_params(tuple(p for p in contact.params if p[0].lower() != "expires")),
+                    params=format_params(
+                        tuple(p for p in contact.params if p[0].lower() != "expires")
+                    ),
                     expires_at=now + min(expires, policy.max_expires),
                     q=_q_value(contact),
                     call_id=call_id,

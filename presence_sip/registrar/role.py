@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 
 class RegistrarRole:
-    """The REGISTER handler of a node (RFC 3261 §10.3 steps 1-3; steps 4+ are :class:`Registrar`)."""
+    """The REGISTER handler (RFC 3261 §10.3 steps 1-3; steps 4+ are :class:`Registrar`)."""
 
     def __init__(
         self,

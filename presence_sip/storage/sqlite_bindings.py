@@ -32,7 +32,15 @@ register_migrations(
     ),
 )
 
-_COLUMNS = "aor, contact, params, expires_at, q, call_id, cseq, path, source, user_agent"
+_SELECT = (
+    "SELECT aor, contact, params, expires_at, q, call_id, cseq, path, source, user_agent"
+    " FROM bindings"
+)
+_UPSERT = (
+    "INSERT OR REPLACE INTO bindings"
+    " (aor, contact, params, expires_at, q, call_id, cseq, path, source, user_agent)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?)"
+)
 
 
 class SqliteBindingStore:
@@ -44,7 +52,7 @@ class SqliteBindingStore:
 
     def load_bindings(self) -> list[Binding]:
         with map_errors("cannot load bindings"):
-            rows = self.conn.execute(f"SELECT {_COLUMNS} FROM bindings").fetchall()
+            rows = self.conn.execute(_SELECT).fetchall()
         return [
             Binding(r[0], r[1], r[2], r[3], r[4], r[5], r[6], tuple(json.loads(r[7])), r[8], r[9])
             for r in rows
@@ -57,10 +65,20 @@ class SqliteBindingStore:
                 [(aor, contact) for contact in removed_contacts],
             )
             conn.executemany(
-                f"INSERT OR REPLACE INTO bindings ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                _UPSERT,
                 [
-                    (b.aor, b.contact, b.params, b.expires_at, b.q, b.call_id, b.cseq,
-                     json.dumps(list(b.path)), b.source, b.user_agent)
+                    (
+                        b.aor,
+                        b.contact,
+                        b.params,
+                        b.expires_at,
+                        b.q,
+                        b.call_id,
+                        b.cseq,
+                        json.dumps(list(b.path)),
+                        b.source,
+                        b.user_agent,
+                    )
                     for b in upserts
                 ],
             )

@@ -70,7 +70,7 @@ def test_normalize_msisdn_accepts_global_forms(text: str) -> None:
     ],
 )
 def test_normalize_msisdn_rejects(text: str) -> None:
-    with pytest.raises(InvalidMsisdn, match="not an E.164 number"):
+    with pytest.raises(InvalidMsisdn, match=r"not an E\.164 number"):
         normalize_msisdn(text)
 
 

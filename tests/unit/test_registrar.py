@@ -42,7 +42,9 @@ def register(
     return message
 
 
-def make_registrar(store: MemoryBindingStore | None = None, now: float = 1000.0) -> tuple[Registrar, list]:
+def make_registrar(
+    store: MemoryBindingStore | None = None, now: float = 1000.0
+) -> tuple[Registrar, list]:
     events: list[tuple[str, bool, float]] = []
     registrar = Registrar(
         store or MemoryBindingStore(),
@@ -55,8 +57,12 @@ def make_registrar(store: MemoryBindingStore | None = None, now: float = 1000.0)
 
 @pytest.mark.parametrize(
     "uri",
-    ["sip:+447700900001@net-a.test;user=phone", "sip:447700900001@net-a.test", "tel:+447700900001",
-     "tel:+44-7700-900001"],
+    [
+        "sip:+447700900001@net-a.test;user=phone",
+        "sip:447700900001@net-a.test",
+        "tel:+447700900001",
+        "tel:+44-7700-900001",
+    ],
 )
 def test_aor_forms_agree(uri: str) -> None:
     assert aor_key(parse_uri(uri)) == "+447700900001"
@@ -101,7 +107,10 @@ def test_contact_params_kept_exactly_cparam01_and_02() -> None:
         register("sip:+19725552222@gw1.example.net;unknownparam"), "+447700900001", SOURCE, 1000.0
     )
     response = registrar.register(
-        register("<sip:+19725552223@gw1.example.net;unknownparam>", cseq=2), "+447700900001", SOURCE, 1000.0
+        register("<sip:+19725552223@gw1.example.net;unknownparam>", cseq=2),
+        "+447700900001",
+        SOURCE,
+        1000.0,
     )
     contacts = sorted(response.headers.get_all("Contact"))
     assert contacts == [
@@ -115,7 +124,10 @@ def test_escaped_route_header_in_contact_kept_regescrt() -> None:
     response = registrar.register(
         register("<sip:user@host?Route=%3Csip:sip.example.com%3E>"), "+447700900001", SOURCE, 1000.0
     )
-    assert response.headers.get("Contact") == "<sip:user@host?Route=%3Csip:sip.example.com%3E>;expires=600"
+    assert (
+        response.headers.get("Contact")
+        == "<sip:user@host?Route=%3Csip:sip.example.com%3E>;expires=600"
+    )
 
 
 def test_expires_zero_removes_binding() -> None:
@@ -148,8 +160,12 @@ def test_out_of_order_cseq_same_call_id_rejected() -> None:
 def test_max_contacts_per_aor() -> None:
     registrar, _ = make_registrar()
     for i in range(2):
-        registrar.register(register(f"<sip:a{i}@127.0.0.1>", call_id=f"c{i}"), "+447700900001", SOURCE, 1000.0)
-    response = registrar.register(register("<sip:a9@127.0.0.1>", call_id="c9"), "+447700900001", SOURCE, 1000.0)
+        registrar.register(
+            register(f"<sip:a{i}@127.0.0.1>", call_id=f"c{i}"), "+447700900001", SOURCE, 1000.0
+        )
+    response = registrar.register(
+        register("<sip:a9@127.0.0.1>", call_id="c9"), "+447700900001", SOURCE, 1000.0
+    )
     assert response.status == 503
     assert len(registrar.bindings("+447700900001", 1000.0)) == 2
 
@@ -157,13 +173,18 @@ def test_max_contacts_per_aor() -> None:
 def test_q_values_order_bindings_and_bad_q_is_400() -> None:
     registrar, _ = make_registrar()
     registrar.register(
-        register("<sip:low@127.0.0.1>;q=0.1, <sip:high@127.0.0.1>;q=0.9"), "+447700900001", SOURCE, 1000.0
+        register("<sip:low@127.0.0.1>;q=0.1, <sip:high@127.0.0.1>;q=0.9"),
+        "+447700900001",
+        SOURCE,
+        1000.0,
     )
     assert [b.contact for b in registrar.bindings("+447700900001", 1000.0)] == [
         "sip:high@127.0.0.1",
         "sip:low@127.0.0.1",
     ]
-    bad = registrar.register(register("<sip:x@127.0.0.1>;q=7", cseq=2), "+447700900001", SOURCE, 1000.0)
+    bad = registrar.register(
+        register("<sip:x@127.0.0.1>;q=7", cseq=2), "+447700900001", SOURCE, 1000.0
+    )
     assert bad.status == 400
 
 
@@ -181,7 +202,9 @@ def test_bindings_reload_from_store_and_expired_ones_purged() -> None:
     registrar, _ = make_registrar(store)
     registrar.register(register(expires="60"), "+447700900001", SOURCE, 1000.0)
     registrar.register(
-        register("<sip:+447700900002@127.0.0.1>", to="<sip:+447700900002@net-a.test>", expires="3600"),
+        register(
+            "<sip:+447700900002@127.0.0.1>", to="<sip:+447700900002@net-a.test>", expires="3600"
+        ),
         "+447700900002",
         SOURCE,
         1000.0,

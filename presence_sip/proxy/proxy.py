@@ -1,0 +1,131 @@
+"""The stateful proxy role (RFC 3261 §16): decides local vs forwarded, forwards, relays, fails over.
+
+It is consulted by the :class:`Endpoint` before any local handler.  A request is handled locally
+when its Request-URI names this node or its domains; it is forwarded only when a configured route
+covers the target domain, or when it arrived with a Route naming us (it follows our Record-Route,
+e.g. an in-dialog NOTIFY).  Anything else is refused: a node is never an open relay.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from presence_sip.endpoint import LOCAL, Endpoint, Incoming, RouteDecision
+from presence_sip.proxy.forward import (
+    LocalIdentity,
+    forwarded_copy,
+    is_loop,
+    loop_hash,
+    next_hop_uri,
+    process_routes,
+    relayed_response,
+    strict_router_fixup,
+)
+from presence_sip.proxy.routing import RouteTable, uri_peer
+from presence_sip.sip import Request, Response, make_response, parse_uri
+from presence_sip.sip.peer import Peer
+from presence_sip.sip.uri import SipUri, TelUri
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Forwarding:
+    incoming: Incoming
+    request: Request
+    hops: list[Peer]
+
+
+class Proxy:
+    """Routing decision + stateful forwarding for one node."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        identity: LocalIdentity,
+        routes: RouteTable | None = None,
+        *,
+        record_route: bool = True,
+    ) -> None:
+        self.endpoint = endpoint
+        self.identity = identity
+        self.routes = routes or RouteTable()
+        self.record_route = record_route
+
+    def route(self, incoming: Incoming, now: float) -> RouteDecision:
+        request = incoming.request
+        routed_to_us = process_routes(request, self.identity)
+        if request.headers.get("Route") is not None:
+            if not routed_to_us and not self._routable(parse_uri(next_hop_uri(request))):
+                return make_response(request, 403, "Relaying denied")
+            return self._forward(incoming, now)
+        ruri = request.request_uri
+        if isinstance(ruri, TelUri) or (isinstance(ruri, SipUri) and self.identity.is_ours(ruri)):
+            return LOCAL
+        if self._routable(ruri) or (routed_to_us and uri_peer(ruri) is not None):
+            return self._forward(incoming, now)
+        return make_response(request, 403, "Relaying denied")
+
+    def _routable(self, uri: object) -> bool:
+        return isinstance(uri, SipUri) and uri.host.lower() in self.routes
+
+    def _hops(self, request: Request) -> list[Peer]:
+        target = parse_uri(next_hop_uri(request))
+        if isinstance(target, SipUri) and target.host.lower() in self.routes:
+            return [hop.peer for hop in self.routes.hops(target.host)]
+        peer = uri_peer(target)
+        return [peer] if peer is not None else []
+
+    def _forward(self, incoming: Incoming, now: float) -> Response | None:
+        request = incoming.request
+        max_forwards = request.max_forwards
+        if max_forwards == 0:
+            return make_response(request, 483)  # RFC 3261 §16.3 step 3 (RFC 4475 zeromf)
+        if is_loop(request, self.identity):
+            return make_response(request, 482)  # RFC 3261 §16.3 step 4
+        strict_router_fixup(request)
+        hops = self._hops(request)
+        if not hops:
+            return make_response(request, 404, "No route to destination")
+        forwarding = _Forwarding(incoming, request, hops)
+        self._try_next(forwarding, now)
+        return None
+
+    def _try_next(self, forwarding: _Forwarding, now: float) -> None:
+        peer = forwarding.hops.pop(0)
+        local = self.endpoint.local_address(peer.transport)
+        if local is None:
+            self._give_up(forwarding, 503, "No transport to next hop", now)
+            return
+        host, port = local
+        request = forwarding.request
+        branch = f"{self.endpoint.new_branch()}.{loop_hash(request)}"
+        via = f"SIP/2.0/{peer.transport.upper()} {host}:{port};branch={branch};rport"
+        record_route = None
+        if self.record_route and request.method in ("SUBSCRIBE", "REFER", "INVITE"):
+            record_route = f"<sip:{host}:{port};transport={peer.transport};lr>"
+        outgoing = forwarded_copy(request, target=None, via=via, record_route=record_route)
+
+        def relay(response: Response | None, now: float) -> None:
+            self._relay(forwarding, response, now)
+
+        self.endpoint.send_request(outgoing, peer, now, relay)
+
+    def _relay(self, forwarding: _Forwarding, response: Response | None, now: float) -> None:
+        if response is None or response.status == 503:
+            if forwarding.hops:  # RFC 3263 §4.3: fail over to the next record
+                self._try_next(forwarding, now)
+                return
+            if response is None:
+                self._give_up(forwarding, 408, "Next hop did not answer", now)
+                return
+        assert response is not None
+        relayed = relayed_response(response)
+        if relayed is None:
+            return
+        self.endpoint.respond(forwarding.incoming.key, relayed, now, stamp=False)
+
+    def _give_up(self, forwarding: _Forwarding, status: int, reason: str, now: float) -> None:
+        log.info("forwarding %s failed: %d %s", forwarding.request.method, status, reason)
+        self.endpoint.reply(forwarding.incoming, status, reason, now=now)

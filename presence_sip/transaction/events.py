@@ -1,0 +1,107 @@
+"""What the transaction layer tells its user (the TU), drained with ``next_event()``.
+
+Frozen, keyword-only records with a docstring per field (STYLE.md §3; h2 ``events.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from ..sip.message import Request, Response
+from ..sip.peer import Peer
+
+
+class TransactionKey(NamedTuple):
+    """Identifies one transaction (RFC 3261 §17.1.3 client side, §17.2.3 server side).
+
+    A tuple, so it hashes fast.  Client keys have an empty ``sent_by``; server keys never do.
+    """
+
+    branch: str
+    """Top Via branch.  For a request without a usable RFC 3261 branch (RFC 2543 peers), a
+    composite of Request-URI, From tag, To tag, Call-ID, CSeq number and top Via instead."""
+    method: str
+    """Method of the request that created the transaction (ACK is matched as INVITE)."""
+    sent_by: str = ""
+    """Server keys: the top Via sent-by, ``host:port`` (host lower-case); client keys: ``""``."""
+
+    @property
+    def server(self) -> bool:
+        """True for a server transaction key."""
+        return bool(self.sent_by)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Base class of every transaction-layer event."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestReceived(Event):
+    """A new request: a server transaction was created (or a stray ACK is passed up)."""
+
+    request: Request
+    """The request, its top Via already stamped with ``received``/``rport`` (RFC 3261 §18.2.1)."""
+    source: Peer
+    """Where it came from (with the stream connection id on TCP/TLS)."""
+    key: TransactionKey | None
+    """The server transaction to answer through with ``respond``; None for an ACK that matches
+    no transaction (the ACK for a 2xx, RFC 3261 §17.2.3), which must never be answered."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResponseReceived(Event):
+    """A response for one of our client transactions: every 1xx, and the first final response.
+
+    Retransmissions of the final response are absorbed (RFC 3261 §17.1.2.2).
+    """
+
+    response: Response
+    """The response as received."""
+    source: Peer
+    """Where it came from."""
+    key: TransactionKey
+    """The client transaction it belongs to."""
+    request: Request
+    """The request that transaction sent."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransactionTimedOut(Event):
+    """A transaction ended without its exchange completing.
+
+    Client side: Timer F fired or the transport failed (RFC 3261 §17.1.2.2, §17.1.4); the TU acts as
+    if it had received 408 (timeout) or 503 (transport error), RFC 3261 §8.1.3.1.  Server side:
+    Timer H fired, the ACK for an INVITE's final response never came (§17.2.1).
+    """
+
+    key: TransactionKey
+    """The transaction that ended."""
+    request: Request
+    """The request that created it."""
+    transport_error: bool = False
+    """True when the stream connection was lost rather than Timer F/H firing."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StrayResponse(Event):
+    """A response that matches no client transaction (RFC 3261 §17.1.3, §18.1.2).
+
+    A stateful proxy may still want to see it (a 2xx retransmission for INVITE); others drop it.
+    """
+
+    response: Response
+    """The response as received."""
+    source: Peer
+    """Where it came from."""
+
+
+__all__ = [
+    "Event",
+    "RequestReceived",
+    "ResponseReceived",
+    "StrayResponse",
+    "TransactionKey",
+    "TransactionTimedOut",
+]

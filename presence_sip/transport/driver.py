@@ -1,0 +1,424 @@
+"""The pump between one sans-IO endpoint and its sockets (aioquic ``asyncio/protocol.py``).
+
+After every input (datagram, framed message, connection event, timer) the driver drains the
+endpoint's ``outbox()``, sends each item, then re-arms ONE ``loop.call_at`` timer from
+``get_timer()``.  ``now`` is always ``loop.time()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import itertools
+import logging
+import socket
+import ssl
+from collections.abc import Callable, Sequence
+from typing import ParamSpec, Protocol, TypeVar
+
+from ..config import Limits
+from ..sip.errors import ConfigError, SipParseError, TransportError
+from ..sip.peer import Peer
+from .listen import ListenSpec
+from .stream import StreamConnection
+from .tls import PeerIdentity
+from .udp import UdpListener
+
+logger = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 10.0
+"""Seconds an outbound TCP connect plus TLS handshake may take."""
+HANDSHAKE_TIMEOUT = 10.0
+"""Seconds an inbound TLS handshake may take."""
+STOP_GRACE = 2.0
+"""Seconds :meth:`Driver.stop` lets connections close gracefully before aborting them."""
+BACKLOG = 1024
+"""listen() backlog of TCP/TLS servers."""
+MAX_SEND_ROUNDS = 16
+"""Bound on outbox -> send failure -> connection_lost -> outbox rounds within one input."""
+UDP_AFFINITY_SIZE = 4096
+"""Remote addresses remembered to pick the UDP socket a peer talked to last."""
+
+P = ParamSpec("P")
+R = TypeVar("R")
+AddressKey = tuple[str, str, int]
+
+
+class Endpoint(Protocol):
+    """The sans-IO core the driver pumps (transaction manager + role).
+
+    Peers of stream messages carry the connection id; a send to ``Peer(..., connection=0)`` uses
+    any open connection to that address or opens one.
+    """
+
+    def receive(self, data: bytes, source: Peer, now: float) -> None:
+        """One datagram, or one framed stream message."""
+
+    def receive_malformed(
+        self, data: bytes, error: SipParseError, source: Peer, now: float
+    ) -> None:
+        """Stream framing failed (bad/missing Content-Length, over the size cap).
+
+        ``data`` is what was buffered (the header block at most).  The endpoint may queue one
+        error response; the driver then closes the connection.
+        """
+
+    def connection_made(self, peer: Peer, identity: PeerIdentity | None, now: float) -> None:
+        """A TCP/TLS connection is up (TLS: handshake done); ``identity`` = verified certificate."""
+
+    def connection_lost(self, peer: Peer, now: float) -> None:
+        """A connection closed, or messages to ``peer`` cannot be delivered.
+
+        For a closed connection ``peer`` carries its id.  When a connect/handshake fails or a send
+        is impossible, it is reported for every Peer value the messages were addressed to (often
+        ``connection=0``), so transactions fail fast (RFC 3261 §17.1.4).
+        """
+
+    def outbox(self) -> list[tuple[bytes, Peer]]:
+        """Drain what to send."""
+
+    def get_timer(self) -> float | None:
+        """Absolute ``loop.time()`` deadline of the next timer, if any."""
+
+    def handle_timer(self, now: float) -> None:
+        """The deadline from :meth:`get_timer` has passed."""
+
+
+class Driver:
+    """Owns an endpoint and its UDP/TCP/TLS transports and pumps data and timers between them.
+
+    ``server_ssl`` serves ``tls:`` listeners; ``client_ssl`` opens outbound TLS connections
+    (client certificate + verification against the CA bundle).
+    """
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        limits: Limits | None = None,
+        server_ssl: ssl.SSLContext | None = None,
+        client_ssl: ssl.SSLContext | None = None,
+        connect_timeout: float = CONNECT_TIMEOUT,
+    ) -> None:
+        self._endpoint = endpoint
+        self._limits = limits if limits is not None else Limits()
+        self._server_ssl = server_ssl
+        self._client_ssl = client_ssl
+        self._connect_timeout = connect_timeout
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._running = False
+        self._udp: list[UdpListener] = []
+        self._servers: list[tuple[str, asyncio.Server]] = []
+        self._connections: dict[int, StreamConnection] = {}
+        self._by_address: dict[AddressKey, StreamConnection] = {}
+        self._udp_affinity: dict[tuple[str, int], UdpListener] = {}
+        self._inbound = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._ids = itertools.count(1)
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self, listen: Sequence[ListenSpec]) -> None:
+        """Bind every listen address; :class:`TransportError` (after cleanup) if one fails."""
+        self._loop = asyncio.get_running_loop()
+        self._running = True
+        for spec in listen:
+            try:
+                await self._listen(spec)
+            except (OSError, ssl.SSLError) as exc:
+                await self.stop()
+                raise TransportError(f"cannot listen on {spec}: {exc}") from exc
+            except ConfigError:
+                await self.stop()
+                raise
+            logger.info("listening on %s", spec)
+        self.transmit()
+
+    async def stop(self) -> None:
+        """Close every socket and connection; leaves no task, timer or open transport behind."""
+        self._running = False
+        self._cancel_timer()
+        for _, server in self._servers:
+            server.close()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        conns = list(self._connections.values())
+        for conn in conns:
+            conn.close()
+        for listener in self._udp:
+            listener.close()
+        waiting = [c.closed for c in conns] + [u.closed for u in self._udp]
+        if waiting:
+            _, late = await asyncio.wait(waiting, timeout=STOP_GRACE)
+            if late:
+                for conn in conns:
+                    conn.abort()
+                await asyncio.wait(late, timeout=STOP_GRACE)
+        for _, server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+        self._udp.clear()
+        self._connections.clear()
+        self._by_address.clear()
+        self._udp_affinity.clear()
+        self._inbound = 0
+
+    @property
+    def local_addresses(self) -> list[ListenSpec]:
+        """The addresses actually bound (real ports when 0 was asked for)."""
+        out = [ListenSpec("udp", u.host, u.port) for u in self._udp]
+        for name, server in self._servers:
+            for sock in server.sockets:
+                host, port = sock.getsockname()[:2]
+                out.append(ListenSpec(name, host, port))
+        return out
+
+    async def _listen(self, spec: ListenSpec) -> None:
+        loop = self._get_loop()
+        if spec.transport == "udp":
+            sock = _bound_socket(spec, socket.SOCK_DGRAM)
+            _, listener = await loop.create_datagram_endpoint(lambda: UdpListener(self), sock=sock)
+            self._udp.append(listener)
+            return
+        context = self._server_ssl if spec.transport == "tls" else None
+        if spec.transport == "tls" and context is None:
+            raise ConfigError(f"{spec} needs a TLS certificate (server context)")
+        sock = _bound_socket(spec, socket.SOCK_STREAM)
+        server = await loop.create_server(
+            lambda: StreamConnection(self, next(self._ids), spec.transport, self._limits),
+            sock=sock,
+            backlog=BACKLOG,
+            ssl=context,
+            ssl_handshake_timeout=HANDSHAKE_TIMEOUT if context is not None else None,
+        )
+        self._servers.append((spec.transport, server))
+
+    # -- the pump ----------------------------------------------------------------------------
+    def transmit(self) -> None:
+        """Drain the outbox, send each item, then re-arm the one timer.
+
+        Call it after feeding the endpoint from outside the driver (e.g. the application asked
+        the endpoint to send a request).
+        """
+        if not self._running:
+            return
+        for _ in range(MAX_SEND_ROUNDS):
+            items = self._call(self._endpoint.outbox) or []
+            failed: list[Peer] = []
+            for data, peer in items:
+                failed.extend(self._send(data, peer))
+            if not failed:
+                break
+            self._report_lost(dict.fromkeys(failed))
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        deadline = self._call(self._endpoint.get_timer)
+        if deadline == self._timer_at and (deadline is None or self._timer is not None):
+            return
+        self._cancel_timer()
+        if deadline is not None:
+            self._timer_at = deadline
+            self._timer = self._get_loop().call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self._call(self._endpoint.handle_timer, self._now())
+        self.transmit()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None
+        self._timer_at = None
+
+    def _call(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R | None:
+        """Call into the endpoint.  An exception escaping it is a bug: log it and keep serving."""
+        try:
+            return fn(*args, **kwargs)
+        except Exception:  # STYLE.md §4: the one top-level guard of the code base
+            logger.exception("endpoint %s raised (a bug); still serving", fn.__name__)
+            return None
+
+    def _report_lost(self, peers: dict[Peer, None]) -> None:
+        now = self._now()
+        for peer in peers:
+            self._call(self._endpoint.connection_lost, peer, now)
+
+    # -- sending -----------------------------------------------------------------------------
+    def _send(self, data: bytes, peer: Peer) -> list[Peer]:
+        """Send one item; the peers to report as lost (empty on success or while connecting)."""
+        try:
+            if peer.transport == "udp":
+                self._send_udp(data, peer)
+            elif peer.transport in ("tcp", "tls"):
+                self._stream_for(peer).send(data)
+            else:
+                raise TransportError(f"unknown transport {peer.transport!r}")
+        except TransportError as exc:
+            logger.warning("cannot send to %s: %s", peer, exc)
+            return [peer]
+        return []
+
+    def _send_udp(self, data: bytes, peer: Peer) -> None:
+        host, version = _ip_literal(peer.host)
+        listener = self._udp_affinity.get((host, peer.port))
+        if listener is None or not listener.usable:
+            listener = next((u for u in self._udp if u.version == version and u.usable), None)
+        if listener is None:
+            raise TransportError(f"no UDP socket for IPv{version}")
+        listener.send(data, host, peer.port)
+
+    def _stream_for(self, peer: Peer) -> StreamConnection:
+        """RFC 3261 §18.2.2: the connection asked for, else one to the same address, else a new one."""
+        if peer.connection:
+            conn = self._connections.get(peer.connection)
+            if conn is not None and conn.usable and conn.transport_name == peer.transport:
+                return conn
+        host, _ = _ip_literal(peer.host)
+        conn = self._by_address.get((peer.transport, host, peer.port))
+        if conn is not None and conn.usable:
+            conn.requested.add(peer)
+            return conn
+        return self._open(Peer(peer.transport, host, peer.port, 0), requested=peer)
+
+    def _open(self, address: Peer, *, requested: Peer) -> StreamConnection:
+        if not self._running:
+            raise TransportError("driver is stopped")
+        if address.transport == "tls" and self._client_ssl is None:
+            raise TransportError("no TLS client context to open a TLS connection")
+        ident = next(self._ids)
+        target = Peer(address.transport, address.host, address.port, ident)
+        conn = StreamConnection(self, ident, address.transport, self._limits, target=target)
+        conn.requested.update((address, requested))
+        self._connections[ident] = conn
+        self._by_address[_key(target)] = conn
+        task = self._get_loop().create_task(self._connect(conn))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return conn
+
+    async def _connect(self, conn: StreamConnection) -> None:
+        peer, tls = conn.peer, conn.transport_name == "tls"
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                await self._get_loop().create_connection(
+                    lambda: conn,
+                    peer.host,
+                    peer.port,
+                    ssl=self._client_ssl if tls else None,
+                    server_hostname=peer.host if tls else None,
+                    ssl_handshake_timeout=self._connect_timeout if tls else None,
+                )
+        except (OSError, ssl.SSLError, ssl.CertificateError, ValueError) as exc:  # edge mapping
+            error = TransportError(f"cannot connect to {peer}: {exc or type(exc).__name__}")
+            logger.warning("%s", error)
+            self._connect_failed(conn)
+        except asyncio.CancelledError:
+            conn.fail()
+            raise
+
+    def _connect_failed(self, conn: StreamConnection) -> None:
+        conn.fail()
+        self._forget(conn)
+        if self._running:
+            self._report_lost(dict.fromkeys(conn.requested))
+            self.transmit()
+
+    def _forget(self, conn: StreamConnection) -> None:
+        self._connections.pop(conn.id, None)
+        if self._by_address.get(_key(conn.peer)) is conn:
+            del self._by_address[_key(conn.peer)]
+
+    # -- StreamOwner -------------------------------------------------------------------------
+    def stream_made(self, conn: StreamConnection) -> bool:
+        """A connection is up: register it and tell the endpoint."""
+        if not self._running:
+            return False
+        if not conn.outbound:
+            if self._inbound >= self._limits.max_connections:
+                logger.warning("refusing %s: %d connections open", conn.peer, self._inbound)
+                return False
+            self._inbound += 1
+            self._connections[conn.id] = conn
+            self._by_address.setdefault(_key(conn.peer), conn)
+        self._call(self._endpoint.connection_made, conn.peer, conn.identity, self._now())
+        self.transmit()
+        return True
+
+    def stream_message(self, conn: StreamConnection, data: bytes) -> None:
+        """One framed message from a connection."""
+        self._call(self._endpoint.receive, data, conn.peer, self._now())
+        self.transmit()
+
+    def stream_malformed(self, conn: StreamConnection, data: bytes, error: SipParseError) -> None:
+        """Framing lost: let the endpoint queue an answer and send it before the close."""
+        self._call(self._endpoint.receive_malformed, data, error, conn.peer, self._now())
+        self.transmit()
+
+    def stream_lost(self, conn: StreamConnection) -> None:
+        """A connection closed."""
+        self._forget(conn)
+        if not conn.outbound:
+            self._inbound -= 1
+        if self._running:
+            self._call(self._endpoint.connection_lost, conn.peer, self._now())
+            self.transmit()
+
+    # -- DatagramOwner -----------------------------------------------------------------------
+    def datagram_received(self, listener: UdpListener, data: bytes, host: str, port: int) -> None:
+        """One datagram; remembers which socket the peer talks to when there are several."""
+        if len(self._udp) > 1:
+            self._remember_udp(listener, host, port)
+        self._call(self._endpoint.receive, data, Peer("udp", host, port), self._now())
+        self.transmit()
+
+    def _remember_udp(self, listener: UdpListener, host: str, port: int) -> None:
+        affinity = self._udp_affinity
+        affinity.pop((host, port), None)
+        if len(affinity) >= UDP_AFFINITY_SIZE:
+            del affinity[next(iter(affinity))]
+        affinity[(host, port)] = listener
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _get_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            raise TransportError("driver not started")
+        return self._loop
+
+    def _now(self) -> float:
+        return self._get_loop().time()
+
+
+def _key(peer: Peer) -> AddressKey:
+    return (peer.transport, peer.host, peer.port)
+
+
+def _ip_literal(host: str) -> tuple[str, int]:
+    """Normalised IP literal and its version; names are refused (the driver never resolves DNS)."""
+    try:
+        address = ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))
+    except ValueError:
+        raise TransportError(f"{host!r} is not an IP address (no DNS in the transport)") from None
+    return address.compressed, address.version
+
+
+def _bound_socket(spec: ListenSpec, kind: socket.SocketKind) -> socket.socket:
+    """A socket bound to ``spec`` without any name resolution."""
+    family = socket.AF_INET6 if spec.family_version == 6 else socket.AF_INET
+    sock = socket.socket(family, kind)
+    try:
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((spec.host, spec.port))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock

@@ -1,0 +1,263 @@
+"""TCP/TLS transport: one :class:`asyncio.Protocol` per connection, Content-Length framed."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Callable
+from typing import Protocol, cast
+
+from ..config import Limits
+from ..sip.errors import SipParseError, TransportError
+from ..sip.framing import StreamBuffer
+from ..sip.peer import Peer
+from .tls import PeerIdentity
+
+logger = logging.getLogger(__name__)
+
+WRITE_HIGH_WATER = 256 * 1024
+"""Above this many unsent bytes we stop reading from the peer (it is not reading our answers)."""
+WRITE_LOW_WATER = 64 * 1024
+"""Reading resumes when the unsent bytes drop below this."""
+WRITE_HARD_LIMIT = 4 * 1024 * 1024
+"""Unsent bytes beyond which the connection is aborted."""
+CLOSE_GRACE = 5.0
+"""Seconds a graceful close may take to flush before the connection is aborted."""
+
+PONG = b"\r\n"
+"""RFC 5626 §4.4.1: a double-CRLF ping is answered with a single CRLF."""
+
+
+class StreamOwner(Protocol):
+    """Who a :class:`StreamConnection` reports to (the driver)."""
+
+    def stream_made(self, conn: StreamConnection) -> bool:
+        """The connection is up (TLS: handshake done). False refuses it (it is aborted)."""
+
+    def stream_message(self, conn: StreamConnection, data: bytes) -> None:
+        """One framed message."""
+
+    def stream_malformed(self, conn: StreamConnection, data: bytes, error: SipParseError) -> None:
+        """Framing failed; the connection is closed after this returns."""
+
+    def stream_lost(self, conn: StreamConnection) -> None:
+        """A connection reported by :meth:`stream_made` is gone."""
+
+
+class State(enum.Enum):
+    """Life of a stream connection."""
+
+    CONNECTING = "connecting"
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class StreamConnection(asyncio.Protocol):
+    """One TCP or TLS connection.
+
+    Inbound connections learn their peer from the socket; outbound ones are created by the driver
+    with ``target`` and queue what is sent before the connection (and TLS handshake) is up.
+    """
+
+    def __init__(
+        self,
+        owner: StreamOwner,
+        ident: int,
+        transport_name: str,
+        limits: Limits,
+        *,
+        target: Peer | None = None,
+    ) -> None:
+        self._owner = owner
+        self.id = ident
+        """Connection id, unique within the driver (``Peer.connection``)."""
+        self.transport_name = transport_name
+        self.outbound = target is not None
+        self.peer = target if target is not None else Peer(transport_name, "", 0, ident)
+        """Remote address with this connection's id."""
+        self.identity: PeerIdentity | None = None
+        """Verified TLS peer certificate, if any."""
+        self.requested: set[Peer] = set()
+        """Peers the driver routed messages for onto this connection before it came up."""
+        self.state = State.CONNECTING
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        """Resolved once asyncio has released the connection (or it never came up)."""
+        self._limits = limits
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._buffer = StreamBuffer(limits.max_message_size)
+        self._unframed = bytearray()  # mirror of the StreamBuffer: what it holds, for receive_malformed
+        self._pings_seen = 0
+        self._ping_run = 0
+        self._receiving = True
+        self._pending: list[bytes] = []
+        self._last_activity = self._loop.time()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def __repr__(self) -> str:
+        return f"<StreamConnection {self.id} {self.peer} {self.state.value}>"
+
+    # -- asyncio callbacks -------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        if not self.outbound:
+            peername = transport.get_extra_info("peername")
+            self.peer = Peer(self.transport_name, str(peername[0]), int(peername[1]), self.id)
+        sslobj = transport.get_extra_info("ssl_object")
+        if sslobj is not None:
+            self.identity = PeerIdentity.from_ssl_object(sslobj)
+        self._transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
+        self.state = State.OPEN
+        pending, self._pending = self._pending, []
+        for data in pending:
+            self._write(data)
+        if not self._owner.stream_made(self):
+            self.state = State.CLOSED
+            self._transport.abort()
+            return
+        self._touch()
+        self._arm(self._limits.idle_connection_timeout, self._idle_check)
+
+    def data_received(self, data: bytes) -> None:
+        if self.state is not State.OPEN or not self._receiving:
+            return
+        self._touch()
+        self._buffer.feed(data)
+        self._unframed += data
+        while self.state is State.OPEN and self._receiving:
+            try:
+                message = self._buffer.next_message()
+            except SipParseError as error:
+                self._framing_lost(error)
+                return
+            self._skip_pings(answer=True)
+            if message is None:
+                return
+            del self._unframed[: len(message)]
+            self._ping_run = 0
+            self._owner.stream_message(self, message)
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too
+
+    def pause_writing(self) -> None:
+        # The peer does not read our answers: stop reading its requests until it catches up.
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self._transport is not None and self.state is State.OPEN and self._receiving:
+            self._transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        previous, self.state = self.state, State.CLOSED
+        self._cancel_timer()
+        self._pending.clear()
+        if not self.closed.done():
+            self.closed.set_result(None)
+        if previous in (State.OPEN, State.CLOSING):
+            logger.debug("connection %s closed (%s)", self, exc or "clean")
+            self._owner.stream_lost(self)
+
+    # -- API for the driver ------------------------------------------------------------------
+    @property
+    def usable(self) -> bool:
+        """True while messages can be sent (queued while connecting)."""
+        if self.state is State.CONNECTING:
+            return True
+        return self.state is State.OPEN and self._transport is not None and not self._transport.is_closing()
+
+    def send(self, data: bytes) -> None:
+        """Write one message (queued until the connection is up)."""
+        if self.state is State.CONNECTING:
+            if sum(map(len, self._pending)) + len(data) > WRITE_HARD_LIMIT:
+                raise TransportError(f"too much queued for {self.peer} while connecting")
+            self._pending.append(data)
+            return
+        if not self.usable:
+            raise TransportError(f"connection {self.id} to {self.peer} is closed")
+        self._write(data)
+
+    def close(self) -> None:
+        """Graceful close: flush what is queued, then close; abort after :data:`CLOSE_GRACE`."""
+        if self.state is State.CONNECTING:
+            self.fail()
+        elif self.state is State.OPEN and self._transport is not None:
+            self.state = State.CLOSING
+            self._transport.close()
+            self._arm(CLOSE_GRACE, self.abort)
+
+    def abort(self) -> None:
+        """Drop the connection now, unsent data included."""
+        if self._transport is not None and self.state is not State.CLOSED:
+            self._transport.abort()
+        elif self.state is State.CONNECTING:
+            self.fail()
+
+    def fail(self) -> None:
+        """The connection never came up (connect or handshake failed, or was cancelled)."""
+        if self.state is State.CONNECTING:
+            self.state = State.CLOSED
+            self._pending.clear()
+            if not self.closed.done():
+                self.closed.set_result(None)
+
+    # -- internals ---------------------------------------------------------------------------
+    def _write(self, data: bytes) -> None:
+        assert self._transport is not None
+        self._transport.write(data)
+        self._touch()
+        if self._transport.get_write_buffer_size() > WRITE_HARD_LIMIT:
+            logger.warning("connection %s: peer is not reading; aborting", self)
+            self._transport.abort()
+
+    def _skip_pings(self, *, answer: bool) -> None:
+        """Keep the mirror in step with CRLFs the StreamBuffer skipped; answer double-CRLF pings."""
+        count = self._buffer.pings - self._pings_seen
+        self._pings_seen = self._buffer.pings
+        if not count:
+            return
+        del self._unframed[: 2 * count]
+        self._ping_run += count
+        while answer and self._ping_run >= 2:  # RFC 5626 §4.4.1: CRLFCRLF -> CRLF
+            self._ping_run -= 2
+            self._write(PONG)
+
+    def _framing_lost(self, error: SipParseError) -> None:
+        """RFC 3261 §18.3: without framing the stream is useless; report, answer if possible, close."""
+        self._skip_pings(answer=False)
+        self._receiving = False
+        data = bytes(self._unframed)
+        self._unframed.clear()
+        end = data.find(b"\r\n\r\n")
+        data = data[: end + 4] if end >= 0 else data[: self._limits.max_message_size]
+        logger.info("connection %s: %s; closing", self, error.reason)
+        if self._transport is not None:
+            self._transport.pause_reading()
+        self._owner.stream_malformed(self, data, error)
+        self.close()
+
+    def _touch(self) -> None:
+        self._last_activity = self._loop.time()
+
+    def _idle_check(self) -> None:
+        self._timer = None
+        if self.state is not State.OPEN:
+            return
+        deadline = self._last_activity + self._limits.idle_connection_timeout
+        if self._loop.time() >= deadline:
+            logger.info("connection %s idle; closing", self)
+            self.close()
+        else:
+            self._timer = self._loop.call_at(deadline, self._idle_check)
+
+    def _arm(self, delay: float, callback: Callable[[], None]) -> None:
+        self._cancel_timer()
+        self._timer = self._loop.call_later(delay, callback)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

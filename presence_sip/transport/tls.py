@@ -1,0 +1,117 @@
+"""Mutual-TLS contexts and the verified identity of a TLS peer (RFC 3261 §26.2, RFC 5922)."""
+
+from __future__ import annotations
+
+import os
+import ssl
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from ..sip.errors import ConfigError
+
+StrPath = str | os.PathLike[str]
+
+
+@dataclass(frozen=True, slots=True)
+class PeerIdentity:
+    """What a verified TLS peer certificate says about the peer.
+
+    Only built for certificates the handshake verified against our CA bundle; the gateway maps it
+    to a peer network (RFC 5922 §7: identities come from SAN dNSName, else the subject CN).
+    """
+
+    subject_cn: str | None
+    """Subject common name, if any."""
+    dns_names: tuple[str, ...] = ()
+    """subjectAltName dNSName entries, in certificate order."""
+    ip_addresses: tuple[str, ...] = ()
+    """subjectAltName iPAddress entries, as compressed IP literals."""
+    issuer_cn: str | None = None
+    """Issuer common name (the CA that signed the peer certificate)."""
+
+    @classmethod
+    def from_certificate(cls, der: bytes) -> PeerIdentity:
+        """Read the identity fields of a DER certificate."""
+        cert = x509.load_der_x509_certificate(der)
+        try:
+            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except x509.ExtensionNotFound:
+            dns: tuple[str, ...] = ()
+            ips: tuple[str, ...] = ()
+        else:
+            dns = tuple(san.get_values_for_type(x509.DNSName))
+            ips = tuple(ip.compressed for ip in san.get_values_for_type(x509.IPAddress))
+        return cls(_common_name(cert.subject), dns, ips, _common_name(cert.issuer))
+
+    @classmethod
+    def from_ssl_object(cls, sslobj: ssl.SSLObject | ssl.SSLSocket) -> PeerIdentity | None:
+        """The peer's identity, or None when it sent no certificate or nothing was verified."""
+        if sslobj.context.verify_mode == ssl.CERT_NONE:
+            return None
+        der = sslobj.getpeercert(binary_form=True)
+        if not der:
+            return None
+        return cls.from_certificate(der)
+
+
+def _common_name(name: x509.Name) -> str | None:
+    values = name.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if not values:
+        return None
+    value = values[0].value
+    return value if isinstance(value, str) else value.decode("utf-8", "replace")
+
+
+def server_context(
+    cert: StrPath, key: StrPath, ca_file: StrPath | None = None, *, require_client_cert: bool
+) -> ssl.SSLContext:
+    """A TLS >= 1.2 server context presenting ``cert``/``key``.
+
+    With ``ca_file`` clients may present a certificate, which must chain to that bundle; with
+    ``require_client_cert`` they must (``CERT_REQUIRED``: the handshake fails otherwise).
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    _load_chain(context, cert, key)
+    if ca_file is not None:
+        _load_ca(context, ca_file)
+        context.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
+    elif require_client_cert:
+        raise ConfigError("requiring client certificates needs a CA bundle (ca_file)")
+    return context
+
+
+def client_context(
+    cert: StrPath | None, key: StrPath | None, ca_file: StrPath | None
+) -> ssl.SSLContext:
+    """A TLS >= 1.2 client context: server verified (chain + host name or IP SAN), our cert presented.
+
+    Without ``ca_file`` the system trust store is used; without ``cert`` no client certificate is sent.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED + check_hostname
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if ca_file is not None:
+        _load_ca(context, ca_file)
+    else:
+        context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    if cert is not None:
+        if key is None:
+            raise ConfigError("a TLS client certificate needs its key")
+        _load_chain(context, cert, key)
+    return context
+
+
+def _load_chain(context: ssl.SSLContext, cert: StrPath, key: StrPath) -> None:
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        raise ConfigError(f"cannot load TLS certificate {os.fspath(cert)}: {exc}") from None
+
+
+def _load_ca(context: ssl.SSLContext, ca_file: StrPath) -> None:
+    try:
+        context.load_verify_locations(cafile=ca_file)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot load CA bundle {os.fspath(ca_file)}: {exc}") from None

@@ -1,0 +1,97 @@
+"""UDP transport: one :class:`asyncio.DatagramProtocol` per listening socket (RFC 3261 §18)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import Protocol, cast
+
+from ..sip.errors import TransportError
+
+logger = logging.getLogger(__name__)
+
+RECEIVE_BUFFER = 4 * 1024 * 1024
+"""SO_RCVBUF asked for: bursts of thousands of datagrams are normal under benchmark load."""
+
+SEND_BUFFER = 1024 * 1024
+"""SO_SNDBUF asked for."""
+
+
+class DatagramOwner(Protocol):
+    """Who a :class:`UdpListener` hands datagrams to (the driver)."""
+
+    def datagram_received(self, listener: UdpListener, data: bytes, host: str, port: int) -> None:
+        """One datagram from ``host:port``, whatever its size (the parser answers 513)."""
+
+
+class UdpListener(asyncio.DatagramProtocol):
+    """A bound UDP socket: receives datagrams for the owner and sends from the same socket."""
+
+    def __init__(self, owner: DatagramOwner) -> None:
+        self._owner = owner
+        self._transport: asyncio.DatagramTransport | None = None
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        """Resolved once the socket is closed."""
+        self.host = ""
+        self.port = 0
+        self.version = 4
+
+    # -- asyncio callbacks -------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.DatagramTransport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            _grow_buffers(sock)
+            self.version = 6 if sock.family == socket.AF_INET6 else 4
+        sockname = transport.get_extra_info("sockname")
+        self.host, self.port = sockname[0], sockname[1]
+
+    def datagram_received(self, data: bytes, addr: tuple[str | bytes, int] | tuple[str, ...]) -> None:
+        host, port = addr[0], addr[1]
+        self._owner.datagram_received(self, data, str(host), int(port))
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors (port unreachable, ...) for an earlier sendto: nothing to do on UDP.
+        logger.debug("udp %s:%s: %s", self.host, self.port, exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    # -- API for the driver ------------------------------------------------------------------
+    @property
+    def usable(self) -> bool:
+        """True while the socket is open."""
+        return self._transport is not None and not self._transport.is_closing()
+
+    def send(self, data: bytes, host: str, port: int) -> None:
+        """Send one datagram to ``host:port`` (an IP literal: never resolved here)."""
+        if self._transport is None or self._transport.is_closing():
+            raise TransportError(f"udp socket {self.host}:{self.port} is closed")
+        try:
+            self._transport.sendto(data, (host, port))
+        except (OSError, ValueError, TypeError) as exc:
+            raise TransportError(f"udp send to {host}:{port} failed: {exc}") from exc
+
+    def close(self) -> None:
+        """Close the socket; :attr:`closed` resolves when asyncio has released it."""
+        if self._transport is not None:
+            self._transport.close()
+        elif not self.closed.done():
+            self.closed.set_result(None)
+
+
+def _grow_buffers(sock: socket.socket) -> None:
+    """Ask for big socket buffers: forced (needs CAP_NET_ADMIN) first, else up to the sysctl cap."""
+    for name, size in (("SO_RCVBUFFORCE", RECEIVE_BUFFER), ("SO_SNDBUFFORCE", SEND_BUFFER)):
+        plain = name.replace("FORCE", "")
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, getattr(socket, name), size)
+            continue
+        except (OSError, AttributeError):
+            pass
+        try:  # Linux silently caps this at net.core.[rw]mem_max
+            sock.setsockopt(socket.SOL_SOCKET, getattr(socket, plain), size)
+        except OSError as exc:
+            logger.debug("cannot set %s to %d: %s", plain, size, exc)
