@@ -24,6 +24,7 @@ script starts is killed at the end, on errors and on Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import contextlib
 import datetime as dt
 import math
@@ -216,6 +217,18 @@ def tree_memory_kib(root: int) -> tuple[int, int]:
             elif line.startswith("Rss:"):
                 rss += int(line.split()[1])
     return pss, rss
+
+
+def udp_rcvbuf_errors() -> int:
+    """Datagrams the kernel dropped because a UDP receive buffer was full (/proc/net/snmp)."""
+    try:
+        lines = [ln.split() for ln in Path("/proc/net/snmp").read_text().splitlines()]
+    except OSError:
+        return 0
+    udp = [ln for ln in lines if ln and ln[0] == "Udp:"]
+    if len(udp) < 2 or "RcvbufErrors" not in udp[0]:
+        return 0
+    return int(udp[1][udp[0].index("RcvbufErrors")])
 
 
 def tree_cpu_seconds(root: int) -> float:
@@ -459,6 +472,7 @@ class SippRun:
     wall: float = 0.0
     sipp_cpu: float = 0.0
     server_cpu: float = 0.0
+    udp_drops: int = 0
     workdir: Path = field(default_factory=Path)
 
     @property
@@ -487,7 +501,8 @@ class SippRun:
             f"{self.scenario} r={self.rate:.0f}/s calls={self.asked_calls} ok={self.successful} "
             f"failed={self.failed_ratio:.3%} retrans={self.retrans}/{self.messages} "
             f"achieved={self.achieved_rate:.0f}/s sipp_cpu={self.sipp_cpu:.0%} "
-            f"server_cpu={self.server_cpu:.0%} rc={self.rc} -> {verdict}"
+            f"server_cpu={self.server_cpu:.0%} udp_drops={self.udp_drops} rc={self.rc} "
+            f"-> {verdict}"
         )
 
 
@@ -600,9 +615,11 @@ class Sipp:
     def run(self, job: SippJob, server: Server) -> SippRun:
         """Start, wait, and attach the server's CPU use over the run."""
         cpu0 = tree_cpu_seconds(server.pid)
+        drops0 = udp_rcvbuf_errors()
         started = time.monotonic()
         proc, run = self.start(job, server.port)
         run = self.wait(proc, run, timeout=job.run_seconds + 30, started=started)
+        run.udp_drops = udp_rcvbuf_errors() - drops0
         run.server_cpu = (tree_cpu_seconds(server.pid) - cpu0) / max(1e-6, run.wall)
         return run
 

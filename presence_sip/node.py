@@ -97,8 +97,11 @@ class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self.conn: sqlite3.Connection = open_network_database(config.data_dir)
-        self.hss = SqliteSubscriberStore(self.conn)
-        self._check_domain()
+        try:
+            self.hss = SqliteSubscriberStore(self.conn, domain=config.domain)
+        except ConfigError as exc:
+            self.conn.close()
+            raise ConfigError(f"data directory {config.data_dir}: {exc}") from None
         now = time.time()
         self.endpoint = Endpoint(ids=RandomIdSource(), timers=config.timers, limits=config.limits)
         self.domains = frozenset(
@@ -118,17 +121,6 @@ class Node:
         if "presence" in config.roles:
             self._add_presence(now)
         self.driver = Driver(self.endpoint, limits=config.limits, tls=config.tls, clock=time.time)
-
-    def _check_domain(self) -> None:
-        stored = get_setting(self.conn, "domain")
-        if stored is None:
-            with transaction(self.conn):
-                set_setting(self.conn, "domain", self.config.domain)
-        elif stored != self.config.domain:
-            raise ConfigError(
-                f"data directory {self.config.data_dir} belongs to domain {stored}, "
-                f"not {self.config.domain}"
-            )
 
     def _authenticator(self) -> DigestAuthenticator | None:
         if self.config.auth == "none":

@@ -112,8 +112,11 @@ def _parse_selector(sel: str, scope: etree._Element) -> tuple[list[_Step], str |
             predicates.append(_predicate(predicate, scope))
             position = predicate.end()
         name = step.group(0)
-        steps.append(_Step(name if name == "*" else _qualify(name, scope, attribute=False),
-                           tuple(predicates)))
+        steps.append(
+            _Step(
+                name if name == "*" else _qualify(name, scope, attribute=False), tuple(predicates)
+            )
+        )
         if position == len(sel):
             return steps, None
         if sel[position] != "/":

@@ -135,7 +135,7 @@ def decide(rules: Mapping[str, Action], watcher_uri: str, default: Action) -> Ac
         rule = _rule(key)
         if rule == ("exact", watcher.uri):
             exact.append(action)
-        elif rule == ("domain", watcher.host) and watcher.scheme == "sip":
+        elif rule == ("domain", watcher.host) and watcher.user:  # a user of that domain
             domain.append(action)
     matched = exact or domain
     return max(matched, key=_RANK.__getitem__) if matched else default
@@ -164,8 +164,9 @@ _OUTCOMES = {
     Action.POLITE_BLOCK: SubscriptionOutcome("active", None, 200, True, "active", "approved"),
     # RFC 5025 section 3.2.1 confirm: pending until the presentity decides (RFC 6665: 200 OK).
     Action.CONFIRM: SubscriptionOutcome("pending", None, 200, False, "pending", "subscribe"),
-    Action.BLOCK: SubscriptionOutcome("terminated", "rejected", 403, False, "terminated",
-                                      "rejected"),
+    Action.BLOCK: SubscriptionOutcome(
+        "terminated", "rejected", 403, False, "terminated", "rejected"
+    ),
 }
 
 

@@ -41,8 +41,16 @@ _WATCHER = f"{{{WATCHERINFO_NS}}}watcher"
 # RFC 3858 section 4 schema: <watcher status=...> and <watcher event=...>.
 WATCHER_STATUSES = frozenset({"pending", "active", "waiting", "terminated"})
 WATCHER_EVENTS = frozenset(
-    {"subscribe", "approved", "deactivated", "probation", "rejected", "timeout", "giveup",
-     "noresource"}
+    {
+        "subscribe",
+        "approved",
+        "deactivated",
+        "probation",
+        "rejected",
+        "timeout",
+        "giveup",
+        "noresource",
+    }
 )
 _STATES = frozenset({"full", "partial"})  # RFC 3858 section 4: <watcherinfo state=...>
 _MAX_VERSION = 0xFFFFFFFF

@@ -88,11 +88,15 @@ def canonical_name(name: str) -> str:
 class Headers:
     """Ordered multimap of header fields, case-insensitive on names, compact forms expanded."""
 
-    __slots__ = ("_items", "_keys")
+    __slots__ = ("_items", "_keys", "_raw", "_raw_length")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str]] = []
         self._keys: list[str] = []
+        self._raw: bytes | None = None
+        """The header block as received (CRLF first, blank line last) while it is canonical and
+        unmodified: the serializer then reuses it instead of formatting every field again."""
+        self._raw_length = -1
         for name, value in items:
             self.add(name, value)
 
@@ -101,6 +105,8 @@ class Headers:
         headers = cls.__new__(cls)
         headers._items = items
         headers._keys = keys
+        headers._raw = None
+        headers._raw_length = -1
         return headers
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
@@ -119,7 +125,10 @@ class Headers:
         return isinstance(name, str) and canonical_name(name).lower() in self._keys
 
     def copy(self) -> Headers:
-        return Headers._from_canonical(list(self._items), list(self._keys))
+        headers = Headers._from_canonical(list(self._items), list(self._keys))
+        headers._raw = self._raw
+        headers._raw_length = self._raw_length
+        return headers
 
     def get(self, name: str) -> str | None:
         """Value of the first field called ``name``, or None."""
@@ -148,12 +157,14 @@ class Headers:
 
     def add(self, name: str, value: str) -> None:
         """Append a field at the end."""
+        self._raw = None
         cname = canonical_name(name)
         self._items.append((cname, value))
         self._keys.append(cname.lower())
 
     def prepend(self, name: str, value: str) -> None:
         """Insert a field before every other field of the same name (or at the top)."""
+        self._raw = None
         cname = canonical_name(name)
         key = cname.lower()
         index = self._keys.index(key) if key in self._keys else 0
@@ -162,6 +173,7 @@ class Headers:
 
     def set(self, name: str, value: str) -> None:
         """Replace every field called ``name`` by one field (kept at the first one's position)."""
+        self._raw = None
         cname = canonical_name(name)
         key = cname.lower()
         if key not in self._keys:
@@ -174,6 +186,7 @@ class Headers:
 
     def remove(self, name: str) -> int:
         """Remove every field called ``name``; returns how many were removed."""
+        self._raw = None
         key = canonical_name(name).lower()
         keep = [i for i, k in enumerate(self._keys) if k != key]
         removed = len(self._keys) - len(keep)
@@ -184,6 +197,7 @@ class Headers:
 
     def pop_first_value(self, name: str) -> str | None:
         """Remove and return the first comma-separated value of ``name`` (top Via, top Route)."""
+        self._raw = None
         key = canonical_name(name).lower()
         for i, k in enumerate(self._keys):
             if k != key:
@@ -263,6 +277,14 @@ def parse_cseq(value: str) -> CSeq:
     if seq > grammar.MAX_UINT32:
         raise SipParseError("CSeq out of range")
     return CSeq(seq, parts[1])
+
+
+def parse_max_forwards(value: str) -> int:
+    """``Max-Forwards = 1*DIGIT``, at most 255 (RFC 3261 §20.22)."""
+    text = value.strip()
+    if not text.isdigit() or not text.isascii() or int(text) > 255:
+        raise SipParseError("Malformed Max-Forwards")
+    return int(text)
 
 
 def parse_delta_seconds(value: str, name: str) -> int:
@@ -374,12 +396,7 @@ class Message:
     @property
     def max_forwards(self) -> int | None:
         value = self.headers.get("Max-Forwards")
-        if value is None:
-            return None
-        text = value.strip()
-        if not text.isdigit() or not text.isascii() or int(text) > 255:
-            raise SipParseError("Malformed Max-Forwards")
-        return int(text)
+        return None if value is None else parse_max_forwards(value)
 
     @property
     def expires(self) -> int | None:
@@ -457,6 +474,18 @@ class Request(Message):
         self.uri = uri
         self.version = version
 
+    @classmethod
+    def _parsed(cls, method: str, uri: str, headers: Headers, body: bytes) -> Request:
+        """Construct without re-checking argument types (the parser's hot path)."""
+        request = cls.__new__(cls)
+        request.headers = headers
+        request.body = body
+        request._cache = {}
+        request.method = method
+        request.uri = uri
+        request.version = "SIP/2.0"
+        return request
+
     @property
     def request_uri(self) -> Uri:
         cached = self._cache.get("ruri")
@@ -497,6 +526,18 @@ class Response(Message):
         self.status = status
         self.reason = reason
         self.version = version
+
+    @classmethod
+    def _parsed(cls, status: int, reason: str, headers: Headers, body: bytes) -> Response:
+        """Construct without re-checking argument types (the parser's hot path)."""
+        response = cls.__new__(cls)
+        response.headers = headers
+        response.body = body
+        response._cache = {}
+        response.status = status
+        response.reason = reason
+        response.version = "SIP/2.0"
+        return response
 
     def __eq__(self, other: object) -> bool:
         return (

@@ -16,9 +16,10 @@ import ssl
 from collections.abc import Callable, Sequence
 from typing import ParamSpec, Protocol, TypeVar
 
-from ..config import Limits
-from ..sip.errors import ConfigError, SipParseError, TransportError
-from ..sip.peer import Peer
+from presence_sip.config import Limits
+from presence_sip.sip.errors import ConfigError, SipParseError, TransportError
+from presence_sip.sip.peer import Peer
+
 from .listen import ListenSpec
 from .stream import StreamConnection
 from .tls import PeerIdentity
@@ -274,7 +275,7 @@ class Driver:
         listener.send(data, host, peer.port)
 
     def _stream_for(self, peer: Peer) -> StreamConnection:
-        """RFC 3261 §18.2.2: the connection asked for, else one to the same address, else a new one."""
+        """RFC 3261 §18.2.2: the connection asked for, else one to that address, else a new one."""
         if peer.connection:
             conn = self._connections.get(peer.connection)
             if conn is not None and conn.usable and conn.transport_name == peer.transport:

@@ -6,7 +6,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from ..sip.errors import ConfigError
+from presence_sip.sip.errors import ConfigError
 
 TRANSPORTS = ("udp", "tcp", "tls")
 """The transports a node can listen on (RFC 3261 §18)."""
@@ -14,15 +14,17 @@ TRANSPORTS = ("udp", "tcp", "tls")
 DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
 """RFC 3261 §19.1.2: 5060 for sip over UDP/TCP, 5061 for TLS."""
 
-_SPEC = re.compile(r"(?P<transport>[A-Za-z]+):(?:\[(?P<v6>[^\]]*)\]|(?P<host>[^:\[\]]+))(?::(?P<port>[0-9]+))?")
+_SPEC = re.compile(
+    r"(?P<transport>[A-Za-z]+):(?:\[(?P<v6>[^\]]*)\]|(?P<host>[^:\[\]]+))(?::(?P<port>[0-9]+))?"
+)
 
 
 @dataclass(frozen=True, slots=True)
 class ListenSpec:
     """One address a node listens on.
 
-    ``host`` is an IP literal (never a name: nothing here resolves DNS); ``port`` may be 0 to let the
-    kernel choose (the driver reports the bound port in ``Driver.local_addresses``).
+    ``host`` is an IP literal (never a name: nothing here resolves DNS); ``port`` may be 0 to let
+    the kernel choose (the driver reports the bound port in ``Driver.local_addresses``).
     """
 
     transport: str

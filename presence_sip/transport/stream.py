@@ -8,10 +8,11 @@ import logging
 from collections.abc import Callable
 from typing import Protocol, cast
 
-from ..config import Limits
-from ..sip.errors import SipParseError, TransportError
-from ..sip.framing import StreamBuffer
-from ..sip.peer import Peer
+from presence_sip.config import Limits
+from presence_sip.sip.errors import SipParseError, TransportError
+from presence_sip.sip.framing import StreamBuffer
+from presence_sip.sip.peer import Peer
+
 from .tls import PeerIdentity
 
 logger = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ class StreamConnection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._buffer = StreamBuffer(limits.max_message_size)
-        self._unframed = bytearray()  # mirror of the StreamBuffer: what it holds, for receive_malformed
+        self._unframed = bytearray()  # mirror of what the StreamBuffer holds
         self._pings_seen = 0
         self._ping_run = 0
         self._receiving = True
@@ -167,7 +168,8 @@ class StreamConnection(asyncio.Protocol):
         """True while messages can be sent (queued while connecting)."""
         if self.state is State.CONNECTING:
             return True
-        return self.state is State.OPEN and self._transport is not None and not self._transport.is_closing()
+        transport = self._transport
+        return self.state is State.OPEN and transport is not None and not transport.is_closing()
 
     def send(self, data: bytes) -> None:
         """Write one message (queued until the connection is up)."""
@@ -226,7 +228,7 @@ class StreamConnection(asyncio.Protocol):
             self._write(PONG)
 
     def _framing_lost(self, error: SipParseError) -> None:
-        """RFC 3261 §18.3: without framing the stream is useless; report, answer if possible, close."""
+        """RFC 3261 §18.3: framing is lost for good: report (an answer may go out), then close."""
         self._skip_pings(answer=False)
         self._receiving = False
         data = bytes(self._unframed)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from ..sip.errors import ConfigError
+from presence_sip.sip.errors import ConfigError
 
 StrPath = str | os.PathLike[str]
 
@@ -86,9 +86,10 @@ def server_context(
 def client_context(
     cert: StrPath | None, key: StrPath | None, ca_file: StrPath | None
 ) -> ssl.SSLContext:
-    """A TLS >= 1.2 client context: server verified (chain + host name or IP SAN), our cert presented.
+    """A TLS >= 1.2 client context: the server is verified (chain + host name or IP SAN).
 
-    Without ``ca_file`` the system trust store is used; without ``cert`` no client certificate is sent.
+    Without ``ca_file`` the system trust store is used; without ``cert`` no client certificate
+    is presented.
     """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED + check_hostname
     context.minimum_version = ssl.TLSVersion.TLSv1_2

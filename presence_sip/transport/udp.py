@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
-from ..sip.errors import TransportError
+from presence_sip.sip.errors import TransportError
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +47,8 @@ class UdpListener(asyncio.DatagramProtocol):
         sockname = transport.get_extra_info("sockname")
         self.host, self.port = sockname[0], sockname[1]
 
-    def datagram_received(self, data: bytes, addr: tuple[str | bytes, int] | tuple[str, ...]) -> None:
-        host, port = addr[0], addr[1]
-        self._owner.datagram_received(self, data, str(host), int(port))
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        self._owner.datagram_received(self, data, str(addr[0]), int(addr[1]))
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors (port unreachable, ...) for an earlier sendto: nothing to do on UDP.

@@ -70,8 +70,7 @@ def root_name(diff: bytes) -> str:
 
 def operations(diff: bytes) -> list[tuple[str, str | None, str | None]]:
     return [
-        (etree.QName(op).localname, op.get("sel"), op.get("pos"))
-        for op in etree.fromstring(diff)
+        (etree.QName(op).localname, op.get("sel"), op.get("pos")) for op in etree.fromstring(diff)
     ]
 
 
@@ -137,13 +136,13 @@ def test_add_after_an_element_without_id_counts_same_name_siblings():
 
 
 def test_id_with_an_apostrophe_is_quoted_with_double_quotes():
-    ext_old = "<x:e xmlns:x=\"urn:x\" id=\"it's\">1</x:e>"
-    ext_new = "<x:e xmlns:x=\"urn:x\" id=\"it's\">2</x:e>"
+    ext_old = '<x:e xmlns:x="urn:x" id="it\'s">1</x:e>'
+    ext_new = '<x:e xmlns:x="urn:x" id="it\'s">2</x:e>'
     diff = roundtrip(doc(tup("t1"), ext_old), doc(tup("t1"), ext_new))
-    (kind, sel, _), = operations(diff)
+    ((kind, sel, _),) = operations(diff)
     assert kind == "replace"
     assert sel is not None
-    assert sel.endswith(":e[@id=\"it's\"]")
+    assert sel.endswith(':e[@id="it\'s"]')
 
 
 def test_namespace_declared_below_the_root_gets_a_prefix():
@@ -152,7 +151,7 @@ def test_namespace_declared_below_the_root_gets_a_prefix():
     new = doc(tup("t1"), '<x:e xmlns:x="urn:x" id="e1">2</x:e>', extra='xmlns:ns5="urn:y"')
     diff = roundtrip(old, new)
     root = etree.fromstring(diff)
-    (_, sel, _), = operations(diff)
+    ((_, sel, _),) = operations(diff)
     assert sel == "*/ns6:e[@id='e1']"
     assert root.nsmap["ns6"] == "urn:x"
     assert root.nsmap["ns5"] == "urn:y"
@@ -200,7 +199,7 @@ def test_diff_prefix_avoids_a_taken_p():
         ),
         (  # an id no selector literal can quote
             doc(tup("t1")),
-            doc(tup("t1"), "<x:e xmlns:x=\"urn:x\" id=\"a'&quot;b\"/>"),
+            doc(tup("t1"), '<x:e xmlns:x="urn:x" id="a\'&quot;b"/>'),
         ),
     ],
 )
@@ -286,7 +285,7 @@ def test_rfc5262_full_then_diff():
     assert [etree.QName(child).localname for child in root][3:5] == ["tuple", "note"]
     r1230d = root[2]
     assert r1230d.findtext(f"{{{PIDF_NS}}}status/{{{PIDF_NS}}}basic") == "open"
-    assert root[1].find(f"{{{PIDF_NS}}}contact").get("priority") == "0.7"
+    assert root[1].xpath("string(*[local-name()='contact']/@priority)") == "0.7"
     assert b"busy" not in result
     assert b"on-the-phone" in result
 
@@ -328,30 +327,38 @@ def test_add_attribute():
 def test_replace_attribute_text_and_element():
     root = apply('<p:replace sel="*/note/@xml:lang">fr</p:replace>')
     assert root[2].get("{http://www.w3.org/XML/1998/namespace}lang") == "fr"
-    root = apply('<p:replace sel="*/tuple[contact=\'sip:bob@h\']/status/basic/text()">closed'
-                 "</p:replace>")
+    root = apply(
+        "<p:replace sel=\"*/tuple[contact='sip:bob@h']/status/basic/text()\">closed</p:replace>"
+    )
     assert parse_pidf(etree.tostring(root)).basic == "closed"
     root = apply('<p:replace sel="*/note/text()"/>')
     assert root[2].text is None or root[2].text == ""
-    root = apply(f'<p:replace sel="*/dm:person[@id=&quot;p1&quot;]">{person("p1", "away")}'
-                 "</p:replace>")
+    root = apply(
+        f'<p:replace sel="*/dm:person[@id=&quot;p1&quot;]">{person("p1", "away")}</p:replace>'
+    )
     assert b"rpid:away" in etree.tostring(root)
 
 
 def test_remove_attribute_text_element():
     root = apply('<p:remove sel="*/note/@xml:lang"/>')
-    assert root[2].attrib == {}
+    assert len(root[2].attrib) == 0
     root = apply('<p:remove sel="*/note/text()" ws="both"/>')
     assert root[2].text is None
-    root = apply('<p:remove sel="*/tuple[@id=\'t2\']" ws="before"/>',
-                 '<p:remove sel="*/dm:device" ws="after"/>')
+    root = apply(
+        '<p:remove sel="*/tuple[@id=\'t2\']" ws="before"/>',
+        '<p:remove sel="*/dm:device" ws="after"/>',
+    )
     assert ids(root) == ["t1", None, "p1"]
 
 
 def test_remove_keeps_mixed_content_text():
     base = doc(tup("t1"), '<x:m xmlns:x="urn:x">a<x:b/>b<x:c/>c</x:m>')
-    root = apply('<p:remove sel="*/x:m/x:c"/>', '<p:remove sel="*/x:m/x:b"/>',
-                 base=base, extra='xmlns:x="urn:x"')
+    root = apply(
+        '<p:remove sel="*/x:m/x:c"/>',
+        '<p:remove sel="*/x:m/x:b"/>',
+        base=base,
+        extra='xmlns:x="urn:x"',
+    )
     assert (len(root[1]), root[1].text) == (0, "abc")
     base = doc(tup("t1"), '<x:m xmlns:x="urn:x"><x:b/>b</x:m>')
     root = apply('<p:remove sel="*/x:m/x:b"/>', base=base, extra='xmlns:x="urn:x"')
@@ -361,7 +368,7 @@ def test_remove_keeps_mixed_content_text():
 def test_predicates_positions_and_wildcards():
     root = apply('<p:remove sel="*/*[1]"/>')
     assert ids(root)[0] == "t2"
-    root = apply('<p:remove sel="*/tuple[@id=\'t1\'][1]"/>')
+    root = apply("<p:remove sel=\"*/tuple[@id='t1'][1]\"/>")
     assert ids(root)[0] == "t2"
     root = apply('<p:remove sel="*/tuple[ status ]"/>'.replace("[ status ]", "[2]"))
     assert ids(root)[:2] == ["t1", None]

@@ -1,0 +1,210 @@
+"""A UAS-side dialog (RFC 3261 §12) as a notifier holds it for one subscription.
+
+The dialog is created from the dialog-creating request (a SUBSCRIBE, RFC 6665 §4.1.2) and the
+local tag we put in the 2xx. It keeps the route set (Record-Route, in order, §12.1.1), the remote
+target (Contact), a local CSeq that only rises (§12.2.1.1) and the remote CSeq (§12.2.2), and builds
+in-dialog requests (NOTIFY) with the right Request-URI and Route headers for loose and strict
+routers.
+
+Where an in-dialog request goes (:meth:`Dialog.destination`) is decided without DNS:
+
+1. The SUBSCRIBE came over TCP/TLS and its connection is known: the request goes back over that
+   connection (connection reuse; the first hop is the peer that sent the SUBSCRIBE, RFC 3261
+   §18.2.1/RFC 5923 style), which also serves watchers whose Contact is not reachable.
+2. Otherwise the next hop URI (first route, else the remote target): an IP host gives the
+   :class:`Peer` directly (``transport=`` parameter, ``sips`` = TLS, default UDP; default port 5060,
+   5061 for TLS).
+3. A host name falls back to the peer the SUBSCRIBE arrived from (this node never resolves names
+   in the core; a gateway hop is always configured by address).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from presence_sip.sip.errors import RemoteProtocolError
+from presence_sip.sip.message import Headers, Request
+from presence_sip.sip.peer import Peer
+from presence_sip.sip.uri import NameAddr, SipUri, parse_name_addr
+
+MAX_CSEQ = 2**31 - 1
+"""RFC 3261 §8.1.1.5: CSeq values we generate stay below 2**31."""
+
+
+class DialogError(RemoteProtocolError):
+    """A dialog-creating or in-dialog request that cannot be accepted (carries the status)."""
+
+
+@dataclass(slots=True)
+class Dialog:
+    """Mutable dialog state (RFC 3261 §12); ``local_cseq`` is the CSeq of the last request sent."""
+
+    call_id: str
+    local_tag: str
+    remote_tag: str
+    local_uri: str
+    """Our URI (the SUBSCRIBE's To URI, without tag)."""
+    remote_uri: str
+    """The peer's URI (the SUBSCRIBE's From, as a name-addr without tag)."""
+    remote_target: str
+    """The Contact URI of the last target-refresh request."""
+    route_set: tuple[str, ...]
+    """Record-Route values of the dialog-creating request, in order (§12.1.1)."""
+    local_cseq: int
+    remote_cseq: int
+    source: Peer
+    """Where the dialog-creating (or last refreshing) request came from."""
+    local_contact: str
+    """Our Contact URI for this dialog."""
+
+    @classmethod
+    def from_request(
+        cls,
+        request: Request,
+        *,
+        local_tag: str,
+        source: Peer,
+        local_contact: str,
+        local_cseq: int = 0,
+    ) -> Dialog:
+        """The UAS dialog of a dialog-creating request (§12.1.1); raises :class:`DialogError`."""
+        remote_tag = request.from_.tag
+        if not remote_tag:
+            raise DialogError("Missing From tag", 400)  # RFC 3261 §8.1.1.3: From MUST have a tag
+        return cls(
+            call_id=request.call_id,
+            local_tag=local_tag,
+            remote_tag=remote_tag,
+            local_uri=str(request.to.uri),
+            remote_uri=_without_tag(request.from_),
+            remote_target=_contact_uri(request),
+            route_set=tuple(request.headers.values("Record-Route")),
+            local_cseq=local_cseq,
+            remote_cseq=request.cseq.seq,
+            source=source,
+            local_contact=local_contact,
+        )
+
+    @property
+    def id(self) -> tuple[str, str, str]:
+        """(Call-ID, local tag, remote tag), §12."""
+        return (self.call_id, self.local_tag, self.remote_tag)
+
+    def matches(self, request: Request) -> bool:
+        """Is ``request`` in this dialog (§12.2.2: Call-ID, To tag = local, From tag = remote)?"""
+        return (
+            request.call_id == self.call_id
+            and request.to.tag == self.local_tag
+            and request.from_.tag == self.remote_tag
+        )
+
+    def receive_request(self, request: Request, source: Peer, *, target_refresh: bool) -> None:
+        """Check and apply an in-dialog request (§12.2.2); raises :class:`DialogError` (500)."""
+        seq = request.cseq.seq
+        if seq <= self.remote_cseq:
+            # RFC 3261 §12.2.2: lower (or equal: a retransmission got past the transaction) -> 500
+            raise DialogError("Out of order request", 500)
+        if target_refresh:
+            self.remote_target = _contact_uri(request)
+        self.remote_cseq = seq
+        self.source = source
+
+    def next_cseq(self) -> int:
+        """Advance the local CSeq (§12.2.1.1: strictly by one per request)."""
+        if self.local_cseq >= MAX_CSEQ:
+            raise DialogError("Local CSeq space exhausted", 500)
+        self.local_cseq += 1
+        return self.local_cseq
+
+    def build_request(
+        self,
+        method: str,
+        *,
+        via: str,
+        headers: Iterable[tuple[str, str]] = (),
+        body: bytes = b"",
+        max_forwards: int = 70,
+    ) -> Request:
+        """An in-dialog request with the next CSeq (§12.2.1.1).
+
+        Loose routing: Request-URI = remote target, Route = the route set. A first route without
+        ``lr`` is a strict router: it becomes the Request-URI (parameters not allowed there
+        dropped) and the remote target is appended as the last Route.
+        """
+        request_uri, routes = self.request_uri_and_routes()
+        out = Headers()
+        out.add("Via", via)
+        out.add("Max-Forwards", str(max_forwards))
+        for route in routes:
+            out.add("Route", route)
+        out.add("From", f"<{self.local_uri}>;tag={self.local_tag}")
+        out.add("To", f"{self.remote_uri};tag={self.remote_tag}")
+        out.add("Call-ID", self.call_id)
+        out.add("CSeq", f"{self.next_cseq()} {method}")
+        out.add("Contact", f"<{self.local_contact}>")
+        for name, value in headers:
+            out.add(name, value)
+        out.add("Content-Length", str(len(body)))
+        return Request(method, request_uri, out, body)
+
+    def request_uri_and_routes(self) -> tuple[str, list[str]]:
+        """Request-URI and Route values of the next in-dialog request (§12.2.1.1)."""
+        if not self.route_set:
+            return self.remote_target, []
+        first = parse_name_addr(self.route_set[0], "Route")
+        if isinstance(first.uri, SipUri) and first.uri.param("lr") is None:
+            strict_uri = first.uri.with_params(
+                tuple(p for p in first.uri.params if p[0].lower() not in ("method", "ttl", "maddr"))
+            )
+            return str(strict_uri), [*self.route_set[1:], f"<{self.remote_target}>"]
+        return self.remote_target, list(self.route_set)
+
+    def destination(self) -> Peer:
+        """Where the next in-dialog request is sent; see the module docstring."""
+        source = self.source
+        if source.reliable and source.connection:
+            return source
+        hop = self.route_set[0] if self.route_set else f"<{self.remote_target}>"
+        try:
+            uri = parse_name_addr(hop, "Route").uri
+        except RemoteProtocolError:
+            return source
+        return next_hop_peer(uri, source)
+
+
+def next_hop_peer(uri: object, fallback: Peer) -> Peer:
+    """The :class:`Peer` of a SIP URI whose host is an IP address; ``fallback`` otherwise."""
+    if not isinstance(uri, SipUri) or not _is_ip(uri.host):
+        return fallback
+    transport = uri.transport or ("tls" if uri.scheme == "sips" else "udp")
+    if transport not in ("udp", "tcp", "tls"):
+        return fallback
+    port = uri.port if uri.port is not None else (5061 if transport == "tls" else 5060)
+    return Peer(transport, uri.host.strip("[]"), port)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def _contact_uri(request: Request) -> str:
+    """The one Contact URI a dialog-creating/target-refresh request must carry (RFC 6665 §4.1.2)."""
+    contacts = request.contacts
+    if len(contacts) != 1:
+        raise DialogError("Missing Contact" if not contacts else "More than one Contact", 400)
+    uri = contacts[0].uri
+    if not isinstance(uri, SipUri):
+        raise DialogError("Contact must be a SIP URI", 400)
+    return str(uri)
+
+
+def _without_tag(name_addr: NameAddr) -> str:
+    params = tuple(p for p in name_addr.params if p[0].lower() != "tag")
+    uri = name_addr.uri
+    return str(NameAddr(uri, name_addr.display_name, params, True))

@@ -1,0 +1,396 @@
+"""The event state compositor of RFC 3903: PUBLISH, SIP-ETag / SIP-If-Match, expiry, composition.
+
+Each publication (one entity-tag lineage) follows :data:`TRANSITIONS`; the compositor keeps the
+live ones per presentity, composes them into one PIDF document per change (and only then:
+watchers reuse the composed bytes), expires them from a heap and writes every change to a
+:class:`PublicationStore`.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol
+
+from presence_sip.ids import IdSource
+from presence_sip.presence.pidf import (
+    PIDF_CONTENT_TYPE,
+    PIDF_DIFF_CONTENT_TYPE,
+    PresenceDocument,
+    compose_documents,
+    parse_pidf,
+)
+from presence_sip.presence.pidf_diff import apply_diff
+from presence_sip.sip.errors import LocalProtocolError, PidfError, RemoteProtocolError
+
+__all__ = [
+    "TRANSITIONS",
+    "Compositor",
+    "PubEffect",
+    "PubInput",
+    "PubState",
+    "PublicationMachine",
+    "PublicationRecord",
+    "PublicationStore",
+    "PublishOutcome",
+    "PublishRefused",
+]
+
+
+class PubState(Enum):
+    """Life of one publication (RFC 3903 §4)."""
+
+    NONE = "none"
+    ACTIVE = "active"
+    REMOVED = "removed"
+
+
+class PubInput(Enum):
+    """RFC 3903 §4 PUBLISH kinds, plus expiry."""
+
+    INITIAL = "initial"
+    """No SIP-If-Match, a body: a new publication."""
+    REFRESH = "refresh"
+    """SIP-If-Match, no body: extend the lifetime."""
+    MODIFY = "modify"
+    """SIP-If-Match and a body: replace the state."""
+    REMOVE = "remove"
+    """SIP-If-Match and Expires: 0."""
+    EXPIRE = "expire"
+    """The lifetime ran out (RFC 3903 §6 last paragraph)."""
+
+
+class PubEffect(Enum):
+    """What the compositor does on a transition."""
+
+    STORE = "store"
+    EXTEND = "extend"
+    REPLACE = "replace"
+    DELETE = "delete"
+
+
+# RFC 3903 §4 (initial / refresh / modify / remove) and §6 (expiry).
+TRANSITIONS: dict[tuple[PubState, PubInput], tuple[PubEffect, PubState]] = {
+    (PubState.NONE, PubInput.INITIAL): (PubEffect.STORE, PubState.ACTIVE),
+    (PubState.ACTIVE, PubInput.REFRESH): (PubEffect.EXTEND, PubState.ACTIVE),
+    (PubState.ACTIVE, PubInput.MODIFY): (PubEffect.REPLACE, PubState.ACTIVE),
+    (PubState.ACTIVE, PubInput.REMOVE): (PubEffect.DELETE, PubState.REMOVED),
+    (PubState.ACTIVE, PubInput.EXPIRE): (PubEffect.DELETE, PubState.REMOVED),
+}
+
+
+class PublicationMachine:
+    """One publication's state; :meth:`process` applies :data:`TRANSITIONS`."""
+
+    __slots__ = ("state",)
+
+    def __init__(self, state: PubState = PubState.NONE) -> None:
+        self.state = state
+
+    def process(self, event: PubInput) -> PubEffect:
+        """Apply ``event``; a pair not in the table raises ``LocalProtocolError`` (-> REMOVED)."""
+        try:
+            effect, self.state = TRANSITIONS[(self.state, event)]
+        except KeyError:
+            old, self.state = self.state, PubState.REMOVED
+            message = f"publication: {event.value} not allowed in {old.value}"
+            raise LocalProtocolError(message) from None
+        return effect
+
+
+@dataclass(frozen=True, slots=True)
+class PublicationRecord:
+    """A publication as stored (one row)."""
+
+    presentity: str
+    """Presentity key (``+MSISDN`` or ``sip:user@host``)."""
+    etag: str
+    expires_at: float
+    body: bytes
+    """The full PIDF document (partial publications are applied before storing)."""
+    seq: int
+    """Composition order: a later seq is a newer publication."""
+
+
+class PublicationStore(Protocol):
+    """Durable storage of publications."""
+
+    def load_publications(self, now: float) -> list[PublicationRecord]:
+        """Every unexpired publication (expired rows are deleted, never loaded)."""
+        ...
+
+    def save_publication(self, record: PublicationRecord, replaces: str | None) -> None:
+        """Insert ``record``, atomically deleting the row of entity-tag ``replaces``."""
+        ...
+
+    def delete_publication(self, etag: str) -> None:
+        """Forget one publication (no error when absent)."""
+        ...
+
+
+class PublishRefused(RemoteProtocolError):
+    """A PUBLISH the compositor refuses: ``status``, ``reason`` and headers for the answer."""
+
+    def __init__(self, reason: str, status: int, headers: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(reason, status)
+        self.headers = headers
+
+
+@dataclass(frozen=True, slots=True)
+class PublishOutcome:
+    """A PUBLISH the compositor accepted."""
+
+    etag: str | None
+    """The new entity-tag (None after a removal)."""
+    expires: int
+    """Granted lifetime in seconds (0 after a removal)."""
+    changed: bool
+    """Did the presentity's composed document change?"""
+
+
+class _Publication:
+    __slots__ = ("document", "etag", "expires_at", "machine", "presentity", "seq")
+
+    def __init__(
+        self,
+        presentity: str,
+        etag: str,
+        expires_at: float,
+        document: PresenceDocument,
+        seq: int,
+        *,
+        fresh: bool = False,
+    ) -> None:
+        self.presentity = presentity
+        self.etag = etag
+        self.expires_at = expires_at
+        self.document = document
+        self.seq = seq
+        self.machine = PublicationMachine(PubState.NONE if fresh else PubState.ACTIVE)
+
+    def record(self) -> PublicationRecord:
+        return PublicationRecord(self.presentity, self.etag, self.expires_at, self.document.xml,
+                                 self.seq)
+
+
+EntityKey = Callable[[str], str | None]
+"""Maps a PIDF ``entity`` to its presentity key (None: not a presentity of ours)."""
+
+
+class Compositor:
+    """RFC 3903 event state compositor for the ``presence`` event package."""
+
+    def __init__(
+        self,
+        store: PublicationStore,
+        ids: IdSource,
+        entity_key: EntityKey,
+        *,
+        min_expires: int = 60,
+        max_expires: int = 3600,
+        default_expires: int = 3600,
+        partial: bool = True,
+        now: float = 0.0,
+    ) -> None:
+        self.store = store
+        self.ids = ids
+        self.entity_key = entity_key
+        self.min_expires = min_expires
+        self.max_expires = max_expires
+        self.default_expires = default_expires
+        self.partial = partial
+        self._by_etag: dict[str, _Publication] = {}
+        self._by_presentity: dict[str, dict[str, _Publication]] = {}
+        self._composed: dict[str, bytes] = {}
+        self._heap: list[tuple[float, str]] = []
+        self._seq = 0
+        for record in store.load_publications(now):
+            self._load(record)
+
+    @property
+    def accepted_types(self) -> tuple[str, ...]:
+        if self.partial:
+            return (PIDF_CONTENT_TYPE, PIDF_DIFF_CONTENT_TYPE)
+        return (PIDF_CONTENT_TYPE,)
+
+    def _load(self, record: PublicationRecord) -> None:
+        try:
+            document = parse_pidf(record.body)
+        except PidfError:
+            self.store.delete_publication(record.etag)
+            return
+        self._seq = max(self._seq, record.seq)
+        self._index(_Publication(record.presentity, record.etag, record.expires_at, document,
+                                 record.seq))
+
+    # --- queries ------------------------------------------------------------------------------
+
+    def document(self, presentity: str) -> bytes | None:
+        """The composed PIDF of ``presentity``, or None when nothing is published."""
+        return self._composed.get(presentity)
+
+    def etags(self, presentity: str) -> list[str]:
+        return list(self._by_presentity.get(presentity, {}))
+
+    def __len__(self) -> int:
+        return len(self._by_etag)
+
+    # --- PUBLISH ------------------------------------------------------------------------------
+
+    def publish(
+        self,
+        presentity: str,
+        *,
+        if_match: str | None,
+        expires: int | None,
+        content_type: str | None,
+        body: bytes,
+        now: float,
+    ) -> PublishOutcome:
+        """Apply one PUBLISH (RFC 3903 §6 steps 2-5); refusals raise :class:`PublishRefused`."""
+        current = None
+        if if_match is not None:
+            current = self._by_etag.get(if_match)
+            if current is None or current.presentity != presentity:
+                raise PublishRefused("Unknown SIP-If-Match entity-tag", 412)  # RFC 3903 §6 step 3
+        lifetime = self._lifetime(expires)
+        if current is None:
+            if lifetime == 0:
+                raise PublishRefused("Expires 0 needs SIP-If-Match", 400)
+            if not body:
+                raise PublishRefused("Initial PUBLISH without a body", 400)  # RFC 3903 §6 step 4
+            document = self._document(presentity, content_type, body, None)
+            return self._initial(presentity, document, lifetime, now)
+        if lifetime == 0:
+            return self._remove(current, PubInput.REMOVE)
+        if not body:
+            return self._refresh(current, lifetime, now)
+        document = self._document(presentity, content_type, body, current.document.xml)
+        return self._modify(current, document, lifetime, now)
+
+    def _lifetime(self, expires: int | None) -> int:
+        if expires is None:
+            return self.default_expires
+        if 0 < expires < self.min_expires:
+            # RFC 3903 §6 step 4 / RFC 3261 §20.23: 423 with Min-Expires
+            minimum = (("Min-Expires", str(self.min_expires)),)
+            raise PublishRefused("Interval Too Brief", 423, minimum)
+        return min(expires, self.max_expires)
+
+    def _document(
+        self, presentity: str, content_type: str | None, body: bytes, base: bytes | None
+    ) -> PresenceDocument:
+        if content_type not in self.accepted_types:
+            # RFC 3903 §6 step 5: 415 listing what we understand
+            raise PublishRefused(
+                "Unsupported Media Type", 415, (("Accept", ", ".join(self.accepted_types)),)
+            )
+        if content_type == PIDF_DIFF_CONTENT_TYPE:
+            body = apply_diff(base, body)  # RFC 5264 §3: partial publication on the current state
+        document = parse_pidf(body)
+        if self.entity_key(document.entity) != presentity:
+            raise PublishRefused("PIDF entity does not match the presentity", 400)
+        return document
+
+    def _initial(
+        self, presentity: str, document: PresenceDocument, lifetime: int, now: float
+    ) -> PublishOutcome:
+        self._seq += 1
+        etag = self._new_etag()
+        publication = _Publication(presentity, etag, now + lifetime, document, self._seq, fresh=True)
+        publication.machine.process(PubInput.INITIAL)
+        self.store.save_publication(publication.record(), None)
+        self._index(publication)
+        return PublishOutcome(publication.etag, lifetime, self._recompose(presentity))
+
+    def _refresh(self, current: _Publication, lifetime: int, now: float) -> PublishOutcome:
+        current.machine.process(PubInput.REFRESH)
+        old = current.etag
+        self._unindex(current)
+        current.etag = self._new_etag()  # RFC 3903 §6 step 7: a fresh entity-tag on every success
+        current.expires_at = now + lifetime
+        self.store.save_publication(current.record(), old)
+        self._index(current)
+        return PublishOutcome(current.etag, lifetime, False)
+
+    def _modify(
+        self, current: _Publication, document: PresenceDocument, lifetime: int, now: float
+    ) -> PublishOutcome:
+        current.machine.process(PubInput.MODIFY)
+        old = current.etag
+        self._unindex(current)
+        self._seq += 1
+        current.etag = self._new_etag()
+        current.expires_at = now + lifetime
+        current.document = document
+        current.seq = self._seq
+        self.store.save_publication(current.record(), old)
+        self._index(current)
+        return PublishOutcome(current.etag, lifetime, self._recompose(current.presentity))
+
+    def _remove(self, current: _Publication, event: PubInput) -> PublishOutcome:
+        current.machine.process(event)
+        self.store.delete_publication(current.etag)
+        self._unindex(current)
+        return PublishOutcome(None, 0, self._recompose(current.presentity))
+
+    def _new_etag(self) -> str:
+        etag = self.ids.new_id("e")
+        while etag in self._by_etag:
+            etag = self.ids.new_id("e")
+        return etag
+
+    def _index(self, publication: _Publication) -> None:
+        self._by_etag[publication.etag] = publication
+        self._by_presentity.setdefault(publication.presentity, {})[publication.etag] = publication
+        heapq.heappush(self._heap, (publication.expires_at, publication.etag))
+        if publication.presentity not in self._composed:
+            self._recompose(publication.presentity)
+
+    def _unindex(self, publication: _Publication) -> None:
+        self._by_etag.pop(publication.etag, None)
+        mine = self._by_presentity.get(publication.presentity)
+        if mine is not None:
+            mine.pop(publication.etag, None)
+            if not mine:
+                del self._by_presentity[publication.presentity]
+
+    def _recompose(self, presentity: str) -> bool:
+        """Compose once per change (RFC 3903 §4 compositor); True when the document changed."""
+        publications = sorted(self._by_presentity.get(presentity, {}).values(), key=_by_seq)
+        old = self._composed.get(presentity)
+        if not publications:
+            self._composed.pop(presentity, None)
+            return old is not None
+        if len(publications) == 1:
+            new = publications[0].document.xml
+        else:
+            newest = publications[-1].document.entity
+            new = compose_documents(newest, [p.document for p in publications])
+        self._composed[presentity] = new
+        return new != old
+
+    # --- expiry -------------------------------------------------------------------------------
+
+    def get_timer(self) -> float | None:
+        return self._heap[0][0] if self._heap else None
+
+    def handle_timer(self, now: float, limit: int = 1000) -> set[str]:
+        """Remove up to ``limit`` expired publications; return the presentities that changed."""
+        changed: set[str] = set()
+        heap = self._heap
+        while heap and heap[0][0] <= now and limit > 0:
+            deadline, etag = heapq.heappop(heap)
+            publication = self._by_etag.get(etag)
+            if publication is None or publication.expires_at != deadline:
+                continue  # refreshed or removed since: lazy deletion
+            limit -= 1
+            if self._remove(publication, PubInput.EXPIRE).changed:
+                changed.add(publication.presentity)
+        return changed
+
+
+def _by_seq(publication: _Publication) -> int:
+    return publication.seq

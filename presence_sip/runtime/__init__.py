@@ -1,0 +1,1 @@
+"""IO-side helpers that are not transports: scripted user agents, process runners."""

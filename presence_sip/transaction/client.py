@@ -1,0 +1,122 @@
+"""The non-INVITE client transaction (RFC 3261 §17.1.2, Figure 6).
+
+presence-sip never sends INVITE, so there is no INVITE client machine.  The transaction owns the
+serialised request (sent once, retransmitted on Timer E over UDP) and reports to the TU through
+events; its timers live in the manager's heap (``Context``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..sip.errors import LocalProtocolError
+from ..sip.message import Request, Response
+from ..sip.peer import Peer
+from .events import ResponseReceived, TransactionKey, TransactionTimedOut
+from .states import NON_INVITE_CLIENT_TRANSITIONS, Input, Machine, SideEffect, State
+
+if TYPE_CHECKING:
+    from .manager import Context
+
+
+class ClientTransaction(Machine):
+    """One request we sent and the responses it gets back."""
+
+    __slots__ = ("_ctx", "armed", "data", "destination", "interval", "key", "request")
+
+    def __init__(
+        self,
+        ctx: Context,
+        key: TransactionKey,
+        request: Request,
+        data: bytes,
+        destination: Peer,
+        now: float,
+    ) -> None:
+        super().__init__(NON_INVITE_CLIENT_TRANSITIONS, State.TRYING)
+        self._ctx = ctx
+        self.key = key
+        self.request = request
+        self.data = data
+        """The request exactly as sent (and resent)."""
+        self.destination = destination
+        self.armed: dict[Input, int] = {}
+        timers = ctx.timers
+        self.interval = timers.t1
+        ctx.transmit(data, destination)
+        # RFC 3261 §17.1.2.2: Timer E (T1, unreliable transports only) and Timer F (64*T1).
+        if not destination.reliable:
+            ctx.arm(self, Input.TIMER_E, now + timers.t1)
+        ctx.arm(self, Input.TIMER_F, now + timers.timer_f)
+
+    def receive_response(self, response: Response, source: Peer, now: float) -> None:
+        """A response whose top Via branch and CSeq method match this transaction (§17.1.3)."""
+        event = Input.RECV_PROVISIONAL if response.status < 200 else Input.RECV_FINAL
+        effect = self._apply(event)
+        ctx = self._ctx
+        if effect is SideEffect.ABSORB:
+            # RFC 3261 §17.1.2.2: retransmitted finals in Completed are discarded.
+            ctx.stats["responses_absorbed"] += 1
+            return
+        ctx.emit(
+            ResponseReceived(response=response, source=source, key=self.key, request=self.request)
+        )
+        if effect is SideEffect.PASS_FINAL:
+            ctx.cancel(self, Input.TIMER_E)
+            ctx.cancel(self, Input.TIMER_F)
+            # RFC 3261 §17.1.2.2: Timer K = T4 on unreliable transports, 0 on reliable ones.
+            if self.destination.reliable:
+                self._apply(Input.TIMER_K)
+            else:
+                ctx.arm(self, Input.TIMER_K, now + ctx.timers.t4)
+
+    def fire(self, timer: Input, now: float) -> None:
+        """Timer E, F or K expired."""
+        effect = self._apply(timer)
+        ctx = self._ctx
+        if effect is SideEffect.RETRANSMIT_REQUEST:
+            ctx.transmit(self.data, self.destination)
+            ctx.stats["requests_retransmitted"] += 1
+            # RFC 3261 §17.1.2.2: E doubles up to T2 in Trying, and is T2 in Proceeding.
+            t2 = ctx.timers.t2
+            if self.state is State.PROCEEDING:
+                self.interval = t2
+            else:
+                self.interval = min(2 * self.interval, t2)
+            ctx.arm(self, Input.TIMER_E, now + self.interval)
+        elif effect is SideEffect.TIME_OUT:
+            self._time_out(transport_error=False)
+
+    def transport_error(self, now: float) -> None:
+        """The stream connection carrying the request failed (RFC 3261 §17.1.4)."""
+        self._apply(Input.TRANSPORT_ERROR)
+        self._time_out(transport_error=True)
+
+    def _time_out(self, *, transport_error: bool) -> None:
+        ctx = self._ctx
+        ctx.stats["transport_errors" if transport_error else "timeouts"] += 1
+        ctx.emit(
+            TransactionTimedOut(key=self.key, request=self.request, transport_error=transport_error)
+        )
+
+    def _apply(self, event: Input) -> SideEffect | None:
+        try:
+            effect = self.process(event)
+        except LocalProtocolError:
+            self._finish()
+            raise
+        if self.state is State.TERMINATED:
+            self._finish()
+        return effect
+
+    def _finish(self) -> None:
+        ctx = self._ctx
+        ctx.forget(self)
+        if ctx.clients.get(self.key) is self:
+            del ctx.clients[self.key]
+
+    def __repr__(self) -> str:
+        return f"<ClientTransaction {self.key.method} {self.key.branch} {self.state.name}>"
+
+
+__all__ = ["ClientTransaction"]

@@ -1,0 +1,329 @@
+"""Server transactions (RFC 3261 §17.2) and the server-side rules around them.
+
+* :class:`ServerTransaction`: non-INVITE server machine (§17.2.2, Figure 8), Timer J.
+* :class:`InviteServerTransaction`: INVITE server machine (§17.2.1, Figure 7), Timers G, H, I.
+  presence-sip answers INVITE with 405; this machine retransmits that answer until the ACK.
+* :func:`server_key`: request -> transaction key (§17.2.3, with the RFC 2543 fallback).
+* :func:`stamp_via`: ``received`` / ``rport`` on the top Via (§18.2.1, RFC 3581 §4).
+* :func:`response_destination`: where responses go (§18.2.2, RFC 3581 §4).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, TypeGuard
+
+from ..ids import BRANCH_MAGIC
+from ..sip import grammar
+from ..sip.errors import LocalProtocolError
+from ..sip.message import Headers, Request, Response
+from ..sip.peer import Peer
+from ..sip.serializer import to_bytes
+from ..sip.uri import Via
+from .events import TransactionKey, TransactionTimedOut
+from .states import (
+    INVITE_SERVER_TRANSITIONS,
+    NON_INVITE_SERVER_TRANSITIONS,
+    Input,
+    Machine,
+    SideEffect,
+    State,
+    Table,
+)
+
+if TYPE_CHECKING:
+    from .manager import Context
+
+DEFAULT_PORT = 5060
+"""RFC 3261 §18.2.2: port for a response when the Via names none (UDP)."""
+
+
+def has_rfc3261_branch(branch: str | None) -> TypeGuard[str]:
+    """True when ``branch`` starts with the magic cookie and has something after it.
+
+    RFC 3261 §17.2.3; RFC 4475 §3.3.x "badbranch": ``branch=z9hG4bK`` alone is treated as no
+    usable branch, so such a request is matched with the RFC 2543 rules.
+    """
+    return branch is not None and len(branch) > len(BRANCH_MAGIC) and branch.startswith(BRANCH_MAGIC)
+
+
+def _sent_by(via: Via) -> str:
+    host = via.host.lower()
+    return host if via.port is None else f"{host}:{via.port}"
+
+
+def server_key(request: Request, via: Via) -> TransactionKey:
+    """The key of the server transaction ``request`` belongs to (RFC 3261 §17.2.3).
+
+    With an RFC 3261 branch: (branch, sent-by, method), ACK matching INVITE; CANCEL has its own
+    transaction.  Otherwise the RFC 2543 rules: Request-URI, From tag, To tag, Call-ID, CSeq
+    number, top Via.  ``via`` is the top Via as received (before :func:`stamp_via`).
+    May raise :class:`SipParseError` when a header the key needs is malformed.
+    """
+    method = "INVITE" if request.method == "ACK" else request.method
+    branch = via.branch
+    if has_rfc3261_branch(branch):
+        return TransactionKey(branch, method, _sent_by(via))
+    return legacy_key(request, via, method, request.to.tag or "")
+
+
+def legacy_key(request: Request, via: Via, method: str, to_tag: str) -> TransactionKey:
+    """RFC 3261 §17.2.3 matching for RFC 2543 peers, folded into one key.
+
+    An ACK is looked up with the To tag of the response it acknowledges, hence ``to_tag``.
+    """
+    composite = "\n".join(
+        (
+            "rfc2543",
+            request.uri,
+            request.from_.tag or "",
+            to_tag,
+            request.call_id,
+            str(request.cseq.seq),
+            str(via),
+        )
+    )
+    return TransactionKey(composite, method, _sent_by(via))
+
+
+def _same_address(via_host: str, source_host: str) -> bool:
+    if via_host == source_host:
+        return True
+    host = via_host[1:-1] if via_host.startswith("[") else via_host
+    try:
+        return ipaddress.ip_address(host) == ipaddress.ip_address(source_host)
+    except ValueError:  # a domain name (or a source that is not an IP literal)
+        return False
+
+
+def stamp_via(request: Request, via: Via, source: Peer) -> Via:
+    """Add ``received`` / fill ``rport`` on the top Via of ``request``; return the new top Via.
+
+    RFC 3261 §18.2.1: ``received=<source address>`` when sent-by is a name or another address.
+    RFC 3581 §4: when ``rport`` is present, set it to the source port and always add ``received``.
+    (A value the sender put in ``rport`` or ``received`` itself is overwritten.)  The request's
+    header text is edited only when something changes; the rest of the message is untouched.
+    """
+    has_rport = via.rport is not None
+    if not has_rport and _same_address(via.host, source.host):
+        return via
+    params: list[tuple[str, str | None]] = []
+    for name, value in via.params:
+        lname = name.lower()
+        if lname == "received":
+            continue
+        params.append((name, str(source.port)) if lname == "rport" else (name, value))
+    params.append(("received", source.host))
+    stamped = via.with_params(tuple(params))
+    _replace_top_via(request, str(stamped))
+    return stamped
+
+
+def _replace_top_via(request: Request, text: str) -> None:
+    headers = Headers()
+    replaced = False
+    for name, value in request.headers:
+        if not replaced and name == "Via":
+            replaced = True
+            rest = grammar.split_commas(value)[1:] if "," in value else []
+            value = ", ".join([text, *rest])
+        headers.add(name, value)
+    request.headers = headers
+    request.invalidate()
+
+
+def response_destination(via: Via, source: Peer) -> Peer:
+    """Where responses to a request go (RFC 3261 §18.2.2, RFC 3581 §4).
+
+    Reliable transports: back on the connection the request came in on.  UDP: the ``received``
+    address (else sent-by host) and the filled ``rport`` (else sent-by port, else 5060).  ``maddr``
+    is ignored: a node never answers to multicast.  ``via`` is the stamped top Via.
+    """
+    if source.reliable:
+        return source
+    host = via.received or via.host
+    if host.startswith("["):
+        host = host[1:-1]
+    rport = via.rport
+    port = rport if type(rport) is int else (via.port or DEFAULT_PORT)
+    return Peer(source.transport, host, port)
+
+
+def _send_input(status: int) -> Input:
+    if status < 200:
+        return Input.SEND_PROVISIONAL
+    if status < 300:
+        return Input.SEND_SUCCESS
+    return Input.SEND_FINAL
+
+
+class _Server(Machine, ABC):
+    """What both server machines share: the request, the last response, the reply address."""
+
+    __slots__ = ("_ctx", "armed", "data", "key", "reply_to", "request", "response", "source")
+
+    def __init__(
+        self,
+        table: Table,
+        state: State,
+        ctx: Context,
+        key: TransactionKey,
+        request: Request,
+        source: Peer,
+        reply_to: Peer,
+    ) -> None:
+        super().__init__(table, state)
+        self._ctx = ctx
+        self.key = key
+        self.request = request
+        """The request that created the transaction (top Via stamped)."""
+        self.source = source
+        """Where it came from."""
+        self.reply_to = reply_to
+        """Where responses go (RFC 3261 §18.2.2)."""
+        self.response: Response | None = None
+        """The last response sent."""
+        self.data = b""
+        """That response as bytes, resent on request retransmissions."""
+        self.armed: dict[Input, int] = {}
+
+    def receive_request(self, now: float) -> None:
+        """A retransmission of the request (RFC 3261 §17.2.1, §17.2.2)."""
+        effect = self._apply(Input.REQUEST)
+        if effect is SideEffect.RESEND_RESPONSE and self.data:
+            self._ctx.transmit(self.data, self.reply_to)
+            self._ctx.stats["responses_resent"] += 1
+        else:
+            self._ctx.stats["requests_absorbed"] += 1
+
+    def send_response(self, response: Response, now: float) -> None:
+        """The TU answers (RFC 3261 §17.2.1, §17.2.2)."""
+        effect = self._apply(_send_input(response.status))
+        ctx = self._ctx
+        if effect is SideEffect.DISCARD:
+            ctx.stats["responses_discarded"] += 1
+            return
+        self.response = response
+        self.data = to_bytes(response)
+        ctx.transmit(self.data, self.reply_to)
+        if effect is SideEffect.SEND_FINAL:
+            self._completed(now)
+
+    @abstractmethod
+    def fire(self, timer: Input, now: float) -> None:
+        """A timer of this transaction expired."""
+
+    @abstractmethod
+    def _completed(self, now: float) -> None:
+        """The final response went out: start the Completed-state timers."""
+
+    def _apply(self, event: Input) -> SideEffect | None:
+        try:
+            effect = self.process(event)
+        except LocalProtocolError:
+            self._finish()
+            raise
+        if self.state is State.TERMINATED:
+            self._finish()
+        return effect
+
+    def _finish(self) -> None:
+        ctx = self._ctx
+        ctx.forget(self)
+        if ctx.servers.get(self.key) is self:
+            del ctx.servers[self.key]
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.key.method} {self.state.name}>"
+
+
+class ServerTransaction(_Server):
+    """A non-INVITE server transaction (RFC 3261 §17.2.2, Figure 8)."""
+
+    __slots__ = ()
+
+    def __init__(
+        self, ctx: Context, key: TransactionKey, request: Request, source: Peer, reply_to: Peer
+    ) -> None:
+        super().__init__(
+            NON_INVITE_SERVER_TRANSITIONS, State.TRYING, ctx, key, request, source, reply_to
+        )
+
+    def _completed(self, now: float) -> None:
+        # RFC 3261 §17.2.2: Timer J = 64*T1 on unreliable transports, 0 on reliable ones.
+        if self.reply_to.reliable:
+            self._apply(Input.TIMER_J)
+        else:
+            self._ctx.arm(self, Input.TIMER_J, now + self._ctx.timers.timer_j)
+
+    def fire(self, timer: Input, now: float) -> None:
+        self._apply(timer)
+
+
+class InviteServerTransaction(_Server):
+    """An INVITE server transaction (RFC 3261 §17.2.1, Figure 7).
+
+    No automatic 100 Trying: the TU answers INVITE at once (405), well inside the 200 ms §17.2.1
+    allows before a 100 is due.
+    """
+
+    __slots__ = ("interval",)
+
+    def __init__(
+        self, ctx: Context, key: TransactionKey, request: Request, source: Peer, reply_to: Peer
+    ) -> None:
+        super().__init__(
+            INVITE_SERVER_TRANSITIONS, State.PROCEEDING, ctx, key, request, source, reply_to
+        )
+        self.interval = ctx.timers.t1
+
+    def response_to_tag(self) -> str | None:
+        """To tag of the last response sent (RFC 2543 ACK matching), None before any."""
+        return None if self.response is None else self.response.to.tag
+
+    def receive_ack(self, now: float) -> None:
+        """The ACK for our final response (or a retransmission of it)."""
+        effect = self._apply(Input.ACK)
+        ctx = self._ctx
+        if effect is not SideEffect.CONFIRM:
+            ctx.stats["acks_absorbed"] += 1
+            return
+        ctx.cancel(self, Input.TIMER_G)
+        ctx.cancel(self, Input.TIMER_H)
+        # RFC 3261 §17.2.1: Timer I = T4 on unreliable transports, 0 on reliable ones.
+        if self.reply_to.reliable:
+            self._apply(Input.TIMER_I)
+        else:
+            ctx.arm(self, Input.TIMER_I, now + ctx.timers.t4)
+
+    def _completed(self, now: float) -> None:
+        # RFC 3261 §17.2.1: Timer G = T1 (unreliable only), Timer H = 64*T1.
+        ctx = self._ctx
+        if not self.reply_to.reliable:
+            ctx.arm(self, Input.TIMER_G, now + self.interval)
+        ctx.arm(self, Input.TIMER_H, now + 64 * ctx.timers.t1)
+
+    def fire(self, timer: Input, now: float) -> None:
+        effect = self._apply(timer)
+        ctx = self._ctx
+        if effect is SideEffect.RETRANSMIT_RESPONSE:
+            ctx.transmit(self.data, self.reply_to)
+            ctx.stats["responses_retransmitted"] += 1
+            # RFC 3261 §17.2.1: G doubles up to T2.
+            self.interval = min(2 * self.interval, ctx.timers.t2)
+            ctx.arm(self, Input.TIMER_G, now + self.interval)
+        elif effect is SideEffect.TIME_OUT:
+            ctx.stats["timeouts"] += 1
+            ctx.emit(TransactionTimedOut(key=self.key, request=self.request))
+
+
+__all__ = [
+    "InviteServerTransaction",
+    "ServerTransaction",
+    "has_rfc3261_branch",
+    "legacy_key",
+    "response_destination",
+    "server_key",
+    "stamp_via",
+]

@@ -1,0 +1,267 @@
+"""``presence-sip hss`` round trips through real processes on a temporary data directory.
+
+Runs ``python -m presence_sip.cli.hss ARGS`` (the same code as ``presence-sip hss ARGS``).
+Every rejected command must exit 2 with one ``presence-sip: error:`` line and leave the database
+row-for-row unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from presence_sip.storage.sqlite_hss import SqliteSubscriberStore
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+B = "+447700900123"
+C = "+447700900456"
+
+
+def run_hss(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "presence_sip.cli.hss", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=60,
+        check=False,
+    )
+
+
+class Hss:
+    """Runs hss commands against one data directory."""
+
+    def __init__(self, data: Path) -> None:
+        self.data = data
+
+    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return run_hss("--data", str(self.data), *args)
+
+    def ok(self, *args: str) -> str:
+        result = self(*args)
+        assert result.returncode == 0, result.stderr
+        assert result.stderr == ""
+        return result.stdout
+
+    def json(self, *args: str) -> object:
+        return json.loads(self.ok(*args, "--json"))
+
+    def dump(self) -> list[str]:
+        conn = sqlite3.connect(self.data / "presence.sqlite")
+        try:
+            return list(conn.iterdump())
+        finally:
+            conn.close()
+
+
+@pytest.fixture
+def hss(tmp_path: Path) -> Hss:
+    cli = Hss(tmp_path / "data")
+    cli.ok("--domain", "net-b.test", "server", "add", "ps1", "sip:127.0.2.11:5060")
+    cli.ok("server", "add", "ps2", "sip:127.0.2.12:5060")
+    cli.ok("plan", "add", "+44", "net-b.test")
+    cli.ok("plan", "add", "+4477", "net-a.test")
+    cli.ok("subscriber", "add", B, "--password", "secret", "--credit", "10", "--presence-server", "ps2")
+    return cli
+
+
+def test_subscriber_round_trip(hss: Hss) -> None:
+    hss.ok("subscriber", "add", "tel:+44-7700-900456", "--password", "pw")
+    assert hss.json("subscriber", "list") == [
+        {
+            "msisdn": B,
+            "identities": [f"sip:{B}@net-b.test;user=phone", f"tel:{B}"],
+            "presence_server": "ps2",
+            "credit": 10,
+        },
+        {
+            "msisdn": C,
+            "identities": [f"sip:{C}@net-b.test;user=phone", f"tel:{C}"],
+            "presence_server": None,
+            "credit": 0,
+        },
+    ]
+    table = hss.ok("subscriber", "list").splitlines()
+    assert table[0].split() == ["MSISDN", "CREDIT", "PRESENCE", "SERVER", "IDENTITIES"]
+    assert table[1].split()[:3] == [B, "10", "ps2"]
+    assert table[2].split()[:3] == [C, "0", "-"]
+
+    hss.ok("subscriber", "set", C, "--credit", "7", "--presence-server", "ps1", "--password", "new")
+    shown = hss.json("subscriber", "show", C)
+    assert isinstance(shown, dict)
+    assert (shown["credit"], shown["presence_server"]) == (7, "ps1")
+    assert f"credit           7" in hss.ok("subscriber", "show", C)
+
+    store = SqliteSubscriberStore.open(hss.data)
+    try:
+        expected = hashlib.sha256(f"{C}:net-b.test:new".encode()).hexdigest()
+        assert store.get_ha1(C, "SHA-256") == expected
+        assert store.get_ha1(C[1:], "MD5") == hashlib.md5(f"{C[1:]}:net-b.test:new".encode()).hexdigest()
+    finally:
+        store.close()
+
+    hss.ok("subscriber", "remove", C)
+    assert [s["msisdn"] for s in hss.json("subscriber", "list")] == [B]  # type: ignore[union-attr, index]
+
+
+def test_rule_round_trip(hss: Hss) -> None:
+    hss.ok("rule", "add", B, "sip:+447700900789@net-a.test;user=phone", "allow")
+    hss.ok("rule", "add", B, "sip:eve@net-c.test", "polite-block")
+    hss.ok("rule", "add", B, "tel:+44-7700-900789", "confirm")  # same watcher: replaced
+    assert hss.json("rule", "list", B) == [
+        {"owner": B, "watcher_uri": "sip:eve@net-c.test", "action": "polite-block"},
+        {"owner": B, "watcher_uri": "tel:+447700900789", "action": "confirm"},
+    ]
+    assert "tel:+447700900789  confirm" in hss.ok("rule", "list", B)
+    hss.ok("rule", "remove", B, "sip:eve@net-c.test")
+    assert hss.json("rule", "list", B) == [
+        {"owner": B, "watcher_uri": "tel:+447700900789", "action": "confirm"}
+    ]
+    for action in ("block", "allow"):
+        hss.ok("rule", "add", B, "sip:x@net-a.test", action)
+
+
+def test_plan_port_server_round_trip(hss: Hss) -> None:
+    hss.ok("port", "add", "+447700900999", "net-b.test")
+    assert hss.json("port", "list") == [{"msisdn": "+447700900999", "network": "net-b.test"}]
+    assert hss.json("plan", "list") == [
+        {"prefix": "+44", "network": "net-b.test"},
+        {"prefix": "+4477", "network": "net-a.test"},
+    ]
+    assert hss.json("server", "list") == [
+        {"name": "ps1", "uri": "sip:127.0.2.11:5060"},
+        {"name": "ps2", "uri": "sip:127.0.2.12:5060"},
+    ]
+    store = SqliteSubscriberStore.open(hss.data)
+    try:
+        assert store.network_for("+447700900999") == "net-b.test"
+        assert store.network_for("+447700900998") == "net-a.test"
+    finally:
+        store.close()
+    hss.ok("port", "remove", "+447700900999")
+    hss.ok("plan", "remove", "+4477")
+    hss.ok("server", "remove", "ps1")
+    assert hss.json("port", "list") == []
+    assert hss.ok("plan", "list").split() == ["PREFIX", "NETWORK", "+44", "net-b.test"]
+    assert hss.ok("server", "list").split() == ["NAME", "URI", "ps2", "sip:127.0.2.12:5060"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("subscriber", "add", B, "--password", "x"), f"subscriber {B} already exists"),
+        (("subscriber", "add", "447700900111", "--password", "x"), "not an E.164 number"),
+        (("subscriber", "add", "+44 7700 9001x1", "--password", "x"), "not an E.164 number"),
+        (("subscriber", "add", C, "--password", "x", "--credit", "lots"), "bad credit"),
+        (("subscriber", "add", C, "--password", "x", "--credit", "-1"), "bad credit"),
+        (("subscriber", "add", C, "--password", ""), "empty password"),
+        (("subscriber", "add", C, "--password", "x", "--presence-server", "ps9"), "unknown presence server ps9"),
+        (("subscriber", "show", C), f"unknown subscriber {C}"),
+        (("subscriber", "remove", C), f"unknown subscriber {C}"),
+        (("subscriber", "set", C, "--credit", "1"), f"unknown subscriber {C}"),
+        (("subscriber", "set", B), "nothing to change"),
+        (("subscriber", "set", B, "--credit", "5", "--presence-server", "ps9"), "unknown presence server"),
+        (("rule", "add", B, "sip:a@net-a.test", "deny"), "bad action 'deny'"),
+        (("rule", "add", B, "not a uri", "allow"), "bad watcher URI"),
+        (("rule", "add", C, "sip:a@net-a.test", "allow"), f"unknown subscriber {C}"),
+        (("rule", "list", C), f"unknown subscriber {C}"),
+        (("rule", "remove", B, "sip:a@net-a.test"), "no rule"),
+        (("plan", "add", "+44", "net-x.test"), "already in the plan"),
+        (("plan", "add", "33", "net-x.test"), "not an E.164 prefix"),
+        (("plan", "add", "+33", "net x"), "bad network domain"),
+        (("plan", "remove", "+33"), "not in the plan"),
+        (("port", "add", "+447700900999", "net-x.test"), "unknown network net-x.test"),
+        (("port", "add", "07700900999", "net-a.test"), "not an E.164 number"),
+        (("port", "remove", "+447700900999"), "is not ported"),
+        (("server", "add", "ps1", "sip:elsewhere.test"), "already exists"),
+        (("server", "add", "ps3", "ps3.net-b.test"), "bad presence server URI"),
+        (("server", "remove", "ps2"), "still serves 1 subscriber"),
+        (("--domain", "net-a.test", "plan", "list"), "belongs to domain net-b.test, not net-a.test"),
+        (("subscriber", "list", "--domain", "net-a.test"), "belongs to domain net-b.test"),
+    ],
+)
+def test_errors_are_one_line_exit_2_and_write_nothing(
+    hss: Hss, args: tuple[str, ...], message: str
+) -> None:
+    before = hss.dump()
+    result = hss(*args)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("presence-sip: error: ")
+    assert message in lines[0]
+    assert hss.dump() == before
+
+
+def test_corrupt_input_after_good_data_changes_no_row(hss: Hss) -> None:
+    hss.ok("rule", "add", B, "sip:ann@net-a.test", "allow")
+    before = hss.dump()
+    for args in (
+        ("subscriber", "add", "+4477\n00900111", "--password", "x"),
+        ("rule", "add", B, "sip:ann@net-a.test", "allow\nblock"),
+        ("subscriber", "set", B, "--credit", "5", "--password", "new", "--presence-server", "nope"),
+        ("port", "add", B, "net-z.test"),
+    ):
+        assert hss(*args).returncode == 2
+    assert hss.dump() == before
+    assert hss.json("subscriber", "show", B)["credit"] == 10  # type: ignore[index]
+
+
+def test_usage_errors_exit_2(hss: Hss) -> None:
+    for args in (("subscriber", "add", C), ("rule",), ("frobnicate",), ()):
+        result = hss(*args)
+        assert result.returncode == 2
+        assert "error:" in result.stderr
+
+
+def test_data_option_positions_and_default(tmp_path: Path) -> None:
+    assert run_hss("plan", "add", "+44", "net-b.test", "--data", str(tmp_path / "d")).returncode == 0
+    listed = run_hss("--data", str(tmp_path / "d"), "plan", "list", "--json")
+    assert json.loads(listed.stdout) == [{"prefix": "+44", "network": "net-b.test"}]
+    # Without --data: ./data under the working directory, domain example.test.
+    assert run_hss("server", "add", "ps1", "sip:ps1.example.test", cwd=tmp_path).returncode == 0
+    assert (tmp_path / "data" / "presence.sqlite").is_file()
+    store = SqliteSubscriberStore.open(tmp_path / "data")
+    try:
+        assert store.domain == "example.test"
+    finally:
+        store.close()
+
+
+def test_concurrent_processes_share_one_database(tmp_path: Path) -> None:
+    data = tmp_path / "fresh"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    numbers = [f"+4477009002{i:02d}" for i in range(8)]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "presence_sip.cli.hss", "--data", str(data), "--domain",
+             "net-b.test", "subscriber", "add", number, "--password", "pw", "--credit", "1"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=ROOT,
+        )
+        for number in numbers
+    ]
+    for process in processes:
+        _out, err = process.communicate(timeout=60)
+        assert process.returncode == 0, err
+    listed = Hss(data).json("subscriber", "list")
+    assert [s["msisdn"] for s in listed] == numbers  # type: ignore[union-attr, index]
+    store = SqliteSubscriberStore.open(data)
+    try:
+        assert store.data_version() == len(numbers)
+    finally:
+        store.close()

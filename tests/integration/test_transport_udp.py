@@ -1,0 +1,231 @@
+"""UDP transport and the driver's pump, on real loopback sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from certs_helper import RecordingEndpoint, eventually, expected_200, only_task_left, options
+
+from presence_sip.config import Limits
+from presence_sip.sip.errors import ConfigError, TransportError
+from presence_sip.sip.peer import Peer
+from presence_sip.transport import Driver, ListenSpec, parse_listen
+from presence_sip.transport.udp import RECEIVE_BUFFER
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def endpoint() -> RecordingEndpoint:
+    return RecordingEndpoint()
+
+
+@pytest.fixture
+async def driver(endpoint: RecordingEndpoint) -> AsyncIterator[Driver]:
+    drv = Driver(endpoint)
+    await drv.start([parse_listen("udp:127.0.0.1:0")])
+    yield drv
+    await drv.stop()
+
+
+@pytest.fixture
+def client() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    sock.bind(("127.0.0.1", 0))
+    yield sock  # type: ignore[misc]
+    sock.close()
+
+
+def udp_port(drv: Driver) -> int:
+    (spec,) = [s for s in drv.local_addresses if s.transport == "udp"]
+    return spec.port
+
+
+async def recv(sock: socket.socket, timeout: float = 5.0) -> tuple[bytes, tuple[str, int]]:
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(timeout):
+        data, addr = await loop.sock_recvfrom(sock, 70000)
+    return data, addr
+
+
+async def test_options_answered_with_exact_200(driver, endpoint, client) -> None:
+    host, port = client.getsockname()
+    request = options(host, port)
+    loop = asyncio.get_running_loop()
+    await loop.sock_sendto(client, request, ("127.0.0.1", udp_port(driver)))
+    data, addr = await recv(client)
+    assert data == expected_200(request)
+    assert addr == ("127.0.0.1", udp_port(driver))
+    ((message, source),) = endpoint.received
+    assert source == Peer("udp", host, port)
+    assert endpoint.raw[0][0] == request
+
+
+async def test_datagram_over_size_cap_still_reaches_endpoint(endpoint, client) -> None:
+    # The driver never drops by size: the endpoint's parser decides (513), RFC 3261 §18.1.1.
+    drv = Driver(endpoint, limits=Limits(max_message_size=1000))
+    await drv.start([parse_listen("udp:127.0.0.1:0")])
+    try:
+        host, port = client.getsockname()
+        request = options(host, port)
+        big = request[:-2] + b"X-Pad: " + b"a" * 60000 + b"\r\n\r\n"
+        await asyncio.get_running_loop().sock_sendto(client, big, ("127.0.0.1", udp_port(drv)))
+        data, _ = await recv(client)
+        assert data.startswith(b"SIP/2.0 200 ")
+        assert endpoint.raw[0][0] == big
+    finally:
+        await drv.stop()
+
+
+async def test_receive_buffer_enlarged(driver) -> None:
+    (listener,) = driver._udp
+    sock = listener._transport.get_extra_info("socket")
+    granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    rmem_max = int(Path("/proc/sys/net/core/rmem_max").read_text())
+    assert granted >= min(RECEIVE_BUFFER, rmem_max)
+
+
+async def test_driver_sends_request_and_sees_response(driver, endpoint, client) -> None:
+    host, port = client.getsockname()
+    endpoint.queue(b"hello", Peer("udp", host, port))
+    driver.transmit()
+    data, _ = await recv(client)
+    assert data == b"hello"
+
+
+async def test_timer_armed_from_get_timer_fires(driver, endpoint) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = endpoint.timer = loop.time() + 0.05
+    driver.transmit()
+    await eventually(lambda: len(endpoint.fired) == 1)
+    assert endpoint.fired[0] >= deadline
+    await asyncio.sleep(0.1)
+    assert len(endpoint.fired) == 1  # not re-armed once get_timer() says None
+
+
+async def test_endpoint_exception_is_logged_and_node_keeps_serving(
+    driver, endpoint, client, caplog
+) -> None:
+    host, port = client.getsockname()
+    loop = asyncio.get_running_loop()
+    endpoint.raise_next = True
+    with caplog.at_level(logging.ERROR, logger="presence_sip.transport.driver"):
+        await loop.sock_sendto(client, options(host, port), ("127.0.0.1", udp_port(driver)))
+        await eventually(lambda: not endpoint.raise_next)
+        await eventually(lambda: any(r.exc_info for r in caplog.records))
+    assert "injected endpoint bug" in caplog.text
+    request = options(host, port, call_id="c2@test")
+    await loop.sock_sendto(client, request, ("127.0.0.1", udp_port(driver)))
+    data, _ = await recv(client)
+    assert data == expected_200(request)
+
+
+async def test_send_to_a_name_is_refused_without_dns(driver, endpoint) -> None:
+    peer = Peer("udp", "gateway.net-b.test", 5060)
+    endpoint.queue(b"x", peer)
+    driver.transmit()
+    assert endpoint.lost == [peer]
+
+
+async def test_no_udp_socket_for_family_reports_lost(driver, endpoint) -> None:
+    peer = Peer("udp", "::1", 5060)
+    endpoint.queue(b"x", peer)
+    driver.transmit()
+    assert endpoint.lost == [peer]
+
+
+async def test_reply_leaves_from_the_socket_the_peer_talked_to(endpoint, client) -> None:
+    drv = Driver(endpoint)
+    await drv.start([parse_listen("udp:127.0.0.1:0"), parse_listen("udp:127.0.0.1:0")])
+    try:
+        second = drv.local_addresses[1].port
+        host, port = client.getsockname()
+        request = options(host, port)
+        await asyncio.get_running_loop().sock_sendto(client, request, ("127.0.0.1", second))
+        data, addr = await recv(client)
+        assert data == expected_200(request)
+        assert addr == ("127.0.0.1", second)
+    finally:
+        await drv.stop()
+
+
+async def test_stop_leaves_no_task_and_closes_sockets(endpoint) -> None:
+    drv = Driver(endpoint)
+    await drv.start([parse_listen("udp:127.0.0.1:0"), parse_listen("udp:[::1]:0")])
+    assert {s.family_version for s in drv.local_addresses} == {4, 6}
+    endpoint.timer = asyncio.get_running_loop().time() + 60
+    drv.transmit()
+    listeners = list(drv._udp)
+    await drv.stop()
+    assert only_task_left()
+    assert all(u.closed.done() for u in listeners)
+    assert drv._timer is None
+    assert drv.local_addresses == []
+
+
+async def test_start_failure_is_a_transport_error(endpoint, client) -> None:
+    host, port = client.getsockname()
+    drv = Driver(endpoint)
+    with pytest.raises(TransportError, match="cannot listen"):
+        await drv.start([parse_listen("udp:127.0.0.1:0"), ListenSpec("udp", host, port)])
+    assert drv.local_addresses == []
+    assert only_task_left()
+
+
+async def test_tls_listener_without_context_is_a_config_error(endpoint) -> None:
+    drv = Driver(endpoint)
+    with pytest.raises(ConfigError):
+        await drv.start([parse_listen("tls:127.0.0.1:0")])
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("udp:127.0.0.1:5060", ListenSpec("udp", "127.0.0.1", 5060)),
+        ("TCP:127.0.0.1:5070", ListenSpec("tcp", "127.0.0.1", 5070)),
+        ("tls:127.0.0.1:5061", ListenSpec("tls", "127.0.0.1", 5061)),
+        ("tls:[::1]:5061", ListenSpec("tls", "::1", 5061)),
+        ("udp:[0:0:0:0:0:0:0:1]", ListenSpec("udp", "::1", 5060)),
+        ("tls:127.0.1.2", ListenSpec("tls", "127.0.1.2", 5061)),
+        ("udp:0.0.0.0:0", ListenSpec("udp", "0.0.0.0", 0)),
+    ],
+)
+def test_listen_spec_parse(text: str, expected: ListenSpec) -> None:
+    assert parse_listen(text) == expected
+    assert parse_listen(str(expected)) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "udp",
+        "sctp:127.0.0.1:5060",
+        "udp:localhost:5060",
+        "udp:::1:5060",
+        "udp:[127.0.0.1]:5060",
+        "udp:127.0.0.1:70000",
+        "udp:127.0.0.1:",
+        "udp:127.0.0.1:50x",
+        "udp:[::1:5060",
+        "udp:300.0.0.1:5060",
+    ],
+)
+def test_listen_spec_rejects(text: str) -> None:
+    with pytest.raises(ConfigError):
+        parse_listen(text)
+
+
+def test_listen_spec_validates_fields() -> None:
+    with pytest.raises(ConfigError):
+        ListenSpec("udp", "example.test", 5060)
+    with pytest.raises(ConfigError):
+        ListenSpec("udp", "127.0.0.1", -1)
+    with pytest.raises(ConfigError):
+        ListenSpec("ws", "127.0.0.1", 80)
