@@ -231,6 +231,20 @@ def udp_rcvbuf_errors() -> int:
     return int(udp[1][udp[0].index("RcvbufErrors")])
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds in user+nice+system of all CPUs since boot, from /proc/stat.
+
+    irq/softirq time (the loopback network path) is left out, so that subtracting the CPU
+    time of the server and SIPp leaves what other processes on the machine used.
+    """
+    try:
+        first = Path("/proc/stat").read_text().splitlines()[0].split()
+    except OSError:
+        return 0.0
+    user, nice, system = (int(v) for v in first[1:4])
+    return (user + nice + system) / os.sysconf("SC_CLK_TCK")
+
+
 def tree_cpu_seconds(root: int) -> float:
     """utime+stime of the live process tree of ``root``."""
     tick = os.sysconf("SC_CLK_TCK")
@@ -473,6 +487,8 @@ class SippRun:
     sipp_cpu: float = 0.0
     server_cpu: float = 0.0
     udp_drops: int = 0
+    others_cpu: float = 0.0
+    """CPU (in cores) used by processes other than the server and SIPp during the run."""
     workdir: Path = field(default_factory=Path)
 
     @property
@@ -501,7 +517,8 @@ class SippRun:
             f"{self.scenario} r={self.rate:.0f}/s calls={self.asked_calls} ok={self.successful} "
             f"failed={self.failed_ratio:.3%} retrans={self.retrans}/{self.messages} "
             f"achieved={self.achieved_rate:.0f}/s sipp_cpu={self.sipp_cpu:.0%} "
-            f"server_cpu={self.server_cpu:.0%} udp_drops={self.udp_drops} rc={self.rc} "
+            f"server_cpu={self.server_cpu:.0%} others_cpu={self.others_cpu:.0%} "
+            f"udp_drops={self.udp_drops} rc={self.rc} "
             f"-> {verdict}"
         )
 
@@ -615,12 +632,16 @@ class Sipp:
     def run(self, job: SippJob, server: Server) -> SippRun:
         """Start, wait, and attach the server's CPU use over the run."""
         cpu0 = tree_cpu_seconds(server.pid)
+        busy0 = machine_busy_seconds()
         drops0 = udp_rcvbuf_errors()
         started = time.monotonic()
         proc, run = self.start(job, server.port)
         run = self.wait(proc, run, timeout=job.run_seconds + 30, started=started)
         run.udp_drops = udp_rcvbuf_errors() - drops0
-        run.server_cpu = (tree_cpu_seconds(server.pid) - cpu0) / max(1e-6, run.wall)
+        server_s = tree_cpu_seconds(server.pid) - cpu0
+        others_s = machine_busy_seconds() - busy0 - server_s - run.sipp_cpu * run.wall
+        run.server_cpu = server_s / max(1e-6, run.wall)
+        run.others_cpu = max(0.0, others_s / max(1e-6, run.wall))
         return run
 
 

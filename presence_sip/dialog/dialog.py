@@ -106,8 +106,8 @@ class Dialog:
         if seq <= self.remote_cseq:
             # RFC 3261 §12.2.2: lower (or equal: a retransmission got past the transaction) -> 500
             raise DialogError("Out of order request", 500)
-        if target_refresh:
-            self.remote_target = _contact_uri(request)
+        if target_refresh and "Contact" in request.headers:
+            self.remote_target = _contact_uri(request)  # RFC 3261 §12.2.2 target refresh
         self.remote_cseq = seq
         self.source = source
 

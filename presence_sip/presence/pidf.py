@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import cast
 
@@ -96,7 +96,6 @@ _PARSER = etree.XMLParser(
     # every declaration (a UTF-16 body cannot hide one, nor make libxml2 open an external subset).
     encoding="utf-8",
 )
-_DTD_MARKERS = (b"<!DOCTYPE", b"<!ENTITY")
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +120,7 @@ class PresenceDocument:
     """``id`` of every RFC 4479 ``<dm:device>``."""
     person_timestamp: str | None = None
     """``<dm:timestamp>`` of the last ``<dm:person>`` that has one (RFC 4479 section 4.4)."""
-    notes: tuple[str, ...] = field(default=())
+    notes: tuple[str, ...] = ()
     """Text of the presence-level ``<note>`` elements (RFC 3863 section 4.1.6)."""
 
 
@@ -137,7 +136,7 @@ def parse_xml(body: bytes, *, what: str = "PIDF") -> etree._Element:
         raise PidfError(f"{what} too large", 400)
     if not body.strip():
         raise PidfError(f"Invalid {what}: empty body", 400)
-    if any(marker in body for marker in _DTD_MARKERS):
+    if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
         raise PidfError(f"Invalid {what}: DOCTYPE and entity declarations are not allowed", 400)
     try:
         root = etree.fromstring(body, _PARSER)
@@ -241,9 +240,9 @@ class _Scan:
             self.notes.append(child.text or "")
         elif tag == _PERSON:
             self.person_ids.append(self._id(child, "person"))
-            stamp = child.findtext(_DM_TIMESTAMP)
+            stamp = next(child.iterchildren(_DM_TIMESTAMP), None)
             if stamp is not None:
-                self.person_timestamp = stamp.strip()
+                self.person_timestamp = (stamp.text or "").strip()
         elif tag == _DEVICE:
             self.device_ids.append(self._id(child, "device"))
         elif tag.startswith(_PIDF_PREFIX) or not tag.startswith("{"):
@@ -264,15 +263,15 @@ class _Scan:
 def _tuple_basic(tuple_element: etree._Element) -> str | None:
     """The ``<basic>`` of one tuple; RFC 3863 section 4.1.4: exactly one ``<status>``."""
     tuple_id = tuple_element.get("id", "")[:64]
-    statuses = tuple_element.findall(_STATUS)
+    statuses = list(tuple_element.iterchildren(_STATUS))
     if not statuses:
         raise _invalid(f"tuple {tuple_id!r} without <status>")
     if len(statuses) > 1:
         raise _invalid(f"tuple {tuple_id!r} has more than one <status>")
-    basic = statuses[0].findtext(_BASIC)
+    basic = next(statuses[0].iterchildren(_BASIC), None)
     if basic is None:
         return None
-    value = basic.strip()
+    value = (basic.text or "").strip()
     # RFC 3863 section 4.1.4: <basic> is "open" or "closed".
     if value not in _BASIC_VALUES:
         raise _invalid(f"<basic> of tuple {tuple_id!r} must be open or closed, not {value[:16]!r}")
@@ -364,7 +363,8 @@ class _Merge:
             bucket.append(child)
 
     def _offer_person(self, person: etree._Element) -> None:
-        stamp = _parse_timestamp(person.findtext(_DM_TIMESTAMP))
+        element = next(person.iterchildren(_DM_TIMESTAMP), None)
+        stamp = None if element is None else _parse_timestamp(element.text or "")
         current = self.person
         # Newest <timestamp> wins; without two timestamps to compare, the later publication wins.
         if current is None or current[0] is None or stamp is None or stamp >= current[0]:
@@ -382,10 +382,8 @@ class _Merge:
         ]
 
 
-def _parse_timestamp(text: str | None) -> datetime | None:
-    """An xs:dateTime (RFC 3339) as an aware datetime; ``None`` when absent or unreadable."""
-    if text is None:
-        return None
+def _parse_timestamp(text: str) -> datetime | None:
+    """An xs:dateTime (RFC 3339) as an aware datetime; ``None`` when unreadable."""
     try:
         stamp = datetime.fromisoformat(text.strip())
     except ValueError:

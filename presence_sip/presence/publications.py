@@ -298,8 +298,9 @@ class Compositor:
         self, presentity: str, document: PresenceDocument, lifetime: int, now: float
     ) -> PublishOutcome:
         self._seq += 1
+        deadline = now + lifetime
         etag = self._new_etag()
-        publication = _Publication(presentity, etag, now + lifetime, document, self._seq, fresh=True)
+        publication = _Publication(presentity, etag, deadline, document, self._seq, fresh=True)
         publication.machine.process(PubInput.INITIAL)
         self.store.save_publication(publication.record(), None)
         self._index(publication)

@@ -5,51 +5,52 @@ knows is validated, single-valued headers appear once, the mandatory ones are pr
 either yields a message or raises :class:`SipParseError` carrying the status to answer with and a
 reason naming the defect.  When the start line and header block could be split, the error carries the
 half-parsed message in ``partial`` so a node can still address a 400 to the sender.
+
+Speed without a second grammar: each header line is first tried against one compiled regex that
+accepts a strict subset of the general grammar (:data:`~presence_sip.sip.validate.FAST_CHECKS`).
+When every line, the CSeq method and the Request-URI pass, the message is proven valid; otherwise
+:func:`~presence_sip.sip.validate.validate_message` runs and decides.  Canonical header lines that
+passed (``Name: value``, known to repeat between messages such as ``Max-Forwards: 70`` or
+``Event: presence``) are remembered in a bounded cache, and typed values (Vias, From, CSeq...) are
+only built when an accessor asks for them.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 
 from . import grammar
 from .errors import SipParseError
-from .message import (
-    SINGLE_VALUED,
-    Headers,
-    Message,
-    Request,
-    Response,
-    canonical_name,
-    parse_content_type,
-    parse_delta_seconds,
-)
-from .uri import SipUri, parse_name_addr
+from .message import CANONICAL_NAMES, SINGLE_VALUED, Headers, Message, Request, Response
+from .validate import FAST_CHECKS, KNOWN_METHODS, MANDATORY, validate_message
 
 DEFAULT_MAX_MESSAGE_SIZE = 65535
 """Largest message accepted (bytes); larger ones get 513 (RFC 3261 §18.1.1, §21.5.14)."""
 
-KNOWN_METHODS = frozenset(
-    {
-        "REGISTER",
-        "INVITE",
-        "ACK",
-        "CANCEL",
-        "BYE",
-        "OPTIONS",
-        "SUBSCRIBE",
-        "NOTIFY",
-        "PUBLISH",
-        "MESSAGE",
-        "INFO",
-        "PRACK",
-        "UPDATE",
-        "REFER",
-    }
-)
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "KNOWN_METHODS",
+    "ParseFailure",
+    "parse_message",
+    "validate_message",
+]
 
 _FOLD = re.compile(r"[ \t]*\r\n[ \t]+")
-_MANDATORY = ("Via", "From", "To", "Call-ID", "CSeq")
+_NONCANONICAL = 1
+_UNPROVEN = 2
+_CACHE_LIMIT = 4096
+_CACHED_LINE_MAX = 256
+_UNCACHED = frozenset({"Via", "CSeq"})  # unique per transaction: caching them only evicts others
+_MANDATORY_KEYS = frozenset(name.lower() for name in MANDATORY)
+_SINGLE_KEYS = frozenset(name.lower() for name in SINGLE_VALUED)
+
+_Entry = tuple[tuple[str, str], str]
+_LINE_CACHE: dict[str, _Entry] = {}
+"""Canonical header lines already proven valid -> (canonical item, lower-case key)."""
+_NAME_CACHE: dict[str, str] = {}
+"""Header names as received (valid tokens) -> canonical name."""
+_RURI_CACHE: dict[str, bool] = {}
+"""Request-URIs already proven valid by the fast path."""
 
 
 class ParseFailure(SipParseError):
@@ -85,16 +86,25 @@ def parse_message(
         head = head_bytes.decode("utf-8")
     except UnicodeDecodeError:
         raise SipParseError("Invalid UTF-8 in header section") from None
-    if "\r\n " in head or "\r\n\t" in head:
+    folded = "\r\n " in head or "\r\n\t" in head
+    if folded:  # RFC 3261 §7.3.1: a line starting with SP/HT continues the previous one
         head = _FOLD.sub(" ", head)
     lines = head.split("\r\n")
     message = _start_line(lines[0])
-    message.headers = _header_block(lines)
+    if head.count("\r") != len(lines) - 1 or head.count("\n") != len(lines) - 1:
+        # RFC 3261 §7.3.1: CR and LF only as CRLF (a bare one would split the line downstream)
+        raise SipParseError("Malformed header line")
+    headers, flags = _header_block(lines)
+    message.headers = headers
     try:
-        message.body = _body(message.headers, rest, datagram)
-        validate_message(message)
+        message.body, length = _body(headers, rest, datagram)
+        if flags & _UNPROVEN or not _proven(message):
+            validate_message(message)
     except SipParseError as exc:
         raise ParseFailure(exc.reason, exc.status, message) from None
+    if not flags and not folded and end >= 0 and length >= 0:
+        headers._raw = data[start + len(lines[0].encode()) : end + 4]
+        headers._raw_length = length
     return message
 
 
@@ -105,10 +115,11 @@ def _start_line(line: str) -> Request | Response:
     if len(parts) != 3 or not all(parts):
         raise SipParseError("Malformed Request-Line")
     method, uri, version = parts
-    if not grammar.METHOD.fullmatch(method):
+    if method not in KNOWN_METHODS and not grammar.METHOD.fullmatch(method):
         raise SipParseError("Malformed method")
-    _check_version(version)
-    return Request(method, uri, Headers(), b"", "SIP/2.0")
+    if version != "SIP/2.0":
+        _check_version(version)
+    return Request._parsed(method, uri, _NO_HEADERS, b"")
 
 
 def _status_line(line: str) -> Response:
@@ -116,10 +127,15 @@ def _status_line(line: str) -> Response:
     if len(parts) < 3:
         raise SipParseError("Malformed Status-Line")
     version, code, reason = parts
-    _check_version(version)
+    if version != "SIP/2.0":
+        _check_version(version)
     if not grammar.STATUS_CODE.fullmatch(code) or not 100 <= int(code) <= 699:
         raise SipParseError("Invalid status code")
-    return Response(int(code), reason, Headers(), b"", "SIP/2.0")
+    return Response._parsed(int(code), reason, _NO_HEADERS, b"")
+
+
+_NO_HEADERS = Headers()
+"""Placeholder until the header block is parsed (replaced before the message is returned)."""
 
 
 def _check_version(version: str) -> None:
@@ -130,192 +146,95 @@ def _check_version(version: str) -> None:
         raise SipParseError("Version Not Supported", 505)
 
 
-def _header_block(lines: list[str]) -> Headers:
+def _header_block(lines: list[str]) -> tuple[Headers, int]:
     items: list[tuple[str, str]] = []
     keys: list[str] = []
-    token = grammar.TOKEN.fullmatch
-    for i in range(1, len(lines)):
-        line = lines[i]
-        colon = line.find(":")
-        if colon <= 0:
-            raise SipParseError("Malformed header line")
-        name = line[:colon].rstrip(" \t")
-        if not token(name):
-            raise SipParseError("Malformed header name")
-        cname = canonical_name(name)
-        items.append((cname, line[colon + 1 :].strip(" \t")))
-        keys.append(cname.lower())
-    return Headers._from_canonical(items, keys)
+    add_item = items.append
+    add_key = keys.append
+    cached = _LINE_CACHE.get
+    flags = 0
+    for line in lines[1:]:
+        entry = cached(line)
+        if entry is None:
+            entry, status = _scan_line(line)
+            flags |= status
+        add_item(entry[0])
+        add_key(entry[1])
+    return Headers._from_canonical(items, keys), flags
 
 
-def _body(headers: Headers, rest: bytes, datagram: bool) -> bytes:
-    values = headers.get_all("Content-Length")
-    if not values:
-        return rest if datagram else b""
-    if len(values) > 1:
-        raise SipParseError("Multiple Content-Length headers")
-    text = values[0].strip()
+def _scan_line(line: str) -> tuple[_Entry, int]:
+    """Split one header line; tell whether it is canonical and proven valid by its fast regex."""
+    colon = line.find(":")
+    if colon <= 0:
+        raise SipParseError("Malformed header line")
+    raw_name = line[:colon]
+    name = _NAME_CACHE.get(raw_name) or _header_name(raw_name)
+    raw_value = line[colon + 1 :]
+    value = raw_value.strip(" \t")
+    status = 0
+    if name != raw_name or len(raw_value) != len(value) + 1 or raw_value[0] != " ":
+        status = _NONCANONICAL
+    check = FAST_CHECKS.get(name)
+    if check is not None and check(value) is None:
+        status |= _UNPROVEN
+    entry = ((name, value), name.lower())
+    if not status and name not in _UNCACHED and len(line) <= _CACHED_LINE_MAX:
+        if len(_LINE_CACHE) >= _CACHE_LIMIT:
+            _LINE_CACHE.clear()
+        _LINE_CACHE[line] = entry
+    return entry, status
+
+
+def _header_name(raw_name: str) -> str:
+    name = raw_name.rstrip(" \t")
+    if not grammar.TOKEN.fullmatch(name):
+        raise SipParseError("Malformed header name")
+    canonical = CANONICAL_NAMES.get(name.lower(), name)
+    if len(_NAME_CACHE) >= _CACHE_LIMIT:
+        _NAME_CACHE.clear()
+    _NAME_CACHE[raw_name] = canonical
+    return canonical
+
+
+def _body(headers: Headers, rest: bytes, datagram: bool) -> tuple[bytes, int]:
+    """The body framed by Content-Length (RFC 3261 §18.3, §20.14) and that length (-1: none)."""
+    keys = headers._keys
+    count = keys.count("content-length")
+    if not count:
+        return (rest if datagram else b""), -1
+    if count > 1:
+        raise SipParseError("Multiple Content-Length headers")  # RFC 4475 mcl01
+    text = headers._items[keys.index("content-length")][1].strip()
     if not text.isdigit() or not text.isascii():
-        raise SipParseError("Malformed Content-Length")
+        raise SipParseError("Malformed Content-Length")  # RFC 4475 ncl
     length = int(text)
     if length > len(rest):
-        raise SipParseError("Content-Length larger than message")
-    return rest[:length]
+        raise SipParseError("Content-Length larger than message")  # RFC 4475 clerr
+    return rest[:length], length
 
 
-def validate_message(message: Message) -> None:
-    """Check every header whose grammar is known; raise :class:`SipParseError` on the first defect."""
-    headers = message.headers
-    for name in _MANDATORY:
-        if name not in headers:
-            raise SipParseError(f"Missing {name}")
-    seen: set[str] = set()
-    for name, _value in headers:
-        if name in SINGLE_VALUED:
-            if name in seen:
-                raise SipParseError(f"Multiple {name} headers")
-            seen.add(name)
-    message.vias  # noqa: B018 - parse and cache every Via
-    call_id = message.call_id
-    if not grammar.CALL_ID.fullmatch(call_id):
-        raise SipParseError("Malformed Call-ID")
-    message.from_  # noqa: B018
-    message.to  # noqa: B018
-    cseq = message.cseq
-    for name, value in headers:
-        check = _VALIDATORS.get(name)
-        if check is not None:
-            check(message, value)
-    if isinstance(message, Request):
-        _validate_request(message, cseq.method)
-
-
-def _validate_request(request: Request, cseq_method: str) -> None:
-    if cseq_method != request.method:
-        if request.method not in KNOWN_METHODS:
-            raise SipParseError("CSeq method mismatch", 501)
-        raise SipParseError("CSeq method mismatch")
-    uri = request.uri
-    if uri.startswith("<"):
-        raise SipParseError("Malformed Request-URI")
-    ruri = request.request_uri
-    if isinstance(ruri, SipUri) and ruri.headers is not None:
-        # RFC 3261 §19.1.5: headers are not allowed in a Request-URI (RFC 4475 escruri)
-        raise SipParseError("Request-URI must not contain headers")
-
-
-def _check_name_addrs(message: Message, value: str, name: str) -> None:
-    for item in grammar.split_commas(value):
-        if not item:
-            raise SipParseError(f"Malformed {name}")
-        parse_name_addr(item, name)
-
-
-def _check_contact(message: Message, value: str) -> None:
-    if value.strip() == "*":
-        return
-    _check_name_addrs(message, value, "Contact")
-
-
-def _check_route(message: Message, value: str) -> None:
-    _check_name_addrs(message, value, "Route")
-
-
-def _check_record_route(message: Message, value: str) -> None:
-    _check_name_addrs(message, value, "Record-Route")
-
-
-def _check_path(message: Message, value: str) -> None:
-    _check_name_addrs(message, value, "Path")
-
-
-def _check_max_forwards(message: Message, value: str) -> None:
-    message.max_forwards  # noqa: B018
-
-
-def _check_expires(message: Message, value: str) -> None:
-    parse_delta_seconds(value, "Expires")
-
-
-def _check_min_expires(message: Message, value: str) -> None:
-    parse_delta_seconds(value, "Min-Expires")
-
-
-def _check_content_type(message: Message, value: str) -> None:
-    parse_content_type(value)
-
-
-def _check_event(message: Message, value: str) -> None:
-    message.event  # noqa: B018
-
-
-def _check_subscription_state(message: Message, value: str) -> None:
-    message.subscription_state  # noqa: B018
-
-
-def _check_etag(message: Message, value: str) -> None:
-    if not grammar.TOKEN.fullmatch(value.strip()):
-        raise SipParseError("Malformed SIP-ETag")
-
-
-def _check_date(message: Message, value: str) -> None:
-    if not grammar.RFC1123_DATE.fullmatch(value.strip()):
-        raise SipParseError("Malformed Date")
-
-
-def _token_list_checker(name: str) -> Callable[[Message, str], None]:
-    def check(message: Message, value: str) -> None:
-        if not value.strip():
-            return
-        for item in grammar.split_commas(value):
-            if not grammar.TOKEN.fullmatch(item):
-                raise SipParseError(f"Malformed {name}")
-
-    return check
-
-
-def _check_accept(message: Message, value: str) -> None:
-    if not value.strip():
-        return
-    for item in grammar.split_commas(value):
-        parse_content_type(item) if item else _raise("Malformed Accept")
-
-
-def _raise(reason: str) -> None:
-    raise SipParseError(reason)
-
-
-def _check_digits(name: str) -> Callable[[Message, str], None]:
-    def check(message: Message, value: str) -> None:
-        head = value.strip().split(" ", 1)[0].split(";", 1)[0]
-        if not head.isdigit() or not head.isascii():
-            raise SipParseError(f"Malformed {name}")
-        if int(head) > grammar.MAX_UINT32:
-            raise SipParseError(f"{name} out of range")
-
-    return check
-
-
-_VALIDATORS: dict[str, Callable[[Message, str], None]] = {
-    "Contact": _check_contact,
-    "Route": _check_route,
-    "Record-Route": _check_record_route,
-    "Path": _check_path,
-    "Max-Forwards": _check_max_forwards,
-    "Expires": _check_expires,
-    "Min-Expires": _check_min_expires,
-    "Content-Type": _check_content_type,
-    "Event": _check_event,
-    "Subscription-State": _check_subscription_state,
-    "SIP-ETag": _check_etag,
-    "SIP-If-Match": _check_etag,
-    "Date": _check_date,
-    "Accept": _check_accept,
-    "Retry-After": _check_digits("Retry-After"),
-    "Allow": _token_list_checker("Allow"),
-    "Supported": _token_list_checker("Supported"),
-    "Require": _token_list_checker("Require"),
-    "Proxy-Require": _token_list_checker("Proxy-Require"),
-    "Unsupported": _token_list_checker("Unsupported"),
-    "Allow-Events": _token_list_checker("Allow-Events"),
-}
+def _proven(message: Request | Response) -> bool:
+    """Message-level rules on the fast path: False sends the message to ``validate_message``."""
+    keys = message.headers._keys
+    present = set(keys)
+    if not _MANDATORY_KEYS <= present:
+        return False
+    if len(present) != len(keys):
+        singles = [key for key in keys if key in _SINGLE_KEYS]
+        if len(singles) != len(set(singles)):
+            return False
+    if isinstance(message, Response):
+        return True
+    cseq = message.headers._items[keys.index("cseq")][1]
+    if cseq[cseq.index(" ") + 1 :] != message.method:
+        return False
+    uri = message.uri
+    if uri in _RURI_CACHE:
+        return True
+    if grammar.FAST_SIP_URI.fullmatch(uri) is None:
+        return False
+    if len(_RURI_CACHE) >= _CACHE_LIMIT:
+        _RURI_CACHE.clear()
+    _RURI_CACHE[uri] = True
+    return True

@@ -6,23 +6,39 @@ from .message import Request, Response
 
 
 def to_bytes(message: Request | Response) -> bytes:
-    """Serialise ``message``; Content-Length is written from the body when missing or stale."""
+    """Serialise ``message``; Content-Length is written from the body when missing or stale.
+
+    Header fields are written ``Name: value`` with their full canonical names.  A header block that
+    was parsed in exactly that form and not modified since is reused as received.
+    """
     if isinstance(message, Request):
         start = f"{message.method} {message.uri} {message.version}"
     else:
         start = f"{message.version} {message.status} {message.reason}"
     body = message.body
+    headers = message.headers
+    raw = headers._raw
+    if raw is not None and headers._raw_length == len(body):
+        return start.encode("utf-8") + raw + body
     parts = [start]
     length_seen = False
-    for name, value in message.headers:
+    for name, value in headers:
         if name == "Content-Length":
             if length_seen:
                 continue
             length_seen = True
-            value = str(len(body)) if not value.strip().isdigit() or int(value) != len(body) else value
+            value = _content_length(value, len(body))
         parts.append(f"{name}: {value}")
     if not length_seen:
         parts.append(f"Content-Length: {len(body)}")
     parts.append("")
     parts.append("")
     return "\r\n".join(parts).encode("utf-8") + body
+
+
+def _content_length(value: str, length: int) -> str:
+    """The received value when it already states ``length``, else ``length`` (RFC 3261 §20.14)."""
+    text = value.strip()
+    if text.isdigit() and text.isascii() and int(text) == length:
+        return value
+    return str(length)

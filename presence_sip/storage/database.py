@@ -168,6 +168,8 @@ def migrate(conn: sqlite3.Connection, component: str) -> int:
     migrations = _MIGRATIONS.get(component)
     if migrations is None:
         raise ValueError(f"no migrations registered for {component!r}")
+    if schema_version(conn, component) == len(migrations):
+        return len(migrations)  # up to date: no write lock taken
     with transaction(conn), map_errors(f"cannot migrate {component} schema"):
         current = schema_version(conn, component)
         if current > len(migrations):
@@ -209,11 +211,13 @@ def resolve_domain(conn: sqlite3.Connection, requested: str | None, default: str
     The first opener records *requested* (or *default*); later openers get the recorded one, and
     a *requested* domain that differs is a ``ConfigError`` (HA1s are tied to the realm).
     """
-    with transaction(conn):
-        stored = get_setting(conn, "domain")
-        if stored is None:
-            stored = requested or default
-            set_setting(conn, "domain", stored)
+    stored = get_setting(conn, "domain")
+    if stored is None:
+        with transaction(conn):
+            stored = get_setting(conn, "domain")  # another process may have just written it
+            if stored is None:
+                stored = requested or default
+                set_setting(conn, "domain", stored)
     if requested is not None and requested != stored:
         raise ConfigError(f"database belongs to domain {stored}, not {requested}")
     return stored

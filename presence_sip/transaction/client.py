@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..sip.errors import LocalProtocolError
-from ..sip.message import Request, Response
-from ..sip.peer import Peer
+from presence_sip.sip.errors import LocalProtocolError
+from presence_sip.sip.message import Request, Response
+from presence_sip.sip.peer import Peer
+
 from .events import ResponseReceived, TransactionKey, TransactionTimedOut
 from .states import NON_INVITE_CLIENT_TRANSITIONS, Input, Machine, SideEffect, State
 
@@ -61,7 +62,7 @@ class ClientTransaction(Machine):
         ctx.emit(
             ResponseReceived(response=response, source=source, key=self.key, request=self.request)
         )
-        if effect is SideEffect.PASS_FINAL:
+        if effect is SideEffect.DELIVER_FINAL:
             ctx.cancel(self, Input.TIMER_E)
             ctx.cancel(self, Input.TIMER_F)
             # RFC 3261 §17.1.2.2: Timer K = T4 on unreliable transports, 0 on reliable ones.

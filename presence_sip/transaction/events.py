@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from ..sip.message import Request, Response
-from ..sip.peer import Peer
+from presence_sip.sip.message import Request, Response
+from presence_sip.sip.peer import Peer
 
 
 class TransactionKey(NamedTuple):

@@ -14,13 +14,14 @@ import ipaddress
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, TypeGuard
 
-from ..ids import BRANCH_MAGIC
-from ..sip import grammar
-from ..sip.errors import LocalProtocolError
-from ..sip.message import Headers, Request, Response
-from ..sip.peer import Peer
-from ..sip.serializer import to_bytes
-from ..sip.uri import Via
+from presence_sip.ids import BRANCH_MAGIC
+from presence_sip.sip import grammar
+from presence_sip.sip.errors import LocalProtocolError
+from presence_sip.sip.message import Headers, Request, Response
+from presence_sip.sip.peer import Peer
+from presence_sip.sip.serializer import to_bytes
+from presence_sip.sip.uri import Via
+
 from .events import TransactionKey, TransactionTimedOut
 from .states import (
     INVITE_SERVER_TRANSITIONS,
@@ -45,7 +46,9 @@ def has_rfc3261_branch(branch: str | None) -> TypeGuard[str]:
     RFC 3261 §17.2.3; RFC 4475 §3.3.x "badbranch": ``branch=z9hG4bK`` alone is treated as no
     usable branch, so such a request is matched with the RFC 2543 rules.
     """
-    return branch is not None and len(branch) > len(BRANCH_MAGIC) and branch.startswith(BRANCH_MAGIC)
+    return (
+        branch is not None and len(branch) > len(BRANCH_MAGIC) and branch.startswith(BRANCH_MAGIC)
+    )
 
 
 def _sent_by(via: Via) -> str:

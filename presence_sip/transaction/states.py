@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from enum import Enum
 
-from ..sip.errors import LocalProtocolError
+from presence_sip.sip.errors import LocalProtocolError
 
 
 class State(Enum):
@@ -53,8 +53,8 @@ class SideEffect(Enum):
     """What a transition asks the transaction to do."""
 
     RETRANSMIT_REQUEST = "resend the request; Timer E backs off"
-    PASS_PROVISIONAL = "pass the 1xx to the TU"
-    PASS_FINAL = "pass the final response to the TU; stop E/F, start K"
+    DELIVER_PROVISIONAL = "pass the 1xx to the TU"
+    DELIVER_FINAL = "pass the final response to the TU; stop E/F, start K"
     TIME_OUT = "tell the TU the transaction timed out"
     ABSORB = "absorb a retransmission"
     SEND_RESPONSE = "send the TU's response and remember it"
@@ -83,13 +83,13 @@ NON_INVITE_CLIENT_TRANSITIONS: dict[tuple[State, Input], tuple[SideEffect | None
     (_T, Input.TIMER_E): (SideEffect.RETRANSMIT_REQUEST, _T),
     (_T, Input.TIMER_F): (SideEffect.TIME_OUT, _X),
     (_T, Input.TRANSPORT_ERROR): (SideEffect.TIME_OUT, _X),
-    (_T, Input.RECV_PROVISIONAL): (SideEffect.PASS_PROVISIONAL, _P),
-    (_T, Input.RECV_FINAL): (SideEffect.PASS_FINAL, _C),
+    (_T, Input.RECV_PROVISIONAL): (SideEffect.DELIVER_PROVISIONAL, _P),
+    (_T, Input.RECV_FINAL): (SideEffect.DELIVER_FINAL, _C),
     (_P, Input.TIMER_E): (SideEffect.RETRANSMIT_REQUEST, _P),
     (_P, Input.TIMER_F): (SideEffect.TIME_OUT, _X),
     (_P, Input.TRANSPORT_ERROR): (SideEffect.TIME_OUT, _X),
-    (_P, Input.RECV_PROVISIONAL): (SideEffect.PASS_PROVISIONAL, _P),
-    (_P, Input.RECV_FINAL): (SideEffect.PASS_FINAL, _C),
+    (_P, Input.RECV_PROVISIONAL): (SideEffect.DELIVER_PROVISIONAL, _P),
+    (_P, Input.RECV_FINAL): (SideEffect.DELIVER_FINAL, _C),
     (_C, Input.RECV_PROVISIONAL): (SideEffect.ABSORB, _C),
     (_C, Input.RECV_FINAL): (SideEffect.ABSORB, _C),
     (_C, Input.TIMER_K): (None, _X),

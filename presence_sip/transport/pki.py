@@ -294,8 +294,11 @@ def _key_pem(key: PrivateKey) -> bytes:
 
 def _write(path: Path, data: bytes, mode: int) -> None:
     """Atomically replace ``path`` with ``data``; the file never exists with a wider mode."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as out:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,7 +56,7 @@ class Hss:
         assert result.stderr == ""
         return result.stdout
 
-    def json(self, *args: str) -> object:
+    def json(self, *args: str) -> Any:
         return json.loads(self.ok(*args, "--json"))
 
     def dump(self) -> list[str]:
@@ -65,15 +67,25 @@ class Hss:
             conn.close()
 
 
-@pytest.fixture
-def hss(tmp_path: Path) -> Hss:
-    cli = Hss(tmp_path / "data")
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data directory populated through the CLI once; each test gets a copy."""
+    cli = Hss(tmp_path_factory.mktemp("template") / "data")
     cli.ok("--domain", "net-b.test", "server", "add", "ps1", "sip:127.0.2.11:5060")
     cli.ok("server", "add", "ps2", "sip:127.0.2.12:5060")
     cli.ok("plan", "add", "+44", "net-b.test")
     cli.ok("plan", "add", "+4477", "net-a.test")
-    cli.ok("subscriber", "add", B, "--password", "secret", "--credit", "10", "--presence-server", "ps2")
-    return cli
+    cli.ok(
+        "subscriber", "add", B, "--password", "secret", "--credit", "10", "--presence-server", "ps2"
+    )
+    return cli.data
+
+
+@pytest.fixture
+def hss(template: Path, tmp_path: Path) -> Hss:
+    data = tmp_path / "data"
+    shutil.copytree(template, data)
+    return Hss(data)
 
 
 def test_subscriber_round_trip(hss: Hss) -> None:
@@ -101,18 +113,19 @@ def test_subscriber_round_trip(hss: Hss) -> None:
     shown = hss.json("subscriber", "show", C)
     assert isinstance(shown, dict)
     assert (shown["credit"], shown["presence_server"]) == (7, "ps1")
-    assert f"credit           7" in hss.ok("subscriber", "show", C)
+    assert "credit           7" in hss.ok("subscriber", "show", C)
 
     store = SqliteSubscriberStore.open(hss.data)
     try:
         expected = hashlib.sha256(f"{C}:net-b.test:new".encode()).hexdigest()
         assert store.get_ha1(C, "SHA-256") == expected
-        assert store.get_ha1(C[1:], "MD5") == hashlib.md5(f"{C[1:]}:net-b.test:new".encode()).hexdigest()
+        expected = hashlib.md5(f"{C[1:]}:net-b.test:new".encode()).hexdigest()
+        assert store.get_ha1(C[1:], "MD5") == expected
     finally:
         store.close()
 
     hss.ok("subscriber", "remove", C)
-    assert [s["msisdn"] for s in hss.json("subscriber", "list")] == [B]  # type: ignore[union-attr, index]
+    assert [s["msisdn"] for s in hss.json("subscriber", "list")] == [B]
 
 
 def test_rule_round_trip(hss: Hss) -> None:
@@ -123,7 +136,7 @@ def test_rule_round_trip(hss: Hss) -> None:
         {"owner": B, "watcher_uri": "sip:eve@net-c.test", "action": "polite-block"},
         {"owner": B, "watcher_uri": "tel:+447700900789", "action": "confirm"},
     ]
-    assert "tel:+447700900789  confirm" in hss.ok("rule", "list", B)
+    assert hss.ok("rule", "list", B).splitlines()[2].split() == ["tel:+447700900789", "confirm"]
     hss.ok("rule", "remove", B, "sip:eve@net-c.test")
     assert hss.json("rule", "list", B) == [
         {"owner": B, "watcher_uri": "tel:+447700900789", "action": "confirm"}
@@ -166,12 +179,18 @@ def test_plan_port_server_round_trip(hss: Hss) -> None:
         (("subscriber", "add", C, "--password", "x", "--credit", "lots"), "bad credit"),
         (("subscriber", "add", C, "--password", "x", "--credit", "-1"), "bad credit"),
         (("subscriber", "add", C, "--password", ""), "empty password"),
-        (("subscriber", "add", C, "--password", "x", "--presence-server", "ps9"), "unknown presence server ps9"),
+        (
+            ("subscriber", "add", C, "--password", "x", "--presence-server", "ps9"),
+            "unknown presence server ps9",
+        ),
         (("subscriber", "show", C), f"unknown subscriber {C}"),
         (("subscriber", "remove", C), f"unknown subscriber {C}"),
         (("subscriber", "set", C, "--credit", "1"), f"unknown subscriber {C}"),
         (("subscriber", "set", B), "nothing to change"),
-        (("subscriber", "set", B, "--credit", "5", "--presence-server", "ps9"), "unknown presence server"),
+        (
+            ("subscriber", "set", B, "--credit", "5", "--presence-server", "ps9"),
+            "unknown presence server",
+        ),
         (("rule", "add", B, "sip:a@net-a.test", "deny"), "bad action 'deny'"),
         (("rule", "add", B, "not a uri", "allow"), "bad watcher URI"),
         (("rule", "add", C, "sip:a@net-a.test", "allow"), f"unknown subscriber {C}"),
@@ -187,7 +206,7 @@ def test_plan_port_server_round_trip(hss: Hss) -> None:
         (("server", "add", "ps1", "sip:elsewhere.test"), "already exists"),
         (("server", "add", "ps3", "ps3.net-b.test"), "bad presence server URI"),
         (("server", "remove", "ps2"), "still serves 1 subscriber"),
-        (("--domain", "net-a.test", "plan", "list"), "belongs to domain net-b.test, not net-a.test"),
+        (("--domain", "net-a.test", "plan", "list"), "domain net-b.test, not net-a.test"),
         (("subscriber", "list", "--domain", "net-a.test"), "belongs to domain net-b.test"),
     ],
 )
@@ -216,7 +235,7 @@ def test_corrupt_input_after_good_data_changes_no_row(hss: Hss) -> None:
     ):
         assert hss(*args).returncode == 2
     assert hss.dump() == before
-    assert hss.json("subscriber", "show", B)["credit"] == 10  # type: ignore[index]
+    assert hss.json("subscriber", "show", B)["credit"] == 10
 
 
 def test_usage_errors_exit_2(hss: Hss) -> None:
@@ -227,7 +246,8 @@ def test_usage_errors_exit_2(hss: Hss) -> None:
 
 
 def test_data_option_positions_and_default(tmp_path: Path) -> None:
-    assert run_hss("plan", "add", "+44", "net-b.test", "--data", str(tmp_path / "d")).returncode == 0
+    added = run_hss("plan", "add", "+44", "net-b.test", "--data", str(tmp_path / "d"))
+    assert added.returncode == 0
     listed = run_hss("--data", str(tmp_path / "d"), "plan", "list", "--json")
     assert json.loads(listed.stdout) == [{"prefix": "+44", "network": "net-b.test"}]
     # Without --data: ./data under the working directory, domain example.test.
@@ -259,7 +279,7 @@ def test_concurrent_processes_share_one_database(tmp_path: Path) -> None:
         _out, err = process.communicate(timeout=60)
         assert process.returncode == 0, err
     listed = Hss(data).json("subscriber", "list")
-    assert [s["msisdn"] for s in listed] == numbers  # type: ignore[union-attr, index]
+    assert [s["msisdn"] for s in listed] == numbers
     store = SqliteSubscriberStore.open(data)
     try:
         assert store.data_version() == len(numbers)

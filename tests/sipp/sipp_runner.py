@@ -108,7 +108,7 @@ class _Spawner:
         self.stdout_path = stdout_path
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def Popen(self, args: Sequence[str], stdout: IO[bytes], stderr: int) -> subprocess.Popen[bytes]:  # noqa: N802
+    def Popen(self, args: Sequence[str], stdout: IO[bytes], stderr: int) -> subprocess.Popen[bytes]:
         stdout.close()  # pysipp's own devnull handle, which it would never close
         with self.stdout_path.open("ab") as out:
             proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=stderr)
@@ -261,8 +261,19 @@ def start_scenario(
     spawner = _Spawner(workdir / "stdout.log")
     agent = pysipp.agent.ua(
         **_agent_args(
-            xml, target, transport, calls, rate, keys, inf, timeout, port,
-            recv_timeout, trace_messages, workdir, _write_wrapper(workdir, binary),
+            xml=xml,
+            target=target,
+            transport=transport,
+            calls=calls,
+            rate=rate,
+            keys=keys,
+            inf=inf,
+            timeout=timeout,
+            port=port,
+            recv_timeout=recv_timeout,
+            trace_messages=trace_messages,
+            workdir=workdir,
+            wrapper=_write_wrapper(workdir, binary),
         )
     )
     runner = pysipp.launch.PopenRunner(subprocmod=spawner)
@@ -305,6 +316,7 @@ def run_scenario(
 
 
 def _agent_args(
+    *,
     xml: Path,
     target: tuple[str, int] | None,
     transport: str,
@@ -353,7 +365,7 @@ def _write_wrapper(workdir: Path, binary: str) -> Path:
     wrapper.write_text(
         "#!/bin/sh\n"
         f"exec {shlex.quote(binary)} -nostdin -ci {LOCAL_HOST}"
-        f" -trace_stat -stf {stat} -fd 1 \"$@\"\n",
+        f' -trace_stat -stf {stat} -fd 1 "$@"\n',
         encoding="utf-8",
     )
     wrapper.chmod(0o700)
@@ -364,7 +376,7 @@ def _check_loopback(host: str) -> None:
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
-        raise ValueError(f"target {host!r} is not an IP literal (names are never resolved)") from None
+        raise ValueError(f"target {host!r} is not an IP literal (never resolved)") from None
     if not address.is_loopback:
         raise ValueError(f"target {host} is not a loopback address")
 

@@ -1,0 +1,369 @@
+"""The sans-IO transaction layer (RFC 3261 §17): match, retransmit, time out.
+
+Drive it like aioquic's ``QuicConnection``: feed parsed messages with :meth:`receive`, answer with
+:meth:`respond`, send with :meth:`send_request`; after every input drain :meth:`next_event` and
+:meth:`outbox`, then re-arm one timer for :meth:`get_timer` and call :meth:`handle_timer` when it
+expires.  Time is always the ``now`` argument.
+
+Timers of all transactions share one heap of ``(deadline, seq, transaction, timer)`` entries with
+lazy deletion: cancelling or re-arming only changes the transaction's ``armed`` map, and stale heap
+entries are skipped when they surface (or dropped by a periodic rebuild).
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from collections import deque
+from typing import Protocol
+
+from presence_sip.config import Timers
+from presence_sip.ids import BRANCH_MAGIC, IdSource
+from presence_sip.sip.errors import ConfigError, LocalProtocolError, SipParseError
+from presence_sip.sip.message import Request, Response
+from presence_sip.sip.peer import Peer
+from presence_sip.sip.responses import make_response
+from presence_sip.sip.serializer import to_bytes
+from presence_sip.sip.uri import Via
+
+from .client import ClientTransaction
+from .events import Event, RequestReceived, StrayResponse, TransactionKey
+from .server import (
+    InviteServerTransaction,
+    ServerTransaction,
+    has_rfc3261_branch,
+    legacy_key,
+    response_destination,
+    server_key,
+    stamp_via,
+)
+from .states import Input
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TIMERS = Timers()
+"""RFC 3261 defaults: T1 = 500 ms, T2 = 4 s, T4 = 5 s."""
+
+STAT_NAMES = (
+    "requests_received",
+    "requests_absorbed",
+    "responses_resent",
+    "responses_retransmitted",
+    "responses_discarded",
+    "requests_sent",
+    "requests_retransmitted",
+    "responses_received",
+    "responses_absorbed",
+    "acks_absorbed",
+    "stray_acks",
+    "stray_responses",
+    "timeouts",
+    "transport_errors",
+    "dropped",
+    "overload_rejected",
+)
+"""The counters in :attr:`TransactionManager.stats`, all starting at 0."""
+
+_COMPACT_MIN = 1024
+
+
+class Timed(Protocol):
+    """Anything with timers in the heap: a transaction."""
+
+    armed: dict[Input, int]
+    """Live timers: timer -> sequence number of its heap entry."""
+
+    def fire(self, timer: Input, now: float) -> None: ...
+
+
+ServerTx = ServerTransaction | InviteServerTransaction
+
+
+class Context:
+    """What the manager shares with its transactions: tables, timer heap, outbox, events, counters.
+
+    Internal to the package; transactions call :meth:`transmit`, :meth:`arm`, :meth:`cancel`,
+    :meth:`forget` and :meth:`emit`.
+    """
+
+    __slots__ = ("clients", "events", "heap", "live", "outbox", "seq", "servers", "stats", "timers")
+
+    def __init__(self, timers: Timers) -> None:
+        self.timers = timers
+        self.clients: dict[TransactionKey, ClientTransaction] = {}
+        self.servers: dict[TransactionKey, ServerTx] = {}
+        self.events: deque[Event] = deque()
+        self.outbox: list[tuple[bytes, Peer]] = []
+        self.heap: list[tuple[float, int, Timed, Input]] = []
+        self.seq = 0
+        self.live = 0
+        self.stats: dict[str, int] = dict.fromkeys(STAT_NAMES, 0)
+
+    def transmit(self, data: bytes, peer: Peer) -> None:
+        self.outbox.append((data, peer))
+
+    def emit(self, event: Event) -> None:
+        self.events.append(event)
+
+    def arm(self, owner: Timed, timer: Input, deadline: float) -> None:
+        """(Re)arm ``timer`` of ``owner`` to fire at ``deadline``."""
+        self.seq += 1
+        if timer not in owner.armed:
+            self.live += 1
+        owner.armed[timer] = self.seq
+        heapq.heappush(self.heap, (deadline, self.seq, owner, timer))
+        if len(self.heap) > _COMPACT_MIN and len(self.heap) > 4 * self.live:
+            self._compact()
+
+    def cancel(self, owner: Timed, timer: Input) -> None:
+        if owner.armed.pop(timer, None) is not None:
+            self.live -= 1
+
+    def forget(self, owner: Timed) -> None:
+        """Cancel every timer of ``owner`` (it terminated)."""
+        self.live -= len(owner.armed)
+        owner.armed.clear()
+
+    def _compact(self) -> None:
+        self.heap = [entry for entry in self.heap if entry[2].armed.get(entry[3]) == entry[1]]
+        heapq.heapify(self.heap)
+
+
+class TransactionManager:
+    """All client and server transactions of one node (RFC 3261 §17), sans-IO.
+
+    ``max_transactions`` caps live server transactions; a new request beyond it is answered 503
+    statelessly.  ``stats`` counts what happened (see :data:`STAT_NAMES`).
+    """
+
+    __slots__ = ("_ctx", "_ids", "_max", "stats", "timers")
+
+    def __init__(
+        self,
+        *,
+        timers: Timers = DEFAULT_TIMERS,
+        id_source: IdSource,
+        max_transactions: int = 200000,
+    ) -> None:
+        if not 0 < timers.t1 <= timers.t2 or timers.t4 < 0:
+            raise ConfigError("Timers need 0 < T1 <= T2 and T4 >= 0")
+        self.timers = timers
+        self._ids = id_source
+        self._max = max_transactions
+        self._ctx = Context(timers)
+        self.stats = self._ctx.stats
+        """Counters by name (:data:`STAT_NAMES`)."""
+
+    # -- inputs ------------------------------------------------------------------------------
+
+    def receive(self, message: Request | Response, source: Peer, now: float) -> None:
+        """A parsed message arrived from ``source``."""
+        if isinstance(message, Request):
+            self._receive_request(message, source, now)
+        else:
+            self._receive_response(message, source, now)
+
+    def respond(self, key: TransactionKey, response: Response, now: float) -> None:
+        """Send ``response`` through the server transaction ``key``.
+
+        Raises :class:`LocalProtocolError` when no such transaction is alive.
+        """
+        txn = self._ctx.servers.get(key)
+        if txn is None:
+            raise LocalProtocolError(f"No server transaction {key.method} {key.branch!r}")
+        txn.send_response(response, now)
+
+    def send_request(self, request: Request, destination: Peer, now: float) -> TransactionKey:
+        """Start a non-INVITE client transaction: send ``request`` to ``destination``.
+
+        The caller has put a top Via whose branch came from :meth:`new_branch`.  Raises
+        :class:`LocalProtocolError` for INVITE/ACK, a missing or non-RFC 3261 branch, a CSeq method
+        that differs from the method, or a branch already in use.
+        """
+        method = request.method
+        if method in ("INVITE", "ACK"):
+            raise LocalProtocolError(f"{method} client transactions are not supported")
+        try:
+            branch = request.top_via.branch
+            cseq_method = request.cseq.method
+        except SipParseError as exc:
+            raise LocalProtocolError(f"Request not sendable: {exc.reason}") from None
+        if not has_rfc3261_branch(branch):
+            raise LocalProtocolError("Top Via needs a branch from new_branch()")
+        if cseq_method != method:
+            raise LocalProtocolError("CSeq method differs from the request method")
+        key = TransactionKey(branch, method)
+        ctx = self._ctx
+        if key in ctx.clients:
+            raise LocalProtocolError(f"Branch {branch!r} already in use")
+        ctx.clients[key] = ClientTransaction(ctx, key, request, to_bytes(request), destination, now)
+        ctx.stats["requests_sent"] += 1
+        return key
+
+    def connection_lost(self, peer: Peer, now: float) -> None:
+        """A stream connection closed: its client transactions fail at once (RFC 3261 §17.1.4).
+
+        A transaction sent to "any connection" (connection id 0) of the same transport, host and
+        port counts as carried by it.  Server transactions stay: their responses are sent on a new
+        connection by the transport (§18.2.2).
+        """
+        if not peer.reliable:
+            return
+        for txn in list(self._ctx.clients.values()):
+            dest = txn.destination
+            if (
+                dest.transport == peer.transport
+                and dest.host == peer.host
+                and dest.port == peer.port
+                and dest.connection in (0, peer.connection)
+            ):
+                # Reliable client transactions never linger in Completed (Timer K = 0).
+                txn.transport_error(now)
+
+    def handle_timer(self, now: float) -> None:
+        """Fire every timer due at or before ``now``."""
+        ctx = self._ctx
+        heap = ctx.heap
+        while heap and heap[0][0] <= now:
+            _, seq, owner, timer = heapq.heappop(heap)
+            if owner.armed.get(timer) != seq:
+                continue
+            del owner.armed[timer]
+            ctx.live -= 1
+            owner.fire(timer, now)
+            heap = ctx.heap  # a compaction may have replaced it
+
+    # -- outputs -----------------------------------------------------------------------------
+
+    def next_event(self) -> Event | None:
+        """The next event for the TU, or None."""
+        events = self._ctx.events
+        return events.popleft() if events else None
+
+    def outbox(self) -> list[tuple[bytes, Peer]]:
+        """Datagrams / stream writes to send, oldest first; drains the queue."""
+        ctx = self._ctx
+        out = ctx.outbox
+        ctx.outbox = []
+        return out
+
+    def get_timer(self) -> float | None:
+        """The earliest deadline of any live timer, or None."""
+        heap = self._ctx.heap
+        while heap:
+            _, seq, owner, timer = heap[0]
+            if owner.armed.get(timer) == seq:
+                return heap[0][0]
+            heapq.heappop(heap)
+        return None
+
+    def new_branch(self) -> str:
+        """A fresh RFC 3261 branch: the magic cookie plus a new id (§8.1.1.7)."""
+        return BRANCH_MAGIC + self._ids.new_id()
+
+    # -- lookups -----------------------------------------------------------------------------
+
+    def server_transaction(self, key: TransactionKey) -> ServerTx | None:
+        """The live server transaction ``key``, or None."""
+        return self._ctx.servers.get(key)
+
+    def client_request(self, key: TransactionKey) -> Request | None:
+        """The request of the live client transaction ``key``, or None."""
+        txn = self._ctx.clients.get(key)
+        return None if txn is None else txn.request
+
+    def __len__(self) -> int:
+        """Live transactions, client and server."""
+        return len(self._ctx.clients) + len(self._ctx.servers)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _receive_request(self, request: Request, source: Peer, now: float) -> None:
+        ctx = self._ctx
+        try:
+            via = request.top_via
+            key = server_key(request, via)
+        except SipParseError as exc:
+            self._drop(source, request, exc.reason)
+            return
+        if request.method == "ACK":
+            self._receive_ack(request, via, key, source, now)
+            return
+        txn = ctx.servers.get(key)
+        if txn is not None:
+            txn.receive_request(now)
+            return
+        # RFC 3261 §18.2.1 / RFC 3581 §4: stamp the top Via before anyone looks at it.
+        via = stamp_via(request, via, source)
+        reply_to = response_destination(via, source)
+        if len(ctx.servers) >= self._max:
+            self._reject(request, reply_to)
+            return
+        txn_new: ServerTx
+        if request.method == "INVITE":
+            txn_new = InviteServerTransaction(ctx, key, request, source, reply_to)
+        else:
+            txn_new = ServerTransaction(ctx, key, request, source, reply_to)
+        ctx.servers[key] = txn_new
+        ctx.stats["requests_received"] += 1
+        ctx.emit(RequestReceived(request=request, source=source, key=key))
+
+    def _receive_ack(
+        self, request: Request, via: Via, key: TransactionKey, source: Peer, now: float
+    ) -> None:
+        txn = self._ctx.servers.get(key)
+        if not has_rfc3261_branch(via.branch):
+            txn = self._legacy_ack_match(request, via, txn)
+        if isinstance(txn, InviteServerTransaction):
+            txn.receive_ack(now)
+            return
+        # RFC 3261 §17.2.3: an ACK matching no transaction (the ACK for a 2xx) goes to the TU.
+        stamp_via(request, via, source)
+        self.stats["stray_acks"] += 1
+        self._ctx.emit(RequestReceived(request=request, source=source, key=None))
+
+    def _legacy_ack_match(
+        self, request: Request, via: Via, found: ServerTx | None
+    ) -> InviteServerTransaction | None:
+        """RFC 3261 §17.2.3 for RFC 2543 ACKs: the ACK's To tag is that of our response.
+
+        ``found`` was looked up with the ACK's own To tag (the INVITE carried that tag); else the
+        INVITE had no To tag and the response added one.
+        """
+        tag = request.to.tag
+        candidates = (found, self._ctx.servers.get(legacy_key(request, via, "INVITE", "")))
+        for txn in candidates:
+            if isinstance(txn, InviteServerTransaction) and txn.response_to_tag() == tag:
+                return txn
+        return None
+
+    def _receive_response(self, response: Response, source: Peer, now: float) -> None:
+        ctx = self._ctx
+        try:
+            branch = response.top_via.branch
+            method = response.cseq.method
+        except SipParseError as exc:
+            self._drop(source, response, exc.reason)
+            return
+        # RFC 3261 §17.1.3: match on top Via branch and CSeq method.
+        txn = ctx.clients.get(TransactionKey(branch, method)) if branch else None
+        if txn is None:
+            ctx.stats["stray_responses"] += 1
+            ctx.emit(StrayResponse(response=response, source=source))
+            return
+        ctx.stats["responses_received"] += 1
+        txn.receive_response(response, source, now)
+
+    def _reject(self, request: Request, reply_to: Peer) -> None:
+        """Over ``max_transactions``: answer 503 without a transaction (RFC 3261 §21.5.4)."""
+        response = make_response(request, 503, to_tag=self._ids.new_id())
+        self._ctx.transmit(to_bytes(response), reply_to)
+        self.stats["overload_rejected"] += 1
+
+    def _drop(self, source: Peer, message: Request | Response, reason: str) -> None:
+        """STYLE.md §4 triage 1: no usable Via/CSeq/To/From -> drop, log at DEBUG, count."""
+        self.stats["dropped"] += 1
+        logger.debug("dropped message from %s: %s (%r)", source, reason, message)
+
+
+__all__ = ["DEFAULT_TIMERS", "STAT_NAMES", "Context", "TransactionManager"]

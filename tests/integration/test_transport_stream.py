@@ -1,0 +1,300 @@
+"""TCP transport: framing, size cap, keep-alive, idle close, connection reuse, on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from certs_helper import RecordingEndpoint, eventually, expected_200, only_task_left, options
+
+from presence_sip.config import Limits
+from presence_sip.sip.peer import Peer
+from presence_sip.transport import Driver, parse_listen
+
+pytestmark = pytest.mark.integration
+
+Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+Connect = Callable[[int], Awaitable[Stream]]
+
+
+@pytest.fixture
+def endpoint() -> RecordingEndpoint:
+    return RecordingEndpoint()
+
+
+async def started(endpoint: RecordingEndpoint, limits: Limits | None = None) -> Driver:
+    drv = Driver(endpoint, limits=limits)
+    await drv.start([parse_listen("tcp:127.0.0.1:0")])
+    return drv
+
+
+@pytest.fixture
+async def driver(endpoint: RecordingEndpoint) -> AsyncIterator[Driver]:
+    drv = await started(endpoint)
+    yield drv
+    await drv.stop()
+
+
+@pytest.fixture
+async def connect() -> AsyncIterator[Connect]:
+    writers: list[asyncio.StreamWriter] = []
+
+    async def open_(port: int) -> Stream:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        writers.append(writer)
+        return reader, writer
+
+    yield open_
+    for writer in writers:
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except ConnectionError:
+            pass
+
+
+def tcp_port(drv: Driver) -> int:
+    (spec,) = [s for s in drv.local_addresses if s.transport == "tcp"]
+    return spec.port
+
+
+async def read_message(reader: asyncio.StreamReader) -> bytes:
+    async with asyncio.timeout(5):
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() in (b"content-length", b"l"):
+                length = int(value)
+        return head + await reader.readexactly(length)
+
+
+async def read_eof(reader: asyncio.StreamReader) -> bytes:
+    async with asyncio.timeout(5):
+        return await reader.read()
+
+
+def own_address(writer: asyncio.StreamWriter) -> tuple[str, int]:
+    host, port = writer.get_extra_info("sockname")[:2]
+    return host, port
+
+
+async def test_options_answered_with_exact_200(driver, endpoint, connect) -> None:
+    reader, writer = await connect(tcp_port(driver))
+    host, port = own_address(writer)
+    request = options(host, port, "TCP")
+    writer.write(request)
+    assert await read_message(reader) == expected_200(request)
+    ((peer, identity),) = endpoint.made
+    assert (peer.transport, peer.host, peer.port) == ("tcp", host, port)
+    assert peer.connection > 0
+    assert identity is None
+    assert endpoint.received[0][1] == peer
+
+
+async def test_two_messages_in_one_segment(driver, endpoint, connect) -> None:
+    reader, writer = await connect(tcp_port(driver))
+    host, port = own_address(writer)
+    first = options(host, port, "TCP", call_id="a@test")
+    second = options(host, port, "TCP", call_id="b@test")
+    writer.write(first + second)
+    assert await read_message(reader) == expected_200(first)
+    assert await read_message(reader) == expected_200(second)
+    assert [data for data, _ in endpoint.raw] == [first, second]
+
+
+async def test_message_split_byte_by_byte(driver, endpoint, connect) -> None:
+    reader, writer = await connect(tcp_port(driver))
+    host, port = own_address(writer)
+    request = options(host, port, "TCP")
+    for i in range(len(request)):
+        writer.write(request[i : i + 1])
+        await writer.drain()
+        await asyncio.sleep(0.0005)
+    assert await read_message(reader) == expected_200(request)
+    assert [data for data, _ in endpoint.raw] == [request]
+
+
+async def test_over_size_cap_gets_513_then_close(driver, endpoint, connect) -> None:
+    reader, writer = await connect(tcp_port(driver))
+    host, port = own_address(writer)
+    request = options(host, port, "TCP").replace(b"Content-Length: 0", b"Content-Length: 70000")
+    writer.write(request)
+    answer = await read_message(reader)
+    assert answer.startswith(b"SIP/2.0 513 ")
+    assert await read_eof(reader) == b""
+    ((data, error, source),) = endpoint.malformed
+    assert data == request  # the header block
+    assert error.status == 513
+    await eventually(lambda: endpoint.lost == [source])
+    assert endpoint.raw == []
+
+
+async def test_endless_header_block_closes_connection(endpoint, connect) -> None:
+    drv = await started(endpoint, Limits(max_message_size=2000))
+    try:
+        reader, writer = await connect(tcp_port(drv))
+        writer.write(b"OPTIONS sip:x@127.0.0.1 SIP/2.0\r\n" + b"X-Pad: aaaa\r\n" * 400)
+        assert await read_eof(reader) == b""  # no addressable request: closed without an answer
+        ((data, error, _),) = endpoint.malformed
+        assert error.status == 513
+        assert 0 < len(data) <= 2000
+    finally:
+        await drv.stop()
+
+
+async def test_missing_content_length_gets_400_then_close(driver, endpoint, connect) -> None:
+    reader, writer = await connect(tcp_port(driver))
+    host, port = own_address(writer)
+    request = options(host, port, "TCP").replace(b"Content-Length: 0\r\n", b"")
+    writer.write(request + options(host, port, "TCP", call_id="never@test"))
+    answer = await read_message(reader)
+    assert answer.startswith(b"SIP/2.0 400 Missing Content-Length\r\n")
+    assert await read_eof(reader) == b""
+    assert endpoint.raw == []
+
+
+async def test_double_crlf_ping_gets_crlf_pong(driver, endpoint, connect) -> None:
+    reader, writer = await connect(tcp_port(driver))
+    writer.write(b"\r\n\r\n")
+    async with asyncio.timeout(5):
+        assert await reader.readexactly(2) == b"\r\n"
+    host, port = own_address(writer)
+    request = options(host, port, "TCP")
+    writer.write(request + b"\r\n\r\n")
+    assert await read_message(reader) == expected_200(request)
+    async with asyncio.timeout(5):
+        assert await reader.readexactly(2) == b"\r\n"
+    assert [data for data, _ in endpoint.raw] == [request]
+
+
+async def test_idle_connection_closed(endpoint, connect) -> None:
+    drv = await started(endpoint, Limits(idle_connection_timeout=0.2))
+    try:
+        reader, writer = await connect(tcp_port(drv))
+        host, port = own_address(writer)
+        request = options(host, port, "TCP")
+        await asyncio.sleep(0.1)
+        writer.write(request)  # activity pushes the deadline
+        assert await read_message(reader) == expected_200(request)
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
+        assert await read_eof(reader) == b""
+        assert loop.time() - sent >= 0.15
+        await eventually(lambda: len(endpoint.lost) == 1)
+        assert endpoint.lost[0] == endpoint.made[0][0]
+    finally:
+        await drv.stop()
+
+
+async def test_connection_limit(endpoint, connect) -> None:
+    drv = await started(endpoint, Limits(max_connections=1))
+    try:
+        reader1, writer1 = await connect(tcp_port(drv))
+        await eventually(lambda: len(endpoint.made) == 1)
+        reader2, _ = await connect(tcp_port(drv))
+        assert await read_eof(reader2) == b""
+        host, port = own_address(writer1)
+        request = options(host, port, "TCP")
+        writer1.write(request)
+        assert await read_message(reader1) == expected_200(request)
+        assert len(endpoint.made) == 1
+    finally:
+        await drv.stop()
+
+
+async def test_response_on_same_connection_by_id(driver, endpoint, connect) -> None:
+    reader, writer = await connect(tcp_port(driver))
+    await eventually(lambda: len(endpoint.made) == 1)
+    peer = endpoint.made[0][0]
+    endpoint.queue(b"NOTIFY-BYTES", peer)
+    driver.transmit()
+    async with asyncio.timeout(5):
+        assert await reader.readexactly(12) == b"NOTIFY-BYTES"
+
+
+async def test_outbound_connection_opened_and_reused(endpoint) -> None:
+    server_ep = RecordingEndpoint()
+    server = await started(server_ep)
+    client = await started(endpoint)
+    try:
+        target = Peer("tcp", "127.0.0.1", tcp_port(server))
+        local = client.local_addresses[0]
+        for n in (1, 2):
+            endpoint.queue(options(local.host, local.port, "TCP", call_id=f"o{n}@test"), target)
+            client.transmit()  # the first is queued while the connection is being opened
+        await eventually(lambda: len(endpoint.responses()) == 2)
+        assert [r.status for r, _ in endpoint.responses()] == [200, 200]
+        assert len(server_ep.made) == 1
+        ((peer, _),) = endpoint.made
+        assert (peer.transport, peer.host, peer.port) == ("tcp", "127.0.0.1", target.port)
+        assert {p for _, p in endpoint.received} == {peer}
+        # a third request after the connection is up goes on the same connection
+        endpoint.queue(options(local.host, local.port, "TCP", call_id="o3@test"), target)
+        client.transmit()
+        await eventually(lambda: len(endpoint.responses()) == 3)
+        assert len(server_ep.made) == 1
+    finally:
+        await client.stop()
+        await server.stop()
+    assert only_task_left()
+
+
+async def test_stale_connection_id_falls_back_to_a_new_connection(endpoint) -> None:
+    server_ep = RecordingEndpoint()
+    server = await started(server_ep)
+    client = await started(endpoint)
+    try:
+        target = Peer("tcp", "127.0.0.1", tcp_port(server), connection=999)
+        endpoint.queue(b"\r\n\r\n", target)
+        client.transmit()
+        await eventually(lambda: len(server_ep.made) == 1)
+    finally:
+        await client.stop()
+        await server.stop()
+
+
+async def test_connect_failure_reports_connection_lost(endpoint, driver) -> None:
+    spare = socket.socket()
+    spare.bind(("127.0.0.1", 0))
+    port = spare.getsockname()[1]
+    spare.close()  # nothing listens there now
+    target = Peer("tcp", "127.0.0.1", port)
+    endpoint.queue(b"x", target)
+    endpoint.queue(b"y", target)
+    driver.transmit()
+    await eventually(lambda: endpoint.lost == [target])
+    assert endpoint.made == []
+    assert only_task_left()
+
+
+async def test_peer_closing_reports_connection_lost(driver, endpoint, connect) -> None:
+    _, writer = await connect(tcp_port(driver))
+    await eventually(lambda: len(endpoint.made) == 1)
+    writer.close()
+    await writer.wait_closed()
+    await eventually(lambda: endpoint.lost == [endpoint.made[0][0]])
+    # a later send to the closed connection opens a new one to the same address (refused here)
+    old = endpoint.made[0][0]
+    endpoint.queue(b"x", old)
+    driver.transmit()
+    await eventually(lambda: len(endpoint.lost) == 3)
+    # reported for the Peer the message was addressed to and for the address itself
+    assert set(endpoint.lost[1:]) == {old, old.without_connection()}
+
+
+async def test_stop_with_open_and_pending_connections(endpoint, connect) -> None:
+    server_ep = RecordingEndpoint()
+    server = await started(server_ep)
+    drv = await started(endpoint)
+    reader, _ = await connect(tcp_port(drv))
+    await eventually(lambda: len(endpoint.made) == 1)
+    endpoint.queue(b"x", Peer("tcp", "127.0.0.1", tcp_port(server)))
+    drv.transmit()  # a connect task is now in flight
+    await drv.stop()
+    await server.stop()
+    assert await read_eof(reader) == b""
+    assert only_task_left()

@@ -1,0 +1,254 @@
+"""TLS transport: mutual authentication, refusal of untrusted peers, outbound reuse, on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from certs_helper import (
+    Pki,
+    RecordingEndpoint,
+    eventually,
+    expected_200,
+    make_pki,
+    only_task_left,
+    options,
+)
+
+from presence_sip.sip.errors import ConfigError
+from presence_sip.sip.peer import Peer
+from presence_sip.transport import (
+    Driver,
+    PeerIdentity,
+    client_context,
+    parse_listen,
+    server_context,
+)
+
+pytestmark = pytest.mark.integration
+
+HANDSHAKE_FAILURES = (ssl.SSLError, ConnectionError, asyncio.IncompleteReadError)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def endpoint() -> RecordingEndpoint:
+    return RecordingEndpoint()
+
+
+async def tls_node(
+    endpoint: RecordingEndpoint, pki: Pki, *, require_client_cert: bool = True, trust: Path | None = None
+) -> Driver:
+    """A node serving TLS with the server cert; as a client it presents the client cert."""
+    drv = Driver(
+        endpoint,
+        server_ssl=server_context(
+            pki.server.cert, pki.server.key, pki.ca, require_client_cert=require_client_cert
+        ),
+        client_ssl=client_context(pki.client.cert, pki.client.key, trust or pki.ca),
+    )
+    await drv.start([parse_listen("tls:127.0.0.1:0")])
+    return drv
+
+
+@pytest.fixture
+async def node(endpoint: RecordingEndpoint, pki: Pki) -> AsyncIterator[Driver]:
+    drv = await tls_node(endpoint, pki)
+    yield drv
+    await drv.stop()
+
+
+def tls_port(drv: Driver) -> int:
+    (spec,) = [s for s in drv.local_addresses if s.transport == "tls"]
+    return spec.port
+
+
+async def read_message(reader: asyncio.StreamReader) -> bytes:
+    async with asyncio.timeout(5):
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        return head + await reader.readexactly(length)
+
+
+async def close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    try:
+        await writer.wait_closed()
+    except (ssl.SSLError, ConnectionError):
+        pass
+
+
+async def test_mutual_auth_ok_and_identity_reported(node, endpoint, pki) -> None:
+    context = client_context(pki.client.cert, pki.client.key, pki.ca)
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", tls_port(node), ssl=context, server_hostname="127.0.0.1"
+    )
+    try:
+        host, port = writer.get_extra_info("sockname")[:2]
+        request = options(host, port, "TLS")
+        writer.write(request)
+        assert await read_message(reader) == expected_200(request)
+        ((peer, identity),) = endpoint.made
+        assert (peer.transport, peer.host, peer.port) == ("tls", host, port)
+        assert identity == PeerIdentity(
+            subject_cn="gw.net-a.test",
+            dns_names=("gw.net-a.test",),
+            ip_addresses=("127.0.0.1",),
+            issuer_cn="Test CA net-b.test",
+        )
+        assert endpoint.received[0][1] == peer
+        server_cert = writer.get_extra_info("ssl_object")
+        assert server_cert.version() in ("TLSv1.2", "TLSv1.3")
+    finally:
+        await close(writer)
+
+
+async def refused(port: int, context: ssl.SSLContext) -> None:
+    """Connecting (and sending a request) with ``context`` must fail during or right after the
+    handshake (TLS 1.3 clients learn of a rejected certificate on their first read)."""
+    with pytest.raises(HANDSHAKE_FAILURES):
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=context, server_hostname="127.0.0.1"
+        )
+        try:
+            writer.write(options("127.0.0.1", 5060, "TLS"))
+            async with asyncio.timeout(5):
+                data = await reader.read(1)
+            if not data:
+                raise ConnectionResetError("closed by the server")
+        finally:
+            await close(writer)
+
+
+async def test_client_from_unknown_ca_refused(node, endpoint, pki) -> None:
+    await refused(
+        tls_port(node), client_context(pki.rogue_client.cert, pki.rogue_client.key, pki.ca)
+    )
+    await asyncio.sleep(0.05)
+    assert endpoint.made == []
+    assert endpoint.raw == []
+
+
+async def test_client_without_certificate_refused(node, endpoint, pki) -> None:
+    await refused(tls_port(node), client_context(None, None, pki.ca))
+    await asyncio.sleep(0.05)
+    assert endpoint.made == []
+    assert endpoint.raw == []
+
+
+async def test_optional_client_cert_accepts_anonymous_client(endpoint, pki) -> None:
+    drv = await tls_node(endpoint, pki, require_client_cert=False)
+    try:
+        context = client_context(None, None, pki.ca)
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", tls_port(drv), ssl=context, server_hostname="127.0.0.1"
+        )
+        request = options("127.0.0.1", 5060, "TLS")
+        writer.write(request)
+        assert await read_message(reader) == expected_200(request)
+        assert endpoint.made[0][1] is None
+        await close(writer)
+    finally:
+        await drv.stop()
+
+
+async def test_outbound_tls_opened_verified_and_reused(endpoint, pki) -> None:
+    server_ep = RecordingEndpoint()
+    server = await tls_node(server_ep, pki)
+    client = await tls_node(endpoint, pki)
+    try:
+        target = Peer("tls", "127.0.0.1", tls_port(server))
+        local = client.local_addresses[0]
+        endpoint.queue(options(local.host, local.port, "TLS", call_id="t1@test"), target)
+        client.transmit()
+        await eventually(lambda: len(endpoint.responses()) == 1)
+        endpoint.queue(options(local.host, local.port, "TLS", call_id="t2@test"), target)
+        client.transmit()
+        await eventually(lambda: len(endpoint.responses()) == 2)
+        assert [r.status for r, _ in endpoint.responses()] == [200, 200]
+        assert len(server_ep.made) == 1
+        assert server_ep.made[0][1] is not None
+        assert server_ep.made[0][1].subject_cn == "gw.net-a.test"
+        ((peer, identity),) = endpoint.made
+        assert identity is not None
+        assert identity.subject_cn == "gw1.net-b.test"
+        assert identity.ip_addresses == ("127.0.0.1",)
+        assert {p for _, p in endpoint.responses()} == {peer}
+    finally:
+        await client.stop()
+        await server.stop()
+    assert only_task_left()
+
+
+async def test_outbound_tls_to_untrusted_server_reports_lost(endpoint, pki) -> None:
+    rogue_ep = RecordingEndpoint()
+    rogue = Driver(
+        rogue_ep,
+        server_ssl=server_context(
+            pki.rogue_server.cert, pki.rogue_server.key, None, require_client_cert=False
+        ),
+    )
+    await rogue.start([parse_listen("tls:127.0.0.1:0")])
+    client = await tls_node(endpoint, pki)
+    try:
+        target = Peer("tls", "127.0.0.1", tls_port(rogue))
+        endpoint.queue(options("127.0.0.1", 5061, "TLS"), target)
+        client.transmit()
+        await eventually(lambda: endpoint.lost == [target])
+        assert endpoint.made == []
+        assert rogue_ep.raw == []
+    finally:
+        await client.stop()
+        await rogue.stop()
+    assert only_task_left()
+
+
+async def test_outbound_tls_without_client_context_reports_lost(endpoint) -> None:
+    drv = Driver(endpoint)
+    await drv.start([parse_listen("udp:127.0.0.1:0")])
+    try:
+        target = Peer("tls", "127.0.0.1", 5061)
+        endpoint.queue(b"x", target)
+        drv.transmit()
+        assert endpoint.lost == [target]
+    finally:
+        await drv.stop()
+
+
+def test_bad_certificate_files_are_config_errors(pki, tmp_path) -> None:
+    with pytest.raises(ConfigError, match="cannot load TLS certificate"):
+        server_context(tmp_path / "missing.crt", pki.server.key, pki.ca, require_client_cert=True)
+    with pytest.raises(ConfigError, match="cannot load CA bundle"):
+        client_context(pki.client.cert, pki.client.key, tmp_path / "missing-ca.crt")
+    with pytest.raises(ConfigError, match="needs a CA bundle"):
+        server_context(pki.server.cert, pki.server.key, None, require_client_cert=True)
+    with pytest.raises(ConfigError, match="needs its key"):
+        client_context(pki.client.cert, None, pki.ca)
+
+
+def test_contexts_require_tls12(pki) -> None:
+    server = server_context(pki.server.cert, pki.server.key, pki.ca, require_client_cert=True)
+    client = client_context(pki.client.cert, pki.client.key, pki.ca)
+    assert server.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert client.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert server.verify_mode == ssl.CERT_REQUIRED
+    assert client.verify_mode == ssl.CERT_REQUIRED
+    assert client.check_hostname
+
+
+def test_identity_from_certificate(pki) -> None:
+    der = ssl.PEM_cert_to_DER_cert(pki.server.cert.read_text())
+    assert PeerIdentity.from_certificate(der) == PeerIdentity(
+        "gw1.net-b.test", ("gw1.net-b.test",), ("127.0.0.1",), "Test CA net-b.test"
+    )
