@@ -217,8 +217,8 @@ class Endpoint:
         self, key: TransactionKey, response: Response, now: float, *, stamp: bool = True
     ) -> None:
         """Send ``response`` through the server transaction ``key`` (``stamp``: add Server)."""
-        if stamp and self.user_agent and "Server" not in response.headers:
-            response.headers.add("Server", self.user_agent)
+        if stamp:
+            self._stamp(response)
         self.transactions.respond(key, response, now)
         self.stats.responses_sent += 1
         self.stats.by_status[response.status] = self.stats.by_status.get(response.status, 0) + 1
@@ -247,6 +247,17 @@ class Endpoint:
             incoming.request, status, reason, to_tag=self._to_tag, headers=headers, body=body
         )
         self.respond(incoming.key, response, now)
+
+    def _stamp(self, response: Response) -> None:
+        """Our own responses carry a To-tag (RFC 3261 §8.2.6.2) and a Server header."""
+        headers = response.headers
+        if response.status > 100:
+            to = headers.get("To")
+            if to is not None and ";tag=" not in to.replace(" ", "").lower():
+                headers.set("To", f"{to};tag={self._to_tag}")
+                response.invalidate()
+        if self.user_agent and "Server" not in headers:
+            headers.add("Server", self.user_agent)
 
     def new_branch(self) -> str:
         return self.transactions.new_branch()

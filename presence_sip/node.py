@@ -11,9 +11,9 @@ import logging
 import secrets
 import signal
 import sqlite3
+import ssl
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from presence_sip.auth.digest import DigestAlgorithm, DigestAuthenticator
 from presence_sip.auth.guard import RequestGuard
@@ -36,6 +36,7 @@ from presence_sip.storage.sqlite_bindings import SqliteBindingStore
 from presence_sip.storage.sqlite_hss import SqliteSubscriberStore
 from presence_sip.transport.driver import Driver
 from presence_sip.transport.listen import ListenSpec
+from presence_sip.transport.tls import client_context, server_context
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,10 @@ class Node:
             self.endpoint.add_role(self.registrar)
         if "presence" in config.roles:
             self._add_presence(now)
-        self.driver = Driver(self.endpoint, limits=config.limits, tls=config.tls, clock=time.time)
+        server_ssl, client_ssl = _ssl_contexts(config.tls)
+        self.driver = Driver(
+            self.endpoint, limits=config.limits, server_ssl=server_ssl, client_ssl=client_ssl
+        )
 
     def _authenticator(self) -> DigestAuthenticator | None:
         if self.config.auth == "none":
@@ -157,16 +161,17 @@ class Node:
         self.endpoint.add_role(role)
 
     @property
-    def local_addresses(self) -> list[tuple[str, str, int]]:
+    def local_addresses(self) -> list[ListenSpec]:
         return list(self.driver.local_addresses)
 
     async def start(self) -> None:
         await self.driver.start(self.config.listen)
         addresses = self.driver.local_addresses
-        for transport, host, port in addresses:
-            self.endpoint.addresses.setdefault(transport, (host, port))
+        for spec in addresses:
+            self.endpoint.addresses.setdefault(spec.transport, (spec.host, spec.port))
         identity = LocalIdentity(
-            self.domains, frozenset((host, port) for _, host, port in addresses)
+            self.domains | {spec.host for spec in addresses},
+            frozenset((spec.host, spec.port) for spec in addresses),
         )
         self.endpoint.router = Proxy(
             self.endpoint,
@@ -176,15 +181,7 @@ class Node:
         )
         if self.config.auth == "none":
             log.warning("authentication is OFF (--auth none): lab use only")
-        for transport, host, port in self.driver.local_addresses:
-            log.info(
-                "%s listening on %s:%s:%d (domain %s)",
-                self.config.name,
-                transport,
-                host,
-                port,
-                self.config.domain,
-            )
+        log.info("%s serving domain %s", self.config.name, self.config.domain)
 
     async def stop(self) -> None:
         await self.driver.stop()
@@ -209,5 +206,9 @@ class Node:
             await self.stop()
 
 
-def data_path(path: str) -> str:
-    return str(Path(path).expanduser())
+def _ssl_contexts(tls: TlsSettings | None) -> tuple[ssl.SSLContext | None, ssl.SSLContext | None]:
+    if tls is None:
+        return None, None
+    server = server_context(tls.cert, tls.key, tls.ca, require_client_cert=tls.require_client_cert)
+    client = client_context(tls.cert, tls.key, tls.ca)
+    return server, client

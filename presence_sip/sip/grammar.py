@@ -147,48 +147,54 @@ def unquote(text: str) -> str:
 
 # --- Fast paths ---------------------------------------------------------------------------------
 # One compiled regex per common header shape, tried before the general scanner.  Each accepts a
-# strict SUBSET of what the scanner accepts (no LWS around separators, lower-case ``sip:``, token
-# or plain quoted parameter values), so a match proves the value valid and anything else simply
-# takes the general path, which alone decides and names the defect.  The subset property is
-# checked by tests/unit/test_parser.py.
-_TOK = rf"[{TOKEN_CHARS}]+"
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?"
-_FAST_HOST = rf"(?:\[[0-9A-Fa-f:.]+\]|{_LABEL}(?:\.{_LABEL})*)"
-_FAST_PORT = r"(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
-_FAST_HOSTPORT = rf"{_FAST_HOST}(?::{_FAST_PORT})?"
-_FAST_QUOTED = r'"[^"\\\r\n<>]*"'
-_FAST_PARAMS = rf"(?:;{_TOK}(?:=(?:{_TOK}|{_FAST_QUOTED}))?)*"
-_FAST_URI_PARAM = rf"(?:[{_UNRESERVED}\[\]/:&+$]|{_ESCAPED})+"
+# strict SUBSET of what the scanner accepts (no LWS around separators, lower-case ``sip:``, plain
+# hostnames, token or plain quoted parameter values), so a match proves the value valid and anything
+# else simply takes the general path, which alone decides and names the defect.  The subset property
+# is checked by tests/unit/test_parser.py.  Quantifiers are possessive (``++``, ``*+``) wherever the
+# next character cannot belong to the repeated part: no backtracking, no super-linear input.
+_TOK = rf"[{TOKEN_CHARS}]++"
+_FAST_HOSTNAME = r"[A-Za-z0-9]++(?:[.\-][A-Za-z0-9]++)*+"
+_FAST_HOST = rf"(?:\[[0-9A-Fa-f:.]++\]|{_FAST_HOSTNAME})"
+_FAST_PORT = r"(?:[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]|[0-9]{1,4})"
+_FAST_HOSTPORT = rf"{_FAST_HOST}(?::{_FAST_PORT}(?![0-9]))?"
+_FAST_QUOTED = r'"[^"\\\r\n<>]*+"'
+_FAST_PARAMS = rf"(?:;{_TOK}(?:=(?:{_TOK}|{_FAST_QUOTED}))?)*+"
+_FAST_USER = rf"(?:[{_UNRESERVED}&=+$,;?/]++|{_ESCAPED})++"
+_FAST_PASSWORD = rf"(?:[{_UNRESERVED}&=+$,]++|{_ESCAPED})*+"
+_FAST_URI_PARAM = rf"(?:[{_UNRESERVED}\[\]/:&+$]++|{_ESCAPED})++"
 # SIP-URI = "sip:" [ userinfo ] hostport uri-parameters   (no "?" headers on the fast path)
 FAST_SIP_URI = re.compile(
-    rf"sips?:(?:(?:[{_UNRESERVED}&=+$,;?/]|{_ESCAPED})+(?::(?:[{_UNRESERVED}&=+$,]|{_ESCAPED})*)?@)?"
-    rf"{_FAST_HOSTPORT}(?:;{_FAST_URI_PARAM}(?:={_FAST_URI_PARAM})?)*"
+    rf"sips?:(?:{_FAST_USER}(?::{_FAST_PASSWORD})?@)?{_FAST_HOSTPORT}"
+    rf"(?:;{_FAST_URI_PARAM}(?:={_FAST_URI_PARAM})?)*+"
 )
-# name-addr = [ display-name ] LAQUOT addr-spec RAQUOT ; or a bare addr-spec (no ';' in it)
+# name-addr = [ display-name ] LAQUOT addr-spec RAQUOT ; or a bare addr-spec (no ';' , '?' in it)
+_FAST_BARE_USER = rf"(?:[{_UNRESERVED}&=+$/]++|{_ESCAPED})++"
+_FAST_BARE_PASSWORD = rf"(?:[{_UNRESERVED}&=+$]++|{_ESCAPED})*+"
 _FAST_NAME_ADDR = (
-    rf"(?:(?:{_FAST_QUOTED}[ \t]*|{_TOK}(?:[ \t]+{_TOK})*[ \t]*)?<{FAST_SIP_URI.pattern}>"
-    rf"|sips?:(?:(?:[{_UNRESERVED}&=+$/]|{_ESCAPED})+(?::(?:[{_UNRESERVED}&=+$]|{_ESCAPED})*)?@)?"
-    rf"{_FAST_HOSTPORT}){_FAST_PARAMS}"
+    rf"(?:(?:{_FAST_QUOTED}[ \t]*+|{_TOK}(?:[ \t]++{_TOK})*+[ \t]*+)?<{FAST_SIP_URI.pattern}>"
+    rf"|sips?:(?:{_FAST_BARE_USER}(?::{_FAST_BARE_PASSWORD})?@)?{_FAST_HOSTPORT}){_FAST_PARAMS}"
 )
-_FAST_LIST_SEP = r"[ \t]*,[ \t]*"
+_FAST_LIST_SEP = r"[ \t]*+,[ \t]*+"
 FAST_NAME_ADDR = re.compile(_FAST_NAME_ADDR)
-FAST_NAME_ADDR_LIST = re.compile(rf"{_FAST_NAME_ADDR}(?:{_FAST_LIST_SEP}{_FAST_NAME_ADDR})*")
+FAST_NAME_ADDR_LIST = re.compile(rf"{_FAST_NAME_ADDR}(?:{_FAST_LIST_SEP}{_FAST_NAME_ADDR})*+")
 FAST_CONTACT = re.compile(rf"\*|{FAST_NAME_ADDR_LIST.pattern}")
 # via-parm with RFC 3261 §20.42 / RFC 3581 rules: branch, received, maddr need a value; ttl and
 # rport values are digits.  Other names are generic params.
 _VIA_SPECIAL = rf"(?i:branch|received|maddr|ttl|rport)(?![{TOKEN_CHARS}])"
 _FAST_VIA_PARAM = (
-    rf"(?:;(?:branch|maddr)={_TOK}|;received=(?:{_TOK}|\[[0-9A-Fa-f:.]+\])|;rport(?:=[0-9]+)?"
-    rf"|;ttl=[0-9]+|;(?!{_VIA_SPECIAL}){_TOK}(?:=(?:{_TOK}|{_FAST_QUOTED}))?)"
+    rf"(?:;(?:branch|maddr)={_TOK}|;received=(?:{_TOK}|\[[0-9A-Fa-f:.]++\])|;rport(?:=[0-9]++)?"
+    rf"|;ttl=[0-9]++|;(?!{_VIA_SPECIAL}){_TOK}(?:=(?:{_TOK}|{_FAST_QUOTED}))?)"
 )
-_FAST_VIA = rf"SIP/2\.0/{_TOK} {_FAST_HOSTPORT}{_FAST_VIA_PARAM}*"
-FAST_VIA_LIST = re.compile(rf"{_FAST_VIA}(?:{_FAST_LIST_SEP}{_FAST_VIA})*")
+_FAST_VIA = rf"SIP/2\.0/{_TOK} {_FAST_HOSTPORT}{_FAST_VIA_PARAM}*+"
+FAST_VIA_LIST = re.compile(rf"{_FAST_VIA}(?:{_FAST_LIST_SEP}{_FAST_VIA})*+")
 FAST_CSEQ = re.compile(rf"[0-9]{{1,9}} {_TOK}")
 FAST_TOKEN_PARAMS = re.compile(rf"{_TOK}{_FAST_PARAMS}")
 FAST_MEDIA_TYPE = re.compile(rf"{_TOK}/{_TOK}{_FAST_PARAMS}")
-FAST_ACCEPT = re.compile(rf"(?:{FAST_MEDIA_TYPE.pattern}(?:{_FAST_LIST_SEP}{FAST_MEDIA_TYPE.pattern})*)?")
-FAST_TOKEN_LIST = re.compile(rf"(?:{_TOK}(?:{_FAST_LIST_SEP}{_TOK})*)?")
-FAST_DIGITS = re.compile(r"[0-9]+")
+FAST_ACCEPT = re.compile(
+    rf"(?:{FAST_MEDIA_TYPE.pattern}(?:{_FAST_LIST_SEP}{FAST_MEDIA_TYPE.pattern})*+)?"
+)
+FAST_TOKEN_LIST = re.compile(rf"(?:{_TOK}(?:{_FAST_LIST_SEP}{_TOK})*+)?")
+FAST_DIGITS = re.compile(r"[0-9]++")
 FAST_UINT32 = re.compile(r"[0-9]{1,9}")
 FAST_MAX_FORWARDS = re.compile(r"[0-9]{1,2}|[01][0-9]{2}|2[0-4][0-9]|25[0-5]")
 # generic-param list alone, for the parameter fast path of the scanner

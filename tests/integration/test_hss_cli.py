@@ -266,8 +266,22 @@ def test_concurrent_processes_share_one_database(tmp_path: Path) -> None:
     numbers = [f"+4477009002{i:02d}" for i in range(8)]
     processes = [
         subprocess.Popen(
-            [sys.executable, "-m", "presence_sip.cli.hss", "--data", str(data), "--domain",
-             "net-b.test", "subscriber", "add", number, "--password", "pw", "--credit", "1"],
+            [
+                sys.executable,
+                "-m",
+                "presence_sip.cli.hss",
+                "--data",
+                str(data),
+                "--domain",
+                "net-b.test",
+                "subscriber",
+                "add",
+                number,
+                "--password",
+                "pw",
+                "--credit",
+                "1",
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=env,

@@ -1,0 +1,691 @@
+"""The sans-IO core of the presence server (DESIGN.md steps 8 and 10).
+
+It owns the presentities being watched, their watchers (RFC 6665 / RFC 3856 subscriptions), the
+event state compositor (RFC 3903), authorization (RFC 5025 semantics over the HSS rules) and
+watcherinfo (RFC 3857/3858), and decides every NOTIFY:
+
+* a presentity's document is composed once per change (publications, else its registration:
+  registered = ``open``), and the same bytes go to every watcher;
+* NOTIFYs are queued and sent by :meth:`PresenceServer.flush`, so the caller answers the SUBSCRIBE
+  first; each subscription gets at most one state NOTIFY per ``min_notify_interval`` (RFC 3856
+  §6.10: the newest state wins when the interval ends); first, refresh and final NOTIFYs are never
+  delayed;
+* NOTIFY CSeqs rise strictly per dialog, across restarts too: the store keeps a reserved block;
+* subscriptions and publications expire from heaps, at most ``purge_batch`` per timer call.
+
+The SIP side (parsing SUBSCRIBE/PUBLISH, answering them) is :mod:`presence_sip.presence.role`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from presence_sip.dialog.dialog import Dialog
+from presence_sip.hss.msisdn import canonical_identity
+from presence_sip.ids import IdSource
+from presence_sip.presence.pidf import (
+    PIDF_CONTENT_TYPE,
+    PIDF_DIFF_CONTENT_TYPE,
+    WATCHERINFO_CONTENT_TYPE,
+    status_document,
+)
+from presence_sip.presence.pidf_diff import make_diff
+from presence_sip.presence.publications import (
+    Compositor,
+    EntityKey,
+    PublicationStore,
+    PublishOutcome,
+)
+from presence_sip.presence.rules import Action, decide
+from presence_sip.presence.subscriptions import (
+    Input,
+    SideEffect,
+    State,
+    SubscriptionMachine,
+    SubscriptionRecord,
+    SubscriptionStore,
+)
+from presence_sip.presence.watcherinfo import WatcherEntry, compose_watcherinfo
+from presence_sip.sip.errors import LocalProtocolError, SipError
+from presence_sip.sip.message import Request, Response
+from presence_sip.sip.peer import Peer
+from presence_sip.sip.uri import SipUri, parse_uri
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "PRESENCE",
+    "WINFO",
+    "NotifySender",
+    "PresenceServer",
+    "PresenceSettings",
+    "PresenceStore",
+    "Subscription",
+    "peer_from_text",
+]
+
+PRESENCE = "presence"
+WINFO = "presence.winfo"
+
+ResponseCallback = Callable[[Response | None, float], None]
+NotifySender = Callable[[Request, Peer, float, ResponseCallback], None]
+"""Sends one NOTIFY in a client transaction; the callback gets the final response or None."""
+
+_AUTH_INPUT = {
+    Action.ALLOW: Input.AUTH_ALLOW,
+    Action.POLITE_BLOCK: Input.AUTH_POLITE_BLOCK,
+    Action.CONFIRM: Input.AUTH_CONFIRM,
+    Action.BLOCK: Input.AUTH_BLOCK,
+}
+_REASONS = {SideEffect.NOTIFY_REJECTED: "rejected", SideEffect.NOTIFY_TIMEOUT: "timeout"}
+
+
+class PresenceStore(SubscriptionStore, PublicationStore, Protocol):
+    """Both stores in one (SQLite: :class:`~presence_sip.storage.sqlite_presence.SqlitePresenceStore`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceSettings:
+    """Limits and pacing of the presence server."""
+
+    min_expires: int = 60
+    """Shortest subscription/publication accepted (shorter: 423 + Min-Expires)."""
+    max_expires: int = 3600
+    """Longer requested lifetimes are cut to this."""
+    default_expires: int = 3600
+    """Lifetime when the request has no Expires (RFC 3856 §6.4)."""
+    min_notify_interval: float = 0.0
+    """At most one state NOTIFY per subscription per this many seconds (RFC 3856 §6.10)."""
+    rules_poll_interval: float = 1.0
+    """How often the HSS data version is checked for rule changes."""
+    cseq_block: int = 100
+    """NOTIFY CSeqs reserved per store write."""
+    purge_batch: int = 1000
+    """Most expiries handled per timer call (the rest on the next, immediate, call)."""
+    partial_publication: bool = True
+    """Accept application/pidf-diff+xml PUBLISH bodies (RFC 5264)."""
+    partial_notification: bool = True
+    """Send application/pidf-diff+xml to watchers that accept it (RFC 5263)."""
+
+
+class Subscription:
+    """One watcher's subscription (mutable; ``id`` is our dialog tag)."""
+
+    __slots__ = (
+        "accept_diff", "action", "created_at", "cseq_reserved", "dialog", "diff_version",
+        "display_name", "entity", "event", "event_id", "expires_at", "final", "id",
+        "last_body", "last_notify_at", "machine", "presentity", "queued", "throttled",
+        "via_sent_by", "watcher", "winfo_event", "winfo_version",
+    )
+
+    def __init__(
+        self, *, id: str, presentity: str, entity: str, event: str, watcher: str,
+        dialog: Dialog, expires_at: float, created_at: float, accept_diff: bool,
+        event_id: str | None, display_name: str | None, cseq_reserved: int, via_sent_by: str,
+    ) -> None:
+        self.id = id
+        self.presentity = presentity
+        self.entity = entity
+        self.event = event
+        self.watcher = watcher
+        self.dialog = dialog
+        self.expires_at = expires_at
+        self.created_at = created_at
+        self.accept_diff = accept_diff
+        self.event_id = event_id
+        self.display_name = display_name
+        self.cseq_reserved = cseq_reserved
+        self.via_sent_by = via_sent_by
+        self.machine = SubscriptionMachine()
+        self.action: Action | None = None
+        self.final: SideEffect | None = None
+        self.last_body: bytes | None = None
+        self.last_notify_at = float("-inf")
+        self.queued = False
+        self.throttled = False
+        self.diff_version = 0
+        self.winfo_version = 0
+        self.winfo_event = "subscribe"
+
+    @property
+    def state(self) -> State:
+        return self.machine.state
+
+    @property
+    def polite(self) -> bool:
+        return self.action is Action.POLITE_BLOCK
+
+    def record(self) -> SubscriptionRecord:
+        d = self.dialog
+        return SubscriptionRecord(
+            id=self.id, presentity=self.presentity, entity=self.entity, event=self.event,
+            watcher=self.watcher, call_id=d.call_id, remote_tag=d.remote_tag,
+            local_uri=d.local_uri, remote_uri=d.remote_uri, remote_target=d.remote_target,
+            route_set=d.route_set, local_contact=d.local_contact, source=str(d.source),
+            remote_cseq=d.remote_cseq, cseq_reserved=self.cseq_reserved,
+            expires_at=self.expires_at, created_at=self.created_at, state=self.state.value,
+            polite=self.polite, accept_diff=self.accept_diff, event_id=self.event_id,
+            display_name=self.display_name,
+        )
+
+    def watcher_entry(self, now: float) -> WatcherEntry:
+        """This subscription as an RFC 3858 ``<watcher>``."""
+        return WatcherEntry(
+            id=self.id, uri=self.watcher, status=self.state.value, event=self.winfo_event,
+            display_name=self.display_name,
+            duration_subscribed=max(0, int(now - self.created_at)),
+            expiration=max(0, int(self.expires_at - now + 0.5)),
+        )
+
+
+class _Presentity:
+    """A watched presentity: its watchers and cached documents."""
+
+    __slots__ = ("entity", "key", "neutral", "reg_docs", "watchers", "winfo")
+
+    def __init__(self, key: str, entity: str) -> None:
+        self.key = key
+        self.entity = entity
+        self.watchers: dict[str, Subscription] = {}
+        self.winfo: dict[str, Subscription] = {}
+        self.reg_docs: dict[str, bytes] = {}
+        self.neutral: bytes | None = None
+
+
+class PresenceServer:
+    """Presentities, watchers, publications and NOTIFY scheduling; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        store: PresenceStore,
+        ids: IdSource,
+        new_branch: Callable[[], str],
+        send: NotifySender,
+        is_registered: Callable[[str, float], bool],
+        rules_for: Callable[[str], Mapping[str, str]],
+        data_version: Callable[[], int],
+        entity_key: EntityKey,
+        domain: str,
+        default_policy: Action = Action.CONFIRM,
+        settings: PresenceSettings | None = None,
+        now: float = 0.0,
+    ) -> None:
+        self.settings = settings or PresenceSettings()
+        self.store = store
+        self.ids = ids
+        self.new_branch = new_branch
+        self.send = send
+        self.is_registered = is_registered
+        self.rules_for = rules_for
+        self.data_version = data_version
+        self.entity_key = entity_key
+        self.domain = domain
+        self.default_policy = default_policy
+        s = self.settings
+        self.compositor = Compositor(
+            store, ids, entity_key, min_expires=s.min_expires, max_expires=s.max_expires,
+            default_expires=s.default_expires, partial=s.partial_publication, now=now,
+        )
+        self.subscriptions: dict[str, Subscription] = {}
+        self._presentities: dict[str, _Presentity] = {}
+        self._expiry: list[tuple[float, str]] = []
+        self._throttle: list[tuple[float, str]] = []
+        self._due: list[Subscription] = []
+        self._diffs: dict[tuple[bytes, bytes], bytes] = {}
+        self._strings: dict[str, str] = {}
+        self._next_poll = now
+        self._data_version = self._read_data_version()
+        for record in store.load_subscriptions(now):
+            self._restore(record)
+
+    # --- presentities and documents -----------------------------------------------------------
+
+    def presentity_entity(self, key: str) -> str:
+        """The URI a presentity key stands for in documents (``sip:+N@domain;user=phone``)."""
+        if key.startswith("+"):
+            return f"sip:{key}@{self.domain};user=phone"
+        return key
+
+    def _presentity(self, key: str, entity: str | None = None) -> _Presentity:
+        found = self._presentities.get(key)
+        if found is None:
+            found = self._presentities[key] = _Presentity(key, entity or self.presentity_entity(key))
+        return found
+
+    def _forget_if_idle(self, presentity: _Presentity) -> None:
+        if not presentity.watchers and not presentity.winfo:
+            self._presentities.pop(presentity.key, None)
+
+    def document(self, key: str, now: float) -> bytes:
+        """The presentity's current PIDF: composed publications, else from its registration."""
+        published = self.compositor.document(key)
+        if published is not None:
+            return published
+        presentity = self._presentity(key)
+        basic = "open" if self.is_registered(key, now) else "closed"
+        doc = presentity.reg_docs.get(basic)
+        if doc is None:
+            doc = presentity.reg_docs[basic] = status_document(
+                presentity.entity, basic, tuple_id="reg",
+                note="registered" if basic == "open" else "not registered",
+            )
+        if not presentity.watchers and not presentity.winfo:
+            self._presentities.pop(key, None)
+        return doc
+
+    def _neutral(self, presentity: _Presentity) -> bytes:
+        """RFC 5025 §3.2.1 polite-block: a neutral, closed document."""
+        if presentity.neutral is None:
+            presentity.neutral = status_document(presentity.entity, "closed", tuple_id="pb")
+        return presentity.neutral
+
+    def watchers_of(self, key: str) -> list[Subscription]:
+        presentity = self._presentities.get(key)
+        return [] if presentity is None else list(presentity.watchers.values())
+
+    # --- authorization ------------------------------------------------------------------------
+
+    def authorize(self, presentity: str, watcher_uri: str) -> Action:
+        """RFC 5025 sub-handling for ``watcher_uri``: own presence is always allowed."""
+        if self.entity_key(watcher_uri) == presentity:
+            return Action.ALLOW
+        return decide_action(self.rules_for(presentity), watcher_uri, self.default_policy)
+
+    # --- subscriptions ------------------------------------------------------------------------
+
+    def find(self, request: Request) -> Subscription | None:
+        """The subscription an in-dialog SUBSCRIBE belongs to (RFC 6665 §4.2.1.2), or None."""
+        tag = request.to.tag
+        sub = self.subscriptions.get(tag) if tag else None
+        if sub is None or not sub.dialog.matches(request):
+            return None
+        return sub
+
+    def subscribe(
+        self, request: Request, *, presentity: str, event: str, watcher: str, source: Peer,
+        local_contact: str, expires: int, accept_diff: bool, action: Action, now: float,
+    ) -> Subscription | None:
+        """Create a subscription (RFC 6665 §4.2.1); None when ``action`` blocks it (403).
+
+        ``expires == 0`` is a fetch: one NOTIFY with the state, ``terminated;reason=timeout``.
+        Queued NOTIFYs leave with :meth:`flush`, to be called once the 200 is sent.
+        """
+        local_tag = self.ids.new_id("s")
+        dialog = Dialog.from_request(
+            request, local_tag=local_tag, source=source, local_contact=self._intern(local_contact)
+        )
+        dialog.local_uri = self._intern(dialog.local_uri)
+        event_header = request.event
+        sub = Subscription(
+            id=local_tag, presentity=presentity, entity=self._presentity(presentity).entity,
+            event=event, watcher=watcher, dialog=dialog, expires_at=now + expires,
+            created_at=now, accept_diff=accept_diff and self.settings.partial_notification,
+            event_id=event_header.id if event_header else None,
+            display_name=_display_name(request), cseq_reserved=self.settings.cseq_block,
+            via_sent_by=self._sent_by(local_contact),
+        )
+        sub.action = action
+        effect = sub.machine.process(_AUTH_INPUT[action])
+        if effect is SideEffect.REJECT:
+            self._forget_if_idle(self._presentity(presentity))
+            return None
+        sub.winfo_event = "approved" if sub.state is State.ACTIVE else "subscribe"
+        if expires == 0:
+            # RFC 3856 §6.3 / RFC 6665 §4.4.3: fetch = one NOTIFY, then the subscription is over
+            sub.final = sub.machine.process(Input.UNSUBSCRIBE)
+            sub.winfo_event = "timeout"
+            self._queue(sub)
+            self._forget_if_idle(self._presentity(presentity))
+            return sub
+        self._install(sub)
+        self.store.save_subscription(sub.record())
+        self._queue(sub)
+        self._winfo_changed(presentity, now)
+        return sub
+
+    def refresh(self, sub: Subscription, request: Request, source: Peer, expires: int,
+                now: float) -> None:
+        """An in-dialog SUBSCRIBE (RFC 6665 §4.2.1.2); ``expires == 0`` unsubscribes.
+
+        Raises :class:`~presence_sip.dialog.dialog.DialogError` (500) for an old CSeq."""
+        sub.dialog.receive_request(request, source, target_refresh=True)
+        if expires == 0:
+            self._terminate(sub, Input.UNSUBSCRIBE, now)
+            return
+        sub.expires_at = now + expires
+        heapq.heappush(self._expiry, (sub.expires_at, sub.id))
+        self.store.save_subscription(sub.record())
+        self._apply(sub, Input.REFRESH, now, immediate=True)
+
+    def _install(self, sub: Subscription) -> None:
+        self.subscriptions[sub.id] = sub
+        presentity = self._presentity(sub.presentity)
+        (presentity.winfo if sub.event == WINFO else presentity.watchers)[sub.id] = sub
+        heapq.heappush(self._expiry, (sub.expires_at, sub.id))
+
+    def _restore(self, record: SubscriptionRecord) -> None:
+        dialog = Dialog(
+            call_id=record.call_id, local_tag=record.id, remote_tag=record.remote_tag,
+            local_uri=self._intern(record.local_uri), remote_uri=record.remote_uri,
+            remote_target=record.remote_target, route_set=record.route_set,
+            local_cseq=record.cseq_reserved, remote_cseq=record.remote_cseq,
+            source=peer_from_text(record.source), local_contact=self._intern(record.local_contact),
+        )
+        sub = Subscription(
+            id=record.id, presentity=record.presentity, entity=record.entity, event=record.event,
+            watcher=record.watcher, dialog=dialog, expires_at=record.expires_at,
+            created_at=record.created_at, accept_diff=record.accept_diff,
+            event_id=record.event_id, display_name=record.display_name,
+            cseq_reserved=record.cseq_reserved, via_sent_by=self._sent_by(record.local_contact),
+        )
+        active = record.state == State.ACTIVE.value
+        sub.action = Action.POLITE_BLOCK if record.polite else (
+            Action.ALLOW if active else Action.CONFIRM)
+        sub.machine.state = State.ACTIVE if active else State.PENDING
+        sub.winfo_event = "approved" if active else "subscribe"
+        self._presentity(record.presentity, record.entity)
+        self._install(sub)
+
+    def _apply(self, sub: Subscription, event: Input, now: float, *, immediate: bool) -> None:
+        """Feed ``event`` to the machine and act on its side effect."""
+        before = sub.state
+        try:
+            effect = sub.machine.process(event)
+        except LocalProtocolError:
+            log.exception("subscription %s", sub.id)
+            effect = None
+        if sub.state is State.TERMINATED:
+            sub.final = effect
+            sub.winfo_event = _REASONS.get(effect, "giveup") if effect else "giveup"
+            self._end(sub, now)
+            if effect is not None:
+                self._queue(sub)
+            return
+        if sub.state is not before:
+            sub.winfo_event = "approved" if sub.state is State.ACTIVE else "subscribe"
+            self.store.save_subscription(sub.record())
+            self._winfo_changed(sub.presentity, now)
+        if effect is SideEffect.NOTIFY:
+            if immediate:
+                self._queue(sub)
+            else:
+                self._changed(sub, now)
+
+    def _terminate(self, sub: Subscription, event: Input, now: float) -> None:
+        self._apply(sub, event, now, immediate=True)
+
+    def _end(self, sub: Subscription, now: float) -> None:
+        """Remove a terminated subscription from the indexes and the store."""
+        if self.subscriptions.pop(sub.id, None) is None:
+            return
+        self.store.delete_subscription(sub.id)
+        presentity = self._presentities.get(sub.presentity)
+        if presentity is None:
+            return
+        presentity.watchers.pop(sub.id, None)
+        presentity.winfo.pop(sub.id, None)
+        if sub.event == PRESENCE:
+            self._winfo_changed(sub.presentity, now)
+        self._forget_if_idle(presentity)
+
+    # --- changes ------------------------------------------------------------------------------
+
+    def publish(
+        self, presentity: str, *, if_match: str | None, expires: int | None,
+        content_type: str | None, body: bytes, now: float,
+    ) -> PublishOutcome:
+        """Apply a PUBLISH (raises ``PublishRefused``/``PidfError``) and notify on change."""
+        outcome = self.compositor.publish(
+            presentity, if_match=if_match, expires=expires, content_type=content_type,
+            body=body, now=now,
+        )
+        if outcome.changed:
+            self.state_changed(presentity, now)
+        return outcome
+
+    def registration_changed(self, aor: str, registered: bool, now: float) -> None:
+        """Registrar listener: registration-derived presence changed (when nothing is published)."""
+        if aor in self._presentities and self.compositor.document(aor) is None:
+            self.state_changed(aor, now)
+
+    def state_changed(self, key: str, now: float) -> None:
+        """The presentity's document changed: every non-polite watcher gets it (rate-limited)."""
+        presentity = self._presentities.get(key)
+        if presentity is None:
+            return
+        for sub in list(presentity.watchers.values()):
+            if not sub.polite:
+                self._apply(sub, Input.STATE_CHANGED, now, immediate=False)
+
+    def _winfo_changed(self, key: str, now: float) -> None:
+        presentity = self._presentities.get(key)
+        if presentity is not None:
+            for sub in presentity.winfo.values():
+                self._changed(sub, now)
+
+    def reauthorize(self, now: float) -> None:
+        """Re-evaluate every watcher against the current rules (after an HSS change)."""
+        for presentity in list(self._presentities.values()):
+            if not presentity.watchers:
+                continue
+            rules = self.rules_for(presentity.key)
+            for sub in list(presentity.watchers.values()):
+                if self.entity_key(sub.watcher) == presentity.key:
+                    continue
+                action = decide_action(rules, sub.watcher, self.default_policy)
+                if action is not sub.action:
+                    sub.action = action
+                    self._apply(sub, _AUTH_INPUT[action], now, immediate=True)
+
+    # --- NOTIFY scheduling --------------------------------------------------------------------
+
+    def _queue(self, sub: Subscription) -> None:
+        if not sub.queued:
+            sub.queued = True
+            self._due.append(sub)
+
+    def _changed(self, sub: Subscription, now: float) -> None:
+        """RFC 3856 §6.10 rate limit: send now, or once the interval since the last one ends."""
+        if sub.queued or sub.throttled:
+            return  # the NOTIFY already planned will carry the newest state
+        ready_at = sub.last_notify_at + self.settings.min_notify_interval
+        if ready_at <= now:
+            self._queue(sub)
+            return
+        sub.throttled = True
+        heapq.heappush(self._throttle, (ready_at, sub.id))
+
+    def flush(self, now: float) -> None:
+        """Send every queued NOTIFY (call after answering the request that caused them)."""
+        due, self._due = self._due, []
+        for sub in due:
+            sub.queued = False
+            sub.throttled = False
+            try:
+                self._send_notify(sub, now)
+            except SipError:
+                log.exception("cannot build NOTIFY for subscription %s", sub.id)
+        self._diffs.clear()
+
+    def _send_notify(self, sub: Subscription, now: float) -> None:
+        headers, content_type, body = self._content(sub, now)
+        if content_type:
+            headers.append(("Content-Type", content_type))
+        via = (f"SIP/2.0/{sub.dialog.destination().transport.upper()} {sub.via_sent_by}"
+               f";branch={self.new_branch()};rport")
+        request = sub.dialog.build_request("NOTIFY", via=via, headers=headers, body=body)
+        sub.last_notify_at = now
+        if sub.final is None and sub.dialog.local_cseq > sub.cseq_reserved:
+            sub.cseq_reserved = sub.dialog.local_cseq + self.settings.cseq_block - 1
+            self.store.save_cseq(sub.id, sub.cseq_reserved)
+        sid = sub.id
+        self.send(request, sub.dialog.destination(), now,
+                  lambda response, when: self._answered(sid, response, when))
+
+    def _content(self, sub: Subscription, now: float) -> tuple[list[tuple[str, str]], str, bytes]:
+        """Event, Subscription-State (RFC 6665 §4.1.3) and body of the next NOTIFY."""
+        event = sub.event if sub.event_id is None else f"{sub.event};id={sub.event_id}"
+        headers = [("Event", event)]
+        if sub.final is not None:
+            headers.append(("Subscription-State", f"terminated;reason={_REASONS[sub.final]}"))
+            if sub.final is SideEffect.NOTIFY_REJECTED or sub.action is Action.CONFIRM:
+                return headers, "", b""  # RFC 5025: nothing is revealed to a refused watcher
+        else:
+            remaining = max(0, int(sub.expires_at - now + 0.5))
+            headers.append(("Subscription-State", f"{sub.state.value};expires={remaining}"))
+            if sub.state is State.PENDING:
+                return headers, "", b""  # RFC 3856 §6.6.2: no state while pending
+        if sub.event == WINFO:
+            return headers, WATCHERINFO_CONTENT_TYPE, self._winfo_body(sub, now)
+        presentity = self._presentity(sub.presentity, sub.entity)
+        if sub.polite:
+            return headers, PIDF_CONTENT_TYPE, self._neutral(presentity)
+        doc = self.document(sub.presentity, now)
+        if not sub.accept_diff:
+            return headers, PIDF_CONTENT_TYPE, doc
+        return headers, PIDF_DIFF_CONTENT_TYPE, self._diff_body(sub, doc)
+
+    def _diff_body(self, sub: Subscription, doc: bytes) -> bytes:
+        """RFC 5263: full state first (pidf-full), then pidf-diff; one diff per (old, new) pair."""
+        old = sub.last_body
+        sub.diff_version += 1
+        sub.last_body = doc
+        key = (old or b"", doc)
+        template = self._diffs.get(key)
+        if template is None:
+            template = self._diffs[key] = make_diff(old, doc, version=0, entity=sub.entity)
+        return template.replace(b'" version="0">', f'" version="{sub.diff_version}">'.encode(), 1)
+
+    def _winfo_body(self, sub: Subscription, now: float) -> bytes:
+        presentity = self._presentities.get(sub.presentity)
+        watchers = [] if presentity is None else [
+            w.watcher_entry(now) for w in presentity.watchers.values()
+        ]
+        body = compose_watcherinfo(sub.entity, watchers, version=sub.winfo_version)
+        sub.winfo_version += 1  # RFC 3857 §5.4: +1 per document sent in this subscription
+        return body
+
+    def _answered(self, sid: str, response: Response | None, now: float) -> None:
+        """RFC 6665 §4.2.2: a failed NOTIFY (not 401/407) or a timeout removes the subscription."""
+        if response is not None and (response.status < 300 or response.status in (401, 407)):
+            return
+        sub = self.subscriptions.get(sid)
+        if sub is not None:
+            log.debug("NOTIFY of %s failed (%s): subscription removed", sid,
+                      "timeout" if response is None else response.status)
+            self._apply(sub, Input.NOTIFY_FAILED, now, immediate=True)
+            self.flush(now)
+
+    # --- timers -------------------------------------------------------------------------------
+
+    def get_timer(self) -> float | None:
+        deadlines = [self._next_poll]
+        for heap in (self._expiry, self._throttle):
+            if heap:
+                deadlines.append(heap[0][0])
+        publication = self.compositor.get_timer()
+        if publication is not None:
+            deadlines.append(publication)
+        return min(deadlines)
+
+    def handle_timer(self, now: float) -> None:
+        batch = self.settings.purge_batch
+        for key in self.compositor.handle_timer(now, batch):
+            self.state_changed(key, now)
+        heap = self._expiry
+        while heap and heap[0][0] <= now and batch > 0:
+            deadline, sid = heapq.heappop(heap)
+            sub = self.subscriptions.get(sid)
+            if sub is None or sub.expires_at != deadline:
+                continue  # refreshed or ended since: lazy deletion
+            batch -= 1
+            self._apply(sub, Input.EXPIRE, now, immediate=True)
+        heap = self._throttle
+        while heap and heap[0][0] <= now:
+            _, sid = heapq.heappop(heap)
+            sub = self.subscriptions.get(sid)
+            if sub is not None and sub.throttled:
+                self._queue(sub)
+        if now >= self._next_poll:
+            self._next_poll = now + self.settings.rules_poll_interval
+            self._poll_rules(now)
+        self.flush(now)
+
+    def _read_data_version(self) -> int | None:
+        try:
+            return self.data_version()
+        except SipError:
+            log.warning("cannot read the HSS data version", exc_info=True)
+            return None
+
+    def _poll_rules(self, now: float) -> None:
+        """A cheap check of the HSS write counter; any change re-evaluates the watchers."""
+        version = self._read_data_version()
+        if version is not None and version != self._data_version:
+            self._data_version = version
+            self.reauthorize(now)
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _intern(self, text: str) -> str:
+        return self._strings.setdefault(text, text)
+
+    def _sent_by(self, local_contact: str) -> str:
+        """Via sent-by of our NOTIFYs: host[:port] of our Contact for the dialog."""
+        cached = self._strings.get("via:" + local_contact)
+        if cached is None:
+            try:
+                uri = parse_uri(local_contact)
+            except SipError:
+                uri = None
+            if isinstance(uri, SipUri):
+                cached = uri.host if uri.port is None else f"{uri.host}:{uri.port}"
+            else:
+                cached = self.domain
+            self._strings["via:" + local_contact] = cached
+        return cached
+
+    def close(self) -> None:
+        """Everything is written through; nothing to release."""
+        self._due.clear()
+
+
+def decide_action(rules: Mapping[str, str], watcher_uri: str, default: Action) -> Action:
+    """The HSS rules' action for a watcher: exact identity (``canonical_identity``) first, then
+    domain rules (``*@host``); unknown action text counts as no rule."""
+    try:
+        canonical = canonical_identity(watcher_uri)
+    except ValueError:
+        canonical = None
+    if canonical is not None and canonical in rules:
+        action = _action(rules[canonical])
+        if action is not None:
+            return action
+    parsed = {key: a for key, text in rules.items() if (a := _action(text)) is not None}
+    return decide(parsed, watcher_uri, default)
+
+
+def _action(text: str) -> Action | None:
+    try:
+        return Action(text)
+    except ValueError:
+        return None
+
+
+def _display_name(request: Request) -> str | None:
+    name = request.from_.display_name
+    if name is None:
+        return None
+    return name[1:-1] if name.startswith('"') and name.endswith('"') else name
+
+
+def peer_from_text(text: str) -> Peer:
+    """``udp:127.0.0.1:5060`` / ``tls:[::1]:5061`` (``str(Peer)``) back to a Peer."""
+    transport, _, rest = text.partition(":")
+    host, _, port = rest.rpartition(":")
+    return Peer(transport, host.strip("[]"), int(port) if port.isdigit() else 5060)

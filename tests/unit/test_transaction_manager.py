@@ -1,0 +1,745 @@
+"""TransactionManager on a virtual clock: matching, timers, retransmissions, Via stamping."""
+
+from __future__ import annotations
+
+import pytest
+
+from presence_sip.config import Timers
+from presence_sip.ids import CountingIdSource
+from presence_sip.sip import Headers, Request, make_response, parse_message, to_bytes
+from presence_sip.sip.errors import ConfigError, LocalProtocolError
+from presence_sip.sip.peer import Peer
+from presence_sip.transaction import (
+    STAT_NAMES,
+    Input,
+    InviteServerTransaction,
+    RequestReceived,
+    ResponseReceived,
+    ServerTransaction,
+    State,
+    StrayResponse,
+    TransactionKey,
+    TransactionManager,
+    TransactionTimedOut,
+)
+
+UAC = Peer("udp", "127.0.0.1", 5070)
+UAS = Peer("udp", "127.0.0.1", 5060)
+TCP_UAC = Peer("tcp", "127.0.0.1", 40001, 7)
+TCP_UAS = Peer("tcp", "127.0.0.1", 5060)
+
+
+def manager(**kwargs) -> TransactionManager:
+    return TransactionManager(id_source=CountingIdSource(), **kwargs)
+
+
+def options(
+    branch: str = "z9hG4bKa1",
+    *,
+    via: str = "SIP/2.0/UDP 127.0.0.1:5070",
+    via_params: str = "",
+    cseq: int = 1,
+    method: str = "OPTIONS",
+    to_tag: str = "",
+) -> bytes:
+    branch_param = f";branch={branch}" if branch else ""
+    to = "<sip:uas@127.0.0.1>" + (f";tag={to_tag}" if to_tag else "")
+    return (
+        f"{method} sip:uas@127.0.0.1 SIP/2.0\r\n"
+        f"Via: {via}{branch_param}{via_params}\r\n"
+        "Max-Forwards: 70\r\n"
+        "From: <sip:uac@127.0.0.1>;tag=f1\r\n"
+        f"To: {to}\r\n"
+        "Call-ID: c1@127.0.0.1\r\n"
+        f"CSeq: {cseq} {method}\r\n"
+        "Content-Length: 0\r\n"
+        "\r\n"
+    ).encode()
+
+
+def response(status: int, reason: str, branch: str = "z9hG4bKid1", method: str = "OPTIONS") -> bytes:
+    to_tag = ";tag=t9" if status > 100 else ""
+    return (
+        f"SIP/2.0 {status} {reason}\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:5070;branch={branch}\r\n"
+        "From: <sip:uac@127.0.0.1>;tag=f1\r\n"
+        f"To: <sip:uas@127.0.0.1>{to_tag}\r\n"
+        "Call-ID: c1@127.0.0.1\r\n"
+        f"CSeq: 1 {method}\r\n"
+        "Content-Length: 0\r\n"
+        "\r\n"
+    ).encode()
+
+
+def events(mgr: TransactionManager) -> list:
+    out = []
+    while (event := mgr.next_event()) is not None:
+        out.append(event)
+    return out
+
+
+def run_until(mgr: TransactionManager, end: float) -> list[tuple[float, list[tuple[bytes, Peer]], list]]:
+    """Fire timers up to ``end``; return (instant, datagrams, events) per firing."""
+    log = []
+    while (deadline := mgr.get_timer()) is not None and deadline <= end:
+        mgr.handle_timer(deadline)
+        log.append((deadline, mgr.outbox(), events(mgr)))
+    return log
+
+
+def client_request(mgr: TransactionManager, method: str = "OPTIONS") -> Request:
+    branch = mgr.new_branch()
+    request = parse_message(options(branch, method=method))
+    assert isinstance(request, Request)
+    return request
+
+
+def receive(mgr: TransactionManager, data: bytes, source: Peer, now: float) -> None:
+    mgr.receive(parse_message(data), source, now)
+
+
+# -- client transactions (RFC 3261 §17.1.2, Figure 6) ---------------------------------------
+
+
+def test_new_branch_has_magic_cookie():
+    mgr = manager()
+    assert mgr.new_branch() == "z9hG4bKid1"
+    assert mgr.new_branch() == "z9hG4bKid2"
+
+
+def test_timer_e_and_f_exact_instants_with_default_timers():
+    mgr = manager()
+    request = client_request(mgr)
+    key = mgr.send_request(request, UAS, 0.0)
+    assert key == TransactionKey("z9hG4bKid1", "OPTIONS")
+    sent = mgr.outbox()
+    assert sent == [(options("z9hG4bKid1"), UAS)]
+    assert mgr.get_timer() == 0.5
+    log = run_until(mgr, 100.0)
+    retransmits = [at for at, datagrams, _ in log if datagrams]
+    assert retransmits == [0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]
+    assert all(datagrams == sent for _, datagrams, _ in log if datagrams)
+    at, datagrams, evs = log[-1]
+    assert (at, datagrams) == (32.0, [])
+    assert evs == [TransactionTimedOut(key=key, request=request)]
+    assert mgr.get_timer() is None
+    assert len(mgr) == 0
+    assert mgr.client_request(key) is None
+    assert mgr.stats["requests_retransmitted"] == 10
+    assert mgr.stats["timeouts"] == 1
+
+
+def test_timer_e_in_proceeding_is_t2():
+    mgr = manager()
+    key = mgr.send_request(client_request(mgr), UAS, 0.0)
+    mgr.outbox()
+    assert [at for at, _, _ in run_until(mgr, 1.0)] == [0.5]
+    receive(mgr, response(100, "Trying"), UAS, 1.0)
+    [event] = events(mgr)
+    assert isinstance(event, ResponseReceived)
+    assert event.response.status == 100
+    assert event.key == key
+    assert event.source == UAS
+    assert event.request is mgr.client_request(key)
+    log = run_until(mgr, 100.0)
+    assert [at for at, datagrams, _ in log if datagrams] == [1.5, 5.5, 9.5, 13.5, 17.5, 21.5, 25.5, 29.5]
+    assert isinstance(log[-1][2][0], TransactionTimedOut)
+    assert log[-1][0] == 32.0
+
+
+def test_final_response_stops_e_and_f_then_timer_k():
+    mgr = manager()
+    key = mgr.send_request(client_request(mgr), UAS, 0.0)
+    mgr.outbox()
+    receive(mgr, response(200, "OK"), UAS, 0.7)
+    [event] = events(mgr)
+    assert isinstance(event, ResponseReceived)
+    assert event.response.status == 200
+    assert mgr.get_timer() == pytest.approx(5.7)  # Timer K = T4
+    # RFC 3261 §17.1.2.2: retransmitted finals (and a reordered 1xx) are absorbed.
+    receive(mgr, response(200, "OK"), UAS, 1.0)
+    receive(mgr, response(100, "Trying"), UAS, 1.1)
+    assert events(mgr) == []
+    assert mgr.stats["responses_absorbed"] == 2
+    log = run_until(mgr, 100.0)
+    assert log == [(pytest.approx(5.7), [], [])]
+    assert mgr.client_request(key) is None
+    receive(mgr, response(200, "OK"), UAS, 6.0)
+    [stray] = events(mgr)
+    assert isinstance(stray, StrayResponse)
+    assert stray.source == UAS
+
+
+def test_client_over_tcp_has_no_timer_e_and_no_timer_k():
+    mgr = manager()
+    key = mgr.send_request(client_request(mgr), TCP_UAS, 0.0)
+    assert mgr.outbox() == [(options("z9hG4bKid1"), TCP_UAS)]
+    assert mgr.get_timer() == 32.0
+    receive(mgr, response(200, "OK"), TCP_UAS, 0.2)
+    assert isinstance(events(mgr)[0], ResponseReceived)
+    assert mgr.client_request(key) is None
+    assert mgr.get_timer() is None
+
+
+def test_client_timer_f_over_tcp():
+    mgr = manager()
+    key = mgr.send_request(client_request(mgr), TCP_UAS, 0.0)
+    mgr.outbox()
+    log = run_until(mgr, 100.0)
+    assert log == [(32.0, [], [TransactionTimedOut(key=key, request=log[0][2][0].request)])]
+
+
+def test_connection_lost_fails_client_transactions_on_it():
+    mgr = manager()
+    key = mgr.send_request(client_request(mgr), TCP_UAS, 0.0)
+    other = mgr.send_request(client_request(mgr), Peer("tcp", "127.0.0.1", 5061), 0.0)
+    udp = mgr.send_request(client_request(mgr), UAS, 0.0)
+    mgr.connection_lost(Peer("udp", "127.0.0.1", 5060), 1.0)  # not a stream: ignored
+    mgr.connection_lost(Peer("tcp", "127.0.0.1", 5060, 3), 1.0)
+    [event] = events(mgr)
+    assert event == TransactionTimedOut(key=key, request=event.request, transport_error=True)
+    assert mgr.client_request(key) is None
+    assert mgr.client_request(other) is not None
+    assert mgr.client_request(udp) is not None
+    assert mgr.stats["transport_errors"] == 1
+
+
+def test_connection_lost_only_for_matching_connection_id():
+    mgr = manager()
+    on_three = Peer("tcp", "127.0.0.1", 5060, 3)
+    key = mgr.send_request(client_request(mgr), on_three, 0.0)
+    mgr.connection_lost(Peer("tcp", "127.0.0.1", 5060, 4), 1.0)
+    assert events(mgr) == []
+    mgr.connection_lost(Peer("tls", "127.0.0.1", 5060, 3), 1.0)
+    mgr.connection_lost(Peer("tcp", "127.0.0.2", 5060, 3), 1.0)
+    assert events(mgr) == []
+    mgr.connection_lost(on_three, 1.0)
+    assert [e.key for e in events(mgr)] == [key]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (options("z9hG4bKx", method="INVITE"), "INVITE client"),
+        (options("z9hG4bKx", method="ACK"), "ACK client"),
+        (options(""), "branch from new_branch"),
+        (options("abc123"), "branch from new_branch"),
+        (options("z9hG4bK"), "branch from new_branch"),
+    ],
+)
+def test_send_request_refuses(data, message):
+    mgr = manager()
+    with pytest.raises(LocalProtocolError, match=message):
+        mgr.send_request(parse_message(data), UAS, 0.0)
+    assert mgr.outbox() == []
+
+
+def test_send_request_refuses_bad_cseq_missing_via_and_duplicates():
+    mgr = manager()
+    request = parse_message(options("z9hG4bKx"))
+    request.headers.set("CSeq", "1 NOTIFY")
+    request.invalidate()
+    with pytest.raises(LocalProtocolError, match="CSeq method"):
+        mgr.send_request(request, UAS, 0.0)
+    no_via = Request("OPTIONS", "sip:uas@127.0.0.1", Headers([("CSeq", "1 OPTIONS")]))
+    with pytest.raises(LocalProtocolError, match="Missing Via"):
+        mgr.send_request(no_via, UAS, 0.0)
+    mgr.send_request(parse_message(options("z9hG4bKx")), UAS, 0.0)
+    with pytest.raises(LocalProtocolError, match="already in use"):
+        mgr.send_request(parse_message(options("z9hG4bKx")), UAS, 0.0)
+
+
+def test_cancel_with_same_branch_is_another_client_transaction():
+    mgr = manager()
+    key = mgr.send_request(parse_message(options("z9hG4bKx")), UAS, 0.0)
+    cancel = mgr.send_request(parse_message(options("z9hG4bKx", method="CANCEL")), UAS, 0.0)
+    assert key != cancel
+    receive(mgr, response(200, "OK", "z9hG4bKx", "CANCEL"), UAS, 0.1)
+    [event] = events(mgr)
+    assert event.key == cancel
+    assert mgr.client_request(key) is not None
+
+
+def test_stray_and_unusable_responses():
+    mgr = manager()
+    receive(mgr, response(200, "OK", "z9hG4bKnobody"), UAS, 0.0)
+    assert isinstance(events(mgr)[0], StrayResponse)
+    no_branch = response(200, "OK").replace(b";branch=z9hG4bKid1", b"")
+    receive(mgr, no_branch, UAS, 0.0)
+    assert isinstance(events(mgr)[0], StrayResponse)
+    broken = parse_message(response(200, "OK"))
+    broken.headers.remove("CSeq")
+    broken.invalidate()
+    mgr.receive(broken, UAS, 0.0)
+    assert events(mgr) == []
+    assert mgr.stats["stray_responses"] == 2
+    assert mgr.stats["dropped"] == 1
+
+
+# -- non-INVITE server transactions (RFC 3261 §17.2.2, Figure 8) ----------------------------
+
+
+def test_server_absorbs_resends_and_times_out_with_timer_j():
+    mgr = manager()
+    receive(mgr, options(), UAC, 0.0)
+    [event] = events(mgr)
+    assert isinstance(event, RequestReceived)
+    key = event.key
+    assert key == TransactionKey("z9hG4bKa1", "OPTIONS", "127.0.0.1:5070")
+    assert event.source == UAC
+    assert to_bytes(event.request) == options()  # sent-by == source, no rport: untouched
+    # Trying: a retransmission is absorbed.
+    receive(mgr, options(), UAC, 0.5)
+    assert (events(mgr), mgr.outbox()) == ([], [])
+    trying = make_response(event.request, 100)
+    mgr.respond(key, trying, 0.6)
+    trying_bytes = to_bytes(trying)
+    assert mgr.outbox() == [(trying_bytes, UAC)]
+    # Proceeding: resend the last provisional.
+    receive(mgr, options(), UAC, 1.5)
+    assert mgr.outbox() == [(trying_bytes, UAC)]
+    ok = make_response(event.request, 200, to_tag="t1")
+    mgr.respond(key, ok, 2.0)
+    ok_bytes = (
+        b"SIP/2.0 200 OK\r\n"
+        b"Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKa1\r\n"
+        b"From: <sip:uac@127.0.0.1>;tag=f1\r\n"
+        b"To: <sip:uas@127.0.0.1>;tag=t1\r\n"
+        b"Call-ID: c1@127.0.0.1\r\n"
+        b"CSeq: 1 OPTIONS\r\n"
+        b"Content-Length: 0\r\n"
+        b"\r\n"
+    )
+    assert mgr.outbox() == [(ok_bytes, UAC)]
+    assert mgr.get_timer() == 34.0  # Timer J = 64*T1
+    # Completed: resend the final response, exact bytes; later TU responses are discarded.
+    receive(mgr, options(), UAC, 3.5)
+    receive(mgr, options(), UAC, 7.5)
+    assert mgr.outbox() == [(ok_bytes, UAC), (ok_bytes, UAC)]
+    mgr.respond(key, make_response(event.request, 500), 4.0)
+    assert mgr.outbox() == []
+    assert mgr.stats["responses_discarded"] == 1
+    txn = mgr.server_transaction(key)
+    assert isinstance(txn, ServerTransaction)
+    assert txn.state is State.COMPLETED
+    assert txn.response is ok
+    assert run_until(mgr, 100.0) == [(34.0, [], [])]
+    assert mgr.server_transaction(key) is None
+    with pytest.raises(LocalProtocolError, match="No server transaction"):
+        mgr.respond(key, ok, 35.0)
+    # After Timer J the same request is a new transaction.
+    receive(mgr, options(), UAC, 40.0)
+    assert isinstance(events(mgr)[0], RequestReceived)
+    assert mgr.stats["requests_received"] == 2
+    assert mgr.stats["requests_absorbed"] == 1
+    assert mgr.stats["responses_resent"] == 3
+
+
+def test_server_final_from_trying_over_tcp_terminates_at_once():
+    mgr = manager()
+    data = options(via="SIP/2.0/TCP 127.0.0.1:40001")
+    receive(mgr, data, TCP_UAC, 0.0)
+    [event] = events(mgr)
+    mgr.respond(event.key, make_response(event.request, 200, to_tag="t1"), 0.1)
+    [(sent, peer)] = mgr.outbox()
+    assert peer == TCP_UAC  # RFC 3261 §18.2.2: same connection
+    assert sent.startswith(b"SIP/2.0 200 OK\r\n")
+    assert mgr.server_transaction(event.key) is None  # Timer J = 0
+    assert mgr.get_timer() is None
+
+
+def test_server_completed_from_proceeding_with_error_response():
+    mgr = manager()
+    receive(mgr, options(), UAC, 0.0)
+    [event] = events(mgr)
+    mgr.respond(event.key, make_response(event.request, 180, "Ringing"), 0.0)
+    mgr.respond(event.key, make_response(event.request, 486, "Busy Here", to_tag="t"), 0.1)
+    mgr.respond(event.key, make_response(event.request, 181), 0.2)
+    assert [data.split(b"\r\n", 1)[0] for data, _ in mgr.outbox()] == [
+        b"SIP/2.0 180 Ringing",
+        b"SIP/2.0 486 Busy Here",
+    ]
+    assert mgr.server_transaction(event.key).state is State.COMPLETED
+
+
+def test_cancel_is_a_separate_server_transaction():
+    mgr = manager()
+    receive(mgr, options(method="INVITE"), UAC, 0.0)
+    receive(mgr, options(method="CANCEL"), UAC, 0.1)
+    invite, cancel = events(mgr)
+    assert invite.key.method == "INVITE"
+    assert cancel.key.method == "CANCEL"
+    assert invite.key.branch == cancel.key.branch
+    assert isinstance(mgr.server_transaction(cancel.key), ServerTransaction)
+    assert isinstance(mgr.server_transaction(invite.key), InviteServerTransaction)
+
+
+def test_same_branch_other_sent_by_is_another_transaction():
+    mgr = manager()
+    receive(mgr, options(), UAC, 0.0)
+    receive(mgr, options(via="SIP/2.0/UDP 127.0.0.1:5071"), Peer("udp", "127.0.0.1", 5071), 0.0)
+    assert len(events(mgr)) == 2
+
+
+def test_unaddressable_request_dropped():
+    mgr = manager()
+    request = parse_message(options())
+    request.headers.remove("Via")
+    request.invalidate()
+    mgr.receive(request, UAC, 0.0)
+    assert (events(mgr), mgr.outbox(), mgr.stats["dropped"]) == ([], [], 1)
+
+
+def test_overload_answers_503_statelessly():
+    mgr = manager(max_transactions=1)
+    receive(mgr, options(), UAC, 0.0)
+    receive(mgr, options("z9hG4bKa2"), UAC, 0.0)
+    assert len(events(mgr)) == 1
+    [(data, peer)] = mgr.outbox()
+    assert peer == UAC
+    assert data == (
+        b"SIP/2.0 503 Service Unavailable\r\n"
+        b"Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKa2\r\n"
+        b"From: <sip:uac@127.0.0.1>;tag=f1\r\n"
+        b"To: <sip:uas@127.0.0.1>;tag=id1\r\n"
+        b"Call-ID: c1@127.0.0.1\r\n"
+        b"CSeq: 1 OPTIONS\r\n"
+        b"Content-Length: 0\r\n"
+        b"\r\n"
+    )
+    assert mgr.stats["overload_rejected"] == 1
+
+
+def test_bad_timers_refused():
+    with pytest.raises(ConfigError):
+        manager(timers=Timers(t1=0.0))
+    with pytest.raises(ConfigError):
+        manager(timers=Timers(t1=5.0, t2=4.0))
+    with pytest.raises(ConfigError):
+        manager(timers=Timers(t4=-1.0))
+
+
+def test_custom_timers():
+    mgr = manager(timers=Timers(t1=0.1, t2=0.4, t4=1.0))
+    mgr.send_request(client_request(mgr), UAS, 0.0)
+    log = run_until(mgr, 100.0)
+    assert [at for at, d, _ in log if d] == pytest.approx(
+        [0.1, 0.3, 0.7, 1.1, 1.5, 1.9, 2.3, 2.7, 3.1, 3.5, 3.9, 4.3, 4.7, 5.1, 5.5, 5.9, 6.3]
+    )
+    assert log[-1][0] == pytest.approx(6.4)
+
+
+def test_stats_start_at_zero():
+    assert manager().stats == dict.fromkeys(STAT_NAMES, 0)
+
+
+# -- Via received / rport (RFC 3261 §18.2.1, §18.2.2, RFC 3581) ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("via", "source", "stamped", "reply_to"),
+    [
+        pytest.param(
+            "SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKa1",
+            UAC,
+            "SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKa1",
+            UAC,
+            id="same-address-untouched",
+        ),
+        pytest.param(
+            "SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKa1;rport",
+            Peer("udp", "127.0.0.1", 32768),
+            "SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKa1;rport=32768;received=127.0.0.1",
+            Peer("udp", "127.0.0.1", 32768),
+            id="rport-filled-received-always",
+        ),
+        pytest.param(
+            "SIP/2.0/UDP uac.example.test:5070;branch=z9hG4bKa1",
+            UAC,
+            "SIP/2.0/UDP uac.example.test:5070;branch=z9hG4bKa1;received=127.0.0.1",
+            UAC,
+            id="name-gets-received",
+        ),
+        pytest.param(
+            "SIP/2.0/UDP 192.0.2.7;branch=z9hG4bKa1",
+            UAC,
+            "SIP/2.0/UDP 192.0.2.7;branch=z9hG4bKa1;received=127.0.0.1",
+            Peer("udp", "127.0.0.1", 5060),
+            id="claimed-address-replaced-port-default",
+        ),
+        pytest.param(
+            "SIP/2.0/UDP 192.0.2.7:5099 ; received=192.0.2.99 ;branch=z9hG4bKa1;maddr=239.255.255.1",
+            UAC,
+            "SIP/2.0/UDP 192.0.2.7:5099;branch=z9hG4bKa1;maddr=239.255.255.1;received=127.0.0.1",
+            Peer("udp", "127.0.0.1", 5099),
+            id="spoofed-received-overwritten-maddr-ignored",
+        ),
+        pytest.param(
+            "SIP/2.0/UDP [::1]:5070;branch=z9hG4bKa1",
+            Peer("udp", "::1", 5070),
+            "SIP/2.0/UDP [::1]:5070;branch=z9hG4bKa1",
+            Peer("udp", "::1", 5070),
+            id="ipv6-same",
+        ),
+        pytest.param(
+            "SIP/2.0/UDP [::1]:5070;branch=z9hG4bKa1",
+            Peer("udp", "0:0:0:0:0:0:0:1", 5070),
+            "SIP/2.0/UDP [::1]:5070;branch=z9hG4bKa1",
+            Peer("udp", "::1", 5070),
+            id="ipv6-same-other-spelling",
+        ),
+        pytest.param(
+            "SIP/2.0/TCP uac.example.test;branch=z9hG4bKa1;rport",
+            TCP_UAC,
+            "SIP/2.0/TCP uac.example.test;branch=z9hG4bKa1;rport=40001;received=127.0.0.1",
+            TCP_UAC,
+            id="tcp-same-connection",
+        ),
+    ],
+)
+def test_via_stamping_and_response_destination(via, source, stamped, reply_to):
+    mgr = manager()
+    data = options("", via=via)
+    receive(mgr, data, source, 0.0)
+    [event] = events(mgr)
+    assert event.request.headers.get("Via") == stamped
+    assert to_bytes(event.request) == data.replace(via.encode(), stamped.encode())
+    assert event.request.top_via.branch == "z9hG4bKa1"
+    mgr.respond(event.key, make_response(event.request, 200, to_tag="t"), 0.0)
+    [(sent, peer)] = mgr.outbox()
+    assert peer == reply_to
+    assert f"\r\nVia: {stamped}\r\n".encode() in sent
+
+
+def test_via_stamping_keeps_the_other_vias_and_headers_in_place():
+    data = (
+        b"OPTIONS sip:uas@127.0.0.1 SIP/2.0\r\n"
+        b"Max-Forwards: 70\r\n"
+        b"Via: SIP/2.0/UDP proxy.example.test;branch=z9hG4bK2;rport, SIP/2.0/UDP 127.0.0.1:5080"
+        b";branch=z9hG4bK1\r\n"
+        b"Via: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bK0\r\n"
+        b"From: <sip:uac@127.0.0.1>;tag=f1\r\n"
+        b"To: <sip:uas@127.0.0.1>\r\n"
+        b"Call-ID: c2@127.0.0.1\r\n"
+        b"CSeq: 7 OPTIONS\r\n"
+        b"Content-Length: 0\r\n"
+        b"\r\n"
+    )
+    mgr = manager()
+    receive(mgr, data, UAC, 0.0)
+    [event] = events(mgr)
+    assert to_bytes(event.request) == data.replace(
+        b"z9hG4bK2;rport,", b"z9hG4bK2;rport=5070;received=127.0.0.1,"
+    )
+    assert [v.branch for v in event.request.vias] == ["z9hG4bK2", "z9hG4bK1", "z9hG4bK0"]
+
+
+def test_stray_ack_is_stamped_and_passed_up_without_key():
+    mgr = manager()
+    receive(mgr, options("z9hG4bKack", method="ACK", via_params=";rport"), UAC, 0.0)
+    [event] = events(mgr)
+    assert event == RequestReceived(request=event.request, source=UAC, key=None)
+    assert event.request.headers.get("Via").endswith(";rport=5070;received=127.0.0.1")
+    assert mgr.outbox() == []
+    assert mgr.stats["stray_acks"] == 1
+
+
+# -- INVITE server transaction: 405 until the ACK (RFC 3261 §17.2.1, Figure 7) ---------------
+
+
+def invite_405(mgr, source=UAC, data=None):
+    receive(mgr, data or options(method="INVITE"), source, 0.0)
+    [event] = events(mgr)
+    reply = make_response(event.request, 405, to_tag="t405", headers=[("Allow", "OPTIONS")])
+    mgr.respond(event.key, reply, 0.0)
+    [(sent, peer)] = mgr.outbox()
+    return event, sent, peer
+
+
+def test_invite_405_retransmitted_on_timer_g_until_timer_h():
+    mgr = manager()
+    event, sent, peer = invite_405(mgr)
+    assert peer == UAC
+    assert sent == (
+        b"SIP/2.0 405 Method Not Allowed\r\n"
+        b"Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKa1\r\n"
+        b"From: <sip:uac@127.0.0.1>;tag=f1\r\n"
+        b"To: <sip:uas@127.0.0.1>;tag=t405\r\n"
+        b"Call-ID: c1@127.0.0.1\r\n"
+        b"CSeq: 1 INVITE\r\n"
+        b"Allow: OPTIONS\r\n"
+        b"Content-Length: 0\r\n"
+        b"\r\n"
+    )
+    log = run_until(mgr, 100.0)
+    assert [at for at, d, _ in log if d] == [0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]
+    assert all(d == [(sent, UAC)] for _, d, _ in log if d)
+    assert log[-1][0] == 32.0
+    assert log[-1][2] == [TransactionTimedOut(key=event.key, request=event.request)]
+    assert mgr.server_transaction(event.key) is None
+    assert mgr.stats["responses_retransmitted"] == 10
+
+
+def test_invite_405_ack_absorbed_then_timer_i():
+    mgr = manager()
+    event, sent, _ = invite_405(mgr)
+    assert run_until(mgr, 2.0) == [(0.5, [(sent, UAC)], []), (1.5, [(sent, UAC)], [])]
+    receive(mgr, options(method="INVITE"), UAC, 2.0)  # INVITE retransmission: resend 405
+    assert mgr.outbox() == [(sent, UAC)]
+    ack = options(method="ACK", to_tag="t405")
+    receive(mgr, ack, UAC, 2.5)
+    assert (events(mgr), mgr.outbox()) == ([], [])
+    txn = mgr.server_transaction(event.key)
+    assert txn.state is State.CONFIRMED
+    assert mgr.get_timer() == 7.5  # Timer I = T4; G and H cancelled
+    receive(mgr, ack, UAC, 3.0)  # ACK retransmission absorbed
+    receive(mgr, options(method="INVITE"), UAC, 3.1)  # late INVITE retransmission absorbed
+    mgr.respond(event.key, make_response(event.request, 500), 3.2)  # discarded
+    assert (events(mgr), mgr.outbox()) == ([], [])
+    assert run_until(mgr, 100.0) == [(7.5, [], [])]
+    assert mgr.server_transaction(event.key) is None
+    receive(mgr, ack, UAC, 8.0)  # after Timer I it is a stray ACK
+    [stray] = events(mgr)
+    assert stray.key is None
+    assert mgr.stats["acks_absorbed"] == 1
+    assert mgr.stats["requests_absorbed"] == 1
+
+
+def test_invite_over_tcp_no_timer_g_and_ack_terminates():
+    mgr = manager()
+    event, _, peer = invite_405(mgr, TCP_UAC, options(method="INVITE", via="SIP/2.0/TCP h.test"))
+    assert peer == TCP_UAC
+    assert mgr.get_timer() == 32.0  # only Timer H
+    receive(mgr, options(method="ACK", via="SIP/2.0/TCP h.test", to_tag="t405"), TCP_UAC, 1.0)
+    assert mgr.server_transaction(event.key) is None
+    assert mgr.get_timer() is None
+
+
+def test_invite_proceeding_retransmissions_and_2xx():
+    mgr = manager()
+    receive(mgr, options(method="INVITE"), UAC, 0.0)
+    [event] = events(mgr)
+    receive(mgr, options(method="INVITE"), UAC, 0.5)  # nothing sent yet: absorbed
+    assert mgr.outbox() == []
+    receive(mgr, options(method="ACK"), UAC, 0.6)  # ACK before any final: absorbed
+    assert events(mgr) == []
+    ringing = make_response(event.request, 180, to_tag="t")
+    mgr.respond(event.key, ringing, 0.7)
+    receive(mgr, options(method="INVITE"), UAC, 1.0)
+    assert mgr.outbox() == [(to_bytes(ringing), UAC)] * 2
+    mgr.respond(event.key, make_response(event.request, 200, to_tag="t"), 1.1)
+    assert len(mgr.outbox()) == 1
+    assert mgr.server_transaction(event.key) is None  # RFC 3261: 2xx ends it
+    assert mgr.get_timer() is None
+
+
+# -- RFC 2543 fallback matching (RFC 3261 §17.2.3, RFC 4475 inv2543 / badbranch) -------------
+
+INV2543 = (
+    b"INVITE sip:UserB@127.0.0.1 SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 127.0.0.1:5070\r\n"
+    b"Max-Forwards: 70\r\n"
+    b"From: <sip:UserA@127.0.0.1>\r\n"
+    b"To: <sip:UserB@127.0.0.1>\r\n"
+    b"Call-ID: 0ha0isn@127.0.0.1\r\n"
+    b"CSeq: 8 INVITE\r\n"
+    b"Content-Length: 0\r\n"
+    b"\r\n"
+)
+
+
+def ack_2543(to_tag: str) -> bytes:
+    return (
+        INV2543.replace(b"INVITE sip", b"ACK sip")
+        .replace(b"8 INVITE", b"8 ACK")
+        .replace(b"<sip:UserB@127.0.0.1>\r\n", f"<sip:UserB@127.0.0.1>;tag={to_tag}\r\n".encode())
+    )
+
+
+def test_rfc2543_invite_retransmission_and_ack_matched():
+    mgr = manager()
+    event, sent, _ = invite_405(mgr, data=INV2543)
+    assert event.key.branch.startswith("rfc2543\n")
+    assert event.key.method == "INVITE"
+    receive(mgr, INV2543, UAC, 0.2)
+    assert mgr.outbox() == [(sent, UAC)]
+    assert events(mgr) == []
+    receive(mgr, ack_2543("wrong"), UAC, 0.3)  # To tag is not our response's: stray
+    [stray] = events(mgr)
+    assert stray.key is None
+    receive(mgr, ack_2543("t405"), UAC, 0.4)
+    assert events(mgr) == []
+    assert mgr.server_transaction(event.key).state is State.CONFIRMED
+
+
+def test_rfc2543_reinvite_with_to_tag_ack_matched():
+    reinvite = INV2543.replace(b"<sip:UserB@127.0.0.1>\r\n", b"<sip:UserB@127.0.0.1>;tag=t405\r\n")
+    mgr = manager()
+    event, _, _ = invite_405(mgr, data=reinvite)
+    receive(mgr, ack_2543("t405"), UAC, 0.4)
+    assert events(mgr) == []
+    assert mgr.server_transaction(event.key).state is State.CONFIRMED
+
+
+def test_rfc2543_ack_without_any_transaction_is_stray():
+    mgr = manager()
+    receive(mgr, ack_2543("t405"), UAC, 0.0)
+    [event] = events(mgr)
+    assert event.key is None
+
+
+def test_badbranch_magic_cookie_alone_uses_rfc2543_matching():
+    mgr = manager()
+    bad = options("z9hG4bK")
+    receive(mgr, bad, UAC, 0.0)
+    [event] = events(mgr)
+    assert event.key.branch.startswith("rfc2543\n")
+    mgr.respond(event.key, make_response(event.request, 200, to_tag="t"), 0.0)
+    ok = mgr.outbox()
+    receive(mgr, bad, UAC, 0.5)
+    assert mgr.outbox() == ok
+    receive(mgr, options("z9hG4bK", cseq=2), UAC, 0.6)  # a new CSeq: a new transaction
+    assert len(events(mgr)) == 1
+
+
+# -- timer heap ------------------------------------------------------------------------------
+
+
+def test_heap_compaction_and_stale_entries():
+    mgr = manager()
+    keys = [mgr.send_request(client_request(mgr), UAS, 0.0) for _ in range(1500)]
+    mgr.outbox()
+    for key in keys:  # finals cancel E and F (stale entries), arm K
+        receive(mgr, response(200, "OK", key.branch), UAS, 0.1)
+    events(mgr)
+    heap = mgr._ctx.heap
+    assert len(heap) < 3 * 1500 + 1  # compacted at least once
+    assert mgr.get_timer() == pytest.approx(5.1)
+    assert run_until(mgr, 100.0) == [(pytest.approx(5.1), [], [])] or len(mgr) == 0
+    assert len(mgr) == 0
+    assert mgr.get_timer() is None
+
+
+def test_stale_entry_on_top_is_skipped_by_handle_timer():
+    mgr = manager()
+    key = mgr.send_request(client_request(mgr), UAS, 0.0)
+    receive(mgr, response(200, "OK", key.branch), UAS, 0.1)  # E (0.5) and F now stale
+    mgr.handle_timer(1.0)
+    assert mgr.outbox() == [(options("z9hG4bKid1"), UAS)]  # only the original send
+    assert mgr.get_timer() == pytest.approx(5.1)
+
+
+def test_illegal_input_raises_and_removes_the_transaction():
+    mgr = manager()
+    key = mgr.send_request(client_request(mgr), UAS, 0.0)
+    txn = mgr._ctx.clients[key]
+    with pytest.raises(LocalProtocolError, match="Timer J not allowed in state Trying"):
+        txn.fire(Input.TIMER_J, 0.1)
+    assert mgr.client_request(key) is None
+    assert mgr.get_timer() is None
+    receive(mgr, options(), UAC, 0.0)
+    [event] = events(mgr)
+    server = mgr.server_transaction(event.key)
+    with pytest.raises(LocalProtocolError):
+        server.fire(Input.TIMER_K, 0.1)
+    assert mgr.server_transaction(event.key) is None
