@@ -155,4 +155,4 @@ clean:
 # Also the venvs and generated certificates.
 distclean: clean
 	rm -rf .venv .venv-*
-	find certs -mindepth 1 ! -name README.md -exec rm -rf {} +
+	find certs -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +

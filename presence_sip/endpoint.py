@@ -131,6 +131,7 @@ class Endpoint:
         self.stats = EndpointStats()
         self.identities: dict[int, object] = {}
         self._pending: dict[TransactionKey, ResponseCallback] = {}
+        self._synthesize: set[TransactionKey] = set()
         self._stateless: list[tuple[bytes, Peer]] = []
         self._to_tag = ids.new_id("t")
         self.router: Router | None = None
@@ -268,12 +269,21 @@ class Endpoint:
         destination: Peer,
         now: float,
         on_response: ResponseCallback | None = None,
+        *,
+        synthesize: bool = False,
     ) -> TransactionKey:
-        """Send ``request`` (its top Via must carry a fresh branch) in a client transaction."""
+        """Send ``request`` (its top Via must carry a fresh branch) in a client transaction.
+
+        ``on_response`` gets the final response, or None when the transaction timed out or the
+        transport failed; with ``synthesize`` it gets a locally made 408 (timeout) or 503
+        (transport error) instead, as RFC 3261 §8.1.3.1 describes.
+        """
         key = self.transactions.send_request(request, destination, now)
         self.stats.requests_sent += 1
         if on_response is not None:
             self._pending[key] = on_response
+            if synthesize:
+                self._synthesize.add(key)
         return key
 
     # --- internals ----------------------------------------------------------------------------
@@ -286,6 +296,7 @@ class Endpoint:
                 self._dispatch(event, now)
             elif isinstance(event, ResponseReceived):
                 if event.response.status >= 200:
+                    self._synthesize.discard(event.key)
                     callback = self._pending.pop(event.key, None)
                     if callback is not None:
                         callback(event.response, now)
@@ -293,10 +304,17 @@ class Endpoint:
                 self.stats.timeouts += 1
                 callback = self._pending.pop(event.key, None)
                 if callback is not None:
-                    callback(None, now)
+                    callback(self._failure(event), now)
             elif isinstance(event, StrayResponse):
                 self.stats.dropped += 1
             event = transactions.next_event()
+
+    def _failure(self, event: TransactionTimedOut) -> Response | None:
+        if event.key not in self._synthesize:
+            return None
+        self._synthesize.discard(event.key)
+        status = 503 if event.transport_error else 408
+        return make_response(event.request, status)
 
     def _dispatch(self, event: RequestReceived, now: float) -> None:
         request = event.request

@@ -85,7 +85,7 @@ _REASONS = {SideEffect.NOTIFY_REJECTED: "rejected", SideEffect.NOTIFY_TIMEOUT: "
 
 
 class PresenceStore(SubscriptionStore, PublicationStore, Protocol):
-    """Both stores in one (SQLite: :class:`~presence_sip.storage.sqlite_presence.SqlitePresenceStore`)."""
+    """Both stores in one (SQLite: ``storage.sqlite_presence.SqlitePresenceStore``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,9 +252,18 @@ class PresenceServer:
         return key
 
     def _presentity(self, key: str, entity: str | None = None) -> _Presentity:
+        """The watched presentity ``key`` (created and indexed when new)."""
         found = self._presentities.get(key)
         if found is None:
-            found = self._presentities[key] = _Presentity(key, entity or self.presentity_entity(key))
+            found = _Presentity(key, entity or self.presentity_entity(key))
+            self._presentities[key] = found
+        return found
+
+    def _peek(self, key: str, entity: str | None = None) -> _Presentity:
+        """The presentity ``key``, or a transient one that is not indexed."""
+        found = self._presentities.get(key)
+        if found is None:
+            found = _Presentity(key, entity or self.presentity_entity(key))
         return found
 
     def _forget_if_idle(self, presentity: _Presentity) -> None:
@@ -266,7 +275,7 @@ class PresenceServer:
         published = self.compositor.document(key)
         if published is not None:
             return published
-        presentity = self._presentity(key)
+        presentity = self._peek(key)
         basic = "open" if self.is_registered(key, now) else "closed"
         doc = presentity.reg_docs.get(basic)
         if doc is None:
@@ -274,8 +283,6 @@ class PresenceServer:
                 presentity.entity, basic, tuple_id="reg",
                 note="registered" if basic == "open" else "not registered",
             )
-        if not presentity.watchers and not presentity.winfo:
-            self._presentities.pop(key, None)
         return doc
 
     def _neutral(self, presentity: _Presentity) -> bytes:
@@ -322,7 +329,7 @@ class PresenceServer:
         dialog.local_uri = self._intern(dialog.local_uri)
         event_header = request.event
         sub = Subscription(
-            id=local_tag, presentity=presentity, entity=self._presentity(presentity).entity,
+            id=local_tag, presentity=presentity, entity=self._peek(presentity).entity,
             event=event, watcher=watcher, dialog=dialog, expires_at=now + expires,
             created_at=now, accept_diff=accept_diff and self.settings.partial_notification,
             event_id=event_header.id if event_header else None,
@@ -332,7 +339,6 @@ class PresenceServer:
         sub.action = action
         effect = sub.machine.process(_AUTH_INPUT[action])
         if effect is SideEffect.REJECT:
-            self._forget_if_idle(self._presentity(presentity))
             return None
         sub.winfo_event = "approved" if sub.state is State.ACTIVE else "subscribe"
         if expires == 0:
@@ -340,7 +346,6 @@ class PresenceServer:
             sub.final = sub.machine.process(Input.UNSUBSCRIBE)
             sub.winfo_event = "timeout"
             self._queue(sub)
-            self._forget_if_idle(self._presentity(presentity))
             return sub
         self._install(sub)
         self.store.save_subscription(sub.record())
@@ -542,7 +547,7 @@ class PresenceServer:
                 return headers, "", b""  # RFC 3856 §6.6.2: no state while pending
         if sub.event == WINFO:
             return headers, WATCHERINFO_CONTENT_TYPE, self._winfo_body(sub, now)
-        presentity = self._presentity(sub.presentity, sub.entity)
+        presentity = self._peek(sub.presentity, sub.entity)
         if sub.polite:
             return headers, PIDF_CONTENT_TYPE, self._neutral(presentity)
         doc = self.document(sub.presentity, now)

@@ -110,21 +110,22 @@ class Proxy:
         def relay(response: Response | None, now: float) -> None:
             self._relay(forwarding, response, now)
 
-        self.endpoint.send_request(outgoing, peer, now, relay)
+        self.endpoint.send_request(outgoing, peer, now, relay, synthesize=True)
 
     def _relay(self, forwarding: _Forwarding, response: Response | None, now: float) -> None:
-        if response is None or response.status == 503:
-            if forwarding.hops:  # RFC 3263 §4.3: fail over to the next record
-                self._try_next(forwarding, now)
-                return
-            if response is None:
-                self._give_up(forwarding, 408, "Next hop did not answer", now)
-                return
-        assert response is not None
+        assert response is not None  # sent with synthesize=True
+        if response.status in (408, 503) and forwarding.hops:
+            # RFC 3263 §4.3: a timeout, a transport error or a 503 fails over to the next record
+            self._try_next(forwarding, now)
+            return
         relayed = relayed_response(response)
         if relayed is None:
             return
-        self.endpoint.respond(forwarding.incoming.key, relayed, now, stamp=False)
+        # A 408/503 without a To-tag was made here (RFC 3261 §16.7 step 6): stamp it as ours.
+        ours = response.status in (408, 503) and response.to.tag is None
+        if ours:
+            log.info("forwarding %s failed: %d", forwarding.request.method, response.status)
+        self.endpoint.respond(forwarding.incoming.key, relayed, now, stamp=ours)
 
     def _give_up(self, forwarding: _Forwarding, status: int, reason: str, now: float) -> None:
         log.info("forwarding %s failed: %d %s", forwarding.request.method, status, reason)

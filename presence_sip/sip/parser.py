@@ -22,7 +22,7 @@ import re
 from . import grammar
 from .errors import SipParseError
 from .message import CANONICAL_NAMES, SINGLE_VALUED, Headers, Message, Request, Response
-from .validate import FAST_CHECKS, KNOWN_METHODS, MANDATORY, validate_message
+from .validate import FAST_CHECKS, KNOWN_METHODS, MANDATORY, Fast, validate_message
 
 DEFAULT_MAX_MESSAGE_SIZE = 65535
 """Largest message accepted (bytes); larger ones get 513 (RFC 3261 §18.1.1, §21.5.14)."""
@@ -47,8 +47,9 @@ _SINGLE_KEYS = frozenset(name.lower() for name in SINGLE_VALUED)
 _Entry = tuple[tuple[str, str], str]
 _LINE_CACHE: dict[str, _Entry] = {}
 """Canonical header lines already proven valid -> (canonical item, lower-case key)."""
-_NAME_CACHE: dict[str, str] = {}
-"""Header names as received (valid tokens) -> canonical name."""
+_NameInfo = tuple[str, str, bool, "Fast | None", bool]
+_NAME_INFO: dict[str, _NameInfo] = {}
+"""Header names as received (valid tokens) -> what :func:`_scan_line` needs to know about them."""
 _RURI_CACHE: dict[str, bool] = {}
 """Request-URIs already proven valid by the fast path."""
 
@@ -169,32 +170,38 @@ def _scan_line(line: str) -> tuple[_Entry, int]:
     if colon <= 0:
         raise SipParseError("Malformed header line")
     raw_name = line[:colon]
-    name = _NAME_CACHE.get(raw_name) or _header_name(raw_name)
-    raw_value = line[colon + 1 :]
-    value = raw_value.strip(" \t")
+    name, key, exact, check, cacheable = _NAME_INFO.get(raw_name) or _name_info(raw_name)
+    value = line[colon + 1 :].strip(" \t")
     status = 0
-    if name != raw_name or len(raw_value) != len(value) + 1 or raw_value[0] != " ":
+    if not exact or len(line) != colon + 2 + len(value) or line[colon + 1] != " ":
         status = _NONCANONICAL
-    check = FAST_CHECKS.get(name)
     if check is not None and check(value) is None:
         status |= _UNPROVEN
-    entry = ((name, value), name.lower())
-    if not status and name not in _UNCACHED and len(line) <= _CACHED_LINE_MAX:
+    entry = ((name, value), key)
+    if not status and cacheable and len(line) <= _CACHED_LINE_MAX:
         if len(_LINE_CACHE) >= _CACHE_LIMIT:
             _LINE_CACHE.clear()
         _LINE_CACHE[line] = entry
     return entry, status
 
 
-def _header_name(raw_name: str) -> str:
+def _name_info(raw_name: str) -> _NameInfo:
+    """Canonical name, lookup key, whether ``raw_name`` is already canonical, fast check, cacheable."""
     name = raw_name.rstrip(" \t")
     if not grammar.TOKEN.fullmatch(name):
         raise SipParseError("Malformed header name")
     canonical = CANONICAL_NAMES.get(name.lower(), name)
-    if len(_NAME_CACHE) >= _CACHE_LIMIT:
-        _NAME_CACHE.clear()
-    _NAME_CACHE[raw_name] = canonical
-    return canonical
+    info = (
+        canonical,
+        canonical.lower(),
+        canonical == raw_name,
+        FAST_CHECKS.get(canonical),
+        canonical not in _UNCACHED,
+    )
+    if len(_NAME_INFO) >= _CACHE_LIMIT:
+        _NAME_INFO.clear()
+    _NAME_INFO[raw_name] = info
+    return info
 
 
 def _body(headers: Headers, rest: bytes, datagram: bool) -> tuple[bytes, int]:

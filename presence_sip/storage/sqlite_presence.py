@@ -16,7 +16,10 @@ from presence_sip.presence.publications import PublicationRecord
 from presence_sip.presence.subscriptions import SubscriptionRecord
 from presence_sip.storage.database import map_errors, migrate, register_migrations, transaction
 
-__all__ = ["COMPONENT", "SqlitePresenceStore"]
+__all__ = ["COMPONENT", "Connection", "SqlitePresenceStore"]
+
+Connection = sqlite3.Connection
+"""The database connection type, for core modules that may not import sqlite3 themselves."""
 
 COMPONENT = "presence"
 

@@ -112,7 +112,7 @@ class Context:
             self.live += 1
         owner.armed[timer] = self.seq
         heapq.heappush(self.heap, (deadline, self.seq, owner, timer))
-        if len(self.heap) > _COMPACT_MIN and len(self.heap) > 4 * self.live:
+        if len(self.heap) > _COMPACT_MIN and len(self.heap) > 2 * self.live:
             self._compact()
 
     def cancel(self, owner: Timed, timer: Input) -> None:

@@ -188,7 +188,7 @@ async def test_outbound_tls_opened_verified_and_reused(endpoint, pki) -> None:
     finally:
         await client.stop()
         await server.stop()
-    assert only_task_left()
+    assert only_task_left(), asyncio.all_tasks()
 
 
 async def test_outbound_tls_to_untrusted_server_reports_lost(endpoint, pki) -> None:
@@ -211,7 +211,7 @@ async def test_outbound_tls_to_untrusted_server_reports_lost(endpoint, pki) -> N
     finally:
         await client.stop()
         await rogue.stop()
-    assert only_task_left()
+    assert only_task_left(), asyncio.all_tasks()
 
 
 async def test_outbound_tls_without_client_context_reports_lost(endpoint) -> None:

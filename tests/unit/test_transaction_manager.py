@@ -712,11 +712,13 @@ def test_heap_compaction_and_stale_entries():
     for key in keys:  # finals cancel E and F (stale entries), arm K
         receive(mgr, response(200, "OK", key.branch), UAS, 0.1)
     events(mgr)
-    heap = mgr._ctx.heap
-    assert len(heap) < 3 * 1500 + 1  # compacted at least once
+    # 4500 entries were pushed, 3000 of them went stale: the heap was rebuilt on the way.
+    assert len(mgr._ctx.heap) < 3000
+    assert mgr._ctx.live == 1500
     assert mgr.get_timer() == pytest.approx(5.1)
-    assert run_until(mgr, 100.0) == [(pytest.approx(5.1), [], [])] or len(mgr) == 0
+    assert run_until(mgr, 100.0) == [(pytest.approx(5.1), [], [])]
     assert len(mgr) == 0
+    assert mgr._ctx.live == 0
     assert mgr.get_timer() is None
 
 
@@ -743,3 +745,48 @@ def test_illegal_input_raises_and_removes_the_transaction():
     with pytest.raises(LocalProtocolError):
         server.fire(Input.TIMER_K, 0.1)
     assert mgr.server_transaction(event.key) is None
+
+
+def test_rearming_a_live_timer_replaces_it():
+    mgr = manager()
+    key = mgr.send_request(client_request(mgr), UAS, 0.0)
+    txn = mgr._ctx.clients[key]
+    mgr._ctx.arm(txn, Input.TIMER_F, 10.0)  # F was due at 32.0
+    assert mgr._ctx.live == 2
+    log = run_until(mgr, 100.0)
+    assert log[-1][0] == 10.0
+    assert isinstance(log[-1][2][0], TransactionTimedOut)
+    assert mgr.get_timer() is None
+
+
+def test_a_finished_transaction_object_does_not_touch_its_successor():
+    mgr = manager()
+    receive(mgr, options(method="INVITE"), UAC, 0.0)
+    [event] = events(mgr)
+    old = mgr.server_transaction(event.key)
+    mgr.respond(event.key, make_response(event.request, 200, to_tag="t"), 0.0)  # ends it
+    receive(mgr, options(method="INVITE"), UAC, 1.0)  # same key, new transaction
+    [again] = events(mgr)
+    assert again.key == event.key
+    new = mgr.server_transaction(event.key)
+    assert new is not old
+    with pytest.raises(LocalProtocolError):
+        old.receive_request(1.1)
+    assert mgr.server_transaction(event.key) is new
+    key = mgr.send_request(client_request(mgr), TCP_UAS, 0.0)
+    client = mgr._ctx.clients[key]
+    receive(mgr, response(200, "OK", key.branch), TCP_UAS, 0.1)
+    with pytest.raises(LocalProtocolError):
+        client.fire(Input.TIMER_E, 0.2)
+    assert mgr._ctx.live == 0  # the new INVITE (Proceeding) has no timers; the client is gone
+
+
+def test_keys_and_reprs():
+    mgr = manager()
+    key = mgr.send_request(client_request(mgr), UAS, 0.0)
+    assert not key.server
+    assert repr(mgr._ctx.clients[key]) == "<ClientTransaction OPTIONS z9hG4bKid1 TRYING>"
+    receive(mgr, options(method="INVITE"), UAC, 0.0)
+    [event] = events(mgr)
+    assert event.key.server
+    assert repr(mgr.server_transaction(event.key)) == "<InviteServerTransaction INVITE PROCEEDING>"

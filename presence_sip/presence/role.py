@@ -1,0 +1,366 @@
+"""The presence server role on an :class:`~presence_sip.endpoint.Endpoint` (DESIGN.md steps 8, 10).
+
+SIP in front of :class:`~presence_sip.presence.server.PresenceServer`: checks SUBSCRIBE and
+PUBLISH in the order the RFCs give (event package, dialog, Accept, Expires, domain,
+authentication, presentity, ownership, authorization), answers, and only then lets the server
+send the NOTIFYs the request caused (the 200 always leaves before the first NOTIFY).
+
+Our Contact (and Via sent-by) for a dialog is the ``contact_address`` given to the role, else the
+Request-URI's host and port when the Request-URI is an IP address, else the first IP literal
+among ``domains`` (node.py adds the listen addresses) on the default port.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Callable, Iterable
+
+from presence_sip.auth.guard import RequestGuard, Verdict
+from presence_sip.endpoint import Endpoint, Incoming, ResponseCallback
+from presence_sip.hss.store import SubscriberStore
+from presence_sip.presence.pidf import (
+    PIDF_CONTENT_TYPE,
+    PIDF_DIFF_CONTENT_TYPE,
+    WATCHERINFO_CONTENT_TYPE,
+)
+from presence_sip.presence.rules import Action, parse_action
+from presence_sip.presence.server import (
+    PRESENCE,
+    WINFO,
+    PresenceServer,
+    PresenceSettings,
+    PresenceStore,
+    Subscription,
+)
+from presence_sip.registrar.registrar import Registrar, aor_key
+from presence_sip.sip.errors import RemoteProtocolError, SipError
+from presence_sip.sip.message import Request, Response
+from presence_sip.sip.peer import Peer
+from presence_sip.sip.responses import make_response
+from presence_sip.sip.uri import SipUri, TelUri, parse_uri
+from presence_sip.storage.sqlite_presence import Connection, SqlitePresenceStore
+
+log = logging.getLogger(__name__)
+
+__all__ = ["EVENTS", "PresenceRole"]
+
+EVENTS = (PRESENCE, WINFO)
+"""Event packages served (RFC 3856, RFC 3857)."""
+_PIDF_TYPES = frozenset({PIDF_CONTENT_TYPE, PIDF_DIFF_CONTENT_TYPE, "*/*", "application/*"})
+_WINFO_TYPES = frozenset({WATCHERINFO_CONTENT_TYPE, "*/*", "application/*"})
+
+Headers = tuple[tuple[str, str], ...]
+
+
+class _Refusal(Exception):
+    """A request answered with an error (raised inside the checks, turned into a response)."""
+
+    def __init__(
+        self, status: int, reason: str | None = None, headers: Iterable[tuple[str, str]] = ()
+    ) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.headers = tuple(headers)
+
+
+class PresenceRole:
+    """PUBLISH and SUBSCRIBE handlers of a node; ``get_timer``/``handle_timer`` for the endpoint."""
+
+    def __init__(
+        self,
+        *,
+        endpoint: Endpoint,
+        conn: Connection | None = None,
+        hss: SubscriberStore,
+        registrar: Registrar,
+        guard: RequestGuard,
+        domains: frozenset[str],
+        default_policy: str = "confirm",
+        now: float,
+        store: PresenceStore | None = None,
+        settings: PresenceSettings | None = None,
+        contact_address: tuple[str, int] | None = None,
+    ) -> None:
+        if store is None:
+            if conn is None:
+                raise ValueError("PresenceRole needs a database connection or a store")
+            store = SqlitePresenceStore(conn)
+        self.endpoint = endpoint
+        self.hss = hss
+        self.registrar = registrar
+        self.guard = guard
+        self.domains = frozenset(d.lower() for d in domains)
+        self.contact_address = contact_address
+        self._tag = endpoint.ids.new_id("t")
+        self.server = PresenceServer(
+            store=store,
+            ids=endpoint.ids,
+            new_branch=endpoint.new_branch,
+            send=self._send,
+            is_registered=registrar.is_registered,
+            rules_for=hss.rules_for,
+            data_version=hss.data_version,
+            entity_key=_entity_key,
+            domain=hss.domain,
+            default_policy=parse_action(default_policy),
+            settings=settings,
+            now=now,
+        )
+        endpoint.register("SUBSCRIBE", self.handle_subscribe)
+        endpoint.register("PUBLISH", self.handle_publish)
+        endpoint.register("NOTIFY", self.handle_notify)
+        for event in EVENTS:
+            if event not in endpoint.allow_events:
+                endpoint.allow_events.append(event)
+        for mime in (*self.server.compositor.accepted_types, WATCHERINFO_CONTENT_TYPE):
+            if mime not in endpoint.accept:
+                endpoint.accept.append(mime)
+
+    # --- endpoint plumbing --------------------------------------------------------------------
+
+    def get_timer(self) -> float | None:
+        return self.server.get_timer()
+
+    def handle_timer(self, now: float) -> None:
+        self.server.handle_timer(now)
+
+    def registration_changed(self, aor: str, registered: bool, now: float) -> None:
+        """Registrar listener (node.py appends it)."""
+        self.server.registration_changed(aor, registered, now)
+        self.server.flush(now)
+
+    def close(self) -> None:
+        self.server.close()
+
+    def _send(
+        self, request: Request, destination: Peer, now: float, callback: ResponseCallback
+    ) -> None:
+        self.endpoint.send_request(request, destination, now, callback)
+
+    def _answer(self, incoming: Incoming, response: Response, now: float) -> None:
+        """Respond first, then let the NOTIFYs this request caused go out."""
+        self.endpoint.respond(incoming.key, response, now)
+        self.server.flush(now)
+
+    def _handle(
+        self, incoming: Incoming, now: float, body: Callable[[Incoming, float], Response]
+    ) -> Response | None:
+        request = incoming.request
+        try:
+            response = body(incoming, now)
+        except _Refusal as refusal:
+            return make_response(request, refusal.status, refusal.reason, to_tag=self._tag,
+                                 headers=refusal.headers)
+        except RemoteProtocolError as exc:
+            return make_response(request, exc.status, exc.reason, to_tag=self._tag,
+                                 headers=getattr(exc, "headers", ()))
+        self._answer(incoming, response, now)
+        return None
+
+    # --- SUBSCRIBE (RFC 6665 §4.2.1, RFC 3856 §6) ---------------------------------------------
+
+    def handle_subscribe(self, incoming: Incoming, now: float) -> Response | None:
+        return self._handle(incoming, now, self._subscribe)
+
+    def _subscribe(self, incoming: Incoming, now: float) -> Response:
+        request = incoming.request
+        event = self._event(request)
+        if request.to.tag:
+            return self._resubscribe(incoming, event, now)
+        accept_diff = self._check_accept(request, event)
+        expires = self._expires(request)
+        self._check_domain(request)
+        verdict = self._authenticate(request, now)
+        key = self._presentity_key(request)
+        if not self._known(key, now):
+            raise _Refusal(404, "Unknown presentity")  # only after authentication
+        watcher = str(request.from_.uri)
+        self._check_watcher(verdict, watcher)
+        if event == WINFO:
+            self._check_owner(verdict, key, watcher)  # RFC 3857 §5.2: the presentity only
+            action = Action.ALLOW
+        else:
+            action = self.server.authorize(key, watcher)
+        contact = self._local_contact(request, incoming.source)
+        sub = self.server.subscribe(
+            request, presentity=key, event=event, watcher=watcher, source=incoming.source,
+            local_contact=contact, expires=expires, accept_diff=accept_diff, action=action,
+            now=now,
+        )
+        if sub is None:
+            raise _Refusal(403, "Subscription refused by the presentity")  # RFC 3856 §6.6
+        return self._subscribe_ok(request, sub, expires)
+
+    def _resubscribe(self, incoming: Incoming, event: str, now: float) -> Response:
+        request = incoming.request
+        sub = self.server.find(request)
+        if sub is None or sub.event != event:
+            raise _Refusal(481, "Subscription does not exist")  # RFC 6665 §4.2.1.2
+        expires = self._expires(request)
+        self._authenticate(request, now)
+        self.server.refresh(sub, request, incoming.source, expires, now)
+        return self._subscribe_ok(request, sub, expires)
+
+    def _subscribe_ok(self, request: Request, sub: Subscription, expires: int) -> Response:
+        # RFC 6665 §4.2.1.1: 200 (never 202) with the granted Expires; our Contact (target).
+        headers = [("Expires", str(expires)), ("Contact", f"<{sub.dialog.local_contact}>")]
+        return make_response(request, 200, to_tag=sub.id, headers=headers)
+
+    def _event(self, request: Request) -> str:
+        event = request.event
+        if event is None:
+            raise _Refusal(400, "Missing Event")
+        package = event.package.lower()
+        if package not in EVENTS or (request.method == "PUBLISH" and package != PRESENCE):
+            allowed = PRESENCE if request.method == "PUBLISH" else ", ".join(EVENTS)
+            raise _Refusal(489, None, [("Allow-Events", allowed)])  # RFC 6665 §8.3.2
+        return package
+
+    def _check_accept(self, request: Request, event: str) -> bool:
+        """RFC 3856 §6.7: no Accept means PIDF; 406 when nothing we send is acceptable.
+
+        Returns True when partial notification (RFC 5263) may be used."""
+        values = request.headers.values("Accept")
+        offered = {item.split(";", 1)[0].strip().lower() for item in values}
+        offered.discard("")
+        if not offered:
+            return False
+        wanted = _WINFO_TYPES if event == WINFO else _PIDF_TYPES
+        if not offered & wanted:
+            ours = WATCHERINFO_CONTENT_TYPE if event == WINFO else ", ".join(
+                self.server.compositor.accepted_types)
+            raise _Refusal(406, None, [("Accept", ours)])
+        return event == PRESENCE and PIDF_DIFF_CONTENT_TYPE in offered
+
+    def _expires(self, request: Request) -> int:
+        """RFC 6665 §4.2.1.1: default, 423 + Min-Expires below the minimum, cut to the maximum."""
+        settings = self.server.settings
+        expires = request.expires
+        if expires is None:
+            return settings.default_expires
+        if 0 < expires < settings.min_expires:
+            raise _Refusal(423, None, [("Min-Expires", str(settings.min_expires))])
+        return min(expires, settings.max_expires)
+
+    # --- PUBLISH (RFC 3903 §6) ----------------------------------------------------------------
+
+    def handle_publish(self, incoming: Incoming, now: float) -> Response | None:
+        return self._handle(incoming, now, self._publish)
+
+    def _publish(self, incoming: Incoming, now: float) -> Response:
+        request = incoming.request
+        self._event(request)
+        self._check_domain(request)
+        verdict = self._authenticate(request, now)
+        key = self._presentity_key(request)
+        if verdict.username is not None:
+            self._check_owner(verdict, key, None)
+        content_type = request.content_type
+        outcome = self.server.publish(
+            key, if_match=request.sip_if_match, expires=request.expires,
+            content_type=content_type.mime if content_type else None, body=request.body, now=now,
+        )
+        headers = [("Expires", str(outcome.expires))]
+        if outcome.etag is not None:
+            headers.insert(0, ("SIP-ETag", outcome.etag))
+        return make_response(request, 200, to_tag=self._tag, headers=headers)
+
+    # --- NOTIFY -------------------------------------------------------------------------------
+
+    def handle_notify(self, incoming: Incoming, now: float) -> Response:
+        """We subscribe to nothing: a NOTIFY matches no subscription of ours (RFC 6665 §4.1.3)."""
+        request = incoming.request
+        return make_response(request, 481, "Subscription does not exist", to_tag=self._tag)
+
+    # --- shared checks ------------------------------------------------------------------------
+
+    def _check_domain(self, request: Request) -> None:
+        uri = request.request_uri
+        if isinstance(uri, SipUri) and uri.host.lower() not in self.domains:
+            raise _Refusal(403, "Domain not served here")  # never an open relay (DESIGN.md)
+
+    def _authenticate(self, request: Request, now: float) -> Verdict:
+        verdict = self.guard.check(request, now)
+        if verdict.status:
+            raise _Refusal(verdict.status, verdict.reason or None, verdict.challenge_headers)
+        return verdict
+
+    def _presentity_key(self, request: Request) -> str:
+        key = aor_key(request.request_uri)
+        if key is None:
+            raise _Refusal(404, "Unknown presentity")
+        return key
+
+    def _known(self, key: str, now: float) -> bool:
+        """A presentity of ours: in the HSS, or (lab mode) registered or publishing."""
+        hss = self.hss
+        found = hss.get_subscriber(key) if key.startswith("+") else hss.find_by_identity(key)
+        return (
+            found is not None
+            or self.registrar.is_registered(key, now)
+            or self.server.compositor.document(key) is not None
+        )
+
+    def _subscriber_key(self, verdict: Verdict) -> str | None:
+        if verdict.username is None:
+            return None
+        found = self.hss.find_by_identity(verdict.username)
+        return None if found is None else found.msisdn
+
+    def _check_watcher(self, verdict: Verdict, watcher: str) -> None:
+        """An authenticated watcher subscribes as itself (From = its own identity)."""
+        if verdict.username is None:
+            return
+        own = self._subscriber_key(verdict)
+        if own is None or _entity_key(watcher) != own:
+            raise _Refusal(403, "From does not match the credentials")
+
+    def _check_owner(self, verdict: Verdict, key: str, watcher: str | None) -> None:
+        """PUBLISH and presence.winfo are for the presentity itself (403 otherwise)."""
+        if verdict.username is not None:
+            owner = self._subscriber_key(verdict)
+        else:
+            owner = _entity_key(watcher) if watcher is not None else key
+        if owner != key:
+            raise _Refusal(403, "Not the owner of this presentity")
+
+    def _local_contact(self, request: Request, source: Peer) -> str:
+        """Our Contact for a new dialog (see the module docstring)."""
+        host: str | None = None
+        port: int | None = None
+        if self.contact_address is not None:
+            host, port = self.contact_address
+        else:
+            uri = request.request_uri
+            if isinstance(uri, SipUri) and _is_ip(uri.host):
+                host, port = uri.host, uri.port
+            else:
+                literals = sorted(d for d in self.domains if _is_ip(d))
+                host = literals[0] if literals else self.hss.domain
+        hostport = host if port is None else f"{host}:{port}"
+        transport = "" if source.transport == "udp" else f";transport={source.transport}"
+        return f"sip:{hostport}{transport}"
+
+
+def _entity_key(uri_text: str) -> str | None:
+    """The presentity key of a URI (``aor_key``); None for anything that is not an address."""
+    text = uri_text.strip()
+    if text[:5].lower() == "pres:":
+        text = "sip:" + text[5:]  # RFC 3859 pres: URIs name the same presentity
+    try:
+        uri = parse_uri(text)
+    except SipError:
+        return None
+    if not isinstance(uri, SipUri | TelUri):
+        return None
+    return aor_key(uri)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True

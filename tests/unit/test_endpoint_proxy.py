@@ -1,0 +1,141 @@
+"""The sans-IO endpoint as a proxy: forward, relay, fail over, time out; never an open relay."""
+
+from __future__ import annotations
+
+from presence_sip.endpoint import Endpoint
+from presence_sip.ids import CountingIdSource
+from presence_sip.proxy.forward import LocalIdentity
+from presence_sip.proxy.proxy import Proxy
+from presence_sip.proxy.routing import NextHop, RouteTable
+from presence_sip.sip import parse_message
+from presence_sip.sip.message import Request, Response
+from presence_sip.sip.peer import Peer
+
+UAC = Peer("udp", "127.0.0.1", 5070)
+GW1 = NextHop("udp", "127.0.2.2", 5060, priority=10)
+GW2 = NextHop("udp", "127.0.2.3", 5060, priority=20)
+
+
+def make_proxy() -> Endpoint:
+    endpoint = Endpoint(ids=CountingIdSource())
+    endpoint.addresses["udp"] = ("127.0.1.2", 5060)
+    identity = LocalIdentity(frozenset({"net-a.test"}), frozenset({("127.0.1.2", 5060)}))
+    endpoint.router = Proxy(endpoint, identity, RouteTable({"net-b.test": (GW1, GW2)}))
+    return endpoint
+
+
+def subscribe(uri: str = "sip:+447700900123@net-b.test", extra: str = "") -> bytes:
+    return (
+        f"SUBSCRIBE {uri} SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-w1;rport\r\n"
+        "Max-Forwards: 70\r\n"
+        "From: <sip:+447700900001@net-a.test>;tag=f1\r\n"
+        "To: <sip:+447700900123@net-b.test>\r\n"
+        "Call-ID: sub1@127.0.0.1\r\n"
+        "CSeq: 1 SUBSCRIBE\r\n"
+        "Contact: <sip:+447700900001@127.0.0.1:5070>\r\n"
+        f"{extra}"
+        "Event: presence\r\n"
+        "Expires: 600\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def sent(endpoint: Endpoint) -> list[tuple[Request | Response, Peer]]:
+    return [(parse_message(data), peer) for data, peer in endpoint.outbox()]
+
+
+def answer(forwarded: Request, status: int, reason: str = "OK") -> bytes:
+    headers = "".join(f"{name}: {value}\r\n" for name, value in forwarded.headers if name in (
+        "Via", "From", "Call-ID", "CSeq"))
+    return (
+        f"SIP/2.0 {status} {reason}\r\n{headers}"
+        f"To: {forwarded.headers.get('To')};tag=ps1\r\n"
+        "Contact: <sip:ps@127.0.2.11>\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def test_forwards_with_via_record_route_and_relays_the_answer() -> None:
+    proxy = make_proxy()
+    proxy.receive(subscribe(), UAC, 0.0)
+    [(forwarded, peer)] = sent(proxy)
+    assert isinstance(forwarded, Request)
+    assert peer == GW1.peer
+    assert forwarded.uri == "sip:+447700900123@net-b.test"
+    assert forwarded.top_via.host == "127.0.1.2"
+    assert forwarded.top_via.branch is not None and forwarded.top_via.branch.startswith("z9hG4bK")
+    assert forwarded.max_forwards == 69
+    assert forwarded.headers.get("Record-Route") == "<sip:127.0.1.2:5060;transport=udp;lr>"
+    proxy.receive(answer(forwarded, 200), GW1.peer, 0.1)
+    [(relayed, to)] = sent(proxy)
+    assert isinstance(relayed, Response)
+    assert relayed.status == 200
+    assert to == UAC
+    assert [str(v) for v in relayed.vias] == [
+        "SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-w1;rport=5070;received=127.0.0.1"
+    ]
+
+
+def test_503_fails_over_to_the_next_record() -> None:
+    proxy = make_proxy()
+    proxy.receive(subscribe(), UAC, 0.0)
+    [(first, _)] = sent(proxy)
+    assert isinstance(first, Request)
+    proxy.receive(answer(first, 503, "Service Unavailable"), GW1.peer, 0.1)
+    [(second, peer)] = sent(proxy)
+    assert peer == GW2.peer
+    assert isinstance(second, Request)
+    assert second.top_via.branch != first.top_via.branch
+
+
+def test_no_answer_from_any_hop_gives_408_upstream() -> None:
+    proxy = make_proxy()
+    proxy.receive(subscribe(), UAC, 0.0)
+    now = 0.0
+    answers: list[Response] = []
+    while now < 70.0:
+        timer = proxy.get_timer()
+        assert timer is not None
+        now = timer
+        proxy.handle_timer(now)
+        answers += [m for m, peer in sent(proxy) if isinstance(m, Response) and peer == UAC]
+        if answers:
+            break
+    assert [r.status for r in answers] == [408]
+    assert answers[0].to.tag  # made here, so it carries our To-tag
+    assert 64.0 <= now <= 64.5  # two Timer F periods, one per record
+
+
+def test_foreign_domain_without_route_is_refused_and_not_forwarded() -> None:
+    proxy = make_proxy()
+    proxy.receive(subscribe("sip:someone@elsewhere.test"), UAC, 0.0)
+    [(response, peer)] = sent(proxy)
+    assert isinstance(response, Response)
+    assert (response.status, response.reason, peer) == (403, "Relaying denied", UAC)
+
+
+def test_max_forwards_zero_gets_483() -> None:
+    proxy = make_proxy()
+    proxy.receive(subscribe().replace(b"Max-Forwards: 70", b"Max-Forwards: 0"), UAC, 0.0)
+    [(response, _)] = sent(proxy)
+    assert isinstance(response, Response)
+    assert response.status == 483
+
+
+def test_in_dialog_request_following_our_record_route_is_forwarded_to_its_target() -> None:
+    proxy = make_proxy()
+    notify = (
+        b"NOTIFY sip:+447700900001@127.0.0.1:5070 SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 127.0.2.11:5060;branch=z9hG4bK-n1\r\n"
+        b"Route: <sip:127.0.1.2:5060;transport=udp;lr>\r\n"
+        b"Max-Forwards: 70\r\n"
+        b"From: <sip:+447700900123@net-b.test>;tag=ps1\r\n"
+        b"To: <sip:+447700900001@net-a.test>;tag=f1\r\n"
+        b"Call-ID: sub1@127.0.0.1\r\nCSeq: 2 NOTIFY\r\nEvent: presence\r\n"
+        b"Subscription-State: active;expires=600\r\nContent-Length: 0\r\n\r\n"
+    )
+    proxy.receive(notify, Peer("udp", "127.0.2.11", 5060), 0.0)
+    [(forwarded, peer)] = sent(proxy)
+    assert isinstance(forwarded, Request)
+    assert peer == UAC
+    assert forwarded.headers.get("Route") is None
