@@ -24,7 +24,6 @@ script starts is killed at the end, on errors and on Ctrl-C.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import contextlib
 import datetime as dt
 import math
@@ -65,6 +64,7 @@ MAX_RETRANS = 0.01  # retransmissions / messages
 MIN_ACHIEVED = 0.95  # achieved call rate / asked rate
 FALLBACK_KAMAILIO_PUBLISH = 7900  # issue 8: Kamailio on this machine kind, used if not measured
 SIPP_BUFFER = 4 * 1024 * 1024
+NICE: list[str] = []  # ["nice", "-n", "N"] with --nice N: same priority for server and SIPp
 
 
 # --------------------------------------------------------------------------- settings
@@ -400,7 +400,7 @@ class Server:
         self.starts += 1
         rundir = self.workdir / f"run{self.starts}"
         rundir.mkdir()
-        argv = ["taskset", "-c", SERVER_CPU, *self.command(rundir)]
+        argv = [*NICE, "taskset", "-c", SERVER_CPU, *self.command(rundir)]
         self.proc = REAPER.spawn(argv, cwd=rundir, log=rundir / "server.log", env=self.env())
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -572,9 +572,10 @@ class SippJob:
 class Sipp:
     """Runs SIPp (pinned to SIPP_CPU) against one server."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, others: list[float]) -> None:
         self.workdir = workdir
         self.count = 0
+        self.others = others
 
     def start(self, job: SippJob, port: int) -> tuple[subprocess.Popen[bytes], SippRun]:
         """Start SIPp in the background; finish with ``wait``."""
@@ -583,7 +584,7 @@ class Sipp:
         rundir.mkdir(parents=True)
         _check_port_free(job.local_port)
         argv = [
-            "taskset", "-c", SIPP_CPU, "sipp", f"{HOST}:{port}",
+            *NICE, "taskset", "-c", SIPP_CPU, "sipp", f"{HOST}:{port}",
             "-sf", str(SCENARIOS / job.scenario), "-inf", str(job.csv),
             "-i", HOST, "-p", str(job.local_port), "-bind_local",
             "-r", f"{job.rate:.0f}", "-rp", "1000", "-m", str(job.calls), "-l", str(job.limit),
@@ -642,6 +643,7 @@ class Sipp:
         others_s = machine_busy_seconds() - busy0 - server_s - run.sipp_cpu * run.wall
         run.server_cpu = server_s / max(1e-6, run.wall)
         run.others_cpu = max(0.0, others_s / max(1e-6, run.wall))
+        self.others.append(run.others_cpu)
         return run
 
 
@@ -704,6 +706,8 @@ class TargetResult:
     memory_detail: str = ""
     errors: list[str] = field(default_factory=list)
     steps: list[str] = field(default_factory=list)
+    others_cpu: list[float] = field(default_factory=list)
+    """CPU (cores) used by unrelated processes during each SIPp run."""
 
 
 class Bench:
@@ -713,8 +717,8 @@ class Bench:
         self.server = server
         self.s = s
         self.csvs = csvs
-        self.sipp = Sipp(workdir / server.name / "sipp")
         self.result = TargetResult(server.name)
+        self.sipp = Sipp(workdir / server.name / "sipp", self.result.others_cpu)
 
     def log(self, text: str) -> None:
         line = f"[{time.strftime('%H:%M:%S')}] {self.server.name}: {text}"
@@ -1070,6 +1074,17 @@ def render(
     ]
     for name, res in results.items():
         lines += ["", f"## Details: {name}", ""]
+        if res.others_cpu:
+            mean = sum(res.others_cpu) / len(res.others_cpu)
+            lines.append(
+                f"- Other processes on the machine used {mean:.2f} CPU cores on average "
+                f"(max {max(res.others_cpu):.2f}) during the SIPp runs of this target"
+                + (
+                    ": the machine was busy, read the numbers as lower bounds."
+                    if mean > 0.15
+                    else "."
+                )
+            )
         for label, text in (
             ("fan-out", res.fanout_detail),
             ("latency", res.latency_detail),
@@ -1121,6 +1136,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="PUBLISH/s for the latency row (default: 50%% of Kamailio's measured max)",
     )
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="run server and SIPp under `nice -n N` (e.g. -5 on a shared machine; default 0)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--output", type=Path, default=None, help="results file")
     args = parser.parse_args(argv)
@@ -1131,6 +1152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     targets.sort(key=lambda t: 0 if t == "kamailio" else 1)  # Kamailio first: latency rate
     preflight(targets)
     s = QUICK if args.quick else FULL
+    if args.nice:
+        NICE[:] = ["nice", "-n", str(args.nice)]
 
     signal.signal(signal.SIGTERM, _on_signal)
     started = dt.datetime.now()

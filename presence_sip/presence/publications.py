@@ -208,6 +208,8 @@ class Compositor:
         self._seq = 0
         for record in store.load_publications(now):
             self._load(record)
+        for presentity in self._by_presentity:
+            self._recompose(presentity)
 
     @property
     def accepted_types(self) -> tuple[str, ...]:
@@ -347,8 +349,6 @@ class Compositor:
         self._by_etag[publication.etag] = publication
         self._by_presentity.setdefault(publication.presentity, {})[publication.etag] = publication
         heapq.heappush(self._heap, (publication.expires_at, publication.etag))
-        if publication.presentity not in self._composed:
-            self._recompose(publication.presentity)
 
     def _unindex(self, publication: _Publication) -> None:
         self._by_etag.pop(publication.etag, None)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Callable
-from typing import Protocol, cast
+import ssl
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol, cast
 
 from presence_sip.config import Limits
 from presence_sip.sip.errors import SipParseError, TransportError
@@ -45,6 +46,9 @@ class StreamOwner(Protocol):
     def stream_lost(self, conn: StreamConnection) -> None:
         """A connection reported by :meth:`stream_made` is gone."""
 
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> bool:
+        """Run ``coro`` as a task the owner tracks and cancels on stop; False if it refuses."""
+
 
 class State(enum.Enum):
     """Life of a stream connection."""
@@ -60,6 +64,8 @@ class StreamConnection(asyncio.Protocol):
 
     Inbound connections learn their peer from the socket; outbound ones are created by the driver
     with ``target`` and queue what is sent before the connection (and TLS handshake) is up.
+    Inbound TLS is accepted as TCP and upgraded with ``loop.start_tls`` in a task the owner
+    tracks, so a stop can cancel handshakes still in progress.
     """
 
     def __init__(
@@ -70,6 +76,8 @@ class StreamConnection(asyncio.Protocol):
         limits: Limits,
         *,
         target: Peer | None = None,
+        server_tls: ssl.SSLContext | None = None,
+        handshake_timeout: float = 10.0,
     ) -> None:
         self._owner = owner
         self.id = ident
@@ -88,6 +96,9 @@ class StreamConnection(asyncio.Protocol):
         self._limits = limits
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
+        self._raw: asyncio.BaseTransport | None = None  # the TCP transport under an inbound TLS one
+        self._server_tls = server_tls
+        self._handshake_timeout = handshake_timeout
         self._buffer = StreamBuffer(limits.max_message_size)
         self._unframed = bytearray()  # mirror of what the StreamBuffer holds
         self._pings_seen = 0
@@ -102,6 +113,41 @@ class StreamConnection(asyncio.Protocol):
 
     # -- asyncio callbacks -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._server_tls is not None:
+            self._raw = transport
+            raw = cast(asyncio.Transport, transport)
+            raw.pause_reading()
+            if not self._owner.spawn(self._accept_tls(self._server_tls)):
+                self.state = State.CLOSED
+                raw.abort()
+            return
+        self._up(transport)
+
+    async def _accept_tls(self, context: ssl.SSLContext) -> None:
+        raw = cast(asyncio.Transport, self._raw)
+        try:
+            tls = await self._loop.start_tls(
+                raw,
+                self,
+                context,
+                server_side=True,
+                ssl_handshake_timeout=self._handshake_timeout,
+            )
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
+            logger.info("TLS handshake from %s failed: %s", raw.get_extra_info("peername"), exc)
+            self.fail()
+            return
+        except asyncio.CancelledError:
+            self.fail()
+            raise
+        if tls is None or self.state is not State.CONNECTING:
+            raw.abort()
+            self.fail()
+            return
+        self._up(tls)
+
+    def _up(self, transport: asyncio.BaseTransport) -> None:
+        """The connection is usable (TLS: handshake done)."""
         self._transport = cast(asyncio.Transport, transport)
         if not self.outbound:
             peername = transport.get_extra_info("peername")
@@ -185,7 +231,7 @@ class StreamConnection(asyncio.Protocol):
     def close(self) -> None:
         """Graceful close: flush what is queued, then close; abort after :data:`CLOSE_GRACE`."""
         if self.state is State.CONNECTING:
-            self.fail()
+            self.abort()
         elif self.state is State.OPEN and self._transport is not None:
             self.state = State.CLOSING
             self._transport.close()
@@ -193,18 +239,18 @@ class StreamConnection(asyncio.Protocol):
 
     def abort(self) -> None:
         """Drop the connection now, unsent data included."""
-        if self._transport is not None and self.state is not State.CLOSED:
-            self._transport.abort()
-        elif self.state is State.CONNECTING:
-            self.fail()
+        transport = self._transport or self._raw
+        if transport is not None and not self.closed.done():
+            cast(asyncio.Transport, transport).abort()
+        self.fail()
 
     def fail(self) -> None:
         """The connection never came up (connect or handshake failed, or was cancelled)."""
         if self.state is State.CONNECTING:
             self.state = State.CLOSED
             self._pending.clear()
-            if not self.closed.done():
-                self.closed.set_result(None)
+        if self._transport is None and self._raw is None and not self.closed.done():
+            self.closed.set_result(None)  # no transport: connection_lost will never come
 
     # -- internals ---------------------------------------------------------------------------
     def _write(self, data: bytes) -> None:

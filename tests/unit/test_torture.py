@@ -142,7 +142,7 @@ def test_intmeth_wide_range_of_valid_characters():
     assert msg.from_.tag == "_token~1'+`*%!-."
     assert msg.call_id == "intmeth.word%ZK-!.*_+'@word`~)(><:\\/\"][?}{"
     assert msg.max_forwards == 255
-    assert msg.headers.get("extensionHeader-!.%*+_`'~") == "\ufeff\u5927\u5031\u9f8d\u5168"
+    assert msg.headers.get("extensionHeader-!.%*+_`'~") == "\ufeff\u5927\u505c\u96fb"
     assert msg.body == b""
 
 
@@ -206,10 +206,10 @@ def test_longreq_long_values():
     assert msg.from_.tag is not None and len(msg.from_.tag) > 100
     assert len(msg.call_id) > 100
     assert len(msg.vias) == 34
-    assert len(msg.headers.get_all("Via")) == 6
+    assert msg.vias[-1].received == "192.0.2.5"
     assert len(msg.contacts) == 1
-    assert msg.headers.get("Content-Length") == "151"
-    assert len(msg.body) == 151
+    assert msg.headers.get("Content-Length") == "150"
+    assert len(msg.body) == 150
 
 
 def test_dblreq_trailing_octets_are_ignored():
@@ -326,7 +326,8 @@ def test_semantic_messages_rejected(name, reason):
 @pytest.mark.parametrize("name", SEMANTIC_PARSED)
 def test_semantic_messages_parse(name):
     message = torture(name)
-    assert parse_message(to_bytes(message)) == message
+    wire_form = to_bytes(message)
+    assert to_bytes(parse_message(wire_form)) == wire_form
 
 
 def test_badbranch_empty_branch_suffix():
@@ -418,7 +419,9 @@ def test_inv2543_rfc2543_syntax():
     assert "Content-Length" not in msg.headers
     assert msg.body.startswith(b"v=0\r\n")
     assert isinstance(msg.name_addrs("Record-Route")[0], NameAddr)
-    assert sip_uri(msg.to.uri).param("user") == "phone"
+    # RFC 3261 §20: without <>, ";user=phone" belongs to the header, not the URI
+    assert msg.to.param("user") == "phone"
+    assert sip_uri(msg.to.uri).params == ()
 
 
 # --- RFC 5118: IPv6 ---------------------------------------------------------------------------
@@ -479,8 +482,9 @@ def test_rfc5118_ipv4_mapped():
     msg = ipv6_request("ipv4-mapped-ipv6")
     assert msg.top_via.host == "[::ffff:192.0.2.10]"
     assert msg.top_via.port == 19823
-    assert sip_uri(msg.contacts[0].uri).host == "[::ffff:192.0.2.10]"
-    assert b"::ffff:192.0.2.10" in msg.body
+    assert msg.vias[1].host == "[::ffff:192.0.2.2]"
+    assert sip_uri(msg.contacts[0].uri).host == "[::ffff:192.0.2.2]"
+    assert b"IN IP6 ::ffff:192.0.2.2\r\n" in msg.body
 
 
 def test_rfc5118_multiple_ip_in_header():

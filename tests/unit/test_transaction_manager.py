@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import pytest
 
 from presence_sip.config import Timers
@@ -10,6 +12,7 @@ from presence_sip.sip import Headers, Request, make_response, parse_message, to_
 from presence_sip.sip.errors import ConfigError, LocalProtocolError
 from presence_sip.sip.peer import Peer
 from presence_sip.transaction import (
+    DEFAULT_TIMERS,
     STAT_NAMES,
     Input,
     InviteServerTransaction,
@@ -22,6 +25,7 @@ from presence_sip.transaction import (
     TransactionManager,
     TransactionTimedOut,
 )
+from presence_sip.transaction.manager import ServerTx
 
 UAC = Peer("udp", "127.0.0.1", 5070)
 UAS = Peer("udp", "127.0.0.1", 5060)
@@ -29,8 +33,23 @@ TCP_UAC = Peer("tcp", "127.0.0.1", 40001, 7)
 TCP_UAS = Peer("tcp", "127.0.0.1", 5060)
 
 
-def manager(**kwargs) -> TransactionManager:
-    return TransactionManager(id_source=CountingIdSource(), **kwargs)
+def manager(timers: Timers = DEFAULT_TIMERS, max_transactions: int = 200000) -> TransactionManager:
+    return TransactionManager(
+        timers=timers, id_source=CountingIdSource(), max_transactions=max_transactions
+    )
+
+
+def req(data: bytes) -> Request:
+    request = parse_message(data)
+    assert isinstance(request, Request)
+    return request
+
+
+def server(mgr: TransactionManager, key: TransactionKey | None) -> ServerTx:
+    assert key is not None
+    txn = mgr.server_transaction(key)
+    assert txn is not None
+    return txn
 
 
 def options(
@@ -57,7 +76,9 @@ def options(
     ).encode()
 
 
-def response(status: int, reason: str, branch: str = "z9hG4bKid1", method: str = "OPTIONS") -> bytes:
+def response(
+    status: int, reason: str, branch: str = "z9hG4bKid1", method: str = "OPTIONS"
+) -> bytes:
     to_tag = ";tag=t9" if status > 100 else ""
     return (
         f"SIP/2.0 {status} {reason}\r\n"
@@ -71,16 +92,19 @@ def response(status: int, reason: str, branch: str = "z9hG4bKid1", method: str =
     ).encode()
 
 
-def events(mgr: TransactionManager) -> list:
+def events(mgr: TransactionManager) -> list[Any]:
     out = []
     while (event := mgr.next_event()) is not None:
         out.append(event)
     return out
 
 
-def run_until(mgr: TransactionManager, end: float) -> list[tuple[float, list[tuple[bytes, Peer]], list]]:
+Log = list[tuple[Any, list[tuple[bytes, Peer]], list[Any]]]
+
+
+def run_until(mgr: TransactionManager, end: float) -> Log:
     """Fire timers up to ``end``; return (instant, datagrams, events) per firing."""
-    log = []
+    log: Log = []
     while (deadline := mgr.get_timer()) is not None and deadline <= end:
         mgr.handle_timer(deadline)
         log.append((deadline, mgr.outbox(), events(mgr)))
@@ -88,10 +112,7 @@ def run_until(mgr: TransactionManager, end: float) -> list[tuple[float, list[tup
 
 
 def client_request(mgr: TransactionManager, method: str = "OPTIONS") -> Request:
-    branch = mgr.new_branch()
-    request = parse_message(options(branch, method=method))
-    assert isinstance(request, Request)
-    return request
+    return req(options(mgr.new_branch(), method=method))
 
 
 def receive(mgr: TransactionManager, data: bytes, source: Peer, now: float) -> None:
@@ -101,13 +122,13 @@ def receive(mgr: TransactionManager, data: bytes, source: Peer, now: float) -> N
 # -- client transactions (RFC 3261 §17.1.2, Figure 6) ---------------------------------------
 
 
-def test_new_branch_has_magic_cookie():
+def test_new_branch_has_magic_cookie() -> None:
     mgr = manager()
     assert mgr.new_branch() == "z9hG4bKid1"
     assert mgr.new_branch() == "z9hG4bKid2"
 
 
-def test_timer_e_and_f_exact_instants_with_default_timers():
+def test_timer_e_and_f_exact_instants_with_default_timers() -> None:
     mgr = manager()
     request = client_request(mgr)
     key = mgr.send_request(request, UAS, 0.0)
@@ -129,7 +150,7 @@ def test_timer_e_and_f_exact_instants_with_default_timers():
     assert mgr.stats["timeouts"] == 1
 
 
-def test_timer_e_in_proceeding_is_t2():
+def test_timer_e_in_proceeding_is_t2() -> None:
     mgr = manager()
     key = mgr.send_request(client_request(mgr), UAS, 0.0)
     mgr.outbox()
@@ -142,12 +163,21 @@ def test_timer_e_in_proceeding_is_t2():
     assert event.source == UAS
     assert event.request is mgr.client_request(key)
     log = run_until(mgr, 100.0)
-    assert [at for at, datagrams, _ in log if datagrams] == [1.5, 5.5, 9.5, 13.5, 17.5, 21.5, 25.5, 29.5]
+    assert [at for at, datagrams, _ in log if datagrams] == [
+        1.5,
+        5.5,
+        9.5,
+        13.5,
+        17.5,
+        21.5,
+        25.5,
+        29.5,
+    ]
     assert isinstance(log[-1][2][0], TransactionTimedOut)
     assert log[-1][0] == 32.0
 
 
-def test_final_response_stops_e_and_f_then_timer_k():
+def test_final_response_stops_e_and_f_then_timer_k() -> None:
     mgr = manager()
     key = mgr.send_request(client_request(mgr), UAS, 0.0)
     mgr.outbox()
@@ -170,7 +200,7 @@ def test_final_response_stops_e_and_f_then_timer_k():
     assert stray.source == UAS
 
 
-def test_client_over_tcp_has_no_timer_e_and_no_timer_k():
+def test_client_over_tcp_has_no_timer_e_and_no_timer_k() -> None:
     mgr = manager()
     key = mgr.send_request(client_request(mgr), TCP_UAS, 0.0)
     assert mgr.outbox() == [(options("z9hG4bKid1"), TCP_UAS)]
@@ -181,7 +211,7 @@ def test_client_over_tcp_has_no_timer_e_and_no_timer_k():
     assert mgr.get_timer() is None
 
 
-def test_client_timer_f_over_tcp():
+def test_client_timer_f_over_tcp() -> None:
     mgr = manager()
     key = mgr.send_request(client_request(mgr), TCP_UAS, 0.0)
     mgr.outbox()
@@ -189,7 +219,7 @@ def test_client_timer_f_over_tcp():
     assert log == [(32.0, [], [TransactionTimedOut(key=key, request=log[0][2][0].request)])]
 
 
-def test_connection_lost_fails_client_transactions_on_it():
+def test_connection_lost_fails_client_transactions_on_it() -> None:
     mgr = manager()
     key = mgr.send_request(client_request(mgr), TCP_UAS, 0.0)
     other = mgr.send_request(client_request(mgr), Peer("tcp", "127.0.0.1", 5061), 0.0)
@@ -204,7 +234,7 @@ def test_connection_lost_fails_client_transactions_on_it():
     assert mgr.stats["transport_errors"] == 1
 
 
-def test_connection_lost_only_for_matching_connection_id():
+def test_connection_lost_only_for_matching_connection_id() -> None:
     mgr = manager()
     on_three = Peer("tcp", "127.0.0.1", 5060, 3)
     key = mgr.send_request(client_request(mgr), on_three, 0.0)
@@ -227,16 +257,16 @@ def test_connection_lost_only_for_matching_connection_id():
         (options("z9hG4bK"), "branch from new_branch"),
     ],
 )
-def test_send_request_refuses(data, message):
+def test_send_request_refuses(data: bytes, message: str) -> None:
     mgr = manager()
     with pytest.raises(LocalProtocolError, match=message):
-        mgr.send_request(parse_message(data), UAS, 0.0)
+        mgr.send_request(req(data), UAS, 0.0)
     assert mgr.outbox() == []
 
 
-def test_send_request_refuses_bad_cseq_missing_via_and_duplicates():
+def test_send_request_refuses_bad_cseq_missing_via_and_duplicates() -> None:
     mgr = manager()
-    request = parse_message(options("z9hG4bKx"))
+    request = req(options("z9hG4bKx"))
     request.headers.set("CSeq", "1 NOTIFY")
     request.invalidate()
     with pytest.raises(LocalProtocolError, match="CSeq method"):
@@ -244,15 +274,15 @@ def test_send_request_refuses_bad_cseq_missing_via_and_duplicates():
     no_via = Request("OPTIONS", "sip:uas@127.0.0.1", Headers([("CSeq", "1 OPTIONS")]))
     with pytest.raises(LocalProtocolError, match="Missing Via"):
         mgr.send_request(no_via, UAS, 0.0)
-    mgr.send_request(parse_message(options("z9hG4bKx")), UAS, 0.0)
+    mgr.send_request(req(options("z9hG4bKx")), UAS, 0.0)
     with pytest.raises(LocalProtocolError, match="already in use"):
-        mgr.send_request(parse_message(options("z9hG4bKx")), UAS, 0.0)
+        mgr.send_request(req(options("z9hG4bKx")), UAS, 0.0)
 
 
-def test_cancel_with_same_branch_is_another_client_transaction():
+def test_cancel_with_same_branch_is_another_client_transaction() -> None:
     mgr = manager()
-    key = mgr.send_request(parse_message(options("z9hG4bKx")), UAS, 0.0)
-    cancel = mgr.send_request(parse_message(options("z9hG4bKx", method="CANCEL")), UAS, 0.0)
+    key = mgr.send_request(req(options("z9hG4bKx")), UAS, 0.0)
+    cancel = mgr.send_request(req(options("z9hG4bKx", method="CANCEL")), UAS, 0.0)
     assert key != cancel
     receive(mgr, response(200, "OK", "z9hG4bKx", "CANCEL"), UAS, 0.1)
     [event] = events(mgr)
@@ -260,7 +290,7 @@ def test_cancel_with_same_branch_is_another_client_transaction():
     assert mgr.client_request(key) is not None
 
 
-def test_stray_and_unusable_responses():
+def test_stray_and_unusable_responses() -> None:
     mgr = manager()
     receive(mgr, response(200, "OK", "z9hG4bKnobody"), UAS, 0.0)
     assert isinstance(events(mgr)[0], StrayResponse)
@@ -279,7 +309,7 @@ def test_stray_and_unusable_responses():
 # -- non-INVITE server transactions (RFC 3261 §17.2.2, Figure 8) ----------------------------
 
 
-def test_server_absorbs_resends_and_times_out_with_timer_j():
+def test_server_absorbs_resends_and_times_out_with_timer_j() -> None:
     mgr = manager()
     receive(mgr, options(), UAC, 0.0)
     [event] = events(mgr)
@@ -335,7 +365,7 @@ def test_server_absorbs_resends_and_times_out_with_timer_j():
     assert mgr.stats["responses_resent"] == 3
 
 
-def test_server_final_from_trying_over_tcp_terminates_at_once():
+def test_server_final_from_trying_over_tcp_terminates_at_once() -> None:
     mgr = manager()
     data = options(via="SIP/2.0/TCP 127.0.0.1:40001")
     receive(mgr, data, TCP_UAC, 0.0)
@@ -348,7 +378,7 @@ def test_server_final_from_trying_over_tcp_terminates_at_once():
     assert mgr.get_timer() is None
 
 
-def test_server_completed_from_proceeding_with_error_response():
+def test_server_completed_from_proceeding_with_error_response() -> None:
     mgr = manager()
     receive(mgr, options(), UAC, 0.0)
     [event] = events(mgr)
@@ -359,10 +389,10 @@ def test_server_completed_from_proceeding_with_error_response():
         b"SIP/2.0 180 Ringing",
         b"SIP/2.0 486 Busy Here",
     ]
-    assert mgr.server_transaction(event.key).state is State.COMPLETED
+    assert server(mgr, event.key).state is State.COMPLETED
 
 
-def test_cancel_is_a_separate_server_transaction():
+def test_cancel_is_a_separate_server_transaction() -> None:
     mgr = manager()
     receive(mgr, options(method="INVITE"), UAC, 0.0)
     receive(mgr, options(method="CANCEL"), UAC, 0.1)
@@ -374,14 +404,14 @@ def test_cancel_is_a_separate_server_transaction():
     assert isinstance(mgr.server_transaction(invite.key), InviteServerTransaction)
 
 
-def test_same_branch_other_sent_by_is_another_transaction():
+def test_same_branch_other_sent_by_is_another_transaction() -> None:
     mgr = manager()
     receive(mgr, options(), UAC, 0.0)
     receive(mgr, options(via="SIP/2.0/UDP 127.0.0.1:5071"), Peer("udp", "127.0.0.1", 5071), 0.0)
     assert len(events(mgr)) == 2
 
 
-def test_unaddressable_request_dropped():
+def test_unaddressable_request_dropped() -> None:
     mgr = manager()
     request = parse_message(options())
     request.headers.remove("Via")
@@ -390,7 +420,7 @@ def test_unaddressable_request_dropped():
     assert (events(mgr), mgr.outbox(), mgr.stats["dropped"]) == ([], [], 1)
 
 
-def test_overload_answers_503_statelessly():
+def test_overload_answers_503_statelessly() -> None:
     mgr = manager(max_transactions=1)
     receive(mgr, options(), UAC, 0.0)
     receive(mgr, options("z9hG4bKa2"), UAC, 0.0)
@@ -410,7 +440,7 @@ def test_overload_answers_503_statelessly():
     assert mgr.stats["overload_rejected"] == 1
 
 
-def test_bad_timers_refused():
+def test_bad_timers_refused() -> None:
     with pytest.raises(ConfigError):
         manager(timers=Timers(t1=0.0))
     with pytest.raises(ConfigError):
@@ -419,7 +449,7 @@ def test_bad_timers_refused():
         manager(timers=Timers(t4=-1.0))
 
 
-def test_custom_timers():
+def test_custom_timers() -> None:
     mgr = manager(timers=Timers(t1=0.1, t2=0.4, t4=1.0))
     mgr.send_request(client_request(mgr), UAS, 0.0)
     log = run_until(mgr, 100.0)
@@ -429,7 +459,7 @@ def test_custom_timers():
     assert log[-1][0] == pytest.approx(6.4)
 
 
-def test_stats_start_at_zero():
+def test_stats_start_at_zero() -> None:
     assert manager().stats == dict.fromkeys(STAT_NAMES, 0)
 
 
@@ -468,7 +498,8 @@ def test_stats_start_at_zero():
             id="claimed-address-replaced-port-default",
         ),
         pytest.param(
-            "SIP/2.0/UDP 192.0.2.7:5099 ; received=192.0.2.99 ;branch=z9hG4bKa1;maddr=239.255.255.1",
+            "SIP/2.0/UDP 192.0.2.7:5099 ; received=192.0.2.99 ;branch=z9hG4bKa1"
+            ";maddr=239.255.255.1",
             UAC,
             "SIP/2.0/UDP 192.0.2.7:5099;branch=z9hG4bKa1;maddr=239.255.255.1;received=127.0.0.1",
             Peer("udp", "127.0.0.1", 5099),
@@ -497,7 +528,9 @@ def test_stats_start_at_zero():
         ),
     ],
 )
-def test_via_stamping_and_response_destination(via, source, stamped, reply_to):
+def test_via_stamping_and_response_destination(
+    via: str, source: Peer, stamped: str, reply_to: Peer
+) -> None:
     mgr = manager()
     data = options("", via=via)
     receive(mgr, data, source, 0.0)
@@ -511,7 +544,7 @@ def test_via_stamping_and_response_destination(via, source, stamped, reply_to):
     assert f"\r\nVia: {stamped}\r\n".encode() in sent
 
 
-def test_via_stamping_keeps_the_other_vias_and_headers_in_place():
+def test_via_stamping_keeps_the_other_vias_and_headers_in_place() -> None:
     data = (
         b"OPTIONS sip:uas@127.0.0.1 SIP/2.0\r\n"
         b"Max-Forwards: 70\r\n"
@@ -534,7 +567,7 @@ def test_via_stamping_keeps_the_other_vias_and_headers_in_place():
     assert [v.branch for v in event.request.vias] == ["z9hG4bK2", "z9hG4bK1", "z9hG4bK0"]
 
 
-def test_stray_ack_is_stamped_and_passed_up_without_key():
+def test_stray_ack_is_stamped_and_passed_up_without_key() -> None:
     mgr = manager()
     receive(mgr, options("z9hG4bKack", method="ACK", via_params=";rport"), UAC, 0.0)
     [event] = events(mgr)
@@ -547,16 +580,24 @@ def test_stray_ack_is_stamped_and_passed_up_without_key():
 # -- INVITE server transaction: 405 until the ACK (RFC 3261 §17.2.1, Figure 7) ---------------
 
 
-def invite_405(mgr, source=UAC, data=None):
+class Accepted(NamedTuple):
+    request: Request
+    key: TransactionKey
+
+
+def invite_405(
+    mgr: TransactionManager, source: Peer = UAC, data: bytes | None = None
+) -> tuple[Accepted, bytes, Peer]:
     receive(mgr, data or options(method="INVITE"), source, 0.0)
-    [event] = events(mgr)
+    [received] = events(mgr)
+    event = Accepted(received.request, received.key)
     reply = make_response(event.request, 405, to_tag="t405", headers=[("Allow", "OPTIONS")])
     mgr.respond(event.key, reply, 0.0)
     [(sent, peer)] = mgr.outbox()
     return event, sent, peer
 
 
-def test_invite_405_retransmitted_on_timer_g_until_timer_h():
+def test_invite_405_retransmitted_on_timer_g_until_timer_h() -> None:
     mgr = manager()
     event, sent, peer = invite_405(mgr)
     assert peer == UAC
@@ -580,7 +621,7 @@ def test_invite_405_retransmitted_on_timer_g_until_timer_h():
     assert mgr.stats["responses_retransmitted"] == 10
 
 
-def test_invite_405_ack_absorbed_then_timer_i():
+def test_invite_405_ack_absorbed_then_timer_i() -> None:
     mgr = manager()
     event, sent, _ = invite_405(mgr)
     assert run_until(mgr, 2.0) == [(0.5, [(sent, UAC)], []), (1.5, [(sent, UAC)], [])]
@@ -589,7 +630,7 @@ def test_invite_405_ack_absorbed_then_timer_i():
     ack = options(method="ACK", to_tag="t405")
     receive(mgr, ack, UAC, 2.5)
     assert (events(mgr), mgr.outbox()) == ([], [])
-    txn = mgr.server_transaction(event.key)
+    txn = server(mgr, event.key)
     assert txn.state is State.CONFIRMED
     assert mgr.get_timer() == 7.5  # Timer I = T4; G and H cancelled
     receive(mgr, ack, UAC, 3.0)  # ACK retransmission absorbed
@@ -605,7 +646,7 @@ def test_invite_405_ack_absorbed_then_timer_i():
     assert mgr.stats["requests_absorbed"] == 1
 
 
-def test_invite_over_tcp_no_timer_g_and_ack_terminates():
+def test_invite_over_tcp_no_timer_g_and_ack_terminates() -> None:
     mgr = manager()
     event, _, peer = invite_405(mgr, TCP_UAC, options(method="INVITE", via="SIP/2.0/TCP h.test"))
     assert peer == TCP_UAC
@@ -615,7 +656,7 @@ def test_invite_over_tcp_no_timer_g_and_ack_terminates():
     assert mgr.get_timer() is None
 
 
-def test_invite_proceeding_retransmissions_and_2xx():
+def test_invite_proceeding_retransmissions_and_2xx() -> None:
     mgr = manager()
     receive(mgr, options(method="INVITE"), UAC, 0.0)
     [event] = events(mgr)
@@ -656,7 +697,7 @@ def ack_2543(to_tag: str) -> bytes:
     )
 
 
-def test_rfc2543_invite_retransmission_and_ack_matched():
+def test_rfc2543_invite_retransmission_and_ack_matched() -> None:
     mgr = manager()
     event, sent, _ = invite_405(mgr, data=INV2543)
     assert event.key.branch.startswith("rfc2543\n")
@@ -669,26 +710,26 @@ def test_rfc2543_invite_retransmission_and_ack_matched():
     assert stray.key is None
     receive(mgr, ack_2543("t405"), UAC, 0.4)
     assert events(mgr) == []
-    assert mgr.server_transaction(event.key).state is State.CONFIRMED
+    assert server(mgr, event.key).state is State.CONFIRMED
 
 
-def test_rfc2543_reinvite_with_to_tag_ack_matched():
+def test_rfc2543_reinvite_with_to_tag_ack_matched() -> None:
     reinvite = INV2543.replace(b"<sip:UserB@127.0.0.1>\r\n", b"<sip:UserB@127.0.0.1>;tag=t405\r\n")
     mgr = manager()
     event, _, _ = invite_405(mgr, data=reinvite)
     receive(mgr, ack_2543("t405"), UAC, 0.4)
     assert events(mgr) == []
-    assert mgr.server_transaction(event.key).state is State.CONFIRMED
+    assert server(mgr, event.key).state is State.CONFIRMED
 
 
-def test_rfc2543_ack_without_any_transaction_is_stray():
+def test_rfc2543_ack_without_any_transaction_is_stray() -> None:
     mgr = manager()
     receive(mgr, ack_2543("t405"), UAC, 0.0)
     [event] = events(mgr)
     assert event.key is None
 
 
-def test_badbranch_magic_cookie_alone_uses_rfc2543_matching():
+def test_badbranch_magic_cookie_alone_uses_rfc2543_matching() -> None:
     mgr = manager()
     bad = options("z9hG4bK")
     receive(mgr, bad, UAC, 0.0)
@@ -705,7 +746,7 @@ def test_badbranch_magic_cookie_alone_uses_rfc2543_matching():
 # -- timer heap ------------------------------------------------------------------------------
 
 
-def test_heap_compaction_and_stale_entries():
+def test_heap_compaction_and_stale_entries() -> None:
     mgr = manager()
     keys = [mgr.send_request(client_request(mgr), UAS, 0.0) for _ in range(1500)]
     mgr.outbox()
@@ -722,7 +763,7 @@ def test_heap_compaction_and_stale_entries():
     assert mgr.get_timer() is None
 
 
-def test_stale_entry_on_top_is_skipped_by_handle_timer():
+def test_stale_entry_on_top_is_skipped_by_handle_timer() -> None:
     mgr = manager()
     key = mgr.send_request(client_request(mgr), UAS, 0.0)
     receive(mgr, response(200, "OK", key.branch), UAS, 0.1)  # E (0.5) and F now stale
@@ -731,7 +772,7 @@ def test_stale_entry_on_top_is_skipped_by_handle_timer():
     assert mgr.get_timer() == pytest.approx(5.1)
 
 
-def test_illegal_input_raises_and_removes_the_transaction():
+def test_illegal_input_raises_and_removes_the_transaction() -> None:
     mgr = manager()
     key = mgr.send_request(client_request(mgr), UAS, 0.0)
     txn = mgr._ctx.clients[key]
@@ -741,13 +782,12 @@ def test_illegal_input_raises_and_removes_the_transaction():
     assert mgr.get_timer() is None
     receive(mgr, options(), UAC, 0.0)
     [event] = events(mgr)
-    server = mgr.server_transaction(event.key)
     with pytest.raises(LocalProtocolError):
-        server.fire(Input.TIMER_K, 0.1)
+        server(mgr, event.key).fire(Input.TIMER_K, 0.1)
     assert mgr.server_transaction(event.key) is None
 
 
-def test_rearming_a_live_timer_replaces_it():
+def test_rearming_a_live_timer_replaces_it() -> None:
     mgr = manager()
     key = mgr.send_request(client_request(mgr), UAS, 0.0)
     txn = mgr._ctx.clients[key]
@@ -759,11 +799,11 @@ def test_rearming_a_live_timer_replaces_it():
     assert mgr.get_timer() is None
 
 
-def test_a_finished_transaction_object_does_not_touch_its_successor():
+def test_a_finished_transaction_object_does_not_touch_its_successor() -> None:
     mgr = manager()
     receive(mgr, options(method="INVITE"), UAC, 0.0)
     [event] = events(mgr)
-    old = mgr.server_transaction(event.key)
+    old = server(mgr, event.key)
     mgr.respond(event.key, make_response(event.request, 200, to_tag="t"), 0.0)  # ends it
     receive(mgr, options(method="INVITE"), UAC, 1.0)  # same key, new transaction
     [again] = events(mgr)
@@ -781,7 +821,7 @@ def test_a_finished_transaction_object_does_not_touch_its_successor():
     assert mgr._ctx.live == 0  # the new INVITE (Proceeding) has no timers; the client is gone
 
 
-def test_keys_and_reprs():
+def test_keys_and_reprs() -> None:
     mgr = manager()
     key = mgr.send_request(client_request(mgr), UAS, 0.0)
     assert not key.server

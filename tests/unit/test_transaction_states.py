@@ -16,6 +16,7 @@ from presence_sip.transaction.states import (
     Machine,
     SideEffect,
     State,
+    Table,
 )
 
 T, P, C, F, X = State.TRYING, State.PROCEEDING, State.COMPLETED, State.CONFIRMED, State.TERMINATED
@@ -77,7 +78,7 @@ EXPECTED_INVITE_SERVER = {
     (F, Input.TIMER_I): (None, X),
 }
 
-TABLES = [
+TABLES: list[tuple[str, Table, Table]] = [
     ("client", NON_INVITE_CLIENT_TRANSITIONS, EXPECTED_CLIENT),
     ("server", NON_INVITE_SERVER_TRANSITIONS, EXPECTED_SERVER),
     ("invite-server", INVITE_SERVER_TRANSITIONS, EXPECTED_INVITE_SERVER),
@@ -90,11 +91,11 @@ ALL_PAIRS = [
 
 
 @pytest.mark.parametrize(("name", "table", "expected"), TABLES)
-def test_table_is_the_rfc_figure(name, table, expected):
+def test_table_is_the_rfc_figure(name: str, table: Table, expected: Table) -> None:
     assert table == expected
 
 
-def test_transitions_index_names_every_table():
+def test_transitions_index_names_every_table() -> None:
     assert list(TRANSITIONS.values()) == [
         NON_INVITE_CLIENT_TRANSITIONS,
         INVITE_SERVER_TRANSITIONS,
@@ -104,7 +105,7 @@ def test_transitions_index_names_every_table():
 
 
 @pytest.mark.parametrize(("table", "expected", "state", "event"), ALL_PAIRS)
-def test_every_state_input_pair(table, expected, state, event):
+def test_every_state_input_pair(table: Table, expected: Table, state: State, event: Input) -> None:
     machine = Machine(table, state)
     if (state, event) in expected:
         effect, target = expected[(state, event)]
@@ -117,12 +118,12 @@ def test_every_state_input_pair(table, expected, state, event):
 
 
 @pytest.mark.parametrize(("name", "table", "expected"), TABLES)
-def test_terminated_accepts_nothing(name, table, expected):
+def test_terminated_accepts_nothing(name: str, table: Table, expected: Table) -> None:
     assert not [pair for pair in table if pair[0] is State.TERMINATED]
 
 
 @pytest.mark.parametrize(("name", "table", "expected"), TABLES)
-def test_every_live_state_reaches_terminated(name, table, expected):
+def test_every_live_state_reaches_terminated(name: str, table: Table, expected: Table) -> None:
     """No machine can get stuck: from each state it uses, TERMINATED is reachable."""
     graph: dict[State, set[State]] = {}
     for (state, _event), (_effect, target) in table.items():
@@ -137,7 +138,7 @@ def test_every_live_state_reaches_terminated(name, table, expected):
         assert State.TERMINATED in seen, start
 
 
-def test_peer_inputs_never_raise_in_live_states():
+def test_peer_inputs_never_raise_in_live_states() -> None:
     """Retransmissions, late responses and ACKs are legal in every live state (never crash)."""
     peer_inputs = {
         "client": (Input.RECV_PROVISIONAL, Input.RECV_FINAL),
