@@ -366,4 +366,4 @@ class TransactionManager:
         logger.debug("dropped message from %s: %s (%r)", source, reason, message)
 
 
-__all__ = ["DEFAULT_TIMERS", "STAT_NAMES", "Context", "TransactionManager"]
+__all__ = ["DEFAULT_TIMERS", "STAT_NAMES", "Context", "TransactionKey", "TransactionManager"]

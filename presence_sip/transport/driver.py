@@ -13,8 +13,8 @@ import itertools
 import logging
 import socket
 import ssl
-from collections.abc import Callable, Sequence
-from typing import ParamSpec, Protocol, TypeVar
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from presence_sip.config import Limits
 from presence_sip.sip.errors import ConfigError, SipParseError, TransportError
@@ -112,6 +112,7 @@ class Driver:
         self._servers: list[tuple[str, asyncio.Server]] = []
         self._connections: dict[int, StreamConnection] = {}
         self._by_address: dict[AddressKey, StreamConnection] = {}
+        self._live: set[StreamConnection] = set()  # every connection until asyncio released it
         self._udp_affinity: dict[tuple[str, int], UdpListener] = {}
         self._inbound = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -146,12 +147,13 @@ class Driver:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        conns = list(self._connections.values())
+        conns = list(self._live)
         for conn in conns:
             conn.close()
         for listener in self._udp:
             listener.close()
-        waiting = [c.closed for c in conns] + [u.closed for u in self._udp]
+        waiting = [c.closed for c in conns if not c.closed.done()]
+        waiting += [u.closed for u in self._udp if not u.closed.done()]
         if waiting:
             _, late = await asyncio.wait(waiting, timeout=STOP_GRACE)
             if late:
@@ -187,15 +189,26 @@ class Driver:
         context = self._server_ssl if spec.transport == "tls" else None
         if spec.transport == "tls" and context is None:
             raise ConfigError(f"{spec} needs a TLS certificate (server context)")
+
+        def accept() -> StreamConnection:
+            conn = StreamConnection(
+                self,
+                next(self._ids),
+                spec.transport,
+                self._limits,
+                server_tls=context,
+                handshake_timeout=HANDSHAKE_TIMEOUT,
+            )
+            self._track(conn)
+            return conn
+
         sock = _bound_socket(spec, socket.SOCK_STREAM)
-        server = await loop.create_server(
-            lambda: StreamConnection(self, next(self._ids), spec.transport, self._limits),
-            sock=sock,
-            backlog=BACKLOG,
-            ssl=context,
-            ssl_handshake_timeout=HANDSHAKE_TIMEOUT if context is not None else None,
-        )
+        server = await loop.create_server(accept, sock=sock, backlog=BACKLOG)
         self._servers.append((spec.transport, server))
+
+    def _track(self, conn: StreamConnection) -> None:
+        self._live.add(conn)
+        conn.closed.add_done_callback(lambda _: self._live.discard(conn))
 
     # -- the pump ----------------------------------------------------------------------------
     def transmit(self) -> None:
@@ -296,12 +309,16 @@ class Driver:
         target = Peer(address.transport, address.host, address.port, ident)
         conn = StreamConnection(self, ident, address.transport, self._limits, target=target)
         conn.requested.update((address, requested))
+        self._track(conn)
         self._connections[ident] = conn
         self._by_address[_key(target)] = conn
-        task = self._get_loop().create_task(self._connect(conn))
+        self._start_task(self._connect(conn))
+        return conn
+
+    def _start_task(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = self._get_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return conn
 
     async def _connect(self, conn: StreamConnection) -> None:
         peer, tls = conn.peer, conn.transport_name == "tls"
@@ -336,6 +353,14 @@ class Driver:
             del self._by_address[_key(conn.peer)]
 
     # -- StreamOwner -------------------------------------------------------------------------
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> bool:
+        """Run a connection's TLS handshake as a tracked task (bounded by max_connections)."""
+        if not self._running or len(self._tasks) >= self._limits.max_connections:
+            coro.close()
+            return False
+        self._start_task(coro)
+        return True
+
     def stream_made(self, conn: StreamConnection) -> bool:
         """A connection is up: register it and tell the endpoint."""
         if not self._running:

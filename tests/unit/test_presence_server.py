@@ -103,17 +103,27 @@ class Node:
             out.append(message)
         return out
 
-    def advance(self, seconds: float) -> list[Request | Response]:
-        """Move the clock, firing every timer that falls due on the way."""
+    def advance(self, seconds: float, *, answer: int | None = 200) -> list[Request | Response]:
+        """Move the clock, firing every timer that falls due on the way; new NOTIFYs are
+        answered with ``answer`` (None: left unanswered, so they are retransmitted)."""
         end = self.now + seconds
         out: list[Request | Response] = []
+        seen: set[tuple[str, int]] = set()
         while True:
             timer = self.endpoint.get_timer()
             if timer is None or timer > end:
                 break
             self.now = max(self.now, timer)
             self.endpoint.handle_timer(self.now)
-            out.extend(self.drain())
+            for message in self.drain():
+                if isinstance(message, Request):
+                    key = (message.call_id, message.cseq.seq)
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                    if answer is not None:
+                        self.answer(message, answer)
+                out.append(message)
         self.now = end
         return out
 
@@ -410,8 +420,249 @@ def authorized(data: bytes, challenge: Response, user: str) -> bytes:
     value = challenge.headers.get_all("WWW-Authenticate")[-1]
     credentials = build_authorization(
         value, username=user, password="secret", method=request.method, uri=request.uri,
-        cnonce=f"c{next(_counter)}", body=request.body,
+        cnonce=f"c{next(_counter)}", nc=next(_counter), body=request.body,
     )
     request.headers.add("Authorization", credentials)
-    request.headers.set("Via", request.headers.get("Via", ) + "x")  # type: ignore[operator]
     return to_bytes(request)
+
+
+# --- SUBSCRIBE errors ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "header"),
+    [
+        ({"event": "dialog"}, 489, ("Allow-Events", "presence, presence.winfo")),
+        ({"accept": "text/plain"}, 406, ("Accept", "application/pidf+xml, application/pidf-diff+xml")),
+        ({"expires": 30}, 423, ("Min-Expires", "60")),
+        ({"target": f"sip:+447700999999@{DOMAIN};user=phone"}, 404, None),
+        ({"target": "sip:+447700900123@elsewhere.test;user=phone"}, 403, None),
+        ({"to_tag": "nosuchdialog"}, 481, None),
+        ({"contact": "<tel:+447700900001>"}, 400, None),
+        ({"event": "presence.winfo", "accept": None}, 403, None),  # Alice may not see Bob's watchers
+        ({"event": "presence.winfo", "accept": "application/pidf+xml"}, 406, ("Accept", "application/watcherinfo+xml")),
+    ],
+    ids=["489", "406", "423", "404", "403-domain", "481", "400-contact", "403-winfo", "406-winfo"],
+)
+def test_subscribe_errors(kwargs: dict[str, object], status: int, header: tuple[str, str] | None) -> None:
+    node = Node()
+    out = node.receive(subscribe(**kwargs))  # type: ignore[arg-type]
+    reply = only_response(out)
+    assert reply.status == status, reply.reason
+    if header is not None:
+        assert reply.headers.get(header[0]) == header[1]
+    assert notifies(out) == []
+    assert node.role.server.subscriptions == {}
+
+
+def test_missing_contact_is_400_and_missing_event_is_400() -> None:
+    node = Node()
+    data = subscribe().replace(b"Contact: <sip:alice@127.0.0.1:5070>\r\n", b"")
+    assert only_response(node.receive(data)).status == 400
+    data = subscribe().replace(b"Event: presence\r\n", b"")
+    assert only_response(node.receive(data)).status == 400
+
+
+def test_expires_is_clamped_and_defaults() -> None:
+    node = Node()
+    ok, notify = subscribed(node, expires=7200)
+    assert ok.expires == 3600 and sub_state(notify) == ("active", 3600, None)
+    ok, notify = subscribed(node, expires=None)
+    assert ok.expires == 3600  # RFC 3856 §6.4 default
+
+
+def test_missing_accept_means_pidf_and_three_uri_forms_are_one_presentity() -> None:
+    node = Node()
+    node.receive(register(BOB))
+    bodies = []
+    for target in (f"sip:{BOB}@{DOMAIN};user=phone", f"sip:{BOB[1:]}@{DOMAIN}", f"tel:{BOB}"):
+        ruri = None if not target.startswith("tel:") else target
+        _, notify = subscribed(node, target=target, ruri=ruri, accept=None)
+        assert notify.headers.get("Content-Type") == "application/pidf+xml"
+        bodies.append(notify.body)
+        assert basic(notify) == "open"
+    assert bodies[0] == bodies[1] == bodies[2]
+    assert len(node.role.server.watchers_of(BOB)) == 3
+
+
+def test_subscribe_needs_authentication_before_404() -> None:
+    node = Node(auth=True)
+    unknown = subscribe(target=f"sip:+447700999999@{DOMAIN};user=phone")
+    challenge = only_response(node.receive(unknown))
+    assert challenge.status == 401  # no presentity enumeration without credentials
+    reply = only_response(node.receive(authorized(unknown, challenge, ALICE)))
+    assert reply.status == 404
+    ok = only_response(node.receive(authorized(subscribe(), challenge, ALICE)))
+    assert ok.status == 200
+    # an authenticated user cannot subscribe in someone else's name
+    spoof = subscribe(watcher=CAROL)
+    assert only_response(node.receive(authorized(spoof, challenge, ALICE))).status == 403
+
+
+# --- refresh, unsubscribe, expiry, fetch ------------------------------------------------------------
+
+
+def test_refresh_and_unsubscribe_in_dialog() -> None:
+    node = Node()
+    ok, first = subscribed(node, expires=600)
+    node.advance(100)
+    out = node.receive(in_dialog(ok, first, expires=900))
+    reply = only_response(out)
+    assert reply.status == 200 and reply.expires == 900 and reply.to.tag == ok.to.tag
+    (refresh_notify,) = notifies(out)
+    assert sub_state(refresh_notify) == ("active", 900, None)
+    assert refresh_notify.cseq.seq == first.cseq.seq + 1
+    node.answer(refresh_notify)
+    out = node.receive(in_dialog(ok, first, expires=0, cseq=3))
+    assert only_response(out).status == 200
+    (last,) = notifies(out)
+    assert sub_state(last) == ("terminated", None, "timeout")
+    assert last.cseq.seq == refresh_notify.cseq.seq + 1
+    assert node.role.server.subscriptions == {}
+    assert node.store.subscriptions == {}  # type: ignore[attr-defined]
+    # the dialog is gone: 481
+    assert only_response(node.receive(in_dialog(ok, first, expires=600, cseq=4))).status == 481
+
+
+def test_out_of_order_refresh_is_500() -> None:
+    node = Node()
+    ok, first = subscribed(node)
+    assert only_response(node.receive(in_dialog(ok, first, expires=600, cseq=5))).status == 200
+    node.drain()
+    assert only_response(node.receive(in_dialog(ok, first, expires=600, cseq=3))).status == 500
+
+
+def test_subscription_expires_with_timeout_notify() -> None:
+    node = Node()
+    subscribed(node, expires=60)
+    out = node.advance(59)
+    assert notifies(out) == []
+    out = node.advance(2)
+    (last,) = notifies(out)
+    assert sub_state(last) == ("terminated", None, "timeout")
+    assert node.role.server.subscriptions == {}
+    assert node.store.subscriptions == {}  # type: ignore[attr-defined]
+
+
+def test_fetch_gets_one_notify_then_nothing() -> None:
+    node = Node()
+    node.receive(register(BOB))
+    out = node.receive(subscribe(expires=0))
+    ok = only_response(out)
+    assert ok.status == 200 and ok.expires == 0
+    (notify,) = notifies(out)
+    assert sub_state(notify) == ("terminated", None, "timeout")
+    assert basic(notify) == "open"  # "is B attached?" answered
+    node.answer(notify)
+    assert node.role.server.subscriptions == {}
+    assert node.store.subscriptions == {}  # type: ignore[attr-defined]
+    _, sent = published(node, PIDF_CLOSED)
+    assert sent == []
+
+
+# --- NOTIFY failures (RFC 6665 §4.2.2) --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [481, 408, 500])
+def test_failed_notify_ends_the_subscription(status: int) -> None:
+    node = Node()
+    out = node.receive(subscribe())
+    (notify,) = notifies(out)
+    node.answer(notify, status)
+    assert node.role.server.subscriptions == {}
+    assert node.store.subscriptions == {}  # type: ignore[attr-defined]
+    _, sent = published(node, PIDF_OPEN)
+    assert sent == []
+
+
+def test_notify_timeout_ends_the_subscription() -> None:
+    node = Node()
+    node.receive(subscribe())
+    assert len(node.role.server.subscriptions) == 1
+    node.advance(40, answer=None)  # Timer F = 64*T1 = 32 s
+    assert node.role.server.subscriptions == {}
+
+
+def test_stray_notify_is_481() -> None:
+    node = Node()
+    data = sip([
+        f"NOTIFY sip:{PS} SIP/2.0",
+        "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKstray",
+        "Max-Forwards: 70",
+        "From: <sip:x@net-a.test>;tag=a",
+        "To: <sip:y@net-b.test>;tag=b",
+        "Call-ID: stray@x",
+        "CSeq: 1 NOTIFY",
+        "Event: presence",
+        "Subscription-State: active",
+    ])
+    assert only_response(node.receive(data)).status == 481
+
+
+def test_options_advertises_events_and_types() -> None:
+    node = Node()
+    data = sip([
+        f"OPTIONS sip:{PS} SIP/2.0",
+        "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKopt",
+        "Max-Forwards: 70",
+        "From: <sip:x@net-a.test>;tag=a",
+        f"To: <sip:{PS}>",
+        "Call-ID: opt@x",
+        "CSeq: 1 OPTIONS",
+    ])
+    reply = only_response(node.receive(data))
+    assert reply.headers.get("Allow-Events") == "presence, presence.winfo"
+    assert "application/pidf+xml" in (reply.headers.get("Accept") or "")
+    assert "SUBSCRIBE" in (reply.headers.get("Allow") or "")
+
+
+# --- fan-out, registration, rate limit --------------------------------------------------------------
+
+
+def test_fan_out_one_publish_many_notifies_with_shared_bytes() -> None:
+    node = Node()
+    for i in range(20):
+        subscribed(node, contact=f"<sip:w{i}@127.0.0.1:{6000 + i}>")
+    out = node.receive(publish(PIDF_OPEN), PUBLISHER)
+    assert only_response(out).status == 200
+    sent = notifies(out)
+    assert len(sent) == 20
+    assert len({n.body for n in sent}) == 1
+    assert {n.uri for n in sent} == {f"sip:w{i}@127.0.0.1:{6000 + i}" for i in range(20)}
+    assert {p.port for m, p in node.sent[-20:]} == {6000 + i for i in range(20)}
+
+
+def test_registration_drives_presence_when_nothing_is_published() -> None:
+    node = Node()
+    _, first = subscribed(node)
+    assert basic(first) == "closed"
+    out = node.receive(register(BOB), Peer("udp", "127.0.0.1", 5090))
+    (notify,) = notifies(out)
+    assert basic(notify) == "open"
+    node.answer(notify)
+    out = node.receive(register(BOB, expires=0), Peer("udp", "127.0.0.1", 5090))
+    (notify,) = notifies(out)
+    assert basic(notify) == "closed"
+    node.answer(notify)
+    # a publication hides the registration state
+    published(node, PIDF_CLOSED)
+    out = node.receive(register(BOB), Peer("udp", "127.0.0.1", 5090))
+    assert notifies(out) == []
+
+
+def test_rate_limit_newest_state_wins() -> None:
+    node = Node(settings=PresenceSettings(min_notify_interval=5.0))
+    subscribed(node)
+    _, sent = published(node, PIDF_OPEN)
+    assert sent == []  # the first NOTIFY left just now: wait
+    node.advance(1)
+    ok, sent = published(node, PIDF_CLOSED, etag=None)
+    assert sent == []
+    out = node.advance(3.9)
+    assert notifies(out) == []
+    out = node.advance(0.2)
+    (notify,) = notifies(out)
+    assert basic(notify) == "open"  # composed: the closed + open tuples; open wins
+    assert parse_pidf(notify.body).tuple_ids == ("sg89ae",)
+    out = node.advance(10)
+    assert notifies(out) == []
