@@ -21,8 +21,9 @@ Where an in-dialog request goes (:meth:`Dialog.destination`) is decided without 
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from presence_sip.sip.errors import RemoteProtocolError
 from presence_sip.sip.message import Headers, Request
@@ -58,6 +59,8 @@ class Dialog:
     """Where the dialog-creating (or last refreshing) request came from."""
     local_contact: str
     """Our Contact URI for this dialog."""
+    next_hop: Peer | None = field(default=None, repr=False, compare=False)
+    """Cache of :meth:`destination` (cleared when the target or source changes)."""
 
     @classmethod
     def from_request(
@@ -110,6 +113,7 @@ class Dialog:
             self.remote_target = _contact_uri(request)  # RFC 3261 §12.2.2 target refresh
         self.remote_cseq = seq
         self.source = source
+        self.next_hop = None
 
     def next_cseq(self) -> int:
         """Advance the local CSeq (§12.2.1.1: strictly by one per request)."""
@@ -163,6 +167,11 @@ class Dialog:
 
     def destination(self) -> Peer:
         """Where the next in-dialog request is sent; see the module docstring."""
+        if self.next_hop is None:
+            self.next_hop = self._destination()
+        return self.next_hop
+
+    def _destination(self) -> Peer:
         source = self.source
         if source.reliable and source.connection:
             return source
@@ -176,7 +185,7 @@ class Dialog:
 
 def next_hop_peer(uri: object, fallback: Peer) -> Peer:
     """The :class:`Peer` of a SIP URI whose host is an IP address; ``fallback`` otherwise."""
-    if not isinstance(uri, SipUri) or not _is_ip(uri.host):
+    if not isinstance(uri, SipUri) or not is_ip(uri.host):
         return fallback
     transport = uri.transport or ("tls" if uri.scheme == "sips" else "udp")
     if transport not in ("udp", "tcp", "tls"):
@@ -185,7 +194,15 @@ def next_hop_peer(uri: object, fallback: Peer) -> Peer:
     return Peer(transport, uri.host.strip("[]"), port)
 
 
-def _is_ip(host: str) -> bool:
+_IPV4 = re.compile(r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)")
+
+
+def is_ip(host: str) -> bool:
+    """Is ``host`` an IPv4 address or an IPv6 address / reference?"""
+    if _IPV4.fullmatch(host):
+        return True
+    if ":" not in host:
+        return False
     try:
         ipaddress.ip_address(host.strip("[]"))
     except ValueError:

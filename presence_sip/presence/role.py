@@ -12,11 +12,11 @@ among ``domains`` (node.py adds the listen addresses) on the default port.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import Callable, Iterable
 
 from presence_sip.auth.guard import RequestGuard, Verdict
+from presence_sip.dialog.dialog import is_ip
 from presence_sip.endpoint import Endpoint, Incoming, ResponseCallback
 from presence_sip.hss.store import SubscriberStore
 from presence_sip.presence.pidf import (
@@ -93,6 +93,8 @@ class PresenceRole:
         self.guard = guard
         self.domains = frozenset(d.lower() for d in domains)
         self.contact_address = contact_address
+        literals = sorted(d for d in self.domains if is_ip(d))
+        self._fallback_host = literals[0] if literals else hss.domain
         self._tag = endpoint.ids.new_id("t")
         self.server = PresenceServer(
             store=store,
@@ -334,11 +336,10 @@ class PresenceRole:
             host, port = self.contact_address
         else:
             uri = request.request_uri
-            if isinstance(uri, SipUri) and _is_ip(uri.host):
+            if isinstance(uri, SipUri) and is_ip(uri.host):
                 host, port = uri.host, uri.port
             else:
-                literals = sorted(d for d in self.domains if _is_ip(d))
-                host = literals[0] if literals else self.hss.domain
+                host = self._fallback_host
         hostport = host if port is None else f"{host}:{port}"
         transport = "" if source.transport == "udp" else f";transport={source.transport}"
         return f"sip:{hostport}{transport}"
@@ -356,11 +357,3 @@ def _entity_key(uri_text: str) -> str | None:
     if not isinstance(uri, SipUri | TelUri):
         return None
     return aor_key(uri)
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True

@@ -21,11 +21,9 @@ from __future__ import annotations
 import heapq
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Protocol
 
 from presence_sip.dialog.dialog import Dialog
-from presence_sip.hss.msisdn import canonical_identity
 from presence_sip.ids import IdSource
 from presence_sip.presence.pidf import (
     PIDF_CONTENT_TYPE,
@@ -40,16 +38,23 @@ from presence_sip.presence.publications import (
     PublicationStore,
     PublishOutcome,
 )
-from presence_sip.presence.rules import Action, decide
+from presence_sip.presence.rules import Action
 from presence_sip.presence.subscriptions import (
     Input,
     SideEffect,
     State,
-    SubscriptionMachine,
     SubscriptionRecord,
     SubscriptionStore,
 )
-from presence_sip.presence.watcherinfo import WatcherEntry, compose_watcherinfo
+from presence_sip.presence.watcherinfo import compose_watcherinfo
+from presence_sip.presence.watchers import (
+    PresenceSettings,
+    Presentity,
+    Subscription,
+    decide_action,
+    display_name,
+    peer_from_text,
+)
 from presence_sip.sip.errors import LocalProtocolError, SipError
 from presence_sip.sip.message import Request, Response
 from presence_sip.sip.peer import Peer
@@ -88,114 +93,6 @@ class PresenceStore(SubscriptionStore, PublicationStore, Protocol):
     """Both stores in one (SQLite: ``storage.sqlite_presence.SqlitePresenceStore``)."""
 
 
-@dataclass(frozen=True, slots=True)
-class PresenceSettings:
-    """Limits and pacing of the presence server."""
-
-    min_expires: int = 60
-    """Shortest subscription/publication accepted (shorter: 423 + Min-Expires)."""
-    max_expires: int = 3600
-    """Longer requested lifetimes are cut to this."""
-    default_expires: int = 3600
-    """Lifetime when the request has no Expires (RFC 3856 §6.4)."""
-    min_notify_interval: float = 0.0
-    """At most one state NOTIFY per subscription per this many seconds (RFC 3856 §6.10)."""
-    rules_poll_interval: float = 1.0
-    """How often the HSS data version is checked for rule changes."""
-    cseq_block: int = 100
-    """NOTIFY CSeqs reserved per store write."""
-    purge_batch: int = 1000
-    """Most expiries handled per timer call (the rest on the next, immediate, call)."""
-    partial_publication: bool = True
-    """Accept application/pidf-diff+xml PUBLISH bodies (RFC 5264)."""
-    partial_notification: bool = True
-    """Send application/pidf-diff+xml to watchers that accept it (RFC 5263)."""
-
-
-class Subscription:
-    """One watcher's subscription (mutable; ``id`` is our dialog tag)."""
-
-    __slots__ = (
-        "accept_diff", "action", "created_at", "cseq_reserved", "dialog", "diff_version",
-        "display_name", "entity", "event", "event_id", "expires_at", "final", "id",
-        "last_body", "last_notify_at", "machine", "presentity", "queued", "throttled",
-        "via_sent_by", "watcher", "winfo_event", "winfo_version",
-    )
-
-    def __init__(
-        self, *, id: str, presentity: str, entity: str, event: str, watcher: str,
-        dialog: Dialog, expires_at: float, created_at: float, accept_diff: bool,
-        event_id: str | None, display_name: str | None, cseq_reserved: int, via_sent_by: str,
-    ) -> None:
-        self.id = id
-        self.presentity = presentity
-        self.entity = entity
-        self.event = event
-        self.watcher = watcher
-        self.dialog = dialog
-        self.expires_at = expires_at
-        self.created_at = created_at
-        self.accept_diff = accept_diff
-        self.event_id = event_id
-        self.display_name = display_name
-        self.cseq_reserved = cseq_reserved
-        self.via_sent_by = via_sent_by
-        self.machine = SubscriptionMachine()
-        self.action: Action | None = None
-        self.final: SideEffect | None = None
-        self.last_body: bytes | None = None
-        self.last_notify_at = float("-inf")
-        self.queued = False
-        self.throttled = False
-        self.diff_version = 0
-        self.winfo_version = 0
-        self.winfo_event = "subscribe"
-
-    @property
-    def state(self) -> State:
-        return self.machine.state
-
-    @property
-    def polite(self) -> bool:
-        return self.action is Action.POLITE_BLOCK
-
-    def record(self) -> SubscriptionRecord:
-        d = self.dialog
-        return SubscriptionRecord(
-            id=self.id, presentity=self.presentity, entity=self.entity, event=self.event,
-            watcher=self.watcher, call_id=d.call_id, remote_tag=d.remote_tag,
-            local_uri=d.local_uri, remote_uri=d.remote_uri, remote_target=d.remote_target,
-            route_set=d.route_set, local_contact=d.local_contact, source=str(d.source),
-            remote_cseq=d.remote_cseq, cseq_reserved=self.cseq_reserved,
-            expires_at=self.expires_at, created_at=self.created_at, state=self.state.value,
-            polite=self.polite, accept_diff=self.accept_diff, event_id=self.event_id,
-            display_name=self.display_name,
-        )
-
-    def watcher_entry(self, now: float) -> WatcherEntry:
-        """This subscription as an RFC 3858 ``<watcher>``."""
-        return WatcherEntry(
-            id=self.id, uri=self.watcher, status=self.state.value, event=self.winfo_event,
-            display_name=self.display_name,
-            duration_subscribed=max(0, int(now - self.created_at)),
-            expiration=max(0, int(self.expires_at - now + 0.5)),
-        )
-
-
-class _Presentity:
-    """A watched presentity: its watchers and cached documents."""
-
-    __slots__ = ("entity", "key", "neutral", "reg_docs", "watchers", "winfo")
-
-    def __init__(self, key: str, entity: str) -> None:
-        self.key = key
-        self.entity = entity
-        self.watchers: dict[str, Subscription] = {}
-        self.winfo: dict[str, Subscription] = {}
-        self.reg_docs: dict[str, bytes] = {}
-        self.neutral: bytes | None = None
-
-
 class PresenceServer:
     """Presentities, watchers, publications and NOTIFY scheduling; see the module docstring."""
 
@@ -232,7 +129,7 @@ class PresenceServer:
             default_expires=s.default_expires, partial=s.partial_publication, now=now,
         )
         self.subscriptions: dict[str, Subscription] = {}
-        self._presentities: dict[str, _Presentity] = {}
+        self._presentities: dict[str, Presentity] = {}
         self._expiry: list[tuple[float, str]] = []
         self._throttle: list[tuple[float, str]] = []
         self._due: list[Subscription] = []
@@ -251,22 +148,22 @@ class PresenceServer:
             return f"sip:{key}@{self.domain};user=phone"
         return key
 
-    def _presentity(self, key: str, entity: str | None = None) -> _Presentity:
+    def _presentity(self, key: str, entity: str | None = None) -> Presentity:
         """The watched presentity ``key`` (created and indexed when new)."""
         found = self._presentities.get(key)
         if found is None:
-            found = _Presentity(key, entity or self.presentity_entity(key))
+            found = Presentity(key, entity or self.presentity_entity(key))
             self._presentities[key] = found
         return found
 
-    def _peek(self, key: str, entity: str | None = None) -> _Presentity:
+    def _peek(self, key: str, entity: str | None = None) -> Presentity:
         """The presentity ``key``, or a transient one that is not indexed."""
         found = self._presentities.get(key)
         if found is None:
-            found = _Presentity(key, entity or self.presentity_entity(key))
+            found = Presentity(key, entity or self.presentity_entity(key))
         return found
 
-    def _forget_if_idle(self, presentity: _Presentity) -> None:
+    def _forget_if_idle(self, presentity: Presentity) -> None:
         if not presentity.watchers and not presentity.winfo:
             self._presentities.pop(presentity.key, None)
 
@@ -285,7 +182,7 @@ class PresenceServer:
             )
         return doc
 
-    def _neutral(self, presentity: _Presentity) -> bytes:
+    def _neutral(self, presentity: Presentity) -> bytes:
         """RFC 5025 §3.2.1 polite-block: a neutral, closed document."""
         if presentity.neutral is None:
             presentity.neutral = status_document(presentity.entity, "closed", tuple_id="pb")
@@ -333,7 +230,7 @@ class PresenceServer:
             event=event, watcher=watcher, dialog=dialog, expires_at=now + expires,
             created_at=now, accept_diff=accept_diff and self.settings.partial_notification,
             event_id=event_header.id if event_header else None,
-            display_name=_display_name(request), cseq_reserved=self.settings.cseq_block,
+            display_name=display_name(request), cseq_reserved=self.settings.cseq_block,
             via_sent_by=self._sent_by(local_contact),
         )
         sub.action = action
@@ -521,7 +418,8 @@ class PresenceServer:
         headers, content_type, body = self._content(sub, now)
         if content_type:
             headers.append(("Content-Type", content_type))
-        via = (f"SIP/2.0/{sub.dialog.destination().transport.upper()} {sub.via_sent_by}"
+        destination = sub.dialog.destination()
+        via = (f"SIP/2.0/{destination.transport.upper()} {sub.via_sent_by}"
                f";branch={self.new_branch()};rport")
         request = sub.dialog.build_request("NOTIFY", via=via, headers=headers, body=body)
         sub.last_notify_at = now
@@ -529,7 +427,7 @@ class PresenceServer:
             sub.cseq_reserved = sub.dialog.local_cseq + self.settings.cseq_block - 1
             self.store.save_cseq(sub.id, sub.cseq_reserved)
         sid = sub.id
-        self.send(request, sub.dialog.destination(), now,
+        self.send(request, destination, now,
                   lambda response, when: self._answered(sid, response, when))
 
     def _content(self, sub: Subscription, now: float) -> tuple[list[tuple[str, str]], str, bytes]:
@@ -658,39 +556,3 @@ class PresenceServer:
     def close(self) -> None:
         """Everything is written through; nothing to release."""
         self._due.clear()
-
-
-def decide_action(rules: Mapping[str, str], watcher_uri: str, default: Action) -> Action:
-    """The HSS rules' action for a watcher: exact identity (``canonical_identity``) first, then
-    domain rules (``*@host``); unknown action text counts as no rule."""
-    try:
-        canonical = canonical_identity(watcher_uri)
-    except ValueError:
-        canonical = None
-    if canonical is not None and canonical in rules:
-        action = _action(rules[canonical])
-        if action is not None:
-            return action
-    parsed = {key: a for key, text in rules.items() if (a := _action(text)) is not None}
-    return decide(parsed, watcher_uri, default)
-
-
-def _action(text: str) -> Action | None:
-    try:
-        return Action(text)
-    except ValueError:
-        return None
-
-
-def _display_name(request: Request) -> str | None:
-    name = request.from_.display_name
-    if name is None:
-        return None
-    return name[1:-1] if name.startswith('"') and name.endswith('"') else name
-
-
-def peer_from_text(text: str) -> Peer:
-    """``udp:127.0.0.1:5060`` / ``tls:[::1]:5061`` (``str(Peer)``) back to a Peer."""
-    transport, _, rest = text.partition(":")
-    host, _, port = rest.rpartition(":")
-    return Peer(transport, host.strip("[]"), int(port) if port.isdigit() else 5060)

@@ -318,7 +318,12 @@ class Driver:
     def _start_task(self, coro: Coroutine[Any, Any, None]) -> None:
         task = self._get_loop().create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            logger.error("transport task failed (a bug)", exc_info=error)
 
     async def _connect(self, conn: StreamConnection) -> None:
         peer, tls = conn.peer, conn.transport_name == "tls"

@@ -105,6 +105,7 @@ class StreamConnection(asyncio.Protocol):
         self._ping_run = 0
         self._receiving = True
         self._pending: list[bytes] = []
+        self._early = bytearray()
         self._last_activity = self._loop.time()
         self._timer: asyncio.TimerHandle | None = None
 
@@ -135,16 +136,26 @@ class StreamConnection(asyncio.Protocol):
             )
         except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
             logger.info("TLS handshake from %s failed: %s", raw.get_extra_info("peername"), exc)
-            self.fail()
+            self._handshake_failed(raw)
             return
         except asyncio.CancelledError:
-            self.fail()
+            self._handshake_failed(raw)
             raise
-        if tls is None or self.state is not State.CONNECTING:
-            raw.abort()
-            self.fail()
+        if tls is None or tls.is_closing() or self.state is not State.CONNECTING:
+            self._handshake_failed(raw)
             return
         self._up(tls)
+
+    def _handshake_failed(self, raw: asyncio.Transport) -> None:
+        # asyncio does not call connection_lost for a connection that died in the handshake:
+        # resolve `closed` ourselves, after asyncio's own close callbacks have run.
+        self.fail()
+        raw.abort()
+        self._loop.call_soon(self._released)
+
+    def _released(self) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
 
     def _up(self, transport: asyncio.BaseTransport) -> None:
         """The connection is usable (TLS: handshake done)."""
@@ -166,8 +177,17 @@ class StreamConnection(asyncio.Protocol):
             return
         self._touch()
         self._arm(self._limits.idle_connection_timeout, self._idle_check)
+        if self._early:
+            early, self._early = bytes(self._early), bytearray()
+            self.data_received(early)
 
     def data_received(self, data: bytes) -> None:
+        if self.state is State.CONNECTING and self._raw is not None:
+            # start_tls delivers data that came with the handshake before our task resumes
+            self._early += data
+            if len(self._early) > self._limits.max_message_size:
+                cast(asyncio.Transport, self._raw).abort()
+            return
         if self.state is not State.OPEN or not self._receiving:
             return
         self._touch()
@@ -282,8 +302,6 @@ class StreamConnection(asyncio.Protocol):
         end = data.find(b"\r\n\r\n")
         data = data[: end + 4] if end >= 0 else data[: self._limits.max_message_size]
         logger.info("connection %s: %s; closing", self, error.reason)
-        if self._transport is not None:
-            self._transport.pause_reading()
         self._owner.stream_malformed(self, data, error)
         self.close()
 

@@ -247,10 +247,10 @@ def expected_200(request: bytes) -> bytes:
     return to_bytes(make_response(message, 200))
 
 
-async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait until ``predicate()`` holds; fail the test after ``timeout`` seconds."""
-    async with asyncio.timeout(timeout):
-        while not predicate():
+async def eventually(predicate: Callable[[], bool], within: float = 5.0) -> None:
+    """Wait until ``predicate()`` holds; fail the test after ``within`` seconds."""
+    async with asyncio.timeout(within):
+        while not predicate():  # noqa: ASYNC110 -- polls state spread over several endpoints
             await asyncio.sleep(0.005)
 
 

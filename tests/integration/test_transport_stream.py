@@ -12,6 +12,7 @@ from certs_helper import RecordingEndpoint, eventually, expected_200, only_task_
 from presence_sip.config import Limits
 from presence_sip.sip.peer import Peer
 from presence_sip.transport import Driver, parse_listen
+from presence_sip.transport.stream import WRITE_HIGH_WATER, WRITE_LOW_WATER
 
 pytestmark = pytest.mark.integration
 
@@ -82,7 +83,9 @@ def own_address(writer: asyncio.StreamWriter) -> tuple[str, int]:
     return host, port
 
 
-async def test_options_answered_with_exact_200(driver, endpoint, connect) -> None:
+async def test_options_answered_with_exact_200(
+    driver: Driver, endpoint: RecordingEndpoint, connect: Connect
+) -> None:
     reader, writer = await connect(tcp_port(driver))
     host, port = own_address(writer)
     request = options(host, port, "TCP")
@@ -95,7 +98,9 @@ async def test_options_answered_with_exact_200(driver, endpoint, connect) -> Non
     assert endpoint.received[0][1] == peer
 
 
-async def test_two_messages_in_one_segment(driver, endpoint, connect) -> None:
+async def test_two_messages_in_one_segment(
+    driver: Driver, endpoint: RecordingEndpoint, connect: Connect
+) -> None:
     reader, writer = await connect(tcp_port(driver))
     host, port = own_address(writer)
     first = options(host, port, "TCP", call_id="a@test")
@@ -106,7 +111,9 @@ async def test_two_messages_in_one_segment(driver, endpoint, connect) -> None:
     assert [data for data, _ in endpoint.raw] == [first, second]
 
 
-async def test_message_split_byte_by_byte(driver, endpoint, connect) -> None:
+async def test_message_split_byte_by_byte(
+    driver: Driver, endpoint: RecordingEndpoint, connect: Connect
+) -> None:
     reader, writer = await connect(tcp_port(driver))
     host, port = own_address(writer)
     request = options(host, port, "TCP")
@@ -118,7 +125,9 @@ async def test_message_split_byte_by_byte(driver, endpoint, connect) -> None:
     assert [data for data, _ in endpoint.raw] == [request]
 
 
-async def test_over_size_cap_gets_513_then_close(driver, endpoint, connect) -> None:
+async def test_over_size_cap_gets_513_then_close(
+    driver: Driver, endpoint: RecordingEndpoint, connect: Connect
+) -> None:
     reader, writer = await connect(tcp_port(driver))
     host, port = own_address(writer)
     request = options(host, port, "TCP").replace(b"Content-Length: 0", b"Content-Length: 70000")
@@ -133,7 +142,9 @@ async def test_over_size_cap_gets_513_then_close(driver, endpoint, connect) -> N
     assert endpoint.raw == []
 
 
-async def test_endless_header_block_closes_connection(endpoint, connect) -> None:
+async def test_endless_header_block_closes_connection(
+    endpoint: RecordingEndpoint, connect: Connect
+) -> None:
     drv = await started(endpoint, Limits(max_message_size=2000))
     try:
         reader, writer = await connect(tcp_port(drv))
@@ -146,7 +157,9 @@ async def test_endless_header_block_closes_connection(endpoint, connect) -> None
         await drv.stop()
 
 
-async def test_missing_content_length_gets_400_then_close(driver, endpoint, connect) -> None:
+async def test_missing_content_length_gets_400_then_close(
+    driver: Driver, endpoint: RecordingEndpoint, connect: Connect
+) -> None:
     reader, writer = await connect(tcp_port(driver))
     host, port = own_address(writer)
     request = options(host, port, "TCP").replace(b"Content-Length: 0\r\n", b"")
@@ -157,7 +170,9 @@ async def test_missing_content_length_gets_400_then_close(driver, endpoint, conn
     assert endpoint.raw == []
 
 
-async def test_double_crlf_ping_gets_crlf_pong(driver, endpoint, connect) -> None:
+async def test_double_crlf_ping_gets_crlf_pong(
+    driver: Driver, endpoint: RecordingEndpoint, connect: Connect
+) -> None:
     reader, writer = await connect(tcp_port(driver))
     writer.write(b"\r\n\r\n")
     async with asyncio.timeout(5):
@@ -171,7 +186,7 @@ async def test_double_crlf_ping_gets_crlf_pong(driver, endpoint, connect) -> Non
     assert [data for data, _ in endpoint.raw] == [request]
 
 
-async def test_idle_connection_closed(endpoint, connect) -> None:
+async def test_idle_connection_closed(endpoint: RecordingEndpoint, connect: Connect) -> None:
     drv = await started(endpoint, Limits(idle_connection_timeout=0.2))
     try:
         reader, writer = await connect(tcp_port(drv))
@@ -190,7 +205,7 @@ async def test_idle_connection_closed(endpoint, connect) -> None:
         await drv.stop()
 
 
-async def test_connection_limit(endpoint, connect) -> None:
+async def test_connection_limit(endpoint: RecordingEndpoint, connect: Connect) -> None:
     drv = await started(endpoint, Limits(max_connections=1))
     try:
         reader1, writer1 = await connect(tcp_port(drv))
@@ -206,8 +221,10 @@ async def test_connection_limit(endpoint, connect) -> None:
         await drv.stop()
 
 
-async def test_response_on_same_connection_by_id(driver, endpoint, connect) -> None:
-    reader, writer = await connect(tcp_port(driver))
+async def test_response_on_same_connection_by_id(
+    driver: Driver, endpoint: RecordingEndpoint, connect: Connect
+) -> None:
+    reader, _ = await connect(tcp_port(driver))
     await eventually(lambda: len(endpoint.made) == 1)
     peer = endpoint.made[0][0]
     endpoint.queue(b"NOTIFY-BYTES", peer)
@@ -216,7 +233,7 @@ async def test_response_on_same_connection_by_id(driver, endpoint, connect) -> N
         assert await reader.readexactly(12) == b"NOTIFY-BYTES"
 
 
-async def test_outbound_connection_opened_and_reused(endpoint) -> None:
+async def test_outbound_connection_opened_and_reused(endpoint: RecordingEndpoint) -> None:
     server_ep = RecordingEndpoint()
     server = await started(server_ep)
     client = await started(endpoint)
@@ -243,7 +260,9 @@ async def test_outbound_connection_opened_and_reused(endpoint) -> None:
     assert only_task_left()
 
 
-async def test_stale_connection_id_falls_back_to_a_new_connection(endpoint) -> None:
+async def test_stale_connection_id_falls_back_to_a_new_connection(
+    endpoint: RecordingEndpoint,
+) -> None:
     server_ep = RecordingEndpoint()
     server = await started(server_ep)
     client = await started(endpoint)
@@ -257,7 +276,9 @@ async def test_stale_connection_id_falls_back_to_a_new_connection(endpoint) -> N
         await server.stop()
 
 
-async def test_connect_failure_reports_connection_lost(endpoint, driver) -> None:
+async def test_connect_failure_reports_connection_lost(
+    endpoint: RecordingEndpoint, driver: Driver
+) -> None:
     spare = socket.socket()
     spare.bind(("127.0.0.1", 0))
     port = spare.getsockname()[1]
@@ -271,7 +292,9 @@ async def test_connect_failure_reports_connection_lost(endpoint, driver) -> None
     assert only_task_left()
 
 
-async def test_peer_closing_reports_connection_lost(driver, endpoint, connect) -> None:
+async def test_peer_closing_reports_connection_lost(
+    driver: Driver, endpoint: RecordingEndpoint, connect: Connect
+) -> None:
     _, writer = await connect(tcp_port(driver))
     await eventually(lambda: len(endpoint.made) == 1)
     writer.close()
@@ -286,7 +309,9 @@ async def test_peer_closing_reports_connection_lost(driver, endpoint, connect) -
     assert set(endpoint.lost[1:]) == {old, old.without_connection()}
 
 
-async def test_stop_with_open_and_pending_connections(endpoint, connect) -> None:
+async def test_stop_with_open_and_pending_connections(
+    endpoint: RecordingEndpoint, connect: Connect
+) -> None:
     server_ep = RecordingEndpoint()
     server = await started(server_ep)
     drv = await started(endpoint)
@@ -298,3 +323,22 @@ async def test_stop_with_open_and_pending_connections(endpoint, connect) -> None
     await server.stop()
     assert await read_eof(reader) == b""
     assert only_task_left()
+
+
+async def test_peer_not_reading_pauses_our_reading(
+    driver: Driver, endpoint: RecordingEndpoint, connect: Connect
+) -> None:
+    reader, writer = await connect(tcp_port(driver))
+    await eventually(lambda: len(endpoint.made) == 1)
+    conn = driver._connections[endpoint.made[0][0].connection]
+    transport = conn._transport
+    assert transport is not None
+    assert transport.get_write_buffer_limits() == (WRITE_LOW_WATER, WRITE_HIGH_WATER)
+    conn.pause_writing()  # what asyncio calls when our unsent bytes pass the high-water mark
+    assert not transport.is_reading()
+    conn.resume_writing()
+    assert transport.is_reading()
+    host, port = own_address(writer)
+    request = options(host, port, "TCP")
+    writer.write(request)
+    assert await read_message(reader) == expected_200(request)

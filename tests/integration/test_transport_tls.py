@@ -44,7 +44,11 @@ def endpoint() -> RecordingEndpoint:
 
 
 async def tls_node(
-    endpoint: RecordingEndpoint, pki: Pki, *, require_client_cert: bool = True, trust: Path | None = None
+    endpoint: RecordingEndpoint,
+    pki: Pki,
+    *,
+    require_client_cert: bool = True,
+    trust: Path | None = None,
 ) -> Driver:
     """A node serving TLS with the server cert; as a client it presents the client cert."""
     drv = Driver(
@@ -89,7 +93,9 @@ async def close(writer: asyncio.StreamWriter) -> None:
         pass
 
 
-async def test_mutual_auth_ok_and_identity_reported(node, endpoint, pki) -> None:
+async def test_mutual_auth_ok_and_identity_reported(
+    node: Driver, endpoint: RecordingEndpoint, pki: Pki
+) -> None:
     context = client_context(pki.client.cert, pki.client.key, pki.ca)
     reader, writer = await asyncio.open_connection(
         "127.0.0.1", tls_port(node), ssl=context, server_hostname="127.0.0.1"
@@ -114,24 +120,31 @@ async def test_mutual_auth_ok_and_identity_reported(node, endpoint, pki) -> None
         await close(writer)
 
 
+async def request_over_tls(port: int, context: ssl.SSLContext) -> bytes:
+    """Handshake, send an OPTIONS and read the answer; raises if the server refuses us (a TLS 1.3
+    client learns of a rejected certificate only on its first read)."""
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port, ssl=context, server_hostname="127.0.0.1"
+    )
+    try:
+        writer.write(options("127.0.0.1", 5060, "TLS"))
+        async with asyncio.timeout(5):
+            data = await reader.read(1)
+        if not data:
+            raise ConnectionResetError("closed by the server")
+        return data
+    finally:
+        await close(writer)
+
+
 async def refused(port: int, context: ssl.SSLContext) -> None:
-    """Connecting (and sending a request) with ``context`` must fail during or right after the
-    handshake (TLS 1.3 clients learn of a rejected certificate on their first read)."""
     with pytest.raises(HANDSHAKE_FAILURES):
-        reader, writer = await asyncio.open_connection(
-            "127.0.0.1", port, ssl=context, server_hostname="127.0.0.1"
-        )
-        try:
-            writer.write(options("127.0.0.1", 5060, "TLS"))
-            async with asyncio.timeout(5):
-                data = await reader.read(1)
-            if not data:
-                raise ConnectionResetError("closed by the server")
-        finally:
-            await close(writer)
+        await request_over_tls(port, context)
 
 
-async def test_client_from_unknown_ca_refused(node, endpoint, pki) -> None:
+async def test_client_from_unknown_ca_refused(
+    node: Driver, endpoint: RecordingEndpoint, pki: Pki
+) -> None:
     await refused(
         tls_port(node), client_context(pki.rogue_client.cert, pki.rogue_client.key, pki.ca)
     )
@@ -140,14 +153,18 @@ async def test_client_from_unknown_ca_refused(node, endpoint, pki) -> None:
     assert endpoint.raw == []
 
 
-async def test_client_without_certificate_refused(node, endpoint, pki) -> None:
+async def test_client_without_certificate_refused(
+    node: Driver, endpoint: RecordingEndpoint, pki: Pki
+) -> None:
     await refused(tls_port(node), client_context(None, None, pki.ca))
     await asyncio.sleep(0.05)
     assert endpoint.made == []
     assert endpoint.raw == []
 
 
-async def test_optional_client_cert_accepts_anonymous_client(endpoint, pki) -> None:
+async def test_optional_client_cert_accepts_anonymous_client(
+    endpoint: RecordingEndpoint, pki: Pki
+) -> None:
     drv = await tls_node(endpoint, pki, require_client_cert=False)
     try:
         context = client_context(None, None, pki.ca)
@@ -163,7 +180,9 @@ async def test_optional_client_cert_accepts_anonymous_client(endpoint, pki) -> N
         await drv.stop()
 
 
-async def test_outbound_tls_opened_verified_and_reused(endpoint, pki) -> None:
+async def test_outbound_tls_opened_verified_and_reused(
+    endpoint: RecordingEndpoint, pki: Pki
+) -> None:
     server_ep = RecordingEndpoint()
     server = await tls_node(server_ep, pki)
     client = await tls_node(endpoint, pki)
@@ -191,7 +210,9 @@ async def test_outbound_tls_opened_verified_and_reused(endpoint, pki) -> None:
     assert only_task_left(), asyncio.all_tasks()
 
 
-async def test_outbound_tls_to_untrusted_server_reports_lost(endpoint, pki) -> None:
+async def test_outbound_tls_to_untrusted_server_reports_lost(
+    endpoint: RecordingEndpoint, pki: Pki
+) -> None:
     rogue_ep = RecordingEndpoint()
     rogue = Driver(
         rogue_ep,
@@ -214,7 +235,9 @@ async def test_outbound_tls_to_untrusted_server_reports_lost(endpoint, pki) -> N
     assert only_task_left(), asyncio.all_tasks()
 
 
-async def test_outbound_tls_without_client_context_reports_lost(endpoint) -> None:
+async def test_outbound_tls_without_client_context_reports_lost(
+    endpoint: RecordingEndpoint,
+) -> None:
     drv = Driver(endpoint)
     await drv.start([parse_listen("udp:127.0.0.1:0")])
     try:
@@ -226,7 +249,7 @@ async def test_outbound_tls_without_client_context_reports_lost(endpoint) -> Non
         await drv.stop()
 
 
-def test_bad_certificate_files_are_config_errors(pki, tmp_path) -> None:
+def test_bad_certificate_files_are_config_errors(pki: Pki, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot load TLS certificate"):
         server_context(tmp_path / "missing.crt", pki.server.key, pki.ca, require_client_cert=True)
     with pytest.raises(ConfigError, match="cannot load CA bundle"):
@@ -237,7 +260,7 @@ def test_bad_certificate_files_are_config_errors(pki, tmp_path) -> None:
         client_context(pki.client.cert, None, pki.ca)
 
 
-def test_contexts_require_tls12(pki) -> None:
+def test_contexts_require_tls12(pki: Pki) -> None:
     server = server_context(pki.server.cert, pki.server.key, pki.ca, require_client_cert=True)
     client = client_context(pki.client.cert, pki.client.key, pki.ca)
     assert server.minimum_version == ssl.TLSVersion.TLSv1_2
@@ -247,8 +270,37 @@ def test_contexts_require_tls12(pki) -> None:
     assert client.check_hostname
 
 
-def test_identity_from_certificate(pki) -> None:
+def test_identity_from_certificate(pki: Pki) -> None:
     der = ssl.PEM_cert_to_DER_cert(pki.server.cert.read_text())
     assert PeerIdentity.from_certificate(der) == PeerIdentity(
         "gw1.net-b.test", ("gw1.net-b.test",), ("127.0.0.1",), "Test CA net-b.test"
     )
+
+
+async def test_stop_during_inbound_handshake_leaves_nothing(
+    endpoint: RecordingEndpoint, pki: Pki
+) -> None:
+    drv = await tls_node(endpoint, pki)
+    reader, writer = await asyncio.open_connection("127.0.0.1", tls_port(drv))  # plain TCP
+    await eventually(lambda: len(drv._tasks) == 1)  # the handshake task waits for a ClientHello
+    await drv.stop()
+    assert only_task_left(), asyncio.all_tasks()
+    async with asyncio.timeout(5):
+        assert await reader.read() == b""
+    assert endpoint.made == []
+    await close(writer)
+
+
+async def test_early_data_after_handshake_is_not_lost(
+    node: Driver, endpoint: RecordingEndpoint, pki: Pki
+) -> None:
+    # The request is written before the client even waits for the handshake to settle.
+    context = client_context(pki.client.cert, pki.client.key, pki.ca)
+    for n in range(5):
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", tls_port(node), ssl=context, server_hostname="127.0.0.1"
+        )
+        request = options("127.0.0.1", 5061, "TLS", call_id=f"e{n}@test")
+        writer.write(request)
+        assert await read_message(reader) == expected_200(request)
+        await close(writer)

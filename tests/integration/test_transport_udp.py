@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -34,12 +34,17 @@ async def driver(endpoint: RecordingEndpoint) -> AsyncIterator[Driver]:
 
 
 @pytest.fixture
-def client() -> socket.socket:
+def client() -> Iterator[socket.socket]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setblocking(False)
     sock.bind(("127.0.0.1", 0))
-    yield sock  # type: ignore[misc]
+    yield sock
     sock.close()
+
+
+@pytest.fixture
+def rmem_max() -> int:
+    return int(Path("/proc/sys/net/core/rmem_max").read_text())
 
 
 def udp_port(drv: Driver) -> int:
@@ -47,14 +52,16 @@ def udp_port(drv: Driver) -> int:
     return spec.port
 
 
-async def recv(sock: socket.socket, timeout: float = 5.0) -> tuple[bytes, tuple[str, int]]:
+async def recv(sock: socket.socket) -> tuple[bytes, tuple[str, int]]:
     loop = asyncio.get_running_loop()
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(5):
         data, addr = await loop.sock_recvfrom(sock, 70000)
     return data, addr
 
 
-async def test_options_answered_with_exact_200(driver, endpoint, client) -> None:
+async def test_options_answered_with_exact_200(
+    driver: Driver, endpoint: RecordingEndpoint, client: socket.socket
+) -> None:
     host, port = client.getsockname()
     request = options(host, port)
     loop = asyncio.get_running_loop()
@@ -63,11 +70,14 @@ async def test_options_answered_with_exact_200(driver, endpoint, client) -> None
     assert data == expected_200(request)
     assert addr == ("127.0.0.1", udp_port(driver))
     ((message, source),) = endpoint.received
+    assert message.call_id == "c1@test"
     assert source == Peer("udp", host, port)
     assert endpoint.raw[0][0] == request
 
 
-async def test_datagram_over_size_cap_still_reaches_endpoint(endpoint, client) -> None:
+async def test_datagram_over_size_cap_still_reaches_endpoint(
+    endpoint: RecordingEndpoint, client: socket.socket
+) -> None:
     # The driver never drops by size: the endpoint's parser decides (513), RFC 3261 §18.1.1.
     drv = Driver(endpoint, limits=Limits(max_message_size=1000))
     await drv.start([parse_listen("udp:127.0.0.1:0")])
@@ -83,15 +93,17 @@ async def test_datagram_over_size_cap_still_reaches_endpoint(endpoint, client) -
         await drv.stop()
 
 
-async def test_receive_buffer_enlarged(driver) -> None:
+async def test_receive_buffer_enlarged(driver: Driver, rmem_max: int) -> None:
     (listener,) = driver._udp
+    assert listener._transport is not None
     sock = listener._transport.get_extra_info("socket")
     granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
-    rmem_max = int(Path("/proc/sys/net/core/rmem_max").read_text())
     assert granted >= min(RECEIVE_BUFFER, rmem_max)
 
 
-async def test_driver_sends_request_and_sees_response(driver, endpoint, client) -> None:
+async def test_driver_sends_request_and_sees_response(
+    driver: Driver, endpoint: RecordingEndpoint, client: socket.socket
+) -> None:
     host, port = client.getsockname()
     endpoint.queue(b"hello", Peer("udp", host, port))
     driver.transmit()
@@ -99,7 +111,9 @@ async def test_driver_sends_request_and_sees_response(driver, endpoint, client) 
     assert data == b"hello"
 
 
-async def test_timer_armed_from_get_timer_fires(driver, endpoint) -> None:
+async def test_timer_armed_from_get_timer_fires(
+    driver: Driver, endpoint: RecordingEndpoint
+) -> None:
     loop = asyncio.get_running_loop()
     deadline = endpoint.timer = loop.time() + 0.05
     driver.transmit()
@@ -110,7 +124,10 @@ async def test_timer_armed_from_get_timer_fires(driver, endpoint) -> None:
 
 
 async def test_endpoint_exception_is_logged_and_node_keeps_serving(
-    driver, endpoint, client, caplog
+    driver: Driver,
+    endpoint: RecordingEndpoint,
+    client: socket.socket,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     host, port = client.getsockname()
     loop = asyncio.get_running_loop()
@@ -126,21 +143,27 @@ async def test_endpoint_exception_is_logged_and_node_keeps_serving(
     assert data == expected_200(request)
 
 
-async def test_send_to_a_name_is_refused_without_dns(driver, endpoint) -> None:
+async def test_send_to_a_name_is_refused_without_dns(
+    driver: Driver, endpoint: RecordingEndpoint
+) -> None:
     peer = Peer("udp", "gateway.net-b.test", 5060)
     endpoint.queue(b"x", peer)
     driver.transmit()
     assert endpoint.lost == [peer]
 
 
-async def test_no_udp_socket_for_family_reports_lost(driver, endpoint) -> None:
+async def test_no_udp_socket_for_family_reports_lost(
+    driver: Driver, endpoint: RecordingEndpoint
+) -> None:
     peer = Peer("udp", "::1", 5060)
     endpoint.queue(b"x", peer)
     driver.transmit()
     assert endpoint.lost == [peer]
 
 
-async def test_reply_leaves_from_the_socket_the_peer_talked_to(endpoint, client) -> None:
+async def test_reply_leaves_from_the_socket_the_peer_talked_to(
+    endpoint: RecordingEndpoint, client: socket.socket
+) -> None:
     drv = Driver(endpoint)
     await drv.start([parse_listen("udp:127.0.0.1:0"), parse_listen("udp:127.0.0.1:0")])
     try:
@@ -155,7 +178,7 @@ async def test_reply_leaves_from_the_socket_the_peer_talked_to(endpoint, client)
         await drv.stop()
 
 
-async def test_stop_leaves_no_task_and_closes_sockets(endpoint) -> None:
+async def test_stop_leaves_no_task_and_closes_sockets(endpoint: RecordingEndpoint) -> None:
     drv = Driver(endpoint)
     await drv.start([parse_listen("udp:127.0.0.1:0"), parse_listen("udp:[::1]:0")])
     assert {s.family_version for s in drv.local_addresses} == {4, 6}
@@ -169,7 +192,9 @@ async def test_stop_leaves_no_task_and_closes_sockets(endpoint) -> None:
     assert drv.local_addresses == []
 
 
-async def test_start_failure_is_a_transport_error(endpoint, client) -> None:
+async def test_start_failure_is_a_transport_error(
+    endpoint: RecordingEndpoint, client: socket.socket
+) -> None:
     host, port = client.getsockname()
     drv = Driver(endpoint)
     with pytest.raises(TransportError, match="cannot listen"):
@@ -178,7 +203,7 @@ async def test_start_failure_is_a_transport_error(endpoint, client) -> None:
     assert only_task_left()
 
 
-async def test_tls_listener_without_context_is_a_config_error(endpoint) -> None:
+async def test_tls_listener_without_context_is_a_config_error(endpoint: RecordingEndpoint) -> None:
     drv = Driver(endpoint)
     with pytest.raises(ConfigError):
         await drv.start([parse_listen("tls:127.0.0.1:0")])

@@ -7,10 +7,11 @@ of ``endpoint.outbox()`` is parsed back and asserted on (RFC 3856 §8, RFC 3903 
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import pytest
 
-from presence_sip.auth.digest import DigestAlgorithm, DigestAuthenticator, build_authorization
+from presence_sip.auth.digest import DigestAuthenticator, build_authorization
 from presence_sip.auth.guard import RequestGuard
 from presence_sip.endpoint import Endpoint
 from presence_sip.ids import CountingIdSource
@@ -37,6 +38,9 @@ CAROL = "+447700900002"
 WATCHER = Peer("udp", "127.0.0.1", 5070)
 PUBLISHER = Peer("udp", "127.0.0.1", 5080)
 T0 = 1_700_000_000.0
+PIDF_TYPES = "application/pidf+xml, application/pidf-diff+xml"
+WINFO_TYPE = "application/watcherinfo+xml"
+WINFO = "presence.winfo"
 
 PIDF_OPEN = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -71,7 +75,9 @@ class Node:
         self.hss = hss
         self.registrar = Registrar(MemoryBindingStore(), now=now)
         authenticator = DigestAuthenticator(DOMAIN, b"k" * 32) if auth else None
-        self.guard = RequestGuard(authenticator, lambda user, alg: hss.get_ha1(user, alg.base.value))
+        self.guard = RequestGuard(
+            authenticator, lambda user, alg: hss.get_ha1(user, alg.base.value)
+        )
         self.store = store if store is not None else MemoryPresenceStore()
         self.role = PresenceRole(
             endpoint=self.endpoint,
@@ -160,6 +166,7 @@ def subscribe(
     contact: str = "<sip:alice@127.0.0.1:5070>",
     extra: tuple[str, ...] = (),
     port: int = 5070,
+    from_tag: str | None = None,
 ) -> bytes:
     n = next(_counter)
     to = f"<{target}>" + (f";tag={to_tag}" if to_tag else "")
@@ -167,7 +174,7 @@ def subscribe(
         f"SUBSCRIBE {ruri or target} SIP/2.0",
         f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKsub{n}",
         "Max-Forwards: 70",
-        f'From: "Alice" <sip:{watcher}@net-a.test;user=phone>;tag=w{call_id or n}',
+        f'From: "Alice" <sip:{watcher}@net-a.test;user=phone>;tag={from_tag or f"w{n}"}',
         f"To: {to}",
         f"Call-ID: {call_id or f'sub{n}@127.0.0.1'}",
         f"CSeq: {cseq} SUBSCRIBE",
@@ -260,12 +267,15 @@ def test_subscribe_gets_200_then_notify_with_registration_state() -> None:
     out = node.receive(subscribe())
     assert [type(m).__name__ for m in out] == ["Response", "Request"]  # 200 first, then NOTIFY
     ok, notify = out[0], out[1]
-    assert isinstance(ok, Response) and ok.status == 200
+    assert isinstance(ok, Response)
+    assert ok.status == 200
     assert ok.expires == 600
     assert ok.to.tag
-    assert isinstance(notify, Request) and notify.method == "NOTIFY"
+    assert isinstance(notify, Request)
+    assert notify.method == "NOTIFY"
     assert notify.from_.tag == ok.to.tag
-    assert notify.to.tag == "w" + notify.call_id.split("@")[0][3:] or notify.to.tag
+    assert notify.to.tag == ok.from_.tag
+    assert notify.call_id == ok.call_id
     assert sub_state(notify) == ("active", 600, None)
     assert notify.headers.get("Event") == "presence"
     assert notify.headers.get("Content-Type") == "application/pidf+xml"
@@ -284,7 +294,9 @@ def subscribed(node: Node, **kwargs: object) -> tuple[Response, Request]:
     return ok, found[0]
 
 
-def published(node: Node, body: bytes = PIDF_OPEN, **kwargs: object) -> tuple[Response, list[Request]]:
+def published(
+    node: Node, body: bytes = PIDF_OPEN, **kwargs: object
+) -> tuple[Response, list[Request]]:
     out = node.receive(publish(body, **kwargs), PUBLISHER)  # type: ignore[arg-type]
     ok = only_response(out)
     for notify in notifies(out):
@@ -298,7 +310,7 @@ def in_dialog(ok: Response, notify: Request, *, expires: int, cseq: int = 2,
     contact = notify.contacts[0].uri
     return subscribe(
         ruri=str(contact), to_tag=ok.to.tag, call_id=ok.call_id, cseq=cseq, expires=expires,
-        event=event,
+        event=event, from_tag=notify.to.tag,
     )
 
 
@@ -312,13 +324,18 @@ def test_publish_lifecycle_rfc3903() -> None:
     ok, sent = published(node, PIDF_OPEN, expires=3600)
     assert ok.status == 200
     etag1 = ok.sip_etag
-    assert etag1 and ok.expires == 3600
-    assert len(sent) == 1 and basic(sent[0]) == "open"
+    assert etag1
+    assert ok.expires == 3600
+    assert len(sent) == 1
+    assert basic(sent[0]) == "open"
     assert sent[0].cseq.seq == first.cseq.seq + 1
     # refresh: SIP-If-Match, no body -> new ETag, no NOTIFY (nothing changed)
     ok, sent = published(node, b"", etag=etag1, expires=1800, content_type=None)
     etag2 = ok.sip_etag
-    assert ok.status == 200 and etag2 and etag2 != etag1 and ok.expires == 1800
+    assert ok.status == 200
+    assert etag2
+    assert etag2 != etag1
+    assert ok.expires == 1800
     assert sent == []
     # the old ETag is gone
     ok, _ = published(node, b"", etag=etag1, content_type=None)
@@ -326,13 +343,18 @@ def test_publish_lifecycle_rfc3903() -> None:
     # modify: SIP-If-Match and a body
     ok, sent = published(node, PIDF_CLOSED, etag=etag2)
     etag3 = ok.sip_etag
-    assert ok.status == 200 and etag3 not in (etag1, etag2)
-    assert len(sent) == 1 and basic(sent[0]) == "closed"
+    assert ok.status == 200
+    assert etag3 not in (etag1, etag2)
+    assert len(sent) == 1
+    assert basic(sent[0]) == "closed"
     assert parse_pidf(sent[0].body).tuple_ids == ("sg89ae",)
     # remove: Expires 0 -> back to the registration-derived document
     ok, sent = published(node, b"", etag=etag3, expires=0, content_type=None)
-    assert ok.status == 200 and ok.expires == 0 and ok.sip_etag is None
-    assert len(sent) == 1 and parse_pidf(sent[0].body).tuple_ids == ("reg",)
+    assert ok.status == 200
+    assert ok.expires == 0
+    assert ok.sip_etag is None
+    assert len(sent) == 1
+    assert parse_pidf(sent[0].body).tuple_ids == ("reg",)
     assert node.store.publications == {}  # type: ignore[attr-defined]
 
 
@@ -343,7 +365,8 @@ def test_publication_expires_on_timer_and_watchers_hear_it() -> None:
     assert ok.expires == 60
     out = node.advance(61)
     sent = notifies(out)
-    assert len(sent) == 1 and parse_pidf(sent[0].body).tuple_ids == ("reg",)
+    assert len(sent) == 1
+    assert parse_pidf(sent[0].body).tuple_ids == ("reg",)
     assert node.store.publications == {}  # type: ignore[attr-defined]
 
 
@@ -353,15 +376,17 @@ def test_publication_expires_on_timer_and_watchers_hear_it() -> None:
         ({"etag": "nosuchetag", "body": b"", "content_type": None}, 412, None),
         ({"expires": 10}, 423, ("Min-Expires", "60")),
         ({"event": "dialog"}, 489, ("Allow-Events", "presence")),
-        ({"content_type": "text/plain"}, 415, ("Accept", "application/pidf+xml, application/pidf-diff+xml")),
+        ({"content_type": "text/plain"}, 415, ("Accept", PIDF_TYPES)),
         ({"body": b"<presence"}, 400, None),
         ({"body": b""}, 400, None),
         ({"body": PIDF_OPEN.replace(b"+447700900123@", b"+447700900001@")}, 400, None),
-        ({"body": PIDF_OPEN.replace(b"<basic>open", b"<basic>maybe").replace(b"open</basic>", b"maybe</basic>")}, 400, None),
+        ({"body": PIDF_OPEN.replace(b">open<", b">maybe<")}, 400, None),
     ],
     ids=["412", "423", "489", "415", "400-xml", "400-nobody", "400-entity", "400-basic"],
 )
-def test_publish_errors(kwargs: dict[str, object], status: int, header: tuple[str, str] | None) -> None:
+def test_publish_errors(
+    kwargs: dict[str, object], status: int, header: tuple[str, str] | None
+) -> None:
     node = Node()
     body = kwargs.pop("body", PIDF_OPEN)
     ok, sent = published(node, body, **kwargs)  # type: ignore[arg-type]
@@ -389,7 +414,7 @@ LAUGHS = (
 @pytest.mark.parametrize("body", [XXE, LAUGHS], ids=["external-entity", "billion-laughs"])
 def test_hostile_pidf_is_refused_and_nothing_stored(body: bytes) -> None:
     node = Node()
-    _, first = subscribed(node)
+    _, _first = subscribed(node)
     ok, sent = published(node, body)
     assert ok.status == 400
     assert "Invalid PIDF" in ok.reason
@@ -411,7 +436,8 @@ def test_publish_for_someone_elses_presentity_is_refused_when_authenticated() ->
     assert node.store.publications == {}  # type: ignore[attr-defined]
     # Bob may
     ok = only_response(node.receive(authorized(publish(PIDF_OPEN), challenge, BOB), PUBLISHER))
-    assert ok.status == 200 and ok.sip_etag
+    assert ok.status == 200
+    assert ok.sip_etag
 
 
 def authorized(data: bytes, challenge: Response, user: str) -> bytes:
@@ -423,28 +449,32 @@ def authorized(data: bytes, challenge: Response, user: str) -> bytes:
         cnonce=f"c{next(_counter)}", nc=next(_counter), body=request.body,
     )
     request.headers.add("Authorization", credentials)
+    via = request.headers.get("Via") or ""
+    request.headers.set("Via", via.replace(";branch=z9hG4bK", f";branch=z9hG4bKa{next(_counter)}"))
     return to_bytes(request)
 
 
-# --- SUBSCRIBE errors ------------------------------------------------------------------------------
+# --- SUBSCRIBE errors -----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     ("kwargs", "status", "header"),
     [
         ({"event": "dialog"}, 489, ("Allow-Events", "presence, presence.winfo")),
-        ({"accept": "text/plain"}, 406, ("Accept", "application/pidf+xml, application/pidf-diff+xml")),
+        ({"accept": "text/plain"}, 406, ("Accept", PIDF_TYPES)),
         ({"expires": 30}, 423, ("Min-Expires", "60")),
         ({"target": f"sip:+447700999999@{DOMAIN};user=phone"}, 404, None),
         ({"target": "sip:+447700900123@elsewhere.test;user=phone"}, 403, None),
         ({"to_tag": "nosuchdialog"}, 481, None),
         ({"contact": "<tel:+447700900001>"}, 400, None),
-        ({"event": "presence.winfo", "accept": None}, 403, None),  # Alice may not see Bob's watchers
-        ({"event": "presence.winfo", "accept": "application/pidf+xml"}, 406, ("Accept", "application/watcherinfo+xml")),
+        ({"event": "presence.winfo", "accept": None}, 403, None),  # not Bob: no watcher list
+        ({"event": WINFO, "accept": "application/pidf+xml"}, 406, ("Accept", WINFO_TYPE)),
     ],
     ids=["489", "406", "423", "404", "403-domain", "481", "400-contact", "403-winfo", "406-winfo"],
 )
-def test_subscribe_errors(kwargs: dict[str, object], status: int, header: tuple[str, str] | None) -> None:
+def test_subscribe_errors(
+    kwargs: dict[str, object], status: int, header: tuple[str, str] | None
+) -> None:
     node = Node()
     out = node.receive(subscribe(**kwargs))  # type: ignore[arg-type]
     reply = only_response(out)
@@ -466,7 +496,8 @@ def test_missing_contact_is_400_and_missing_event_is_400() -> None:
 def test_expires_is_clamped_and_defaults() -> None:
     node = Node()
     ok, notify = subscribed(node, expires=7200)
-    assert ok.expires == 3600 and sub_state(notify) == ("active", 3600, None)
+    assert ok.expires == 3600
+    assert sub_state(notify) == ("active", 3600, None)
     ok, notify = subscribed(node, expires=None)
     assert ok.expires == 3600  # RFC 3856 §6.4 default
 
@@ -499,7 +530,7 @@ def test_subscribe_needs_authentication_before_404() -> None:
     assert only_response(node.receive(authorized(spoof, challenge, ALICE))).status == 403
 
 
-# --- refresh, unsubscribe, expiry, fetch ------------------------------------------------------------
+# --- refresh, unsubscribe, expiry, fetch ----------------------------------------------------------
 
 
 def test_refresh_and_unsubscribe_in_dialog() -> None:
@@ -508,7 +539,9 @@ def test_refresh_and_unsubscribe_in_dialog() -> None:
     node.advance(100)
     out = node.receive(in_dialog(ok, first, expires=900))
     reply = only_response(out)
-    assert reply.status == 200 and reply.expires == 900 and reply.to.tag == ok.to.tag
+    assert reply.status == 200
+    assert reply.expires == 900
+    assert reply.to.tag == ok.to.tag
     (refresh_notify,) = notifies(out)
     assert sub_state(refresh_notify) == ("active", 900, None)
     assert refresh_notify.cseq.seq == first.cseq.seq + 1
@@ -549,7 +582,8 @@ def test_fetch_gets_one_notify_then_nothing() -> None:
     node.receive(register(BOB))
     out = node.receive(subscribe(expires=0))
     ok = only_response(out)
-    assert ok.status == 200 and ok.expires == 0
+    assert ok.status == 200
+    assert ok.expires == 0
     (notify,) = notifies(out)
     assert sub_state(notify) == ("terminated", None, "timeout")
     assert basic(notify) == "open"  # "is B attached?" answered
@@ -560,7 +594,7 @@ def test_fetch_gets_one_notify_then_nothing() -> None:
     assert sent == []
 
 
-# --- NOTIFY failures (RFC 6665 §4.2.2) --------------------------------------------------------------
+# --- NOTIFY failures (RFC 6665 §4.2.2) ------------------------------------------------------------
 
 
 @pytest.mark.parametrize("status", [481, 408, 500])
@@ -616,7 +650,7 @@ def test_options_advertises_events_and_types() -> None:
     assert "SUBSCRIBE" in (reply.headers.get("Allow") or "")
 
 
-# --- fan-out, registration, rate limit --------------------------------------------------------------
+# --- fan-out, registration, rate limit ------------------------------------------------------------
 
 
 def test_fan_out_one_publish_many_notifies_with_shared_bytes() -> None:
@@ -656,13 +690,244 @@ def test_rate_limit_newest_state_wins() -> None:
     _, sent = published(node, PIDF_OPEN)
     assert sent == []  # the first NOTIFY left just now: wait
     node.advance(1)
-    ok, sent = published(node, PIDF_CLOSED, etag=None)
+    _ok, sent = published(node, PIDF_CLOSED, etag=None)
     assert sent == []
     out = node.advance(3.9)
     assert notifies(out) == []
     out = node.advance(0.2)
     (notify,) = notifies(out)
-    assert basic(notify) == "open"  # composed: the closed + open tuples; open wins
+    # newest state wins: both publications carry tuple sg89ae, the later (closed) replaces it
+    assert basic(notify) == "closed"
     assert parse_pidf(notify.body).tuple_ids == ("sg89ae",)
     out = node.advance(10)
     assert notifies(out) == []
+
+
+# --- authorization (step 8) -----------------------------------------------------------------------
+
+
+def test_blocked_watcher_gets_403() -> None:
+    node = Node(policy="allow")
+    node.hss.set_rule(BOB, f"tel:{ALICE}", "block")
+    out = node.receive(subscribe())
+    assert only_response(out).status == 403
+    assert notifies(out) == []
+    assert node.store.subscriptions == {}  # type: ignore[attr-defined]
+
+
+def test_default_policy_block_and_own_presence_is_always_allowed() -> None:
+    node = Node(policy="block")
+    assert only_response(node.receive(subscribe())).status == 403
+    _ok, notify = subscribed(node, watcher=BOB)
+    assert sub_state(notify)[0] == "active"
+
+
+def test_polite_block_sees_neutral_closed_and_no_updates() -> None:
+    node = Node(policy="allow")
+    node.hss.set_rule(BOB, f"tel:{ALICE}", "polite-block")
+    published(node, PIDF_OPEN)
+    _ok, notify = subscribed(node)
+    assert sub_state(notify) == ("active", 600, None)  # indistinguishable from allowed
+    assert basic(notify) == "closed"
+    assert parse_pidf(notify.body).tuple_ids == ("pb",)
+    _, sent = published(node, PIDF_CLOSED)
+    assert sent == []
+
+
+def test_confirm_is_pending_until_bob_allows_then_active_at_once() -> None:
+    node = Node(policy="confirm")
+    published(node, PIDF_OPEN)
+    ok, notify = subscribed(node)
+    assert ok.status == 200  # never 202 (RFC 6665)
+    assert sub_state(notify) == ("pending", 600, None)
+    assert notify.body == b""
+    assert notify.headers.get("Content-Type") is None
+    _, sent = published(node, PIDF_CLOSED)
+    assert sent == []  # nothing leaks while pending
+    node.hss.set_rule(BOB, f"sip:{ALICE}@net-a.test;user=phone", "allow")  # `presentity-sip hss`
+    out = node.advance(1.0)
+    (notify,) = notifies(out)
+    assert sub_state(notify)[0] == "active"
+    assert basic(notify) == "closed"
+    assert node.store.subscriptions[ok.to.tag].state == "active"  # type: ignore[attr-defined]
+
+
+def test_rule_change_to_block_terminates_with_rejected() -> None:
+    node = Node(policy="allow")
+    subscribed(node)
+    node.hss.set_rule(BOB, f"tel:{ALICE}", "block")
+    out = node.advance(1.0)
+    (notify,) = notifies(out)
+    assert sub_state(notify) == ("terminated", None, "rejected")
+    assert notify.body == b""
+    assert node.role.server.subscriptions == {}
+
+
+def test_domain_rule_applies_to_sip_watchers() -> None:
+    node = Node(policy="block")
+    node.hss.set_rule(BOB, "sip:*@net-a.test", "allow")
+    assert only_response(node.receive(subscribe())).status == 200
+
+
+# --- watcherinfo (RFC 3857/3858) ------------------------------------------------------------------
+
+
+def test_winfo_lists_watchers_including_pending_and_follows_changes() -> None:
+    node = Node(policy="confirm")
+    subscribed(node, watcher=CAROL, contact="<sip:carol@127.0.0.1:5071>")
+    _ok, notify = subscribed(
+        node, watcher=BOB, event="presence.winfo", accept="application/watcherinfo+xml",
+        contact="<sip:bob@127.0.0.1:5090>",
+    )
+    assert notify.headers.get("Content-Type") == "application/watcherinfo+xml"
+    assert notify.headers.get("Event") == "presence.winfo"
+    (entry,) = parse_watcherinfo(notify.body)
+    assert (entry.status, entry.event) == ("pending", "subscribe")
+    assert entry.uri == f"sip:{CAROL}@net-a.test;user=phone"
+    # a new watcher appears
+    out = node.receive(subscribe())
+    sent = notifies(out)
+    winfo = [n for n in sent if n.headers.get("Event") == "presence.winfo"]
+    assert len(winfo) == 1
+    assert len(parse_watcherinfo(winfo[0].body)) == 2
+    for n in sent:
+        node.answer(n)
+    # Bob allows Carol: her state changes, Bob hears it
+    node.hss.set_rule(BOB, f"tel:{CAROL}", "allow")
+    out = node.advance(1.0)
+    winfo = [n for n in notifies(out) if n.headers.get("Event") == "presence.winfo"]
+    assert winfo
+    statuses = {e.uri: (e.status, e.event) for e in parse_watcherinfo(winfo[-1].body)}
+    assert statuses[f"sip:{CAROL}@net-a.test;user=phone"] == ("active", "approved")
+    assert statuses[f"sip:{ALICE}@net-a.test;user=phone"] == ("pending", "subscribe")
+
+
+# --- partial notification and publication (RFC 5263, RFC 5264) ------------------------------------
+
+
+def test_partial_notification_full_then_diff() -> None:
+    node = Node()
+    published(node, PIDF_OPEN)
+    _ok, first = subscribed(node, accept="application/pidf+xml, application/pidf-diff+xml")
+    assert first.headers.get("Content-Type") == "application/pidf-diff+xml"
+    assert b"pidf-full" in first.body
+    state = apply_diff(None, first.body)
+    assert parse_pidf(state).basic == "open"
+    _, sent = published(node, PIDF_CLOSED)
+    (diff,) = sent
+    assert diff.headers.get("Content-Type") == "application/pidf-diff+xml"
+    assert b"pidf-diff" in diff.body
+    assert b'version="2"' in diff.body
+    assert parse_pidf(apply_diff(state, diff.body)).basic == "closed"
+
+
+def test_partial_publication() -> None:
+    node = Node()
+    ok, _ = published(node, PIDF_OPEN)
+    diff = (
+        b'<?xml version="1.0" encoding="UTF-8"?>\n'
+        b'<p:pidf-diff xmlns="urn:ietf:params:xml:ns:pidf" '
+        b'xmlns:p="urn:ietf:params:xml:ns:pidf-diff" '
+        b'entity="sip:+447700900123@net-b.test" version="1">'
+        b'<p:add sel="*"><tuple id="t2"><status><basic>closed</basic></status></tuple></p:add>'
+        b"</p:pidf-diff>"
+    )
+    _, _first = subscribed(node)
+    ok2, sent = published(node, diff, etag=ok.sip_etag, content_type="application/pidf-diff+xml")
+    assert ok2.status == 200
+    (notify,) = sent
+    assert parse_pidf(notify.body).tuple_ids == ("sg89ae", "t2")
+
+
+# --- routing (RFC 3261 §12) -----------------------------------------------------------------------
+
+
+def test_notify_follows_record_route_back_through_the_gateway() -> None:
+    node = Node()
+    rr = ("Record-Route: <sip:127.0.2.2:5061;transport=tls;lr>",)
+    _ok, notify = subscribed(node, extra=rr)
+    assert notify.headers.get_all("Route") == ["<sip:127.0.2.2:5061;transport=tls;lr>"]
+    assert notify.uri == "sip:alice@127.0.0.1:5070"
+    assert node.sent[-1][1] == Peer("tls", "127.0.2.2", 5061)
+
+
+def test_tcp_subscription_reuses_the_connection() -> None:
+    node = Node()
+    conn = Peer("tcp", "127.0.0.1", 40000, connection=7)
+    data = subscribe(contact="<sip:alice@127.0.0.1:5070;transport=tcp>").replace(
+        b"SIP/2.0/UDP", b"SIP/2.0/TCP"
+    )
+    node.endpoint.receive(data, conn, node.now)
+    ok, notify = node.drain()
+    assert isinstance(ok, Response)
+    assert isinstance(notify, Request)
+    assert node.sent[-1][1] == conn
+    assert (notify.headers.get("Via") or "").startswith(f"SIP/2.0/TCP {PS};branch=")
+    assert ok.headers.get("Contact") == f"<sip:{PS};transport=tcp>"
+    assert notify.headers.get("Contact") == f"<sip:{PS};transport=tcp>"
+
+
+# --- restart: state survives in SQLite ------------------------------------------------------------
+
+
+def test_restart_reloads_subscriptions_and_publications_cseq_keeps_rising(
+    tmp_path: Path,
+) -> None:
+    conn = connect(tmp_path / "presence.sqlite")
+    migrate(conn, "core")
+    node = Node(store=SqlitePresenceStore(conn))
+    subs = [subscribed(node, contact=f"<sip:w{i}@127.0.0.1:{6000 + i}>") for i in range(5)]
+    ok, sent = published(node, PIDF_OPEN)
+    last_cseq = {n.call_id: n.cseq.seq for n in sent}
+    node.role.close()
+    # a new process: same database, new endpoint, ids continue elsewhere
+    node2 = Node(store=SqlitePresenceStore(conn), now=node.now + 10, ids=CountingIdSource("r"))
+    assert len(node2.role.server.subscriptions) == 5
+    assert node2.role.server.compositor.document(BOB) is not None
+    ok2, sent2 = published(node2, PIDF_CLOSED, etag=ok.sip_etag)
+    assert ok2.status == 200  # the ETag survived too
+    assert len(sent2) == 5
+    for notify in sent2:
+        assert notify.cseq.seq > last_cseq[notify.call_id]
+        assert basic(notify) == "closed"
+    assert {n.call_id for n in sent2} == {o.call_id for o, _ in subs}
+    conn.close()
+
+
+def test_cseq_block_is_written_before_it_is_used() -> None:
+    store = MemoryPresenceStore()
+    node = Node(store=store, settings=PresenceSettings(cseq_block=3))
+    ok, first = subscribed(node)
+    seqs = [first.cseq.seq]
+    for i in range(7):
+        _, sent = published(node, PIDF_OPEN if i % 2 else PIDF_CLOSED)
+        seqs.append(sent[0].cseq.seq)
+        assert store.subscriptions[ok.to.tag or ""].cseq_reserved >= seqs[-1]
+    assert seqs == list(range(1, 9))
+
+
+def test_expired_rows_are_not_loaded() -> None:
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    migrate(conn, "core")
+    node = Node(store=SqlitePresenceStore(conn))
+    subscribed(node, expires=60)
+    published(node, PIDF_OPEN, expires=60)
+    node2 = Node(store=SqlitePresenceStore(conn), now=node.now + 120)
+    assert node2.role.server.subscriptions == {}
+    assert SqlitePresenceStore(conn).counts() == (0, 0)
+    conn.close()
+
+
+def test_expiry_is_purged_in_batches() -> None:
+    node = Node(settings=PresenceSettings(purge_batch=3))
+    for i in range(10):
+        subscribed(node, expires=60, contact=f"<sip:w{i}@127.0.0.1:{6000 + i}>")
+    server = node.role.server
+    node.now += 61
+    node.endpoint.handle_timer(node.now)
+    assert len(server.subscriptions) == 7
+    timer = server.get_timer()
+    assert timer is not None
+    assert timer <= node.now
+    node.advance(0)
+    assert server.subscriptions == {}

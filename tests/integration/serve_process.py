@@ -1,0 +1,460 @@
+"""Run ``presence-sip serve`` as a real subprocess on loopback, and talk to it over plain sockets.
+
+:class:`ServeProcess` starts the console script (``.venv/bin/presence-sip serve``, falling back to
+``python -m presence_sip serve``) listening on UDP and TCP on the same free port of 127.0.0.1,
+waits until it answers OPTIONS over UDP and accepts TCP connections, and stops it with **one**
+SIGTERM, asserting that it exits 0 within 5 s.  Its stdout/stderr go to a log file that is
+dumped (on stderr, so pytest shows it with the failure) whenever something goes wrong::
+
+    with ServeProcess(tmp_path / "data", domain="example.com") as node:
+        host, port, data_dir = node
+        ...
+        node.restart()            # same port, same data directory
+
+The fixtures in ``tests/integration/conftest.py`` and ``tests/sipp/conftest.py`` wrap it.
+
+The rest of the module is a small synchronous SIP client kit for such tests: :class:`UdpClient`
+(raw datagrams with timeouts), :func:`build_request`, :func:`parse_response`, and
+:func:`register` (a REGISTER with the digest round trip, using the project's own
+``build_authorization``).  Everything stays on 127.0.0.1; no name is ever resolved.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol
+
+from presence_sip.auth.digest import build_authorization
+from presence_sip.sip import Response, SipParseError, parse_message
+
+__all__ = [
+    "LOOPBACK",
+    "STOP_TIMEOUT",
+    "ServeProcess",
+    "ServeStartError",
+    "UdpClient",
+    "build_request",
+    "free_port",
+    "parse_response",
+    "register",
+    "serve_command",
+    "serve_pool",
+]
+
+LOOPBACK = "127.0.0.1"
+STOP_TIMEOUT = 5.0
+"""Seconds a node has to exit (status 0) after one SIGTERM."""
+START_TIMEOUT = 15.0
+"""Seconds a node has to answer OPTIONS after it was started."""
+_LOG_TAIL = 20_000
+_counter = itertools.count(1)
+
+
+class ServeStartError(RuntimeError):
+    """The node did not come up (exited, or never answered OPTIONS)."""
+
+
+def serve_command() -> list[str]:
+    """The command line prefix that runs ``presence-sip`` from the interpreter running pytest."""
+    script = Path(sys.executable).with_name("presence-sip")
+    if script.is_file() and os.access(script, os.X_OK):
+        return [str(script)]
+    found = shutil.which("presence-sip")
+    if found is not None and Path(found).parent == Path(sys.executable).parent:
+        return [found]
+    return [sys.executable, "-m", "presence_sip"]
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A port on ``host`` free for both UDP and TCP right now (SIP listens on both)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind((host, 0))
+            port = int(tcp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind((host, port))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError(f"no port free for both UDP and TCP on {host}")
+
+
+class ServeProcess:
+    """One ``presence-sip serve`` subprocess; see the module docstring.
+
+    Unpacks as ``host, port, data_dir``.  ``domain``/``auth``/``roles`` become ``--domain``,
+    ``--auth`` and ``--roles`` only when given (``None``: the command's own defaults).
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        domain: str | None = None,
+        auth: str | None = None,
+        roles: str | None = None,
+        extra_args: Sequence[str] = (),
+        log_level: str = "INFO",
+        port: int | None = None,
+        log_dir: Path | None = None,
+    ) -> None:
+        self.host = LOOPBACK
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.domain = domain
+        self._fixed_port = port
+        self.port = port or 0
+        self._options: list[str] = []
+        for flag, value in (("--domain", domain), ("--auth", auth), ("--roles", roles)):
+            if value is not None:
+                self._options += [flag, value]
+        self._options += ["--log-level", log_level, *extra_args]
+        directory = log_dir or self.data_dir.parent
+        self.log_path = directory / f"serve-{os.getpid()}-{next(_counter)}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    # -- tuple-like access ---------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[object]:
+        return iter((self.host, self.port, self.data_dir))
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.host, self.port
+
+    @property
+    def command(self) -> list[str]:
+        listen = [f"udp:{self.host}:{self.port}", f"tcp:{self.host}:{self.port}"]
+        return [
+            *serve_command(),
+            "serve",
+            "--listen",
+            listen[0],
+            "--listen",
+            listen[1],
+            "--data",
+            str(self.data_dir),
+            *self._options,
+        ]
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    def __enter__(self) -> ServeProcess:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is not None:
+            self.dump_log(f"test failed with {exc_type.__name__}")
+            self.kill()
+            return
+        self.stop()
+
+    def start(self, timeout: float = START_TIMEOUT) -> None:
+        """Start the node and wait until it answers OPTIONS (UDP) and accepts TCP connections.
+
+        Without a fixed port a fresh one is picked, and picked again (up to 3 times) when the node
+        exits early, so a port taken between choice and bind does not fail the test.
+        """
+        attempts = 1 if self._fixed_port or self.starts else 3
+        for attempt in range(attempts):
+            if not self._fixed_port and not self.starts:
+                self.port = free_port(self.host)
+            try:
+                self._spawn_and_wait(timeout)
+            except ServeStartError:
+                if attempt + 1 < attempts and self.exited_early:
+                    continue
+                self.dump_log("node did not start")
+                self.kill()
+                raise
+            self.starts += 1
+            return
+
+    @property
+    def exited_early(self) -> bool:
+        return self.process is not None and self.process.poll() is not None
+
+    def _spawn_and_wait(self, timeout: float) -> None:
+        with self.log_path.open("ab") as log:
+            log.write(f"$ {' '.join(self.command)}\n".encode())
+            log.flush()
+            self.process = subprocess.Popen(
+                self.command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        deadline = time.monotonic() + timeout
+        with UdpClient() as client:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise ServeStartError(
+                        f"presence-sip serve exited with {self.process.returncode} at start-up"
+                    )
+                client.send(build_request("OPTIONS", f"sip:{self.host}:{self.port}", client), self)
+                if client.recv(0.1) is not None and self._tcp_accepts():
+                    return
+        raise ServeStartError(f"presence-sip serve did not answer OPTIONS within {timeout} s")
+
+    def _tcp_accepts(self) -> bool:
+        try:
+            with socket.create_connection(self.address, timeout=1.0):
+                return True
+        except OSError:
+            return False
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """One SIGTERM; the node must exit with status 0 within ``timeout`` seconds."""
+        process = self.process
+        if process is None or process.returncode is not None:
+            return
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        try:
+            code = process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            self.dump_log("no exit after SIGTERM")
+            raise AssertionError(
+                f"presence-sip serve still running {timeout} s after one SIGTERM"
+            ) from None
+        elapsed = time.monotonic() - started
+        if code != 0:
+            self.dump_log(f"exit status {code}")
+            raise AssertionError(f"presence-sip serve exited with {code} after SIGTERM")
+        assert elapsed < timeout
+
+    def restart(self) -> None:
+        """Stop (asserting a clean exit) and start again on the same port and data directory."""
+        self.stop()
+        self._fixed_port = self.port
+        self.start()
+
+    def kill(self) -> None:
+        """SIGKILL, for clean-up after a failure (never instead of :meth:`stop`)."""
+        process = self.process
+        if process is not None and process.poll() is None:
+            process.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=5)
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def dump_log(self, why: str) -> None:
+        text = self.log_text()
+        if len(text) > _LOG_TAIL:
+            text = "[...]\n" + text[-_LOG_TAIL:]
+        print(f"\n===== presence-sip serve log ({why}) =====\n{text}=====", file=sys.stderr)
+
+
+# -- a synchronous SIP client kit ----------------------------------------------------------------
+
+
+class Address(Protocol):
+    """Anything with the ``host`` and ``port`` a Via sent-by names (a client socket)."""
+
+    host: str
+    port: int
+
+
+class UdpClient:
+    """A UDP socket on 127.0.0.1 (port 0 by default) sending raw datagrams with timeouts."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((LOOPBACK, port))
+        self.host, self.port = LOOPBACK, int(self.sock.getsockname()[1])
+
+    def __enter__(self) -> UdpClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def send(self, data: bytes, destination: ServeProcess | tuple[str, int]) -> None:
+        address = destination.address if isinstance(destination, ServeProcess) else destination
+        self.sock.sendto(data, address)
+
+    def recv(self, timeout: float) -> bytes | None:
+        """The next datagram, or None after ``timeout`` seconds."""
+        self.sock.settimeout(timeout)
+        try:
+            data, _ = self.sock.recvfrom(70_000)
+        except TimeoutError:
+            return None
+        return data
+
+    def recv_all(self, quiet: float) -> list[bytes]:
+        """Every datagram until none arrives for ``quiet`` seconds."""
+        received = []
+        while (data := self.recv(quiet)) is not None:
+            received.append(data)
+        return received
+
+    def request(
+        self, data: bytes, destination: ServeProcess | tuple[str, int], timeout: float = 5.0
+    ) -> Response:
+        """Send ``data`` once and return the first final response (UDP: retransmit on T1)."""
+        deadline = time.monotonic() + timeout
+        interval = 0.5
+        while time.monotonic() < deadline:
+            self.send(data, destination)
+            until = min(deadline, time.monotonic() + interval)
+            while (left := until - time.monotonic()) > 0:
+                raw = self.recv(left)
+                if raw is None:
+                    break
+                response = parse_response(raw)
+                if response.status >= 200:
+                    return response
+            interval = min(interval * 2, 4.0)
+        raise TimeoutError(f"no final response within {timeout} s to {data[:60]!r}")
+
+
+def build_request(
+    method: str,
+    uri: str,
+    client: Address,
+    *,
+    to: str | None = None,
+    from_: str = "<sip:tester@127.0.0.1>",
+    call_id: str | None = None,
+    cseq: int = 1,
+    headers: Sequence[tuple[str, str]] = (),
+    body: bytes = b"",
+    transport: str = "UDP",
+    max_forwards: int | None = 70,
+    branch: str | None = None,
+) -> bytes:
+    """Wire bytes of a request whose top Via names ``client`` (with rport)."""
+    branch = branch or f"z9hG4bK-{secrets.token_hex(8)}"
+    lines = [
+        f"{method} {uri} SIP/2.0",
+        f"Via: SIP/2.0/{transport} {client.host}:{client.port};branch={branch};rport",
+    ]
+    if max_forwards is not None:
+        lines.append(f"Max-Forwards: {max_forwards}")
+    lines += [
+        f"From: {from_};tag={secrets.token_hex(4)}",
+        f"To: {to or '<' + uri + '>'}",
+        f"Call-ID: {call_id or secrets.token_hex(10)}@{client.host}",
+        f"CSeq: {cseq} {method}",
+        *(f"{name}: {value}" for name, value in headers),
+        f"Content-Length: {len(body)}",
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def parse_response(data: bytes) -> Response:
+    """Parse ``data`` as a response (AssertionError naming the bytes otherwise)."""
+    try:
+        message = parse_message(data)
+    except SipParseError as exc:
+        raise AssertionError(f"unparseable reply ({exc}): {data[:200]!r}") from None
+    assert isinstance(message, Response), f"expected a response, got {data[:80]!r}"
+    return message
+
+
+def register(
+    client: UdpClient,
+    destination: ServeProcess | tuple[str, int],
+    *,
+    user: str,
+    password: str,
+    domain: str,
+    contact: str | None = None,
+    expires: int | None = None,
+    algorithm: str = "SHA-256",
+    headers: Sequence[tuple[str, str]] = (),
+) -> tuple[Response, Response]:
+    """REGISTER ``sip:user@domain`` (``contact=None``: a query), answer the challenge for
+    ``algorithm`` with ``password``; return (challenge, final response)."""
+    uri = f"sip:{domain}"
+    aor = f"<sip:{user}@{domain}>"
+    call_id = secrets.token_hex(10)
+    extra = list(headers)
+    if contact is not None:
+        extra.append(("Contact", contact))
+    if expires is not None:
+        extra.append(("Expires", str(expires)))
+
+    def attempt(cseq: int, auth: Sequence[tuple[str, str]]) -> Response:
+        data = build_request(
+            "REGISTER", uri, client, to=aor, from_=aor, call_id=call_id, cseq=cseq,
+            headers=[*extra, *auth],
+        )  # fmt: skip
+        return client.request(data, destination)
+
+    challenge = attempt(1, ())
+    if challenge.status != 401:
+        return challenge, challenge
+    offered = challenge.headers.get_all("WWW-Authenticate")
+    chosen = next((c for c in offered if f"algorithm={algorithm}" in c), None)
+    assert chosen is not None, f"no {algorithm} challenge in {offered}"
+    credentials = build_authorization(
+        chosen, username=user, password=password, method="REGISTER", uri=uri,
+        cnonce=secrets.token_hex(8),
+    )  # fmt: skip
+    return challenge, attempt(2, [("Authorization", credentials)])
+
+
+# -- pytest glue (used by tests/integration/conftest.py and tests/sipp/conftest.py) ---------------
+
+
+@contextlib.contextmanager
+def serve_pool(
+    directory: Path, test_failed: Callable[[], bool]
+) -> Iterator[Callable[..., ServeProcess]]:
+    """Yield ``start(**kwargs) -> ServeProcess`` (started); at the end stop every node with one
+    SIGTERM and assert exit status 0 within :data:`STOP_TIMEOUT`.  Logs are dumped when the test
+    failed (``test_failed()``) or a node did not stop cleanly."""
+    started: list[ServeProcess] = []
+
+    def start(*, data_dir: Path | None = None, **kwargs: Any) -> ServeProcess:
+        node = ServeProcess(data_dir or directory / f"data{len(started)}", **kwargs)
+        node.start()
+        started.append(node)
+        return node
+
+    try:
+        yield start
+    finally:
+        failed = test_failed()
+        problems: list[AssertionError] = []
+        for node in started:
+            if failed:
+                node.dump_log("test failed")
+            try:
+                node.stop()
+            except AssertionError as exc:
+                problems.append(exc)
+    if problems:
+        raise problems[0]

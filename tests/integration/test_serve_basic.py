@@ -1,0 +1,289 @@
+"""``presence-sip serve`` as a subprocess: what every UAS answers before any role (RFC 3261 §8.2).
+
+Each test talks to a real node on 127.0.0.1 over UDP (and TCP where framing matters) with raw
+bytes, and checks the exact status and the headers the RFC names for it.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+
+import pytest
+from serve_process import (
+    LOOPBACK,
+    ServeProcess,
+    UdpClient,
+    build_request,
+    parse_response,
+)
+
+from presence_sip.sip import Response
+
+DOMAIN = "example.test"
+UDP_MAX_PAYLOAD = 65_507
+"""The largest UDP payload IPv4 carries (65535 - 20 IP - 8 UDP)."""
+
+
+def tokens(response: Response, name: str) -> set[str]:
+    """The comma-separated values of every ``name`` header, as a set."""
+    return {
+        token.strip()
+        for value in response.headers.get_all(name)
+        for token in value.split(",")
+        if token.strip()
+    }
+
+
+def ask(node: ServeProcess, method: str, uri: str | None = None, **kwargs: object) -> Response:
+    with UdpClient() as client:
+        data = build_request(method, uri or f"sip:{DOMAIN}", client, **kwargs)  # type: ignore[arg-type]
+        return client.request(data, node)
+
+
+# -- OPTIONS ------------------------------------------------------------------------------------
+
+
+def check_options_200(response: Response) -> None:
+    """RFC 3261 §11.2: 200 with Allow, Accept, Supported; RFC 6665 §8.2.2: Allow-Events."""
+    assert response.status == 200, response
+    allow = tokens(response, "Allow")
+    assert {"OPTIONS", "REGISTER", "SUBSCRIBE", "PUBLISH", "ACK", "CANCEL"} <= allow, allow
+    assert "INVITE" not in allow
+    assert "presence" in tokens(response, "Allow-Events")
+    assert "application/pidf+xml" in tokens(response, "Accept")
+    assert "Supported" in response.headers
+    assert response.to.tag  # RFC 3261 §8.2.6.2
+
+
+def test_options_over_udp(shared_serve: ServeProcess) -> None:
+    with UdpClient() as client:
+        request = build_request("OPTIONS", f"sip:{DOMAIN}", client, call_id="opt-udp")
+        response = client.request(request, shared_serve)
+    check_options_200(response)
+    assert response.call_id == f"opt-udp@{LOOPBACK}"
+    assert response.cseq.method == "OPTIONS"
+    # RFC 3581 §4: rport filled with the source port, received added.
+    via = response.top_via
+    assert via.rport == client.port
+    assert via.received == LOOPBACK
+
+
+class TcpClient:
+    """A TCP connection to the node that reads Content-Length framed messages."""
+
+    def __init__(self, node: ServeProcess) -> None:
+        self.sock = socket.create_connection(node.address, timeout=5.0)
+        self.host: str = self.sock.getsockname()[0]
+        self.port: int = self.sock.getsockname()[1]
+        self.buffer = b""
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def read_message(self, timeout: float = 5.0) -> bytes | None:
+        """One framed message; None when the node closed the connection first."""
+        self.sock.settimeout(timeout)
+        while True:
+            head, sep, rest = self.buffer.partition(b"\r\n\r\n")
+            if sep:
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() in (b"content-length", b"l"):
+                        length = int(value.strip())
+                if len(rest) >= length:
+                    self.buffer = rest[length:]
+                    return head + sep + rest[:length]
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                return None
+            self.buffer += chunk
+
+    def closed_by_peer(self, timeout: float = 5.0) -> bool:
+        self.sock.settimeout(timeout)
+        try:
+            return self.sock.recv(65536) == b""
+        except (TimeoutError, ConnectionResetError):
+            return False
+
+
+def tcp_request(client: TcpClient, method: str, uri: str, **kwargs: object) -> bytes:
+    return build_request(method, uri, client, transport="TCP", **kwargs)  # type: ignore[arg-type]
+
+
+def test_options_over_tcp(shared_serve: ServeProcess) -> None:
+    client = TcpClient(shared_serve)
+    try:
+        client.sock.sendall(tcp_request(client, "OPTIONS", f"sip:{DOMAIN}"))
+        raw = client.read_message()
+        assert raw is not None
+        check_options_200(parse_response(raw))
+        # The connection stays open for the next request (connection reuse, RFC 3261 §18.2.2).
+        client.sock.sendall(tcp_request(client, "OPTIONS", f"sip:{DOMAIN}"))
+        again = client.read_message()
+        assert again is not None
+        assert parse_response(again).status == 200
+    finally:
+        client.close()
+
+
+def test_oversize_tcp_message_gets_513_and_close(shared_serve: ServeProcess) -> None:
+    """Content-Length over the cap: 513 if the head can be answered, then the connection closes."""
+    client = TcpClient(shared_serve)
+    try:
+        request = tcp_request(client, "OPTIONS", f"sip:{DOMAIN}", body=b"x" * 70_000)
+        client.sock.sendall(request)
+        raw = client.read_message()
+        assert raw is not None, "closed without a 513"
+        assert parse_response(raw).status == 513
+        assert client.closed_by_peer()
+    finally:
+        client.close()
+
+
+# -- status codes of RFC 3261 §8.2 ----------------------------------------------------------------
+
+
+def test_unknown_method_gets_501_with_allow(shared_serve: ServeProcess) -> None:
+    response = ask(shared_serve, "FROBNICATE")
+    assert response.status == 501  # RFC 3261 §8.2.1
+    assert "OPTIONS" in tokens(response, "Allow")
+
+
+def invite_exchange(client: UdpClient, node: ServeProcess) -> tuple[bytes, Response]:
+    request = build_request(
+        "INVITE",
+        f"sip:alice@{DOMAIN}",
+        client,
+        headers=[("Contact", f"<sip:t@{client.host}:{client.port}>")],
+    )
+    client.send(request, node)
+    raw = client.recv(5.0)
+    assert raw is not None, "no answer to INVITE"
+    return request, parse_response(raw)
+
+
+def ack_for(request: bytes, response: Response) -> bytes:
+    """RFC 3261 §17.1.1.3: the ACK for a non-2xx final response (same branch, the response's To)."""
+    head = request.split(b"\r\n\r\n", 1)[0].decode()
+    lines = []
+    for line in head.split("\r\n"):
+        if line.startswith("INVITE "):
+            line = "ACK " + line[len("INVITE ") :]
+        elif line.startswith("To:"):
+            line = f"To: {response.headers.get('To')}"
+        elif line.startswith("CSeq:"):
+            line = line.replace("INVITE", "ACK")
+        elif line.startswith(("Contact:", "Content-Length:")):
+            continue
+        lines.append(line)
+    return ("\r\n".join([*lines, "Content-Length: 0"]) + "\r\n\r\n").encode()
+
+
+def test_invite_gets_405_with_allow_and_the_ack_is_absorbed(shared_serve: ServeProcess) -> None:
+    with UdpClient() as client:
+        request, response = invite_exchange(client, shared_serve)
+        assert response.status == 405  # RFC 3261 §8.2.1: presence-sip serves no INVITE
+        allow = tokens(response, "Allow")
+        assert "INVITE" not in allow
+        assert {"OPTIONS", "REGISTER"} <= allow
+        client.send(ack_for(request, response), shared_serve)
+        # RFC 3261 §17.2.1: the ACK stops Timer G (no 405 retransmission) and gets no response.
+        assert client.recv_all(quiet=1.3) == []
+
+
+def test_invite_405_is_retransmitted_until_acked(shared_serve: ServeProcess) -> None:
+    """The counterpart of the test above: without the ACK, Timer G (T1 = 0.5 s) resends the 405."""
+    with UdpClient() as client:
+        _, response = invite_exchange(client, shared_serve)
+        again = client.recv(1.3)
+        assert again is not None, "405 not retransmitted without an ACK"
+        assert parse_response(again).status == 405
+        assert parse_response(again).to.tag == response.to.tag
+
+
+def test_unknown_require_gets_420_with_unsupported(shared_serve: ServeProcess) -> None:
+    response = ask(shared_serve, "OPTIONS", headers=[("Require", "foo")])
+    assert response.status == 420  # RFC 3261 §8.2.2.3
+    assert tokens(response, "Unsupported") == {"foo"}
+
+
+def test_unknown_uri_scheme_gets_416(shared_serve: ServeProcess) -> None:
+    response = ask(shared_serve, "OPTIONS", "foo:bar@example.test", to=f"<sip:bob@{DOMAIN}>")
+    assert response.status == 416  # RFC 3261 §8.2.2.1
+
+
+@pytest.mark.parametrize("method", ["OPTIONS", "SUBSCRIBE", "REGISTER", "MESSAGE"])
+def test_foreign_domain_gets_403_and_is_never_forwarded(
+    shared_serve: ServeProcess, method: str
+) -> None:
+    """Never an open relay (DESIGN.md): neither the Request-URI nor a Route header is followed."""
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as trap_udp,
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM) as trap_tcp,
+    ):
+        trap_udp.bind(("127.0.0.2", 0))
+        port = trap_udp.getsockname()[1]
+        trap_tcp.bind(("127.0.0.2", port))
+        trap_tcp.listen()
+        trap_tcp.settimeout(0.2)
+        trap_udp.settimeout(0.2)
+        targets = [
+            (f"sip:bob@127.0.0.2:{port}", []),
+            ("sip:bob@foreign.example", [("Route", f"<sip:127.0.0.2:{port};lr>")]),
+            (f"sip:bob@127.0.0.2:{port};transport=tcp", []),
+        ]
+        for uri, headers in targets:
+            response = ask(shared_serve, method, uri, headers=[*headers, ("Event", "presence")])
+            assert response.status == 403, (uri, response)
+        with pytest.raises(TimeoutError):
+            trap_udp.recvfrom(70_000)
+        with pytest.raises(TimeoutError):
+            trap_tcp.accept()
+
+
+def test_zero_max_forwards_to_us_gets_200(shared_serve: ServeProcess) -> None:
+    """483 is for forwarding (RFC 3261 §16.3); a request for us with Max-Forwards 0 is served
+    (RFC 4475 §3.3.11 zeromf)."""
+    response = ask(shared_serve, "OPTIONS", f"sip:user@{DOMAIN}", max_forwards=0)
+    assert response.status == 200
+
+
+def test_oversize_udp_datagram_gets_513(shared_serve: ServeProcess) -> None:
+    """RFC 3261 §21.5.14: a request larger than the node accepts gets 513 (STYLE.md §4).
+
+    The datagram is the largest one UDP over IPv4 can carry.
+    """
+    with UdpClient() as client:
+        head = build_request("OPTIONS", f"sip:{DOMAIN}", client, call_id="big")
+        pad = UDP_MAX_PAYLOAD - len(head) - len("X-Pad: \r\n")
+        request = head[:-2] + b"X-Pad: " + b"a" * pad + b"\r\n\r\n"
+        assert len(request) == UDP_MAX_PAYLOAD
+        client.send(request, shared_serve)
+        raw = client.recv(5.0)
+    assert raw is not None, "no answer to an oversize datagram"
+    assert parse_response(raw).status == 513
+
+
+# -- stopping ------------------------------------------------------------------------------------
+
+
+def test_sigterm_stops_the_node_cleanly(serve_factory: Callable[..., ServeProcess]) -> None:
+    """One SIGTERM ends the node with status 0 within 5 s, even with a TCP client connected."""
+    node = serve_factory(domain=DOMAIN)
+    idle = TcpClient(node)
+    try:
+        assert ask(node, "OPTIONS").status == 200
+        started = time.monotonic()
+        node.stop()  # asserts exit status 0 within 5 s after a single SIGTERM
+        assert time.monotonic() - started < 5.0
+    finally:
+        idle.close()
+    log = node.log_text()
+    assert "Traceback" not in log
+    assert "stopping" in log
+    with UdpClient() as client:
+        client.send(build_request("OPTIONS", f"sip:{DOMAIN}", client), node)
+        assert client.recv(0.3) is None  # nobody listens any more

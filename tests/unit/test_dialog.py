@@ -1,0 +1,144 @@
+"""RFC 3261 §12 UAS dialogs: creation, loose/strict routing, CSeq, target refresh, next hop."""
+
+from __future__ import annotations
+
+import pytest
+
+from presence_sip.dialog import Dialog, DialogError, next_hop_peer
+from presence_sip.dialog.dialog import MAX_CSEQ
+from presence_sip.sip import Request, parse_message, parse_uri, to_bytes
+from presence_sip.sip.peer import Peer
+
+SOURCE = Peer("udp", "127.0.0.1", 5070)
+
+
+def request(*extra: str, cseq: int = 1, to_tag: str = "", contact: str | None = None) -> Request:
+    lines = [
+        "SUBSCRIBE sip:+447700900123@net-b.test SIP/2.0",
+        "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1",
+        "Max-Forwards: 70",
+        'From: "Alice" <sip:alice@net-a.test>;tag=from1',
+        f"To: <sip:+447700900123@net-b.test>{';tag=' + to_tag if to_tag else ''}",
+        "Call-ID: c1@x",
+        f"CSeq: {cseq} SUBSCRIBE",
+        f"Contact: {contact or '<sip:alice@127.0.0.1:5070>'}",
+        "Event: presence",
+        *extra,
+        "Content-Length: 0",
+        "",
+        "",
+    ]
+    message = parse_message("\r\n".join(lines).encode())
+    assert isinstance(message, Request)
+    return message
+
+
+def dialog(*extra: str, source: Peer = SOURCE) -> Dialog:
+    return Dialog.from_request(
+        request(*extra), local_tag="L1", source=source, local_contact="sip:127.0.2.11:5060"
+    )
+
+
+def test_creation_and_id() -> None:
+    d = dialog()
+    assert d.id == ("c1@x", "L1", "from1")
+    assert d.remote_target == "sip:alice@127.0.0.1:5070"
+    assert d.remote_uri == '"Alice" <sip:alice@net-a.test>'
+    assert d.local_uri == "sip:+447700900123@net-b.test"
+    assert d.remote_cseq == 1
+    assert d.local_cseq == 0
+    assert d.route_set == ()
+
+
+def test_notify_without_routes() -> None:
+    d = dialog()
+    notify = d.build_request("NOTIFY", via="SIP/2.0/UDP 127.0.2.11:5060;branch=z9hG4bKn1",
+                             headers=[("Event", "presence")], body=b"x")
+    assert notify.uri == "sip:alice@127.0.0.1:5070"
+    assert notify.headers.get_all("Route") == []
+    assert notify.headers.get("From") == "<sip:+447700900123@net-b.test>;tag=L1"
+    assert notify.headers.get("To") == '"Alice" <sip:alice@net-a.test>;tag=from1'
+    assert notify.cseq.seq == 1
+    assert notify.cseq.method == "NOTIFY"
+    assert notify.headers.get("Contact") == "<sip:127.0.2.11:5060>"
+    assert notify.headers.get("Content-Length") == "1"
+    again = parse_message(to_bytes(notify))
+    assert again == notify
+    second = d.build_request("NOTIFY", via="SIP/2.0/UDP 127.0.2.11:5060;branch=z9hG4bKn2")
+    assert second.cseq.seq == 2  # strictly rising
+
+
+def test_loose_routes_in_record_route_order() -> None:
+    d = dialog("Record-Route: <sip:127.0.2.2:5061;transport=tls;lr>, <sip:gw.net-a.test;lr>")
+    assert d.route_set == ("<sip:127.0.2.2:5061;transport=tls;lr>", "<sip:gw.net-a.test;lr>")
+    uri, routes = d.request_uri_and_routes()
+    assert uri == "sip:alice@127.0.0.1:5070"
+    assert routes == list(d.route_set)
+    assert d.destination() == Peer("tls", "127.0.2.2", 5061)
+
+
+def test_strict_router_first() -> None:
+    d = dialog(
+        "Record-Route: <sip:127.0.0.9:5080;maddr=127.0.0.8>", "Record-Route: <sip:p2.test;lr>"
+    )
+    uri, routes = d.request_uri_and_routes()
+    assert uri == "sip:127.0.0.9:5080"  # maddr is not allowed in a Request-URI
+    assert routes == ["<sip:p2.test;lr>", "<sip:alice@127.0.0.1:5070>"]
+    notify = d.build_request("NOTIFY", via="SIP/2.0/UDP h;branch=z9hG4bKx")
+    assert notify.uri == uri
+    assert notify.headers.get_all("Route") == routes
+
+
+def test_destination_rules() -> None:
+    assert dialog().destination() == Peer("udp", "127.0.0.1", 5070)
+    named = Dialog.from_request(
+        request(contact="<sip:alice@watcher.net-a.test>"), local_tag="L", source=SOURCE,
+        local_contact="sip:h",
+    )
+    assert named.destination() == SOURCE  # no DNS: back where it came from
+    stream = Peer("tls", "127.0.0.1", 40001, connection=3)
+    assert dialog(source=stream).destination() == stream  # connection reuse
+    restored = dialog(source=Peer("tls", "127.0.0.1", 40001))
+    assert restored.destination() == Peer("udp", "127.0.0.1", 5070)
+    assert next_hop_peer(parse_uri("sips:[::1]"), SOURCE) == Peer("tls", "::1", 5061)
+    assert next_hop_peer(parse_uri("sip:10.0.0.1;transport=sctp"), SOURCE) == SOURCE
+    assert next_hop_peer(parse_uri("tel:+1234"), SOURCE) == SOURCE
+    bad = dialog("Record-Route: <sip:127.0.0.9;lr>")
+    bad.route_set = ("not a route",)
+    assert bad.destination() == SOURCE
+
+
+def test_in_dialog_request_checks_and_target_refresh() -> None:
+    d = dialog()
+    refresh = request(cseq=2, to_tag="L1", contact="<sip:alice@127.0.0.1:5999>")
+    assert d.matches(refresh)
+    d.receive_request(refresh, SOURCE, target_refresh=True)
+    assert d.remote_target == "sip:alice@127.0.0.1:5999"
+    assert d.remote_cseq == 2
+    with pytest.raises(DialogError) as info:
+        d.receive_request(request(cseq=2, to_tag="L1"), SOURCE, target_refresh=True)
+    assert info.value.status == 500
+    assert not d.matches(request(cseq=3, to_tag="other"))
+
+
+@pytest.mark.parametrize(
+    ("contact", "reason"),
+    [("<tel:+1234>", "Contact must be a SIP URI"),
+     ("<sip:a@h>, <sip:b@h>", "More than one Contact")],
+)
+def test_bad_contacts(contact: str, reason: str) -> None:
+    with pytest.raises(DialogError, match=reason):
+        Dialog.from_request(request(contact=contact), local_tag="L", source=SOURCE,
+                            local_contact="sip:h")
+
+
+def test_from_tag_required_and_cseq_limit() -> None:
+    message = request()
+    message.headers.set("From", "<sip:alice@net-a.test>")
+    message.invalidate()
+    with pytest.raises(DialogError, match="From tag"):
+        Dialog.from_request(message, local_tag="L", source=SOURCE, local_contact="sip:h")
+    d = dialog()
+    d.local_cseq = MAX_CSEQ
+    with pytest.raises(DialogError):
+        d.next_cseq()

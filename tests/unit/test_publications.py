@@ -1,0 +1,226 @@
+"""RFC 3903 event state compositor: ETag lifecycle, errors, expiry, composition, the machine."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from presence_sip.ids import CountingIdSource
+from presence_sip.presence.pidf import parse_pidf
+from presence_sip.presence.publications import (
+    TRANSITIONS,
+    Compositor,
+    PubEffect,
+    PubInput,
+    PublicationMachine,
+    PublishOutcome,
+    PublishRefused,
+    PubState,
+)
+from presence_sip.sip.errors import LocalProtocolError, PidfError
+from presence_sip.storage.memory_presence import MemoryPresenceStore
+
+BOB = "+447700900123"
+ENTITY = f"sip:{BOB}@net-b.test"
+
+
+def pidf(tuple_id: str = "t1", basic: str = "open", entity: str = ENTITY, extra: str = "") -> bytes:
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<presence xmlns="urn:ietf:params:xml:ns:pidf" '
+        f'xmlns:dm="urn:ietf:params:xml:ns:pidf:data-model" entity="{entity}">'
+        f'<tuple id="{tuple_id}"><status><basic>{basic}</basic></status></tuple>{extra}</presence>'
+    ).encode()
+
+
+def entity_key(entity: str) -> str | None:
+    return BOB if BOB in entity else None
+
+
+def compositor(
+    store: MemoryPresenceStore | None = None, now: float = 0.0, **kw: object
+) -> Compositor:
+    ids = CountingIdSource()
+    return Compositor(store or MemoryPresenceStore(), ids, entity_key, now=now, **kw)  # type: ignore[arg-type]
+
+
+def put(
+    c: Compositor,
+    body: bytes = b"",
+    *,
+    etag: str | None = None,
+    expires: int | None = 3600,
+    ctype: str | None = "application/pidf+xml",
+    now: float = 0.0,
+) -> PublishOutcome:
+    return c.publish(BOB, if_match=etag, expires=expires, content_type=ctype, body=body, now=now)
+
+
+# --- the machine ----------------------------------------------------------------------------------
+
+EXPECTED = {
+    (PubState.NONE, PubInput.INITIAL): (PubEffect.STORE, PubState.ACTIVE),
+    (PubState.ACTIVE, PubInput.REFRESH): (PubEffect.EXTEND, PubState.ACTIVE),
+    (PubState.ACTIVE, PubInput.MODIFY): (PubEffect.REPLACE, PubState.ACTIVE),
+    (PubState.ACTIVE, PubInput.REMOVE): (PubEffect.DELETE, PubState.REMOVED),
+    (PubState.ACTIVE, PubInput.EXPIRE): (PubEffect.DELETE, PubState.REMOVED),
+}
+
+
+def test_table() -> None:
+    assert TRANSITIONS == EXPECTED
+
+
+@pytest.mark.parametrize(("state", "event"), list(itertools.product(PubState, PubInput)))
+def test_every_pair(state: PubState, event: PubInput) -> None:
+    machine = PublicationMachine(state)
+    expected = EXPECTED.get((state, event))
+    if expected is None:
+        with pytest.raises(LocalProtocolError):
+            machine.process(event)
+        assert machine.state is PubState.REMOVED
+    else:
+        assert machine.process(event) is expected[0]
+        assert machine.state is expected[1]
+
+
+# --- RFC 3903 §4 / §10 lifecycle ------------------------------------------------------------------
+
+
+def test_initial_refresh_modify_remove() -> None:
+    store = MemoryPresenceStore()
+    c = compositor(store)
+    first = put(c, pidf())
+    assert first.etag
+    assert first.expires == 3600
+    assert first.changed
+    assert c.document(BOB) == parse_pidf(pidf()).xml
+    refreshed = put(c, etag=first.etag, expires=60, now=10)
+    assert refreshed.etag not in (None, first.etag)
+    assert not refreshed.changed
+    assert list(store.publications) == [refreshed.etag]
+    assert store.publications[refreshed.etag].expires_at == 70
+    with pytest.raises(PublishRefused) as info:
+        put(c, etag=first.etag)
+    assert info.value.status == 412
+    modified = put(c, pidf(basic="closed"), etag=refreshed.etag)
+    assert modified.changed
+    assert parse_pidf(c.document(BOB) or b"").basic == "closed"
+    same = put(c, pidf(basic="closed"), etag=modified.etag)
+    assert not same.changed
+    removed = put(c, etag=same.etag, expires=0)
+    assert removed.etag is None
+    assert removed.expires == 0
+    assert removed.changed
+    assert c.document(BOB) is None
+    assert store.publications == {}
+    assert len(c) == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status"),
+    [
+        ({"body": pidf(), "expires": 5}, 423),
+        ({"body": pidf(), "ctype": "text/plain"}, 415),
+        ({"body": pidf(), "ctype": None}, 415),
+        ({"body": b""}, 400),
+        ({"body": pidf(), "expires": 0}, 400),
+        ({"body": pidf(entity="sip:carol@net-b.test")}, 400),
+        ({"body": b"<presence/>"}, 400),
+    ],
+)
+def test_refusals_store_nothing(kwargs: dict[str, object], status: int) -> None:
+    store = MemoryPresenceStore()
+    c = compositor(store)
+    with pytest.raises((PublishRefused, PidfError)) as info:
+        put(c, **kwargs)  # type: ignore[arg-type]
+    assert info.value.status == status
+    assert store.publications == {}
+    assert store.writes == 0
+
+
+def test_423_names_the_minimum_and_415_lists_types() -> None:
+    c = compositor(partial=False)
+    with pytest.raises(PublishRefused) as info:
+        put(c, pidf(), expires=59)
+    assert info.value.headers == (("Min-Expires", "60"),)
+    with pytest.raises(PublishRefused) as info:
+        put(c, pidf(), ctype="application/pidf-diff+xml")
+    assert info.value.headers == (("Accept", "application/pidf+xml"),)
+
+
+def test_max_and_default_expires() -> None:
+    c = compositor(max_expires=600, default_expires=300)
+    assert put(c, pidf(), expires=10_000).expires == 600
+    assert put(c, pidf("t2"), expires=None).expires == 300
+
+
+def test_composition_of_two_publications_and_their_expiry() -> None:
+    c = compositor()
+    a = put(c, pidf("phone", "closed"), expires=60)
+    b = put(c, pidf("pc", "open", extra='<dm:person id="p"/>'), expires=120)
+    doc = parse_pidf(c.document(BOB) or b"")
+    assert doc.tuple_ids == ("phone", "pc")
+    assert doc.basic == "open"
+    assert doc.person_ids == ("p",)
+    assert c.get_timer() == 60
+    assert c.handle_timer(59) == set()
+    assert c.handle_timer(60) == {BOB}
+    assert parse_pidf(c.document(BOB) or b"").tuple_ids == ("pc",)
+    assert c.etags(BOB) == [b.etag]
+    assert c.handle_timer(200) == {BOB}
+    assert c.document(BOB) is None
+    assert c.get_timer() is None
+    assert a.etag != b.etag
+
+
+def test_refreshed_publication_is_not_expired_by_its_old_deadline() -> None:
+    c = compositor()
+    first = put(c, pidf(), expires=60)
+    put(c, etag=first.etag, expires=120, now=50)
+    assert c.handle_timer(61) == set()
+    assert c.document(BOB) is not None
+    assert c.handle_timer(171) == {BOB}
+
+
+def test_expiry_in_batches() -> None:
+    c = compositor()
+    for i in range(5):
+        put(c, pidf(f"t{i}"), expires=60)
+    assert c.handle_timer(100, limit=2) == {BOB}
+    assert len(c) == 3
+    c.handle_timer(100, limit=10)
+    assert len(c) == 0
+
+
+def test_reload_from_store_skips_expired_and_bad_rows() -> None:
+    store = MemoryPresenceStore()
+    c = compositor(store)
+    keep = put(c, pidf("a"), expires=3600)
+    put(c, pidf("b"), expires=60)
+    c2 = compositor(store, now=100)
+    assert c2.etags(BOB) == [keep.etag]
+    assert parse_pidf(c2.document(BOB) or b"").tuple_ids == ("a",)
+    # a row that is not PIDF any more is dropped on load
+    assert keep.etag is not None
+    record = store.publications[keep.etag]
+    store.publications[keep.etag] = type(record)(BOB, keep.etag, 9999, b"junk", record.seq)
+    c3 = compositor(store, now=100)
+    assert c3.document(BOB) is None
+    assert store.publications == {}
+
+
+def test_partial_publication_applies_to_the_current_state() -> None:
+    c = compositor()
+    first = put(c, pidf("a"))
+    diff = (
+        b'<p:pidf-diff xmlns="urn:ietf:params:xml:ns:pidf" '
+        b'xmlns:p="urn:ietf:params:xml:ns:pidf-diff" entity="' + ENTITY.encode() + b'" version="1">'
+        b"<p:replace sel=\"*/tuple[@id='a']/status/basic/text()\">"
+        b"closed</p:replace></p:pidf-diff>"
+    )
+    out = put(c, diff, etag=first.etag, ctype="application/pidf-diff+xml")
+    assert out.changed
+    assert parse_pidf(c.document(BOB) or b"").basic == "closed"
+    with pytest.raises(PidfError):
+        put(c, diff, ctype="application/pidf-diff+xml")  # a diff needs a base
