@@ -67,6 +67,9 @@ class NodeConfig:
     roles: frozenset[str] = ROLES
     auth: str = "digest"
     """``digest`` (challenge REGISTER/SUBSCRIBE/PUBLISH) or ``none`` (lab use, benchmarks)."""
+    digest_algorithms: tuple[str, ...] = ("SHA-256", "MD5")
+    """Digest challenges offered, strongest first (RFC 8760 §2.4).  Some softphones (baresip
+    1.0) read only the first challenge and know only MD5: list MD5 first or alone for them."""
     default_policy: str = "confirm"
     """Authorization for a watcher with no rule: ``confirm``, ``allow`` or ``block``."""
     tls: TlsSettings | None = None
@@ -129,7 +132,13 @@ class Node:
     def _authenticator(self) -> DigestAuthenticator | None:
         if self.config.auth == "none":
             return None
-        return DigestAuthenticator(self.config.domain, self._secret())
+        algorithms = []
+        for name in self.config.digest_algorithms:
+            algorithm = DigestAlgorithm.from_token(name)
+            if algorithm is None:
+                raise ConfigError(f"unknown digest algorithm {name!r}")
+            algorithms.append(algorithm)
+        return DigestAuthenticator(self.config.domain, self._secret(), algorithms=algorithms)
 
     def _secret(self) -> bytes:
         """Nonce HMAC key shared by the nodes of a network (kept in the database)."""

@@ -93,7 +93,14 @@ def _config(network: DemoNetwork, data: Path) -> NodeConfig:
         ListenSpec("udp", network.address, 5060),
         ListenSpec("tcp", network.address, 5060),
     )
-    return NodeConfig(name=network.domain, domain=network.domain, listen=listen, data_dir=str(data))
+    # MD5 only: baresip 1.0 (the softphone of the walkthrough) answers only an MD5 challenge.
+    return NodeConfig(
+        name=network.domain,
+        domain=network.domain,
+        listen=listen,
+        data_dir=str(data),
+        digest_algorithms=("MD5",),
+    )
 
 
 async def _demo(data: Path, *, once: bool) -> int:

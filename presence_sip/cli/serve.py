@@ -62,6 +62,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--auth", choices=("digest", "none"), help="digest challenges (default) or none (lab use)"
     )
     parser.add_argument(
+        "--digest-algorithms",
+        help="challenges offered, comma-separated, e.g. SHA-256,MD5 (default) or MD5",
+    )
+    parser.add_argument(
         "--default-policy",
         choices=("confirm", "allow", "block"),
         help="authorization for a watcher with no rule (default confirm)",
@@ -159,6 +163,15 @@ def _node_config(
         data_dir=pick(args.data, "data", "data"),
         roles=frozenset(r.strip() for r in roles),
         auth=pick(args.auth, "auth", "digest"),
+        digest_algorithms=_algorithms(pick(args.digest_algorithms, "digest_algorithms", "SHA-256,MD5")),
         default_policy=pick(args.default_policy, "default_policy", "confirm"),
         tls=tls,
     )
+
+
+def _algorithms(value: str | list[str]) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    names = tuple(item.strip() for item in items if item.strip())
+    if not names:
+        raise ConfigError("--digest-algorithms needs at least one algorithm")
+    return names

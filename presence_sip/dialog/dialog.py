@@ -194,7 +194,8 @@ def next_hop_peer(uri: object, fallback: Peer) -> Peer:
     return Peer(transport, uri.host.strip("[]"), port)
 
 
-_IPV4 = re.compile(r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)")
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_IPV4 = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}")
 
 
 def is_ip(host: str) -> bool:

@@ -5,6 +5,9 @@ PUBLISH in the order the RFCs give (event package, dialog, Accept, Expires, doma
 authentication, presentity, ownership, authorization), answers, and only then lets the server
 send the NOTIFYs the request caused (the 200 always leaves before the first NOTIFY).
 
+Digest authentication applies to every SUBSCRIBE and PUBLISH except those from a trusted peer
+(``trusted``; by default one whose TLS certificate was verified, i.e. a gateway or another node).
+
 Our Contact (and Via sent-by) for a dialog is the ``contact_address`` given to the role, else the
 Request-URI's host and port when the Request-URI is an IP address, else the first IP literal
 among ``domains`` (node.py adds the listen addresses) on the default port.
@@ -82,6 +85,7 @@ class PresenceRole:
         store: PresenceStore | None = None,
         settings: PresenceSettings | None = None,
         contact_address: tuple[str, int] | None = None,
+        trusted: Callable[[Incoming], bool] | None = None,
     ) -> None:
         if store is None:
             if conn is None:
@@ -93,6 +97,7 @@ class PresenceRole:
         self.guard = guard
         self.domains = frozenset(d.lower() for d in domains)
         self.contact_address = contact_address
+        self.trusted = trusted or _verified_peer
         literals = sorted(d for d in self.domains if is_ip(d))
         self._fallback_host = literals[0] if literals else hss.domain
         self._tag = endpoint.ids.new_id("t")
@@ -174,7 +179,7 @@ class PresenceRole:
         accept_diff = self._check_accept(request, event)
         expires = self._expires(request)
         self._check_domain(request)
-        verdict = self._authenticate(request, now)
+        verdict = self._authenticate(incoming, now)
         key = self._presentity_key(request)
         if not self._known(key, now):
             raise _Refusal(404, "Unknown presentity")  # only after authentication
@@ -201,7 +206,7 @@ class PresenceRole:
         if sub is None or sub.event != event:
             raise _Refusal(481, "Subscription does not exist")  # RFC 6665 §4.2.1.2
         expires = self._expires(request)
-        self._authenticate(request, now)
+        self._authenticate(incoming, now)
         self.server.refresh(sub, request, incoming.source, expires, now)
         return self._subscribe_ok(request, sub, expires)
 
@@ -255,7 +260,7 @@ class PresenceRole:
         request = incoming.request
         self._event(request)
         self._check_domain(request)
-        verdict = self._authenticate(request, now)
+        verdict = self._authenticate(incoming, now)
         key = self._presentity_key(request)
         if verdict.username is not None:
             self._check_owner(verdict, key, None)
@@ -283,8 +288,11 @@ class PresenceRole:
         if isinstance(uri, SipUri) and uri.host.lower() not in self.domains:
             raise _Refusal(403, "Domain not served here")  # never an open relay (DESIGN.md)
 
-    def _authenticate(self, request: Request, now: float) -> Verdict:
-        verdict = self.guard.check(request, now)
+    def _authenticate(self, incoming: Incoming, now: float) -> Verdict:
+        """Digest (RFC 3261 §22) unless the request comes from a trusted node."""
+        if self.trusted(incoming):
+            return Verdict(None)
+        verdict = self.guard.check(incoming.request, now)
         if verdict.status:
             raise _Refusal(verdict.status, verdict.reason or None, verdict.challenge_headers)
         return verdict
@@ -332,8 +340,11 @@ class PresenceRole:
         """Our Contact for a new dialog (see the module docstring)."""
         host: str | None = None
         port: int | None = None
+        local = self.endpoint.local_address(source.transport)
         if self.contact_address is not None:
             host, port = self.contact_address
+        elif local is not None:
+            host, port = local  # where the node really listens (set by node.py at start)
         else:
             uri = request.request_uri
             if isinstance(uri, SipUri) and is_ip(uri.host):
@@ -357,3 +368,9 @@ def _entity_key(uri_text: str) -> str | None:
     if not isinstance(uri, SipUri | TelUri):
         return None
     return aor_key(uri)
+
+
+def _verified_peer(incoming: Incoming) -> bool:
+    """Default trust: a request over mutual TLS from a verified node (a gateway that already
+    authenticated the watcher and checked the peering, DESIGN.md step 4c) is not challenged."""
+    return incoming.identity is not None

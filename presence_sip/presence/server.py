@@ -136,6 +136,8 @@ class PresenceServer:
         self._diffs: dict[tuple[bytes, bytes], bytes] = {}
         self._strings: dict[str, str] = {}
         self._next_poll = now
+        self._last_now = now
+        self._reauth: list[str] = []
         self._data_version = self._read_data_version()
         for record in store.load_subscriptions(now):
             self._restore(record)
@@ -370,19 +372,27 @@ class PresenceServer:
             for sub in presentity.winfo.values():
                 self._changed(sub, now)
 
-    def reauthorize(self, now: float) -> None:
-        """Re-evaluate every watcher against the current rules (after an HSS change)."""
-        for presentity in list(self._presentities.values()):
-            if not presentity.watchers:
+    def reauthorize(self, now: float, limit: int | None = None) -> None:
+        """Re-evaluate watchers against the current rules (after an HSS change), at most
+        ``limit`` presentities now; the rest on the next timer calls."""
+        if not self._reauth:
+            self._reauth = [key for key, p in self._presentities.items() if p.watchers]
+        count = len(self._reauth) if limit is None else limit
+        while self._reauth and count > 0:
+            count -= 1
+            presentity = self._presentities.get(self._reauth.pop())
+            if presentity is not None and presentity.watchers:
+                self._reauthorize(presentity, now)
+
+    def _reauthorize(self, presentity: Presentity, now: float) -> None:
+        rules = self.rules_for(presentity.key)
+        for sub in list(presentity.watchers.values()):
+            if self.entity_key(sub.watcher) == presentity.key:
                 continue
-            rules = self.rules_for(presentity.key)
-            for sub in list(presentity.watchers.values()):
-                if self.entity_key(sub.watcher) == presentity.key:
-                    continue
-                action = decide_action(rules, sub.watcher, self.default_policy)
-                if action is not sub.action:
-                    sub.action = action
-                    self._apply(sub, _AUTH_INPUT[action], now, immediate=True)
+            action = decide_action(rules, sub.watcher, self.default_policy)
+            if action is not sub.action:
+                sub.action = action
+                self._apply(sub, _AUTH_INPUT[action], now, immediate=True)
 
     # --- NOTIFY scheduling --------------------------------------------------------------------
 
@@ -487,7 +497,7 @@ class PresenceServer:
     # --- timers -------------------------------------------------------------------------------
 
     def get_timer(self) -> float | None:
-        deadlines = [self._next_poll]
+        deadlines = [self._last_now if self._reauth else self._next_poll]
         for heap in (self._expiry, self._throttle):
             if heap:
                 deadlines.append(heap[0][0])
@@ -497,6 +507,7 @@ class PresenceServer:
         return min(deadlines)
 
     def handle_timer(self, now: float) -> None:
+        self._last_now = now
         batch = self.settings.purge_batch
         for key in self.compositor.handle_timer(now, batch):
             self.state_changed(key, now)
@@ -517,6 +528,8 @@ class PresenceServer:
         if now >= self._next_poll:
             self._next_poll = now + self.settings.rules_poll_interval
             self._poll_rules(now)
+        elif self._reauth:
+            self.reauthorize(now, self.settings.purge_batch)
         self.flush(now)
 
     def _read_data_version(self) -> int | None:
@@ -531,7 +544,8 @@ class PresenceServer:
         version = self._read_data_version()
         if version is not None and version != self._data_version:
             self._data_version = version
-            self.reauthorize(now)
+            self._reauth = []  # start over: every watcher against the newest rules
+            self.reauthorize(now, self.settings.purge_batch)
 
     # --- helpers ------------------------------------------------------------------------------
 

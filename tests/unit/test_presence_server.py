@@ -931,3 +931,43 @@ def test_expiry_is_purged_in_batches() -> None:
     assert timer <= node.now
     node.advance(0)
     assert server.subscriptions == {}
+
+
+def test_verified_tls_peer_is_not_challenged() -> None:
+    node = Node(auth=True)
+    gateway = Peer("tls", "127.0.2.2", 40100, connection=9)
+    node.endpoint.connection_made(gateway, {"network": "net-a.test"}, node.now)
+    data = subscribe(extra=("Record-Route: <sip:127.0.2.2:5061;transport=tls;lr>",)).replace(
+        b"SIP/2.0/UDP", b"SIP/2.0/TLS"
+    )
+    node.endpoint.receive(data, gateway, node.now)
+    ok, notify = node.drain()
+    assert isinstance(ok, Response)
+    assert ok.status == 200
+    assert isinstance(notify, Request)
+    assert notify.method == "NOTIFY"
+    assert node.sent[-1][1] == gateway
+
+
+def test_role_creates_its_tables_from_a_connection() -> None:
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    migrate(conn, "core")
+    endpoint = Endpoint(ids=CountingIdSource())
+    hss = MemorySubscriberStore(DOMAIN)
+    registrar = Registrar(MemoryBindingStore(), now=T0)
+    role = PresenceRole(
+        endpoint=endpoint, conn=conn, hss=hss, registrar=registrar,
+        guard=RequestGuard(None, lambda user, alg: None), domains=frozenset({DOMAIN}),
+        default_policy="block", now=T0,
+    )
+    assert SqlitePresenceStore(conn).counts() == (0, 0)
+    assert "presence.winfo" in endpoint.allow_events
+    assert endpoint.handlers["SUBSCRIBE"] == role.handle_subscribe
+    role.close()
+    with pytest.raises(ValueError, match="database connection"):
+        PresenceRole(
+            endpoint=endpoint, hss=hss, registrar=registrar,
+            guard=RequestGuard(None, lambda user, alg: None), domains=frozenset({DOMAIN}),
+            now=T0,
+        )
+    conn.close()

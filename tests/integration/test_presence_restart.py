@@ -1,0 +1,144 @@
+"""Subscriptions and publications survive a restart of a real ``presence-sip serve`` process.
+
+100 watchers (one :class:`~presence_sip.runtime.agent.SipAgent` each, on its own UDP port)
+subscribe to one presentity; the node gets one SIGTERM (clean exit asserted) and is started again
+on the same data directory and port; then ONE PUBLISH (a modify under the ETag issued before the
+restart) must reach all 100 watchers: a NOTIFY with the new state, in the same dialog, with a
+CSeq above every CSeq that dialog saw before the restart (RFC 3261 section 12.2.1.1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from serve_process import ServeProcess
+
+from presence_sip.runtime.agent import Dialog, SipAgent
+from presence_sip.sip import Request, Response
+from presence_sip.storage.sqlite_hss import SqliteSubscriberStore
+
+DOMAIN = "example.test"
+PRESENTITY = "+447700900501"
+WATCHERS = 100
+NOTIFY_WAIT = 15.0
+
+
+def pidf(basic: str, note: str) -> bytes:
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f'<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="sip:{PRESENTITY}@{DOMAIN}">'
+        f'<tuple id="t1"><status><basic>{basic}</basic></status><note>{note}</note></tuple>'
+        "</presence>"
+    ).encode()
+
+
+def note_of(notify: Request) -> str | None:
+    found = re.search(rb"<note[^>]*>([^<]*)</note>", notify.body)
+    return found.group(1).decode() if found else None
+
+
+def cseq_of(notify: Request) -> int:
+    return int((notify.headers.get("CSeq") or "0").split()[0])
+
+
+class Watcher:
+    """One watcher agent, its dialog, and every NOTIFY it got."""
+
+    def __init__(self, agent: SipAgent) -> None:
+        self.agent = agent
+        self.dialog: Dialog = agent.new_dialog()
+        self.notifies: list[Request] = []
+
+    async def wait_for(self, note: str, timeout: float = NOTIFY_WAIT) -> Request:
+        """The next NOTIFY whose PIDF note is ``note`` (earlier ones are kept too)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                notify = await self.agent.next_request("NOTIFY", timeout=timeout)
+                self.notifies.append(notify)
+                if note_of(notify) == note:
+                    return notify
+
+    def in_dialog(self, notify: Request) -> bool:
+        d = self.dialog
+        return (notify.headers.get("Call-ID") == d.call_id and notify.to.tag == d.local_tag
+                and notify.from_.tag == d.remote_tag)  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def watchers(count: int) -> AsyncIterator[list[Watcher]]:
+    async with contextlib.AsyncExitStack() as stack:
+        agents = [
+            await stack.enter_async_context(SipAgent(f"watcher{i:03d}", DOMAIN))
+            for i in range(count)
+        ]
+        yield [Watcher(agent) for agent in agents]
+
+
+async def publish(node: ServeProcess, body: bytes, if_match: str | None = None) -> Response:
+    headers = [("Event", "presence"), ("Expires", "600"), ("Content-Type", "application/pidf+xml")]
+    if if_match is not None:
+        headers.append(("SIP-If-Match", if_match))
+    async with SipAgent(PRESENTITY, DOMAIN) as agent:
+        return await agent.request(
+            "PUBLISH", f"sip:{PRESENTITY}@{DOMAIN}", node.address, headers=headers, body=body,
+            timeout=10,
+        )  # fmt: skip
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    directory = tmp_path / "data"
+    directory.mkdir()
+    store = SqliteSubscriberStore.open(directory)
+    try:
+        store.add_subscriber(PRESENTITY, "secret")
+    finally:
+        store.close()
+    return directory
+
+
+async def test_100_subscriptions_survive_a_restart(data: Path):
+    started = time.monotonic()
+    with ServeProcess(data, auth="none", extra_args=["--default-policy", "allow"]) as node:
+        first = await publish(node, pidf("open", "before-restart"))
+        assert first.status == 200
+        etag = first.headers.get("SIP-ETag")
+        assert etag
+
+        async with watchers(WATCHERS) as crowd:
+            answers = await asyncio.gather(*(
+                w.agent.request(
+                    "SUBSCRIBE", f"sip:{PRESENTITY}@{DOMAIN}", node.address, dialog=w.dialog,
+                    headers=[("Event", "presence"), ("Expires", "600")], timeout=15,
+                )
+                for w in crowd
+            ))  # fmt: skip
+            assert [a.status for a in answers] == [200] * WATCHERS
+            await asyncio.gather(*(w.wait_for("before-restart") for w in crowd))
+            before = {w.dialog.call_id: max(cseq_of(n) for n in w.notifies) for w in crowd}
+
+            node.restart()  # one SIGTERM, exit 0 asserted; same port, same data directory
+
+            changed = await publish(node, pidf("closed", "after-restart"), if_match=etag)
+            assert changed.status == 200, "the publication did not survive the restart"
+            results = await asyncio.gather(
+                *(w.wait_for("after-restart") for w in crowd), return_exceptions=True
+            )
+            reached = [w for w, r in zip(crowd, results, strict=True) if isinstance(r, Request)]
+            assert len(reached) == WATCHERS, (
+                f"{len(reached)} of {WATCHERS} watchers got the NOTIFY after the restart\n"
+                + node.log_text()[-3000:]
+            )
+            for w, notify in zip(crowd, results, strict=True):
+                assert isinstance(notify, Request)
+                assert w.in_dialog(notify)
+                assert cseq_of(notify) > before[w.dialog.call_id]
+                assert (notify.headers.get("Subscription-State") or "").startswith("active")
+                assert b"<basic>closed</basic>" in notify.body
+    assert time.monotonic() - started < 60

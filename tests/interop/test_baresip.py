@@ -1,0 +1,159 @@
+"""A real softphone (baresip) against a real ``presence-sip serve``, with digest auth, on loopback.
+
+baresip as the watcher: it subscribes to B through the node and must *show* B's status as the
+node derives it (registration, then B's PUBLISHes).  baresip as the presentity: it registers and
+publishes, and a watcher must see what it published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from presence_sip.presence.pidf import PIDF_CONTENT_TYPE, document_basic
+from presence_sip.runtime.agent import SipAgent
+from presence_sip.storage.database import open_network_database
+from presence_sip.storage.sqlite_hss import SqliteSubscriberStore
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import free_port  # noqa: E402
+from integration.serve_process import ServeProcess  # noqa: E402
+from interop.baresip_ctrl import BaresipCtrl, start_baresip, stop_baresip, write_profile  # noqa: E402
+
+DOMAIN = "example.test"
+BOB = ("+447700900123", "bob-secret")
+WATCHER = ("+447700900124", "watcher-secret")
+BOB_URI = f"sip:{BOB[0]}@{DOMAIN}"
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[ServeProcess]:
+    data = tmp_path / "data"
+    conn = open_network_database(data)
+    hss = SqliteSubscriberStore(conn, domain=DOMAIN)
+    for msisdn, password in (BOB, WATCHER):
+        hss.add_subscriber(msisdn, password, credit=10)
+    hss.set_rule(BOB[0], f"sip:{WATCHER[0]}@{DOMAIN}", "allow")
+    conn.close()
+    with ServeProcess(
+        data, domain=DOMAIN, auth="digest", log_dir=tmp_path, extra_args=["--digest-algorithms", "MD5"]
+    ) as serve:
+        yield serve
+
+
+def _pidf(basic: str, extra: str = "") -> bytes:
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        '<presence xmlns="urn:ietf:params:xml:ns:pidf" '
+        'xmlns:rpid="urn:ietf:params:xml:ns:pidf:rpid" '
+        'xmlns:dm="urn:ietf:params:xml:ns:pidf:data-model" '
+        f'entity="{BOB_URI}"><tuple id="bob1"><status><basic>{basic}</basic></status></tuple>'
+        f"{extra}</presence>"
+    ).encode()
+
+
+async def _register(agent: SipAgent, port: int) -> int:
+    response = await agent.request(
+        "REGISTER", f"sip:{DOMAIN}", ("127.0.0.1", port), to=agent.aor,
+        headers=[("Expires", "600")], password=BOB[1],
+    )
+    return response.status
+
+
+async def _publish(agent: SipAgent, port: int, body: bytes, etag: str | None) -> str:
+    """PUBLISH (modifying the publication ``etag`` when given); returns the new SIP-ETag."""
+    headers = [("Event", "presence"), ("Expires", "600"), ("Content-Type", PIDF_CONTENT_TYPE)]
+    if etag is not None:
+        headers.append(("SIP-If-Match", etag))
+    response = await agent.request(
+        "PUBLISH", BOB_URI, ("127.0.0.1", port), headers=headers, body=body, password=BOB[1]
+    )
+    assert response.status == 200
+    assert response.sip_etag is not None
+    return response.sip_etag
+
+
+def test_baresip_watcher_shows_what_the_node_derives_and_publishes(
+    node: ServeProcess, tmp_path: Path
+) -> None:
+    profile = tmp_path / "baresip"
+    ctrl_port = free_port()
+    write_profile(
+        profile,
+        sip_port=free_port(),
+        ctrl_port=ctrl_port,
+        account=(
+            f"<sip:{WATCHER[0]}@{DOMAIN}>;auth_pass={WATCHER[1]};"
+            f'outbound="sip:127.0.0.1:{node.port}";regint=0;pubint=0'
+        ),
+        contacts=[f'"Bob" <{BOB_URI}>;presence=p2p'],
+    )
+    process = start_baresip(profile, tmp_path / "baresip.log")
+    ctrl = None
+    try:
+        ctrl = BaresipCtrl(ctrl_port)
+        # Nothing published, not registered: the node derives closed.
+        assert ctrl.wait_status(BOB_URI, "Offline") == "Offline"
+
+        async def scenario() -> None:
+            async with SipAgent(BOB[0], DOMAIN) as bob:
+                assert await _register(bob, node.port) == 200
+                await asyncio.to_thread(ctrl.wait_status, BOB_URI, "Online")
+                busy = "<dm:person id='p1'><rpid:activities><rpid:busy/></rpid:activities></dm:person>"
+                etag = await _publish(bob, node.port, _pidf("open", busy), None)
+                await asyncio.to_thread(ctrl.wait_status, BOB_URI, "Busy")
+                await _publish(bob, node.port, _pidf("closed"), etag)  # modify (RFC 3903 §4.4)
+                await asyncio.to_thread(ctrl.wait_status, BOB_URI, "Offline")
+
+        asyncio.run(scenario())
+    except BaseException:
+        sys.stderr.write((tmp_path / "baresip.log").read_text(errors="replace")[-4000:])
+        raise
+    finally:
+        assert stop_baresip(process, ctrl) == 0
+
+
+def test_baresip_presentity_registers_and_publishes_to_a_watcher(
+    node: ServeProcess, tmp_path: Path
+) -> None:
+    profile = tmp_path / "baresip-bob"
+    ctrl_port = free_port()
+    write_profile(
+        profile,
+        sip_port=free_port(),
+        ctrl_port=ctrl_port,
+        account=(
+            f"<{BOB_URI}>;auth_pass={BOB[1]};"
+            f'outbound="sip:127.0.0.1:{node.port}";regint=600;pubint=600'
+        ),
+        contacts=[],
+    )
+    process = start_baresip(profile, tmp_path / "baresip.log")
+    ctrl = None
+    try:
+        ctrl = BaresipCtrl(ctrl_port)
+
+        async def scenario() -> None:
+            async with SipAgent(WATCHER[0], DOMAIN) as watcher:
+                deadline = asyncio.get_running_loop().time() + 15
+                basic = None
+                while basic != "open" and asyncio.get_running_loop().time() < deadline:
+                    response = await watcher.request(
+                        "SUBSCRIBE", BOB_URI, ("127.0.0.1", node.port),
+                        headers=[("Event", "presence"), ("Expires", "0")], password=WATCHER[1],
+                    )
+                    assert response.status == 200
+                    basic = document_basic((await watcher.next_request()).body)
+                    await asyncio.sleep(0.3)
+                assert basic == "open"
+
+        asyncio.run(scenario())
+    except BaseException:
+        sys.stderr.write((tmp_path / "baresip.log").read_text(errors="replace")[-4000:])
+        raise
+    finally:
+        assert stop_baresip(process, ctrl) == 0
