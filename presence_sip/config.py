@@ -31,8 +31,9 @@ class Timers:
 class Limits:
     """Resource caps that keep a node alive under hostile input."""
 
-    max_message_size: int = 65535
-    """Largest SIP message accepted on any transport; larger gets 513 (or a close on streams)."""
+    max_message_size: int = 61440
+    """Largest SIP message accepted on any transport; larger gets 513 (or a close on streams).
+    Below the 65,507-byte UDP payload limit, so an oversize datagram is answered, not cut."""
     max_connections: int = 10000
     """Open TCP/TLS connections accepted at once."""
     idle_connection_timeout: float = 300.0

@@ -126,7 +126,11 @@ class Node:
             self._add_presence(now)
         server_ssl, client_ssl = _ssl_contexts(config.tls)
         self.driver = Driver(
-            self.endpoint, limits=config.limits, server_ssl=server_ssl, client_ssl=client_ssl
+            self.endpoint,
+            limits=config.limits,
+            server_ssl=server_ssl,
+            client_ssl=client_ssl,
+            clock=time.time,  # stored expiries (bindings, subscriptions) are wall-clock
         )
 
     def _authenticator(self) -> DigestAuthenticator | None:

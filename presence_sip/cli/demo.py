@@ -41,7 +41,10 @@ class DemoNetwork:
 NET_A = DemoNetwork(
     "net-a.test",
     "127.0.1.1",
-    (DemoSubscriber("+447700900001", "alice-secret"), DemoSubscriber("+447700900002", "softphone-a")),
+    (
+        DemoSubscriber("+447700900001", "alice-secret"),
+        DemoSubscriber("+447700900002", "softphone-a"),
+    ),
 )
 NET_B = DemoNetwork(
     "net-b.test",
@@ -60,15 +63,25 @@ class StepFailed(Exception):
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser("demo", help="run the demo networks on loopback and a presence flow")
-    parser.add_argument("--once", action="store_true", help="run the flow, then exit (0 on success)")
-    parser.add_argument("--data", default="data/demo", help="demo data directory (default data/demo)")
-    parser.add_argument("--log-level", default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    parser = subparsers.add_parser(
+        "demo", help="run the demo networks on loopback and a presence flow"
+    )
+    parser.add_argument(
+        "--once", action="store_true", help="run the flow, then exit (0 on success)"
+    )
+    parser.add_argument(
+        "--data", default="data/demo", help="demo data directory (default data/demo)"
+    )
+    parser.add_argument(
+        "--log-level", default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR")
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=getattr(logging, args.log_level), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, args.log_level), format="%(levelname)s %(name)s: %(message)s"
+    )
     return asyncio.run(_demo(Path(args.data), once=args.once))
 
 
@@ -133,12 +146,19 @@ def _step(number: str, text: str) -> None:
 
 async def _flow() -> None:
     registrar = (NET_B.address, 5060)
-    async with SipAgent(B.msisdn, NET_B.domain) as bob, SipAgent(WATCHER.msisdn, NET_B.domain) as watcher:
+    async with (
+        SipAgent(B.msisdn, NET_B.domain) as bob,
+        SipAgent(WATCHER.msisdn, NET_B.domain) as watcher,
+    ):
         presentity = f"sip:{B.msisdn}@{NET_B.domain};user=phone"
         _step("1", f"B ({B.msisdn}) registers with {NET_B.domain} (digest)")
         response = await bob.request(
-            "REGISTER", f"sip:{NET_B.domain}", registrar, to=bob.aor,
-            headers=[("Expires", "600")], password=B.password,
+            "REGISTER",
+            f"sip:{NET_B.domain}",
+            registrar,
+            to=bob.aor,
+            headers=[("Expires", "600")],
+            password=B.password,
         )
         _expect(response.status == 200, f"REGISTER answered {response.status} {response.reason}")
         _step("2", f"watcher asks 'is B attached?' (SUBSCRIBE Expires: 0 to {presentity})")
@@ -148,19 +168,31 @@ async def _flow() -> None:
         _step("3", "watcher subscribes for 10 minutes")
         dialog = watcher.new_dialog()
         response = await watcher.request(
-            "SUBSCRIBE", presentity, registrar, dialog=dialog,
+            "SUBSCRIBE",
+            presentity,
+            registrar,
+            dialog=dialog,
             headers=[("Event", "presence"), ("Accept", PIDF_CONTENT_TYPE), ("Expires", "600")],
             password=WATCHER.password,
         )
         _expect(response.status == 200, f"SUBSCRIBE answered {response.status}")
         notify = await watcher.next_request()
-        _step("3", f"NOTIFY {notify.headers.get('Subscription-State')}: {document_basic(notify.body)}")
+        _step(
+            "3", f"NOTIFY {notify.headers.get('Subscription-State')}: {document_basic(notify.body)}"
+        )
         _step("4", "B publishes 'closed' with a note")
         body = _pidf(presentity, "closed", "In a meeting")
         response = await bob.request(
-            "PUBLISH", presentity, registrar,
-            headers=[("Event", "presence"), ("Expires", "600"), ("Content-Type", PIDF_CONTENT_TYPE)],
-            body=body, password=B.password,
+            "PUBLISH",
+            presentity,
+            registrar,
+            headers=[
+                ("Event", "presence"),
+                ("Expires", "600"),
+                ("Content-Type", PIDF_CONTENT_TYPE),
+            ],
+            body=body,
+            password=B.password,
         )
         _expect(response.status == 200, f"PUBLISH answered {response.status}")
         notify = await watcher.next_request()
@@ -169,15 +201,21 @@ async def _flow() -> None:
         _expect(status == "closed", f"expected closed after PUBLISH, got {status}")
         _step("5", "watcher unsubscribes")
         await watcher.request(
-            "SUBSCRIBE", presentity, registrar, dialog=dialog,
-            headers=[("Event", "presence"), ("Expires", "0")], password=WATCHER.password,
+            "SUBSCRIBE",
+            presentity,
+            registrar,
+            dialog=dialog,
+            headers=[("Event", "presence"), ("Expires", "0")],
+            password=WATCHER.password,
         )
         _step("done", "presence flow inside net-b.test completed")
 
 
 async def _fetch(agent: SipAgent, presentity: str, registrar: tuple[str, int]) -> str | None:
     response = await agent.request(
-        "SUBSCRIBE", presentity, registrar,
+        "SUBSCRIBE",
+        presentity,
+        registrar,
         headers=[("Event", "presence"), ("Accept", PIDF_CONTENT_TYPE), ("Expires", "0")],
         password=WATCHER.password,
     )
@@ -212,7 +250,9 @@ def _print_softphone_help() -> None:
     print("\nServing. Point a softphone at the demo networks (UDP or TCP):")
     for network in (NET_A, NET_B):
         for sub in network.subscribers:
-            print(f"  sip:{sub.msisdn}@{network.domain}  password {sub.password}  registrar {network.address}:5060")
+            print(
+                f"  sip:{sub.msisdn}@{network.domain}  password {sub.password}  registrar {network.address}:5060"
+            )
     print("Ctrl-C stops.", flush=True)
 
 

@@ -163,7 +163,9 @@ def _node_config(
         data_dir=pick(args.data, "data", "data"),
         roles=frozenset(r.strip() for r in roles),
         auth=pick(args.auth, "auth", "digest"),
-        digest_algorithms=_algorithms(pick(args.digest_algorithms, "digest_algorithms", "SHA-256,MD5")),
+        digest_algorithms=_algorithms(
+            pick(args.digest_algorithms, "digest_algorithms", "SHA-256,MD5")
+        ),
         default_policy=pick(args.default_policy, "default_policy", "confirm"),
         tls=tls,
     )

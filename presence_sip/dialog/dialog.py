@@ -61,6 +61,8 @@ class Dialog:
     """Our Contact URI for this dialog."""
     next_hop: Peer | None = field(default=None, repr=False, compare=False)
     """Cache of :meth:`destination` (cleared when the target or source changes)."""
+    routing: tuple[str, list[str]] | None = field(default=None, repr=False, compare=False)
+    """Cache of :meth:`request_uri_and_routes` (cleared on target refresh)."""
 
     @classmethod
     def from_request(
@@ -114,6 +116,7 @@ class Dialog:
         self.remote_cseq = seq
         self.source = source
         self.next_hop = None
+        self.routing = None
 
     def next_cseq(self) -> int:
         """Advance the local CSeq (§12.2.1.1: strictly by one per request)."""
@@ -138,16 +141,17 @@ class Dialog:
         dropped) and the remote target is appended as the last Route.
         """
         request_uri, routes = self.request_uri_and_routes()
-        out = Headers()
-        out.add("Via", via)
-        out.add("Max-Forwards", str(max_forwards))
-        for route in routes:
-            out.add("Route", route)
-        out.add("From", f"<{self.local_uri}>;tag={self.local_tag}")
-        out.add("To", f"{self.remote_uri};tag={self.remote_tag}")
-        out.add("Call-ID", self.call_id)
-        out.add("CSeq", f"{self.next_cseq()} {method}")
-        out.add("Contact", f"<{self.local_contact}>")
+        items = [("Via", via), ("Max-Forwards", str(max_forwards))]
+        items.extend(("Route", route) for route in routes)
+        items += [
+            ("From", f"<{self.local_uri}>;tag={self.local_tag}"),
+            ("To", f"{self.remote_uri};tag={self.remote_tag}"),
+            ("Call-ID", self.call_id),
+            ("CSeq", f"{self.next_cseq()} {method}"),
+            ("Contact", f"<{self.local_contact}>"),
+        ]
+        # The names above are canonical already: build the multimap without re-normalising them.
+        out = Headers._from_canonical(items, [name.lower() for name, _ in items])
         for name, value in headers:
             out.add(name, value)
         out.add("Content-Length", str(len(body)))
@@ -155,6 +159,11 @@ class Dialog:
 
     def request_uri_and_routes(self) -> tuple[str, list[str]]:
         """Request-URI and Route values of the next in-dialog request (§12.2.1.1)."""
+        if self.routing is None:
+            self.routing = self._routing()
+        return self.routing
+
+    def _routing(self) -> tuple[str, list[str]]:
         if not self.route_set:
             return self.remote_target, []
         first = parse_name_addr(self.route_set[0], "Route")

@@ -2,7 +2,8 @@
 
 After every input (datagram, framed message, connection event, timer) the driver drains the
 endpoint's ``outbox()``, sends each item, then re-arms ONE ``loop.call_at`` timer from
-``get_timer()``.  ``now`` is always ``loop.time()``.
+``get_timer()``.  ``now`` is ``loop.time()``, or the ``clock`` given (a node passes wall-clock time so
+that stored expiries mean the same after a restart).
 """
 
 from __future__ import annotations
@@ -100,8 +101,10 @@ class Driver:
         server_ssl: ssl.SSLContext | None = None,
         client_ssl: ssl.SSLContext | None = None,
         connect_timeout: float = CONNECT_TIMEOUT,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self._endpoint = endpoint
+        self._clock = clock
         self._limits = limits if limits is not None else Limits()
         self._server_ssl = server_ssl
         self._client_ssl = client_ssl
@@ -236,7 +239,12 @@ class Driver:
         self._cancel_timer()
         if deadline is not None:
             self._timer_at = deadline
-            self._timer = self._get_loop().call_at(deadline, self._on_timer)
+            loop = self._get_loop()
+            if self._clock is not None:  # the endpoint's clock is not the loop's: convert
+                at = loop.time() + max(0.0, deadline - self._clock())
+            else:
+                at = deadline
+            self._timer = loop.call_at(at, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -422,6 +430,8 @@ class Driver:
         return self._loop
 
     def _now(self) -> float:
+        if self._clock is not None:
+            return self._clock()
         return self._get_loop().time()
 
 

@@ -19,12 +19,14 @@ from serve_process import ServeProcess, serve_pool
 SERVE_DOMAIN = "example.test"
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None]:
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """Remember each phase's report on the item, so fixtures know whether the test failed."""
-    outcome = yield
-    report = outcome.get_result()
+    report = yield
     setattr(item, f"rep_{report.when}", report)
+    return report
 
 
 def call_failed(request: pytest.FixtureRequest) -> bool:
@@ -38,7 +40,7 @@ def serve_factory(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[Callable[..., ServeProcess]]:
     with serve_pool(tmp_path, lambda: call_failed(request)) as start:
-        yield lambda **kw: start(**{"roles": "registrar", **kw})  # DEV-ONLY-ROLES
+        yield start
 
 
 @pytest.fixture
@@ -53,4 +55,4 @@ def shared_serve(
     failures_before = request.session.testsfailed
     directory = tmp_path_factory.mktemp("shared-serve")
     with serve_pool(directory, lambda: request.session.testsfailed > failures_before) as start:
-        yield start(domain=SERVE_DOMAIN, roles="registrar")  # DEV-ONLY-ROLES
+        yield start(domain=SERVE_DOMAIN)

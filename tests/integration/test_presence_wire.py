@@ -46,7 +46,9 @@ BOB = "+447700900302"
 UNKNOWN = "+447700900399"  # in no HSS
 
 
-def provision(data: Path, subscribers: Sequence[str], rules: Sequence[tuple[str, str, str]] = ()):
+def provision(
+    data: Path, subscribers: Sequence[str], rules: Sequence[tuple[str, str, str]] = ()
+) -> None:
     """Subscribers and rules straight into the HSS store (what ``presence-sip hss`` calls)."""
     data.mkdir(parents=True, exist_ok=True)
     store = SqliteSubscriberStore.open(data)
@@ -163,7 +165,7 @@ def state_of(notify: Request) -> str:
 # --- PUBLISH errors (RFC 3903 section 6) --------------------------------------------------------
 
 
-async def test_publish_with_an_unknown_entity_tag_is_412(open_node: ServeProcess):
+async def test_publish_with_an_unknown_entity_tag_is_412(open_node: ServeProcess) -> None:
     async with SipAgent(P_412, DOMAIN) as agent:
         refresh = await publish(agent, open_node, P_412, if_match="no-such-etag")
         modify = await publish(agent, open_node, P_412, pidf(P_412), if_match="no-such-etag")
@@ -172,7 +174,9 @@ async def test_publish_with_an_unknown_entity_tag_is_412(open_node: ServeProcess
 
 
 @pytest.mark.parametrize("method", ["PUBLISH", "SUBSCRIBE"])
-async def test_too_short_expires_is_423_with_min_expires(open_node: ServeProcess, method: str):
+async def test_too_short_expires_is_423_with_min_expires(
+    open_node: ServeProcess, method: str
+) -> None:
     async with SipAgent(P_MISC, DOMAIN) as agent:
         if method == "PUBLISH":
             answer = await publish(agent, open_node, P_MISC, pidf(P_MISC), expires="1")
@@ -184,7 +188,7 @@ async def test_too_short_expires_is_423_with_min_expires(open_node: ServeProcess
     assert int(min_expires) > 1
 
 
-async def test_unknown_event_package_is_489(open_node: ServeProcess):
+async def test_unknown_event_package_is_489(open_node: ServeProcess) -> None:
     async with SipAgent(P_MISC, DOMAIN) as agent:
         published = await publish(agent, open_node, P_MISC, pidf(P_MISC), event="foo")
         subscribed = await subscribe(agent, open_node, P_MISC, event="foo")
@@ -194,7 +198,7 @@ async def test_unknown_event_package_is_489(open_node: ServeProcess):
     assert "presence" in [e.strip() for e in allow_events.split(",")]  # RFC 6665 section 8.3.2
 
 
-async def test_publish_that_is_not_pidf_is_415_with_accept(open_node: ServeProcess):
+async def test_publish_that_is_not_pidf_is_415_with_accept(open_node: ServeProcess) -> None:
     async with SipAgent(P_MISC, DOMAIN) as agent:
         answer = await publish(agent, open_node, P_MISC, b"I am here", content_type="text/plain")
     assert answer.status == 415
@@ -211,7 +215,7 @@ BAD_PIDF = {
 
 
 @pytest.mark.parametrize("defect", sorted(BAD_PIDF))
-async def test_bad_pidf_is_400(open_node: ServeProcess, defect: str):
+async def test_bad_pidf_is_400(open_node: ServeProcess, defect: str) -> None:
     async with SipAgent(P_MISC, DOMAIN) as agent:
         answer = await publish(agent, open_node, P_MISC, BAD_PIDF[defect])
     assert answer.status == 400, (defect, answer)
@@ -228,7 +232,7 @@ LAUGHS = (
 )
 
 
-async def test_hostile_pidf_is_400_and_nothing_is_stored(open_node: ServeProcess):
+async def test_hostile_pidf_is_400_and_nothing_is_stored(open_node: ServeProcess) -> None:
     async with SipAgent(P_HOSTILE, DOMAIN) as agent:
         first = await publish(agent, open_node, P_HOSTILE, pidf(P_HOSTILE, "open", "before"))
         assert first.status == 200
@@ -255,7 +259,7 @@ async def test_hostile_pidf_is_400_and_nothing_is_stored(open_node: ServeProcess
 # --- SUBSCRIBE errors and authorization (RFC 6665, RFC 3856 section 6.6, RFC 5025) -------------
 
 
-async def test_in_dialog_subscribe_with_an_unknown_to_tag_is_481(open_node: ServeProcess):
+async def test_in_dialog_subscribe_with_an_unknown_to_tag_is_481(open_node: ServeProcess) -> None:
     async with SipAgent("stranger", DOMAIN) as agent:
         dialog = agent.new_dialog()
         dialog.remote_tag = "no-such-dialog"
@@ -263,7 +267,7 @@ async def test_in_dialog_subscribe_with_an_unknown_to_tag_is_481(open_node: Serv
     assert answer.status == 481
 
 
-async def test_blocked_watcher_is_403(open_node: ServeProcess):
+async def test_blocked_watcher_is_403(open_node: ServeProcess) -> None:
     async with SipAgent("blocked", DOMAIN) as agent:
         answer = await subscribe(agent, open_node, OWNER)
         assert answer.status == 403
@@ -271,7 +275,7 @@ async def test_blocked_watcher_is_403(open_node: ServeProcess):
             await agent.next_request("NOTIFY", timeout=0.5)
 
 
-async def test_polite_blocked_watcher_sees_closed(open_node: ServeProcess):
+async def test_polite_blocked_watcher_sees_closed(open_node: ServeProcess) -> None:
     async with SipAgent(OWNER, DOMAIN) as owner:
         assert (await publish(owner, open_node, OWNER, pidf(OWNER, "open", "secret"))).status == 200
     async with SipAgent("polite", DOMAIN) as agent:
@@ -285,7 +289,9 @@ async def test_polite_blocked_watcher_sees_closed(open_node: ServeProcess):
     assert b"secret" not in notify.body
 
 
-async def test_confirm_is_pending_until_the_owner_allows(open_node: ServeProcess, open_data: Path):
+async def test_confirm_is_pending_until_the_owner_allows(
+    open_node: ServeProcess, open_data: Path
+) -> None:
     async with SipAgent(OWNER, DOMAIN) as owner:
         assert (await publish(owner, open_node, OWNER, pidf(OWNER, "open", "hello"))).status == 200
     async with SipAgent("confirm", DOMAIN) as agent:
@@ -314,7 +320,7 @@ async def test_confirm_is_pending_until_the_owner_allows(open_node: ServeProcess
 # --- digest node: ownership and unknown presentities ---------------------------------------------
 
 
-async def test_publish_for_someone_else_is_403(digest_node: ServeProcess):
+async def test_publish_for_someone_else_is_403(digest_node: ServeProcess) -> None:
     async with SipAgent(ALICE, DOMAIN) as alice:
         challenge = await publish(alice, digest_node, ALICE, pidf(ALICE))
         own = await publish(alice, digest_node, ALICE, pidf(ALICE), password=PASSWORD)
@@ -324,7 +330,9 @@ async def test_publish_for_someone_else_is_403(digest_node: ServeProcess):
     assert other.status == 403  # ... but Bob's presence is Bob's to publish
 
 
-async def test_subscribe_to_an_unknown_presentity_is_404_after_auth(digest_node: ServeProcess):
+async def test_subscribe_to_an_unknown_presentity_is_404_after_auth(
+    digest_node: ServeProcess,
+) -> None:
     async with SipAgent(ALICE, DOMAIN) as alice:
         challenge = await subscribe(alice, digest_node, UNKNOWN)
         unknown = await subscribe(alice, digest_node, UNKNOWN, password=PASSWORD)

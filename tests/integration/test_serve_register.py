@@ -64,9 +64,7 @@ def shared(
     failures_before = request.session.testsfailed
     directory = tmp_path_factory.mktemp("register")
     with serve_pool(directory, lambda: request.session.testsfailed > failures_before) as start:
-        yield start(
-            data_dir=provision(directory / "net"), domain=DOMAIN, roles="registrar"
-        )  # DEV-ONLY-ROLES
+        yield start(data_dir=provision(directory / "net"), domain=DOMAIN)
 
 
 _next_user = itertools.count(1)
@@ -297,7 +295,7 @@ def test_credentials_captured_before_a_restart_cannot_be_replayed(node: ServePro
     assert replay.status == 401, f"replayed credentials accepted: {replay.status}"
 
 
-# -- bindings ----------------------------------------------------------------------------------------
+# -- bindings -----------------------------------------------------------------------------------
 
 
 async def test_bindings_survive_a_restart(node: ServeProcess) -> None:
@@ -319,10 +317,12 @@ async def test_bindings_survive_a_restart(node: ServeProcess) -> None:
 
 
 def test_star_removes_every_binding(shared: ServeProcess, alice: User) -> None:
-    def register_alice(client: UdpClient, contact: str | None, **kw: int) -> Response:
+    def register_alice(
+        client: UdpClient, contact: str | None, expires: int | None = None
+    ) -> Response:
         _, final = register(
             client, shared, user=alice.msisdn, password=alice.password, domain=DOMAIN,
-            contact=contact, **kw,
+            contact=contact, expires=expires,
         )  # fmt: skip
         return final
 

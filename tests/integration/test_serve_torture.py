@@ -13,7 +13,8 @@ a trap socket that must never receive anything (a node drops responses and never
 README (``/work/shared/torture/README.md``): invalid -> 400 (505 for ``badvers``, 501 for
 ``mismatch02``), responses dropped, semantic ones as the README names them for an endpoint or a
 registrar.  A request for a domain the node does not serve gets 403 (never an open relay,
-DESIGN.md): the README's "a proxy forwards or rejects by Request-URI" (wsinv, esc01, esc02, mpart01).
+DESIGN.md): the README's "a proxy forwards or rejects by Request-URI" (wsinv, esc01, esc02,
+mpart01).
 """
 
 from __future__ import annotations
@@ -199,7 +200,7 @@ def node(
 ) -> Iterator[ServeProcess]:
     failures_before = request.session.testsfailed
     data_dir = tmp_path_factory.mktemp("torture") / "data"
-    with ServeProcess(data_dir, domain=DOMAIN, auth="none", roles="registrar") as running:  # DEV-ONLY-ROLES
+    with ServeProcess(data_dir, domain=DOMAIN, auth="none") as running:
         yield running
         if request.session.testsfailed > failures_before:
             running.dump_log("a torture test failed")
@@ -218,7 +219,7 @@ def send_vector(node: ServeProcess, trap: socket.socket, name: str) -> list[byte
     expected, _ = EXPECTED[name]
     with UdpClient() as client:
         client.send(rewrite(load(name), client.port, trap.getsockname()[1]), node)
-        first = client.recv(3.0 if expected is not DROP else 0.6)
+        first = client.recv(2.0 if expected is not DROP else 0.6)
         if first is None:
             return []
         # A second answer would be a bug (dblreq's INVITE must be ignored; no response doubles).
@@ -290,6 +291,7 @@ def test_node_still_answers_options_after_every_message(
         stand_in = type("Addr", (), {"host": host, "port": port})()
         tcp.sendall(build_request("OPTIONS", f"sip:{DOMAIN}", stand_in, transport="TCP"))
         assert tcp.recv(65536).startswith(b"SIP/2.0 200 ")
-    assert node.process is not None and node.process.poll() is None
+    assert node.process is not None
+    assert node.process.poll() is None
     assert trap_silent(trap)
     assert "Traceback" not in node.log_text()

@@ -13,6 +13,7 @@ import asyncio
 import re
 import secrets
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -65,7 +66,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def node(data: Path):
+def node(data: Path) -> Iterator[ServeProcess]:
     """``serve --auth none --default-policy allow``, shared by the tests of this module."""
     with presence_node(data, auth="none", default_policy="allow") as running:
         yield running
@@ -112,9 +113,13 @@ async def unwatch(agent: SipAgent, node: ServeProcess, dialog: Dialog, target: s
     assert answer.status == 200, answer
 
 
-async def sipp(xml: str, node: ServeProcess, **kwargs: object) -> SippResult:
+async def sipp(
+    xml: str, node: ServeProcess, *, keys: Mapping[str, str], timeout: float = 20
+) -> SippResult:
     """Run one scenario to the end in a worker thread (the event loop keeps serving agents)."""
-    return await asyncio.to_thread(run_scenario, SCENARIOS / xml, node.address, **kwargs)
+    return await asyncio.to_thread(
+        run_scenario, SCENARIOS / xml, node.address, keys=keys, timeout=timeout
+    )
 
 
 def explain(result: SippResult, node: ServeProcess) -> str:
@@ -135,7 +140,7 @@ def notes(notify: Request) -> tuple[str, ...]:
 # --- publish.xml --------------------------------------------------------------------------------
 
 
-async def test_publish_lifecycle_is_seen_by_a_watcher(node: ServeProcess):
+async def test_publish_lifecycle_is_seen_by_a_watcher(node: ServeProcess) -> None:
     async with SipAgent("observer", DOMAIN) as watcher:
         dialog, target = await watch(watcher, node, P_LIFECYCLE)
         first = await watcher.next_request("NOTIFY", timeout=5)
@@ -163,7 +168,7 @@ async def test_publish_lifecycle_is_seen_by_a_watcher(node: ServeProcess):
     ]
 
 
-async def test_publish_then_fetch_shows_the_publication_removed(node: ServeProcess):
+async def test_publish_then_fetch_shows_the_publication_removed(node: ServeProcess) -> None:
     keys = {"presentity": P_REMOVED, "basic": "open"}
     result = await sipp("publish.xml", node, keys=keys, timeout=20)
     assert result.ok, explain(result, node)
@@ -174,7 +179,7 @@ async def test_publish_then_fetch_shows_the_publication_removed(node: ServeProce
 # --- subscribe.xml ------------------------------------------------------------------------------
 
 
-async def test_subscribe_refresh_unsubscribe(node: ServeProcess, data: Path):
+async def test_subscribe_refresh_unsubscribe(node: ServeProcess, data: Path) -> None:
     assert (await publish(node, P_SUBSCRIBE, "open", "at work")).status == 200
     keys = {"presentity": P_SUBSCRIBE, "basic": "open"}
     result = await sipp("subscribe.xml", node, keys=keys, timeout=20)
@@ -190,7 +195,7 @@ async def test_subscribe_refresh_unsubscribe(node: ServeProcess, data: Path):
 # --- fetch.xml ----------------------------------------------------------------------------------
 
 
-async def test_fetch_open_presentity(node: ServeProcess, data: Path):
+async def test_fetch_open_presentity(node: ServeProcess, data: Path) -> None:
     assert (await publish(node, P_FETCH, "open", "here")).status == 200
     keys = {"presentity": P_FETCH, "basic": "open"}
     result = await sipp("fetch.xml", node, keys=keys, timeout=20)
@@ -204,8 +209,9 @@ async def test_fetch_open_presentity(node: ServeProcess, data: Path):
     ("presentity", "published", "expected"),
     [(P_CLOSED, None, "open"), (P_OPEN, "open", "closed")],
 )
-async def test_fetch_fails_when_the_state_differs(node: ServeProcess, presentity, published,
-                                                  expected):  # fmt: skip
+async def test_fetch_fails_when_the_state_differs(
+    node: ServeProcess, presentity: str, published: str | None, expected: str
+) -> None:
     # The scenarios can fail: expecting `open` from a closed presentity (and the reverse).
     if published is not None:
         assert (await publish(node, presentity, published, "x")).status == 200
@@ -222,7 +228,9 @@ async def test_fetch_fails_when_the_state_differs(node: ServeProcess, presentity
 @pytest.mark.parametrize(
     ("presentity", "status"), [(P_WINFO, "active"), (P_WINFO_CONFIRM, "pending")]
 )
-async def test_winfo_shows_a_new_watcher(node: ServeProcess, data: Path, presentity, status):
+async def test_winfo_shows_a_new_watcher(
+    node: ServeProcess, data: Path, presentity: str, status: str
+) -> None:
     # P_WINFO_CONFIRM has a `confirm` rule for the watcher: it shows as pending.
     keys = {"presentity": presentity, "watcher": WINFO_WATCHER, "wstatus": status}
     run = await asyncio.to_thread(
@@ -241,7 +249,7 @@ async def test_winfo_shows_a_new_watcher(node: ServeProcess, data: Path, present
     assert count_subscriptions(data, presentity, event="presence.winfo") == 0
 
 
-async def test_winfo_fails_on_the_wrong_watcher_status(node: ServeProcess, data: Path):
+async def test_winfo_fails_on_the_wrong_watcher_status(node: ServeProcess, data: Path) -> None:
     # The watcher is allowed (active): a scenario expecting `pending` must fail.
     keys = {"presentity": P_WINFO_WRONG, "watcher": WINFO_WATCHER, "wstatus": "pending"}
     run = await asyncio.to_thread(
@@ -264,7 +272,7 @@ async def test_winfo_fails_on_the_wrong_watcher_status(node: ServeProcess, data:
 
 
 async def test_fanout_one_publish_reaches_1000_sipp_watchers(node: ServeProcess, data: Path,
-                                                            tmp_path: Path):  # fmt: skip
+                                                            tmp_path: Path) -> None:  # fmt: skip
     started = time.monotonic()
     users = tmp_path / "watchers.csv"
     users.write_text(
