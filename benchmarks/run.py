@@ -1103,6 +1103,13 @@ def render(
         "- SIPp 3.6.1 over UDP on 127.0.0.1, pinned to CPU 1, `-rp 1000`, `-buff_size 4194304`, "
         "`-recv_timeout 5000`, UDP retransmission T1 = 500 ms. The server is restarted before "
         "every step.",
+        "- Priority: "
+        + (
+            f"`nice -n {NICE[-1]}` and scheduler autogroup nice {NICE[-1]} for the servers and "
+            "SIPp (`--nice`)."
+            if NICE
+            else "default (no `--nice`)."
+        ),
         f"- Rate search: {s.step_seconds:.0f} s per step, start {s.publish_start}/s (PUBLISH) and "
         f"{s.cycle_start}/s (cycles), x{s.factor} until a step fails, then {s.refine_steps} "
         "bisection steps. A step passes with failed-or-unfinished calls <= 0.1 %, "

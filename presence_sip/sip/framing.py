@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import re
+from typing import NoReturn
 
 from .errors import SipParseError
 
-_CONTENT_LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)$", re.IGNORECASE | re.MULTILINE)
+# RFC 3261 §20.14 / §7.3.3: "Content-Length" or its compact form "l", any case, LWS before ':'.
+_CONTENT_LENGTH = re.compile(
+    rb"^(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?$", re.IGNORECASE | re.MULTILINE
+)
 
 
 class StreamBuffer:
@@ -27,6 +31,7 @@ class StreamBuffer:
         self.pings = 0
 
     def feed(self, data: bytes) -> None:
+        """Append received bytes (ignored once the buffer is in error)."""
         if self._error is None:
             self._buf += data
 
@@ -44,25 +49,31 @@ class StreamBuffer:
         end = buf.find(b"\r\n\r\n")
         if end < 0:
             if len(buf) > self.max_size:
-                self._fail(SipParseError("Message too large", 513))
+                self._fail("Message too large", 513)
             return None
-        head = bytes(buf[:end])
-        lengths = _CONTENT_LENGTH.findall(head.replace(b"\r\n ", b" ").replace(b"\r\n\t", b" "))
-        if len(lengths) != 1:
-            self._fail(SipParseError("Missing Content-Length" if not lengths else "Multiple Content-Length headers"))
-        text = lengths[0].strip()
-        if not text.isdigit():
-            self._fail(SipParseError("Malformed Content-Length"))
-        total = end + 4 + int(text)
+        total = end + 4 + self._content_length(bytes(buf[:end]))
         if total > self.max_size:
-            self._fail(SipParseError("Message too large", 513))
+            self._fail("Message too large", 513)
         if len(buf) < total:
             return None
         message = bytes(buf[:total])
         del buf[:total]
         return message
 
-    def _fail(self, error: SipParseError) -> None:
+    def _content_length(self, head: bytes) -> int:
+        unfolded = head.replace(b"\r\n ", b" ").replace(b"\r\n\t", b" ")
+        lengths = _CONTENT_LENGTH.findall(unfolded)
+        if not lengths:
+            self._fail("Missing Content-Length")  # RFC 3261 §18.3: mandatory on a stream
+        if len(lengths) > 1:
+            self._fail("Multiple Content-Length headers")  # RFC 4475 mcl01
+        text = lengths[0]
+        if not text.isdigit():
+            self._fail("Malformed Content-Length")  # RFC 4475 ncl: never use it as a count
+        return int(text)
+
+    def _fail(self, reason: str, status: int = 400) -> NoReturn:
+        error = SipParseError(reason, status)
         self._error = error
         self._buf.clear()
         raise error

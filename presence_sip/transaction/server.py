@@ -124,15 +124,13 @@ def stamp_via(request: Request, via: Via, source: Peer) -> Via:
 
 
 def _replace_top_via(request: Request, text: str) -> None:
-    headers = Headers()
-    replaced = False
-    for name, value in request.headers:
-        if not replaced and name == "Via":
-            replaced = True
-            rest = grammar.split_commas(value)[1:] if "," in value else []
-            value = ", ".join([text, *rest])
-        headers.add(name, value)
-    request.headers = headers
+    items = list(request.headers)
+    index = next(i for i, (name, _) in enumerate(items) if name == "Via")  # top Via was parsed
+    value = items[index][1]
+    rest = grammar.split_commas(value)[1:] if "," in value else []
+    items[index] = ("Via", ", ".join([text, *rest]))
+    # Names are already canonical: rebuild without re-canonicalising every header.
+    request.headers = Headers._from_canonical(items, [name.lower() for name, _ in items])
     request.invalidate()
 
 

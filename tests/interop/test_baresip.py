@@ -20,8 +20,7 @@ from presence_sip.storage.database import open_network_database
 from presence_sip.storage.sqlite_hss import SqliteSubscriberStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import free_port  # noqa: E402
-from integration.serve_process import ServeProcess  # noqa: E402
+from integration.serve_process import ServeProcess, free_port  # noqa: E402
 from interop.baresip_ctrl import BaresipCtrl, start_baresip, stop_baresip, write_profile  # noqa: E402
 
 DOMAIN = "example.test"

@@ -371,7 +371,7 @@ def test_invalid_requests_and_their_replies(data, status, reason):
         partial = error.partial
         assert isinstance(partial, Request)
         reply = make_response(partial, error.status, error.reason, to_tag="srv1")
-        if "To" in reason or "Via" in reason:
+        if "To" in reason or "Via" in reason or "Call-ID" in reason:
             return  # the reply copies the (bad) header verbatim; nothing more to compare
         cseq = re.search(rb"CSeq: [^\r]*", data)
         assert cseq is not None
@@ -503,40 +503,75 @@ def test_fast_match_implies_general_accepts(name, value):
         _general(name)(value)
 
 
-_VALUE_ALPHABET = st.sampled_from(
-    list("abcz019AZ.-_!%*+`'~ \t;=,:@<>\"\\/[]?&$()#") + ["sip:", "sips:", "tel:", "SIP/2.0/"]
-)
+GOOD = {
+    "Via": "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK1;rport, SIP/2.0/TCP [::1];received=h;ttl=1",
+    "Call-ID": "abc@127.0.0.1",
+    "From": '"A b" <sip:u:pw@h.example.com:5060;lr;x=y>;tag=1;q="v"',
+    "To": "sip:u@h;tag=2",
+    "CSeq": "1 INVITE",
+    "Contact": "<sip:a@b>;expires=5, B <sips:c@[::1]>",
+    "Route": "<sip:p1@h;lr>, <sip:p2@h:5061;lr>",
+    "Record-Route": "<sip:p1@h;lr>",
+    "Path": "<sip:p1@h;lr>",
+    "Max-Forwards": "70",
+    "Expires": "3600",
+    "Min-Expires": "60",
+    "Content-Type": "application/pidf+xml;charset=utf-8",
+    "Event": "presence;id=1",
+    "Subscription-State": "active;expires=60",
+    "SIP-ETag": "dx200xyz",
+    "SIP-If-Match": "dx200xyz",
+    "Date": "Sat, 13 Nov 2010 23:29:00 GMT",
+    "Accept": "application/pidf+xml, multipart/related;type=x",
+    "Retry-After": "120",
+    "Allow": "INVITE, ACK",
+    "Supported": "eventlist",
+    "Require": "100rel",
+    "Proxy-Require": "foo",
+    "Unsupported": "bar",
+    "Allow-Events": "presence, dialog",
+}
+_NOISE = list("azAZ09.-_!%*+`'~ \t;=,:@<>\"\\/[]?&$()#\x00\u00e9") + ["sip:", "SIP/2.0/", "%4", "%41"]
 
 
-@settings(max_examples=3000, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
-@given(name=st.sampled_from(sorted(FAST_CHECKS)), parts=st.lists(_VALUE_ALPHABET, max_size=40))
-@example(name="Via", parts=["SIP/2.0/", "UDP", " ", "h", ";", "ttl", "=", "1"])
-@example(name="To", parts=["<", "sip:", "a", "@", "b", ">", ";", "tag", "=", "x"])
-def test_fast_checks_accept_a_subset_of_the_general_grammar(name, parts):
-    value = "".join(parts).strip(" \t")
+@st.composite
+def _mutated(draw, name: str) -> str:
+    text = GOOD[name]
+    for _ in range(draw(st.integers(0, 3))):
+        i = draw(st.integers(0, len(text)))
+        j = min(len(text), i + draw(st.integers(0, 3)))
+        text = text[:i] + draw(st.sampled_from(["", *_NOISE])) + text[j:]
+    return text.strip(" \t")
+
+
+def test_good_samples_take_the_fast_path():
+    assert set(GOOD) == set(FAST_CHECKS)
+    for name, value in GOOD.items():
+        assert FAST_CHECKS[name](value) is not None, name
+        _general(name)(value)
+
+
+@settings(max_examples=1500, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), name=st.sampled_from(sorted(FAST_CHECKS)))
+def test_fast_checks_accept_a_subset_of_the_general_grammar(data, name):
+    value = data.draw(_mutated(name))
     if FAST_CHECKS[name](value) is not None:
         _general(name)(value)
 
 
-@settings(max_examples=2000, derandomize=True)
-@given(value=st.from_regex(grammar.FAST_SIP_URI, fullmatch=True))
-def test_fast_request_uri_is_a_valid_request_uri(value):
-    data = SUBSCRIBE.replace(b"sip:resource@example.com SIP", value.encode() + b" SIP")
-    message = parse_message(data)
-    assert isinstance(message, Request)
-    validate_message(message)
-
-
-@settings(max_examples=1500, derandomize=True)
-@given(value=st.from_regex(grammar.FAST_VIA_LIST, fullmatch=True).filter(lambda v: "\n" not in v))
-def test_generated_fast_vias_parse_generally(value):
-    CORE_VALIDATORS["Via"](value)
-
-
-@settings(max_examples=1500, derandomize=True)
-@given(value=st.from_regex(grammar.FAST_NAME_ADDR_LIST, fullmatch=True).filter(lambda v: "\n" not in v))
-def test_generated_fast_name_addrs_parse_generally(value):
-    VALIDATORS["Route"](value)
+@settings(max_examples=500, derandomize=True)
+@given(uri=st.sampled_from(["sip:a@b", "sips:u:p@h.example.com:5061;lr;m=x", "sip:[::1]:5"]), data=st.data())
+def test_fast_request_uri_is_a_valid_request_uri(uri, data):
+    for _ in range(data.draw(st.integers(0, 2))):
+        i = data.draw(st.integers(0, len(uri)))
+        uri = uri[:i] + data.draw(st.sampled_from(_NOISE)) + uri[i:]
+    message = SUBSCRIBE.replace(b"sip:resource@example.com SIP", uri.encode() + b" SIP")
+    try:
+        parsed = parse_message(message)
+    except SipParseError:
+        assert grammar.FAST_SIP_URI.fullmatch(uri) is None or " " in uri
+        return
+    validate_message(parsed)
 
 
 # --- Hypothesis: parse(to_bytes(m)) == m --------------------------------------------------------
@@ -602,7 +637,7 @@ def messages(draw) -> Request | Response:
     return Response(code, draw(st.text(alphabet="abc OK", max_size=10)), headers, body)
 
 
-@settings(max_examples=400, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(messages())
 def test_parse_of_serialised_message_is_the_message(message):
     try:
