@@ -375,13 +375,10 @@ class Endpoint:
         if not all(name in headers for name in ("Via", "From", "To", "Call-ID", "CSeq")):
             self._drop(b"", error.reason, source)
             return
-        try:
-            via = partial.top_via
-        except SipParseError:
-            self._drop(b"", error.reason, source)
-            return
+        # The reply goes back where the request came from (the source address on UDP, the same
+        # connection on streams), so even a malformed Via (RFC 4475 badinv01) can be answered.
         response = make_response(partial, error.status, error.reason, to_tag=self._to_tag)
-        self._send_stateless(response, via_peer(via, source))
+        self._send_stateless(response, reply_peer(source))
         self.stats.malformed_answered += 1
         log.info("malformed %s from %s: %d %s", partial.method, source, error.status, error.reason)
 
@@ -405,8 +402,6 @@ class Endpoint:
         log.debug("dropped from %s: %s %r", source, reason, data[:64])
 
 
-def via_peer(via: object, source: Peer) -> Peer:
-    """Where a stateless response goes: the source connection, or RFC 3581 source address on UDP."""
-    if source.reliable:
-        return source
-    return Peer("udp", source.host, source.port)
+def reply_peer(source: Peer) -> Peer:
+    """Where a stateless response goes: the source connection, or (RFC 3581) the source address."""
+    return source if source.reliable else Peer("udp", source.host, source.port)

@@ -142,7 +142,9 @@ class Node:
             if algorithm is None:
                 raise ConfigError(f"unknown digest algorithm {name!r}")
             algorithms.append(algorithm)
-        return DigestAuthenticator(self.config.domain, self._secret(), algorithms=algorithms)
+        return DigestAuthenticator(
+            self.config.domain, self._secret(), algorithms=algorithms, state_since=time.time()
+        )
 
     def _secret(self) -> bytes:
         """Nonce HMAC key shared by the nodes of a network (kept in the database)."""

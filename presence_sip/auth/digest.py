@@ -331,7 +331,11 @@ class DigestAuthenticator:
         allow_no_qop: bool = True,
         id_source: Callable[[], str] | None = None,
         max_tracked_nonces: int = 65536,
+        state_since: float | None = None,
     ) -> None:
+        """``state_since``: when this authenticator's replay memory starts (a process start).
+        Nonces issued before it are answered ``STALE``: their nonce-counts were not kept, so a
+        request captured before a restart cannot be replayed after it."""
         if not secret:
             raise ConfigError("digest authentication needs a non-empty secret")
         if not algorithms:
@@ -353,7 +357,7 @@ class DigestAuthenticator:
         # Compared against when the user is unknown, so both paths cost the same.
         self._dummy_ha1 = {alg: _HASH[alg](secret + b"\0dummy") for alg in DigestAlgorithm}
         self._uses: OrderedDict[bytes, _NonceUse] = OrderedDict()
-        self._evicted_mark = float("-inf")
+        self._evicted_mark = float("-inf") if state_since is None else state_since
         self._challenge_tails = [
             f'", opaque="{self.opaque}", algorithm={alg.value}, qop="auth"'
             for alg in self.algorithms
