@@ -142,7 +142,7 @@ bench: $(STAMP_BENCH) bench-tools
 	$(PYTHON) benchmarks/run.py
 	@if [ -f benchmarks/bench_parser.py ]; then $(PYTHON) benchmarks/bench_parser.py; fi
 
-demo: venv
+demo: install
 	$(VENV)/bin/presence-sip demo
 
 certs: venv

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from presence_sip.sip import parse_message, to_bytes  # noqa: E402
+from presence_sip.sip import parse_message, to_bytes
 
 VECTORS = pathlib.Path(__file__).resolve().parent.parent / "tests" / "vectors" / "sip"
 WORKLOADS = (
@@ -74,8 +74,10 @@ def main() -> int:
     def theirs(data: bytes) -> bytes:
         return bytes(sipmessage.Message.parse(data))
 
-    print("| message | ours parse/s | ours parse+serialize/s | sipmessage parse+serialize/s "
-          "| ratio | ours p+s/s, same bytes | sipmessage p+s/s, same bytes |")
+    print(
+        "| message | ours parse/s | ours parse+serialize/s | sipmessage parse+serialize/s "
+        "| ratio | ours p+s/s, same bytes | sipmessage p+s/s, same bytes |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for label, name in WORKLOADS:
         base = (VECTORS / name).read_bytes()
@@ -86,7 +88,9 @@ def main() -> int:
         same = [base] * args.count
         ours_same = rate(ours, same, args.rounds)
         if sipmessage is None:
-            print(f"| {label} | {parse_rate:,.0f} | {ours_rate:,.0f} | n/a | n/a | {ours_same:,.0f} | n/a |")
+            print(
+                f"| {label} | {parse_rate:,.0f} | {ours_rate:,.0f} | n/a | n/a | {ours_same:,.0f} | n/a |"
+            )
             continue
         theirs_rate = rate(theirs, messages, args.rounds)
         theirs_same = rate(theirs, same, args.rounds)

@@ -264,6 +264,7 @@ class PresenceServer:
         sub.expires_at = now + expires
         heapq.heappush(self._expiry, (sub.expires_at, sub.id))
         self.store.save_subscription(sub.record())
+        sub.last_body = None  # RFC 6665 §4.2.1.2 / RFC 5263: full state after a refresh
         self._apply(sub, Input.REFRESH, now, immediate=True)
 
     def _install(self, sub: Subscription) -> None:

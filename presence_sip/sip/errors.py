@@ -1,7 +1,8 @@
 """Exception tree of presence-sip (STYLE.md section 4).
 
-``SipError`` is the root.  ``RemoteProtocolError`` means the peer sent something bad and carries the
-SIP status and a reason naming the defect, so the layer that catches it can answer with exactly that.
+``SipError`` is the root.  ``RemoteProtocolError`` means the peer sent something bad and carries
+the SIP status and a reason naming the defect, so the layer that catches it can answer with exactly
+that.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 # token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~" )
-TOKEN_CHARS = r"A-Za-z0-9\-.!%*_+`'~"
+TOKEN_CHARS = r"A-Za-z0-9\-.!%*_+`'~"  # noqa: S105 - a character class, not a password
 TOKEN = re.compile(rf"[{TOKEN_CHARS}]+")
 
 # Method = INVITEm / ... / extension-method ; extension-method = token
@@ -18,7 +18,9 @@ METHOD = TOKEN
 # word = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~" /
 #        "(" / ")" / "<" / ">" / ":" / "\" / DQUOTE / "/" / "[" / "]" / "?" / "{" / "}" )
 # callid = word [ "@" word ]
-CALL_ID = re.compile(r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+(?:@[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+)?")
+CALL_ID = re.compile(
+    r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+(?:@[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+)?"
+)
 
 # SIP-Version = "SIP" "/" 1*DIGIT "." 1*DIGIT
 SIP_VERSION = re.compile(r"SIP/(\d+)\.(\d+)", re.IGNORECASE)
@@ -36,9 +38,12 @@ USER = re.compile(rf"(?:[{_UNRESERVED}&=+$,;?/]|{_ESCAPED})+")
 # password = *( unreserved / escaped / "&" / "=" / "+" / "$" / "," )
 PASSWORD = re.compile(rf"(?:[{_UNRESERVED}&=+$,]|{_ESCAPED})*")
 
-# hostname = *( domainlabel "." ) toplabel [ "." ] ; IPv4address ; IPv6reference = "[" IPv6address "]"
+# hostname = *( domainlabel "." ) toplabel [ "." ] ; IPv4address
+# IPv6reference = "[" IPv6address "]"
 # (Hostname kept liberal on label shape; IPv6 per RFC 5118 §4.10 tolerates the 3-colon ABNF bug.)
-HOSTNAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*\.?")
+HOSTNAME = re.compile(
+    r"[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*\.?"
+)
 IPV6_REFERENCE = re.compile(r"\[[0-9A-Fa-f:.]+\]")
 HOST = re.compile(rf"{IPV6_REFERENCE.pattern}|{HOSTNAME.pattern}")
 

@@ -13,7 +13,17 @@ from dataclasses import dataclass
 
 from . import grammar
 from .errors import SipParseError
-from .uri import NameAddr, Params, Uri, Via, get_param, parse_header_params, parse_name_addr, parse_uri, parse_via
+from .uri import (
+    NameAddr,
+    Params,
+    Uri,
+    Via,
+    get_param,
+    parse_header_params,
+    parse_name_addr,
+    parse_uri,
+    parse_via,
+)
 
 # RFC 3261 §7.3.3 compact forms, plus RFC 6665 (o, u), RFC 3515 (r), RFC 3892 (b), RFC 4028 (x),
 # RFC 3841 (a, j, d), RFC 4474 (y, n).
@@ -40,17 +50,68 @@ COMPACT_FORMS: dict[str, str] = {
     "n": "Identity-Info",
 }
 
-_KNOWN_NAMES = (
-    "Accept Accept-Contact Accept-Encoding Accept-Language Alert-Info Allow Allow-Events "
-    "Authentication-Info Authorization Call-ID Call-Info Contact Content-Disposition "
-    "Content-Encoding Content-Language Content-Length Content-Type CSeq Date Error-Info Event "
-    "Expires From Identity Identity-Info In-Reply-To Max-Forwards Min-Expires MIME-Version "
-    "Organization Path Priority Proxy-Authenticate Proxy-Authorization Proxy-Require Reason "
-    "Record-Route Refer-To Referred-By Reject-Contact Reply-To Request-Disposition Require "
-    "Retry-After Route Server Service-Route Session-Expires SIP-ETag SIP-If-Match Subject "
-    "Subscription-State Supported Timestamp To Unsupported User-Agent Via Warning "
-    "WWW-Authenticate"
-).split()
+_KNOWN_NAMES = [
+    "Accept",
+    "Accept-Contact",
+    "Accept-Encoding",
+    "Accept-Language",
+    "Alert-Info",
+    "Allow",
+    "Allow-Events",
+    "Authentication-Info",
+    "Authorization",
+    "Call-ID",
+    "Call-Info",
+    "Contact",
+    "Content-Disposition",
+    "Content-Encoding",
+    "Content-Language",
+    "Content-Length",
+    "Content-Type",
+    "CSeq",
+    "Date",
+    "Error-Info",
+    "Event",
+    "Expires",
+    "From",
+    "Identity",
+    "Identity-Info",
+    "In-Reply-To",
+    "Max-Forwards",
+    "Min-Expires",
+    "MIME-Version",
+    "Organization",
+    "Path",
+    "Priority",
+    "Proxy-Authenticate",
+    "Proxy-Authorization",
+    "Proxy-Require",
+    "Reason",
+    "Record-Route",
+    "Refer-To",
+    "Referred-By",
+    "Reject-Contact",
+    "Reply-To",
+    "Request-Disposition",
+    "Require",
+    "Retry-After",
+    "Route",
+    "Server",
+    "Service-Route",
+    "Session-Expires",
+    "SIP-ETag",
+    "SIP-If-Match",
+    "Subject",
+    "Subscription-State",
+    "Supported",
+    "Timestamp",
+    "To",
+    "Unsupported",
+    "User-Agent",
+    "Via",
+    "Warning",
+    "WWW-Authenticate",
+]
 
 CANONICAL_NAMES: dict[str, str] = {name.lower(): name for name in _KNOWN_NAMES}
 CANONICAL_NAMES.update(COMPACT_FORMS)

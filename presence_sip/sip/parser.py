@@ -3,8 +3,8 @@
 :func:`parse_message` is the one entry point.  It is strict: every header whose grammar the project
 knows is validated, single-valued headers appear once, the mandatory ones are present.  Any input
 either yields a message or raises :class:`SipParseError` carrying the status to answer with and a
-reason naming the defect.  When the start line and header block could be split, the error carries the
-half-parsed message in ``partial`` so a node can still address a 400 to the sender.
+reason naming the defect.  When the start line and header block could be split, the error carries
+the half-parsed message in ``partial`` so a node can still address a 400 to the sender.
 
 Speed without a second grammar: each header line is first tried against one compiled regex that
 accepts a strict subset of the general grammar (:data:`~presence_sip.sip.validate.FAST_CHECKS`).
@@ -186,7 +186,7 @@ def _scan_line(line: str) -> tuple[_Entry, int]:
 
 
 def _name_info(raw_name: str) -> _NameInfo:
-    """Canonical name, lookup key, whether ``raw_name`` is already canonical, fast check, cacheable."""
+    """Canonical name, lookup key, is ``raw_name`` canonical, fast check, cacheable line."""
     name = raw_name.rstrip(" \t")
     if not grammar.TOKEN.fullmatch(name):
         raise SipParseError("Malformed header name")
@@ -225,7 +225,7 @@ def _proven(message: Request | Response) -> bool:
     """Message-level rules on the fast path: False sends the message to ``validate_message``."""
     keys = message.headers._keys
     present = set(keys)
-    if not _MANDATORY_KEYS <= present:
+    if not present >= _MANDATORY_KEYS:
         return False
     if len(present) != len(keys):
         singles = [key for key in keys if key in _SINGLE_KEYS]

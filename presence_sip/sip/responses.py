@@ -30,7 +30,11 @@ def make_response(
         if name in _COPIED:
             out.add(name, value)
         elif name == "To":
-            if to_tag is not None and status > 100 and ";tag=" not in value.replace(" ", "").lower():
+            if (
+                to_tag is not None
+                and status > 100
+                and ";tag=" not in value.replace(" ", "").lower()
+            ):
                 value = f"{value};tag={to_tag}"
             out.add(name, value)
         elif name == "Timestamp" and status == 100:

@@ -49,7 +49,9 @@ def _parse_uri_params(text: str, what: str) -> Params:
     params: list[tuple[str, str | None]] = []
     for item in text.split(";"):
         name, sep, value = item.partition("=")
-        if not grammar.PARAMCHARS.fullmatch(name) or (sep and not grammar.PARAMCHARS.fullmatch(value)):
+        if not grammar.PARAMCHARS.fullmatch(name) or (
+            sep and not grammar.PARAMCHARS.fullmatch(value)
+        ):
             raise SipParseError(f"Malformed {what} parameter")
         params.append((name, value if sep else None))
     return tuple(params)
@@ -98,7 +100,9 @@ class SipUri:
         return f"{self.scheme.lower()}:{user}{self.host.lower()}"
 
     def with_params(self, params: Params) -> SipUri:
-        return SipUri(self.scheme, self.user, self.host, self.port, self.password, params, self.headers)
+        return SipUri(
+            self.scheme, self.user, self.host, self.port, self.password, params, self.headers
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +173,12 @@ def _parse_sip_uri(scheme: str, rest: str) -> SipUri:
         rest, headers = rest[:qmark], rest[qmark + 1 :]
         for item in headers.split("&"):
             hname, eq, hvalue = item.partition("=")
-            if not hname or not eq or not grammar.HNV.fullmatch(hname) or not grammar.HNV.fullmatch(hvalue):
+            if (
+                not hname
+                or not eq
+                or not grammar.HNV.fullmatch(hname)
+                or not grammar.HNV.fullmatch(hvalue)
+            ):
                 raise SipParseError("Malformed URI headers")
     hostport, semi, param_text = rest.partition(";")
     params = _parse_uri_params(param_text, "URI") if semi else ()
@@ -249,7 +258,7 @@ def parse_header_params(text: str, what: str) -> Params:
 
 @dataclass(frozen=True, slots=True)
 class NameAddr:
-    """``name-addr`` or ``addr-spec`` followed by header parameters (From, To, Contact, Route...)."""
+    """``name-addr`` or ``addr-spec`` plus header parameters (From, To, Contact, Route...)."""
 
     uri: Uri
     display_name: str | None = None
@@ -274,7 +283,9 @@ class NameAddr:
 
     def with_param(self, name: str, value: str | None) -> NameAddr:
         kept = tuple(p for p in self.params if p[0].lower() != name.lower())
-        return NameAddr(self.uri, self.display_name, (*kept, (name, value)), self.bracketed or bool(kept))
+        return NameAddr(
+            self.uri, self.display_name, (*kept, (name, value)), self.bracketed or bool(kept)
+        )
 
 
 def parse_name_addr(text: str, what: str) -> NameAddr:
@@ -382,4 +393,6 @@ def parse_via(item: str) -> Via:
             raise SipParseError("Malformed Via")
         if lkey in ("branch", "received", "maddr") and not value:
             raise SipParseError("Malformed Via")
-    return Via(transport.upper(), host, int(port) if port else None, params, f"{name.upper()}/{version}")
+    return Via(
+        transport.upper(), host, int(port) if port else None, params, f"{name.upper()}/{version}"
+    )

@@ -111,7 +111,11 @@ def test_clerr_waits_for_more_data_on_a_stream():
         (load("rfc4475/ncl"), "Malformed Content-Length", 400),
         (load("rfc4475/mcl01"), "Multiple Content-Length headers", 400),
         (load("rfc4475/inv2543"), "Missing Content-Length", 400),
-        (load("sip/subscribe").replace(b"Content-Length: 0", b"Content-Length: 70000"), "Message too large", 513),
+        (
+            load("sip/subscribe").replace(b"Content-Length: 0", b"Content-Length: 70000"),
+            "Message too large",
+            513,
+        ),
         (b"OPTIONS " + b"x" * 70000, "Message too large", 513),
     ],
 )

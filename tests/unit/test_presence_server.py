@@ -808,7 +808,7 @@ def test_winfo_lists_watchers_including_pending_and_follows_changes() -> None:
 def test_partial_notification_full_then_diff() -> None:
     node = Node()
     published(node, PIDF_OPEN)
-    _ok, first = subscribed(node, accept="application/pidf+xml, application/pidf-diff+xml")
+    ok, first = subscribed(node, accept="application/pidf+xml, application/pidf-diff+xml")
     assert first.headers.get("Content-Type") == "application/pidf-diff+xml"
     assert b"pidf-full" in first.body
     state = apply_diff(None, first.body)
@@ -819,6 +819,10 @@ def test_partial_notification_full_then_diff() -> None:
     assert b"pidf-diff" in diff.body
     assert b'version="2"' in diff.body
     assert parse_pidf(apply_diff(state, diff.body)).basic == "closed"
+    out = node.receive(in_dialog(ok, first, expires=600))
+    (full,) = notifies(out)
+    assert b"pidf-full" in full.body  # a refresh brings full state again
+    assert b'version="3"' in full.body
 
 
 def test_partial_publication() -> None:

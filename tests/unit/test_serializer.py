@@ -20,7 +20,9 @@ SUBSCRIBE = load("sip/subscribe")
 
 
 def test_built_request_gets_content_length():
-    request = Request("OPTIONS", "sip:a@127.0.0.1", [("Via", "SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK1")])
+    request = Request(
+        "OPTIONS", "sip:a@127.0.0.1", [("Via", "SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK1")]
+    )
     assert to_bytes(request) == (
         b"OPTIONS sip:a@127.0.0.1 SIP/2.0\r\n"
         b"Via: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK1\r\n"
@@ -97,13 +99,18 @@ def test_body_and_start_line_edits():
     assert to_bytes(message).endswith(b"\r\nContent-Length: 3\r\n\r\nxyz")
     message.body = b""
     message.uri = "sip:other@127.0.0.1"
-    assert to_bytes(message) == SUBSCRIBE.replace(b"sip:resource@example.com", b"sip:other@127.0.0.1", 1)
+    assert to_bytes(message) == SUBSCRIBE.replace(
+        b"sip:resource@example.com", b"sip:other@127.0.0.1", 1
+    )
 
 
 def test_replaced_headers_object_is_serialised():
     message = parse_message(SUBSCRIBE)
     message.headers = Headers([("Call-ID", "x")])
-    assert to_bytes(message) == b"SUBSCRIBE sip:resource@example.com SIP/2.0\r\nCall-ID: x\r\nContent-Length: 0\r\n\r\n"
+    assert (
+        to_bytes(message)
+        == b"SUBSCRIBE sip:resource@example.com SIP/2.0\r\nCall-ID: x\r\nContent-Length: 0\r\n\r\n"
+    )
 
 
 def test_copied_headers_keep_and_then_drop_the_block():

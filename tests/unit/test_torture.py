@@ -22,10 +22,21 @@ from presence_sip.sip import (
     to_bytes,
 )
 
-VALID = (
-    "wsinv intmeth esc01 escnull esc02 lwsdisp longreq dblreq semiuri transports mpart01 "
-    "unreason noreason"
-).split()
+VALID = [
+    "wsinv",
+    "intmeth",
+    "esc01",
+    "escnull",
+    "esc02",
+    "lwsdisp",
+    "longreq",
+    "dblreq",
+    "semiuri",
+    "transports",
+    "mpart01",
+    "unreason",
+    "noreason",
+]
 INVALID = {
     "badinv01": 400,
     "clerr": 400,
@@ -52,10 +63,22 @@ SEMANTIC_REJECTED = {
     "multi01": "Multiple",
     "mcl01": "Multiple Content-Length headers",
 }
-SEMANTIC_PARSED = (
-    "badbranch unkscm novelsc unksm2 bext01 invut regaut01 bcast zeromf cparam01 cparam02 "
-    "regescrt sdp01 inv2543"
-).split()
+SEMANTIC_PARSED = [
+    "badbranch",
+    "unkscm",
+    "novelsc",
+    "unksm2",
+    "bext01",
+    "invut",
+    "regaut01",
+    "bcast",
+    "zeromf",
+    "cparam01",
+    "cparam02",
+    "regescrt",
+    "sdp01",
+    "inv2543",
+]
 
 
 def torture(name: str) -> Request | Response:
@@ -149,7 +172,8 @@ def test_intmeth_wide_range_of_valid_characters():
 def test_intmeth_utf8_param_value_is_kept():
     value = request("intmeth").from_.param("fromParam''~+*_!.-%")
     assert value is not None
-    assert value.startswith('"') and value.endswith('"')
+    assert value.startswith('"')
+    assert value.endswith('"')
     assert value.encode("utf-8") in load("rfc4475/intmeth")
 
 
@@ -165,7 +189,8 @@ def test_esc01_escapes_are_never_unescaped_twice():
     assert uri.user == "cal%6Cer"
     assert uri.params == (("%6C%72", None), ("n%61me", "v%61lue%25%34%31"))
     assert msg.call_id == "esc01.239409asdfakjkn23onasd0-3234"
-    assert msg.content_type is not None and msg.content_type.mime == "application/sdp"
+    assert msg.content_type is not None
+    assert msg.content_type.mime == "application/sdp"
 
 
 def test_escnull_registers_two_distinct_contacts():
@@ -199,11 +224,13 @@ def test_longreq_long_values():
     msg = request("longreq")
     assert msg.method == "INVITE"
     to = msg.to
-    assert to.display_name is not None and "extremeextreme" in to.display_name
+    assert to.display_name is not None
+    assert "extremeextreme" in to.display_name
     uri = sip_uri(to.uri)
     assert uri.port == 6000
     assert len(uri.params) == 3
-    assert msg.from_.tag is not None and len(msg.from_.tag) > 100
+    assert msg.from_.tag is not None
+    assert len(msg.from_.tag) > 100
     assert len(msg.call_id) > 100
     assert len(msg.vias) == 34
     assert msg.vias[-1].received == "192.0.2.5"
@@ -408,7 +435,8 @@ def test_regescrt_keeps_the_escaped_route_in_the_contact_uri():
 def test_sdp01_accept_without_sdp():
     msg = request("sdp01")
     assert msg.headers.values("Accept") == ["text/nobodyKnowsThis"]
-    assert msg.content_type is not None and msg.content_type.mime == "application/sdp"
+    assert msg.content_type is not None
+    assert msg.content_type.mime == "application/sdp"
 
 
 def test_inv2543_rfc2543_syntax():
@@ -511,7 +539,9 @@ def test_rfc5118_sdp_bodies_are_framed():
 
 
 def test_tel_uri_in_to_header():
-    data = load("sip/subscribe").replace(b"To: <sip:resource@example.com>", b"To: <tel:+447700900123>")
+    data = load("sip/subscribe").replace(
+        b"To: <sip:resource@example.com>", b"To: <tel:+447700900123>"
+    )
     msg = parse_message(data)
     assert isinstance(msg.to.uri, TelUri)
     assert msg.to.uri.number == "+447700900123"
