@@ -89,7 +89,8 @@ def main() -> int:
         ours_same = rate(ours, same, args.rounds)
         if sipmessage is None:
             print(
-                f"| {label} | {parse_rate:,.0f} | {ours_rate:,.0f} | n/a | n/a | {ours_same:,.0f} | n/a |"
+                f"| {label} | {parse_rate:,.0f} | {ours_rate:,.0f} | n/a | n/a "
+                f"| {ours_same:,.0f} | n/a |"
             )
             continue
         theirs_rate = rate(theirs, messages, args.rounds)

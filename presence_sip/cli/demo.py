@@ -251,7 +251,8 @@ def _print_softphone_help() -> None:
     for network in (NET_A, NET_B):
         for sub in network.subscribers:
             print(
-                f"  sip:{sub.msisdn}@{network.domain}  password {sub.password}  registrar {network.address}:5060"
+                f"  sip:{sub.msisdn}@{network.domain}  password {sub.password}"
+                f"  registrar {network.address}:5060"
             )
     print("Ctrl-C stops.", flush=True)
 

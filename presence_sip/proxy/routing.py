@@ -7,7 +7,7 @@ A node never asks system DNS: a host is either an IP literal, or a name configur
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from presence_sip.sip.peer import Peer
@@ -58,7 +58,7 @@ def uri_peer(uri: Uri, default_transport: str = "udp") -> Peer | None:
 class RouteTable:
     """Domain -> ordered next hops; ``order`` picks the try order (priority, then weighted)."""
 
-    def __init__(self, records: dict[str, Sequence[NextHop]] | None = None) -> None:
+    def __init__(self, records: Mapping[str, Sequence[NextHop]] | None = None) -> None:
         self._records: dict[str, tuple[NextHop, ...]] = {
             domain.lower(): tuple(hops) for domain, hops in (records or {}).items()
         }

@@ -16,7 +16,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from presence_sip.auth.digest import build_authorization
-from presence_sip.sip import Request, Response, SipParseError, make_response, parse_message, to_bytes
+from presence_sip.sip import (
+    Request,
+    Response,
+    SipParseError,
+    make_response,
+    parse_message,
+    to_bytes,
+)
 
 T1 = 0.5
 T2 = 4.0
@@ -37,7 +44,7 @@ class _Protocol(asyncio.DatagramProtocol):
     def __init__(self, agent: SipAgent) -> None:
         self.agent = agent
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.agent._received(data, addr)
 
 
@@ -84,7 +91,9 @@ class SipAgent:
         return f"<sip:{self.user}@{self.host}:{self.port}>"
 
     def new_dialog(self) -> Dialog:
-        return Dialog(call_id=secrets.token_hex(8) + "@" + self.host, local_tag=secrets.token_hex(4))
+        return Dialog(
+            call_id=secrets.token_hex(8) + "@" + self.host, local_tag=secrets.token_hex(4)
+        )
 
     async def request(
         self,
@@ -101,7 +110,9 @@ class SipAgent:
     ) -> Response:
         """Send a request (a new one, or in ``dialog``) and return its final response."""
         dialog = dialog or self.new_dialog()
-        response = await self._transaction(method, uri, destination, to, dialog, headers, body, timeout)
+        response = await self._transaction(
+            method, uri, destination, to, dialog, headers, body, timeout
+        )
         if response.status in (401, 407) and password is not None:
             challenge_name = "WWW-Authenticate" if response.status == 401 else "Proxy-Authenticate"
             challenge = response.headers.get(challenge_name) or ""
@@ -116,7 +127,14 @@ class SipAgent:
             auth_header = "Authorization" if response.status == 401 else "Proxy-Authorization"
             dialog.cseq += 1
             response = await self._transaction(
-                method, uri, destination, to, dialog, [*headers, (auth_header, credentials)], body, timeout
+                method,
+                uri,
+                destination,
+                to,
+                dialog,
+                [*headers, (auth_header, credentials)],
+                body,
+                timeout,
             )
         if response.status < 300 and dialog.remote_tag is None:
             dialog.remote_tag = response.to.tag

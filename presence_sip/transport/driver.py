@@ -2,8 +2,8 @@
 
 After every input (datagram, framed message, connection event, timer) the driver drains the
 endpoint's ``outbox()``, sends each item, then re-arms ONE ``loop.call_at`` timer from
-``get_timer()``.  ``now`` is ``loop.time()``, or the ``clock`` given (a node passes wall-clock time so
-that stored expiries mean the same after a restart).
+``get_timer()``.  ``now`` is ``loop.time()``, or the ``clock`` given (a node passes wall-clock
+time so that stored expiries mean the same after a restart).
 """
 
 from __future__ import annotations

@@ -20,7 +20,9 @@ _CONTACT_LINE = re.compile(r"^[ >]\s*(Unknown|Online|Offline|Busy|Away)\s+.*<([^
 class BaresipCtrl:
     """A netstring/JSON client of baresip's control socket."""
 
-    def __init__(self, port: int, *, host: str = "127.0.0.1", connect_timeout: float = 10.0) -> None:
+    def __init__(
+        self, port: int, *, host: str = "127.0.0.1", connect_timeout: float = 10.0
+    ) -> None:
         deadline = time.monotonic() + connect_timeout
         while True:
             try:

@@ -20,8 +20,8 @@ from presence_sip.storage.database import open_network_database
 from presence_sip.storage.sqlite_hss import SqliteSubscriberStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from integration.serve_process import ServeProcess, free_port  # noqa: E402
-from interop.baresip_ctrl import BaresipCtrl, start_baresip, stop_baresip, write_profile  # noqa: E402
+from integration.serve_process import ServeProcess, free_port
+from interop.baresip_ctrl import BaresipCtrl, start_baresip, stop_baresip, write_profile
 
 DOMAIN = "example.test"
 BOB = ("+447700900123", "bob-secret")
@@ -39,7 +39,11 @@ def node(tmp_path: Path) -> Iterator[ServeProcess]:
     hss.set_rule(BOB[0], f"sip:{WATCHER[0]}@{DOMAIN}", "allow")
     conn.close()
     with ServeProcess(
-        data, domain=DOMAIN, auth="digest", log_dir=tmp_path, extra_args=["--digest-algorithms", "MD5"]
+        data,
+        domain=DOMAIN,
+        auth="digest",
+        log_dir=tmp_path,
+        extra_args=["--digest-algorithms", "MD5"],
     ) as serve:
         yield serve
 
@@ -57,8 +61,12 @@ def _pidf(basic: str, extra: str = "") -> bytes:
 
 async def _register(agent: SipAgent, port: int) -> int:
     response = await agent.request(
-        "REGISTER", f"sip:{DOMAIN}", ("127.0.0.1", port), to=agent.aor,
-        headers=[("Expires", "600")], password=BOB[1],
+        "REGISTER",
+        f"sip:{DOMAIN}",
+        ("127.0.0.1", port),
+        to=agent.aor,
+        headers=[("Expires", "600")],
+        password=BOB[1],
     )
     return response.status
 
@@ -102,7 +110,9 @@ def test_baresip_watcher_shows_what_the_node_derives_and_publishes(
             async with SipAgent(BOB[0], DOMAIN) as bob:
                 assert await _register(bob, node.port) == 200
                 await asyncio.to_thread(ctrl.wait_status, BOB_URI, "Online")
-                busy = "<dm:person id='p1'><rpid:activities><rpid:busy/></rpid:activities></dm:person>"
+                busy = (
+                    "<dm:person id='p1'><rpid:activities><rpid:busy/></rpid:activities></dm:person>"
+                )
                 etag = await _publish(bob, node.port, _pidf("open", busy), None)
                 await asyncio.to_thread(ctrl.wait_status, BOB_URI, "Busy")
                 await _publish(bob, node.port, _pidf("closed"), etag)  # modify (RFC 3903 §4.4)
@@ -142,8 +152,11 @@ def test_baresip_presentity_registers_and_publishes_to_a_watcher(
                 basic = None
                 while basic != "open" and asyncio.get_running_loop().time() < deadline:
                     response = await watcher.request(
-                        "SUBSCRIBE", BOB_URI, ("127.0.0.1", node.port),
-                        headers=[("Event", "presence"), ("Expires", "0")], password=WATCHER[1],
+                        "SUBSCRIBE",
+                        BOB_URI,
+                        ("127.0.0.1", node.port),
+                        headers=[("Event", "presence"), ("Expires", "0")],
+                        password=WATCHER[1],
                     )
                     assert response.status == 200
                     basic = document_basic((await watcher.next_request()).body)

@@ -46,8 +46,11 @@ def sent(endpoint: Endpoint) -> list[tuple[Request | Response, Peer]]:
 
 
 def answer(forwarded: Request, status: int, reason: str = "OK") -> bytes:
-    headers = "".join(f"{name}: {value}\r\n" for name, value in forwarded.headers if name in (
-        "Via", "From", "Call-ID", "CSeq"))
+    headers = "".join(
+        f"{name}: {value}\r\n"
+        for name, value in forwarded.headers
+        if name in ("Via", "From", "Call-ID", "CSeq")
+    )
     return (
         f"SIP/2.0 {status} {reason}\r\n{headers}"
         f"To: {forwarded.headers.get('To')};tag=ps1\r\n"
@@ -63,7 +66,8 @@ def test_forwards_with_via_record_route_and_relays_the_answer() -> None:
     assert peer == GW1.peer
     assert forwarded.uri == "sip:+447700900123@net-b.test"
     assert forwarded.top_via.host == "127.0.1.2"
-    assert forwarded.top_via.branch is not None and forwarded.top_via.branch.startswith("z9hG4bK")
+    assert forwarded.top_via.branch is not None
+    assert forwarded.top_via.branch.startswith("z9hG4bK")
     assert forwarded.max_forwards == 69
     assert forwarded.headers.get("Record-Route") == "<sip:127.0.1.2:5060;transport=udp;lr>"
     proxy.receive(answer(forwarded, 200), GW1.peer, 0.1)

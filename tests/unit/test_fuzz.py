@@ -16,6 +16,7 @@ from vectors import load, names, wire
 
 from presence_sip.sip import (
     Request,
+    Response,
     SipParseError,
     StreamBuffer,
     make_response,
@@ -69,10 +70,16 @@ def check(data: bytes) -> None:
     try:
         message = parse_message(data)
     except SipParseError as exc:
-        assert isinstance(exc.status, int)
-        assert 400 <= exc.status <= 599
-        assert exc.reason
+        error: SipParseError = exc
+    else:
+        _check_accepted(message)
         return
+    assert isinstance(error.status, int)
+    assert 400 <= error.status <= 599
+    assert error.reason
+
+
+def _check_accepted(message: Request | Response) -> None:
     validate_message(message)
     wire_form = to_bytes(message)
     again = parse_message(wire_form)
@@ -82,7 +89,7 @@ def check(data: bytes) -> None:
 
 
 def mutate(seed: int) -> bytes:
-    """A seed vector with 1-6 random edits (delete, insert, flip, repeat, splice), all from ``seed``.
+    """A seed vector with 1-6 random edits (delete, insert, flip, repeat, splice).
 
     One integer drawn by hypothesis drives a ``random.Random``: cheap per example, reproducible.
     """

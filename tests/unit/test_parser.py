@@ -675,7 +675,8 @@ def messages(draw) -> Request | Response:
     headers = [
         (
             "Via",
-            f"SIP/2.0/{draw(st.sampled_from(['UDP', 'TCP', 'TLS']))} {draw(_host)};branch=z9hG4bK{draw(_token)}",
+            f"SIP/2.0/{draw(st.sampled_from(['UDP', 'TCP', 'TLS']))} {draw(_host)}"
+            f";branch=z9hG4bK{draw(_token)}",
         ),
         ("From", draw(_name_addr(True))),
         ("To", draw(_name_addr(draw(st.booleans())))),
