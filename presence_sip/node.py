@@ -32,6 +32,7 @@ from presence_sip.storage.database import (
     set_setting,
     transaction,
 )
+from presence_sip.storage.group_commit import GroupCommit
 from presence_sip.storage.sqlite_bindings import SqliteBindingStore
 from presence_sip.storage.sqlite_hss import SqliteSubscriberStore
 from presence_sip.transport.driver import Driver
@@ -116,7 +117,11 @@ class Node:
             }
         )
         self.guard = RequestGuard(self._authenticator(), self._ha1)
-        self.registrar = Registrar(SqliteBindingStore(self.conn), policy=config.registrar, now=now)
+        # Issue 8: row changes leave the request path and are committed together (group commit).
+        self.commits = GroupCommit(self.conn)
+        self.registrar = Registrar(
+            SqliteBindingStore(self.conn, self.commits), policy=config.registrar, now=now
+        )
         self.presence: object | None = None
         if "registrar" in config.roles:
             role = RegistrarRole(self.registrar, self.guard, self.hss, self.domains)
@@ -124,6 +129,7 @@ class Node:
             self.endpoint.add_role(self.registrar)
         if "presence" in config.roles:
             self._add_presence(now)
+        self.endpoint.add_role(self.commits)  # last: commits what the other timers changed
         server_ssl, client_ssl = _ssl_contexts(config.tls)
         self.driver = Driver(
             self.endpoint,
@@ -160,10 +166,11 @@ class Node:
 
     def _add_presence(self, now: float) -> None:
         from presence_sip.presence.role import PresenceRole
+        from presence_sip.storage.sqlite_presence import SqlitePresenceStore
 
         role = PresenceRole(
             endpoint=self.endpoint,
-            conn=self.conn,
+            store=SqlitePresenceStore(self.conn, self.commits),
             hss=self.hss,
             registrar=self.registrar,
             guard=self.guard,
@@ -200,10 +207,17 @@ class Node:
 
     async def stop(self) -> None:
         await self.driver.stop()
+        self.close()
+
+    def close(self) -> None:
+        """Write what the stores still hold back (group commit) and close the database."""
         close = getattr(self.presence, "close", None)
         if close is not None:
             close()
-        self.conn.close()
+        try:
+            self.commits.close()
+        finally:
+            self.conn.close()
 
     async def serve_forever(self) -> None:
         """Run until SIGINT/SIGTERM (one signal is enough), then stop cleanly."""

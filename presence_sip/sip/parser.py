@@ -104,7 +104,7 @@ def parse_message(
     except SipParseError as exc:
         raise ParseFailure(exc.reason, exc.status, message) from None
     if not flags and not folded and end >= 0 and length >= 0:
-        headers._raw = data[start + len(lines[0].encode()) : end + 4]
+        headers._raw = data[data.find(b"\r\n", start) : end + 4]
         headers._raw_length = length
     return message
 
@@ -148,19 +148,17 @@ def _check_version(version: str) -> None:
 
 
 def _header_block(lines: list[str]) -> tuple[Headers, int]:
-    items: list[tuple[str, str]] = []
-    keys: list[str] = []
-    add_item = items.append
-    add_key = keys.append
-    cached = _LINE_CACHE.get
+    fields = lines[1:]
+    entries = list(map(_LINE_CACHE.get, fields))  # one C loop; misses come back as None
     flags = 0
-    for line in lines[1:]:
-        entry = cached(line)
-        if entry is None:
-            entry, status = _scan_line(line)
-            flags |= status
-        add_item(entry[0])
-        add_key(entry[1])
+    if None in entries:
+        for i, entry in enumerate(entries):
+            if entry is None:
+                entries[i], status = _scan_line(fields[i])
+                flags |= status
+    found: list[_Entry] = entries  # type: ignore[assignment]  # no None is left
+    items = [entry[0] for entry in found]
+    keys = [entry[1] for entry in found]
     return Headers._from_canonical(items, keys), flags
 
 

@@ -7,6 +7,7 @@ import sqlite3
 
 from presence_sip.registrar.bindings import Binding
 from presence_sip.storage.database import map_errors, migrate, register_migrations, transaction
+from presence_sip.storage.group_commit import GroupCommit
 
 COMPONENT = "registrar"
 
@@ -43,14 +44,29 @@ _UPSERT = (
 )
 
 
-class SqliteBindingStore:
-    """Bindings in the network's ``presence.sqlite`` (table ``bindings``)."""
+_DELETE = "DELETE FROM bindings WHERE aor = ? AND contact = ?"
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+
+class SqliteBindingStore:
+    """Bindings in the network's ``presence.sqlite`` (table ``bindings``).
+
+    Without ``group`` each REGISTER's changes are one transaction (write-through); with a
+    :class:`~presence_sip.storage.group_commit.GroupCommit` they are coalesced per
+    (AOR, contact) and written by the group's next commit (durability window: see there).
+    """
+
+    def __init__(self, conn: sqlite3.Connection, group: GroupCommit | None = None) -> None:
         self.conn = conn
+        self.group = group
         migrate(conn, COMPONENT)
+        self._pending: dict[tuple[str, str], Binding | None] = {}
+        """Pending rows by (aor, contact): the binding to write, or None to delete."""
+        if group is not None:
+            group.register(self)
 
     def load_bindings(self) -> list[Binding]:
+        if self.group is not None:
+            self.group.flush()
         with map_errors("cannot load bindings"):
             rows = self.conn.execute(_SELECT).fetchall()
         return [
@@ -59,32 +75,38 @@ class SqliteBindingStore:
         ]
 
     def save_bindings(self, aor: str, upserts: list[Binding], removed_contacts: list[str]) -> None:
-        with transaction(self.conn) as conn:
-            conn.executemany(
-                "DELETE FROM bindings WHERE aor = ? AND contact = ?",
-                [(aor, contact) for contact in removed_contacts],
-            )
-            conn.executemany(
-                _UPSERT,
-                [
-                    (
-                        b.aor,
-                        b.contact,
-                        b.params,
-                        b.expires_at,
-                        b.q,
-                        b.call_id,
-                        b.cseq,
-                        json.dumps(list(b.path)),
-                        b.source,
-                        b.user_agent,
-                    )
-                    for b in upserts
-                ],
-            )
+        if self.group is None:
+            with transaction(self.conn) as conn:
+                conn.executemany(_DELETE, [(aor, contact) for contact in removed_contacts])
+                conn.executemany(_UPSERT, [_row(b) for b in upserts])
+            return
+        for contact in removed_contacts:
+            self._pending[(aor, contact)] = None
+        for binding in upserts:
+            self._pending[(aor, binding.contact)] = binding
+        self.group.mark()
 
     def delete_expired(self, aor: str, contacts: list[str]) -> None:
-        with transaction(self.conn) as conn:
-            conn.executemany(
-                "DELETE FROM bindings WHERE aor = ? AND contact = ?", [(aor, c) for c in contacts]
-            )
+        if self.group is None:
+            with transaction(self.conn) as conn:
+                conn.executemany(_DELETE, [(aor, c) for c in contacts])
+            return
+        for contact in contacts:
+            self._pending[(aor, contact)] = None
+        self.group.mark()
+
+    def write_pending(self, conn: sqlite3.Connection) -> None:
+        """Execute the pending changes (called by the group inside its transaction)."""
+        if self._pending:
+            conn.executemany(_DELETE, [key for key, b in self._pending.items() if b is None])
+            conn.executemany(_UPSERT, [_row(b) for b in self._pending.values() if b is not None])
+
+    def clear_pending(self) -> None:
+        self._pending.clear()
+
+
+def _row(b: Binding) -> tuple[object, ...]:
+    return (
+        b.aor, b.contact, b.params, b.expires_at, b.q, b.call_id, b.cseq,
+        json.dumps(list(b.path)), b.source, b.user_agent,
+    )

@@ -5,16 +5,22 @@ Tables ``presence_publications`` and ``presence_subscriptions`` live in the netw
 NOTIFY CSeq of a subscription is written in blocks (``cseq_reserved``), so a restarted node
 continues above every CSeq it may have sent. Loading deletes expired rows in SQL first and never
 reads them.
+
+A node writes through a :class:`~presence_sip.storage.group_commit.GroupCommit` (issue 8):
+changes are coalesced per row and committed together at most every 30 ms, off the request
+path; a clean stop flushes them, a crash may lose that last window (see ``group_commit``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 
 from presence_sip.presence.publications import PublicationRecord
 from presence_sip.presence.subscriptions import SubscriptionRecord
 from presence_sip.storage.database import map_errors, migrate, register_migrations, transaction
+from presence_sip.storage.group_commit import GroupCommit
 
 __all__ = ["COMPONENT", "Connection", "SqlitePresenceStore"]
 
@@ -78,15 +84,30 @@ _SUB_SELECT = "SELECT " + _SUB_COLUMNS + " FROM presence_subscriptions"  # noqa:
 
 
 class SqlitePresenceStore:
-    """Publications and subscriptions in the network database (both store Protocols)."""
+    """Publications and subscriptions in the network database (both store Protocols).
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    Without ``group`` every change is its own transaction (write-through).  With a
+    :class:`~presence_sip.storage.group_commit.GroupCommit` changes are coalesced per row in
+    memory and written by the group's next commit (see that module for the durability window).
+    """
+
+    def __init__(self, conn: sqlite3.Connection, group: GroupCommit | None = None) -> None:
         self.conn = conn
+        self.group = group
         migrate(conn, COMPONENT)
+        self._publications: dict[str, PublicationRecord | None] = {}
+        """Pending rows by entity-tag: the record to write, or None to delete."""
+        self._subscriptions: dict[str, SubscriptionRecord | None] = {}
+        """Pending rows by subscription id: the record to write, or None to delete."""
+        self._cseqs: dict[str, int] = {}
+        """Pending CSeq blocks of subscriptions whose row is not pending itself."""
+        if group is not None:
+            group.register(self)
 
     # --- publications -------------------------------------------------------------------------
 
     def load_publications(self, now: float) -> list[PublicationRecord]:
+        self._flush()
         with transaction(self.conn) as conn:
             conn.execute("DELETE FROM presence_publications WHERE expires_at <= ?", (now,))
             rows = conn.execute(
@@ -96,58 +117,120 @@ class SqlitePresenceStore:
         return [PublicationRecord(r[0], r[1], r[2], bytes(r[3]), r[4]) for r in rows]
 
     def save_publication(self, record: PublicationRecord, replaces: str | None) -> None:
-        with transaction(self.conn) as conn:
-            if replaces is not None:
-                conn.execute("DELETE FROM presence_publications WHERE etag = ?", (replaces,))
-            conn.execute(
-                "INSERT OR REPLACE INTO presence_publications (etag, presentity, expires_at, body,"
-                " seq) VALUES (?, ?, ?, ?, ?)",
-                (record.etag, record.presentity, record.expires_at, record.body, record.seq),
-            )
+        if self.group is None:
+            with transaction(self.conn) as conn:
+                if replaces is not None:
+                    conn.execute(_PUB_DELETE, (replaces,))
+                conn.execute(_PUB_INSERT, _publication_row(record))
+            return
+        if replaces is not None:
+            self._publications[replaces] = None
+        self._publications[record.etag] = record
+        self.group.mark()
 
     def delete_publication(self, etag: str) -> None:
-        with transaction(self.conn) as conn:
-            conn.execute("DELETE FROM presence_publications WHERE etag = ?", (etag,))
+        if self.group is None:
+            with transaction(self.conn) as conn:
+                conn.execute(_PUB_DELETE, (etag,))
+            return
+        self._publications[etag] = None
+        self.group.mark()
 
     # --- subscriptions ------------------------------------------------------------------------
 
     def load_subscriptions(self, now: float) -> list[SubscriptionRecord]:
+        self._flush()
         with transaction(self.conn) as conn:
             conn.execute("DELETE FROM presence_subscriptions WHERE expires_at <= ?", (now,))
             rows = conn.execute(_SUB_SELECT).fetchall()
         return [_subscription(row) for row in rows]
 
     def save_subscription(self, record: SubscriptionRecord) -> None:
-        r = record
-        with transaction(self.conn) as conn:
-            conn.execute(
-                _SUB_INSERT,
-                (
-                    r.id, r.presentity, r.entity, r.event, r.watcher, r.call_id, r.remote_tag,
-                    r.local_uri, r.remote_uri, r.remote_target, json.dumps(list(r.route_set)),
-                    r.local_contact, r.source, r.remote_cseq, r.cseq_reserved, r.expires_at,
-                    r.created_at, r.state, int(r.polite), int(r.accept_diff), r.event_id,
-                    r.display_name,
-                ),
-            )
+        if self.group is None:
+            with transaction(self.conn) as conn:
+                conn.execute(_SUB_INSERT, _subscription_row(record))
+            return
+        self._subscriptions[record.id] = record
+        self._cseqs.pop(record.id, None)
+        self.group.mark()
 
     def save_cseq(self, subscription_id: str, cseq_reserved: int) -> None:
-        with transaction(self.conn) as conn:
-            conn.execute(
-                "UPDATE presence_subscriptions SET cseq_reserved = ? WHERE id = ?",
-                (cseq_reserved, subscription_id),
-            )
+        if self.group is None:
+            with transaction(self.conn) as conn:
+                conn.execute(_SUB_CSEQ, (cseq_reserved, subscription_id))
+            return
+        if subscription_id in self._subscriptions:
+            pending = self._subscriptions[subscription_id]
+            if pending is not None:  # the row is written anyway: with the new block
+                self._subscriptions[subscription_id] = dataclasses.replace(
+                    pending, cseq_reserved=cseq_reserved
+                )
+            return
+        self._cseqs[subscription_id] = cseq_reserved
+        self.group.mark()
 
     def delete_subscription(self, subscription_id: str) -> None:
-        with transaction(self.conn) as conn:
-            conn.execute("DELETE FROM presence_subscriptions WHERE id = ?", (subscription_id,))
+        if self.group is None:
+            with transaction(self.conn) as conn:
+                conn.execute(_SUB_DELETE, (subscription_id,))
+            return
+        self._subscriptions[subscription_id] = None
+        self._cseqs.pop(subscription_id, None)
+        self.group.mark()
 
     def counts(self) -> tuple[int, int]:
-        """(publications, subscriptions) rows, for operators and tests."""
+        """(publications, subscriptions) rows, for operators and tests (pending ones written)."""
+        self._flush()
         with map_errors("cannot count presence rows"):
             pubs = self.conn.execute("SELECT count(*) FROM presence_publications").fetchone()[0]
             subs = self.conn.execute("SELECT count(*) FROM presence_subscriptions").fetchone()[0]
         return int(pubs), int(subs)
+
+    # --- group commit -------------------------------------------------------------------------
+
+    def write_pending(self, conn: sqlite3.Connection) -> None:
+        """Execute the pending changes (called by the group inside its transaction)."""
+        pubs = self._publications
+        if pubs:
+            conn.executemany(_PUB_DELETE, [(k,) for k, r in pubs.items() if r is None])
+            conn.executemany(_PUB_INSERT, [_publication_row(r) for r in pubs.values() if r])
+        subs = self._subscriptions
+        if subs:
+            conn.executemany(_SUB_DELETE, [(k,) for k, r in subs.items() if r is None])
+            conn.executemany(_SUB_INSERT, [_subscription_row(r) for r in subs.values() if r])
+        if self._cseqs:
+            conn.executemany(_SUB_CSEQ, [(c, k) for k, c in self._cseqs.items()])
+
+    def clear_pending(self) -> None:
+        self._publications.clear()
+        self._subscriptions.clear()
+        self._cseqs.clear()
+
+    def _flush(self) -> None:
+        if self.group is not None:
+            self.group.flush()
+
+
+_PUB_DELETE = "DELETE FROM presence_publications WHERE etag = ?"
+_PUB_INSERT = (
+    "INSERT OR REPLACE INTO presence_publications (etag, presentity, expires_at, body, seq)"
+    " VALUES (?, ?, ?, ?, ?)"
+)
+_SUB_DELETE = "DELETE FROM presence_subscriptions WHERE id = ?"
+_SUB_CSEQ = "UPDATE presence_subscriptions SET cseq_reserved = ? WHERE id = ?"
+
+
+def _publication_row(r: PublicationRecord) -> tuple[object, ...]:
+    return (r.etag, r.presentity, r.expires_at, r.body, r.seq)
+
+
+def _subscription_row(r: SubscriptionRecord) -> tuple[object, ...]:
+    return (
+        r.id, r.presentity, r.entity, r.event, r.watcher, r.call_id, r.remote_tag, r.local_uri,
+        r.remote_uri, r.remote_target, json.dumps(list(r.route_set)), r.local_contact, r.source,
+        r.remote_cseq, r.cseq_reserved, r.expires_at, r.created_at, r.state, int(r.polite),
+        int(r.accept_diff), r.event_id, r.display_name,
+    )
 
 
 def _subscription(row: tuple[object, ...]) -> SubscriptionRecord:

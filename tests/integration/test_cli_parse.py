@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from vectors import ROOT, load
 
@@ -28,11 +29,11 @@ def run(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
     )
 
 
-def records(result: subprocess.CompletedProcess[bytes]) -> list[dict]:
+def records(result: subprocess.CompletedProcess[bytes]) -> list[dict[str, Any]]:
     return [json.loads(line) for line in result.stdout.decode("utf-8").splitlines()]
 
 
-def test_torture_set_one_line_per_file_exit_1():
+def test_torture_set_one_line_per_file_exit_1() -> None:
     result = run(*map(str, RFC4475))
     assert result.returncode == 1
     assert result.stderr == b""
@@ -61,7 +62,7 @@ def test_torture_set_one_line_per_file_exit_1():
     assert by_name["mpart01"]["body_length"] == 553
 
 
-def test_all_valid_exit_0_and_stdin():
+def test_all_valid_exit_0_and_stdin() -> None:
     valid = [str(p) for p in RFC4475 if p.stem not in REJECTED]
     result = run(*valid)
     assert result.returncode == 0
@@ -77,7 +78,7 @@ def test_all_valid_exit_0_and_stdin():
     assert records(implicit)[0]["error"]["status"] == 505
 
 
-def test_missing_file_is_a_usage_error(tmp_path):
+def test_missing_file_is_a_usage_error(tmp_path: Path) -> None:
     result = run(str(RFC4475[0]), str(tmp_path / "missing.sip"))
     assert result.returncode == 2
     assert result.stdout == b""
@@ -90,7 +91,7 @@ def test_missing_file_is_a_usage_error(tmp_path):
     assert directory.stderr.decode().count("\n") == 1
 
 
-def test_thousands_of_files_in_one_call(tmp_path):
+def test_thousands_of_files_in_one_call(tmp_path: Path) -> None:
     data = load("sip/subscribe")
     paths = []
     for i in range(3000):

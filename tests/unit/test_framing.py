@@ -32,7 +32,7 @@ def _all_vectors() -> list[tuple[str, bytes]]:
 FRAMEABLE = [(n, d, f) for n, d in _all_vectors() if (f := _framed(d)) is not None]
 
 
-def test_most_vectors_are_frameable():
+def test_most_vectors_are_frameable() -> None:
     assert len(FRAMEABLE) >= 50
     assert "rfc4475/mpart01" in [n for n, _, _ in FRAMEABLE]
 
@@ -45,7 +45,7 @@ def _drain(buffer: StreamBuffer) -> list[bytes]:
 
 
 @pytest.mark.parametrize(("name", "data", "framed"), FRAMEABLE, ids=[n for n, _, _ in FRAMEABLE])
-def test_vector_fed_whole(name, data, framed):
+def test_vector_fed_whole(name: str, data: bytes, framed: bytes) -> None:
     buffer = StreamBuffer()
     buffer.feed(framed)
     assert _drain(buffer) == [framed]
@@ -53,7 +53,7 @@ def test_vector_fed_whole(name, data, framed):
 
 
 @pytest.mark.parametrize(("name", "data", "framed"), FRAMEABLE, ids=[n for n, _, _ in FRAMEABLE])
-def test_vector_fed_byte_by_byte(name, data, framed):
+def test_vector_fed_byte_by_byte(name: str, data: bytes, framed: bytes) -> None:
     buffer = StreamBuffer()
     out = []
     for i in range(len(framed)):
@@ -65,7 +65,7 @@ def test_vector_fed_byte_by_byte(name, data, framed):
 
 
 @pytest.mark.parametrize(("name", "data", "framed"), FRAMEABLE, ids=[n for n, _, _ in FRAMEABLE])
-def test_vector_with_trailing_bytes(name, data, framed):
+def test_vector_with_trailing_bytes(name: str, data: bytes, framed: bytes) -> None:
     trailing = b"\r\n\r\nOPTIONS sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1\r\n"
     buffer = StreamBuffer()
     buffer.feed(framed + trailing)
@@ -76,7 +76,7 @@ def test_vector_with_trailing_bytes(name, data, framed):
 
 
 @pytest.mark.parametrize(("name", "data", "framed"), FRAMEABLE, ids=[n for n, _, _ in FRAMEABLE])
-def test_stream_and_datagram_parses_agree(name, data, framed):
+def test_stream_and_datagram_parses_agree(name: str, data: bytes, framed: bytes) -> None:
     try:
         expected: object = parse_message(data)
     except SipParseError as exc:
@@ -88,7 +88,7 @@ def test_stream_and_datagram_parses_agree(name, data, framed):
     assert got == expected
 
 
-def test_two_messages_in_one_segment_and_keepalives():
+def test_two_messages_in_one_segment_and_keepalives() -> None:
     one = load("sip/subscribe")
     two = load("sip/notify")
     buffer = StreamBuffer()
@@ -100,7 +100,7 @@ def test_two_messages_in_one_segment_and_keepalives():
     assert buffer.pings == 3
 
 
-def test_clerr_waits_for_more_data_on_a_stream():
+def test_clerr_waits_for_more_data_on_a_stream() -> None:
     buffer = StreamBuffer()
     buffer.feed(load("rfc4475/clerr"))
     assert buffer.next_message() is None
@@ -120,7 +120,7 @@ def test_clerr_waits_for_more_data_on_a_stream():
         (b"OPTIONS " + b"x" * 70000, "Message too large", 513),
     ],
 )
-def test_framing_errors_are_sticky(data, reason, status):
+def test_framing_errors_are_sticky(data: bytes, reason: str, status: int) -> None:
     buffer = StreamBuffer()
     buffer.feed(data)
     with pytest.raises(SipParseError, match=f"^{reason}$") as info:
@@ -132,7 +132,7 @@ def test_framing_errors_are_sticky(data, reason, status):
         buffer.next_message()
 
 
-def test_size_cap_is_configurable():
+def test_size_cap_is_configurable() -> None:
     buffer = StreamBuffer(max_size=100)
     buffer.feed(load("sip/subscribe"))
     with pytest.raises(SipParseError) as info:
@@ -140,10 +140,11 @@ def test_size_cap_is_configurable():
     assert info.value.status == 513
 
 
-def test_folded_content_length_is_found():
+def test_folded_content_length_is_found() -> None:
     data = load("sip/notify").replace(b"Content-Length: ", b"Content-Length:\r\n ")
     buffer = StreamBuffer()
     buffer.feed(data)
     message = buffer.next_message()
+    assert message is not None
     assert message == data
     assert parse_message(message, datagram=False).body == parse_message(load("sip/notify")).body

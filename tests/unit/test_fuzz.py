@@ -119,13 +119,13 @@ SEED = st.integers(0, 2**64 - 1)
 
 @settings(FUZZ, max_examples=10_000)
 @given(SEED)
-def test_mutated_vectors(seed):
+def test_mutated_vectors(seed: int) -> None:
     check(mutate(seed))
 
 
 @settings(FUZZ, max_examples=3_000)
 @given(st.binary(max_size=300))
-def test_random_bytes(data):
+def test_random_bytes(data: bytes) -> None:
     check(data)
 
 
@@ -138,13 +138,13 @@ def test_random_bytes(data):
         max_size=40,
     )
 )
-def test_sip_like_text(pieces):
+def test_sip_like_text(pieces: list[bytes]) -> None:
     check(b"".join(pieces))
 
 
 @settings(FUZZ, max_examples=3_000)
 @given(SEED)
-def test_stream_segments(seed):
+def test_stream_segments(seed: int) -> None:
     rng = random.Random(seed)
     stream = b"".join(mutate(rng.getrandbits(64)) for _ in range(rng.randint(1, 3)))
     cuts = [rng.randint(1, 64) for _ in range(rng.randint(1, 8))]

@@ -22,7 +22,13 @@ from presence_sip.sip import (
     parser,
     to_bytes,
 )
-from presence_sip.sip.validate import CORE_VALIDATORS, FAST_CHECKS, VALIDATORS, validate_message
+from presence_sip.sip.validate import (
+    CORE_VALIDATORS,
+    FAST_CHECKS,
+    VALIDATORS,
+    Check,
+    validate_message,
+)
 
 SUBSCRIBE = load("sip/subscribe")
 
@@ -100,17 +106,17 @@ CASES: list[tuple[bytes, Request | Response]] = [
 
 
 @pytest.mark.parametrize(("data", "message"), CASES)
-def test_bytes_to_message(data, message):
+def test_bytes_to_message(data: bytes, message: Request | Response) -> None:
     assert parse_message(data) == message
 
 
 @pytest.mark.parametrize(("data", "message"), CASES)
-def test_message_to_bytes(data, message):
+def test_message_to_bytes(data: bytes, message: Request | Response) -> None:
     assert to_bytes(message) == data
 
 
 @pytest.mark.parametrize("name", names("sip"))
-def test_canonical_vectors_round_trip_byte_exact(name):
+def test_canonical_vectors_round_trip_byte_exact(name: str) -> None:
     data = load(name)
     message = parse_message(data)
     assert to_bytes(message) == data
@@ -119,12 +125,12 @@ def test_canonical_vectors_round_trip_byte_exact(name):
 
 
 @pytest.mark.parametrize("name", names("sip"))
-def test_canonical_vectors_stream_framing(name):
+def test_canonical_vectors_stream_framing(name: str) -> None:
     data = load(name)
     assert parse_message(data, datagram=False) == parse_message(data)
 
 
-def test_subscribe_accessors():
+def test_subscribe_accessors() -> None:
     msg = parse_message(SUBSCRIBE)
     assert isinstance(msg, Request)
     assert msg.method == "SUBSCRIBE"
@@ -161,7 +167,7 @@ def test_subscribe_accessors():
     assert repr(msg) == "<Request SUBSCRIBE sip:resource@example.com>"
 
 
-def test_notify_and_publish_accessors():
+def test_notify_and_publish_accessors() -> None:
     notify = parse_message(load("sip/notify"))
     state = notify.subscription_state
     assert state is not None
@@ -178,7 +184,7 @@ def test_notify_and_publish_accessors():
     assert repr(ok) == "<Response 200 OK>"
 
 
-def test_compact_forms_and_case_are_canonicalised():
+def test_compact_forms_and_case_are_canonicalised() -> None:
     data = (
         b"NOTIFY sip:w@127.0.0.1 SIP/2.0\r\n"
         b"v: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bKc\r\n"
@@ -225,7 +231,7 @@ def test_compact_forms_and_case_are_canonicalised():
     assert parse_message(out) == msg
 
 
-def test_folding_and_lws():
+def test_folding_and_lws() -> None:
     data = SUBSCRIBE.replace(b"Event: presence", b"Event:\r\n  presence\r\n\t;id=1")
     msg = parse_message(data)
     assert msg.headers.get("Event") == "presence ;id=1"
@@ -233,7 +239,7 @@ def test_folding_and_lws():
     assert msg.event.id == "1"
 
 
-def test_comma_lists_respect_quotes_and_angles():
+def test_comma_lists_respect_quotes_and_angles() -> None:
     data = SUBSCRIBE.replace(
         b"Contact: <sip:watcher@127.0.0.1:5060;transport=udp>",
         b'Contact: "a, b" <sip:x,y@127.0.0.1>;q=0.5, <sip:z@127.0.0.1>\r\nContact: sip:w@h',
@@ -248,7 +254,7 @@ def test_comma_lists_respect_quotes_and_angles():
     assert msg.contacts[0].param("q") == "0.5"
 
 
-def test_contact_star():
+def test_contact_star() -> None:
     data = load("sip/register").replace(
         b"Contact: <sip:bob@127.0.0.1:5060>\r\nExpires: 7200", b"Contact: *\r\nExpires: 0"
     )
@@ -258,25 +264,25 @@ def test_contact_star():
     assert msg.expires == 0
 
 
-def test_leading_crlf_and_trailing_datagram_bytes():
+def test_leading_crlf_and_trailing_datagram_bytes() -> None:
     msg = parse_message(b"\r\n\r\n" + SUBSCRIBE + b"garbage")
     assert msg == parse_message(SUBSCRIBE)
     assert to_bytes(msg) == SUBSCRIBE
 
 
-def test_missing_content_length_datagram_and_stream():
+def test_missing_content_length_datagram_and_stream() -> None:
     data = SUBSCRIBE.replace(b"Content-Length: 0\r\n", b"") + b"body"
     assert parse_message(data).body == b"body"
     assert parse_message(data, datagram=False).body == b""
 
 
-def test_header_block_without_blank_line():
+def test_header_block_without_blank_line() -> None:
     data = SUBSCRIBE.removesuffix(b"\r\n")
     assert parse_message(data) == parse_message(SUBSCRIBE)
     assert to_bytes(parse_message(data)) == SUBSCRIBE
 
 
-def test_lowercase_sip_version_and_tel_uri():
+def test_lowercase_sip_version_and_tel_uri() -> None:
     data = SUBSCRIBE.replace(b"sip:resource@example.com SIP/2.0", b"tel:+447700900123 sip/2.0")
     msg = parse_message(data)
     assert isinstance(msg, Request)
@@ -285,7 +291,7 @@ def test_lowercase_sip_version_and_tel_uri():
     assert to_bytes(msg).startswith(b"SUBSCRIBE tel:+447700900123 SIP/2.0\r\n")
 
 
-def test_repeated_parse_gives_equal_independent_messages():
+def test_repeated_parse_gives_equal_independent_messages() -> None:
     first = parse_message(SUBSCRIBE)
     second = parse_message(SUBSCRIBE)
     assert first == second
@@ -294,7 +300,7 @@ def test_repeated_parse_gives_equal_independent_messages():
     assert "X-A" not in second.headers
 
 
-def test_line_caches_are_bounded(monkeypatch):
+def test_line_caches_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(parser, "_CACHE_LIMIT", 3)
     for i in range(8):
         parse_message(SUBSCRIBE.replace(b"Expires: 600", b"Expires: %d" % i))
@@ -310,7 +316,7 @@ def test_line_caches_are_bounded(monkeypatch):
 
 def _replace(old: bytes, new: bytes) -> bytes:
     assert old in SUBSCRIBE
-    return SUBSCRIBE.replace(old, new)
+    return bytes(SUBSCRIBE.replace(old, new))
 
 
 REPLY_HEAD = (
@@ -404,7 +410,7 @@ INVALID_REQUESTS = [
 
 
 @pytest.mark.parametrize(("data", "status", "reason"), INVALID_REQUESTS)
-def test_invalid_requests_and_their_replies(data, status, reason):
+def test_invalid_requests_and_their_replies(data: bytes, status: int, reason: str) -> None:
     with pytest.raises(SipParseError) as info:
         parse_message(data)
     error = info.value
@@ -422,7 +428,7 @@ def test_invalid_requests_and_their_replies(data, status, reason):
         assert to_bytes(reply) == b"SIP/2.0 400 " + reason.encode() + b"\r\n" + head
 
 
-def test_unknown_method_with_mismatch_gets_501_and_its_reply():
+def test_unknown_method_with_mismatch_gets_501_and_its_reply() -> None:
     data = _replace(b"SUBSCRIBE sip:", b"FROBNICATE sip:")
     with pytest.raises(ParseFailure) as info:
         parse_message(data)
@@ -462,13 +468,13 @@ def test_unknown_method_with_mismatch_gets_501_and_its_reply():
         (b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\n\r\n", 400, "Missing From"),
     ],
 )
-def test_unanswerable_input(data, status, reason):
+def test_unanswerable_input(data: bytes, status: int, reason: str) -> None:
     with pytest.raises(SipParseError) as info:
         parse_message(data)
     assert (info.value.status, info.value.reason) == (status, reason)
 
 
-def test_max_size_is_configurable():
+def test_max_size_is_configurable() -> None:
     with pytest.raises(SipParseError) as info:
         parse_message(SUBSCRIBE, max_size=100)
     assert info.value.status == 513
@@ -485,21 +491,21 @@ def test_max_size_is_configurable():
         (b"CSeq: 17766 SUBSCRIBE\r\n", b""),
     ],
 )
-def test_missing_mandatory_headers(old, new):
+def test_missing_mandatory_headers(old: bytes, new: bytes) -> None:
     name = old.split(b":")[0].decode()
     with pytest.raises(ParseFailure, match=f"^Missing {name}$"):
         parse_message(SUBSCRIBE.replace(old, new))
 
 
 @pytest.mark.parametrize("name", ["From", "To", "Call-ID", "CSeq", "Max-Forwards", "Event"])
-def test_single_valued_headers_appear_once(name):
+def test_single_valued_headers_appear_once(name: str) -> None:
     line = next(line for line in SUBSCRIBE.split(b"\r\n") if line.startswith(name.encode() + b":"))
     data = SUBSCRIBE.replace(line, line + b"\r\n" + line)
     with pytest.raises(ParseFailure, match=f"^Multiple {name} headers$"):
         parse_message(data)
 
 
-def test_validate_message_on_built_messages():
+def test_validate_message_on_built_messages() -> None:
     message = parse_message(SUBSCRIBE)
     validate_message(message)
     message.headers.set("Max-Forwards", "x")
@@ -511,11 +517,11 @@ def test_validate_message_on_built_messages():
 # --- The fast path proves, the general path decides: they must agree -----------------------------
 
 
-def test_fast_table_covers_exactly_the_validated_headers():
+def test_fast_table_covers_exactly_the_validated_headers() -> None:
     assert set(FAST_CHECKS) == set(VALIDATORS) | set(CORE_VALIDATORS)
 
 
-def _general(name: str):
+def _general(name: str) -> Check:
     return VALIDATORS.get(name) or CORE_VALIDATORS[name]
 
 
@@ -545,7 +551,7 @@ SAMPLES = {
 
 
 @pytest.mark.parametrize(("name", "value"), [(n, v) for n, vs in SAMPLES.items() for v in vs])
-def test_fast_match_implies_general_accepts(name, value):
+def test_fast_match_implies_general_accepts(name: str, value: str) -> None:
     if FAST_CHECKS[name](value) is not None:
         _general(name)(value)
 
@@ -582,7 +588,7 @@ _NOISE = [*list("azAZ09.-_!%*+`'~ \t;=,:@<>\"\\/[]?&$()#\x00é"), "sip:", "SIP/2
 
 
 @st.composite
-def _mutated(draw, name: str) -> str:
+def _mutated(draw: st.DrawFn, name: str) -> str:
     text = GOOD[name]
     for _ in range(draw(st.integers(0, 3))):
         i = draw(st.integers(0, len(text)))
@@ -591,7 +597,7 @@ def _mutated(draw, name: str) -> str:
     return text.strip(" \t")
 
 
-def test_good_samples_take_the_fast_path():
+def test_good_samples_take_the_fast_path() -> None:
     assert set(GOOD) == set(FAST_CHECKS)
     for name, value in GOOD.items():
         assert FAST_CHECKS[name](value) is not None, name
@@ -600,7 +606,7 @@ def test_good_samples_take_the_fast_path():
 
 @settings(max_examples=1500, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), name=st.sampled_from(sorted(FAST_CHECKS)))
-def test_fast_checks_accept_a_subset_of_the_general_grammar(data, name):
+def test_fast_checks_accept_a_subset_of_the_general_grammar(data: st.DataObject, name: str) -> None:
     value = data.draw(_mutated(name))
     if FAST_CHECKS[name](value) is not None:
         _general(name)(value)
@@ -611,7 +617,7 @@ def test_fast_checks_accept_a_subset_of_the_general_grammar(data, name):
     uri=st.sampled_from(["sip:a@b", "sips:u:p@h.example.com:5061;lr;m=x", "sip:[::1]:5"]),
     data=st.data(),
 )
-def test_fast_request_uri_is_a_valid_request_uri(uri, data):
+def test_fast_request_uri_is_a_valid_request_uri(uri: str, data: st.DataObject) -> None:
     for _ in range(data.draw(st.integers(0, 2))):
         i = data.draw(st.integers(0, len(uri)))
         uri = uri[:i] + data.draw(st.sampled_from(_NOISE)) + uri[i:]
@@ -639,7 +645,7 @@ _user = st.text(alphabet="abcxyz0123456789-_.", min_size=1, max_size=10)
 
 
 @st.composite
-def _sip_uri(draw) -> str:
+def _sip_uri(draw: st.DrawFn) -> str:
     user = draw(st.one_of(st.none(), _user))
     port = draw(_port)
     params = draw(st.lists(_token, max_size=2))
@@ -653,11 +659,12 @@ def _sip_uri(draw) -> str:
 
 
 @st.composite
-def _name_addr(draw, tag: bool) -> str:
+def _name_addr(draw: st.DrawFn, tag: bool) -> str:
     display = draw(
         st.one_of(st.just(""), _token.map(lambda t: t + " "), _token.map(lambda t: f'"{t}" '))
     )
     out = f"{display}<{draw(_sip_uri())}>"
+    assert isinstance(out, str)
     if tag:
         out += f";tag={draw(_token)}"
     return out
@@ -670,7 +677,7 @@ _extra_header = st.tuples(
 
 
 @st.composite
-def messages(draw) -> Request | Response:
+def messages(draw: st.DrawFn) -> Request | Response:
     method = draw(st.sampled_from(["SUBSCRIBE", "NOTIFY", "PUBLISH", "REGISTER", "OPTIONS", "FOO"]))
     headers = [
         (
@@ -697,7 +704,7 @@ def messages(draw) -> Request | Response:
 
 @settings(max_examples=200, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(messages())
-def test_parse_of_serialised_message_is_the_message(message):
+def test_parse_of_serialised_message_is_the_message(message: Request | Response) -> None:
     try:
         validate_message(message)
     except SipParseError:
@@ -710,6 +717,6 @@ def test_parse_of_serialised_message_is_the_message(message):
     assert to_bytes(parsed) == data
 
 
-def test_known_methods_skip_the_method_regex():
+def test_known_methods_skip_the_method_regex() -> None:
     assert "SUBSCRIBE" in parser.KNOWN_METHODS
     assert re.fullmatch(grammar.TOKEN, "SUBSCRIBE")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from vectors import load, names
 
@@ -19,7 +21,7 @@ from presence_sip.sip import (
 SUBSCRIBE = load("sip/subscribe")
 
 
-def test_built_request_gets_content_length():
+def test_built_request_gets_content_length() -> None:
     request = Request(
         "OPTIONS", "sip:a@127.0.0.1", [("Via", "SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK1")]
     )
@@ -30,7 +32,7 @@ def test_built_request_gets_content_length():
     )
 
 
-def test_stale_and_duplicate_content_length_are_fixed():
+def test_stale_and_duplicate_content_length_are_fixed() -> None:
     response = Response(
         200,
         "OK",
@@ -46,7 +48,7 @@ def test_stale_and_duplicate_content_length_are_fixed():
     assert b"\r\nContent-Length: 3\r\n" in to_bytes(response)
 
 
-def test_compact_and_odd_spacing_come_out_canonical():
+def test_compact_and_odd_spacing_come_out_canonical() -> None:
     data = (
         b"SIP/2.0 200 OK\r\n"
         b"v:SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK1\r\n"
@@ -61,13 +63,13 @@ def test_compact_and_odd_spacing_come_out_canonical():
     )
 
 
-def test_folded_header_comes_out_on_one_line():
+def test_folded_header_comes_out_on_one_line() -> None:
     data = SUBSCRIBE.replace(b"Event: presence", b"Event: presence\r\n ;id=4")
     assert b"\r\nEvent: presence ;id=4\r\n" in to_bytes(parse_message(data))
 
 
 @pytest.mark.parametrize("name", names("sip"))
-def test_edits_after_parse_are_serialised(name):
+def test_edits_after_parse_are_serialised(name: str) -> None:
     message = parse_message(load(name))
     message.headers.add("X-Added", "1")
     assert to_bytes(message).endswith(b"\r\nX-Added: 1\r\n\r\n" + message.body)
@@ -83,8 +85,9 @@ def test_edits_after_parse_are_serialised(name):
         lambda h: h.add("Route", "<sip:p@127.0.0.1;lr>"),
     ],
 )
-def test_every_header_edit_drops_the_reused_block(edit):
+def test_every_header_edit_drops_the_reused_block(edit: Callable[[Headers], object]) -> None:
     message = parse_message(SUBSCRIBE)
+    assert isinstance(message, Request)
     before = to_bytes(message)
     edit(message.headers)
     after = to_bytes(message)
@@ -92,7 +95,7 @@ def test_every_header_edit_drops_the_reused_block(edit):
     assert after == to_bytes(Request(message.method, message.uri, list(message.headers)))
 
 
-def test_body_and_start_line_edits():
+def test_body_and_start_line_edits() -> None:
     message = parse_message(SUBSCRIBE)
     assert isinstance(message, Request)
     message.body = b"xyz"
@@ -104,7 +107,7 @@ def test_body_and_start_line_edits():
     )
 
 
-def test_replaced_headers_object_is_serialised():
+def test_replaced_headers_object_is_serialised() -> None:
     message = parse_message(SUBSCRIBE)
     message.headers = Headers([("Call-ID", "x")])
     assert (
@@ -113,8 +116,9 @@ def test_replaced_headers_object_is_serialised():
     )
 
 
-def test_copied_headers_keep_and_then_drop_the_block():
+def test_copied_headers_keep_and_then_drop_the_block() -> None:
     message = parse_message(SUBSCRIBE)
+    assert isinstance(message, Request)
     copy = message.headers.copy()
     assert copy == message.headers
     assert to_bytes(Request(message.method, message.uri, copy)) == SUBSCRIBE
@@ -122,7 +126,7 @@ def test_copied_headers_keep_and_then_drop_the_block():
     assert to_bytes(message) == SUBSCRIBE
 
 
-def test_utf8_reason_and_values():
+def test_utf8_reason_and_values() -> None:
     response = Response(480, "Нет", [("Subject", "café")])
     assert to_bytes(response) == (
         "SIP/2.0 480 Нет\r\nSubject: café\r\nContent-Length: 0\r\n\r\n".encode()
@@ -132,7 +136,7 @@ def test_utf8_reason_and_values():
 # --- make_response ------------------------------------------------------------------------------
 
 
-def test_make_response_copies_and_tags():
+def test_make_response_copies_and_tags() -> None:
     request = parse_message(SUBSCRIBE)
     assert isinstance(request, Request)
     reply = make_response(request, 200, to_tag="t1", headers=[("Expires", "600")])
@@ -148,7 +152,7 @@ def test_make_response_copies_and_tags():
     )
 
 
-def test_make_response_keeps_an_existing_to_tag_and_never_tags_100():
+def test_make_response_keeps_an_existing_to_tag_and_never_tags_100() -> None:
     data = load("sip/notify")
     request = parse_message(data)
     assert isinstance(request, Request)
@@ -164,7 +168,7 @@ def test_make_response_keeps_an_existing_to_tag_and_never_tags_100():
     assert "Timestamp" not in ok.headers
 
 
-def test_make_response_body_and_custom_reason():
+def test_make_response_body_and_custom_reason() -> None:
     request = parse_message(SUBSCRIBE)
     assert isinstance(request, Request)
     reply = make_response(request, 489, "Bad Event Package", body=b"x")
@@ -173,7 +177,7 @@ def test_make_response_body_and_custom_reason():
     assert reply.headers.get("To") == "<sip:resource@example.com>"
 
 
-def test_make_response_copies_every_via_in_order():
+def test_make_response_copies_every_via_in_order() -> None:
     data = load("rfc4475/transports")
     request = parse_message(data)
     assert isinstance(request, Request)
@@ -184,7 +188,7 @@ def test_make_response_copies_every_via_in_order():
 # --- status codes -------------------------------------------------------------------------------
 
 
-def test_reason_phrases():
+def test_reason_phrases() -> None:
     assert reason_phrase(StatusCode.BAD_EVENT) == "Bad Event"
     assert reason_phrase(513) == "Message Too Large"
     assert [reason_phrase(c) for c in (183, 299, 399, 499, 599, 699)] == [

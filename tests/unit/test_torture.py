@@ -102,7 +102,7 @@ def sip_uri(value: object) -> SipUri:
     return value
 
 
-def test_the_set_is_complete():
+def test_the_set_is_complete() -> None:
     everything = set(VALID) | set(INVALID) | set(SEMANTIC_REJECTED) | set(SEMANTIC_PARSED)
     assert len(VALID) == 13
     assert len(INVALID) == 19
@@ -114,13 +114,13 @@ def test_the_set_is_complete():
 
 
 @pytest.mark.parametrize("name", VALID)
-def test_valid_messages_parse_and_reserialise(name):
+def test_valid_messages_parse_and_reserialise(name: str) -> None:
     message = torture(name)
     again = parse_message(to_bytes(message))
     assert again == message
 
 
-def test_wsinv_short_tortuous_invite():
+def test_wsinv_short_tortuous_invite() -> None:
     msg = request("wsinv")
     assert msg.method == "INVITE"
     assert msg.uri == "sip:vivekg@chair-dnrc.example.com;unknownparam"
@@ -152,7 +152,7 @@ def test_wsinv_short_tortuous_invite():
     assert len(msg.body) == 150
 
 
-def test_intmeth_wide_range_of_valid_characters():
+def test_intmeth_wide_range_of_valid_characters() -> None:
     msg = request("intmeth")
     assert msg.method == "!interesting-Method0123456789_*+`.%indeed'~"
     assert msg.cseq.method == msg.method
@@ -169,7 +169,7 @@ def test_intmeth_wide_range_of_valid_characters():
     assert msg.body == b""
 
 
-def test_intmeth_utf8_param_value_is_kept():
+def test_intmeth_utf8_param_value_is_kept() -> None:
     value = request("intmeth").from_.param("fromParam''~+*_!.-%")
     assert value is not None
     assert value.startswith('"')
@@ -177,7 +177,7 @@ def test_intmeth_utf8_param_value_is_kept():
     assert value.encode("utf-8") in load("rfc4475/intmeth")
 
 
-def test_esc01_escapes_are_never_unescaped_twice():
+def test_esc01_escapes_are_never_unescaped_twice() -> None:
     msg = request("esc01")
     ruri = sip_uri(msg.request_uri)
     assert ruri.user == "sips%3Auser%40example.com"
@@ -193,7 +193,7 @@ def test_esc01_escapes_are_never_unescaped_twice():
     assert msg.content_type.mime == "application/sdp"
 
 
-def test_escnull_registers_two_distinct_contacts():
+def test_escnull_registers_two_distinct_contacts() -> None:
     msg = request("escnull")
     users = [sip_uri(c.uri).user for c in msg.contacts]
     assert users == ["%00", "%00%00"]
@@ -201,7 +201,7 @@ def test_escnull_registers_two_distinct_contacts():
     assert sip_uri(msg.contacts[0].uri).aor != sip_uri(msg.contacts[1].uri).aor
 
 
-def test_esc02_percent_that_is_not_an_escape():
+def test_esc02_percent_that_is_not_an_escape() -> None:
     msg = request("esc02")
     assert msg.method == "RE%47IST%45R"
     assert msg.method != "REGISTER"
@@ -213,14 +213,14 @@ def test_esc02_percent_that_is_not_an_escape():
     assert msg.headers.get("C%6Fntact") == "<sip:alias2@host2.example.com>"
 
 
-def test_lwsdisp_no_lws_between_display_name_and_angle():
+def test_lwsdisp_no_lws_between_display_name_and_angle() -> None:
     msg = request("lwsdisp")
     assert msg.from_.display_name == "caller"
     assert sip_uri(msg.from_.uri).user == "caller"
     assert msg.from_.tag == "323"
 
 
-def test_longreq_long_values():
+def test_longreq_long_values() -> None:
     msg = request("longreq")
     assert msg.method == "INVITE"
     to = msg.to
@@ -239,7 +239,7 @@ def test_longreq_long_values():
     assert len(msg.body) == 150
 
 
-def test_dblreq_trailing_octets_are_ignored():
+def test_dblreq_trailing_octets_are_ignored() -> None:
     msg = request("dblreq")
     assert msg.method == "REGISTER"
     assert msg.body == b""
@@ -247,7 +247,7 @@ def test_dblreq_trailing_octets_are_ignored():
     assert b"INVITE" not in to_bytes(msg)
 
 
-def test_semiuri_semicolon_in_user_part():
+def test_semiuri_semicolon_in_user_part() -> None:
     msg = request("semiuri")
     ruri = sip_uri(msg.request_uri)
     assert ruri.user == "user;par=u%40example.net"
@@ -263,7 +263,7 @@ def test_semiuri_semicolon_in_user_part():
     ]
 
 
-def test_transports_varied_and_unknown():
+def test_transports_varied_and_unknown() -> None:
     msg = request("transports")
     assert [(v.transport, v.host) for v in msg.vias] == [
         ("UDP", "t1.example.com"),
@@ -275,7 +275,7 @@ def test_transports_varied_and_unknown():
     assert msg.top_via.transport == "UDP"
 
 
-def test_mpart01_binary_body_framed_by_content_length():
+def test_mpart01_binary_body_framed_by_content_length() -> None:
     data = load("rfc4475/mpart01")
     msg = request("mpart01")
     assert msg.method == "MESSAGE"
@@ -288,7 +288,7 @@ def test_mpart01_binary_body_framed_by_content_length():
     assert msg.content_type.params == (("boundary", "7a9cbec02ceef655"),)
 
 
-def test_unreason_utf8_reason_phrase():
+def test_unreason_utf8_reason_phrase() -> None:
     msg = response("unreason")
     assert msg.status == 200
     assert msg.reason.startswith("= 2**3 * 5**2 ")
@@ -297,7 +297,7 @@ def test_unreason_utf8_reason_phrase():
     assert len(msg.body) == 154
 
 
-def test_noreason_empty_reason_phrase():
+def test_noreason_empty_reason_phrase() -> None:
     msg = response("noreason")
     assert msg.status == 100
     assert msg.reason == ""
@@ -308,7 +308,7 @@ def test_noreason_empty_reason_phrase():
 
 
 @pytest.mark.parametrize(("name", "status"), sorted(INVALID.items()))
-def test_invalid_messages_raise_with_the_rfc_status(name, status):
+def test_invalid_messages_raise_with_the_rfc_status(name: str, status: int) -> None:
     with pytest.raises(SipParseError) as info:
         torture(name)
     assert info.value.status == status
@@ -334,7 +334,7 @@ def test_invalid_messages_raise_with_the_rfc_status(name, status):
         ("bigcode", "Invalid status code"),
     ],
 )
-def test_invalid_messages_name_the_defect(name, reason):
+def test_invalid_messages_name_the_defect(name: str, reason: str) -> None:
     with pytest.raises(SipParseError, match=f"^{reason}$".replace("(", r"\(")):
         torture(name)
 
@@ -343,7 +343,7 @@ def test_invalid_messages_name_the_defect(name, reason):
 
 
 @pytest.mark.parametrize(("name", "reason"), sorted(SEMANTIC_REJECTED.items()))
-def test_semantic_messages_rejected(name, reason):
+def test_semantic_messages_rejected(name: str, reason: str) -> None:
     with pytest.raises(SipParseError) as info:
         torture(name)
     assert info.value.status == 400
@@ -351,36 +351,36 @@ def test_semantic_messages_rejected(name, reason):
 
 
 @pytest.mark.parametrize("name", SEMANTIC_PARSED)
-def test_semantic_messages_parse(name):
+def test_semantic_messages_parse(name: str) -> None:
     message = torture(name)
     wire_form = to_bytes(message)
     assert to_bytes(parse_message(wire_form)) == wire_form
 
 
-def test_badbranch_empty_branch_suffix():
+def test_badbranch_empty_branch_suffix() -> None:
     assert request("badbranch").top_via.branch == "z9hG4bK"
 
 
-def test_unkscm_unknown_scheme_is_kept():
+def test_unkscm_unknown_scheme_is_kept() -> None:
     ruri = request("unkscm").request_uri
     assert isinstance(ruri, AbsoluteUri)
     assert (ruri.scheme, ruri.opaque) == ("nobodyKnowsThisScheme", "totallyopaquecontent")
 
 
-def test_novelsc_known_but_atypical_scheme():
+def test_novelsc_known_but_atypical_scheme() -> None:
     ruri = request("novelsc").request_uri
     assert isinstance(ruri, AbsoluteUri)
     assert str(ruri) == "soap.beep://192.0.2.103:3002"
 
 
-def test_unksm2_unknown_schemes_in_headers():
+def test_unksm2_unknown_schemes_in_headers() -> None:
     msg = request("unksm2")
     assert str(msg.to.uri) == "isbn:2983792873"
     assert str(msg.from_.uri) == "http://www.example.com"
     assert str(msg.contacts[0].uri) == "name:John_Smith"
 
 
-def test_bext01_require_and_proxy_require():
+def test_bext01_require_and_proxy_require() -> None:
     msg = request("bext01")
     assert msg.token_list("Require") == ["nothingSupportsThis", "nothingSupportsThisEither"]
     assert msg.token_list("Proxy-Require") == [
@@ -389,28 +389,28 @@ def test_bext01_require_and_proxy_require():
     ]
 
 
-def test_invut_unknown_content_type():
+def test_invut_unknown_content_type() -> None:
     msg = request("invut")
     assert msg.content_type is not None
     assert msg.content_type.mime == "application/unknownformat"
     assert len(msg.body) == 40
 
 
-def test_regaut01_unknown_authorization_scheme_is_opaque():
+def test_regaut01_unknown_authorization_scheme_is_opaque() -> None:
     msg = request("regaut01")
     assert msg.headers.get("Authorization") == "NoOneKnowsThisScheme opaque-data=here"
 
 
-def test_bcast_broadcast_via_is_parsed():
+def test_bcast_broadcast_via_is_parsed() -> None:
     msg = response("bcast")
     assert [v.host for v in msg.vias] == ["192.0.2.198", "255.255.255.255"]
 
 
-def test_zeromf_max_forwards_zero():
+def test_zeromf_max_forwards_zero() -> None:
     assert request("zeromf").max_forwards == 0
 
 
-def test_cparam01_unknownparam_is_a_header_param():
+def test_cparam01_unknownparam_is_a_header_param() -> None:
     [contact] = request("cparam01").contacts
     assert not contact.bracketed
     assert contact.params == (("unknownparam", None),)
@@ -418,28 +418,28 @@ def test_cparam01_unknownparam_is_a_header_param():
     assert sip_uri(contact.uri).user == "+19725552222"
 
 
-def test_cparam02_unknownparam_is_a_uri_param():
+def test_cparam02_unknownparam_is_a_uri_param() -> None:
     [contact] = request("cparam02").contacts
     assert contact.bracketed
     assert contact.params == ()
     assert sip_uri(contact.uri).params == (("unknownparam", None),)
 
 
-def test_regescrt_keeps_the_escaped_route_in_the_contact_uri():
+def test_regescrt_keeps_the_escaped_route_in_the_contact_uri() -> None:
     [contact] = request("regescrt").contacts
     uri = sip_uri(contact.uri)
     assert uri.headers == "Route=%3Csip:sip.example.com%3E"
     assert str(contact) == "<sip:user@example.com?Route=%3Csip:sip.example.com%3E>"
 
 
-def test_sdp01_accept_without_sdp():
+def test_sdp01_accept_without_sdp() -> None:
     msg = request("sdp01")
     assert msg.headers.values("Accept") == ["text/nobodyKnowsThis"]
     assert msg.content_type is not None
     assert msg.content_type.mime == "application/sdp"
 
 
-def test_inv2543_rfc2543_syntax():
+def test_inv2543_rfc2543_syntax() -> None:
     msg = request("inv2543")
     assert msg.top_via.branch is None
     assert msg.from_.tag is None
@@ -457,18 +457,18 @@ def test_inv2543_rfc2543_syntax():
 RFC5118_VALID = [n for n in names("rfc5118") if n != "rfc5118/ipv6-bad"]
 
 
-def test_rfc5118_archive_is_not_wire_ready_as_stored():
+def test_rfc5118_archive_is_not_wire_ready_as_stored() -> None:
     assert b"\r" not in load("rfc5118/ipv6-good")
     assert wire("rfc5118/ipv6-good").count(b"\r\n") == load("rfc5118/ipv6-good").count(b"\n")
 
 
 @pytest.mark.parametrize("name", RFC5118_VALID)
-def test_rfc5118_valid_messages_parse(name):
+def test_rfc5118_valid_messages_parse(name: str) -> None:
     message = parse_message(wire(name))
     assert parse_message(to_bytes(message)) == message
 
 
-def test_rfc5118_ipv6_bad_is_rejected():
+def test_rfc5118_ipv6_bad_is_rejected() -> None:
     with pytest.raises(SipParseError) as info:
         parse_message(wire("rfc5118/ipv6-bad"))
     assert info.value.status == 400
@@ -480,33 +480,33 @@ def ipv6_request(name: str) -> Request:
     return message
 
 
-def test_rfc5118_ipv6_good():
+def test_rfc5118_ipv6_good() -> None:
     msg = ipv6_request("ipv6-good")
     assert sip_uri(msg.request_uri).host == "[2001:db8::10]"
     assert msg.top_via.host == "[2001:db8::9:1]"
 
 
-def test_rfc5118_port_ambiguous_has_no_port():
+def test_rfc5118_port_ambiguous_has_no_port() -> None:
     ruri = sip_uri(ipv6_request("port-ambiguous").request_uri)
     assert ruri.host == "[2001:db8::10:5070]"
     assert ruri.port is None
 
 
-def test_rfc5118_port_unambiguous():
+def test_rfc5118_port_unambiguous() -> None:
     ruri = sip_uri(ipv6_request("port-unambiguous").request_uri)
     assert ruri.host == "[2001:db8::10]"
     assert ruri.port == 5070
 
 
-def test_rfc5118_received_with_brackets():
+def test_rfc5118_received_with_brackets() -> None:
     assert ipv6_request("via-received-param-with-delim").top_via.received == "[2001:db8::9:255]"
 
 
-def test_rfc5118_received_without_brackets():
+def test_rfc5118_received_without_brackets() -> None:
     assert ipv6_request("via-received-param-no-delim").top_via.received == "2001:db8::9:255"
 
 
-def test_rfc5118_ipv4_mapped():
+def test_rfc5118_ipv4_mapped() -> None:
     msg = ipv6_request("ipv4-mapped-ipv6")
     assert msg.top_via.host == "[::ffff:192.0.2.10]"
     assert msg.top_via.port == 19823
@@ -515,7 +515,7 @@ def test_rfc5118_ipv4_mapped():
     assert b"IN IP6 ::ffff:192.0.2.2\r\n" in msg.body
 
 
-def test_rfc5118_multiple_ip_in_header():
+def test_rfc5118_multiple_ip_in_header() -> None:
     msg = ipv6_request("mult-ip-in-header")
     assert [(v.host, v.port, v.received) for v in msg.vias] == [
         ("[2001:db8::9:1]", 6050, None),
@@ -524,21 +524,21 @@ def test_rfc5118_multiple_ip_in_header():
     ]
 
 
-def test_rfc5118_abnf_colons():
+def test_rfc5118_abnf_colons() -> None:
     three = ipv6_request("ipv6-bug-abnf-3-colons")
     two = ipv6_request("ipv6-correct-abnf-2-colons")
     assert sip_uri(three.request_uri).host == "[2001:db8:::192.0.2.1]"
     assert sip_uri(two.request_uri).host == "[2001:db8::192.0.2.1]"
 
 
-def test_rfc5118_sdp_bodies_are_framed():
+def test_rfc5118_sdp_bodies_are_framed() -> None:
     for name in ("ipv6-in-sdp", "mult-ip-in-sdp"):
         msg = ipv6_request(name)
         assert msg.headers.get("Content-Length") == str(len(msg.body))
         assert msg.body.startswith(b"v=0\r\n")
 
 
-def test_tel_uri_in_to_header():
+def test_tel_uri_in_to_header() -> None:
     data = load("sip/subscribe").replace(
         b"To: <sip:resource@example.com>", b"To: <tel:+447700900123>"
     )

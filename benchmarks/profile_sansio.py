@@ -1,0 +1,268 @@
+#!/usr/bin/env python3
+"""Sans-IO micro-benchmarks of the request path: no sockets, no event loop, no SIPp.
+
+Builds the same node as ``presence-sip serve --auth none --default-policy allow`` (SQLite store
+in a temporary directory, registrar + presence roles, proxy router) and feeds its endpoint the
+messages SIPp would send, answering every NOTIFY, on a simulated clock that advances at
+``--rate`` messages per second (timers fire as the driver would fire them, so completed UDP
+server transactions live for Timer J = 32 s of simulated time, as under real load).
+
+Usage::
+
+    .venv/bin/python benchmarks/profile_sansio.py publish [-n 20000] [--rate 4000]
+    .venv/bin/python benchmarks/profile_sansio.py cycle   [-n 5000]  [--profile cprofile]
+    .venv/bin/python benchmarks/profile_sansio.py options [--no-gc]
+
+``--profile cprofile`` prints the top functions (tottime) of the second half of the run;
+``--profile pyinstrument`` prints a call tree (needs ``pip install pyinstrument``).  The
+printed figure is what the sans-IO core sustains on one core, an upper bound for the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import pstats
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from presence_sip.endpoint import Endpoint  # noqa: E402
+from presence_sip.node import Node, NodeConfig  # noqa: E402
+from presence_sip.proxy.forward import LocalIdentity  # noqa: E402
+from presence_sip.proxy.proxy import Proxy  # noqa: E402
+from presence_sip.proxy.routing import RouteTable  # noqa: E402
+from presence_sip.sip.peer import Peer  # noqa: E402
+from presence_sip.transport.listen import ListenSpec  # noqa: E402
+
+DOMAIN = "example.test"
+SERVER = ("127.0.0.1", 15070)
+SIPP = Peer("udp", "127.0.0.1", 16000)
+
+PIDF = (
+    '<?xml version="1.0" encoding="UTF-8"?>\r\n'
+    '<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="sip:{user}@example.test">\r\n'
+    '<tuple id="t{n}"><status><basic>open</basic></status><note>bench</note></tuple>\r\n'
+    "</presence>\r\n"
+)
+
+
+def make_node(data_dir: str) -> Node:
+    """A node as ``serve`` builds it, with the router ``Node.start`` would install."""
+    spec = ListenSpec("udp", *SERVER)
+    node = Node(
+        NodeConfig(
+            domain=DOMAIN, listen=(spec,), data_dir=data_dir, auth="none", default_policy="allow"
+        )
+    )
+    endpoint = node.endpoint
+    endpoint.addresses["udp"] = SERVER
+    identity = LocalIdentity(node.domains, frozenset({SERVER}))
+    endpoint.router = Proxy(endpoint, identity, RouteTable({}), record_route=True)
+    return node
+
+
+def publish(n: int, user: str) -> bytes:
+    body = PIDF.format(user=user, n=n).encode()
+    head = (
+        f"PUBLISH sip:{user}@{DOMAIN} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:16000;branch=z9hG4bK-{n}-1\r\n"
+        f"From: <sip:{user}@{DOMAIN}>;tag=1SIPpTag00{n}\r\n"
+        f"To: <sip:{user}@{DOMAIN}>\r\n"
+        f"Call-ID: {n}-1@127.0.0.1\r\n"
+        "CSeq: 1 PUBLISH\r\nMax-Forwards: 70\r\nEvent: presence\r\nExpires: 3600\r\n"
+        f"Content-Type: application/pidf+xml\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def subscribe(
+    n: int,
+    watcher: str,
+    presentity: str,
+    *,
+    cseq: int = 1,
+    to_tag: str = "",
+    ruri: str = "",
+    expires: int = 3600,
+) -> bytes:
+    tag = f";tag={to_tag}" if to_tag else ""
+    return (
+        f"SUBSCRIBE {ruri or f'sip:{presentity}@{DOMAIN}'} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:16000;branch=z9hG4bK-{n}-{cseq}\r\n"
+        f"From: <sip:{watcher}@{DOMAIN}>;tag=1SIPpTag00{n}\r\n"
+        f"To: <sip:{presentity}@{DOMAIN}>{tag}\r\n"
+        f"Call-ID: {n}-1@127.0.0.1\r\n"
+        f"CSeq: {cseq} SUBSCRIBE\r\n"
+        f"Contact: <sip:{watcher}@127.0.0.1:16000;transport=UDP>\r\n"
+        "Max-Forwards: 70\r\nEvent: presence\r\nAccept: application/pidf+xml\r\n"
+        f"Expires: {expires}\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def options(n: int) -> bytes:
+    return (
+        f"OPTIONS sip:{DOMAIN} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:16000;branch=z9hG4bK-{n}-o\r\n"
+        f"From: <sip:a@{DOMAIN}>;tag=f{n}\r\nTo: <sip:{DOMAIN}>\r\nCall-ID: o{n}@127.0.0.1\r\n"
+        "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def _header(data: bytes, name: bytes) -> bytes:
+    start = data.index(b"\r\n" + name + b": ") + len(name) + 4
+    return data[start : data.index(b"\r\n", start)]
+
+
+def answer_notify(data: bytes) -> bytes:
+    """SIPp's 200 to a NOTIFY (the header values copied as subscribe_cycle.xml does)."""
+    return (
+        b"SIP/2.0 200 OK\r\nVia: "
+        + _header(data, b"Via")
+        + b"\r\nFrom: "
+        + _header(data, b"From")
+        + b"\r\nTo: "
+        + _header(data, b"To")
+        + b"\r\nCall-ID: "
+        + _header(data, b"Call-ID")
+        + b"\r\nCSeq: "
+        + _header(data, b"CSeq")
+        + b"\r\nContact: <sip:w@127.0.0.1:16000;transport=UDP>\r\nContent-Length: 0\r\n\r\n"
+    )
+
+
+class Clock:
+    """Simulated time, advanced per message; fires endpoint timers like the driver does."""
+
+    def __init__(self, endpoint: Endpoint, rate: float) -> None:
+        self.endpoint = endpoint
+        self.now = time.time()
+        self.step = 1.0 / rate
+
+    def tick(self) -> float:
+        self.now += self.step
+        deadline = self.endpoint.get_timer()
+        if deadline is not None and deadline <= self.now:
+            self.endpoint.handle_timer(self.now)
+        return self.now
+
+
+def feed(endpoint: Endpoint, clock: Clock, data: bytes) -> list[tuple[bytes, Peer]]:
+    endpoint.receive(data, SIPP, clock.tick())
+    return endpoint.outbox()
+
+
+def run_publish(endpoint: Endpoint, clock: Clock, n: int) -> Iterator[int]:
+    for i in range(n):
+        out = feed(endpoint, clock, publish(i, f"p{i % 10000}"))
+        assert out and out[0][0].startswith(b"SIP/2.0 200"), out
+        yield 1
+
+
+def run_options(endpoint: Endpoint, clock: Clock, n: int) -> Iterator[int]:
+    for i in range(n):
+        out = feed(endpoint, clock, options(i))
+        assert out and out[0][0].startswith(b"SIP/2.0 200"), out
+        yield 1
+
+
+def run_cycle(endpoint: Endpoint, clock: Clock, n: int) -> Iterator[int]:
+    """subscribe_cycle.xml: 4 transactions, 8 messages per cycle over 1,000 presentities."""
+    for i in range(1000):
+        feed(endpoint, clock, publish(10_000_000 + i, f"c{i}"))
+    for i in range(n):
+        presentity = f"c{i % 1000}"
+        out = feed(endpoint, clock, subscribe(i, f"w{i}", presentity))
+        notify = next(d for d, _ in out if d.startswith(b"NOTIFY"))
+        assert any(d.startswith(b"SIP/2.0 200") for d, _ in out), out
+        feed(endpoint, clock, answer_notify(notify))
+        stag = _header(notify, b"From").split(b"tag=")[1].decode()
+        ruri = _header(notify, b"Contact").strip(b"<>").decode()
+        out = feed(
+            endpoint,
+            clock,
+            subscribe(i, f"w{i}", presentity, cseq=2, to_tag=stag, ruri=ruri, expires=0),
+        )
+        notify = next(d for d, _ in out if d.startswith(b"NOTIFY"))
+        assert b"terminated" in notify, notify
+        feed(endpoint, clock, answer_notify(notify))
+        yield 1
+
+
+SCENARIOS: dict[str, Callable[[Endpoint, Clock, int], Iterator[int]]] = {
+    "publish": run_publish,
+    "cycle": run_cycle,
+    "options": run_options,
+}
+UNITS = {"publish": "PUBLISH/s", "cycle": "cycles/s", "options": "OPTIONS/s"}
+DEFAULT_N = {"publish": 20000, "cycle": 5000, "options": 40000}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("scenario", choices=sorted(SCENARIOS))
+    parser.add_argument("-n", type=int, default=None, help="calls (default per scenario)")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=4000.0,
+        help="simulated messages/s (sets how many transactions stay alive)",
+    )
+    parser.add_argument("--profile", choices=("cprofile", "pyinstrument"), default=None)
+    parser.add_argument("--no-gc", action="store_true", help="gc.disable() for the run")
+    parser.add_argument("--top", type=int, default=35, help="cProfile rows printed")
+    args = parser.parse_args()
+    n = args.n or DEFAULT_N[args.scenario]
+    with tempfile.TemporaryDirectory(prefix="presence-prof-") as data_dir:
+        node = make_node(data_dir)
+        try:
+            if args.no_gc:
+                gc.disable()
+            clock = Clock(node.endpoint, args.rate)
+            calls = SCENARIOS[args.scenario](node.endpoint, clock, n)
+            first, second = _timed_halves(calls, n, args)
+        finally:
+            node.close()
+    unit = UNITS[args.scenario]
+    print(
+        f"{args.scenario}: {n / 2 / first:,.0f} {unit} (first half), "
+        f"{n / 2 / second:,.0f} {unit} (second half); "
+        f"{len(node.endpoint.transactions):,} transactions alive at the end"
+    )
+    return 0
+
+
+def _timed_halves(calls: Iterator[int], n: int, args: argparse.Namespace) -> tuple[float, float]:
+    t0 = time.perf_counter()
+    for _ in range(n // 2):
+        next(calls)
+    first = time.perf_counter() - t0
+    profiler: object = None
+    if args.profile == "cprofile":
+        profiler = cProfile.Profile()
+        profiler.enable()
+    elif args.profile == "pyinstrument":
+        from pyinstrument import Profiler
+
+        profiler = Profiler(interval=0.0005)
+        profiler.start()
+    t0 = time.perf_counter()
+    for _ in calls:
+        pass
+    second = time.perf_counter() - t0
+    if isinstance(profiler, cProfile.Profile):
+        profiler.disable()
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(args.top)
+    elif profiler is not None:
+        profiler.stop()  # type: ignore[attr-defined]
+        print(profiler.output_text(unicode=False, color=False))  # type: ignore[attr-defined]
+    return first, second
+
+
+if __name__ == "__main__":
+    sys.exit(main())
