@@ -91,10 +91,13 @@ def parse_message(
     if folded:  # RFC 3261 §7.3.1: a line starting with SP/HT continues the previous one
         head = _FOLD.sub(" ", head)
     lines = head.split("\r\n")
-    message = _start_line(lines[0])
     if head.count("\r") != len(lines) - 1 or head.count("\n") != len(lines) - 1:
         # RFC 3261 §7.3.1: CR and LF only as CRLF (a bare one would split the line downstream)
         raise SipParseError("Malformed header line")
+    try:
+        message = _start_line(lines[0])
+    except SipParseError as exc:
+        raise _start_line_failure(exc, lines) from None
     headers, flags = _header_block(lines)
     message.headers = headers
     try:
@@ -107,6 +110,23 @@ def parse_message(
         headers._raw = data[data.find(b"\r\n", start) : end + 4]
         headers._raw_length = length
     return message
+
+
+def _start_line_failure(error: SipParseError, lines: list[str]) -> SipParseError:
+    """A bad Request-Line (RFC 4475 badvers, lwsruri, lwsstart, trws) over good headers still
+    deserves its 400/505: return the error carrying a partial request with those headers."""
+    first = lines[0]
+    if first.startswith(("SIP/", "sip/")):
+        return error
+    method = first.split(" ", 1)[0]
+    try:
+        headers, _flags = _header_block(lines)
+    except SipParseError:
+        return error
+    partial = Request._parsed(
+        method if grammar.METHOD.fullmatch(method) else "INVALID", "sip:invalid", headers, b""
+    )
+    return ParseFailure(error.reason, error.status, partial)
 
 
 def _start_line(line: str) -> Request | Response:
