@@ -16,13 +16,15 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from presence_sip.node import Node, NodeConfig
+from presence_sip.node import Node, NodeConfig, TlsSettings
 from presence_sip.presence.pidf import PIDF_CONTENT_TYPE, document_basic
 from presence_sip.runtime.agent import SipAgent
 from presence_sip.sip.errors import ConfigError, StoreError
 from presence_sip.storage.database import open_network_database
 from presence_sip.storage.sqlite_hss import SqliteSubscriberStore
 from presence_sip.transport.listen import ListenSpec
+from presence_sip.transport.pki import DEMO_NODES, load_or_create
+from presence_sip.transport.tls import client_context
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +74,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--data", default="data/demo", help="demo data directory (default data/demo)"
     )
+    parser.add_argument("--certs", default="certs", help="certificate directory (default certs)")
     parser.add_argument(
         "--log-level", default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR")
     )
@@ -82,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=getattr(logging, args.log_level), format="%(levelname)s %(name)s: %(message)s"
     )
-    return asyncio.run(_demo(Path(args.data), once=args.once))
+    return asyncio.run(_demo(Path(args.data), Path(args.certs), once=args.once))
 
 
 def _prepare(network: DemoNetwork, data: Path) -> None:
@@ -101,11 +104,16 @@ def _prepare(network: DemoNetwork, data: Path) -> None:
         conn.close()
 
 
-def _config(network: DemoNetwork, data: Path) -> NodeConfig:
+def _config(network: DemoNetwork, data: Path, certs: Path) -> NodeConfig:
+    """The network's registrar node: UDP/TCP 5060 and TLS 5061 with a certificate of its CA."""
+    spec = next(s for s in DEMO_NODES if s.network == network.domain and s.name == "registrar")
+    files = load_or_create(certs, spec)
     listen = (
         ListenSpec("udp", network.address, 5060),
         ListenSpec("tcp", network.address, 5060),
+        ListenSpec("tls", network.address, 5061),
     )
+    tls = TlsSettings(cert=str(files.chain), key=str(files.key), ca=str(files.ca))
     # MD5 only: baresip 1.0 (the softphone of the walkthrough) answers only an MD5 challenge.
     return NodeConfig(
         name=network.domain,
@@ -113,19 +121,21 @@ def _config(network: DemoNetwork, data: Path) -> NodeConfig:
         listen=listen,
         data_dir=str(data),
         digest_algorithms=("MD5",),
+        tls=tls,
     )
 
 
-async def _demo(data: Path, *, once: bool) -> int:
+async def _demo(data: Path, certs: Path, *, once: bool) -> int:
     nodes: list[Node] = []
     for network in (NET_A, NET_B):
         path = data / network.domain
         _prepare(network, path)
-        nodes.append(Node(_config(network, path)))
+        nodes.append(Node(_config(network, path, certs)))
     for node in nodes:
         await node.start()
     try:
         try:
+            await _tls_check(certs)
             await _flow()
         except (StepFailed, TimeoutError) as exc:
             print(f"FAILED: {exc or 'timed out'}", file=sys.stderr)
@@ -138,6 +148,35 @@ async def _demo(data: Path, *, once: bool) -> int:
     finally:
         for node in nodes:
             await node.stop()
+
+
+async def _tls_check(certs: Path) -> None:
+    """Step 0: net-b answers OPTIONS over TLS with a certificate that chains to its CA."""
+    _step(
+        "0", f"TLS to net-b.test ({NET_B.address}:5061), server certificate checked against its CA"
+    )
+    context = client_context(None, None, certs / NET_B.domain / "ca.pem")
+    request = (
+        f"OPTIONS sip:{NET_B.domain} SIP/2.0\r\n"
+        f"Via: SIP/2.0/TLS 127.0.0.1:5061;branch=z9hG4bK-demo-tls;rport\r\n"
+        "Max-Forwards: 70\r\nFrom: <sip:demo@net-b.test>;tag=demo\r\nTo: <sip:net-b.test>\r\n"
+        "Call-ID: demo-tls@127.0.0.1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    try:
+        async with asyncio.timeout(10):
+            reader, writer = await asyncio.open_connection(
+                NET_B.address, 5061, ssl=context, server_hostname=NET_B.address
+            )
+            writer.write(request)
+            await writer.drain()
+            head = await reader.readuntil(b"\r\n\r\n")
+            writer.close()
+            await writer.wait_closed()
+    except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
+        raise StepFailed(f"TLS OPTIONS to net-b.test: {exc}") from None
+    status = head.split(b"\r\n", 1)[0].decode(errors="replace")
+    _expect(status.startswith("SIP/2.0 200"), f"TLS OPTIONS answered {status}")
+    _step("0", f"TLS OPTIONS: {status}")
 
 
 def _step(number: str, text: str) -> None:
@@ -195,6 +234,7 @@ async def _flow() -> None:
             password=B.password,
         )
         _expect(response.status == 200, f"PUBLISH answered {response.status}")
+        etag = response.sip_etag or ""
         notify = await watcher.next_request()
         status = document_basic(notify.body)
         _step("4", f"watcher sees B: {status} ({_note(notify.body)})")
@@ -208,6 +248,24 @@ async def _flow() -> None:
             headers=[("Event", "presence"), ("Expires", "0")],
             password=WATCHER.password,
         )
+        _step("6", "B withdraws its publication and unregisters (the demo can run again)")
+        response = await bob.request(
+            "PUBLISH",
+            presentity,
+            registrar,
+            headers=[("Event", "presence"), ("Expires", "0"), ("SIP-If-Match", etag)],
+            password=B.password,
+        )
+        _expect(response.status == 200, f"PUBLISH removal answered {response.status}")
+        response = await bob.request(
+            "REGISTER",
+            f"sip:{NET_B.domain}",
+            registrar,
+            to=bob.aor,
+            headers=[("Expires", "0")],
+            password=B.password,
+        )
+        _expect(response.status == 200, f"unREGISTER answered {response.status}")
         _step("done", "presence flow inside net-b.test completed")
 
 
@@ -247,7 +305,7 @@ def _expect(condition: bool, failure: str) -> None:
 
 
 def _print_softphone_help() -> None:
-    print("\nServing. Point a softphone at the demo networks (UDP or TCP):")
+    print("\nServing. Point a softphone at the demo networks (UDP/TCP 5060, TLS 5061):")
     for network in (NET_A, NET_B):
         for sub in network.subscribers:
             print(

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from presence_sip import __version__
-from presence_sip.sip.errors import ConfigError
+from presence_sip.sip.errors import ConfigError, StoreError, TransportError
 
 SUBCOMMANDS = ("parse", "serve", "hss", "certs", "demo")
 """Modules of :mod:`presence_sip.cli`; each has ``register(subparsers)`` setting ``func``."""
@@ -44,6 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"presence-sip: error: {exc}", file=sys.stderr)
         return 2
+    except (TransportError, StoreError) as exc:  # cannot listen, database unusable: one line
+        print(f"presence-sip: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 
