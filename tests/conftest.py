@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -22,8 +21,7 @@ if str(_TESTS) not in sys.path:  # so `import pysipp_compat` works under any imp
 import pysipp_compat  # noqa: E402, F401  (first: makes `import pysipp` work)
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
-
-LOOPBACK = "127.0.0.1"
+from loopback import free_port  # noqa: E402
 
 settings.register_profile("dev", deadline=None)
 settings.register_profile(
@@ -44,21 +42,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         marker = _DIRECTORY_MARKERS.get(parts[0]) if parts else None
         if marker is not None:
             item.add_marker(marker)
-
-
-def free_port(host: str = LOOPBACK) -> int:
-    """A port on ``host`` that is free for both UDP and TCP right now (SIP listens on both)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind((host, 0))
-            port = int(tcp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind((host, port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError(f"no port free for both UDP and TCP on {host}")
 
 
 @pytest.fixture(name="free_port")

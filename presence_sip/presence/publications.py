@@ -204,8 +204,14 @@ class Compositor:
         self._by_etag: dict[str, _Publication] = {}
         self._by_presentity: dict[str, dict[str, _Publication]] = {}
         self._composed: dict[str, bytes] = {}
+        self._stale: set[str] = set()
+        """Presentities whose publications changed since their document was last composed."""
+        self._entity_keys: dict[str, str | None] = {}
         self._heap: list[tuple[float, str]] = []
         self._seq = 0
+        self.watched: Callable[[str], bool] | None = None
+        """When set, only presentities it names are composed at each change; the others when
+        their document is asked for (nobody is told about their changes meanwhile)."""
         for record in store.load_publications(now):
             self._load(record)
         for presentity in self._by_presentity:
@@ -231,7 +237,13 @@ class Compositor:
 
     def document(self, presentity: str) -> bytes | None:
         """The composed PIDF of ``presentity``, or None when nothing is published."""
+        if presentity in self._stale:
+            self._compose(presentity)
         return self._composed.get(presentity)
+
+    def has_document(self, presentity: str) -> bool:
+        """Is anything published for ``presentity`` (without composing it)?"""
+        return presentity in self._by_presentity
 
     def etags(self, presentity: str) -> list[str]:
         return list(self._by_presentity.get(presentity, {}))
@@ -292,9 +304,21 @@ class Compositor:
         if content_type == PIDF_DIFF_CONTENT_TYPE:
             body = apply_diff(base, body)  # RFC 5264 §3: partial publication on the current state
         document = parse_pidf(body)
-        if self.entity_key(document.entity) != presentity:
+        if self._entity_key(document.entity) != presentity:
             raise PublishRefused("PIDF entity does not match the presentity", 400)
         return document
+
+    def _entity_key(self, entity: str) -> str | None:
+        """``entity_key`` with a cache: a presentity publishes the same entity URI every time."""
+        cache = self._entity_keys
+        try:
+            return cache[entity]
+        except KeyError:
+            pass
+        if len(cache) >= _ENTITY_CACHE_SIZE:
+            cache.clear()
+        key = cache[entity] = self.entity_key(entity)
+        return key
 
     def _initial(
         self, presentity: str, document: PresenceDocument, lifetime: int, now: float
@@ -359,7 +383,16 @@ class Compositor:
                 del self._by_presentity[publication.presentity]
 
     def _recompose(self, presentity: str) -> bool:
+        """The publications changed: compose now (True when the document changed), or, for a
+        presentity nobody watches (see :attr:`watched`), when it is next asked for (True)."""
+        if self.watched is not None and not self.watched(presentity):
+            self._stale.add(presentity)
+            return True
+        return self._compose(presentity)
+
+    def _compose(self, presentity: str) -> bool:
         """Compose once per change (RFC 3903 §4 compositor); True when the document changed."""
+        self._stale.discard(presentity)
         publications = sorted(self._by_presentity.get(presentity, {}).values(), key=_by_seq)
         old = self._composed.get(presentity)
         if not publications:
@@ -391,6 +424,10 @@ class Compositor:
             if self._remove(publication, PubInput.EXPIRE).changed:
                 changed.add(publication.presentity)
         return changed
+
+
+_ENTITY_CACHE_SIZE = 65536
+"""Entity URIs whose presentity key is remembered (the cache starts over when full)."""
 
 
 def _by_seq(publication: _Publication) -> int:

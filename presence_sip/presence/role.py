@@ -55,6 +55,9 @@ _WINFO_TYPES = frozenset({WATCHERINFO_CONTENT_TYPE, "*/*", "application/*"})
 
 Headers = tuple[tuple[str, str], ...]
 
+_KEY_CACHE_SIZE = 65536
+"""Request-URIs whose presentity key is remembered (the cache starts over when full)."""
+
 
 class _Refusal(Exception):
     """A request answered with an error (raised inside the checks, turned into a response)."""
@@ -101,6 +104,8 @@ class PresenceRole:
         literals = sorted(d for d in self.domains if is_ip(d))
         self._fallback_host = literals[0] if literals else hss.domain
         self._tag = endpoint.ids.new_id("t")
+        self._keys: dict[str, str | None] = {}
+        """Presentity key by Request-URI text (watchers and publishers repeat the same URIs)."""
         self.server = PresenceServer(
             store=store,
             ids=endpoint.ids,
@@ -298,7 +303,13 @@ class PresenceRole:
         return verdict
 
     def _presentity_key(self, request: Request) -> str:
-        key = aor_key(request.request_uri)
+        keys = self._keys
+        try:
+            key = keys[request.uri]
+        except KeyError:
+            if len(keys) >= _KEY_CACHE_SIZE:
+                keys.clear()
+            key = keys[request.uri] = aor_key(request.request_uri)
         if key is None:
             raise _Refusal(404, "Unknown presentity")
         return key
@@ -310,7 +321,7 @@ class PresenceRole:
         return (
             found is not None
             or self.registrar.is_registered(key, now)
-            or self.server.compositor.document(key) is not None
+            or self.server.compositor.has_document(key)
         )
 
     def _subscriber_key(self, verdict: Verdict) -> str | None:

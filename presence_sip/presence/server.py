@@ -141,6 +141,7 @@ class PresenceServer:
         self._data_version = self._read_data_version()
         for record in store.load_subscriptions(now):
             self._restore(record)
+        self.compositor.watched = self._presentities.__contains__
 
     # --- presentities and documents -----------------------------------------------------------
 
@@ -355,7 +356,7 @@ class PresenceServer:
 
     def registration_changed(self, aor: str, registered: bool, now: float) -> None:
         """Registrar listener: registration-derived presence changed (when nothing is published)."""
-        if aor in self._presentities and self.compositor.document(aor) is None:
+        if aor in self._presentities and not self.compositor.has_document(aor):
             self.state_changed(aor, now)
 
     def state_changed(self, key: str, now: float) -> None:

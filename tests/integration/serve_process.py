@@ -36,6 +36,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
+from loopback import LOOPBACK, free_port
+
 from presence_sip.auth.digest import build_authorization
 from presence_sip.sip import Response, SipParseError, parse_message
 
@@ -53,7 +55,6 @@ __all__ = [
     "serve_pool",
 ]
 
-LOOPBACK = "127.0.0.1"
 STOP_TIMEOUT = 5.0
 """Seconds a node has to exit (status 0) after one SIGTERM."""
 START_TIMEOUT = 15.0
@@ -75,21 +76,6 @@ def serve_command() -> list[str]:
     if found is not None and Path(found).parent == Path(sys.executable).parent:
         return [found]
     return [sys.executable, "-m", "presence_sip"]
-
-
-def free_port(host: str = LOOPBACK) -> int:
-    """A port on ``host`` free for both UDP and TCP right now (SIP listens on both)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind((host, 0))
-            port = int(tcp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind((host, port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError(f"no port free for both UDP and TCP on {host}")
 
 
 class ServeProcess:

@@ -30,7 +30,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -40,6 +39,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from loopback import free_port
 from pysipp_compat import pysipp
 
 __all__ = [
@@ -257,7 +257,7 @@ def start_scenario(
     if binary is None:
         raise FileNotFoundError("sipp not found: install Debian's sip-tester (make install)")
     workdir = Path(tempfile.mkdtemp(prefix="sipp-", dir=logdir))
-    port = local_port or _free_port()
+    port = local_port or free_port(LOCAL_HOST)
     spawner = _Spawner(workdir / "stdout.log")
     agent = pysipp.agent.ua(
         **_agent_args(
@@ -379,21 +379,6 @@ def _check_loopback(host: str) -> None:
         raise ValueError(f"target {host!r} is not an IP literal (never resolved)") from None
     if not address.is_loopback:
         raise ValueError(f"target {host} is not a loopback address")
-
-
-def _free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind((LOCAL_HOST, 0))
-            port = int(tcp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind((LOCAL_HOST, port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no port free for both UDP and TCP on 127.0.0.1")
 
 
 def _read_stat_counts(path: Path) -> dict[str, int]:
