@@ -112,11 +112,15 @@ class Dialog:
             # RFC 3261 §12.2.2: lower (or equal: a retransmission got past the transaction) -> 500
             raise DialogError("Out of order request", 500)
         if target_refresh and "Contact" in request.headers:
-            self.remote_target = _contact_uri(request)  # RFC 3261 §12.2.2 target refresh
+            target = _contact_uri(request)  # RFC 3261 §12.2.2 target refresh
+            if target != self.remote_target:
+                self.remote_target = target
+                self.next_hop = None
+                self.routing = None
         self.remote_cseq = seq
-        self.source = source
-        self.next_hop = None
-        self.routing = None
+        if source != self.source:
+            self.source = source
+            self.next_hop = None
 
     def next_cseq(self) -> int:
         """Advance the local CSeq (§12.2.1.1: strictly by one per request)."""

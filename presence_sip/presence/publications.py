@@ -42,6 +42,8 @@ __all__ = [
 class PubState(Enum):
     """Life of one publication (RFC 3903 §4)."""
 
+    __hash__ = object.__hash__  # members are singletons; Enum hashes the name in Python
+
     NONE = "none"
     ACTIVE = "active"
     REMOVED = "removed"
@@ -49,6 +51,8 @@ class PubState(Enum):
 
 class PubInput(Enum):
     """RFC 3903 §4 PUBLISH kinds, plus expiry."""
+
+    __hash__ = object.__hash__  # members are singletons; Enum hashes the name in Python
 
     INITIAL = "initial"
     """No SIP-If-Match, a body: a new publication."""
@@ -64,6 +68,8 @@ class PubInput(Enum):
 
 class PubEffect(Enum):
     """What the compositor does on a transition."""
+
+    __hash__ = object.__hash__  # members are singletons; Enum hashes the name in Python
 
     STORE = "store"
     EXTEND = "extend"

@@ -316,13 +316,11 @@ class PresenceRole:
 
     def _known(self, key: str, now: float) -> bool:
         """A presentity of ours: in the HSS, or (lab mode) registered or publishing."""
+        if self.server.compositor.has_document(key) or self.registrar.is_registered(key, now):
+            return True  # in memory: no HSS query (issue 8: one SQLite read per SUBSCRIBE)
         hss = self.hss
         found = hss.get_subscriber(key) if key.startswith("+") else hss.find_by_identity(key)
-        return (
-            found is not None
-            or self.registrar.is_registered(key, now)
-            or self.server.compositor.has_document(key)
-        )
+        return found is not None
 
     def _subscriber_key(self, verdict: Verdict) -> str | None:
         if verdict.username is None:

@@ -499,14 +499,16 @@ class PresenceServer:
     # --- timers -------------------------------------------------------------------------------
 
     def get_timer(self) -> float | None:
-        deadlines = [self._last_now if self._reauth else self._next_poll]
-        for heap in (self._expiry, self._throttle):
-            if heap:
-                deadlines.append(heap[0][0])
+        # Called after every datagram (the driver re-arms its timer): no allocation here.
+        deadline = self._last_now if self._reauth else self._next_poll
+        if self._expiry and self._expiry[0][0] < deadline:
+            deadline = self._expiry[0][0]
+        if self._throttle and self._throttle[0][0] < deadline:
+            deadline = self._throttle[0][0]
         publication = self.compositor.get_timer()
-        if publication is not None:
-            deadlines.append(publication)
-        return min(deadlines)
+        if publication is not None and publication < deadline:
+            deadline = publication
+        return deadline
 
     def handle_timer(self, now: float) -> None:
         self._last_now = now

@@ -28,6 +28,8 @@ __all__ = [
 class State(Enum):
     """RFC 6665 §4.1.3 ``Subscription-State`` values, plus INIT before authorization."""
 
+    __hash__ = object.__hash__  # members are singletons; Enum hashes the name in Python
+
     INIT = "init"
     PENDING = "pending"
     ACTIVE = "active"
@@ -36,6 +38,8 @@ class State(Enum):
 
 class Input(Enum):
     """What happens to a subscription."""
+
+    __hash__ = object.__hash__  # members are singletons; Enum hashes the name in Python
 
     AUTH_ALLOW = "auth-allow"
     """Authorization (first, or after a rule change) says allow."""
@@ -59,6 +63,8 @@ class Input(Enum):
 
 class SideEffect(Enum):
     """What the server must do after a transition."""
+
+    __hash__ = object.__hash__  # members are singletons; Enum hashes the name in Python
 
     NOTIFY = "notify"
     """Send a NOTIFY with the current document and Subscription-State."""

@@ -37,7 +37,8 @@ class ClientTransaction(Machine):
         super().__init__(NON_INVITE_CLIENT_TRANSITIONS, State.TRYING)
         self._ctx = ctx
         self.key = key
-        self.request = request
+        self.request: Request | None = request
+        """The request; dropped once Completed over UDP (only absorbing is left to do)."""
         self.data = data
         """The request exactly as sent (and resent)."""
         self.destination = destination
@@ -55,13 +56,12 @@ class ClientTransaction(Machine):
         event = Input.RECV_PROVISIONAL if response.status < 200 else Input.RECV_FINAL
         effect = self._apply(event)
         ctx = self._ctx
-        if effect is SideEffect.ABSORB:
+        request = self.request
+        if effect is SideEffect.ABSORB or request is None:
             # RFC 3261 §17.1.2.2: retransmitted finals in Completed are discarded.
             ctx.stats["responses_absorbed"] += 1
             return
-        ctx.emit(
-            ResponseReceived(response=response, source=source, key=self.key, request=self.request)
-        )
+        ctx.emit(ResponseReceived(response=response, source=source, key=self.key, request=request))
         if effect is SideEffect.DELIVER_FINAL:
             ctx.cancel(self, Input.TIMER_E)
             ctx.cancel(self, Input.TIMER_F)
@@ -69,7 +69,8 @@ class ClientTransaction(Machine):
             if self.destination.reliable:
                 self._apply(Input.TIMER_K)
             else:
-                ctx.arm(self, Input.TIMER_K, now + ctx.timers.t4)
+                self.request = None  # Completed only absorbs (issue 8: memory of 5 s of NOTIFYs)
+                ctx.arm_fixed(self, Input.TIMER_K, now + ctx.timers.t4)
 
     def fire(self, timer: Input, now: float) -> None:
         """Timer E, F or K expired."""
@@ -96,9 +97,10 @@ class ClientTransaction(Machine):
     def _time_out(self, *, transport_error: bool) -> None:
         ctx = self._ctx
         ctx.stats["transport_errors" if transport_error else "timeouts"] += 1
-        ctx.emit(
-            TransactionTimedOut(key=self.key, request=self.request, transport_error=transport_error)
-        )
+        if self.request is not None:  # always: only Trying/Proceeding time out
+            ctx.emit(TransactionTimedOut(
+                key=self.key, request=self.request, transport_error=transport_error
+            ))
 
     def _apply(self, event: Input) -> SideEffect | None:
         try:

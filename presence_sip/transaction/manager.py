@@ -7,7 +7,10 @@ expires.  Time is always the ``now`` argument.
 
 Timers of all transactions share one heap of ``(deadline, seq, transaction, timer)`` entries with
 lazy deletion: cancelling or re-arming only changes the transaction's ``armed`` map, and stale heap
-entries are skipped when they surface (or dropped by a periodic rebuild).
+entries are skipped when they surface (or dropped by a periodic rebuild).  Timers whose duration
+is the same for every transaction (J and K: armed at ``now`` + a constant, so in deadline order)
+go to a FIFO queue instead, in O(1) (issue 8: with thousands of transactions per second, most
+entries are Timer J, and the heap stays small).
 """
 
 from __future__ import annotations
@@ -66,6 +69,9 @@ STAT_NAMES = (
 
 _COMPACT_MIN = 1024
 
+FIXED_TIMERS = frozenset({Input.TIMER_J, Input.TIMER_K})
+"""Timers armed at ``now`` + the same duration for every transaction: they use the FIFO."""
+
 
 class Timed(Protocol):
     """Anything with timers in the heap: a transaction."""
@@ -86,7 +92,10 @@ class Context:
     :meth:`forget` and :meth:`emit`.
     """
 
-    __slots__ = ("clients", "events", "heap", "live", "outbox", "seq", "servers", "stats", "timers")
+    __slots__ = (
+        "clients", "events", "fifo", "fifo_live", "heap", "live", "outbox", "seq", "servers",
+        "stats", "timers",
+    )
 
     def __init__(self, timers: Timers) -> None:
         self.timers = timers
@@ -95,8 +104,13 @@ class Context:
         self.events: deque[Event] = deque()
         self.outbox: list[tuple[bytes, Peer]] = []
         self.heap: list[tuple[float, int, Timed, Input]] = []
+        self.fifo: deque[tuple[float, int, Timed, Input]] = deque()
+        """Fixed-duration timers (J, K), in deadline order."""
         self.seq = 0
         self.live = 0
+        """Armed timers, heap and FIFO."""
+        self.fifo_live = 0
+        """Armed timers in the FIFO."""
         self.stats: dict[str, int] = dict.fromkeys(STAT_NAMES, 0)
 
     def transmit(self, data: bytes, peer: Peer) -> None:
@@ -112,17 +126,54 @@ class Context:
             self.live += 1
         owner.armed[timer] = self.seq
         heapq.heappush(self.heap, (deadline, self.seq, owner, timer))
-        if len(self.heap) > _COMPACT_MIN and len(self.heap) > 2 * self.live:
-            self._compact()
+        self._maybe_compact()
+
+    def arm_fixed(self, owner: Timed, timer: Input, deadline: float) -> None:
+        """Arm a timer whose duration is the same for every transaction (FIFO, not the heap).
+
+        Deadlines must not decrease from one call to the next (``now`` + a constant); a clock
+        that steps back only delays the entries queued behind the late one.
+        """
+        if timer not in FIXED_TIMERS:
+            raise LocalProtocolError(f"{timer.value} is not a fixed-duration timer")
+        self.seq += 1
+        if timer not in owner.armed:
+            self.live += 1
+            self.fifo_live += 1
+        owner.armed[timer] = self.seq
+        self.fifo.append((deadline, self.seq, owner, timer))
+        self._maybe_compact()
+
+    def next_due(self, now: float) -> tuple[float, int, Timed, Input] | None:
+        """Remove and return the earliest heap or FIFO entry due at ``now`` (maybe stale)."""
+        heap, fifo = self.heap, self.fifo
+        if fifo and fifo[0][0] <= now and (not heap or fifo[0][0] <= heap[0][0]):
+            return fifo.popleft()
+        if heap and heap[0][0] <= now:
+            return heapq.heappop(heap)
+        return None
 
     def cancel(self, owner: Timed, timer: Input) -> None:
         if owner.armed.pop(timer, None) is not None:
-            self.live -= 1
+            self.disarmed(timer)
+
+    def disarmed(self, timer: Input) -> None:
+        """Count one armed timer less (cancelled, forgotten or fired)."""
+        self.live -= 1
+        if timer in FIXED_TIMERS:
+            self.fifo_live -= 1
 
     def forget(self, owner: Timed) -> None:
         """Cancel every timer of ``owner`` (it terminated)."""
-        self.live -= len(owner.armed)
+        for timer in owner.armed:
+            self.disarmed(timer)
         owner.armed.clear()
+
+    def _maybe_compact(self) -> None:
+        """Rebuild the heap when most of its entries are stale."""
+        heap_live = self.live - self.fifo_live
+        if len(self.heap) > _COMPACT_MIN and len(self.heap) > 2 * heap_live:
+            self._compact()
 
     def _compact(self) -> None:
         self.heap = [entry for entry in self.heap if entry[2].armed.get(entry[3]) == entry[1]]
@@ -223,15 +274,13 @@ class TransactionManager:
     def handle_timer(self, now: float) -> None:
         """Fire every timer due at or before ``now``."""
         ctx = self._ctx
-        heap = ctx.heap
-        while heap and heap[0][0] <= now:
-            _, seq, owner, timer = heapq.heappop(heap)
+        while (entry := ctx.next_due(now)) is not None:
+            _, seq, owner, timer = entry
             if owner.armed.get(timer) != seq:
                 continue
             del owner.armed[timer]
-            ctx.live -= 1
+            ctx.disarmed(timer)
             owner.fire(timer, now)
-            heap = ctx.heap  # a compaction may have replaced it
 
     # -- outputs -----------------------------------------------------------------------------
 
@@ -249,13 +298,21 @@ class TransactionManager:
 
     def get_timer(self) -> float | None:
         """The earliest deadline of any live timer, or None."""
-        heap = self._ctx.heap
+        ctx = self._ctx
+        heap, fifo = ctx.heap, ctx.fifo
         while heap:
             _, seq, owner, timer = heap[0]
             if owner.armed.get(timer) == seq:
-                return heap[0][0]
+                break
             heapq.heappop(heap)
-        return None
+        while fifo:
+            _, seq, owner, timer = fifo[0]
+            if owner.armed.get(timer) == seq:
+                break
+            fifo.popleft()
+        if heap and (not fifo or heap[0][0] < fifo[0][0]):
+            return heap[0][0]
+        return fifo[0][0] if fifo else None
 
     def new_branch(self) -> str:
         """A fresh RFC 3261 branch: the magic cookie plus a new id (§8.1.1.7)."""

@@ -177,8 +177,9 @@ class _Server(Machine, ABC):
         super().__init__(table, state)
         self._ctx = ctx
         self.key = key
-        self.request = request
-        """The request that created the transaction (top Via stamped)."""
+        self.request: Request | None = request
+        """The request that created the transaction (top Via stamped); a non-INVITE
+        transaction over UDP drops it once Completed."""
         self.source = source
         """Where it came from."""
         self.reply_to = reply_to
@@ -256,7 +257,10 @@ class ServerTransaction(_Server):
         if self.reply_to.reliable:
             self._apply(Input.TIMER_J)
         else:
-            self._ctx.arm(self, Input.TIMER_J, now + self._ctx.timers.timer_j)
+            # Completed only resends ``data``: let the request go (issue 8: thousands of
+            # transactions wait here for 32 s; the parsed request is most of their memory).
+            self.request = None
+            self._ctx.arm_fixed(self, Input.TIMER_J, now + self._ctx.timers.timer_j)
 
     def fire(self, timer: Input, now: float) -> None:
         self._apply(timer)
@@ -316,7 +320,8 @@ class InviteServerTransaction(_Server):
             ctx.arm(self, Input.TIMER_G, now + self.interval)
         elif effect is SideEffect.TIME_OUT:
             ctx.stats["timeouts"] += 1
-            ctx.emit(TransactionTimedOut(key=self.key, request=self.request))
+            if self.request is not None:  # always: an INVITE transaction keeps its request
+                ctx.emit(TransactionTimedOut(key=self.key, request=self.request))
 
 
 __all__ = [

@@ -22,6 +22,8 @@ from presence_sip.sip.errors import LocalProtocolError
 class State(Enum):
     """Transaction states (RFC 3261 Figures 6, 7, 8)."""
 
+    __hash__ = object.__hash__  # members are singletons; Enum hashes the name in Python
+
     TRYING = "Trying"
     PROCEEDING = "Proceeding"
     COMPLETED = "Completed"
@@ -31,6 +33,8 @@ class State(Enum):
 
 class Input(Enum):
     """Everything that can happen to a transaction."""
+
+    __hash__ = object.__hash__  # members are singletons; Enum hashes the name in Python
 
     RECV_PROVISIONAL = "1xx received"
     RECV_FINAL = "200-699 received"
@@ -51,6 +55,8 @@ class Input(Enum):
 
 class SideEffect(Enum):
     """What a transition asks the transaction to do."""
+
+    __hash__ = object.__hash__  # members are singletons; Enum hashes the name in Python
 
     RETRANSMIT_REQUEST = "resend the request; Timer E backs off"
     DELIVER_PROVISIONAL = "pass the 1xx to the TU"

@@ -288,9 +288,13 @@ class Driver:
 
     def _send_udp(self, data: bytes, peer: Peer) -> None:
         host, version = _ip_literal(peer.host)
+        udp = self._udp
+        if len(udp) == 1 and udp[0].version == version:
+            udp[0].send(data, host, peer.port)  # one socket: nothing to choose (the hot path)
+            return
         listener = self._udp_affinity.get((host, peer.port))
         if listener is None or not listener.usable:
-            listener = next((u for u in self._udp if u.version == version and u.usable), None)
+            listener = next((u for u in udp if u.version == version and u.usable), None)
         if listener is None:
             raise TransportError(f"no UDP socket for IPv{version}")
         listener.send(data, host, peer.port)
@@ -439,13 +443,25 @@ def _key(peer: Peer) -> AddressKey:
     return (peer.transport, peer.host, peer.port)
 
 
+_LITERALS: dict[str, tuple[str, int]] = {}
+_LITERALS_SIZE = 4096
+
+
 def _ip_literal(host: str) -> tuple[str, int]:
-    """Normalised IP literal and its version; names are refused (the driver never resolves DNS)."""
+    """Normalised IP literal and its version; names are refused (the driver never resolves DNS).
+
+    Cached: every datagram sent goes through here, and ``ipaddress`` costs microseconds."""
+    found = _LITERALS.get(host)
+    if found is not None:
+        return found
     try:
         address = ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))
     except ValueError:
         raise TransportError(f"{host!r} is not an IP address (no DNS in the transport)") from None
-    return address.compressed, address.version
+    if len(_LITERALS) >= _LITERALS_SIZE:
+        _LITERALS.clear()
+    found = _LITERALS[host] = (address.compressed, address.version)
+    return found
 
 
 def _bound_socket(spec: ListenSpec, kind: socket.SocketKind) -> socket.socket:
