@@ -140,6 +140,7 @@ bench-tools: system-tools
 
 bench: $(STAMP_BENCH) bench-tools
 	$(PYTHON) benchmarks/run.py
+	$(PYTHON) benchmarks/bench_transactions.py
 	@if [ -f benchmarks/bench_parser.py ]; then $(PYTHON) benchmarks/bench_parser.py; fi
 
 demo: install

@@ -12,6 +12,7 @@ Usage::
     .venv/bin/python benchmarks/profile_sansio.py publish [-n 20000] [--rate 4000]
     .venv/bin/python benchmarks/profile_sansio.py cycle   [-n 5000]  [--profile cprofile]
     .venv/bin/python benchmarks/profile_sansio.py options [--no-gc]
+    .venv/bin/python benchmarks/profile_sansio.py hold --memory [-n 20000] [--rate 500]
 
 ``--profile cprofile`` prints the top functions (tottime) of the second half of the run;
 ``--profile pyinstrument`` prints a call tree (needs ``pip install pyinstrument``).  The
@@ -196,13 +197,54 @@ def run_cycle(endpoint: Endpoint, clock: Clock, n: int) -> Iterator[int]:
         yield 1
 
 
+def run_hold(endpoint: Endpoint, clock: Clock, n: int) -> Iterator[int]:
+    """subscribe_hold.xml: subscriptions that stay (Expires 3600) over 1,000 presentities."""
+    for i in range(1000):
+        feed(endpoint, clock, publish(10_000_000 + i, f"c{i}"))
+    for i in range(n):
+        out = feed(endpoint, clock, subscribe(i, f"h{i}", f"c{i % 1000}"))
+        notify = next(d for d, _ in out if d.startswith(b"NOTIFY"))
+        feed(endpoint, clock, answer_notify(notify))
+        yield 1
+
+
+def hold_memory(node: Node, n: int, rate: float) -> str:
+    """Bytes per held subscription (tracemalloc), with and without the transactions that are
+    still alive right after establishing them (Timer J keeps the SUBSCRIBE ones for 32 s)."""
+    import tracemalloc
+
+    endpoint = node.endpoint
+    clock = Clock(endpoint, rate)
+    calls = run_hold(endpoint, clock, n)
+    next(calls)  # the publications are made before the first subscription
+    gc.collect()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    for _ in calls:
+        pass
+    node.commits.flush()
+    gc.collect()
+    with_txns = tracemalloc.get_traced_memory()[0] - base
+    clock.now += 60.0  # past Timer J and K: only the subscriptions remain
+    endpoint.handle_timer(clock.now)
+    node.commits.flush()
+    gc.collect()
+    held = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    return (f"hold: {n:,} subscriptions; {with_txns / n:,.0f} B per subscription with the "
+            f"transactions still alive, {held / n:,.0f} B once they expired "
+            f"({len(endpoint.transactions):,} transactions left)")
+
+
 SCENARIOS: dict[str, Callable[[Endpoint, Clock, int], Iterator[int]]] = {
     "publish": run_publish,
     "cycle": run_cycle,
     "options": run_options,
+    "hold": run_hold,
 }
-UNITS = {"publish": "PUBLISH/s", "cycle": "cycles/s", "options": "OPTIONS/s"}
-DEFAULT_N = {"publish": 20000, "cycle": 5000, "options": 40000}
+UNITS = {"publish": "PUBLISH/s", "cycle": "cycles/s", "options": "OPTIONS/s",
+         "hold": "SUBSCRIBE/s"}
+DEFAULT_N = {"publish": 20000, "cycle": 5000, "options": 40000, "hold": 20000}
 
 
 GC_TIME: dict[int, tuple[int, float]] = {}
@@ -232,6 +274,8 @@ def main() -> int:
     parser.add_argument("--profile", choices=("cprofile", "pyinstrument"), default=None)
     parser.add_argument("--no-gc", action="store_true", help="gc.disable() for the run")
     parser.add_argument("--top", type=int, default=35, help="cProfile rows printed")
+    parser.add_argument("--memory", action="store_true",
+                        help="hold: measure bytes per subscription (tracemalloc) instead")
     parser.add_argument("--gc-tuned", action="store_true",
                         help="apply the serve process's GC settings (node.tune_gc)")
     args = parser.parse_args()
@@ -243,6 +287,9 @@ def main() -> int:
                 gc.disable()
             if args.gc_tuned:
                 tune_gc()
+            if args.scenario == "hold" and args.memory:
+                print(hold_memory(node, n, args.rate))
+                return 0
             gc.callbacks.append(_gc_timer)
             clock = Clock(node.endpoint, args.rate)
             calls = SCENARIOS[args.scenario](node.endpoint, clock, n)
