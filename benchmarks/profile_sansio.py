@@ -35,13 +35,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from presence_sip.endpoint import Endpoint  # noqa: E402
-from presence_sip.node import Node, NodeConfig, tune_gc  # noqa: E402
-from presence_sip.proxy.forward import LocalIdentity  # noqa: E402
-from presence_sip.proxy.proxy import Proxy  # noqa: E402
-from presence_sip.proxy.routing import RouteTable  # noqa: E402
-from presence_sip.sip.peer import Peer  # noqa: E402
-from presence_sip.transport.listen import ListenSpec  # noqa: E402
+from presence_sip.endpoint import Endpoint
+from presence_sip.node import Node, NodeConfig, tune_gc
+from presence_sip.proxy.forward import LocalIdentity
+from presence_sip.proxy.proxy import Proxy
+from presence_sip.proxy.routing import RouteTable
+from presence_sip.sip.peer import Peer
+from presence_sip.transport.listen import ListenSpec
 
 DOMAIN = "example.test"
 SERVER = ("127.0.0.1", 15070)
@@ -163,14 +163,16 @@ def feed(endpoint: Endpoint, clock: Clock, data: bytes) -> list[tuple[bytes, Pee
 def run_publish(endpoint: Endpoint, clock: Clock, n: int) -> Iterator[int]:
     for i in range(n):
         out = feed(endpoint, clock, publish(i, f"p{i % 10000}"))
-        assert out and out[0][0].startswith(b"SIP/2.0 200"), out
+        assert out, "no answer"
+        assert out[0][0].startswith(b"SIP/2.0 200"), out
         yield 1
 
 
 def run_options(endpoint: Endpoint, clock: Clock, n: int) -> Iterator[int]:
     for i in range(n):
         out = feed(endpoint, clock, options(i))
-        assert out and out[0][0].startswith(b"SIP/2.0 200"), out
+        assert out, "no answer"
+        assert out[0][0].startswith(b"SIP/2.0 200"), out
         yield 1
 
 
@@ -231,9 +233,11 @@ def hold_memory(node: Node, n: int, rate: float) -> str:
     gc.collect()
     held = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()
-    return (f"hold: {n:,} subscriptions; {with_txns / n:,.0f} B per subscription with the "
-            f"transactions still alive, {held / n:,.0f} B once they expired "
-            f"({len(endpoint.transactions):,} transactions left)")
+    return (
+        f"hold: {n:,} subscriptions; {with_txns / n:,.0f} B per subscription with the "
+        f"transactions still alive, {held / n:,.0f} B once they expired "
+        f"({len(endpoint.transactions):,} transactions left)"
+    )
 
 
 SCENARIOS: dict[str, Callable[[Endpoint, Clock, int], Iterator[int]]] = {
@@ -242,8 +246,7 @@ SCENARIOS: dict[str, Callable[[Endpoint, Clock, int], Iterator[int]]] = {
     "options": run_options,
     "hold": run_hold,
 }
-UNITS = {"publish": "PUBLISH/s", "cycle": "cycles/s", "options": "OPTIONS/s",
-         "hold": "SUBSCRIBE/s"}
+UNITS = {"publish": "PUBLISH/s", "cycle": "cycles/s", "options": "OPTIONS/s", "hold": "SUBSCRIBE/s"}
 DEFAULT_N = {"publish": 20000, "cycle": 5000, "options": 40000, "hold": 20000}
 
 
@@ -274,10 +277,16 @@ def main() -> int:
     parser.add_argument("--profile", choices=("cprofile", "pyinstrument"), default=None)
     parser.add_argument("--no-gc", action="store_true", help="gc.disable() for the run")
     parser.add_argument("--top", type=int, default=35, help="cProfile rows printed")
-    parser.add_argument("--memory", action="store_true",
-                        help="hold: measure bytes per subscription (tracemalloc) instead")
-    parser.add_argument("--gc-tuned", action="store_true",
-                        help="apply the serve process's GC settings (node.tune_gc)")
+    parser.add_argument(
+        "--memory",
+        action="store_true",
+        help="hold: measure bytes per subscription (tracemalloc) instead",
+    )
+    parser.add_argument(
+        "--gc-tuned",
+        action="store_true",
+        help="apply the serve process's GC settings (node.tune_gc)",
+    )
     args = parser.parse_args()
     n = args.n or DEFAULT_N[args.scenario]
     with tempfile.TemporaryDirectory(prefix="presence-prof-") as data_dir:

@@ -88,7 +88,7 @@ class Dialog:
             route_set=tuple(request.headers.values("Record-Route")),
             local_cseq=local_cseq,
             remote_cseq=request.cseq.seq,
-            source=source,
+            source=shared_peer(source),
             local_contact=local_contact,
         )
 
@@ -119,7 +119,7 @@ class Dialog:
                 self.routing = None
         self.remote_cseq = seq
         if source != self.source:
-            self.source = source
+            self.source = shared_peer(source)
             self.next_hop = None
 
     def next_cseq(self) -> int:
@@ -163,6 +163,8 @@ class Dialog:
 
     def request_uri_and_routes(self) -> tuple[str, list[str]]:
         """Request-URI and Route values of the next in-dialog request (§12.2.1.1)."""
+        if not self.route_set:
+            return self.remote_target, []  # nothing to cache (issue 8: memory per dialog)
         if self.routing is None:
             self.routing = self._routing()
         return self.routing
@@ -181,7 +183,7 @@ class Dialog:
     def destination(self) -> Peer:
         """Where the next in-dialog request is sent; see the module docstring."""
         if self.next_hop is None:
-            self.next_hop = self._destination()
+            self.next_hop = shared_peer(self._destination())
         return self.next_hop
 
     def _destination(self) -> Peer:
@@ -194,6 +196,21 @@ class Dialog:
         except RemoteProtocolError:
             return source
         return next_hop_peer(uri, source)
+
+
+_PEERS: dict[Peer, Peer] = {}
+_PEERS_SIZE = 4096
+
+
+def shared_peer(peer: Peer) -> Peer:
+    """One :class:`Peer` object per address: dialogs of watchers behind the same address (a
+    gateway, a proxy, a load generator) share it instead of holding one each (issue 8)."""
+    found = _PEERS.get(peer)
+    if found is None:
+        if len(_PEERS) >= _PEERS_SIZE:
+            _PEERS.clear()
+        found = _PEERS[peer] = peer
+    return found
 
 
 def next_hop_peer(uri: object, fallback: Peer) -> Peer:

@@ -177,8 +177,9 @@ class _Publication:
         self.machine = PublicationMachine(PubState.NONE if fresh else PubState.ACTIVE)
 
     def record(self) -> PublicationRecord:
-        return PublicationRecord(self.presentity, self.etag, self.expires_at, self.document.xml,
-                                 self.seq)
+        return PublicationRecord(
+            self.presentity, self.etag, self.expires_at, self.document.xml, self.seq
+        )
 
 
 EntityKey = Callable[[str], str | None]
@@ -236,8 +237,9 @@ class Compositor:
             self.store.delete_publication(record.etag)
             return
         self._seq = max(self._seq, record.seq)
-        self._index(_Publication(record.presentity, record.etag, record.expires_at, document,
-                                 record.seq))
+        self._index(
+            _Publication(record.presentity, record.etag, record.expires_at, document, record.seq)
+        )
 
     # --- queries ------------------------------------------------------------------------------
 

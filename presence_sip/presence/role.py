@@ -163,11 +163,17 @@ class PresenceRole:
         try:
             response = body(incoming, now)
         except _Refusal as refusal:
-            return make_response(request, refusal.status, refusal.reason, to_tag=self._tag,
-                                 headers=refusal.headers)
+            return make_response(
+                request, refusal.status, refusal.reason, to_tag=self._tag, headers=refusal.headers
+            )
         except RemoteProtocolError as exc:
-            return make_response(request, exc.status, exc.reason, to_tag=self._tag,
-                                 headers=getattr(exc, "headers", ()))
+            return make_response(
+                request,
+                exc.status,
+                exc.reason,
+                to_tag=self._tag,
+                headers=getattr(exc, "headers", ()),
+            )
         self._answer(incoming, response, now)
         return None
 
@@ -197,8 +203,15 @@ class PresenceRole:
             action = self.server.authorize(key, watcher)
         contact = self._local_contact(request, incoming.source)
         sub = self.server.subscribe(
-            request, presentity=key, event=event, watcher=watcher, source=incoming.source,
-            local_contact=contact, expires=expires, accept_diff=accept_diff, action=action,
+            request,
+            presentity=key,
+            event=event,
+            watcher=watcher,
+            source=incoming.source,
+            local_contact=contact,
+            expires=expires,
+            accept_diff=accept_diff,
+            action=action,
             now=now,
         )
         if sub is None:
@@ -228,7 +241,7 @@ class PresenceRole:
         if package not in EVENTS or (request.method == "PUBLISH" and package != PRESENCE):
             allowed = PRESENCE if request.method == "PUBLISH" else ", ".join(EVENTS)
             raise _Refusal(489, None, [("Allow-Events", allowed)])  # RFC 6665 §8.3.2
-        return package
+        return PRESENCE if package == PRESENCE else WINFO  # the constants: one string each
 
     def _check_accept(self, request: Request, event: str) -> bool:
         """RFC 3856 §6.7: no Accept means PIDF; 406 when nothing we send is acceptable.
@@ -241,8 +254,11 @@ class PresenceRole:
             return False
         wanted = _WINFO_TYPES if event == WINFO else _PIDF_TYPES
         if not offered & wanted:
-            ours = WATCHERINFO_CONTENT_TYPE if event == WINFO else ", ".join(
-                self.server.compositor.accepted_types)
+            ours = (
+                WATCHERINFO_CONTENT_TYPE
+                if event == WINFO
+                else ", ".join(self.server.compositor.accepted_types)
+            )
             raise _Refusal(406, None, [("Accept", ours)])
         return event == PRESENCE and PIDF_DIFF_CONTENT_TYPE in offered
 
@@ -271,8 +287,12 @@ class PresenceRole:
             self._check_owner(verdict, key, None)
         content_type = request.content_type
         outcome = self.server.publish(
-            key, if_match=request.sip_if_match, expires=request.expires,
-            content_type=content_type.mime if content_type else None, body=request.body, now=now,
+            key,
+            if_match=request.sip_if_match,
+            expires=request.expires,
+            content_type=content_type.mime if content_type else None,
+            body=request.body,
+            now=now,
         )
         headers = [("Expires", str(outcome.expires))]
         if outcome.etag is not None:

@@ -125,8 +125,14 @@ class PresenceServer:
         self.default_policy = default_policy
         s = self.settings
         self.compositor = Compositor(
-            store, ids, entity_key, min_expires=s.min_expires, max_expires=s.max_expires,
-            default_expires=s.default_expires, partial=s.partial_publication, now=now,
+            store,
+            ids,
+            entity_key,
+            min_expires=s.min_expires,
+            max_expires=s.max_expires,
+            default_expires=s.default_expires,
+            partial=s.partial_publication,
+            now=now,
         )
         self.subscriptions: dict[str, Subscription] = {}
         self._presentities: dict[str, Presentity] = {}
@@ -180,7 +186,9 @@ class PresenceServer:
         doc = presentity.reg_docs.get(basic)
         if doc is None:
             doc = presentity.reg_docs[basic] = status_document(
-                presentity.entity, basic, tuple_id="reg",
+                presentity.entity,
+                basic,
+                tuple_id="reg",
                 note="registered" if basic == "open" else "not registered",
             )
         return doc
@@ -214,8 +222,18 @@ class PresenceServer:
         return sub
 
     def subscribe(
-        self, request: Request, *, presentity: str, event: str, watcher: str, source: Peer,
-        local_contact: str, expires: int, accept_diff: bool, action: Action, now: float,
+        self,
+        request: Request,
+        *,
+        presentity: str,
+        event: str,
+        watcher: str,
+        source: Peer,
+        local_contact: str,
+        expires: int,
+        accept_diff: bool,
+        action: Action,
+        now: float,
     ) -> Subscription | None:
         """Create a subscription (RFC 6665 §4.2.1); None when ``action`` blocks it (403).
 
@@ -229,11 +247,18 @@ class PresenceServer:
         dialog.local_uri = self._intern(dialog.local_uri)
         event_header = request.event
         sub = Subscription(
-            id=local_tag, presentity=presentity, entity=self._peek(presentity).entity,
-            event=event, watcher=watcher, dialog=dialog, expires_at=now + expires,
-            created_at=now, accept_diff=accept_diff and self.settings.partial_notification,
+            id=local_tag,
+            presentity=presentity,
+            entity=self._peek(presentity).entity,
+            event=event,
+            watcher=watcher,
+            dialog=dialog,
+            expires_at=now + expires,
+            created_at=now,
+            accept_diff=accept_diff and self.settings.partial_notification,
             event_id=event_header.id if event_header else None,
-            display_name=display_name(request), cseq_reserved=self.settings.cseq_block,
+            display_name=display_name(request),
+            cseq_reserved=self.settings.cseq_block,
             via_sent_by=self._sent_by(local_contact),
         )
         sub.action = action
@@ -253,8 +278,9 @@ class PresenceServer:
         self._winfo_changed(presentity, now)
         return sub
 
-    def refresh(self, sub: Subscription, request: Request, source: Peer, expires: int,
-                now: float) -> None:
+    def refresh(
+        self, sub: Subscription, request: Request, source: Peer, expires: int, now: float
+    ) -> None:
         """An in-dialog SUBSCRIBE (RFC 6665 §4.2.1.2); ``expires == 0`` unsubscribes.
 
         Raises :class:`~presence_sip.dialog.dialog.DialogError` (500) for an old CSeq."""
@@ -276,22 +302,37 @@ class PresenceServer:
 
     def _restore(self, record: SubscriptionRecord) -> None:
         dialog = Dialog(
-            call_id=record.call_id, local_tag=record.id, remote_tag=record.remote_tag,
-            local_uri=self._intern(record.local_uri), remote_uri=record.remote_uri,
-            remote_target=record.remote_target, route_set=record.route_set,
-            local_cseq=record.cseq_reserved, remote_cseq=record.remote_cseq,
-            source=peer_from_text(record.source), local_contact=self._intern(record.local_contact),
+            call_id=record.call_id,
+            local_tag=record.id,
+            remote_tag=record.remote_tag,
+            local_uri=self._intern(record.local_uri),
+            remote_uri=record.remote_uri,
+            remote_target=record.remote_target,
+            route_set=record.route_set,
+            local_cseq=record.cseq_reserved,
+            remote_cseq=record.remote_cseq,
+            source=peer_from_text(record.source),
+            local_contact=self._intern(record.local_contact),
         )
         sub = Subscription(
-            id=record.id, presentity=record.presentity, entity=record.entity, event=record.event,
-            watcher=record.watcher, dialog=dialog, expires_at=record.expires_at,
-            created_at=record.created_at, accept_diff=record.accept_diff,
-            event_id=record.event_id, display_name=record.display_name,
-            cseq_reserved=record.cseq_reserved, via_sent_by=self._sent_by(record.local_contact),
+            id=record.id,
+            presentity=record.presentity,
+            entity=record.entity,
+            event=record.event,
+            watcher=record.watcher,
+            dialog=dialog,
+            expires_at=record.expires_at,
+            created_at=record.created_at,
+            accept_diff=record.accept_diff,
+            event_id=record.event_id,
+            display_name=record.display_name,
+            cseq_reserved=record.cseq_reserved,
+            via_sent_by=self._sent_by(record.local_contact),
         )
         active = record.state == State.ACTIVE.value
-        sub.action = Action.POLITE_BLOCK if record.polite else (
-            Action.ALLOW if active else Action.CONFIRM)
+        sub.action = (
+            Action.POLITE_BLOCK if record.polite else (Action.ALLOW if active else Action.CONFIRM)
+        )
         sub.machine.state = State.ACTIVE if active else State.PENDING
         sub.winfo_event = "approved" if active else "subscribe"
         self._presentity(record.presentity, record.entity)
@@ -342,13 +383,23 @@ class PresenceServer:
     # --- changes ------------------------------------------------------------------------------
 
     def publish(
-        self, presentity: str, *, if_match: str | None, expires: int | None,
-        content_type: str | None, body: bytes, now: float,
+        self,
+        presentity: str,
+        *,
+        if_match: str | None,
+        expires: int | None,
+        content_type: str | None,
+        body: bytes,
+        now: float,
     ) -> PublishOutcome:
         """Apply a PUBLISH (raises ``PublishRefused``/``PidfError``) and notify on change."""
         outcome = self.compositor.publish(
-            presentity, if_match=if_match, expires=expires, content_type=content_type,
-            body=body, now=now,
+            presentity,
+            if_match=if_match,
+            expires=expires,
+            content_type=content_type,
+            body=body,
+            now=now,
         )
         if outcome.changed:
             self.state_changed(presentity, now)
@@ -431,16 +482,19 @@ class PresenceServer:
         if content_type:
             headers.append(("Content-Type", content_type))
         destination = sub.dialog.destination()
-        via = (f"SIP/2.0/{destination.transport.upper()} {sub.via_sent_by}"
-               f";branch={self.new_branch()};rport")
+        via = (
+            f"SIP/2.0/{destination.transport.upper()} {sub.via_sent_by}"
+            f";branch={self.new_branch()};rport"
+        )
         request = sub.dialog.build_request("NOTIFY", via=via, headers=headers, body=body)
         sub.last_notify_at = now
         if sub.final is None and sub.dialog.local_cseq > sub.cseq_reserved:
             sub.cseq_reserved = sub.dialog.local_cseq + self.settings.cseq_block - 1
             self.store.save_cseq(sub.id, sub.cseq_reserved)
         sid = sub.id
-        self.send(request, destination, now,
-                  lambda response, when: self._answered(sid, response, when))
+        self.send(
+            request, destination, now, lambda response, when: self._answered(sid, response, when)
+        )
 
     def _content(self, sub: Subscription, now: float) -> tuple[list[tuple[str, str]], str, bytes]:
         """Event, Subscription-State (RFC 6665 §4.1.3) and body of the next NOTIFY."""
@@ -478,9 +532,11 @@ class PresenceServer:
 
     def _winfo_body(self, sub: Subscription, now: float) -> bytes:
         presentity = self._presentities.get(sub.presentity)
-        watchers = [] if presentity is None else [
-            w.watcher_entry(now) for w in presentity.watchers.values()
-        ]
+        watchers = (
+            []
+            if presentity is None
+            else [w.watcher_entry(now) for w in presentity.watchers.values()]
+        )
         body = compose_watcherinfo(sub.entity, watchers, version=sub.winfo_version)
         sub.winfo_version += 1  # RFC 3857 §5.4: +1 per document sent in this subscription
         return body
@@ -491,8 +547,11 @@ class PresenceServer:
             return
         sub = self.subscriptions.get(sid)
         if sub is not None:
-            log.debug("NOTIFY of %s failed (%s): subscription removed", sid,
-                      "timeout" if response is None else response.status)
+            log.debug(
+                "NOTIFY of %s failed (%s): subscription removed",
+                sid,
+                "timeout" if response is None else response.status,
+            )
             self._apply(sub, Input.NOTIFY_FAILED, now, immediate=True)
             self.flush(now)
 

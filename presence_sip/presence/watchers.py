@@ -61,16 +61,47 @@ class Subscription:
     """One watcher's subscription (mutable; ``id`` is our dialog tag)."""
 
     __slots__ = (
-        "accept_diff", "action", "created_at", "cseq_reserved", "dialog", "diff_version",
-        "display_name", "entity", "event", "event_id", "expires_at", "final", "id",
-        "last_body", "last_notify_at", "machine", "presentity", "queued", "throttled",
-        "via_sent_by", "watcher", "winfo_event", "winfo_version",
+        "accept_diff",
+        "action",
+        "created_at",
+        "cseq_reserved",
+        "dialog",
+        "diff_version",
+        "display_name",
+        "entity",
+        "event",
+        "event_id",
+        "expires_at",
+        "final",
+        "id",
+        "last_body",
+        "last_notify_at",
+        "machine",
+        "presentity",
+        "queued",
+        "throttled",
+        "via_sent_by",
+        "watcher",
+        "winfo_event",
+        "winfo_version",
     )
 
     def __init__(
-        self, *, id: str, presentity: str, entity: str, event: str, watcher: str,
-        dialog: Dialog, expires_at: float, created_at: float, accept_diff: bool,
-        event_id: str | None, display_name: str | None, cseq_reserved: int, via_sent_by: str,
+        self,
+        *,
+        id: str,
+        presentity: str,
+        entity: str,
+        event: str,
+        watcher: str,
+        dialog: Dialog,
+        expires_at: float,
+        created_at: float,
+        accept_diff: bool,
+        event_id: str | None,
+        display_name: str | None,
+        cseq_reserved: int,
+        via_sent_by: str,
     ) -> None:
         self.id = id
         self.presentity = presentity
@@ -107,20 +138,37 @@ class Subscription:
     def record(self) -> SubscriptionRecord:
         d = self.dialog
         return SubscriptionRecord(
-            id=self.id, presentity=self.presentity, entity=self.entity, event=self.event,
-            watcher=self.watcher, call_id=d.call_id, remote_tag=d.remote_tag,
-            local_uri=d.local_uri, remote_uri=d.remote_uri, remote_target=d.remote_target,
-            route_set=d.route_set, local_contact=d.local_contact, source=str(d.source),
-            remote_cseq=d.remote_cseq, cseq_reserved=self.cseq_reserved,
-            expires_at=self.expires_at, created_at=self.created_at, state=self.state.value,
-            polite=self.polite, accept_diff=self.accept_diff, event_id=self.event_id,
+            id=self.id,
+            presentity=self.presentity,
+            entity=self.entity,
+            event=self.event,
+            watcher=self.watcher,
+            call_id=d.call_id,
+            remote_tag=d.remote_tag,
+            local_uri=d.local_uri,
+            remote_uri=d.remote_uri,
+            remote_target=d.remote_target,
+            route_set=d.route_set,
+            local_contact=d.local_contact,
+            source=str(d.source),
+            remote_cseq=d.remote_cseq,
+            cseq_reserved=self.cseq_reserved,
+            expires_at=self.expires_at,
+            created_at=self.created_at,
+            state=self.state.value,
+            polite=self.polite,
+            accept_diff=self.accept_diff,
+            event_id=self.event_id,
             display_name=self.display_name,
         )
 
     def watcher_entry(self, now: float) -> WatcherEntry:
         """This subscription as an RFC 3858 ``<watcher>``."""
         return WatcherEntry(
-            id=self.id, uri=self.watcher, status=self.state.value, event=self.winfo_event,
+            id=self.id,
+            uri=self.watcher,
+            status=self.state.value,
+            event=self.winfo_event,
             display_name=self.display_name,
             duration_subscribed=max(0, int(now - self.created_at)),
             expiration=max(0, int(self.expires_at - now + 0.5)),
@@ -141,11 +189,11 @@ class Presentity:
         self.neutral: bytes | None = None
 
 
-
-
 def decide_action(rules: Mapping[str, str], watcher_uri: str, default: Action) -> Action:
     """The HSS rules' action for a watcher: exact identity (``canonical_identity``) first, then
     domain rules (``*@host``); unknown action text counts as no rule."""
+    if not rules:
+        return default  # the common case: nothing to parse (issue 8)
     try:
         canonical = canonical_identity(watcher_uri)
     except ValueError:

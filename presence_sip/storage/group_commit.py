@@ -58,7 +58,7 @@ class GroupCommit:
         self.commits = 0
         """Transactions committed (for operators and tests)."""
         self._writers: list[PendingWriter] = []
-        self._last = float("-inf")
+        self._last = 0.0  # the first commit is due at once (any clock is past 0 + interval)
 
     def register(self, writer: PendingWriter) -> None:
         """Write ``writer``'s pending changes with every group commit."""

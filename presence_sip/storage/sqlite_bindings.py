@@ -107,6 +107,14 @@ class SqliteBindingStore:
 
 def _row(b: Binding) -> tuple[object, ...]:
     return (
-        b.aor, b.contact, b.params, b.expires_at, b.q, b.call_id, b.cseq,
-        json.dumps(list(b.path)), b.source, b.user_agent,
+        b.aor,
+        b.contact,
+        b.params,
+        b.expires_at,
+        b.q,
+        b.call_id,
+        b.cseq,
+        json.dumps(list(b.path)),
+        b.source,
+        b.user_agent,
     )

@@ -226,17 +226,56 @@ def _publication_row(r: PublicationRecord) -> tuple[object, ...]:
 
 def _subscription_row(r: SubscriptionRecord) -> tuple[object, ...]:
     return (
-        r.id, r.presentity, r.entity, r.event, r.watcher, r.call_id, r.remote_tag, r.local_uri,
-        r.remote_uri, r.remote_target, json.dumps(list(r.route_set)), r.local_contact, r.source,
-        r.remote_cseq, r.cseq_reserved, r.expires_at, r.created_at, r.state, int(r.polite),
-        int(r.accept_diff), r.event_id, r.display_name,
+        r.id,
+        r.presentity,
+        r.entity,
+        r.event,
+        r.watcher,
+        r.call_id,
+        r.remote_tag,
+        r.local_uri,
+        r.remote_uri,
+        r.remote_target,
+        json.dumps(list(r.route_set)),
+        r.local_contact,
+        r.source,
+        r.remote_cseq,
+        r.cseq_reserved,
+        r.expires_at,
+        r.created_at,
+        r.state,
+        int(r.polite),
+        int(r.accept_diff),
+        r.event_id,
+        r.display_name,
     )
 
 
 def _subscription(row: tuple[object, ...]) -> SubscriptionRecord:
-    (sid, presentity, entity, event, watcher, call_id, remote_tag, local_uri, remote_uri,
-     remote_target, route_set, local_contact, source, remote_cseq, cseq_reserved, expires_at,
-     created_at, state, polite, accept_diff, event_id, display_name) = row
+    (
+        sid,
+        presentity,
+        entity,
+        event,
+        watcher,
+        call_id,
+        remote_tag,
+        local_uri,
+        remote_uri,
+        remote_target,
+        route_set,
+        local_contact,
+        source,
+        remote_cseq,
+        cseq_reserved,
+        expires_at,
+        created_at,
+        state,
+        polite,
+        accept_diff,
+        event_id,
+        display_name,
+    ) = row
     return SubscriptionRecord(
         id=str(sid),
         presentity=str(presentity),

@@ -69,7 +69,10 @@ class ClientTransaction(Machine):
             if self.destination.reliable:
                 self._apply(Input.TIMER_K)
             else:
-                self.request = None  # Completed only absorbs (issue 8: memory of 5 s of NOTIFYs)
+                # Completed only absorbs: keep neither the request nor its bytes (issue 8:
+                # thousands of NOTIFY transactions wait here for Timer K).
+                self.request = None
+                self.data = b""
                 ctx.arm_fixed(self, Input.TIMER_K, now + ctx.timers.t4)
 
     def fire(self, timer: Input, now: float) -> None:
@@ -98,9 +101,11 @@ class ClientTransaction(Machine):
         ctx = self._ctx
         ctx.stats["transport_errors" if transport_error else "timeouts"] += 1
         if self.request is not None:  # always: only Trying/Proceeding time out
-            ctx.emit(TransactionTimedOut(
-                key=self.key, request=self.request, transport_error=transport_error
-            ))
+            ctx.emit(
+                TransactionTimedOut(
+                    key=self.key, request=self.request, transport_error=transport_error
+                )
+            )
 
     def _apply(self, event: Input) -> SideEffect | None:
         try:

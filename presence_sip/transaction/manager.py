@@ -69,6 +69,9 @@ STAT_NAMES = (
 
 _COMPACT_MIN = 1024
 
+KEEP_RESPONSES = 1024
+"""Completed UDP server transactions that keep their Response object (see Context.completed)."""
+
 FIXED_TIMERS = frozenset({Input.TIMER_J, Input.TIMER_K})
 """Timers armed at ``now`` + the same duration for every transaction: they use the FIFO."""
 
@@ -93,8 +96,18 @@ class Context:
     """
 
     __slots__ = (
-        "clients", "events", "fifo", "fifo_live", "heap", "live", "outbox", "seq", "servers",
-        "stats", "timers",
+        "clients",
+        "events",
+        "fifo",
+        "fifo_live",
+        "heap",
+        "live",
+        "outbox",
+        "recent",
+        "seq",
+        "servers",
+        "stats",
+        "timers",
     )
 
     def __init__(self, timers: Timers) -> None:
@@ -106,6 +119,8 @@ class Context:
         self.heap: list[tuple[float, int, Timed, Input]] = []
         self.fifo: deque[tuple[float, int, Timed, Input]] = deque()
         """Fixed-duration timers (J, K), in deadline order."""
+        self.recent: deque[ServerTransaction] = deque()
+        """The most recently completed UDP server transactions, which keep their response."""
         self.seq = 0
         self.live = 0
         """Armed timers, heap and FIFO."""
@@ -143,6 +158,18 @@ class Context:
         owner.armed[timer] = self.seq
         self.fifo.append((deadline, self.seq, owner, timer))
         self._maybe_compact()
+
+    def completed(self, txn: ServerTransaction) -> None:
+        """A UDP server transaction entered Completed (it waits for Timer J, resending bytes).
+
+        The :data:`KEEP_RESPONSES` most recent ones keep their :class:`Response` object (for the
+        TU and for inspection); older ones keep only its bytes (issue 8: the parsed response is
+        most of their memory, and thousands of them wait 32 s under load).
+        """
+        recent = self.recent
+        recent.append(txn)
+        if len(recent) > KEEP_RESPONSES:
+            recent.popleft().response = None
 
     def next_due(self, now: float) -> tuple[float, int, Timed, Input] | None:
         """Remove and return the earliest heap or FIFO entry due at ``now`` (maybe stale)."""

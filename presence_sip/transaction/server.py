@@ -148,6 +148,8 @@ def response_destination(via: Via, source: Peer) -> Peer:
         host = host[1:-1]
     rport = via.rport
     port = rport if type(rport) is int else (via.port or DEFAULT_PORT)
+    if host == source.host and port == source.port:
+        return source  # the usual case (RFC 3581): one Peer object per transaction, not two
     return Peer(source.transport, host, port)
 
 
@@ -185,7 +187,8 @@ class _Server(Machine, ABC):
         self.reply_to = reply_to
         """Where responses go (RFC 3261 §18.2.2)."""
         self.response: Response | None = None
-        """The last response sent."""
+        """The last response sent (None before any; in Completed over UDP, None again once
+        only its bytes are kept, see ``Context.completed``)."""
         self.data = b""
         """That response as bytes, resent on request retransmissions."""
         self.armed: dict[Input, int] = {}
@@ -261,6 +264,7 @@ class ServerTransaction(_Server):
             # transactions wait here for 32 s; the parsed request is most of their memory).
             self.request = None
             self._ctx.arm_fixed(self, Input.TIMER_J, now + self._ctx.timers.timer_j)
+            self._ctx.completed(self)
 
     def fire(self, timer: Input, now: float) -> None:
         self._apply(timer)
