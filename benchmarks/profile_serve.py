@@ -11,6 +11,7 @@ Usage::
     .venv/bin/pip install py-spy
     .venv/bin/python benchmarks/profile_serve.py publish --rate 3000 [--seconds 10] [--nice -10]
     .venv/bin/python benchmarks/profile_serve.py cycle --rate 800 --raw /tmp/cycle.txt
+    .venv/bin/python benchmarks/profile_serve.py publish --rate 2000 --no-spy --loop asyncio
 
 The raw file (``--raw``) holds collapsed stacks, one per line, for flame-graph tools.
 """
@@ -25,10 +26,11 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-bench = importlib.import_module("run")  # benchmarks/run.py, the harness
+bench: Any = importlib.import_module("run")  # benchmarks/run.py, the harness
 
 SCENARIOS = {
     "publish": (
@@ -78,12 +80,19 @@ def main() -> int:
     parser.add_argument("--nice", type=int, default=0, help="as run.py --nice")
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--raw", type=Path, default=None, help="keep py-spy's collapsed stacks")
+    parser.add_argument(
+        "--loop", choices=("auto", "asyncio", "uvloop"), default=None, help="serve --loop"
+    )
+    parser.add_argument("--no-spy", action="store_true", help="only the load, no py-spy")
     args = parser.parse_args()
     if shutil.which("py-spy") is None and not (Path(sys.executable).parent / "py-spy").exists():
         parser.error("py-spy is not installed (.venv/bin/pip install py-spy)")
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if args.nice:
         bench.NICE[:] = ["nice", "-n", str(args.nice)]
+    if args.loop:
+        command = bench.ours_command
+        bench.ours_command = lambda port, data: [*command(port, data), "--loop", args.loop]
     scenario, csv, keys = SCENARIOS[args.scenario]
     workdir = Path(tempfile.mkdtemp(prefix="presence-profile-"))
     raw = args.raw or workdir / "pyspy.txt"
@@ -94,6 +103,22 @@ def main() -> int:
         server.start()
         if scenario != "publish.xml":
             b.prepublish()
+        if args.no_spy:
+            print(
+                b.sipp.run(
+                    bench.SippJob(
+                        scenario,
+                        rate=args.rate,
+                        calls=int(args.rate * args.seconds),
+                        limit=max(500, args.rate),
+                        csv=csvs[csv],
+                        keys=keys,
+                        run_seconds=args.seconds + 15,
+                    ),
+                    server,
+                ).describe()
+            )
+            return 0
         spy = bench.REAPER.spawn(
             [
                 pyspy,
