@@ -362,7 +362,7 @@ class DigestAuthenticator:
             f'", opaque="{self.opaque}", algorithm={alg.value}, qop="auth"'
             for alg in self.algorithms
         ]
-        self._realm_part = f"Digest realm={_quote(realm)}, nonce=\""
+        self._realm_part = f'Digest realm={_quote(realm)}, nonce="'
 
     def challenge(self, now: float, *, stale: bool = False) -> list[str]:
         """WWW-Authenticate / Proxy-Authenticate values, one per algorithm, strongest first."""

@@ -52,8 +52,12 @@ def test_creation_and_id() -> None:
 
 def test_notify_without_routes() -> None:
     d = dialog()
-    notify = d.build_request("NOTIFY", via="SIP/2.0/UDP 127.0.2.11:5060;branch=z9hG4bKn1",
-                             headers=[("Event", "presence")], body=b"x")
+    notify = d.build_request(
+        "NOTIFY",
+        via="SIP/2.0/UDP 127.0.2.11:5060;branch=z9hG4bKn1",
+        headers=[("Event", "presence")],
+        body=b"x",
+    )
     assert notify.uri == "sip:alice@127.0.0.1:5070"
     assert notify.headers.get_all("Route") == []
     assert notify.headers.get("From") == "<sip:+447700900123@net-b.test>;tag=L1"
@@ -92,7 +96,9 @@ def test_strict_router_first() -> None:
 def test_destination_rules() -> None:
     assert dialog().destination() == Peer("udp", "127.0.0.1", 5070)
     named = Dialog.from_request(
-        request(contact="<sip:alice@watcher.net-a.test>"), local_tag="L", source=SOURCE,
+        request(contact="<sip:alice@watcher.net-a.test>"),
+        local_tag="L",
+        source=SOURCE,
         local_contact="sip:h",
     )
     assert named.destination() == SOURCE  # no DNS: back where it came from
@@ -123,13 +129,16 @@ def test_in_dialog_request_checks_and_target_refresh() -> None:
 
 @pytest.mark.parametrize(
     ("contact", "reason"),
-    [("<tel:+1234>", "Contact must be a SIP URI"),
-     ("<sip:a@h>, <sip:b@h>", "More than one Contact")],
+    [
+        ("<tel:+1234>", "Contact must be a SIP URI"),
+        ("<sip:a@h>, <sip:b@h>", "More than one Contact"),
+    ],
 )
 def test_bad_contacts(contact: str, reason: str) -> None:
     with pytest.raises(DialogError, match=reason):
-        Dialog.from_request(request(contact=contact), local_tag="L", source=SOURCE,
-                            local_contact="sip:h")
+        Dialog.from_request(
+            request(contact=contact), local_tag="L", source=SOURCE, local_contact="sip:h"
+        )
 
 
 def test_from_tag_required_and_cseq_limit() -> None:

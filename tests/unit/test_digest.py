@@ -179,8 +179,7 @@ def test_challenge_values_exact() -> None:
     assert auth.challenge(1000.0) == [
         f'Digest realm="net-a.test", nonce="{nonce}", opaque="{opaque}", '
         'algorithm=SHA-256, qop="auth"',
-        f'Digest realm="net-a.test", nonce="{nonce}", opaque="{opaque}", '
-        'algorithm=MD5, qop="auth"',
+        f'Digest realm="net-a.test", nonce="{nonce}", opaque="{opaque}", algorithm=MD5, qop="auth"',
     ]
     assert auth.challenge(1000.0, stale=True)[0].endswith(', qop="auth", stale=true')
 
@@ -241,8 +240,13 @@ def test_optional_algorithms(algorithm: DigestAlgorithm) -> None:
 def test_auth_int_covers_the_body(auth: DigestAuthenticator) -> None:
     ch = parse_challenge(auth.challenge(0.0)[0].replace('qop="auth"', 'qop="auth-int"'))
     value = build_authorization(
-        ch, username="alice", password="wonderland", method="PUBLISH", uri=URI,
-        cnonce="c", body=b"<presence/>",
+        ch,
+        username="alice",
+        password="wonderland",
+        method="PUBLISH",
+        uri=URI,
+        cnonce="c",
+        body=b"<presence/>",
     )
     creds = parse_credentials(value)
     assert creds.qop == "auth-int"
@@ -334,7 +338,11 @@ def test_tampered_nonce_fails(auth: DigestAuthenticator) -> None:
     forged = replace(challenge, nonce=tamper(challenge.nonce))
     creds = parse_credentials(
         build_authorization(
-            forged, username="alice", password="wonderland", method="REGISTER", uri=URI,
+            forged,
+            username="alice",
+            password="wonderland",
+            method="REGISTER",
+            uri=URI,
             cnonce="c",
         )
     )
@@ -344,9 +352,7 @@ def test_tampered_nonce_fails(auth: DigestAuthenticator) -> None:
 
 @pytest.mark.parametrize("nonce", ["", "!!!", "A", "AAAA", "x" * 300, "7ypf/xlj9XXwfDPE"])
 def test_foreign_nonces_fail(auth: DigestAuthenticator, nonce: str) -> None:
-    creds = answer(
-        f'Digest realm="{REALM}", nonce="{nonce}", algorithm=SHA-256, qop="auth"'
-    )
+    creds = answer(f'Digest realm="{REALM}", nonce="{nonce}", algorithm=SHA-256, qop="auth"')
     assert auth.verify(creds, "REGISTER", lookup, 1.0).reason == REASON_NONCE
 
 

@@ -46,7 +46,7 @@ PIDF_OPEN = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n'
     b'<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="sip:+447700900123@net-b.test">\n'
     b'<tuple id="sg89ae"><status><basic>open</basic></status>'
-    b"<contact priority=\"0.8\">tel:+447700900123</contact></tuple>\n</presence>\n"
+    b'<contact priority="0.8">tel:+447700900123</contact></tuple>\n</presence>\n'
 )
 PIDF_CLOSED = PIDF_OPEN.replace(b"<basic>open</basic>", b"<basic>closed</basic>")
 
@@ -222,17 +222,19 @@ def publish(
 
 def register(msisdn: str = BOB, expires: int = 3600) -> bytes:
     n = next(_counter)
-    return sip([
-        f"REGISTER sip:{DOMAIN} SIP/2.0",
-        f"Via: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bKreg{n}",
-        "Max-Forwards: 70",
-        f"From: <sip:{msisdn}@{DOMAIN};user=phone>;tag=r{n}",
-        f"To: <sip:{msisdn}@{DOMAIN};user=phone>",
-        f"Call-ID: reg{msisdn}@127.0.0.1",
-        f"CSeq: {n} REGISTER",
-        "Contact: <sip:bob@127.0.0.1:5090>",
-        f"Expires: {expires}",
-    ])
+    return sip(
+        [
+            f"REGISTER sip:{DOMAIN} SIP/2.0",
+            f"Via: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bKreg{n}",
+            "Max-Forwards: 70",
+            f"From: <sip:{msisdn}@{DOMAIN};user=phone>;tag=r{n}",
+            f"To: <sip:{msisdn}@{DOMAIN};user=phone>",
+            f"Call-ID: reg{msisdn}@127.0.0.1",
+            f"CSeq: {n} REGISTER",
+            "Contact: <sip:bob@127.0.0.1:5090>",
+            f"Expires: {expires}",
+        ]
+    )
 
 
 def responses(messages: list[Request | Response]) -> list[Response]:
@@ -304,13 +306,19 @@ def published(
     return ok, notifies(out)
 
 
-def in_dialog(ok: Response, notify: Request, *, expires: int, cseq: int = 2,
-              event: str = "presence") -> bytes:
+def in_dialog(
+    ok: Response, notify: Request, *, expires: int, cseq: int = 2, event: str = "presence"
+) -> bytes:
     """A re-SUBSCRIBE to the NOTIFY's Contact with the notifier's tag (as SIPp does)."""
     contact = notify.contacts[0].uri
     return subscribe(
-        ruri=str(contact), to_tag=ok.to.tag, call_id=ok.call_id, cseq=cseq, expires=expires,
-        event=event, from_tag=notify.to.tag,
+        ruri=str(contact),
+        to_tag=ok.to.tag,
+        call_id=ok.call_id,
+        cseq=cseq,
+        expires=expires,
+        event=event,
+        from_tag=notify.to.tag,
     )
 
 
@@ -445,8 +453,14 @@ def authorized(data: bytes, challenge: Response, user: str) -> bytes:
     assert isinstance(request, Request)
     value = challenge.headers.get_all("WWW-Authenticate")[-1]
     credentials = build_authorization(
-        value, username=user, password="secret", method=request.method, uri=request.uri,
-        cnonce=f"c{next(_counter)}", nc=next(_counter), body=request.body,
+        value,
+        username=user,
+        password="secret",
+        method=request.method,
+        uri=request.uri,
+        cnonce=f"c{next(_counter)}",
+        nc=next(_counter),
+        body=request.body,
     )
     request.headers.add("Authorization", credentials)
     via = request.headers.get("Via") or ""
@@ -619,31 +633,35 @@ def test_notify_timeout_ends_the_subscription() -> None:
 
 def test_stray_notify_is_481() -> None:
     node = Node()
-    data = sip([
-        f"NOTIFY sip:{PS} SIP/2.0",
-        "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKstray",
-        "Max-Forwards: 70",
-        "From: <sip:x@net-a.test>;tag=a",
-        "To: <sip:y@net-b.test>;tag=b",
-        "Call-ID: stray@x",
-        "CSeq: 1 NOTIFY",
-        "Event: presence",
-        "Subscription-State: active",
-    ])
+    data = sip(
+        [
+            f"NOTIFY sip:{PS} SIP/2.0",
+            "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKstray",
+            "Max-Forwards: 70",
+            "From: <sip:x@net-a.test>;tag=a",
+            "To: <sip:y@net-b.test>;tag=b",
+            "Call-ID: stray@x",
+            "CSeq: 1 NOTIFY",
+            "Event: presence",
+            "Subscription-State: active",
+        ]
+    )
     assert only_response(node.receive(data)).status == 481
 
 
 def test_options_advertises_events_and_types() -> None:
     node = Node()
-    data = sip([
-        f"OPTIONS sip:{PS} SIP/2.0",
-        "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKopt",
-        "Max-Forwards: 70",
-        "From: <sip:x@net-a.test>;tag=a",
-        f"To: <sip:{PS}>",
-        "Call-ID: opt@x",
-        "CSeq: 1 OPTIONS",
-    ])
+    data = sip(
+        [
+            f"OPTIONS sip:{PS} SIP/2.0",
+            "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKopt",
+            "Max-Forwards: 70",
+            "From: <sip:x@net-a.test>;tag=a",
+            f"To: <sip:{PS}>",
+            "Call-ID: opt@x",
+            "CSeq: 1 OPTIONS",
+        ]
+    )
     reply = only_response(node.receive(data))
     assert reply.headers.get("Allow-Events") == "presence, presence.winfo"
     assert "application/pidf+xml" in (reply.headers.get("Accept") or "")
@@ -776,7 +794,10 @@ def test_winfo_lists_watchers_including_pending_and_follows_changes() -> None:
     node = Node(policy="confirm")
     subscribed(node, watcher=CAROL, contact="<sip:carol@127.0.0.1:5071>")
     _ok, notify = subscribed(
-        node, watcher=BOB, event="presence.winfo", accept="application/watcherinfo+xml",
+        node,
+        watcher=BOB,
+        event="presence.winfo",
+        accept="application/watcherinfo+xml",
         contact="<sip:bob@127.0.0.1:5090>",
     )
     assert notify.headers.get("Content-Type") == "application/watcherinfo+xml"
@@ -960,9 +981,14 @@ def test_role_creates_its_tables_from_a_connection() -> None:
     hss = MemorySubscriberStore(DOMAIN)
     registrar = Registrar(MemoryBindingStore(), now=T0)
     role = PresenceRole(
-        endpoint=endpoint, conn=conn, hss=hss, registrar=registrar,
-        guard=RequestGuard(None, lambda user, alg: None), domains=frozenset({DOMAIN}),
-        default_policy="block", now=T0,
+        endpoint=endpoint,
+        conn=conn,
+        hss=hss,
+        registrar=registrar,
+        guard=RequestGuard(None, lambda user, alg: None),
+        domains=frozenset({DOMAIN}),
+        default_policy="block",
+        now=T0,
     )
     assert SqlitePresenceStore(conn).counts() == (0, 0)
     assert "presence.winfo" in endpoint.allow_events
@@ -970,8 +996,11 @@ def test_role_creates_its_tables_from_a_connection() -> None:
     role.close()
     with pytest.raises(ValueError, match="database connection"):
         PresenceRole(
-            endpoint=endpoint, hss=hss, registrar=registrar,
-            guard=RequestGuard(None, lambda user, alg: None), domains=frozenset({DOMAIN}),
+            endpoint=endpoint,
+            hss=hss,
+            registrar=registrar,
+            guard=RequestGuard(None, lambda user, alg: None),
+            domains=frozenset({DOMAIN}),
             now=T0,
         )
     conn.close()
