@@ -11,13 +11,13 @@ from __future__ import annotations
 import heapq
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from presence_sip.hss.msisdn import msisdn_from_uri
 from presence_sip.registrar.bindings import Binding, BindingStore
 from presence_sip.sip import Request, Response, SipParseError, make_response
 from presence_sip.sip.message import parse_delta_seconds
-from presence_sip.sip.uri import AbsoluteUri, NameAddr, SipUri, TelUri, Uri, format_params
+from presence_sip.sip.uri import AbsoluteUri, NameAddr, TelUri, Uri, format_params
 
 log = logging.getLogger(__name__)
 
@@ -211,11 +211,6 @@ class Registrar:
         for listener in self.listeners:
             listener(aor, registered, now)
 
-    def refresh_source(self, aor: str, contact: str, source: str) -> None:
-        binding = self._bindings.get(aor, {}).get(contact)
-        if binding is not None:
-            self._bindings[aor][contact] = replace(binding, source=source)
-
 
 def _q_value(contact: NameAddr) -> float:
     value = contact.param("q")
@@ -228,9 +223,3 @@ def _q_value(contact: NameAddr) -> float:
     if not 0.0 <= q <= 1.0:
         raise SipParseError("Malformed q-value")
     return q
-
-
-def to_aor_uri(request: Request) -> SipUri | TelUri | None:
-    """The AOR of a REGISTER (its To URI) when it is a SIP/SIPS/tel URI (RFC 4475 unksm2: 400)."""
-    uri = request.to.uri
-    return None if isinstance(uri, AbsoluteUri) else uri
