@@ -10,6 +10,14 @@ A config file describes a network and its nodes::
     default_policy = "confirm" # or "allow", "block"
     ca = "certs/net-b.test/ca.pem"
 
+    [[network.route]]          # static next hops for a foreign domain (SRV-like); no DNS
+    domain = "net-a.test"
+    transport = "tls"
+    host = "127.0.1.2"
+    port = 5061
+    priority = 10
+    weight = 1
+
     [[node]]
     name = "ps1"
     roles = ["registrar", "presence"]
@@ -30,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from presence_sip.node import ROLES, Node, NodeConfig, TlsSettings, tune_gc
+from presence_sip.proxy.routing import NextHop, is_ip
 from presence_sip.sip.errors import ConfigError
 from presence_sip.transport.listen import ListenSpec
 
@@ -201,7 +210,32 @@ def _node_config(
         ),
         default_policy=pick(args.default_policy, "default_policy", "confirm"),
         tls=tls,
+        routes=_routes(network.get("route", [])),
     )
+
+
+def _routes(entries: object) -> dict[str, tuple[NextHop, ...]]:
+    """``[[network.route]]`` tables (domain, transport, host, port, priority, weight) -> records."""
+    if not isinstance(entries, list):
+        raise ConfigError("[[network.route]] must be a list of tables")
+    routes: dict[str, list[NextHop]] = {}
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("domain"), str):
+            raise ConfigError("every [[network.route]] needs a domain")
+        try:
+            hop = NextHop(
+                transport=str(entry.get("transport", "udp")),
+                host=str(entry["host"]),
+                port=int(entry.get("port", 5061 if entry.get("transport") == "tls" else 5060)),
+                priority=int(entry.get("priority", 10)),
+                weight=int(entry.get("weight", 1)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"route for {entry['domain']}: bad or missing {exc}") from None
+        if hop.transport not in ("udp", "tcp", "tls") or not is_ip(hop.host):
+            raise ConfigError(f"route for {entry['domain']}: transport udp|tcp|tls and an IP host")
+        routes.setdefault(entry["domain"].lower(), []).append(hop)
+    return {domain: tuple(hops) for domain, hops in routes.items()}
 
 
 def _algorithms(value: str | list[str]) -> tuple[str, ...]:

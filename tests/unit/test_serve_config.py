@@ -1,0 +1,94 @@
+"""``presence-sip serve CONFIG.toml``: nodes, flags over the file, static routes, one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from presence_sip.cli.main import build_parser
+from presence_sip.cli.serve import load_configs
+from presence_sip.proxy.routing import NextHop
+from presence_sip.sip.errors import ConfigError
+
+CONFIG = """
+[network]
+domain = "net-b.test"
+data = "data/net-b"
+auth = "none"
+
+[[network.route]]
+domain = "NET-A.test"
+transport = "tls"
+host = "127.0.1.2"
+priority = 10
+
+[[network.route]]
+domain = "net-a.test"
+transport = "tls"
+host = "127.0.1.3"
+port = 5071
+priority = 20
+weight = 3
+
+[[node]]
+name = "ps1"
+roles = ["registrar", "presence"]
+listen = ["udp:127.0.2.11:5060", "tcp:127.0.2.11:5060"]
+
+[[node]]
+name = "ps2"
+listen = ["udp:127.0.2.12:5060"]
+"""
+
+
+def args_for(*argv: str) -> argparse.Namespace:
+    return build_parser().parse_args(["serve", *argv])
+
+
+def test_nodes_routes_and_flag_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "net-b.toml"
+    path.write_text(CONFIG)
+    configs = load_configs(args_for(str(path), "--default-policy", "allow"))
+    assert [c.name for c in configs] == ["ps1", "ps2"]
+    ps1 = configs[0]
+    assert ps1.domain == "net-b.test"
+    assert ps1.auth == "none"
+    assert ps1.default_policy == "allow"
+    assert [str(s) for s in ps1.listen] == ["udp:127.0.2.11:5060", "tcp:127.0.2.11:5060"]
+    assert ps1.routes == {
+        "net-a.test": (
+            NextHop("tls", "127.0.1.2", 5061, priority=10, weight=1),
+            NextHop("tls", "127.0.1.3", 5071, priority=20, weight=3),
+        )
+    }
+    only = load_configs(args_for(str(path), "--node", "ps2"))
+    assert [c.name for c in only] == ["ps2"]
+
+
+@pytest.mark.parametrize(
+    ("route", "message"),
+    [
+        ('host = "127.0.1.2"', "needs a domain"),
+        ('domain = "a.test"\nhost = "gw.a.test"', "an IP host"),
+        ('domain = "a.test"\ntransport = "sctp"\nhost = "127.0.0.1"', "transport udp|tcp|tls"),
+        ('domain = "a.test"', "route for a.test: bad or missing"),
+    ],
+)
+def test_bad_routes_are_one_clear_error(tmp_path: Path, route: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        f'[network]\ndomain = "b.test"\n[[network.route]]\n{route}\n[[node]]\nname = "n"\n'
+    )
+    with pytest.raises(ConfigError, match=message):
+        load_configs(args_for(str(path)))
+
+
+def test_unknown_node_and_unreadable_file(tmp_path: Path) -> None:
+    path = tmp_path / "net-b.toml"
+    path.write_text(CONFIG)
+    with pytest.raises(ConfigError, match="no node named 'ps9'"):
+        load_configs(args_for(str(path), "--node", "ps9"))
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_configs(args_for(str(tmp_path / "missing.toml")))
