@@ -1,4 +1,4 @@
-"""``presence-sip serve CONFIG.toml``: nodes, flags over the file, static routes, one-line errors."""
+"""``presence-sip serve CONFIG.toml``: nodes, flags over the file, static routes, clear errors."""
 
 from __future__ import annotations
 
