@@ -37,7 +37,6 @@ import argparse
 import datetime as dt
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -56,15 +55,12 @@ from benchmarks.run import (
     NICE,
     REAPER,
     RESULTS_DIR,
-    SCENARIOS,
     SIPP_BUFFER,
-    SIPP_CPU,
     BenchError,
     Ours,
     Sipp,
     SippJob,
     SippRun,
-    _check_port_free,
     _latency_samples,
     _on_signal,
     _percentile,
@@ -253,44 +249,6 @@ def write_csv(path: Path, users: int, *, digest: bool) -> Path:
 # --------------------------------------------------------------------------- SIPp
 
 
-class TransportSipp(Sipp):
-    """``run.Sipp`` with a SIPp transport (``-t``) and ``-trace_logs`` always on.
-
-    ``run.Sipp.start`` has no way to add arguments, so the command line is built here again
-    (same options); ``wait`` and ``run`` (statistics, CPU, drops) are inherited.
-    """
-
-    def __init__(self, workdir: Path, others: list[float], transport: str) -> None:
-        super().__init__(workdir, others)
-        self.transport = transport
-
-    def start(self, job: SippJob, port: int) -> tuple[subprocess.Popen[bytes], SippRun]:
-        self.count += 1
-        rundir = self.workdir / f"sipp{self.count:03d}-{Path(job.scenario).stem}"
-        rundir.mkdir(parents=True)
-        _check_port_free(job.local_port)
-        argv = [
-            *NICE, "taskset", "-c", SIPP_CPU, "sipp", f"{HOST}:{port}",
-            "-sf", str(SCENARIOS / job.scenario), "-inf", str(job.csv),
-            "-t", self.transport,
-            "-i", HOST, "-p", str(job.local_port), "-bind_local",
-            "-r", f"{job.rate:.0f}", "-rp", "1000", "-m", str(job.calls), "-l", str(job.limit),
-            "-nostdin", "-nd", "-buff_size", str(SIPP_BUFFER),
-            "-recv_timeout", str(job.recv_timeout_ms),
-            "-timeout", f"{int(job.run_seconds + 0.999)}s",
-            "-max_recv_loops", "10000", "-max_sched_loops", "10000",
-            "-trace_stat", "-stf", str(rundir / "stat.csv"), "-fd", "1",
-            "-trace_screen", "-screen_file", str(rundir / "screen.log"),
-            "-trace_err", "-error_file", str(rundir / "errors.log"),
-            "-trace_logs", "-log_file", str(rundir / "actions.log"),
-        ]  # fmt: skip
-        for key, value in job.keys.items():
-            argv += ["-key", key, value]
-        (rundir / "cmd.txt").write_text(" ".join(argv) + "\n")
-        proc = REAPER.spawn(argv, cwd=rundir, log=rundir / "sipp.out")
-        return proc, SippRun(job.scenario, rate=job.rate, asked_calls=job.calls, workdir=rundir)
-
-
 # --------------------------------------------------------------------------- rate search
 
 
@@ -323,7 +281,7 @@ class Search:
     """Runs the steps of one row and searches the highest passing rate."""
 
     def __init__(
-        self, row: Row, plan: Plan, server: TransactionServer, sipp: TransportSipp, csv: Path,
+        self, row: Row, plan: Plan, server: TransactionServer, sipp: Sipp, csv: Path,
         log: Callable[[str], None], deadline: float,
     ) -> None:  # fmt: skip
         self.row, self.plan, self.server, self.sipp = row, plan, server, sipp
@@ -346,6 +304,7 @@ class Search:
                 recv_timeout_ms=self.plan.recv_timeout_ms,
                 logs=True,
                 local_port=SIPP_LOCAL_PORT,
+                transport=self.row.transport,
             )
             run = self.sipp.run(job, self.server)
         finally:
@@ -569,7 +528,7 @@ class Runner:
         server = TransactionServer(
             self.workdir / row.key, digest=row.digest, template=template if row.digest else None
         )
-        sipp = TransportSipp(self.workdir / row.key / "sipp", self.others, row.transport)
+        sipp = Sipp(self.workdir / row.key / "sipp", self.others)
         search = Search(row, self.plan, server, sipp, csv, self.log, deadline)
         try:
             result = search.find_max()

@@ -586,6 +586,8 @@ class SippJob:
     logs: bool = False
     """Write <log> actions (-trace_logs) to actions.log."""
     local_port: int = SIPP_PORT
+    transport: str = "u1"
+    """SIPp -t: u1 (UDP), t1 (one TCP connection), tn (one per call)."""
 
 
 class Sipp:
@@ -604,7 +606,7 @@ class Sipp:
         _check_port_free(job.local_port)
         argv = [
             *NICE, "taskset", "-c", SIPP_CPU, "sipp", f"{HOST}:{port}",
-            "-sf", str(SCENARIOS / job.scenario), "-inf", str(job.csv),
+            "-sf", str(SCENARIOS / job.scenario), "-inf", str(job.csv), "-t", job.transport,
             "-i", HOST, "-p", str(job.local_port), "-bind_local",
             "-r", f"{job.rate:.0f}", "-rp", "1000", "-m", str(job.calls), "-l", str(job.limit),
             "-nostdin", "-nd", "-buff_size", str(SIPP_BUFFER),
