@@ -7,7 +7,7 @@ what the presence scenarios need around it::
     hss(data, "subscriber", "add", "+447700900123", "--password", "pw")
     with presence_node(data, auth="none", default_policy="allow") as node:
         run_scenario(FETCH_XML, node.address, keys={...})
-        assert count_subscriptions(data, "+447700900123") == 0
+        assert wait_for_subscriptions(data, "+447700900123", 0, timeout=5) == 0
 
 Everything stays on 127.0.0.1; every subprocess runs under a timeout.
 """
@@ -89,8 +89,9 @@ def provision(
 def count_subscriptions(data: Path, presentity: str, *, event: str = "presence") -> int:
     """Stored subscriptions to ``presentity`` (key: ``+MSISDN`` or ``sip:user@host``).
 
-    Read-only, beside the running node (SQLite WAL).  The node stores a subscription before it
-    answers the SUBSCRIBE, so this counts the subscriptions it has accepted and not yet ended."""
+    Read-only, beside the running node (SQLite WAL).  The node stores subscriptions write-behind
+    (group commit), so a change shows here up to ~30 ms after the node answered: poll with
+    :func:`wait_for_subscriptions`."""
     conn = sqlite3.connect(f"file:{data / 'presence.sqlite'}?mode=ro", uri=True, timeout=5)
     try:
         row = conn.execute(
@@ -107,10 +108,13 @@ def count_subscriptions(data: Path, presentity: str, *, event: str = "presence")
 def wait_for_subscriptions(
     data: Path, presentity: str, want: int, *, event: str = "presence", timeout: float = 30.0
 ) -> int:
-    """Poll :func:`count_subscriptions` until it reaches ``want``; the last count seen."""
+    """Poll :func:`count_subscriptions` until it equals ``want``; the last count seen.
+
+    The node writes subscriptions behind (group commit, at most ~30 ms after it answered), so a
+    check right after a scenario ends polls rather than reads once."""
     deadline = time.monotonic() + timeout
     count = count_subscriptions(data, presentity, event=event)
-    while count < want and time.monotonic() < deadline:
+    while count != want and time.monotonic() < deadline:
         time.sleep(0.05)
         count = count_subscriptions(data, presentity, event=event)
     return count

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 from presence_serve import (
     ServeProcess,
-    count_subscriptions,
     presence_node,
     provision,
     wait_for_subscriptions,
@@ -188,7 +187,8 @@ async def test_subscribe_refresh_unsubscribe(node: ServeProcess, data: Path) -> 
     cseqs = [int(n) for n in re.findall(r"^NOTIFY .*?^CSeq: (\d+) NOTIFY", log, re.M | re.S)]
     assert cseqs == sorted(set(cseqs)), cseqs  # strictly rising
     assert len(cseqs) == 3
-    assert count_subscriptions(data, P_SUBSCRIBE) == 0  # the unsubscribe ended it
+    # the unsubscribe ended it (stored write-behind: poll)
+    assert await asyncio.to_thread(wait_for_subscriptions, data, P_SUBSCRIBE, 0, timeout=5) == 0
 
 
 # --- fetch.xml ----------------------------------------------------------------------------------
@@ -201,7 +201,8 @@ async def test_fetch_open_presentity(node: ServeProcess, data: Path) -> None:
     assert (result.returncode, result.successful, result.failed) == (0, 1, 0), explain(result, node)
     assert len(re.findall(r"^NOTIFY ", result.messages_log, re.MULTILINE)) == 1
     assert "Subscription-State: terminated" in result.messages_log
-    assert count_subscriptions(data, P_FETCH) == 0  # a fetch leaves nothing behind
+    # a fetch leaves nothing behind (stored write-behind: poll)
+    assert await asyncio.to_thread(wait_for_subscriptions, data, P_FETCH, 0, timeout=5) == 0
 
 
 @pytest.mark.parametrize(
@@ -245,7 +246,10 @@ async def test_winfo_shows_a_new_watcher(
             result = await asyncio.to_thread(run.wait)  # the watcher stays until the end
             await unwatch(watcher, node, dialog, target)
     assert (result.returncode, result.successful, result.failed) == (0, 1, 0), explain(result, node)
-    assert count_subscriptions(data, presentity, event="presence.winfo") == 0
+    left = await asyncio.to_thread(
+        wait_for_subscriptions, data, presentity, 0, event="presence.winfo", timeout=5
+    )
+    assert left == 0  # stored write-behind: poll
 
 
 async def test_winfo_fails_on_the_wrong_watcher_status(node: ServeProcess, data: Path) -> None:
