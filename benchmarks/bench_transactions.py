@@ -19,16 +19,17 @@ For each row the rate is stepped up (a probe step, a guess from the server's CPU
 probe, growth until a step fails, then bisection; a step that fails while the server used less
 than 80 % of a CPU is repeated once); the row is the highest rate whose step passes:
 failed-or-unfinished calls <= 0.1 %, SIPp retransmissions <= 1 % of its messages, achieved
-call rate >= 95 % of the asked one (``SippRun.verdict`` in ``run.py``).  The server is
-restarted before every step, pinned to CPU 0, SIPp to CPU 1.  p50/p99 are per-call response
+call rate >= 95 % of the asked one (``SippRun.verdict`` in ``harness/sipp.py``).  The server
+is restarted before every step, pinned to CPU 0, SIPp to CPU 1.  p50/p99 are per-call response
 times from SIPp's gettimeofday() around each call (for REGISTER: both round trips).
 
-The servers, SIPp runner, statistics parsing and process reaping come from ``run.py``.
-Everything stays on 127.0.0.1 (server port 15080, SIPp port 16100), every subprocess runs under
-a timeout and is killed at the end, on errors and on Ctrl-C.  A full run takes < 4 minutes,
-``--quick`` < 1 minute.  The Markdown table is printed and appended to today's results file of
-``run.py`` for the same mode when there is one (replacing an earlier transactions section in
-it), else written to ``benchmarks/results/<date>-transactions[-quick].md``.
+The servers, SIPp runner, statistics parsing and process reaping are those of ``run.py``, from
+the ``benchmarks/harness/`` package.  Everything stays on 127.0.0.1 (server port 15080, SIPp
+port 16100), every subprocess runs under a timeout and is killed at the end, on errors and on
+Ctrl-C.  A full run takes < 4 minutes, ``--quick`` < 1 minute.  The Markdown table is printed
+and appended to today's results file of ``run.py`` for the same mode when there is one
+(replacing an earlier transactions section in it), else written to
+``benchmarks/results/<date>-transactions[-quick].md``.
 """
 
 from __future__ import annotations
@@ -49,26 +50,12 @@ from presence_sip.storage.sqlite_hss import SqliteSubscriberStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.run import (
-    DOMAIN,
-    HOST,
-    NICE,
-    REAPER,
-    RESULTS_DIR,
-    SIPP_BUFFER,
-    BenchError,
-    Ours,
-    Sipp,
-    SippJob,
-    SippRun,
-    _latency_samples,
-    _on_signal,
-    _percentile,
-    _round_rate,
-    machine_info,
-    ours_command,
-    preflight,
-)
+from benchmarks.harness.config import DOMAIN, HOST, NICE, RESULTS_DIR, SIPP_BUFFER, BenchError
+from benchmarks.harness.processes import REAPER, on_signal
+from benchmarks.harness.report import machine_info
+from benchmarks.harness.samples import latency_samples, percentile, round_rate
+from benchmarks.harness.servers import Ours, ours_command, preflight
+from benchmarks.harness.sipp import Sipp, SippJob, SippRun
 
 SERVE_PORT = 15080  # run.py uses 15060 (Kamailio) and 15070 (ours)
 SIPP_LOCAL_PORT = 16100  # run.py uses 16000 and 16090
@@ -179,7 +166,7 @@ def with_flag(argv: Sequence[str], flag: str, values: Sequence[str]) -> list[str
 
 
 def serve_argv(base: Sequence[str], port: int, *, digest: bool) -> list[str]:
-    """``run.ours_command()`` with UDP+TCP listeners and the row's authentication."""
+    """``servers.ours_command()`` with UDP+TCP listeners and the row's authentication."""
     argv = with_flag(base, "--listen", [f"udp:{HOST}:{port}", f"tcp:{HOST}:{port}"])
     argv = with_flag(argv, "--auth", ["digest" if digest else "none"])
     # SIPp 3.6.1 computes MD5 only and answers the first challenge of a 401.
@@ -309,9 +296,9 @@ class Search:
             run = self.sipp.run(job, self.server)
         finally:
             self.server.stop()
-        samples = sorted(_latency_samples(run.workdir / "actions.log"))
-        p50 = _percentile(samples, 0.50) * 1000 if samples else None
-        p99 = _percentile(samples, 0.99) * 1000 if samples else None
+        samples = sorted(latency_samples(run.workdir / "actions.log"))
+        p50 = percentile(samples, 0.50) * 1000 if samples else None
+        p99 = percentile(samples, 0.99) * 1000 if samples else None
         step = Step(run, p50, p99, time.monotonic() - t0)
         self.last_seconds = step.seconds
         self.log(f"{self.row.key}/{self.row.transport}: {run.describe()} p50={_ms(p50)} ms "
@@ -353,7 +340,7 @@ class Search:
         """80 % of the rate at which the server would use all of CPU 0, within [x1.5, x8]."""
         rate = probe.run.rate
         estimate = 0.8 * rate / max(probe.run.server_cpu, 0.01)
-        return _round_rate(min(max(estimate, rate * 1.5), rate * 8))
+        return round_rate(min(max(estimate, rate * 1.5), rate * 8))
 
     def _grow(self, rate: int) -> None:
         while rate <= RATE_CEILING and self.time_left():
@@ -362,13 +349,13 @@ class Search:
                 self.result.first_fail = rate
                 return
             self.result.best = step
-            rate = _round_rate(rate * self.plan.factor)
+            rate = round_rate(rate * self.plan.factor)
 
     def _descend(self, rate: int) -> None:
         """The start rate failed: halve until a step passes."""
         self.result.first_fail = rate
         while rate > MIN_RATE and self.time_left():
-            rate = max(MIN_RATE, _round_rate(rate / 2))
+            rate = max(MIN_RATE, round_rate(rate / 2))
             step = self.measure(rate)
             if step.passed:
                 self.result.best = step
@@ -380,7 +367,7 @@ class Search:
             best, fail = self.result.best, self.result.first_fail
             if best is None or fail is None:
                 return
-            mid = _round_rate((best.run.rate + fail) / 2)
+            mid = round_rate((best.run.rate + fail) / 2)
             if mid in (best.run.rate, fail) or not self.time_left():
                 return
             step = self.measure(mid)
@@ -568,8 +555,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     plan = QUICK if args.quick else FULL
     if args.nice:
         NICE[:] = ["nice", "-n", str(args.nice)]
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     started = dt.datetime.now()
     workdir = Path(tempfile.mkdtemp(prefix="presence-bench-tx-"))
     print(f"work directory: {workdir}", flush=True)

@@ -20,25 +20,27 @@ from __future__ import annotations
 
 import argparse
 import collections
-import importlib
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-bench: Any = importlib.import_module("run")  # benchmarks/run.py, the harness
+from benchmarks.harness.config import DOMAIN, FULL, NICE
+from benchmarks.harness.processes import REAPER
+from benchmarks.harness.servers import Ours
+from benchmarks.harness.sipp import SippJob, write_csvs
+from benchmarks.run import Bench
 
 SCENARIOS = {
     "publish": (
         "publish.xml",
         "publish",
-        {"domain": bench.DOMAIN, "expires": "3600", "basic": "open", "note": "busy"},
+        {"domain": DOMAIN, "expires": "3600", "basic": "open", "note": "busy"},
     ),
-    "cycle": ("subscribe_cycle.xml", "cycle", {"domain": bench.DOMAIN, "expires": "3600"}),
+    "cycle": ("subscribe_cycle.xml", "cycle", {"domain": DOMAIN, "expires": "3600"}),
 }
 
 
@@ -89,24 +91,21 @@ def main() -> int:
         parser.error("py-spy is not installed (.venv/bin/pip install py-spy)")
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if args.nice:
-        bench.NICE[:] = ["nice", "-n", str(args.nice)]
-    if args.loop:
-        command = bench.ours_command
-        bench.ours_command = lambda port, data: [*command(port, data), "--loop", args.loop]
+        NICE[:] = ["nice", "-n", str(args.nice)]
     scenario, csv, keys = SCENARIOS[args.scenario]
     workdir = Path(tempfile.mkdtemp(prefix="presence-profile-"))
     raw = args.raw or workdir / "pyspy.txt"
     try:
-        csvs = bench.write_csvs(workdir, bench.FULL)
-        server = bench.Ours(workdir)
-        b = bench.Bench(server, bench.FULL, csvs, workdir)
+        csvs = write_csvs(workdir, FULL)
+        server = Ours(workdir, ["--loop", args.loop] if args.loop else [])
+        b = Bench(server, FULL, csvs, workdir)
         server.start()
         if scenario != "publish.xml":
             b.prepublish()
         if args.no_spy:
             print(
                 b.sipp.run(
-                    bench.SippJob(
+                    SippJob(
                         scenario,
                         rate=args.rate,
                         calls=int(args.rate * args.seconds),
@@ -119,7 +118,7 @@ def main() -> int:
                 ).describe()
             )
             return 0
-        spy = bench.REAPER.spawn(
+        spy = REAPER.spawn(
             [
                 pyspy,
                 "record",
@@ -138,7 +137,7 @@ def main() -> int:
             cwd=workdir,
             log=workdir / "py-spy.log",
         )
-        job = bench.SippJob(
+        job = SippJob(
             scenario,
             rate=args.rate,
             calls=int(args.rate * args.seconds),
@@ -151,11 +150,11 @@ def main() -> int:
         try:
             spy.wait(timeout=args.seconds + 30)
         except subprocess.TimeoutExpired:
-            bench.REAPER.stop(spy)
+            REAPER.stop(spy)
         print(run.describe())
         print(summarise(raw, args.top) if raw.exists() else (workdir / "py-spy.log").read_text())
     finally:
-        bench.REAPER.stop_all()
+        REAPER.stop_all()
         if args.raw is None:
             shutil.rmtree(workdir, ignore_errors=True)
     return 0

@@ -1,0 +1,85 @@
+"""Where and how the benchmarks run: addresses, ports, CPUs, thresholds and run sizes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+HOST = "127.0.0.1"
+DOMAIN = "example.test"
+BENCH_DIR = Path(__file__).resolve().parent.parent
+REPO_DIR = BENCH_DIR.parent
+SCENARIOS = BENCH_DIR / "scenarios"
+KAMAILIO_CFG = BENCH_DIR / "kamailio" / "kamailio.cfg"
+KAMAILIO_DBTEXT = Path("/usr/share/kamailio/dbtext/kamailio")
+RESULTS_DIR = BENCH_DIR / "results"
+
+SERVER_CPU = "0"
+SIPP_CPU = "1"
+PORTS = {"kamailio": 15060, "ours": 15070}
+SIPP_PORT = 16000
+PUBLISHER_PORT = 16090
+
+MAX_FAILED = 0.001  # failed calls / calls
+MAX_RETRANS = 0.01  # retransmissions / messages
+MIN_ACHIEVED = 0.95  # achieved call rate / asked rate
+FALLBACK_KAMAILIO_PUBLISH = 7900  # issue 8: Kamailio on this machine kind, used if not measured
+SIPP_BUFFER = 4 * 1024 * 1024
+NICE: list[str] = []  # ["nice", "-n", "N"] with --nice N: same priority for server and SIPp
+
+
+class BenchError(Exception):
+    """A measurement could not be made (server down, SIPp error, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Sizes and durations of one run (full or --quick)."""
+
+    quick: bool
+    step_seconds: float
+    """Traffic time of one rate step."""
+    refine_steps: int
+    """Bisection steps after the first failing rate."""
+    factor: float
+    """Geometric growth of the rate before the first failure."""
+    publish_start: int
+    cycle_start: int
+    rate_ceiling: int
+    fanout_watchers: int
+    latency_seconds: float
+    hold_subscriptions: int
+    presentities: int
+    """Distinct presentities for PUBLISH."""
+    watched: int
+    """Distinct presentities watched in the SUBSCRIBE rows; each gets one PUBLISH first."""
+
+
+FULL = Settings(
+    quick=False,
+    step_seconds=10.0,
+    refine_steps=3,
+    factor=1.5,
+    publish_start=2000,
+    cycle_start=1000,
+    rate_ceiling=40000,
+    fanout_watchers=1000,
+    latency_seconds=20.0,
+    hold_subscriptions=100_000,
+    presentities=10_000,
+    watched=1_000,
+)
+QUICK = Settings(
+    quick=True,
+    step_seconds=3.0,
+    refine_steps=1,
+    factor=2.0,
+    publish_start=2000,
+    cycle_start=1000,
+    rate_ceiling=40000,
+    fanout_watchers=300,
+    latency_seconds=5.0,
+    hold_subscriptions=10_000,
+    presentities=2_000,
+    watched=500,
+)

@@ -1,0 +1,173 @@
+"""The Markdown report of ``run.py``: the numbers of each target, machine, versions, settings."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import platform
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmarks.harness.config import NICE, Settings
+from benchmarks.harness.servers import KAMAILIO_SETTINGS, OURS_SETTINGS
+
+
+@dataclass(slots=True)
+class TargetResult:
+    """Numbers for one target; None where the measurement failed."""
+
+    name: str
+    publish_max: float | None = None
+    cycle_max: float | None = None
+    fanout_rate: float | None = None
+    fanout_detail: str = ""
+    latency_rate: float | None = None
+    latency_p50_ms: float | None = None
+    latency_p99_ms: float | None = None
+    latency_detail: str = ""
+    mib_per_10k: float | None = None
+    memory_detail: str = ""
+    errors: list[str] = field(default_factory=list)
+    steps: list[str] = field(default_factory=list)
+    others_cpu: list[float] = field(default_factory=list)
+    """CPU (cores) used by unrelated processes during each SIPp run."""
+
+
+def _version(argv: list[str]) -> str:
+    """First line of what ``argv`` prints (a tool's version), or why it is unavailable."""
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"unavailable ({exc.__class__.__name__})"
+    text = (out.stdout + out.stderr).strip()
+    return text.splitlines()[0].strip() if text else f"unavailable (rc {out.returncode})"
+
+
+def machine_info() -> list[str]:
+    """Markdown bullet lines: machine, CPU, kernel, and the Kamailio, SIPp, Python versions."""
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    ours = _version([sys.executable, "-c", "import presence_sip as p; print(p.__version__)"])
+    return [
+        f"- Machine: {platform.node()}, `nproc` = {os.cpu_count()}, CPU: {cpu}, "
+        f"kernel {platform.release()}",
+        f"- Kamailio: {_version(['kamailio', '-v'])}",
+        f"- SIPp: {_version(['sipp', '-v'])}",
+        f"- Python: {platform.python_version()} ({sys.executable}); presence_sip: {ours}",
+    ]
+
+
+def _fmt(value: float | None, digits: int = 0) -> str:
+    return "n/a" if value is None else f"{value:,.{digits}f}"
+
+
+def _ratio(ours: float | None, kam: float | None) -> str:
+    if ours is None or kam is None or kam == 0:
+        return "n/a"
+    return f"{ours / kam:.2f}x"
+
+
+def render(
+    results: dict[str, TargetResult], s: Settings, started: dt.datetime, elapsed: float
+) -> str:
+    """The whole results file: table of rows, machine, settings, and the details per target."""
+    ours = results.get("ours", TargetResult("ours"))
+    kam = results.get("kamailio", TargetResult("kamailio"))
+    lat_rate = kam.latency_rate or ours.latency_rate
+    n_hold = f"{s.hold_subscriptions:,}"
+    rows: list[tuple[str, float | None, float | None, int]] = [
+        ("Max PUBLISH/s (higher is better)", ours.publish_max, kam.publish_max, 0),
+        ("Max SUBSCRIBE+NOTIFY cycles/s (higher is better)", ours.cycle_max, kam.cycle_max, 0),
+        (
+            f"NOTIFY fan-out/s, {s.fanout_watchers:,} watchers, one PUBLISH (higher is better)",
+            ours.fanout_rate,
+            kam.fanout_rate,
+            0,
+        ),
+        (
+            f"PUBLISH p50 latency at {_fmt(lat_rate)}/s, ms (lower is better)",
+            ours.latency_p50_ms,
+            kam.latency_p50_ms,
+            2,
+        ),
+        (
+            f"PUBLISH p99 latency at {_fmt(lat_rate)}/s, ms (lower is better)",
+            ours.latency_p99_ms,
+            kam.latency_p99_ms,
+            2,
+        ),
+        (
+            f"Memory per 10,000 active subscriptions (holding {n_hold}), MiB (lower is better)",
+            ours.mib_per_10k,
+            kam.mib_per_10k,
+            2,
+        ),
+    ]
+    mode = "quick" if s.quick else "full"
+    lines = [
+        f"# Presence benchmark, {started:%Y-%m-%d %H:%M} ({mode} run, {elapsed / 60:.1f} min)",
+        "",
+        "| Row | ours | Kamailio | ratio (ours / Kamailio) |",
+        "|---|---:|---:|---:|",
+    ]
+    for label, o, k, digits in rows:
+        lines.append(f"| {label} | {_fmt(o, digits)} | {_fmt(k, digits)} | {_ratio(o, k)} |")
+    lines += ["", "## Machine and versions", "", *machine_info(), "", "## Settings", ""]
+    lines += [
+        f"- Kamailio: {KAMAILIO_SETTINGS}.",
+        f"- ours: {OURS_SETTINGS}.",
+        "- SIPp 3.6.1 over UDP on 127.0.0.1, pinned to CPU 1, `-rp 1000`, `-buff_size 4194304`, "
+        "`-recv_timeout 5000`, UDP retransmission T1 = 500 ms. The server is restarted before "
+        "every step.",
+        "- Priority: "
+        + (
+            f"`nice -n {NICE[-1]}` and scheduler autogroup nice {NICE[-1]} for the servers and "
+            "SIPp (`--nice`)."
+            if NICE
+            else "default (no `--nice`)."
+        ),
+        f"- Rate search: {s.step_seconds:.0f} s per step, start {s.publish_start}/s (PUBLISH) and "
+        f"{s.cycle_start}/s (cycles), x{s.factor} until a step fails, then {s.refine_steps} "
+        "bisection steps. A step passes with failed-or-unfinished calls <= 0.1 %, "
+        "retransmissions <= 1 % of the messages SIPp handled, and an achieved call rate >= 95 % "
+        "of the asked rate.",
+        f"- State: {s.presentities:,} presentities for PUBLISH (CSV injection); PUBLISH = "
+        "initial publication, Expires 3600; a cycle = SUBSCRIBE, 200, NOTIFY, 200, SUBSCRIBE "
+        f"Expires 0, 200, NOTIFY terminated, 200, over {s.watched:,} watched presentities that "
+        "each got one PUBLISH after the server started (so NOTIFYs carry a PIDF body).",
+        "- Latency: SIPp takes gettimeofday() before sending each PUBLISH and when its 200 "
+        "arrives (`publish_timed.xml`), at 50 % of Kamailio's max PUBLISH rate.",
+        "- Memory: PSS (proportional set size, shared pages split between the processes) of "
+        "the server's process tree before and after establishing the subscriptions (Expires "
+        "3600), scaled to 10,000.",
+    ]
+    for name, res in results.items():
+        lines += ["", f"## Details: {name}", ""]
+        if res.others_cpu:
+            mean = sum(res.others_cpu) / len(res.others_cpu)
+            lines.append(
+                f"- Other processes on the machine used {mean:.2f} CPU cores on average "
+                f"(max {max(res.others_cpu):.2f}) during the SIPp runs of this target"
+                + (
+                    ": the machine was busy, read the numbers as lower bounds."
+                    if mean > 0.15
+                    else "."
+                )
+            )
+        for label, text in (
+            ("fan-out", res.fanout_detail),
+            ("latency", res.latency_detail),
+            ("memory", res.memory_detail),
+        ):
+            if text:
+                lines.append(f"- {label}: {text}")
+        lines += [f"- ERROR {err}" for err in res.errors]
+        lines += ["", "```", *res.steps, "```"]
+    return "\n".join(lines) + "\n"

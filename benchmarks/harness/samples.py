@@ -1,0 +1,49 @@
+"""Numbers from SIPp's ``<log>`` action files: latency samples, NOTIFY stamps, percentiles."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+
+def round_rate(rate: float) -> int:
+    """A call rate rounded to a step of 10/s (below 1,000/s) or 50/s, at least one step."""
+    step = 10 if rate < 1000 else 50
+    return max(step, int(round(rate / step) * step))
+
+
+def count_lines(path: Path, prefix: str) -> int:
+    """Lines of ``path`` starting with ``prefix`` (0 while the file does not exist)."""
+    if not path.exists():
+        return 0
+    with path.open("rb") as fh:
+        return sum(1 for line in fh if line.startswith(prefix.encode()))
+
+
+def notified_stamps(path: Path) -> list[float]:
+    """Wall-clock seconds of each ``NOTIFIED`` line of fanout_watch.xml."""
+    out = []
+    if path.exists():
+        for line in path.read_text(errors="replace").splitlines():
+            parts = line.split()
+            if len(parts) == 4 and parts[0] == "NOTIFIED":
+                out.append(float(parts[2]) + float(parts[3]) / 1e6)
+    return out
+
+
+def latency_samples(path: Path) -> list[float]:
+    """Seconds between the PUBLISH send and its 200, from publish_timed.xml log lines."""
+    out = []
+    if path.exists():
+        for line in path.read_text(errors="replace").splitlines():
+            parts = line.split()
+            if len(parts) == 5 and parts[0] == "RTT":
+                s0, u0, s1, u1 = (float(p) for p in parts[1:])
+                out.append((s1 - s0) + (u1 - u0) / 1e6)
+    return out
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of an already sorted list."""
+    rank = max(1, math.ceil(q * len(sorted_values)))
+    return sorted_values[rank - 1]
