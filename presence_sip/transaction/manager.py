@@ -12,10 +12,11 @@ entries are skipped when they surface (or dropped by a periodic rebuild).
 A non-INVITE transaction in Completed over UDP has one job left until Timer J (server, 64*T1) or
 Timer K (client, T4): answer or absorb retransmissions.  Such a transaction *lingers*: the object
 is dropped and one plain tuple ``(seq, response bytes, reply host, reply port)`` stays in
-``Context.lingering`` until its timer.  Those timers have the same duration for every transaction,
-so they expire in the order they were armed: a FIFO (three parallel deques) replaces the heap for
-them.  Tens of thousands of transactions wait there under load; plain tuples of strings, bytes and
-numbers are invisible to the cyclic GC, objects and NamedTuples are not (issue 8).
+``Context.lingering`` until its timer.  Timer J has the same duration for every transaction, and so
+has Timer K: each expires in the order it was armed, so one FIFO per timer (three parallel deques,
+:class:`Expiry`) replaces the heap for them.  Tens of thousands of transactions wait there under
+load; plain tuples of strings, bytes and numbers are invisible to the cyclic GC, objects and
+NamedTuples are not (issue 8).
 """
 
 from __future__ import annotations
@@ -87,6 +88,36 @@ def plain(key: TransactionKey) -> PlainKey:
     return (key.branch, key.method, key.sent_by)
 
 
+class Expiry:
+    """Lingering records of one fixed-duration timer (J or K), in the order they expire.
+
+    Parallel deques instead of one tuple per entry: nothing here for the cyclic GC to visit.
+    """
+
+    __slots__ = ("deadlines", "keys", "seqs")
+
+    def __init__(self) -> None:
+        self.deadlines: deque[float] = deque()
+        self.seqs: deque[int] = deque()
+        self.keys: deque[PlainKey] = deque()
+
+    def append(self, deadline: float, seq: int, key: PlainKey) -> None:
+        self.deadlines.append(deadline)
+        self.seqs.append(seq)
+        self.keys.append(key)
+
+    def expire(self, now: float, lingering: dict[PlainKey, Lingering]) -> None:
+        """Drop the records due at ``now``."""
+        deadlines, seqs, keys = self.deadlines, self.seqs, self.keys
+        while deadlines and deadlines[0] <= now:
+            deadlines.popleft()
+            seq = seqs.popleft()
+            key = keys.popleft()
+            record = lingering.get(key)
+            if record is not None and record[0] == seq:
+                del lingering[key]
+
+
 class Timed(Protocol):
     """Anything with timers in the heap: a transaction."""
 
@@ -109,9 +140,8 @@ class Context:
     __slots__ = (
         "clients",
         "events",
-        "fifo_at",
-        "fifo_key",
-        "fifo_seq",
+        "expiry_j",
+        "expiry_k",
         "heap",
         "lingering",
         "live",
@@ -132,10 +162,10 @@ class Context:
         self.events: deque[Event] = deque()
         self.outbox: list[tuple[bytes, Peer]] = []
         self.heap: list[tuple[float, int, Timed, Input]] = []
-        self.fifo_at: deque[float] = deque()
-        """Deadlines of the lingering records, in order (no tuple per entry: nothing for the GC)."""
-        self.fifo_seq: deque[int] = deque()
-        self.fifo_key: deque[PlainKey] = deque()
+        self.expiry_j = Expiry()
+        """Lingering server transactions (Timer J)."""
+        self.expiry_k = Expiry()
+        """Lingering client transactions (Timer K)."""
         self.seq = 0
         self.live = 0
         """Armed heap timers."""
@@ -167,33 +197,17 @@ class Context:
         """
         if key.sent_by:
             del self.servers[key]
+            expiry = self.expiry_j
         else:
             del self.clients[key]
+            expiry = self.expiry_k
         self.seq += 1
         plain_key = plain(key)
         if reply_to is None:
             self.lingering[plain_key] = (self.seq, data, "", 0)
         else:
             self.lingering[plain_key] = (self.seq, data, reply_to.host, reply_to.port)
-        self.fifo_at.append(deadline)
-        self.fifo_seq.append(self.seq)
-        self.fifo_key.append(plain_key)
-
-    def expire_lingering(self, now: float) -> None:
-        """Drop the records whose Timer J/K is due at ``now``."""
-        fifo_at, fifo_seq, fifo_key, lingering = (
-            self.fifo_at,
-            self.fifo_seq,
-            self.fifo_key,
-            self.lingering,
-        )
-        while fifo_at and fifo_at[0] <= now:
-            fifo_at.popleft()
-            seq = fifo_seq.popleft()
-            key = fifo_key.popleft()
-            record = lingering.get(key)
-            if record is not None and record[0] == seq:
-                del lingering[key]
+        expiry.append(deadline, self.seq, plain_key)
 
     def cancel(self, owner: Timed, timer: Input) -> None:
         if owner.armed.pop(timer, None) is not None:
@@ -313,7 +327,9 @@ class TransactionManager:
     def handle_timer(self, now: float) -> None:
         """Fire every timer due at or before ``now``."""
         ctx = self._ctx
-        ctx.expire_lingering(now)  # records only: nothing to fire, so order does not matter
+        # Records only: nothing to fire, so their order against the heap does not matter.
+        ctx.expiry_j.expire(now, ctx.lingering)
+        ctx.expiry_k.expire(now, ctx.lingering)
         while ctx.heap and ctx.heap[0][0] <= now:  # (a fired timer may rebuild the heap)
             _, seq, owner, timer = heapq.heappop(ctx.heap)
             if owner.armed.get(timer) == seq:
@@ -338,16 +354,18 @@ class TransactionManager:
     def get_timer(self) -> float | None:
         """The earliest deadline of any live timer, or None."""
         ctx = self._ctx
-        heap, fifo_at = ctx.heap, ctx.fifo_at
+        heap = ctx.heap
         while heap:
             _, seq, owner, timer = heap[0]
             if owner.armed.get(timer) == seq:
                 break
             heapq.heappop(heap)
-        # A FIFO head whose record ended early (never, today) only makes one wake-up too many.
-        if heap and (not fifo_at or heap[0][0] < fifo_at[0]):
-            return heap[0][0]
-        return fifo_at[0] if fifo_at else None
+        # (Records end only at their deadline: an Expiry head is never stale.)
+        deadline = heap[0][0] if heap else None
+        for queued in (ctx.expiry_j.deadlines, ctx.expiry_k.deadlines):
+            if queued and (deadline is None or queued[0] < deadline):
+                deadline = queued[0]
+        return deadline
 
     def new_branch(self) -> str:
         """A fresh RFC 3261 branch: the magic cookie plus a new id (§8.1.1.7)."""

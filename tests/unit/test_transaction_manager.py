@@ -892,3 +892,18 @@ def test_completed_client_transaction_lingers_and_absorbs() -> None:
     assert mgr.get_timer() is None
     receive(mgr, response(200, "OK"), UAS, 6.0)
     assert [type(e) for e in events(mgr)] == [StrayResponse]
+
+
+def test_timer_k_records_do_not_wait_behind_timer_j_records() -> None:
+    mgr = manager()
+    receive(mgr, options(), UAC, 0.0)
+    [event] = events(mgr)
+    mgr.respond(event.key, make_response(event.request, 200, to_tag="t"), 0.0)  # J at 32.0
+    key = mgr.send_request(client_request(mgr), UAS, 1.0)
+    receive(mgr, response(200, "OK", key.branch), UAS, 1.0)  # K at 6.0
+    events(mgr)
+    mgr.outbox()
+    assert mgr.get_timer() == 6.0
+    mgr.handle_timer(6.0)
+    assert len(mgr) == 1
+    assert mgr.get_timer() == 32.0
