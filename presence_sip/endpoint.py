@@ -336,8 +336,12 @@ class Endpoint:
         if isinstance(request.request_uri, AbsoluteUri):
             # RFC 3261 §8.2.2.1 (RFC 4475 unkscm, novelsc)
             return make_response(request, 416, to_tag=self._to_tag)
-        unsupported = [opt for opt in request.token_list("Require") if opt not in self.supported]
-        if unsupported and request.method not in ("CANCEL",):
+        unsupported = (
+            [opt for opt in request.token_list("Require") if opt not in self.supported]
+            if "Require" in request.headers
+            else None
+        )
+        if unsupported and request.method != "CANCEL":
             # RFC 3261 §8.2.2.3 (RFC 4475 bext01)
             return make_response(
                 request, 420, to_tag=self._to_tag, headers=[("Unsupported", ", ".join(unsupported))]

@@ -95,6 +95,27 @@ def canonical_name(name: str) -> str:
     return CANONICAL_NAMES.get(name.lower(), name)
 
 
+_NAMES: dict[str, tuple[str, str]] = {}
+"""Header names as callers spell them -> (canonical name, lookup key): one dict hit per call."""
+_NAMES_LIMIT = 4096
+
+
+def _name_and_key(name: str) -> tuple[str, str]:
+    entry = _NAMES.get(name)
+    if entry is None:
+        cname = CANONICAL_NAMES.get(name.lower(), name)
+        entry = (cname, cname.lower())
+        if len(_NAMES) >= _NAMES_LIMIT:
+            _NAMES.clear()
+        _NAMES[name] = entry
+    return entry
+
+
+def _key(name: str) -> str:
+    entry = _NAMES.get(name)
+    return entry[1] if entry is not None else _name_and_key(name)[1]
+
+
 class Headers:
     """Ordered multimap of header fields, case-insensitive on names, compact forms expanded."""
 
@@ -132,7 +153,7 @@ class Headers:
         return f"Headers({self._items!r})"
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and canonical_name(name).lower() in self._keys
+        return isinstance(name, str) and _key(name) in self._keys
 
     def copy(self) -> Headers:
         headers = Headers._from_canonical(list(self._items), list(self._keys))
@@ -142,17 +163,19 @@ class Headers:
 
     def get(self, name: str) -> str | None:
         """Value of the first field called ``name``, or None."""
-        key = canonical_name(name).lower()
+        key = _key(name)
         keys = self._keys
-        for i in range(len(keys)):
-            if keys[i] == key:
-                return self._items[i][1]
+        if key in keys:  # two scans in C beat one in Python for a dozen fields
+            return self._items[keys.index(key)][1]
         return None
 
     def get_all(self, name: str) -> list[str]:
         """Values of every field called ``name`` (one per header line)."""
-        key = canonical_name(name).lower()
-        return [item[1] for item, k in zip(self._items, self._keys, strict=True) if k == key]
+        key = _key(name)
+        keys = self._keys
+        if key not in keys:
+            return []
+        return [item[1] for item, k in zip(self._items, keys, strict=True) if k == key]
 
     def values(self, name: str) -> list[str]:
         """Every comma-separated value across all fields called ``name``."""
@@ -162,21 +185,19 @@ class Headers:
         return out
 
     def count(self, name: str) -> int:
-        key = canonical_name(name).lower()
-        return self._keys.count(key)
+        return self._keys.count(_key(name))
 
     def add(self, name: str, value: str) -> None:
         """Append a field at the end."""
         self._raw = None
-        cname = canonical_name(name)
+        cname, key = _name_and_key(name)
         self._items.append((cname, value))
-        self._keys.append(cname.lower())
+        self._keys.append(key)
 
     def prepend(self, name: str, value: str) -> None:
         """Insert a field before every other field of the same name (or at the top)."""
         self._raw = None
-        cname = canonical_name(name)
-        key = cname.lower()
+        cname, key = _name_and_key(name)
         index = self._keys.index(key) if key in self._keys else 0
         self._items.insert(index, (cname, value))
         self._keys.insert(index, key)
@@ -184,8 +205,7 @@ class Headers:
     def set(self, name: str, value: str) -> None:
         """Replace every field called ``name`` by one field (kept at the first one's position)."""
         self._raw = None
-        cname = canonical_name(name)
-        key = cname.lower()
+        cname, key = _name_and_key(name)
         if key not in self._keys:
             self.add(cname, value)
             return
@@ -197,7 +217,9 @@ class Headers:
     def remove(self, name: str) -> int:
         """Remove every field called ``name``; returns how many were removed."""
         self._raw = None
-        key = canonical_name(name).lower()
+        key = _key(name)
+        if key not in self._keys:
+            return 0
         keep = [i for i, k in enumerate(self._keys) if k != key]
         removed = len(self._keys) - len(keep)
         if removed:
@@ -208,7 +230,7 @@ class Headers:
     def pop_first_value(self, name: str) -> str | None:
         """Remove and return the first comma-separated value of ``name`` (top Via, top Route)."""
         self._raw = None
-        key = canonical_name(name).lower()
+        key = _key(name)
         for i, k in enumerate(self._keys):
             if k != key:
                 continue

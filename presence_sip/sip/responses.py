@@ -7,7 +7,10 @@ from collections.abc import Iterable
 from .message import Headers, Request, Response
 from .status import reason_phrase
 
-_COPIED = ("Via", "From", "Call-ID", "CSeq")
+_COPIED = frozenset({"via", "from", "call-id", "cseq"})
+"""Lookup keys of the fields copied verbatim into every response (RFC 3261 §8.2.6.2)."""
+
+_NO_BODY = ("Content-Length", "0")
 
 
 def make_response(
@@ -25,21 +28,32 @@ def make_response(
     a 100 Trying never gets one.  ``headers`` are appended after the copied ones.
     """
     source = request.headers
-    out = Headers()
-    for name, value in source:
-        if name in _COPIED:
-            out.add(name, value)
-        elif name == "To":
+    items: list[tuple[str, str]] = []
+    keys: list[str] = []
+    # The request's fields are already canonical: copy its (name, value) tuples as they are.
+    for item, key in zip(source._items, source._keys, strict=True):
+        if key in _COPIED:
+            items.append(item)
+            keys.append(key)
+        elif key == "to":
+            value = item[1]
             if (
                 to_tag is not None
                 and status > 100
                 and ";tag=" not in value.replace(" ", "").lower()
             ):
-                value = f"{value};tag={to_tag}"
-            out.add(name, value)
-        elif name == "Timestamp" and status == 100:
-            out.add(name, value)
+                item = ("To", f"{value};tag={to_tag}")
+            items.append(item)
+            keys.append(key)
+        elif key == "timestamp" and status == 100:
+            items.append(item)
+            keys.append(key)
+    out = Headers._from_canonical(items, keys)
     for name, value in headers:
         out.add(name, value)
-    out.add("Content-Length", str(len(body)))
-    return Response(status, reason or reason_phrase(status), out, body)
+    if body:
+        out.add("Content-Length", str(len(body)))
+    else:
+        items.append(_NO_BODY)
+        keys.append("content-length")
+    return Response._parsed(status, reason or reason_phrase(status), out, body)

@@ -142,8 +142,24 @@ class AbsoluteUri:
 Uri = SipUri | TelUri | AbsoluteUri
 
 
+_URI_CACHE: dict[str, Uri] = {}
+"""URIs already parsed, by text (the same Request-URIs, From and To URIs recur between messages;
+the values are frozen, so sharing them is safe)."""
+_URI_CACHE_LIMIT = 4096
+
+
 def parse_uri(text: str) -> Uri:
     """Parse a URI; raises :class:`SipParseError` (400) when it is malformed."""
+    uri = _URI_CACHE.get(text)
+    if uri is None:
+        uri = _parse_uri(text)
+        if len(_URI_CACHE) >= _URI_CACHE_LIMIT:
+            _URI_CACHE.clear()
+        _URI_CACHE[text] = uri
+    return uri
+
+
+def _parse_uri(text: str) -> Uri:
     scheme, sep, rest = text.partition(":")
     if not sep or not grammar.SCHEME.fullmatch(scheme):
         raise SipParseError("Malformed URI")
@@ -216,13 +232,24 @@ def _parse_tel_uri(rest: str) -> TelUri:
     return TelUri(number, params)
 
 
+_SIMPLE_PARAMS = re.compile(rf"(?:;[{grammar.TOKEN_CHARS}]+(?:=[{grammar.TOKEN_CHARS}]+)?)+")
+"""``;name=value;flag``... with token names and values and no LWS: split, not scanned."""
+
+
 def parse_header_params(text: str, what: str) -> Params:
     """``*( SEMI generic-param )`` with LWS allowed around ';' and '='.
 
     ``text`` starts at (or before whitespace preceding) the first ';'.  Empty parameters
     (``;;``) are malformed (RFC 4475 badinv01).
     """
+    if not text:
+        return ()
     params: list[tuple[str, str | None]] = []
+    if _SIMPLE_PARAMS.fullmatch(text):  # the usual shape: one regex instead of a scan per char
+        for item in text[1:].split(";"):
+            name, sep, given = item.partition("=")
+            params.append((name, given if sep else None))
+        return tuple(params)
     pos = 0
     n = len(text)
     while pos < n:
@@ -378,12 +405,25 @@ class Via:
         return Via(self.transport, self.host, self.port, params, self.protocol)
 
 
+_SIMPLE_VIA_SENT = re.compile(
+    r"SIP/2\.0/([A-Za-z]++) ([A-Za-z0-9]++(?:[.\-][A-Za-z0-9]++)*+)(?::([0-9]{1,5}))?(?=;|$)"
+)
+"""``SIP/2.0/UDP host[:port]`` with a plain hostname or IPv4 address and no LWS: a subset of
+:data:`grammar.VIA_SENT` that needs no backtracking (the shape every common UA sends)."""
+
+
 def parse_via(item: str) -> Via:
     """Parse one comma-separated item of a Via header."""
-    match = grammar.VIA_SENT.match(item)
-    if match is None:
-        raise SipParseError("Malformed Via")
-    name, version, transport, host, port = match.groups()
+    match = _SIMPLE_VIA_SENT.match(item)
+    if match is not None:
+        transport, host, port = match.groups()
+        protocol = "SIP/2.0"
+    else:
+        match = grammar.VIA_SENT.match(item)
+        if match is None:
+            raise SipParseError("Malformed Via")
+        name, version, transport, host, port = match.groups()
+        protocol = f"{name.upper()}/{version}"
     if port is not None and int(port) > 65535:
         raise SipParseError("Malformed Via")
     params = parse_header_params(item[match.end() :], "Via")
@@ -393,6 +433,4 @@ def parse_via(item: str) -> Via:
             raise SipParseError("Malformed Via")
         if lkey in ("branch", "received", "maddr") and not value:
             raise SipParseError("Malformed Via")
-    return Via(
-        transport.upper(), host, int(port) if port else None, params, f"{name.upper()}/{version}"
-    )
+    return Via(transport.upper(), host, int(port) if port else None, params, protocol)

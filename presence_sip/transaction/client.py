@@ -69,11 +69,12 @@ class ClientTransaction(Machine):
             if self.destination.reliable:
                 self._apply(Input.TIMER_K)
             else:
-                # Completed only absorbs: keep neither the request nor its bytes (issue 8:
-                # thousands of NOTIFY transactions wait here for Timer K).
+                # Completed only absorbs: a record does that (issue 8: thousands of NOTIFY
+                # transactions wait here for Timer K), see ``Context.linger``.
+                # (Stale heap entries may keep this object a while: let the request go now.)
                 self.request = None
                 self.data = b""
-                ctx.arm_fixed(self, Input.TIMER_K, now + ctx.timers.t4)
+                ctx.linger(self.key, now + ctx.timers.t4)
 
     def fire(self, timer: Input, now: float) -> None:
         """Timer E, F or K expired."""

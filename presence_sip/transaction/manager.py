@@ -7,10 +7,16 @@ expires.  Time is always the ``now`` argument.
 
 Timers of all transactions share one heap of ``(deadline, seq, transaction, timer)`` entries with
 lazy deletion: cancelling or re-arming only changes the transaction's ``armed`` map, and stale heap
-entries are skipped when they surface (or dropped by a periodic rebuild).  Timers whose duration
-is the same for every transaction (J and K: armed at ``now`` + a constant, so in deadline order)
-go to a FIFO queue instead, in O(1) (issue 8: with thousands of transactions per second, most
-entries are Timer J, and the heap stays small).
+entries are skipped when they surface (or dropped by a periodic rebuild).
+
+A non-INVITE transaction in Completed over UDP has one job left until Timer J (server, 64*T1) or
+Timer K (client, T4): answer or absorb retransmissions.  Such a transaction *lingers*: the object
+is dropped and one plain tuple ``(seq, response bytes, reply host, reply port)`` stays in
+``Context.lingering`` until its timer.  Timer J has the same duration for every transaction, and so
+has Timer K: each expires in the order it was armed, so one FIFO per timer (three parallel deques,
+:class:`Expiry`) replaces the heap for them.  Tens of thousands of transactions wait there under
+load; plain tuples of strings, bytes and numbers are invisible to the cyclic GC, objects and
+NamedTuples are not (issue 8).
 """
 
 from __future__ import annotations
@@ -69,11 +75,47 @@ STAT_NAMES = (
 
 _COMPACT_MIN = 1024
 
-KEEP_RESPONSES = 1024
-"""Completed UDP server transactions that keep their Response object (see Context.completed)."""
+PlainKey = tuple[str, str, str]
+"""A :class:`TransactionKey` as a plain tuple (equal and hashing alike; untracked by the GC)."""
 
-FIXED_TIMERS = frozenset({Input.TIMER_J, Input.TIMER_K})
-"""Timers armed at ``now`` + the same duration for every transaction: they use the FIFO."""
+Lingering = tuple[int, bytes, str, int]
+"""A Completed non-INVITE UDP transaction: (FIFO sequence number, response bytes, reply host,
+reply port); a client transaction keeps ``b""``, ``""``, 0."""
+
+
+def plain(key: TransactionKey) -> PlainKey:
+    """``key`` as a plain tuple: a NamedTuple is always tracked by the GC, a tuple of str not."""
+    return (key.branch, key.method, key.sent_by)
+
+
+class Expiry:
+    """Lingering records of one fixed-duration timer (J or K), in the order they expire.
+
+    Parallel deques instead of one tuple per entry: nothing here for the cyclic GC to visit.
+    """
+
+    __slots__ = ("deadlines", "keys", "seqs")
+
+    def __init__(self) -> None:
+        self.deadlines: deque[float] = deque()
+        self.seqs: deque[int] = deque()
+        self.keys: deque[PlainKey] = deque()
+
+    def append(self, deadline: float, seq: int, key: PlainKey) -> None:
+        self.deadlines.append(deadline)
+        self.seqs.append(seq)
+        self.keys.append(key)
+
+    def expire(self, now: float, lingering: dict[PlainKey, Lingering]) -> None:
+        """Drop the records due at ``now``."""
+        deadlines, seqs, keys = self.deadlines, self.seqs, self.keys
+        while deadlines and deadlines[0] <= now:
+            deadlines.popleft()
+            seq = seqs.popleft()
+            key = keys.popleft()
+            record = lingering.get(key)
+            if record is not None and record[0] == seq:
+                del lingering[key]
 
 
 class Timed(Protocol):
@@ -89,21 +131,21 @@ ServerTx = ServerTransaction | InviteServerTransaction
 
 
 class Context:
-    """What the manager shares with its transactions: tables, timer heap, outbox, events, counters.
+    """What the manager shares with its transactions: tables, timers, outbox, events, counters.
 
     Internal to the package; transactions call :meth:`transmit`, :meth:`arm`, :meth:`cancel`,
-    :meth:`forget` and :meth:`emit`.
+    :meth:`forget`, :meth:`linger` and :meth:`emit`.
     """
 
     __slots__ = (
         "clients",
         "events",
-        "fifo",
-        "fifo_live",
+        "expiry_j",
+        "expiry_k",
         "heap",
+        "lingering",
         "live",
         "outbox",
-        "recent",
         "seq",
         "servers",
         "stats",
@@ -112,20 +154,21 @@ class Context:
 
     def __init__(self, timers: Timers) -> None:
         self.timers = timers
-        self.clients: dict[TransactionKey, ClientTransaction] = {}
-        self.servers: dict[TransactionKey, ServerTx] = {}
+        # Keyed by TransactionKey; typed by its plain form, which FIFO entries look up with.
+        self.clients: dict[PlainKey, ClientTransaction] = {}
+        self.servers: dict[PlainKey, ServerTx] = {}
+        self.lingering: dict[PlainKey, Lingering] = {}
+        """Completed non-INVITE UDP transactions, client and server, waiting for Timer J/K."""
         self.events: deque[Event] = deque()
         self.outbox: list[tuple[bytes, Peer]] = []
         self.heap: list[tuple[float, int, Timed, Input]] = []
-        self.fifo: deque[tuple[float, int, Timed, Input]] = deque()
-        """Fixed-duration timers (J, K), in deadline order."""
-        self.recent: deque[ServerTransaction] = deque()
-        """The most recently completed UDP server transactions, which keep their response."""
+        self.expiry_j = Expiry()
+        """Lingering server transactions (Timer J)."""
+        self.expiry_k = Expiry()
+        """Lingering client transactions (Timer K)."""
         self.seq = 0
         self.live = 0
-        """Armed timers, heap and FIFO."""
-        self.fifo_live = 0
-        """Armed timers in the FIFO."""
+        """Armed heap timers."""
         self.stats: dict[str, int] = dict.fromkeys(STAT_NAMES, 0)
 
     def transmit(self, data: bytes, peer: Peer) -> None:
@@ -143,63 +186,42 @@ class Context:
         heapq.heappush(self.heap, (deadline, self.seq, owner, timer))
         self._maybe_compact()
 
-    def arm_fixed(self, owner: Timed, timer: Input, deadline: float) -> None:
-        """Arm a timer whose duration is the same for every transaction (FIFO, not the heap).
+    def linger(
+        self, key: TransactionKey, deadline: float, data: bytes = b"", reply_to: Peer | None = None
+    ) -> None:
+        """Replace the transaction ``key`` (Completed over UDP) by a record until ``deadline``.
 
-        Deadlines must not decrease from one call to the next (``now`` + a constant); a clock
-        that steps back only delays the entries queued behind the late one.
+        Deadlines must not decrease from one call to the next (``now`` + the Timer J or K
+        constant); a clock that steps back only delays the records queued behind the late one.
+        The caller has forgotten the transaction's heap timers.
         """
-        if timer not in FIXED_TIMERS:
-            raise LocalProtocolError(f"{timer.value} is not a fixed-duration timer")
+        if key.sent_by:
+            del self.servers[key]
+            expiry = self.expiry_j
+        else:
+            del self.clients[key]
+            expiry = self.expiry_k
         self.seq += 1
-        if timer not in owner.armed:
-            self.live += 1
-            self.fifo_live += 1
-        owner.armed[timer] = self.seq
-        self.fifo.append((deadline, self.seq, owner, timer))
-        self._maybe_compact()
-
-    def completed(self, txn: ServerTransaction) -> None:
-        """A UDP server transaction entered Completed (it waits for Timer J, resending bytes).
-
-        The :data:`KEEP_RESPONSES` most recent ones keep their :class:`Response` object (for the
-        TU and for inspection); older ones keep only its bytes (issue 8: the parsed response is
-        most of their memory, and thousands of them wait 32 s under load).
-        """
-        recent = self.recent
-        recent.append(txn)
-        if len(recent) > KEEP_RESPONSES:
-            recent.popleft().response = None
-
-    def next_due(self, now: float) -> tuple[float, int, Timed, Input] | None:
-        """Remove and return the earliest heap or FIFO entry due at ``now`` (maybe stale)."""
-        heap, fifo = self.heap, self.fifo
-        if fifo and fifo[0][0] <= now and (not heap or fifo[0][0] <= heap[0][0]):
-            return fifo.popleft()
-        if heap and heap[0][0] <= now:
-            return heapq.heappop(heap)
-        return None
+        plain_key = plain(key)
+        if reply_to is None:
+            self.lingering[plain_key] = (self.seq, data, "", 0)
+        else:
+            self.lingering[plain_key] = (self.seq, data, reply_to.host, reply_to.port)
+        expiry.append(deadline, self.seq, plain_key)
 
     def cancel(self, owner: Timed, timer: Input) -> None:
         if owner.armed.pop(timer, None) is not None:
-            self.disarmed(timer)
-
-    def disarmed(self, timer: Input) -> None:
-        """Count one armed timer less (cancelled, forgotten or fired)."""
-        self.live -= 1
-        if timer in FIXED_TIMERS:
-            self.fifo_live -= 1
+            self.live -= 1
+            self._maybe_compact()  # the heap entry went stale
 
     def forget(self, owner: Timed) -> None:
         """Cancel every timer of ``owner`` (it terminated)."""
-        for timer in owner.armed:
-            self.disarmed(timer)
+        self.live -= len(owner.armed)
         owner.armed.clear()
 
     def _maybe_compact(self) -> None:
         """Rebuild the heap when most of its entries are stale."""
-        heap_live = self.live - self.fifo_live
-        if len(self.heap) > _COMPACT_MIN and len(self.heap) > 2 * heap_live:
+        if len(self.heap) > _COMPACT_MIN and len(self.heap) > 2 * self.live:
             self._compact()
 
     def _compact(self) -> None:
@@ -246,8 +268,12 @@ class TransactionManager:
 
         Raises :class:`LocalProtocolError` when no such transaction is alive.
         """
-        txn = self._ctx.servers.get(key)
+        ctx = self._ctx
+        txn = ctx.servers.get(key)
         if txn is None:
+            if key in ctx.lingering:  # Completed: RFC 3261 §17.2.2 discards later responses
+                ctx.stats["responses_discarded"] += 1
+                return
             raise LocalProtocolError(f"No server transaction {key.method} {key.branch!r}")
         txn.send_response(response, now)
 
@@ -272,7 +298,7 @@ class TransactionManager:
             raise LocalProtocolError("CSeq method differs from the request method")
         key = TransactionKey(branch, method)
         ctx = self._ctx
-        if key in ctx.clients:
+        if key in ctx.clients or key in ctx.lingering:
             raise LocalProtocolError(f"Branch {branch!r} already in use")
         ctx.clients[key] = ClientTransaction(ctx, key, request, to_bytes(request), destination, now)
         ctx.stats["requests_sent"] += 1
@@ -301,13 +327,15 @@ class TransactionManager:
     def handle_timer(self, now: float) -> None:
         """Fire every timer due at or before ``now``."""
         ctx = self._ctx
-        while (entry := ctx.next_due(now)) is not None:
-            _, seq, owner, timer = entry
-            if owner.armed.get(timer) != seq:
-                continue
-            del owner.armed[timer]
-            ctx.disarmed(timer)
-            owner.fire(timer, now)
+        # Records only: nothing to fire, so their order against the heap does not matter.
+        ctx.expiry_j.expire(now, ctx.lingering)
+        ctx.expiry_k.expire(now, ctx.lingering)
+        while ctx.heap and ctx.heap[0][0] <= now:  # (a fired timer may rebuild the heap)
+            _, seq, owner, timer = heapq.heappop(ctx.heap)
+            if owner.armed.get(timer) == seq:
+                del owner.armed[timer]
+                ctx.live -= 1
+                owner.fire(timer, now)
 
     # -- outputs -----------------------------------------------------------------------------
 
@@ -326,20 +354,18 @@ class TransactionManager:
     def get_timer(self) -> float | None:
         """The earliest deadline of any live timer, or None."""
         ctx = self._ctx
-        heap, fifo = ctx.heap, ctx.fifo
+        heap = ctx.heap
         while heap:
             _, seq, owner, timer = heap[0]
             if owner.armed.get(timer) == seq:
                 break
             heapq.heappop(heap)
-        while fifo:
-            _, seq, owner, timer = fifo[0]
-            if owner.armed.get(timer) == seq:
-                break
-            fifo.popleft()
-        if heap and (not fifo or heap[0][0] < fifo[0][0]):
-            return heap[0][0]
-        return fifo[0][0] if fifo else None
+        # (Records end only at their deadline: an Expiry head is never stale.)
+        deadline = heap[0][0] if heap else None
+        for queued in (ctx.expiry_j.deadlines, ctx.expiry_k.deadlines):
+            if queued and (deadline is None or queued[0] < deadline):
+                deadline = queued[0]
+        return deadline
 
     def new_branch(self) -> str:
         """A fresh RFC 3261 branch: the magic cookie plus a new id (§8.1.1.7)."""
@@ -348,8 +374,17 @@ class TransactionManager:
     # -- lookups -----------------------------------------------------------------------------
 
     def server_transaction(self, key: TransactionKey) -> ServerTx | None:
-        """The live server transaction ``key``, or None."""
-        return self._ctx.servers.get(key)
+        """The live server transaction ``key``, or None.
+
+        A lingering one (Completed over UDP) is rebuilt from its record: a snapshot without the
+        request and the Response object, acting on the record's behalf.
+        """
+        ctx = self._ctx
+        txn = ctx.servers.get(key)
+        if txn is None and key.sent_by and (record := ctx.lingering.get(key)) is not None:
+            reply_to = Peer("udp", record[2], record[3])
+            txn = ServerTransaction.completed_view(ctx, key, record[1], reply_to)
+        return txn
 
     def client_request(self, key: TransactionKey) -> Request | None:
         """The request of the live client transaction ``key``, or None."""
@@ -358,7 +393,8 @@ class TransactionManager:
 
     def __len__(self) -> int:
         """Live transactions, client and server."""
-        return len(self._ctx.clients) + len(self._ctx.servers)
+        ctx = self._ctx
+        return len(ctx.clients) + len(ctx.servers) + len(ctx.lingering)
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -377,10 +413,15 @@ class TransactionManager:
         if txn is not None:
             txn.receive_request(now)
             return
+        record = ctx.lingering.get(key)
+        if record is not None:  # Completed (RFC 3261 §17.2.2): resend the final response
+            ctx.transmit(record[1], Peer("udp", record[2], record[3]))
+            ctx.stats["responses_resent"] += 1
+            return
         # RFC 3261 §18.2.1 / RFC 3581 §4: stamp the top Via before anyone looks at it.
         via = stamp_via(request, via, source)
         reply_to = response_destination(via, source)
-        if len(ctx.servers) >= self._max:
+        if len(ctx.servers) + len(ctx.lingering) >= self._max:
             self._reject(request, reply_to)
             return
         txn_new: ServerTx
@@ -430,8 +471,13 @@ class TransactionManager:
             self._drop(source, response, exc.reason)
             return
         # RFC 3261 §17.1.3: match on top Via branch and CSeq method.
-        txn = ctx.clients.get(TransactionKey(branch, method)) if branch else None
+        key = TransactionKey(branch or "", method)
+        txn = ctx.clients.get(key) if branch else None
         if txn is None:
+            if branch and key in ctx.lingering:  # Completed (RFC 3261 §17.1.2.2): absorb
+                ctx.stats["responses_received"] += 1
+                ctx.stats["responses_absorbed"] += 1
+                return
             ctx.stats["stray_responses"] += 1
             ctx.emit(StrayResponse(response=response, source=source))
             return

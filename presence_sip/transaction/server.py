@@ -172,7 +172,7 @@ class _Server(Machine, ABC):
         state: State,
         ctx: Context,
         key: TransactionKey,
-        request: Request,
+        request: Request | None,
         source: Peer,
         reply_to: Peer,
     ) -> None:
@@ -187,8 +187,7 @@ class _Server(Machine, ABC):
         self.reply_to = reply_to
         """Where responses go (RFC 3261 §18.2.2)."""
         self.response: Response | None = None
-        """The last response sent (None before any; in Completed over UDP, None again once
-        only its bytes are kept, see ``Context.completed``)."""
+        """The last response sent (None before any)."""
         self.data = b""
         """That response as bytes, resent on request retransmissions."""
         self.armed: dict[Input, int] = {}
@@ -249,22 +248,36 @@ class ServerTransaction(_Server):
     __slots__ = ()
 
     def __init__(
-        self, ctx: Context, key: TransactionKey, request: Request, source: Peer, reply_to: Peer
+        self,
+        ctx: Context,
+        key: TransactionKey,
+        request: Request | None,
+        source: Peer,
+        reply_to: Peer,
     ) -> None:
         super().__init__(
             NON_INVITE_SERVER_TRANSITIONS, State.TRYING, ctx, key, request, source, reply_to
         )
+
+    @classmethod
+    def completed_view(
+        cls, ctx: Context, key: TransactionKey, data: bytes, reply_to: Peer
+    ) -> ServerTransaction:
+        """A Completed transaction rebuilt from its lingering record (see ``manager.py``)."""
+        txn = cls(ctx, key, None, reply_to, reply_to)
+        txn.state = State.COMPLETED
+        txn.data = data
+        return txn
 
     def _completed(self, now: float) -> None:
         # RFC 3261 §17.2.2: Timer J = 64*T1 on unreliable transports, 0 on reliable ones.
         if self.reply_to.reliable:
             self._apply(Input.TIMER_J)
         else:
-            # Completed only resends ``data``: let the request go (issue 8: thousands of
-            # transactions wait here for 32 s; the parsed request is most of their memory).
-            self.request = None
-            self._ctx.arm_fixed(self, Input.TIMER_J, now + self._ctx.timers.timer_j)
-            self._ctx.completed(self)
+            # Completed only resends ``data``: a record does that (issue 8: thousands of
+            # transactions wait here for 32 s), see ``Context.linger``.
+            ctx = self._ctx
+            ctx.linger(self.key, now + ctx.timers.timer_j, self.data, self.reply_to)
 
     def fire(self, timer: Input, now: float) -> None:
         self._apply(timer)

@@ -117,6 +117,8 @@ class Driver:
         self._by_address: dict[AddressKey, StreamConnection] = {}
         self._live: set[StreamConnection] = set()  # every connection until asyncio released it
         self._udp_affinity: dict[tuple[str, int], UdpListener] = {}
+        self._udp_peers: dict[tuple[str, int], Peer] = {}
+        """One Peer per remote UDP address (issue 8: not one per datagram)."""
         self._inbound = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._ids = itertools.count(1)
@@ -417,8 +419,17 @@ class Driver:
         """One datagram; remembers which socket the peer talks to when there are several."""
         if len(self._udp) > 1:
             self._remember_udp(listener, host, port)
-        self._call(self._endpoint.receive, data, Peer("udp", host, port), self._now())
+        self._call(self._endpoint.receive, data, self._udp_peer(host, port), self._now())
         self.transmit()
+
+    def _udp_peer(self, host: str, port: int) -> Peer:
+        peers = self._udp_peers
+        peer = peers.get((host, port))
+        if peer is None:
+            if len(peers) >= UDP_AFFINITY_SIZE:
+                peers.clear()
+            peer = peers[host, port] = Peer("udp", host, port)
+        return peer
 
     def _remember_udp(self, listener: UdpListener, host: str, port: int) -> None:
         affinity = self._udp_affinity

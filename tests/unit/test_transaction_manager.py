@@ -352,7 +352,8 @@ def test_server_absorbs_resends_and_times_out_with_timer_j() -> None:
     txn = mgr.server_transaction(key)
     assert isinstance(txn, ServerTransaction)
     assert txn.state is State.COMPLETED
-    assert txn.response is ok
+    assert txn.data == ok_bytes  # a view of the lingering record: bytes, no Response object
+    assert txn.response is None
     assert run_until(mgr, 100.0) == [(34.0, [], [])]
     assert mgr.server_transaction(key) is None
     with pytest.raises(LocalProtocolError, match="No server transaction"):
@@ -750,12 +751,13 @@ def test_heap_compaction_and_stale_entries() -> None:
     mgr = manager()
     keys = [mgr.send_request(client_request(mgr), UAS, 0.0) for _ in range(1500)]
     mgr.outbox()
-    for key in keys:  # finals cancel E and F (stale entries), arm K
+    for key in keys:  # finals cancel E and F (stale entries), records wait for K
         receive(mgr, response(200, "OK", key.branch), UAS, 0.1)
     events(mgr)
-    # 4500 entries were pushed, 3000 of them went stale: the heap was rebuilt on the way.
+    # 3000 entries were pushed, all went stale: the heap was rebuilt on the way.
     assert len(mgr._ctx.heap) < 3000
-    assert mgr._ctx.live == 1500
+    assert mgr._ctx.live == 0
+    assert len(mgr._ctx.lingering) == 1500
     assert mgr.get_timer() == pytest.approx(5.1)
     assert run_until(mgr, 100.0) == [(pytest.approx(5.1), [], [])]
     assert len(mgr) == 0
@@ -830,3 +832,78 @@ def test_keys_and_reprs() -> None:
     [event] = events(mgr)
     assert event.key.server
     assert repr(mgr.server_transaction(event.key)) == "<InviteServerTransaction INVITE PROCEEDING>"
+
+
+# -- lingering: Completed non-INVITE UDP transactions as records (issue 8) -------------------
+
+
+def test_completed_server_transactions_linger_as_records() -> None:
+    mgr = manager(max_transactions=3)
+    keys = []
+    for n in range(3):
+        receive(mgr, options(f"z9hG4bKa{n}"), UAC, 0.0)
+        [event] = events(mgr)
+        mgr.respond(event.key, make_response(event.request, 200, to_tag="t"), 0.1 * n)
+        keys.append(event.key)
+    sent = [data for data, _ in mgr.outbox()]
+    # No objects, but live transactions until Timer J.
+    assert mgr._ctx.servers == {}
+    assert len(mgr) == 3
+    view = server(mgr, keys[0])
+    assert (view.state, view.data, view.reply_to) == (State.COMPLETED, sent[0], UAC)
+    receive(mgr, options("z9hG4bKa0"), UAC, 1.0)  # a retransmission: the same bytes again
+    assert mgr.outbox() == [(sent[0], UAC)]
+    assert events(mgr) == []
+    mgr.respond(keys[0], make_response(req(options("z9hG4bKa0")), 500), 1.0)  # discarded
+    assert mgr.outbox() == []
+    assert mgr.stats["responses_discarded"] == 1
+    receive(mgr, options("z9hG4bKnew"), UAC, 1.0)  # records count against max_transactions
+    assert b"503" in mgr.outbox()[0][0]
+    assert mgr.get_timer() == 32.0
+    assert [at for at, _, _ in run_until(mgr, 100.0)] == [32.0, 32.1, 32.2]
+    assert len(mgr) == 0
+    assert mgr.get_timer() is None
+    with pytest.raises(LocalProtocolError, match="No server transaction"):
+        mgr.respond(keys[0], make_response(req(options("z9hG4bKa0")), 500), 40.0)
+    assert mgr.server_transaction(keys[0]) is None
+    receive(mgr, options("z9hG4bKa0"), UAC, 40.0)  # after Timer J: a new transaction
+    assert isinstance(events(mgr)[0], RequestReceived)
+
+
+def test_completed_client_transaction_lingers_and_absorbs() -> None:
+    mgr = manager()
+    request = client_request(mgr)
+    key = mgr.send_request(request, UAS, 0.0)
+    mgr.outbox()
+    receive(mgr, response(200, "OK"), UAS, 0.1)
+    assert [type(e) for e in events(mgr)] == [ResponseReceived]
+    assert mgr._ctx.clients == {}
+    assert mgr.client_request(key) is None
+    assert len(mgr) == 1
+    receive(mgr, response(200, "OK"), UAS, 0.2)  # retransmitted final: absorbed, not stray
+    receive(mgr, response(180, "Ringing"), UAS, 0.3)
+    assert events(mgr) == []
+    assert mgr.stats["responses_absorbed"] == 2
+    assert mgr.stats["stray_responses"] == 0
+    with pytest.raises(LocalProtocolError, match="already in use"):
+        mgr.send_request(request, UAS, 0.4)
+    assert run_until(mgr, 100.0) == [(pytest.approx(5.1), [], [])]  # Timer K = T4
+    assert len(mgr) == 0
+    assert mgr.get_timer() is None
+    receive(mgr, response(200, "OK"), UAS, 6.0)
+    assert [type(e) for e in events(mgr)] == [StrayResponse]
+
+
+def test_timer_k_records_do_not_wait_behind_timer_j_records() -> None:
+    mgr = manager()
+    receive(mgr, options(), UAC, 0.0)
+    [event] = events(mgr)
+    mgr.respond(event.key, make_response(event.request, 200, to_tag="t"), 0.0)  # J at 32.0
+    key = mgr.send_request(client_request(mgr), UAS, 1.0)
+    receive(mgr, response(200, "OK", key.branch), UAS, 1.0)  # K at 6.0
+    events(mgr)
+    mgr.outbox()
+    assert mgr.get_timer() == 6.0
+    mgr.handle_timer(6.0)
+    assert len(mgr) == 1
+    assert mgr.get_timer() == 32.0

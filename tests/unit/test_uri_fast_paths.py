@@ -1,0 +1,116 @@
+"""The shortcuts in ``sip/uri.py`` give exactly what the general scanners give (issue 8)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from presence_sip.sip import SipParseError, parse_uri
+from presence_sip.sip import uri as uri_module
+from presence_sip.sip.uri import parse_header_params, parse_name_addr, parse_via
+
+_NEVER = re.compile(r"(?!)")
+
+VIAS = [
+    "SIP/2.0/UDP 127.0.0.1:16000;branch=z9hG4bK-5-1",
+    "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK1;rport",
+    "SIP/2.0/udp host.example.com;branch=z9hG4bK1;received=10.0.0.1;rport=5",
+    "SIP/2.0/TLS [2001:db8::1]:5061;received=[2001:db8::2];rport=5;ttl=3;maddr=h",
+    'SIP/2.0/TCP a.b;x="q"',
+    "sip/2.0/udp a-b.c:1",
+    "SIP / 2.0 / UDP h ; branch = z9hG4bK1",
+    "SIP/2.0/UDP h.;branch=z9hG4bK1",
+    "SIP/2.0/UDP a--b;branch=z9hG4bK1",
+    "SIP/2.0/UDP h;branch",
+    "SIP/2.0/UDP h;Branch=",
+    "SIP/2.0/UDP h;rport=x",
+    "SIP/2.0/UDP h;ttl=1;TTL=2",
+    "SIP/2.0/UDP h:65536",
+    "SIP/2.0/UDP h:65535",
+    "SIP/2.0/UDP h:123456",
+    "SIP/2.0/UDP h:5060 ;branch=z9hG4bK1",
+    "SIP/2.0/UDP h;;branch=z9hG4bK1",
+    "SIP/2.0/UDP h;branch=z9hG4bK1;",
+    "SIP/2.0/UDP h x",
+    "SIP/2.0/UDP",
+]
+_PIECES = [
+    "SIP/2.0/UDP ",
+    "SIP/2.0/tcp ",
+    "sip/2.0/UDP ",
+    "a.b",
+    "1.2.3.4",
+    "a-b",
+    "a..b",
+    "[::1]",
+    ":5060",
+    ":99999",
+    ":",
+    ";branch=z9hG4bK1",
+    ";rport",
+    ";rport=7",
+    ";received=1.2.3.4",
+    ";received=::1",
+    ";ttl=x",
+    ';x="q;r"',
+    ";",
+    "=",
+    " ",
+    "\t",
+    ",",
+    "-",
+    ".",
+]
+
+
+def _slow(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(uri_module, "_SIMPLE_VIA_SENT", _NEVER)
+    monkeypatch.setattr(uri_module, "_SIMPLE_PARAMS", _NEVER)
+
+
+def _outcome(parse: object, text: str) -> object:
+    try:
+        return parse(text)  # type: ignore[operator]
+    except SipParseError as exc:
+        return ("error", exc.reason)
+
+
+def _compare(parse: object, texts: list[str]) -> None:
+    fast = [_outcome(parse, text) for text in texts]
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _slow(monkeypatch)
+        slow = [_outcome(parse, text) for text in texts]
+    assert fast == slow
+
+
+def test_via_fast_path_matches_the_general_parser() -> None:
+    _compare(parse_via, VIAS)
+    assert parse_via(VIAS[0]).branch == "z9hG4bK-5-1"
+
+
+@settings(max_examples=1500, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(_PIECES), min_size=1, max_size=7))
+def test_via_fast_path_on_generated_input(pieces: list[str]) -> None:
+    _compare(parse_via, ["".join(pieces), "SIP/2.0/UDP " + "".join(pieces)])
+
+
+@settings(max_examples=1000, derandomize=True)
+@given(st.lists(st.sampled_from([";", "=", "a", "Tag", "1", "-", " ", '"', "%", ":", "[", "]"])))
+def test_header_params_fast_path_matches_the_scanner(pieces: list[str]) -> None:
+    text = "".join(pieces)
+    _compare(lambda t: parse_header_params(t, "X"), [text, ";" + text])
+
+
+def test_name_addr_fast_path() -> None:
+    texts = ['"A" <sip:a@b>;tag=1', "A B <sips:a:pw@b:5060;lr>", "sip:a@b;tag=1", "<sip:a@b>;tag"]
+    _compare(lambda t: parse_name_addr(t, "From"), texts)
+
+
+def test_parsed_uris_are_shared_and_errors_are_not_cached() -> None:
+    assert parse_uri("sip:cache@example.test") is parse_uri("sip:cache@example.test")
+    for _ in range(2):
+        with pytest.raises(SipParseError):
+            parse_uri("sip:bad host")
