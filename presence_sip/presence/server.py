@@ -262,18 +262,18 @@ class PresenceServer:
             via_sent_by=self._sent_by(local_contact),
         )
         sub.action = action
-        effect = sub.machine.process(_AUTH_INPUT[action])
+        effect = sub.process(_AUTH_INPUT[action])
         if effect is SideEffect.REJECT:
             return None
         sub.winfo_event = "approved" if sub.state is State.ACTIVE else "subscribe"
         if expires == 0:
             # RFC 3856 §6.3 / RFC 6665 §4.4.3: fetch = one NOTIFY, then the subscription is over
-            sub.final = sub.machine.process(Input.UNSUBSCRIBE)
+            sub.final = sub.process(Input.UNSUBSCRIBE)
             sub.winfo_event = "timeout"
             self._queue(sub)
             return sub
         self._install(sub)
-        self.store.save_subscription(sub.record())
+        self.store.save_subscription(sub)
         self._queue(sub)
         self._winfo_changed(presentity, now)
         return sub
@@ -290,7 +290,7 @@ class PresenceServer:
             return
         sub.expires_at = now + expires
         heapq.heappush(self._expiry, (sub.expires_at, sub.id))
-        self.store.save_subscription(sub.record())
+        self.store.save_subscription(sub)
         sub.last_body = None  # RFC 6665 §4.2.1.2 / RFC 5263: full state after a refresh
         self._apply(sub, Input.REFRESH, now, immediate=True)
 
@@ -333,7 +333,7 @@ class PresenceServer:
         sub.action = (
             Action.POLITE_BLOCK if record.polite else (Action.ALLOW if active else Action.CONFIRM)
         )
-        sub.machine.state = State.ACTIVE if active else State.PENDING
+        sub.state = State.ACTIVE if active else State.PENDING
         sub.winfo_event = "approved" if active else "subscribe"
         self._presentity(record.presentity, record.entity)
         self._install(sub)
@@ -342,7 +342,7 @@ class PresenceServer:
         """Feed ``event`` to the machine and act on its side effect."""
         before = sub.state
         try:
-            effect = sub.machine.process(event)
+            effect = sub.process(event)
         except LocalProtocolError:
             log.exception("subscription %s", sub.id)
             effect = None
@@ -355,7 +355,7 @@ class PresenceServer:
             return
         if sub.state is not before:
             sub.winfo_event = "approved" if sub.state is State.ACTIVE else "subscribe"
-            self.store.save_subscription(sub.record())
+            self.store.save_subscription(sub)
             self._winfo_changed(sub.presentity, now)
         if effect is SideEffect.NOTIFY:
             if immediate:

@@ -57,8 +57,10 @@ class PresenceSettings:
     """Send application/pidf-diff+xml to watchers that accept it (RFC 5263)."""
 
 
-class Subscription:
-    """One watcher's subscription (mutable; ``id`` is our dialog tag)."""
+class Subscription(SubscriptionMachine):
+    """One watcher's subscription (mutable; ``id`` is our dialog tag).
+
+    It is its own RFC 6665 machine (a subclass: one object per subscription, issue 8)."""
 
     __slots__ = (
         "accept_diff",
@@ -76,7 +78,6 @@ class Subscription:
         "id",
         "last_body",
         "last_notify_at",
-        "machine",
         "presentity",
         "queued",
         "throttled",
@@ -103,6 +104,7 @@ class Subscription:
         cseq_reserved: int,
         via_sent_by: str,
     ) -> None:
+        super().__init__()
         self.id = id
         self.presentity = presentity
         self.entity = entity
@@ -116,7 +118,6 @@ class Subscription:
         self.display_name = display_name
         self.cseq_reserved = cseq_reserved
         self.via_sent_by = via_sent_by
-        self.machine = SubscriptionMachine()
         self.action: Action | None = None
         self.final: SideEffect | None = None
         self.last_body: bytes | None = None
@@ -126,10 +127,6 @@ class Subscription:
         self.diff_version = 0
         self.winfo_version = 0
         self.winfo_event = "subscribe"
-
-    @property
-    def state(self) -> State:
-        return self.machine.state
 
     @property
     def polite(self) -> bool:
