@@ -336,7 +336,7 @@ class Compositor:
     ) -> PublishOutcome:
         self._seq += 1
         deadline = now + lifetime
-        etag = self._new_etag()
+        etag = self._new_etag(now)
         publication = _Publication(presentity, etag, deadline, entity, xml, self._seq, fresh=True)
         publication.process(PubInput.INITIAL)
         self.store.save_publication(publication.record(), None)
@@ -347,7 +347,7 @@ class Compositor:
         current.process(PubInput.REFRESH)
         old = current.etag
         self._unindex(current)
-        current.etag = self._new_etag()  # RFC 3903 §6 step 7: a fresh entity-tag on every success
+        current.etag = self._new_etag(now)  # RFC 3903 §6 step 7: a fresh entity-tag on every success
         current.expires_at = now + lifetime
         self.store.save_publication(current.record(), old)
         self._index(current)
@@ -360,7 +360,7 @@ class Compositor:
         old = current.etag
         self._unindex(current)
         self._seq += 1
-        current.etag = self._new_etag()
+        current.etag = self._new_etag(now)
         current.expires_at = now + lifetime
         current.entity = entity
         current.xml = xml
@@ -375,10 +375,14 @@ class Compositor:
         self._unindex(current)
         return PublishOutcome(None, 0, self._recompose(current.presentity))
 
-    def _new_etag(self) -> str:
-        etag = self.ids.new_id("e")
+    def _new_etag(self, now: float) -> str:
+        # The random id follows the time in ms (fixed width), so entity-tags made together sort
+        # together and the rows of one commit share the pages of the store's etag index instead
+        # of each landing on a random page (issue 8).
+        prefix = f"e{int(now * 1000) & _MS_MASK:011x}."
+        etag = self.ids.new_id(prefix)
         while etag in self._by_etag:
-            etag = self.ids.new_id("e")
+            etag = self.ids.new_id(prefix)
         return etag
 
     def _index(self, publication: _Publication) -> None:
@@ -436,6 +440,9 @@ class Compositor:
                 changed.add(publication.presentity)
         return changed
 
+
+_MS_MASK = (1 << 44) - 1
+"""Milliseconds kept in an entity-tag prefix (11 hex digits; wraps after ~557 years)."""
 
 _ENTITY_CACHE_SIZE = 65536
 """Entity URIs whose presentity key is remembered (the cache starts over when full)."""
