@@ -151,13 +151,15 @@ class Dialog:
     ) -> Request:
         """An in-dialog request with the next CSeq (§12.2.1.1).
 
+        ``headers`` are more fields, with canonical names (``Event``, ``Content-Type``...).
         Loose routing: Request-URI = remote target, Route = the route set. A first route without
         ``lr`` is a strict router: it becomes the Request-URI (parameters not allowed there
         dropped) and the remote target is appended as the last Route.
         """
         request_uri, routes = self.request_uri_and_routes()
         items = [("Via", via), ("Max-Forwards", str(max_forwards))]
-        items.extend(("Route", route) for route in routes)
+        if routes:
+            items.extend(("Route", route) for route in routes)
         items += [
             ("From", f"<{self.local_uri}>;tag={self.local_tag}"),
             ("To", f"{self.remote_uri};tag={self.remote_tag}"),
@@ -165,11 +167,10 @@ class Dialog:
             ("CSeq", f"{self.next_cseq()} {method}"),
             ("Contact", f"<{self.local_contact}>"),
         ]
-        # The names above are canonical already: build the multimap without re-normalising them.
+        items.extend(headers)
+        items.append(("Content-Length", str(len(body))))
+        # Every name is canonical (``headers`` too, see above): build the multimap directly.
         out = Headers._from_canonical(items, [name.lower() for name, _ in items])
-        for name, value in headers:
-            out.add(name, value)
-        out.add("Content-Length", str(len(body)))
         return Request(method, request_uri, out, body)
 
     def request_uri_and_routes(self) -> tuple[str, list[str]]:

@@ -234,6 +234,8 @@ class PresenceRole:
         return make_response(request, 200, to_tag=sub.id, headers=headers)
 
     def _event(self, request: Request) -> str:
+        if request.headers.get("Event") == PRESENCE:
+            return PRESENCE  # the common case, decided without parsing the header (issue 8)
         event = request.event
         if event is None:
             raise _Refusal(400, "Missing Event")

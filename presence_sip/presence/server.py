@@ -245,7 +245,8 @@ class PresenceServer:
             request, local_tag=local_tag, source=source, local_contact=self._intern(local_contact)
         )
         dialog.local_uri = self._intern(dialog.local_uri)
-        event_header = request.event
+        # A bare package name (the common case) has no id parameter: no need to parse it.
+        event_header = None if request.headers.get("Event") == event else request.event
         sub = Subscription(
             id=local_tag,
             presentity=presentity,
