@@ -387,7 +387,10 @@ class Compositor:
 
     def _index(self, publication: _Publication) -> None:
         self._by_etag[publication.etag] = publication
-        self._by_presentity.setdefault(publication.presentity, {})[publication.etag] = publication
+        mine = self._by_presentity.get(publication.presentity)
+        if mine is None:
+            mine = self._by_presentity[publication.presentity] = {}
+        mine[publication.etag] = publication
         heapq.heappush(self._heap, (publication.expires_at, publication.etag))
 
     def _unindex(self, publication: _Publication) -> None:
