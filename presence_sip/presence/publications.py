@@ -347,7 +347,8 @@ class Compositor:
         current.process(PubInput.REFRESH)
         old = current.etag
         self._unindex(current)
-        current.etag = self._new_etag(now)  # RFC 3903 §6 step 7: a fresh entity-tag on every success
+        # RFC 3903 §6 step 7: a fresh entity-tag on every success
+        current.etag = self._new_etag(now)
         current.expires_at = now + lifetime
         self.store.save_publication(current.record(), old)
         self._index(current)

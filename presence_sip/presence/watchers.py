@@ -15,7 +15,6 @@ from presence_sip.hss.msisdn import canonical_identity
 from presence_sip.presence.rules import Action, decide
 from presence_sip.presence.subscriptions import (
     SideEffect,
-    State,
     SubscriptionMachine,
     SubscriptionRecord,
 )
