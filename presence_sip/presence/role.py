@@ -287,12 +287,11 @@ class PresenceRole:
         key = self._presentity_key(request)
         if verdict.username is not None:
             self._check_owner(verdict, key, None)
-        content_type = request.content_type
         outcome = self.server.publish(
             key,
             if_match=request.sip_if_match,
             expires=request.expires,
-            content_type=content_type.mime if content_type else None,
+            content_type=_mime(request),
             body=request.body,
             now=now,
         )
@@ -399,6 +398,18 @@ def _entity_key(uri_text: str) -> str | None:
     if not isinstance(uri, SipUri | TelUri):
         return None
     return aor_key(uri)
+
+
+def _mime(request: Request) -> str | None:
+    """The body's media type (lower case, no parameters)."""
+    value = request.headers.get("Content-Type")
+    if value in _PLAIN_PIDF_TYPES:
+        return value  # the common case, decided without parsing the header (issue 8)
+    content_type = request.content_type
+    return content_type.mime if content_type else None
+
+
+_PLAIN_PIDF_TYPES = frozenset({PIDF_CONTENT_TYPE, PIDF_DIFF_CONTENT_TYPE})
 
 
 def _verified_peer(incoming: Incoming) -> bool:
