@@ -106,6 +106,8 @@ class PresenceRole:
         self._tag = endpoint.ids.new_id("t")
         self._keys: dict[str, str | None] = {}
         """Presentity key by Request-URI text (watchers and publishers repeat the same URIs)."""
+        self._entity_keys: dict[str, str | None] = {}
+        """Presentity key by URI text of watchers (From) and PIDF entities (issue 8)."""
         self.server = PresenceServer(
             store=store,
             ids=endpoint.ids,
@@ -114,7 +116,7 @@ class PresenceRole:
             is_registered=registrar.is_registered,
             rules_for=hss.rules_for,
             data_version=hss.data_version,
-            entity_key=_entity_key,
+            entity_key=self._entity_key,
             domain=hss.domain,
             default_policy=parse_action(default_policy),
             settings=settings,
@@ -335,6 +337,18 @@ class PresenceRole:
             raise _Refusal(404, "Unknown presentity")
         return key
 
+    def _entity_key(self, uri_text: str) -> str | None:
+        """:func:`_entity_key` with a cache: watchers subscribe again and again, to many."""
+        cache = self._entity_keys
+        try:
+            return cache[uri_text]
+        except KeyError:
+            pass
+        if len(cache) >= _KEY_CACHE_SIZE:
+            cache.clear()
+        key = cache[uri_text] = _entity_key(uri_text)
+        return key
+
     def _known(self, key: str, now: float) -> bool:
         """A presentity of ours: in the HSS, or (lab mode) registered or publishing."""
         if self.server.compositor.has_document(key) or self.registrar.is_registered(key, now):
@@ -354,7 +368,7 @@ class PresenceRole:
         if verdict.username is None:
             return
         own = self._subscriber_key(verdict)
-        if own is None or _entity_key(watcher) != own:
+        if own is None or self._entity_key(watcher) != own:
             raise _Refusal(403, "From does not match the credentials")
 
     def _check_owner(self, verdict: Verdict, key: str, watcher: str | None) -> None:
@@ -362,7 +376,7 @@ class PresenceRole:
         if verdict.username is not None:
             owner = self._subscriber_key(verdict)
         else:
-            owner = _entity_key(watcher) if watcher is not None else key
+            owner = self._entity_key(watcher) if watcher is not None else key
         if owner != key:
             raise _Refusal(403, "Not the owner of this presentity")
 
