@@ -16,7 +16,8 @@ among ``domains`` (node.py adds the listen addresses) on the default port.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
 
 from presence_sip.auth.guard import RequestGuard, Verdict
 from presence_sip.dialog.dialog import is_ip
@@ -54,6 +55,8 @@ _PIDF_TYPES = frozenset({PIDF_CONTENT_TYPE, PIDF_DIFF_CONTENT_TYPE, "*/*", "appl
 _WINFO_TYPES = frozenset({WATCHERINFO_CONTENT_TYPE, "*/*", "application/*"})
 
 Headers = tuple[tuple[str, str], ...]
+
+_NO_RULES: Mapping[str, str] = MappingProxyType({})
 
 _KEY_CACHE_SIZE = 65536
 """Request-URIs whose presentity key is remembered (the cache starts over when full)."""
@@ -114,7 +117,7 @@ class PresenceRole:
             new_branch=endpoint.new_branch,
             send=self._send,
             is_registered=registrar.is_registered,
-            rules_for=hss.rules_for,
+            rules_for=self._rules_for,
             data_version=hss.data_version,
             entity_key=self._entity_key,
             domain=hss.domain,
@@ -348,6 +351,11 @@ class PresenceRole:
             cache.clear()
         key = cache[uri_text] = _entity_key(uri_text)
         return key
+
+    def _rules_for(self, key: str) -> Mapping[str, str]:
+        """The HSS rules of a presentity: only a subscriber (key ``+MSISDN``) has any, so a
+        ``sip:user@host`` key is answered without asking the HSS."""
+        return self.hss.rules_for(key) if key.startswith("+") else _NO_RULES
 
     def _known(self, key: str, now: float) -> bool:
         """A presentity of ours: in the HSS, or (lab mode) registered or publishing."""

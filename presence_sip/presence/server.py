@@ -172,6 +172,11 @@ class PresenceServer:
             found = Presentity(key, entity or self.presentity_entity(key))
         return found
 
+    def _entity_of(self, key: str) -> str:
+        """The entity of presentity ``key`` (no transient :class:`Presentity` made for it)."""
+        found = self._presentities.get(key)
+        return self.presentity_entity(key) if found is None else found.entity
+
     def _forget_if_idle(self, presentity: Presentity) -> None:
         if not presentity.watchers and not presentity.winfo:
             self._presentities.pop(presentity.key, None)
@@ -250,7 +255,7 @@ class PresenceServer:
         sub = Subscription(
             id=local_tag,
             presentity=presentity,
-            entity=self._peek(presentity).entity,
+            entity=self._entity_of(presentity),
             event=event,
             watcher=watcher,
             dialog=dialog,
@@ -512,8 +517,8 @@ class PresenceServer:
                 return headers, "", b""  # RFC 3856 §6.6.2: no state while pending
         if sub.event == WINFO:
             return headers, WATCHERINFO_CONTENT_TYPE, self._winfo_body(sub, now)
-        presentity = self._peek(sub.presentity, sub.entity)
         if sub.polite:
+            presentity = self._peek(sub.presentity, sub.entity)
             return headers, PIDF_CONTENT_TYPE, self._neutral(presentity)
         doc = self.document(sub.presentity, now)
         if not sub.accept_diff:

@@ -56,6 +56,9 @@ class PresenceSettings:
     """Send application/pidf-diff+xml to watchers that accept it (RFC 5263)."""
 
 
+_NEVER = float("-inf")
+
+
 class Subscription(SubscriptionMachine):
     """One watcher's subscription (mutable; ``id`` is our dialog tag).
 
@@ -120,7 +123,7 @@ class Subscription(SubscriptionMachine):
         self.action: Action | None = None
         self.final: SideEffect | None = None
         self.last_body: bytes | None = None
-        self.last_notify_at = float("-inf")
+        self.last_notify_at = _NEVER
         self.queued = False
         self.throttled = False
         self.diff_version = 0
