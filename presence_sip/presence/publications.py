@@ -307,7 +307,7 @@ class Compositor:
         self, presentity: str, content_type: str | None, body: bytes, base: bytes | None
     ) -> tuple[str, bytes]:
         """The validated ``(entity, canonical xml)`` of a PUBLISH body (refusals raise)."""
-        if content_type not in self.accepted_types:
+        if content_type != PIDF_CONTENT_TYPE and content_type not in self.accepted_types:
             # RFC 3903 §6 step 5: 415 listing what we understand
             raise PublishRefused(
                 "Unsupported Media Type", 415, (("Accept", ", ".join(self.accepted_types)),)
