@@ -1,6 +1,7 @@
 """PIDF presence documents: RFC 3863 (PIDF), RFC 4480 (RPID), RFC 4479 (data model).
 
-Bytes in, validated :class:`PresenceDocument` out (:func:`parse_pidf`); several publications of one
+Bytes in, validated :class:`PresenceDocument` out (:func:`parse_pidf`), or only the entity and the
+canonical bytes, as the compositor keeps them (:func:`validate_pidf`); several publications of one
 presentity in, one composed PIDF out (:func:`compose_documents`); and the one-tuple documents the
 presence server makes itself (:func:`status_document`).
 
