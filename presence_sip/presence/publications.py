@@ -218,6 +218,8 @@ class Compositor:
         self._entity_keys: dict[str, str | None] = {}
         self._heap: list[tuple[float, str]] = []
         self._seq = 0
+        self._etag_second: int | None = None
+        self._etag_prefix = ""
         self.watched: Callable[[str], bool] | None = None
         """When set, only presentities it names are composed at each change; the others when
         their document is asked for (nobody is told about their changes meanwhile)."""
@@ -377,13 +379,16 @@ class Compositor:
         return PublishOutcome(None, 0, self._recompose(current.presentity))
 
     def _new_etag(self, now: float) -> str:
-        # The random id follows the time in ms (fixed width), so entity-tags made together sort
-        # together and the rows of one commit share the pages of the store's etag index instead
-        # of each landing on a random page (issue 8).
-        prefix = f"e{int(now * 1000) & _MS_MASK:011x}."
-        etag = self.ids.new_id(prefix)
+        # The random id follows the time in seconds (fixed width), so entity-tags made together
+        # sort together and the rows of one commit share the pages of the store's etag index
+        # instead of each landing on a random page (issue 8).
+        second = int(now)
+        if second != self._etag_second:
+            self._etag_second = second
+            self._etag_prefix = f"e{second & _SECONDS_MASK:09x}."
+        etag = self.ids.new_id(self._etag_prefix)
         while etag in self._by_etag:
-            etag = self.ids.new_id(prefix)
+            etag = self.ids.new_id(self._etag_prefix)
         return etag
 
     def _index(self, publication: _Publication) -> None:
@@ -445,8 +450,8 @@ class Compositor:
         return changed
 
 
-_MS_MASK = (1 << 44) - 1
-"""Milliseconds kept in an entity-tag prefix (11 hex digits; wraps after ~557 years)."""
+_SECONDS_MASK = (1 << 36) - 1
+"""Seconds kept in an entity-tag prefix (9 hex digits; wraps after ~2,177 years)."""
 
 _ENTITY_CACHE_SIZE = 65536
 """Entity URIs whose presentity key is remembered (the cache starts over when full)."""
