@@ -78,19 +78,24 @@ class Dialog:
         remote_tag = request.from_.tag
         if not remote_tag:
             raise DialogError("Missing From tag", 400)  # RFC 3261 §8.1.1.3: From MUST have a tag
-        return cls(
+        target = _contact(request)
+        dialog = cls(
             call_id=request.call_id,
             local_tag=local_tag,
             remote_tag=remote_tag,
             local_uri=str(request.to.uri),
             remote_uri=_without_tag(request.from_),
-            remote_target=_contact_uri(request),
+            remote_target=str(target),
             route_set=tuple(request.headers.values("Record-Route")),
             local_cseq=local_cseq,
             remote_cseq=request.cseq.seq,
             source=shared_peer(source),
             local_contact=local_contact,
         )
+        if not dialog.route_set:
+            # The first NOTIFY goes to the Contact just parsed: no second parse of it (issue 8).
+            dialog.next_hop = shared_peer(dialog._destination(target))
+        return dialog
 
     @property
     def id(self) -> tuple[str, str, str]:
@@ -111,7 +116,7 @@ class Dialog:
         if seq <= self.remote_cseq:
             # RFC 3261 §12.2.2: lower (or equal: a retransmission got past the transaction) -> 500
             raise DialogError("Out of order request", 500)
-        if target_refresh and "Contact" in request.headers:
+        if target_refresh and not self._same_target(request):
             target = _contact_uri(request)  # RFC 3261 §12.2.2 target refresh
             if target != self.remote_target:
                 self.remote_target = target
@@ -121,6 +126,12 @@ class Dialog:
         if source != self.source:
             self.source = shared_peer(source)
             self.next_hop = None
+
+    def _same_target(self, request: Request) -> bool:
+        """No Contact, or exactly one that is the current target verbatim: nothing to refresh
+        (the common case, decided without parsing the Contact)."""
+        contacts = request.headers.get_all("Contact")
+        return not contacts or (len(contacts) == 1 and contacts[0] == f"<{self.remote_target}>")
 
     def next_cseq(self) -> int:
         """Advance the local CSeq (§12.2.1.1: strictly by one per request)."""
@@ -140,13 +151,15 @@ class Dialog:
     ) -> Request:
         """An in-dialog request with the next CSeq (§12.2.1.1).
 
+        ``headers`` are more fields, with canonical names (``Event``, ``Content-Type``...).
         Loose routing: Request-URI = remote target, Route = the route set. A first route without
         ``lr`` is a strict router: it becomes the Request-URI (parameters not allowed there
         dropped) and the remote target is appended as the last Route.
         """
         request_uri, routes = self.request_uri_and_routes()
         items = [("Via", via), ("Max-Forwards", str(max_forwards))]
-        items.extend(("Route", route) for route in routes)
+        if routes:
+            items.extend(("Route", route) for route in routes)
         items += [
             ("From", f"<{self.local_uri}>;tag={self.local_tag}"),
             ("To", f"{self.remote_uri};tag={self.remote_tag}"),
@@ -154,11 +167,10 @@ class Dialog:
             ("CSeq", f"{self.next_cseq()} {method}"),
             ("Contact", f"<{self.local_contact}>"),
         ]
-        # The names above are canonical already: build the multimap without re-normalising them.
+        items.extend(headers)
+        items.append(("Content-Length", str(len(body))))
+        # Every name is canonical (``headers`` too, see above): build the multimap directly.
         out = Headers._from_canonical(items, [name.lower() for name, _ in items])
-        for name, value in headers:
-            out.add(name, value)
-        out.add("Content-Length", str(len(body)))
         return Request(method, request_uri, out, body)
 
     def request_uri_and_routes(self) -> tuple[str, list[str]]:
@@ -186,10 +198,13 @@ class Dialog:
             self.next_hop = shared_peer(self._destination())
         return self.next_hop
 
-    def _destination(self) -> Peer:
+    def _destination(self, target: SipUri | None = None) -> Peer:
+        """``target``: the remote target already parsed (only when there is no route set)."""
         source = self.source
         if source.reliable and source.connection:
             return source
+        if target is not None:
+            return next_hop_peer(target, source)
         hop = self.route_set[0] if self.route_set else f"<{self.remote_target}>"
         try:
             uri = parse_name_addr(hop, "Route").uri
@@ -243,13 +258,17 @@ def is_ip(host: str) -> bool:
 
 def _contact_uri(request: Request) -> str:
     """The one Contact URI a dialog-creating/target-refresh request must carry (RFC 6665 §4.1.2)."""
+    return str(_contact(request))
+
+
+def _contact(request: Request) -> SipUri:
     contacts = request.contacts
     if len(contacts) != 1:
         raise DialogError("Missing Contact" if not contacts else "More than one Contact", 400)
     uri = contacts[0].uri
     if not isinstance(uri, SipUri):
         raise DialogError("Contact must be a SIP URI", 400)
-    return str(uri)
+    return uri
 
 
 def _without_tag(name_addr: NameAddr) -> str:

@@ -18,9 +18,8 @@ from presence_sip.ids import IdSource
 from presence_sip.presence.pidf import (
     PIDF_CONTENT_TYPE,
     PIDF_DIFF_CONTENT_TYPE,
-    PresenceDocument,
     compose_documents,
-    parse_pidf,
+    validate_pidf,
 )
 from presence_sip.presence.pidf_diff import apply_diff
 from presence_sip.sip.errors import LocalProtocolError, PidfError, RemoteProtocolError
@@ -156,30 +155,33 @@ class PublishOutcome:
     """Did the presentity's composed document change?"""
 
 
-class _Publication:
-    __slots__ = ("document", "etag", "expires_at", "machine", "presentity", "seq")
+class _Publication(PublicationMachine):
+    """One live publication: its machine state (a subclass, so one object per publication)
+    and what composition needs, the entity and the canonical PIDF bytes."""
+
+    __slots__ = ("entity", "etag", "expires_at", "presentity", "seq", "xml")
 
     def __init__(
         self,
         presentity: str,
         etag: str,
         expires_at: float,
-        document: PresenceDocument,
+        entity: str,
+        xml: bytes,
         seq: int,
         *,
         fresh: bool = False,
     ) -> None:
+        super().__init__(PubState.NONE if fresh else PubState.ACTIVE)
         self.presentity = presentity
         self.etag = etag
         self.expires_at = expires_at
-        self.document = document
+        self.entity = entity
+        self.xml = xml
         self.seq = seq
-        self.machine = PublicationMachine(PubState.NONE if fresh else PubState.ACTIVE)
 
     def record(self) -> PublicationRecord:
-        return PublicationRecord(
-            self.presentity, self.etag, self.expires_at, self.document.xml, self.seq
-        )
+        return PublicationRecord(self.presentity, self.etag, self.expires_at, self.xml, self.seq)
 
 
 EntityKey = Callable[[str], str | None]
@@ -216,6 +218,8 @@ class Compositor:
         self._entity_keys: dict[str, str | None] = {}
         self._heap: list[tuple[float, str]] = []
         self._seq = 0
+        self._etag_second: int | None = None
+        self._etag_prefix = ""
         self.watched: Callable[[str], bool] | None = None
         """When set, only presentities it names are composed at each change; the others when
         their document is asked for (nobody is told about their changes meanwhile)."""
@@ -232,13 +236,13 @@ class Compositor:
 
     def _load(self, record: PublicationRecord) -> None:
         try:
-            document = parse_pidf(record.body)
+            entity, xml = validate_pidf(record.body)
         except PidfError:
             self.store.delete_publication(record.etag)
             return
         self._seq = max(self._seq, record.seq)
         self._index(
-            _Publication(record.presentity, record.etag, record.expires_at, document, record.seq)
+            _Publication(record.presentity, record.etag, record.expires_at, entity, xml, record.seq)
         )
 
     # --- queries ------------------------------------------------------------------------------
@@ -283,14 +287,14 @@ class Compositor:
                 raise PublishRefused("Expires 0 needs SIP-If-Match", 400)
             if not body:
                 raise PublishRefused("Initial PUBLISH without a body", 400)  # RFC 3903 §6 step 4
-            document = self._document(presentity, content_type, body, None)
-            return self._initial(presentity, document, lifetime, now)
+            entity, xml = self._document(presentity, content_type, body, None)
+            return self._initial(presentity, entity, xml, lifetime, now)
         if lifetime == 0:
             return self._remove(current, PubInput.REMOVE)
         if not body:
             return self._refresh(current, lifetime, now)
-        document = self._document(presentity, content_type, body, current.document.xml)
-        return self._modify(current, document, lifetime, now)
+        entity, xml = self._document(presentity, content_type, body, current.xml)
+        return self._modify(current, entity, xml, lifetime, now)
 
     def _lifetime(self, expires: int | None) -> int:
         if expires is None:
@@ -303,18 +307,19 @@ class Compositor:
 
     def _document(
         self, presentity: str, content_type: str | None, body: bytes, base: bytes | None
-    ) -> PresenceDocument:
-        if content_type not in self.accepted_types:
+    ) -> tuple[str, bytes]:
+        """The validated ``(entity, canonical xml)`` of a PUBLISH body (refusals raise)."""
+        if content_type != PIDF_CONTENT_TYPE and content_type not in self.accepted_types:
             # RFC 3903 §6 step 5: 415 listing what we understand
             raise PublishRefused(
                 "Unsupported Media Type", 415, (("Accept", ", ".join(self.accepted_types)),)
             )
         if content_type == PIDF_DIFF_CONTENT_TYPE:
             body = apply_diff(base, body)  # RFC 5264 §3: partial publication on the current state
-        document = parse_pidf(body)
-        if self._entity_key(document.entity) != presentity:
+        entity, xml = validate_pidf(body)
+        if self._entity_key(entity) != presentity:
             raise PublishRefused("PIDF entity does not match the presentity", 400)
-        return document
+        return entity, xml
 
     def _entity_key(self, entity: str) -> str | None:
         """``entity_key`` with a cache: a presentity publishes the same entity URI every time."""
@@ -329,57 +334,69 @@ class Compositor:
         return key
 
     def _initial(
-        self, presentity: str, document: PresenceDocument, lifetime: int, now: float
+        self, presentity: str, entity: str, xml: bytes, lifetime: int, now: float
     ) -> PublishOutcome:
         self._seq += 1
         deadline = now + lifetime
-        etag = self._new_etag()
-        publication = _Publication(presentity, etag, deadline, document, self._seq, fresh=True)
-        publication.machine.process(PubInput.INITIAL)
+        etag = self._new_etag(now)
+        publication = _Publication(presentity, etag, deadline, entity, xml, self._seq, fresh=True)
+        publication.process(PubInput.INITIAL)
         self.store.save_publication(publication.record(), None)
         self._index(publication)
         return PublishOutcome(publication.etag, lifetime, self._recompose(presentity))
 
     def _refresh(self, current: _Publication, lifetime: int, now: float) -> PublishOutcome:
-        current.machine.process(PubInput.REFRESH)
+        current.process(PubInput.REFRESH)
         old = current.etag
         self._unindex(current)
-        current.etag = self._new_etag()  # RFC 3903 §6 step 7: a fresh entity-tag on every success
+        # RFC 3903 §6 step 7: a fresh entity-tag on every success
+        current.etag = self._new_etag(now)
         current.expires_at = now + lifetime
         self.store.save_publication(current.record(), old)
         self._index(current)
         return PublishOutcome(current.etag, lifetime, False)
 
     def _modify(
-        self, current: _Publication, document: PresenceDocument, lifetime: int, now: float
+        self, current: _Publication, entity: str, xml: bytes, lifetime: int, now: float
     ) -> PublishOutcome:
-        current.machine.process(PubInput.MODIFY)
+        current.process(PubInput.MODIFY)
         old = current.etag
         self._unindex(current)
         self._seq += 1
-        current.etag = self._new_etag()
+        current.etag = self._new_etag(now)
         current.expires_at = now + lifetime
-        current.document = document
+        current.entity = entity
+        current.xml = xml
         current.seq = self._seq
         self.store.save_publication(current.record(), old)
         self._index(current)
         return PublishOutcome(current.etag, lifetime, self._recompose(current.presentity))
 
     def _remove(self, current: _Publication, event: PubInput) -> PublishOutcome:
-        current.machine.process(event)
+        current.process(event)
         self.store.delete_publication(current.etag)
         self._unindex(current)
         return PublishOutcome(None, 0, self._recompose(current.presentity))
 
-    def _new_etag(self) -> str:
-        etag = self.ids.new_id("e")
+    def _new_etag(self, now: float) -> str:
+        # The random id follows the time in seconds (fixed width), so entity-tags made together
+        # sort together and the rows of one commit share the pages of the store's etag index
+        # instead of each landing on a random page (issue 8).
+        second = int(now)
+        if second != self._etag_second:
+            self._etag_second = second
+            self._etag_prefix = f"e{second & _SECONDS_MASK:09x}."
+        etag = self.ids.new_id(self._etag_prefix)
         while etag in self._by_etag:
-            etag = self.ids.new_id("e")
+            etag = self.ids.new_id(self._etag_prefix)
         return etag
 
     def _index(self, publication: _Publication) -> None:
         self._by_etag[publication.etag] = publication
-        self._by_presentity.setdefault(publication.presentity, {})[publication.etag] = publication
+        mine = self._by_presentity.get(publication.presentity)
+        if mine is None:
+            mine = self._by_presentity[publication.presentity] = {}
+        mine[publication.etag] = publication
         heapq.heappush(self._heap, (publication.expires_at, publication.etag))
 
     def _unindex(self, publication: _Publication) -> None:
@@ -407,10 +424,9 @@ class Compositor:
             self._composed.pop(presentity, None)
             return old is not None
         if len(publications) == 1:
-            new = publications[0].document.xml
+            new = publications[0].xml
         else:
-            newest = publications[-1].document.entity
-            new = compose_documents(newest, [p.document for p in publications])
+            new = compose_documents(publications[-1].entity, publications)
         self._composed[presentity] = new
         return new != old
 
@@ -433,6 +449,9 @@ class Compositor:
                 changed.add(publication.presentity)
         return changed
 
+
+_SECONDS_MASK = (1 << 36) - 1
+"""Seconds kept in an entity-tag prefix (9 hex digits; wraps after ~2,177 years)."""
 
 _ENTITY_CACHE_SIZE = 65536
 """Entity URIs whose presentity key is remembered (the cache starts over when full)."""

@@ -16,7 +16,8 @@ among ``domains`` (node.py adds the listen addresses) on the default port.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
 
 from presence_sip.auth.guard import RequestGuard, Verdict
 from presence_sip.dialog.dialog import is_ip
@@ -54,6 +55,8 @@ _PIDF_TYPES = frozenset({PIDF_CONTENT_TYPE, PIDF_DIFF_CONTENT_TYPE, "*/*", "appl
 _WINFO_TYPES = frozenset({WATCHERINFO_CONTENT_TYPE, "*/*", "application/*"})
 
 Headers = tuple[tuple[str, str], ...]
+
+_NO_RULES: Mapping[str, str] = MappingProxyType({})
 
 _KEY_CACHE_SIZE = 65536
 """Request-URIs whose presentity key is remembered (the cache starts over when full)."""
@@ -106,15 +109,17 @@ class PresenceRole:
         self._tag = endpoint.ids.new_id("t")
         self._keys: dict[str, str | None] = {}
         """Presentity key by Request-URI text (watchers and publishers repeat the same URIs)."""
+        self._entity_keys: dict[str, str | None] = {}
+        """Presentity key by URI text of watchers (From) and PIDF entities (issue 8)."""
         self.server = PresenceServer(
             store=store,
             ids=endpoint.ids,
             new_branch=endpoint.new_branch,
             send=self._send,
             is_registered=registrar.is_registered,
-            rules_for=hss.rules_for,
+            rules_for=self._rules_for,
             data_version=hss.data_version,
-            entity_key=_entity_key,
+            entity_key=self._entity_key,
             domain=hss.domain,
             default_policy=parse_action(default_policy),
             settings=settings,
@@ -234,6 +239,8 @@ class PresenceRole:
         return make_response(request, 200, to_tag=sub.id, headers=headers)
 
     def _event(self, request: Request) -> str:
+        if request.headers.get("Event") == PRESENCE:
+            return PRESENCE  # the common case, decided without parsing the header (issue 8)
         event = request.event
         if event is None:
             raise _Refusal(400, "Missing Event")
@@ -285,12 +292,11 @@ class PresenceRole:
         key = self._presentity_key(request)
         if verdict.username is not None:
             self._check_owner(verdict, key, None)
-        content_type = request.content_type
         outcome = self.server.publish(
             key,
             if_match=request.sip_if_match,
             expires=request.expires,
-            content_type=content_type.mime if content_type else None,
+            content_type=_mime(request),
             body=request.body,
             now=now,
         )
@@ -334,6 +340,23 @@ class PresenceRole:
             raise _Refusal(404, "Unknown presentity")
         return key
 
+    def _entity_key(self, uri_text: str) -> str | None:
+        """:func:`_entity_key` with a cache: watchers subscribe again and again, to many."""
+        cache = self._entity_keys
+        try:
+            return cache[uri_text]
+        except KeyError:
+            pass
+        if len(cache) >= _KEY_CACHE_SIZE:
+            cache.clear()
+        key = cache[uri_text] = _entity_key(uri_text)
+        return key
+
+    def _rules_for(self, key: str) -> Mapping[str, str]:
+        """The HSS rules of a presentity: only a subscriber (key ``+MSISDN``) has any, so a
+        ``sip:user@host`` key is answered without asking the HSS."""
+        return self.hss.rules_for(key) if key.startswith("+") else _NO_RULES
+
     def _known(self, key: str, now: float) -> bool:
         """A presentity of ours: in the HSS, or (lab mode) registered or publishing."""
         if self.server.compositor.has_document(key) or self.registrar.is_registered(key, now):
@@ -353,7 +376,7 @@ class PresenceRole:
         if verdict.username is None:
             return
         own = self._subscriber_key(verdict)
-        if own is None or _entity_key(watcher) != own:
+        if own is None or self._entity_key(watcher) != own:
             raise _Refusal(403, "From does not match the credentials")
 
     def _check_owner(self, verdict: Verdict, key: str, watcher: str | None) -> None:
@@ -361,7 +384,7 @@ class PresenceRole:
         if verdict.username is not None:
             owner = self._subscriber_key(verdict)
         else:
-            owner = _entity_key(watcher) if watcher is not None else key
+            owner = self._entity_key(watcher) if watcher is not None else key
         if owner != key:
             raise _Refusal(403, "Not the owner of this presentity")
 
@@ -397,6 +420,18 @@ def _entity_key(uri_text: str) -> str | None:
     if not isinstance(uri, SipUri | TelUri):
         return None
     return aor_key(uri)
+
+
+def _mime(request: Request) -> str | None:
+    """The body's media type (lower case, no parameters)."""
+    value = request.headers.get("Content-Type")
+    if value in _PLAIN_PIDF_TYPES:
+        return value  # the common case, decided without parsing the header (issue 8)
+    content_type = request.content_type
+    return content_type.mime if content_type else None
+
+
+_PLAIN_PIDF_TYPES = frozenset({PIDF_CONTENT_TYPE, PIDF_DIFF_CONTENT_TYPE})
 
 
 def _verified_peer(incoming: Incoming) -> bool:

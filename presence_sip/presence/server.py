@@ -172,6 +172,11 @@ class PresenceServer:
             found = Presentity(key, entity or self.presentity_entity(key))
         return found
 
+    def _entity_of(self, key: str) -> str:
+        """The entity of presentity ``key`` (no transient :class:`Presentity` made for it)."""
+        found = self._presentities.get(key)
+        return self.presentity_entity(key) if found is None else found.entity
+
     def _forget_if_idle(self, presentity: Presentity) -> None:
         if not presentity.watchers and not presentity.winfo:
             self._presentities.pop(presentity.key, None)
@@ -245,11 +250,12 @@ class PresenceServer:
             request, local_tag=local_tag, source=source, local_contact=self._intern(local_contact)
         )
         dialog.local_uri = self._intern(dialog.local_uri)
-        event_header = request.event
+        # A bare package name (the common case) has no id parameter: no need to parse it.
+        event_header = None if request.headers.get("Event") == event else request.event
         sub = Subscription(
             id=local_tag,
             presentity=presentity,
-            entity=self._peek(presentity).entity,
+            entity=self._entity_of(presentity),
             event=event,
             watcher=watcher,
             dialog=dialog,
@@ -262,18 +268,18 @@ class PresenceServer:
             via_sent_by=self._sent_by(local_contact),
         )
         sub.action = action
-        effect = sub.machine.process(_AUTH_INPUT[action])
+        effect = sub.process(_AUTH_INPUT[action])
         if effect is SideEffect.REJECT:
             return None
         sub.winfo_event = "approved" if sub.state is State.ACTIVE else "subscribe"
         if expires == 0:
             # RFC 3856 §6.3 / RFC 6665 §4.4.3: fetch = one NOTIFY, then the subscription is over
-            sub.final = sub.machine.process(Input.UNSUBSCRIBE)
+            sub.final = sub.process(Input.UNSUBSCRIBE)
             sub.winfo_event = "timeout"
             self._queue(sub)
             return sub
         self._install(sub)
-        self.store.save_subscription(sub.record())
+        self.store.save_subscription(sub)
         self._queue(sub)
         self._winfo_changed(presentity, now)
         return sub
@@ -290,7 +296,7 @@ class PresenceServer:
             return
         sub.expires_at = now + expires
         heapq.heappush(self._expiry, (sub.expires_at, sub.id))
-        self.store.save_subscription(sub.record())
+        self.store.save_subscription(sub)
         sub.last_body = None  # RFC 6665 §4.2.1.2 / RFC 5263: full state after a refresh
         self._apply(sub, Input.REFRESH, now, immediate=True)
 
@@ -333,7 +339,7 @@ class PresenceServer:
         sub.action = (
             Action.POLITE_BLOCK if record.polite else (Action.ALLOW if active else Action.CONFIRM)
         )
-        sub.machine.state = State.ACTIVE if active else State.PENDING
+        sub.state = State.ACTIVE if active else State.PENDING
         sub.winfo_event = "approved" if active else "subscribe"
         self._presentity(record.presentity, record.entity)
         self._install(sub)
@@ -342,7 +348,7 @@ class PresenceServer:
         """Feed ``event`` to the machine and act on its side effect."""
         before = sub.state
         try:
-            effect = sub.machine.process(event)
+            effect = sub.process(event)
         except LocalProtocolError:
             log.exception("subscription %s", sub.id)
             effect = None
@@ -355,7 +361,7 @@ class PresenceServer:
             return
         if sub.state is not before:
             sub.winfo_event = "approved" if sub.state is State.ACTIVE else "subscribe"
-            self.store.save_subscription(sub.record())
+            self.store.save_subscription(sub)
             self._winfo_changed(sub.presentity, now)
         if effect is SideEffect.NOTIFY:
             if immediate:
@@ -511,8 +517,8 @@ class PresenceServer:
                 return headers, "", b""  # RFC 3856 §6.6.2: no state while pending
         if sub.event == WINFO:
             return headers, WATCHERINFO_CONTENT_TYPE, self._winfo_body(sub, now)
-        presentity = self._peek(sub.presentity, sub.entity)
         if sub.polite:
+            presentity = self._peek(sub.presentity, sub.entity)
             return headers, PIDF_CONTENT_TYPE, self._neutral(presentity)
         doc = self.document(sub.presentity, now)
         if not sub.accept_diff:

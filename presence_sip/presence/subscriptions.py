@@ -17,6 +17,7 @@ from presence_sip.sip.errors import LocalProtocolError
 __all__ = [
     "TRANSITIONS",
     "Input",
+    "SavedSubscription",
     "SideEffect",
     "State",
     "SubscriptionMachine",
@@ -165,6 +166,24 @@ class SubscriptionRecord:
     """The Event header's ``id`` parameter, echoed in every NOTIFY."""
     display_name: str | None = None
 
+    def record(self) -> SubscriptionRecord:
+        """A record is its own :class:`SavedSubscription`."""
+        return self
+
+
+class SavedSubscription(Protocol):
+    """What :meth:`SubscriptionStore.save_subscription` takes: a live subscription or a record.
+
+    A store may call :meth:`record` later than the save (a write-behind store builds the row
+    when it commits, so a subscription that ends before then costs no row at all)."""
+
+    @property
+    def id(self) -> str: ...
+
+    def record(self) -> SubscriptionRecord:
+        """The row as it is now."""
+        ...
+
 
 class SubscriptionStore(Protocol):
     """Durable storage of subscriptions (SQLite in a node, memory in unit tests)."""
@@ -173,8 +192,8 @@ class SubscriptionStore(Protocol):
         """Every unexpired subscription (expired rows are deleted, never loaded)."""
         ...
 
-    def save_subscription(self, record: SubscriptionRecord) -> None:
-        """Insert or replace one subscription."""
+    def save_subscription(self, subscription: SavedSubscription) -> None:
+        """Insert or replace one subscription (its newest state: see :class:`SavedSubscription`)."""
         ...
 
     def save_cseq(self, subscription_id: str, cseq_reserved: int) -> None:

@@ -15,7 +15,6 @@ from presence_sip.hss.msisdn import canonical_identity
 from presence_sip.presence.rules import Action, decide
 from presence_sip.presence.subscriptions import (
     SideEffect,
-    State,
     SubscriptionMachine,
     SubscriptionRecord,
 )
@@ -57,8 +56,13 @@ class PresenceSettings:
     """Send application/pidf-diff+xml to watchers that accept it (RFC 5263)."""
 
 
-class Subscription:
-    """One watcher's subscription (mutable; ``id`` is our dialog tag)."""
+_NEVER = float("-inf")
+
+
+class Subscription(SubscriptionMachine):
+    """One watcher's subscription (mutable; ``id`` is our dialog tag).
+
+    It is its own RFC 6665 machine (a subclass: one object per subscription, issue 8)."""
 
     __slots__ = (
         "accept_diff",
@@ -76,7 +80,6 @@ class Subscription:
         "id",
         "last_body",
         "last_notify_at",
-        "machine",
         "presentity",
         "queued",
         "throttled",
@@ -103,6 +106,7 @@ class Subscription:
         cseq_reserved: int,
         via_sent_by: str,
     ) -> None:
+        super().__init__()
         self.id = id
         self.presentity = presentity
         self.entity = entity
@@ -116,20 +120,15 @@ class Subscription:
         self.display_name = display_name
         self.cseq_reserved = cseq_reserved
         self.via_sent_by = via_sent_by
-        self.machine = SubscriptionMachine()
         self.action: Action | None = None
         self.final: SideEffect | None = None
         self.last_body: bytes | None = None
-        self.last_notify_at = float("-inf")
+        self.last_notify_at = _NEVER
         self.queued = False
         self.throttled = False
         self.diff_version = 0
         self.winfo_version = 0
         self.winfo_event = "subscribe"
-
-    @property
-    def state(self) -> State:
-        return self.machine.state
 
     @property
     def polite(self) -> bool:

@@ -17,7 +17,7 @@ from presence_sip.hss.msisdn import msisdn_from_uri
 from presence_sip.registrar.bindings import Binding, BindingStore
 from presence_sip.sip import Request, Response, SipParseError, make_response
 from presence_sip.sip.message import parse_delta_seconds
-from presence_sip.sip.uri import AbsoluteUri, NameAddr, TelUri, Uri, format_params
+from presence_sip.sip.uri import AbsoluteUri, NameAddr, SipUri, TelUri, Uri, format_params
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +35,21 @@ class RegistrarPolicy:
     max_contacts: int = 10
 
 
+_NUMBER_START = frozenset("+0123456789-.()%")
+"""First characters of a SIP user part that msisdn_from_uri may read as a number (digits,
+``+``, RFC 3966 visual separators, a %-escape)."""
+
+
 def aor_key(uri: Uri, domains: frozenset[str] | None = None) -> str | None:
     """The key bindings are stored under: the E.164 MSISDN when the AOR is a number, else
     ``sip:user@host``.  ``sip:+MSISDN@d;user=phone``, ``sip:MSISDN@d`` and ``tel:+MSISDN`` agree.
     """
     if isinstance(uri, AbsoluteUri):
         return None
+    if isinstance(uri, SipUri) and (uri.user or "")[:1] not in _NUMBER_START:
+        # A user part starting with a letter (or none) never reads as an MSISDN: skip
+        # re-serialising the URI for msisdn_from_uri (issue 8: once per new presentity/watcher).
+        return uri.aor.replace("sips:", "sip:", 1)
     msisdn = msisdn_from_uri(str(uri))
     if msisdn is not None:
         return msisdn

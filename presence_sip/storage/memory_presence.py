@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from presence_sip.presence.publications import PublicationRecord
-from presence_sip.presence.subscriptions import SubscriptionRecord
+from presence_sip.presence.subscriptions import SavedSubscription, SubscriptionRecord
 
 __all__ = ["MemoryPresenceStore"]
 
@@ -37,9 +37,9 @@ class MemoryPresenceStore:
         self.subscriptions = {k: r for k, r in self.subscriptions.items() if r.expires_at > now}
         return list(self.subscriptions.values())
 
-    def save_subscription(self, record: SubscriptionRecord) -> None:
+    def save_subscription(self, subscription: SavedSubscription) -> None:
         self.writes += 1
-        self.subscriptions[record.id] = record
+        self.subscriptions[subscription.id] = subscription.record()
 
     def save_cseq(self, subscription_id: str, cseq_reserved: int) -> None:
         self.writes += 1

@@ -18,7 +18,7 @@ import json
 import sqlite3
 
 from presence_sip.presence.publications import PublicationRecord
-from presence_sip.presence.subscriptions import SubscriptionRecord
+from presence_sip.presence.subscriptions import SavedSubscription, SubscriptionRecord
 from presence_sip.storage.database import map_errors, migrate, register_migrations, transaction
 from presence_sip.storage.group_commit import GroupCommit
 
@@ -97,8 +97,9 @@ class SqlitePresenceStore:
         migrate(conn, COMPONENT)
         self._publications: dict[str, PublicationRecord | None] = {}
         """Pending rows by entity-tag: the record to write, or None to delete."""
-        self._subscriptions: dict[str, SubscriptionRecord | None] = {}
-        """Pending rows by subscription id: the record to write, or None to delete."""
+        self._subscriptions: dict[str, SavedSubscription | None] = {}
+        """Pending rows by subscription id: the subscription to write (its row is built at
+        commit time, with its state then), or None to delete."""
         self._cseqs: dict[str, int] = {}
         """Pending CSeq blocks of subscriptions whose row is not pending itself."""
         if group is not None:
@@ -145,13 +146,13 @@ class SqlitePresenceStore:
             rows = conn.execute(_SUB_SELECT).fetchall()
         return [_subscription(row) for row in rows]
 
-    def save_subscription(self, record: SubscriptionRecord) -> None:
+    def save_subscription(self, subscription: SavedSubscription) -> None:
         if self.group is None:
             with transaction(self.conn) as conn:
-                conn.execute(_SUB_INSERT, _subscription_row(record))
+                conn.execute(_SUB_INSERT, _subscription_row(subscription.record()))
             return
-        self._subscriptions[record.id] = record
-        self._cseqs.pop(record.id, None)
+        self._subscriptions[subscription.id] = subscription
+        self._cseqs.pop(subscription.id, None)
         self.group.mark()
 
     def save_cseq(self, subscription_id: str, cseq_reserved: int) -> None:
@@ -161,7 +162,9 @@ class SqlitePresenceStore:
             return
         if subscription_id in self._subscriptions:
             pending = self._subscriptions[subscription_id]
-            if pending is not None:  # the row is written anyway: with the new block
+            # A live subscription's row is built at commit time, with the new block already; a
+            # record saved as such is written with the new block.
+            if isinstance(pending, SubscriptionRecord):
                 self._subscriptions[subscription_id] = dataclasses.replace(
                     pending, cseq_reserved=cseq_reserved
                 )
@@ -197,7 +200,9 @@ class SqlitePresenceStore:
         subs = self._subscriptions
         if subs:
             conn.executemany(_SUB_DELETE, [(k,) for k, r in subs.items() if r is None])
-            conn.executemany(_SUB_INSERT, [_subscription_row(r) for r in subs.values() if r])
+            conn.executemany(
+                _SUB_INSERT, [_subscription_row(s.record()) for s in subs.values() if s]
+            )
         if self._cseqs:
             conn.executemany(_SUB_CSEQ, [(c, k) for k, c in self._cseqs.items()])
 

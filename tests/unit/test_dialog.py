@@ -151,3 +151,18 @@ def test_from_tag_required_and_cseq_limit() -> None:
     d.local_cseq = MAX_CSEQ
     with pytest.raises(DialogError):
         d.next_cseq()
+
+
+def test_refresh_with_the_same_contact_keeps_the_next_hop_and_two_contacts_are_refused() -> None:
+    d = dialog()
+    hop = d.destination()  # known from creation (the Contact parsed then)
+    d.receive_request(request(cseq=2, to_tag="L1"), SOURCE, target_refresh=True)
+    assert d.destination() is hop
+    assert d.remote_target == "sip:alice@127.0.0.1:5070"
+    twice = request("Contact: <sip:alice@127.0.0.1:5070>", cseq=3, to_tag="L1")
+    with pytest.raises(DialogError) as info:
+        d.receive_request(twice, SOURCE, target_refresh=True)
+    assert info.value.reason == "More than one Contact"
+    moved = request(cseq=4, to_tag="L1", contact="<sip:alice@127.0.0.9:5070>")
+    d.receive_request(moved, SOURCE, target_refresh=True)
+    assert d.destination() == Peer("udp", "127.0.0.9", 5070)

@@ -26,6 +26,7 @@ from presence_sip.presence.pidf import (
     parse_pidf_tree,
     parse_xml,
     status_document,
+    validate_pidf,
 )
 from presence_sip.sip.errors import LocalProtocolError, PidfError
 
@@ -180,6 +181,16 @@ def test_invalid_vectors(name, reason):
     assert caught.value.status == 400
     assert reason in caught.value.reason
     assert str(caught.value) == caught.value.reason
+    with pytest.raises(PidfError) as again:
+        validate_pidf(load(name))  # the compositor's check refuses it the same way
+    assert again.value.reason == caught.value.reason
+
+
+@pytest.mark.parametrize("name", ["rfc3863-example.xml", "rfc4480-example.xml"])
+def test_validate_pidf_keeps_entity_and_canonical_xml(name):
+    body = load(name)
+    document = parse_pidf(body)
+    assert validate_pidf(body) == (document.entity, document.xml)
 
 
 def test_billion_laughs_is_refused_quickly_and_expands_nothing():
@@ -238,9 +249,13 @@ def test_syntax_error_without_message():
 
 def _outcome(body: bytes) -> PresenceDocument | PidfError:
     try:
-        return parse_pidf(body)
+        document = parse_pidf(body)
     except PidfError as exc:
+        with pytest.raises(PidfError):
+            validate_pidf(body)
         return exc
+    assert validate_pidf(body) == (document.entity, document.xml)
+    return document
 
 
 @settings(max_examples=300, deadline=None)

@@ -26,6 +26,7 @@ from presence_sip.registrar.role import RegistrarRole
 from presence_sip.sip import Request, Response, parse_message, to_bytes
 from presence_sip.sip.peer import Peer
 from presence_sip.storage.database import connect, migrate
+from presence_sip.storage.group_commit import GroupCommit
 from presence_sip.storage.memory_hss import MemorySubscriberStore
 from presence_sip.storage.memory_presence import MemoryPresenceStore
 from presence_sip.storage.sqlite_presence import SqlitePresenceStore
@@ -1004,3 +1005,37 @@ def test_role_creates_its_tables_from_a_connection() -> None:
             now=T0,
         )
     conn.close()
+
+
+def test_group_commit_writes_the_subscription_as_it_is_when_it_commits() -> None:
+    """Subscriptions are saved live: the row is built at commit time (newest CSeq block), and a
+    subscription that ends before the commit leaves no row."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    migrate(conn, "core")
+    group = GroupCommit(conn)
+    store = SqlitePresenceStore(conn, group)
+    node = Node(store=store, settings=PresenceSettings(cseq_block=2))
+    ok, _ = subscribed(node, contact="<sip:w1@127.0.0.1:6001>")
+    for body in (PIDF_CLOSED, PIDF_OPEN, PIDF_CLOSED):  # NOTIFY CSeqs 2..4: new blocks
+        published(node, body)
+    gone_ok, gone_notify = subscribed(
+        node, contact="<sip:w2@127.0.0.1:6002>", call_id="gone", from_tag="g"
+    )
+    node.receive(in_dialog(gone_ok, gone_notify, expires=0))
+    group.flush()
+    rows = conn.execute("SELECT id, cseq_reserved FROM presence_subscriptions").fetchall()
+    sub = node.role.server.subscriptions[ok.to.tag or ""]
+    assert rows == [(sub.id, sub.cseq_reserved)]
+    assert sub.cseq_reserved >= 4
+    conn.close()
+
+
+def test_entity_tags_are_tokens_that_sort_by_creation_time() -> None:
+    node = Node(ids=CountingIdSource())
+    first, _ = published(node, PIDF_OPEN)
+    node.now += 2.0
+    second, _ = published(node, PIDF_CLOSED, etag=first.sip_etag)
+    assert first.sip_etag is not None
+    assert second.sip_etag is not None
+    assert first.sip_etag < second.sip_etag  # the time leads (issue 8: index locality)
+    assert second.sip_etag.startswith(f"e{int(node.now):09x}.")
