@@ -324,16 +324,17 @@ static PyObject *parse_error; /* SipParseError: a call-back raising it means "no
 /* The five recognised headers: canonical name, key, recogniser, bit in the mandatory mask. */
 static struct {
     const char *name;
+    Py_ssize_t len; /* of name and key */
     const char *key;
     int (*check)(uc *, Py_ssize_t);
     PyObject *name_obj;
     PyObject *key_obj;
 } known[] = {
-    {"Via", "via", via, NULL, NULL},
-    {"From", "from", name_addr, NULL, NULL},
-    {"To", "to", name_addr, NULL, NULL},
-    {"Call-ID", "call-id", call_id, NULL, NULL},
-    {"CSeq", "cseq", cseq, NULL, NULL},
+    {"Via", 3, "via", via, NULL, NULL},
+    {"From", 4, "from", name_addr, NULL, NULL},
+    {"To", 2, "to", name_addr, NULL, NULL},
+    {"Call-ID", 7, "call-id", call_id, NULL, NULL},
+    {"CSeq", 4, "cseq", cseq, NULL, NULL},
 };
 #define N_KNOWN 5
 #define K_CSEQ 4
@@ -375,12 +376,22 @@ key_index(PyObject *key)
     const char *text = (const char *)PyUnicode_1BYTE_DATA(key);
     Py_ssize_t len = PyUnicode_GET_LENGTH(key);
     for (int k = 0; k < N_KNOWN; k++)
-        if (key == known[k].key_obj
-            || ((Py_ssize_t)strlen(known[k].key) == len && memcmp(text, known[k].key, len) == 0))
+        if (key == known[k].key_obj || (known[k].len == len && memcmp(text, known[k].key, len) == 0))
             return k;
     if (len == 14 && memcmp(text, "content-length", 14) == 0)
         return K_CONTENT_LENGTH;
     return -1;
+}
+
+/* Two str equal, both compact ASCII (else 1: "maybe equal", the caller then says None). */
+static int
+same_ascii(PyObject *a, PyObject *b)
+{
+    if (a == b || !PyUnicode_IS_COMPACT_ASCII(a) || !PyUnicode_IS_COMPACT_ASCII(b))
+        return 1;
+    return PyUnicode_GET_LENGTH(a) == PyUnicode_GET_LENGTH(b)
+           && memcmp(PyUnicode_1BYTE_DATA(a), PyUnicode_1BYTE_DATA(b),
+                     (size_t)PyUnicode_GET_LENGTH(a)) == 0;
 }
 
 /* Append (name, value) and key of one header line s[0:n] to items/keys.
@@ -390,8 +401,9 @@ header_line(uc *s, Py_ssize_t n, PyObject *items, PyObject *keys)
 {
     /* Recognised headers: "Name: value", value without surrounding blanks. */
     for (int k = 0; k < N_KNOWN; k++) {
-        Py_ssize_t len = (Py_ssize_t)strlen(known[k].name);
-        if (len + 2 < n && memcmp(s, known[k].name, (size_t)len) == 0 && s[len] == ':'
+        Py_ssize_t len = known[k].len;
+        if (len + 2 < n && s[0] == known[k].name[0] && s[len] == ':'
+            && memcmp(s, known[k].name, (size_t)len) == 0
             && s[len + 1] == ' ' && s[len + 2] != ' ' && s[n - 1] != ' '
             && known[k].check(s + len + 2, n - len - 2)) {
             PyObject *value = ascii(s + len + 2, n - len - 2), *item;
@@ -479,6 +491,14 @@ item_value(PyObject *items, Py_ssize_t index, Py_ssize_t *len)
     return PyUnicode_1BYTE_DATA(value);
 }
 
+/* End of the line starting at s[i]: its CR, or the end of the header section. */
+static Py_ssize_t
+line_end_at(uc *s, Py_ssize_t i, Py_ssize_t end)
+{
+    uc *cr = memchr(s + i, '\r', (size_t)(end - i));
+    return cr == NULL ? end : cr - s;
+}
+
 static PyObject *
 parse(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -505,31 +525,30 @@ parse(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     s = (uc *)PyBytes_AS_STRING(data);
     n = PyBytes_GET_SIZE(data);
 
-    /* Framing: leading CRLFs skipped (RFC 3261 §7.5), the header section ends at CRLF CRLF. */
+    /* Framing: leading CRLFs skipped (RFC 3261 §7.5), the header section ends at the first
+     * CRLF CRLF.  On the way: printable ASCII only, CR only in CRLF, no folding (no line starts
+     * with SP/HT).  Without CRLF CRLF, or with an empty header section: None. */
     while (start + 1 < n && s[start] == '\r' && s[start + 1] == '\n')
         start += 2;
-    for (end = start; end + 3 < n; end++)
-        if (s[end] == '\r' && s[end + 1] == '\n' && s[end + 2] == '\r' && s[end + 3] == '\n')
-            break;
-    if (end + 3 >= n || end == start)
-        Py_RETURN_NONE;
-    /* Printable ASCII only, CR only in CRLF, no folding (a line never starts with SP/HT).  A CRLF
-     * at p < end is followed by a non-empty line: p + 2 < end, else CRLF CRLF would be at p. */
-    for (Py_ssize_t p = start; p < end; p++) {
-        if (s[p] == '\r') {
-            if (s[p + 1] != '\n' || s[p + 2] == ' ' || s[p + 2] == '\t')
-                Py_RETURN_NONE;
-            p++;
-        }
-        else if (s[p] < 0x20 || s[p] > 0x7e)
+    for (end = start;; end++) {
+        if (end >= n)
             Py_RETURN_NONE;
+        if (s[end] >= 0x20 && s[end] <= 0x7e)
+            continue;
+        if (s[end] != '\r' || end + 3 >= n || s[end + 1] != '\n')
+            Py_RETURN_NONE;
+        if (s[end + 2] == '\r' && s[end + 3] == '\n')
+            break;
+        if (s[end + 2] == ' ' || s[end + 2] == '\t')
+            Py_RETURN_NONE;
+        end++;
     }
+    if (end == start)
+        Py_RETURN_NONE;
 
     /* Start line. */
     uc *line = s + start;
-    line_end = start;
-    while (line_end < end && s[line_end] != '\r')
-        line_end++;
+    line_end = line_end_at(s, start, end);
     Py_ssize_t len = line_end - start;
     if (starts(line, 0, len, "SIP/2.0 ")) { /* SIP/2.0 SP 3DIGIT SP Reason-Phrase */
         if (len < 12 || !(cls[line[8]] & C_DIGIT) || !(cls[line[9]] & C_DIGIT)
@@ -554,9 +573,7 @@ parse(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if ((items = PyList_New(0)) == NULL || (keys = PyList_New(0)) == NULL)
         goto done;
     for (Py_ssize_t p = line_end + 2; p < end + 2; p = line_end + 2) {
-        line_end = p;
-        while (line_end < end && s[line_end] != '\r')
-            line_end++;
+        line_end = line_end_at(s, p, end);
         if ((rc = header_line(s + p, line_end - p, items, keys)) <= 0)
             goto none_or_error;
     }
@@ -578,12 +595,9 @@ parse(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         if (rc) { /* single-valued: at most once */
             if (n_singles == MAX_SINGLES)
                 goto none;
-            for (Py_ssize_t j = 0; j < n_singles; j++) {
-                if ((rc = PyObject_RichCompareBool(singles[j], key, Py_EQ)) < 0)
-                    goto done;
-                if (rc)
-                    goto none;
-            }
+            for (Py_ssize_t j = 0; j < n_singles; j++)
+                if (same_ascii(singles[j], key))
+                    goto none; /* (not ASCII: the pure path decides) */
             singles[n_singles++] = key;
         }
     }
@@ -638,7 +652,11 @@ parse(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     if (body == NULL)
         goto done;
-    result = Py_BuildValue("(OOOOOOn)", first, second, items, keys, body, raw, length);
+    PyObject *length_obj = PyLong_FromSsize_t(length);
+    if (length_obj != NULL) {
+        result = PyTuple_Pack(7, first, second, items, keys, body, raw, length_obj);
+        Py_DECREF(length_obj);
+    }
     goto done;
 
 none_or_error:
