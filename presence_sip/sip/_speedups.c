@@ -499,12 +499,106 @@ line_end_at(uc *s, Py_ssize_t i, Py_ssize_t end)
     return cr == NULL ? end : cr - s;
 }
 
+/* The start line: "SIP/2.0 SP 3DIGIT SP Reason-Phrase" (status 100-699) or
+ * "token SP Request-URI SP SIP/2.0" (the URI without SP).  Sets *first to the status (int) or the
+ * method, *second to the reason or the URI.  Returns 1, 0 (not recognised) or -1 (error). */
+static int
+start_line(uc *line, Py_ssize_t len, PyObject **first, PyObject **second)
+{
+    if (starts(line, 0, len, "SIP/2.0 ")) {
+        if (len < 12 || !(cls[line[8]] & C_DIGIT) || !(cls[line[9]] & C_DIGIT)
+            || !(cls[line[10]] & C_DIGIT) || line[11] != ' ' || line[8] < '1' || line[8] > '6')
+            return 0;
+        *first = PyLong_FromLong((line[8] - '0') * 100 + (line[9] - '0') * 10 + (line[10] - '0'));
+        return *first != NULL && (*second = ascii(line + 12, len - 12)) != NULL ? 1 : -1;
+    }
+    Py_ssize_t m = run(line, 0, len, C_TOK), u = m + 1;
+    while (u < len && line[u] != ' ')
+        u++;
+    if (m == 0 || m >= len || line[m] != ' ' || u == m + 1 || u + 8 != len
+        || memcmp(line + u, " SIP/2.0", 8) != 0)
+        return 0;
+    *first = ascii(line, m);
+    return *first != NULL && (*second = ascii(line + m + 1, u - m - 1)) != NULL ? 1 : -1;
+}
+
+/* parser._proven and parser._body on the parsed lines: the mandatory headers present, the
+ * single-valued ones once, at most one Content-Length = 1*9DIGIT not beyond the `rest` octets
+ * after the header section (its value in *length, else -1); for a request the CSeq method equal to
+ * the method and the Request-URI in the R-URI cache or proven by parser._fast_ruri.
+ * Returns 1, 0 (not proven) or -1 (error). */
+static int
+proven(PyObject *items, PyObject *keys, PyObject *first, PyObject *second, Py_ssize_t rest,
+       Py_ssize_t *length)
+{
+    PyObject *singles[MAX_SINGLES];
+    Py_ssize_t index[N_KNOWN + 1], n_singles = 0, vlen;
+    int rc;
+    uc *v;
+
+    for (int k = 0; k <= N_KNOWN; k++)
+        index[k] = -1;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(keys); i++) {
+        PyObject *key = PyList_GET_ITEM(keys, i);
+        int k = key_index(key);
+        if (k >= 0) {
+            if (k == K_CONTENT_LENGTH && index[k] >= 0)
+                return 0; /* Multiple Content-Length headers */
+            if (index[k] < 0)
+                index[k] = i;
+        }
+        if ((rc = PySet_Contains(single_keys, key)) <= 0) {
+            if (rc < 0)
+                return -1;
+            continue;
+        }
+        if (n_singles == MAX_SINGLES) /* more than there are single-valued names */
+            return 0;
+        for (Py_ssize_t j = 0; j < n_singles; j++)
+            if (same_ascii(singles[j], key))
+                return 0;
+        singles[n_singles++] = key;
+    }
+    for (int k = 0; k < N_KNOWN; k++)
+        if (index[k] < 0)
+            return 0; /* Missing a mandatory header */
+    *length = -1;
+    if (index[K_CONTENT_LENGTH] >= 0) {
+        v = item_value(items, index[K_CONTENT_LENGTH], &vlen);
+        if (v == NULL || vlen < 1 || vlen > 9 || run(v, 0, vlen, C_DIGIT) != vlen)
+            return 0;
+        *length = 0;
+        for (Py_ssize_t i = 0; i < vlen; i++)
+            *length = *length * 10 + (v[i] - '0');
+        if (*length > rest)
+            return 0;
+    }
+    if (!PyUnicode_Check(first)) /* a response */
+        return 1;
+    Py_ssize_t sp = 0;
+    if ((v = item_value(items, index[K_CSEQ], &vlen)) == NULL)
+        return 0;
+    while (sp < vlen && v[sp] != ' ')
+        sp++;
+    if (sp == vlen || vlen - sp - 1 != PyUnicode_GET_LENGTH(first)
+        || memcmp(v + sp + 1, PyUnicode_1BYTE_DATA(first), (size_t)(vlen - sp - 1)) != 0)
+        return 0;
+    if ((rc = PyDict_Contains(ruri_cache, second)) != 0)
+        return rc;
+    PyObject *ok = PyObject_CallOneArg(fast_ruri, second);
+    if (ok == NULL)
+        return -1;
+    rc = PyObject_IsTrue(ok);
+    Py_DECREF(ok);
+    return rc;
+}
+
 static PyObject *
 parse(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     PyObject *data, *items = NULL, *keys = NULL, *first = NULL, *second = NULL, *body = NULL;
-    PyObject *raw = NULL, *result = NULL, *singles[MAX_SINGLES];
-    Py_ssize_t n, start = 0, end, line_end, index[N_KNOWN + 1], n_singles = 0, length = -1;
+    PyObject *raw = NULL, *length_obj = NULL, *result = NULL;
+    Py_ssize_t n, start = 0, end, line_end, length;
     int datagram, rc;
     uc *s;
 
@@ -546,30 +640,10 @@ parse(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (end == start)
         Py_RETURN_NONE;
 
-    /* Start line. */
-    uc *line = s + start;
     line_end = line_end_at(s, start, end);
-    Py_ssize_t len = line_end - start;
-    if (starts(line, 0, len, "SIP/2.0 ")) { /* SIP/2.0 SP 3DIGIT SP Reason-Phrase */
-        if (len < 12 || !(cls[line[8]] & C_DIGIT) || !(cls[line[9]] & C_DIGIT)
-            || !(cls[line[10]] & C_DIGIT) || line[11] != ' ' || line[8] < '1' || line[8] > '6')
-            Py_RETURN_NONE;
-        first = PyLong_FromLong((line[8] - '0') * 100 + (line[9] - '0') * 10 + (line[10] - '0'));
-        if (first == NULL || (second = ascii(line + 12, len - 12)) == NULL)
-            goto done;
-    }
-    else { /* token SP Request-URI SP "SIP/2.0" */
-        Py_ssize_t m = run(line, 0, len, C_TOK), u = m + 1;
-        while (u < len && line[u] != ' ')
-            u++;
-        if (m == 0 || m >= len || line[m] != ' ' || u == m + 1 || u + 8 != len
-            || memcmp(line + u, " SIP/2.0", 8) != 0)
-            Py_RETURN_NONE;
-        if ((first = ascii(line, m)) == NULL || (second = ascii(line + m + 1, u - m - 1)) == NULL)
-            goto done;
-    }
-
-    /* Header lines. */
+    if ((rc = start_line(s + start, line_end - start, &first, &second)) <= 0)
+        goto none_or_error;
+    Py_ssize_t head_end = line_end; /* the raw header block starts with this CRLF */
     if ((items = PyList_New(0)) == NULL || (keys = PyList_New(0)) == NULL)
         goto done;
     for (Py_ssize_t p = line_end + 2; p < end + 2; p = line_end + 2) {
@@ -577,93 +651,25 @@ parse(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         if ((rc = header_line(s + p, line_end - p, items, keys)) <= 0)
             goto none_or_error;
     }
-
-    /* parser._proven and parser._body on the finished lists. */
-    for (int k = 0; k <= N_KNOWN; k++)
-        index[k] = -1;
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(keys); i++) {
-        PyObject *key = PyList_GET_ITEM(keys, i);
-        int k = key_index(key);
-        if (k >= 0) {
-            if (k == K_CONTENT_LENGTH && index[k] >= 0)
-                goto none; /* Multiple Content-Length headers */
-            if (index[k] < 0)
-                index[k] = i;
-        }
-        if ((rc = PySet_Contains(single_keys, key)) < 0)
-            goto done;
-        if (rc) { /* single-valued: at most once */
-            if (n_singles == MAX_SINGLES)
-                goto none;
-            for (Py_ssize_t j = 0; j < n_singles; j++)
-                if (same_ascii(singles[j], key))
-                    goto none; /* (not ASCII: the pure path decides) */
-            singles[n_singles++] = key;
-        }
-    }
-    for (int k = 0; k < N_KNOWN; k++)
-        if (index[k] < 0)
-            goto none; /* Missing a mandatory header */
-    Py_ssize_t rest = n - (end + 4);
-    if (index[K_CONTENT_LENGTH] >= 0) { /* Content-Length = 1*DIGIT, within the data */
-        Py_ssize_t vlen;
-        uc *v = item_value(items, index[K_CONTENT_LENGTH], &vlen);
-        if (v == NULL || vlen < 1 || vlen > 9 || run(v, 0, vlen, C_DIGIT) != vlen)
-            goto none;
-        length = 0;
-        for (Py_ssize_t i = 0; i < vlen; i++)
-            length = length * 10 + (v[i] - '0');
-        if (length > rest)
-            goto none;
-    }
-    if (PyUnicode_Check(first)) { /* a request: CSeq method and Request-URI */
-        Py_ssize_t vlen, sp = 0;
-        uc *v = item_value(items, index[K_CSEQ], &vlen);
-        if (v == NULL)
-            goto none;
-        while (sp < vlen && v[sp] != ' ')
-            sp++;
-        if (sp == vlen || vlen - sp - 1 != PyUnicode_GET_LENGTH(first)
-            || memcmp(v + sp + 1, PyUnicode_1BYTE_DATA(first), (size_t)(vlen - sp - 1)) != 0)
-            goto none;
-        if ((rc = PyDict_Contains(ruri_cache, second)) < 0)
-            goto done;
-        if (!rc) {
-            PyObject *ok = PyObject_CallOneArg(fast_ruri, second);
-            if (ok == NULL)
-                goto done;
-            rc = PyObject_IsTrue(ok);
-            Py_DECREF(ok);
-            if (rc <= 0)
-                goto none_or_error;
-        }
-    }
+    if ((rc = proven(items, keys, first, second, n - (end + 4), &length)) <= 0)
+        goto none_or_error;
 
     /* The body framed by Content-Length (RFC 3261 §18.3), and the raw header block. */
     if (length >= 0) {
         body = PyBytes_FromStringAndSize((const char *)s + end + 4, length);
-        raw = PyBytes_FromStringAndSize((const char *)s + start + len, end + 4 - (start + len));
-        if (raw == NULL)
-            goto done;
+        raw = PyBytes_FromStringAndSize((const char *)s + head_end, end + 4 - head_end);
     }
     else {
-        body = PyBytes_FromStringAndSize((const char *)s + end + 4, datagram ? rest : 0);
+        body = PyBytes_FromStringAndSize((const char *)s + end + 4, datagram ? n - (end + 4) : 0);
         raw = Py_NewRef(Py_None);
     }
-    if (body == NULL)
-        goto done;
-    PyObject *length_obj = PyLong_FromSsize_t(length);
-    if (length_obj != NULL) {
+    if (body != NULL && raw != NULL && (length_obj = PyLong_FromSsize_t(length)) != NULL)
         result = PyTuple_Pack(7, first, second, items, keys, body, raw, length_obj);
-        Py_DECREF(length_obj);
-    }
     goto done;
 
 none_or_error:
-    if (rc < 0)
-        goto done;
-none:
-    result = Py_NewRef(Py_None);
+    if (rc == 0)
+        result = Py_NewRef(Py_None);
 done:
     Py_XDECREF(first);
     Py_XDECREF(second);
@@ -671,6 +677,7 @@ done:
     Py_XDECREF(keys);
     Py_XDECREF(body);
     Py_XDECREF(raw);
+    Py_XDECREF(length_obj);
     return result;
 }
 
