@@ -26,6 +26,15 @@ from presence_sip.sip.parser import ParseFailure
 
 PURE = bool(os.environ.get("PRESENCE_SIP_PURE"))
 speedups = importlib.import_module("presence_sip.sip._speedups")  # ImportError fails the module
+if PURE:  # parser.py left it unconfigured: give it the parser's caches here
+    speedups.configure(
+        parser._LINE_CACHE,
+        parser._scan_line,
+        parser._fast_ruri,
+        parser._RURI_CACHE,
+        parser._SINGLE_KEYS,
+        SipParseError,
+    )
 
 VECTORS = [load(n) for n in names("rfc4475") + names("sip")] + [wire(n) for n in names("rfc5118")]
 SIP_VECTORS = [load(n) for n in names("sip")]
