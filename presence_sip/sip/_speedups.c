@@ -8,7 +8,7 @@
  * parser.py accepts, with the identical result; tests/unit/test_speedups.py checks both claims.
  *
  * Accepted here (anything else -> None):
- *   - leading CRLFs, a header section closed by CRLF CRLF, at most the configured size;
+ *   - leading CRLFs, a header section closed by CRLF CRLF (parse_message checked the size);
  *   - header section bytes: printable ASCII (0x20-0x7E) and CRLF line ends, no folding;
  *   - "METHOD SP Request-URI SP SIP/2.0" (METHOD a token) or "SIP/2.0 SP 3DIGIT SP Reason";
  *   - header lines "Name: value" in canonical form (parser._scan_line status 0): Via, From, To,
@@ -321,7 +321,7 @@ static PyObject *ruri_cache;  /* dict: Request-URIs proven */
 static PyObject *single_keys; /* frozenset of lower-case single-valued header names */
 static PyObject *parse_error; /* SipParseError: a call-back raising it means "not proven" */
 
-/* The five recognised headers: canonical name, key, recogniser, bit in the mandatory mask. */
+/* The five recognised headers (all mandatory): canonical name, its length, key, recogniser. */
 static struct {
     const char *name;
     Py_ssize_t len; /* of name and key */

@@ -108,6 +108,15 @@ def test_extension_is_used_unless_pure_is_forced() -> None:
         assert parser._fast_parse is speedups.parse
 
 
+def test_recognised_names_are_canonical_as_parser_sees_them() -> None:
+    """The C code writes these five names and keys itself: they must be what _scan_line uses."""
+    for name in REGEXES:
+        canonical, key, exact, check, _cacheable = parser._name_info(name)
+        assert (canonical, key, exact) == (name, name.lower(), True)
+        assert check is not None
+        assert REGEXES[name].fullmatch.__self__ is check.__self__  # type: ignore[attr-defined]
+
+
 def _summary(message: object) -> tuple[object, ...]:
     """Everything a parse result carries, for exact comparison."""
     if isinstance(message, Request):
