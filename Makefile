@@ -74,7 +74,7 @@ install: venv system-tools
 
 venv: $(STAMP_DEV)
 
-$(STAMP_DEV): pyproject.toml
+$(STAMP_DEV): pyproject.toml setup.py presence_sip/sip/_speedups.c
 	@[ -x "$(PYTHON)" ] || { echo "creating $(VENV) with $(PYTHON_BIN)"; "$(PYTHON_BIN)" -m venv "$(VENV)"; }
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $@

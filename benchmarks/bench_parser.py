@@ -6,8 +6,10 @@ Each workload is a set of 1,000 distinct messages built from one vector in ``tes
 with a fresh Via branch, From tag, Call-ID and CSeq number per message (what real traffic looks
 like: those fields never repeat between transactions, while lines such as ``Max-Forwards: 70`` do).
 Every figure is CPU time of this process (``time.process_time``), best of several rounds, so other
-load on a shared machine lowers it less.  The "same bytes"
-column parses one message over and over, the usual micro-benchmark.
+load on a shared machine lowers it less; the contenders take turns within each round, so a burst of
+load hits them alike.  "ours" uses the C fast path when it is built (``_speedups``), "pure" is the
+pure Python parser (what ``PRESENCE_SIP_PURE=1`` runs).  The "same bytes" column parses one message
+over and over, the usual micro-benchmark.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ import pathlib
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from presence_sip.sip import parse_message, to_bytes
+from presence_sip.sip import parser as sip_parser
 
 VECTORS = pathlib.Path(__file__).resolve().parent.parent / "tests" / "vectors" / "sip"
 WORKLOADS = (
@@ -43,15 +46,22 @@ def variants(data: bytes, count: int) -> list[bytes]:
     return out
 
 
-def rate(func: Callable[[bytes], object], batches: list[list[bytes]]) -> float:
-    """Messages per second, best of one timed pass over each batch."""
-    best = float("inf")
-    for batch in batches:
-        begin = time.process_time()
-        for data in batch:
-            func(data)
-        best = min(best, time.process_time() - begin)
-    return len(batches[0]) / best
+def rates(
+    funcs: dict[str, Callable[[bytes], object]], batches: Iterator[list[bytes]], rounds: int
+) -> dict[str, float]:
+    """Messages per second of each function: best of ``rounds`` timed passes, each over its own
+    batch, the functions taking turns."""
+    best = dict.fromkeys(funcs, float("inf"))
+    size = 0
+    for _ in range(rounds):
+        for name, func in funcs.items():
+            batch = next(batches)
+            size = len(batch)
+            begin = time.process_time()
+            for data in batch:
+                func(data)
+            best[name] = min(best[name], time.process_time() - begin)
+    return {name: size / seconds for name, seconds in best.items()}
 
 
 def ours(data: bytes) -> bytes:
@@ -60,6 +70,10 @@ def ours(data: bytes) -> bytes:
 
 def ours_parse(data: bytes) -> object:
     return parse_message(data)
+
+
+def pure(data: bytes) -> bytes:
+    return to_bytes(sip_parser._parse(data, True))
 
 
 def main() -> int:
@@ -75,33 +89,47 @@ def main() -> int:
     def theirs(data: bytes) -> bytes:
         return bytes(sipmessage.Message.parse(data))
 
+    accelerated = "C fast path" if sip_parser._fast_parse is not None else "C fast path NOT built"
+    print(f"ours: {accelerated}; ratio = ours / sipmessage, parse+serialize")
+    print()
     print(
-        "| message | ours parse/s | ours parse+serialize/s | sipmessage parse+serialize/s "
-        "| ratio | ours p+s/s, same bytes | sipmessage p+s/s, same bytes |"
+        "| message | ours parse/s | ours parse+serialize/s | pure parse+serialize/s "
+        "| sipmessage parse+serialize/s | ratio | pure ratio "
+        "| ours p+s/s, same bytes | sipmessage p+s/s, same bytes |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for label, name in WORKLOADS:
         base = (VECTORS / name).read_bytes()
-        # a fresh batch for every round, so no round sees lines an earlier one cached
-        fresh = variants(base, args.count * args.rounds * 2)
-        assert to_bytes(parse_message(fresh[0])) == fresh[0]
+        funcs: dict[str, Callable[[bytes], object]] = {
+            "parse": ours_parse,
+            "ours": ours,
+            "pure": pure,
+        }
+        if sipmessage is not None:
+            funcs["theirs"] = theirs
+        # a fresh batch for every pass, so no pass sees lines an earlier one cached
+        fresh = variants(base, args.count * args.rounds * len(funcs))
+        assert to_bytes(parse_message(fresh[0])) == fresh[0] == pure(fresh[0])
         step = args.count
-        batches = [fresh[i : i + step] for i in range(0, len(fresh), step)]
-        parse_rate = rate(ours_parse, batches[: args.rounds])
-        ours_rate = rate(ours, batches[args.rounds :])
-        same = [[base] * args.count] * args.rounds
-        ours_same = rate(ours, same)
-        if sipmessage is None:
-            print(
-                f"| {label} | {parse_rate:,.0f} | {ours_rate:,.0f} | n/a | n/a "
-                f"| {ours_same:,.0f} | n/a |"
-            )
-            continue
-        theirs_rate = rate(theirs, batches[: args.rounds])
-        theirs_same = rate(theirs, same)
+        got = rates(funcs, (fresh[i : i + step] for i in range(0, len(fresh), step)), args.rounds)
+        same = rates(
+            {key: funcs[key] for key in ("ours", "theirs") if key in funcs},
+            iter([[base] * args.count] * (2 * args.rounds)),
+            args.rounds,
+        )
+        theirs_rate = got.get("theirs")
+        if theirs_rate is None:
+            cells = ["n/a"] * 3
+        else:
+            cells = [
+                f"{theirs_rate:,.0f}",
+                f"{got['ours'] / theirs_rate:.1f}x",
+                f"{got['pure'] / theirs_rate:.1f}x",
+            ]
+        theirs_same = f"{same['theirs']:,.0f}" if "theirs" in same else "n/a"
         print(
-            f"| {label} | {parse_rate:,.0f} | {ours_rate:,.0f} | {theirs_rate:,.0f} "
-            f"| {ours_rate / theirs_rate:.1f}x | {ours_same:,.0f} | {theirs_same:,.0f} |"
+            f"| {label} | {got['parse']:,.0f} | {got['ours']:,.0f} | {got['pure']:,.0f} "
+            f"| {' | '.join(cells)} | {same['ours']:,.0f} | {theirs_same} |"
         )
     return 0
 

@@ -13,11 +13,18 @@ When every line, the CSeq method and the Request-URI pass, the message is proven
 passed (``Name: value``, known to repeat between messages such as ``Max-Forwards: 70`` or
 ``Event: presence``) are remembered in a bounded cache, and typed values (Vias, From, CSeq...) are
 only built when an accessor asks for them.
+
+The optional C extension :mod:`._speedups` runs that same fast path for canonical messages and
+answers None whenever it is not sure; then the Python code below runs and decides.  It accepts a
+subset of what this module accepts, with the identical result (tests/unit/test_speedups.py).
+``PRESENCE_SIP_PURE=1`` in the environment disables it.
 """
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Callable
 
 from . import grammar
 from .errors import SipParseError
@@ -73,6 +80,21 @@ def parse_message(
     """
     if len(data) > max_size:
         raise SipParseError("Message too large", 513)
+    if _fast_parse is not None:
+        found = _fast_parse(data, datagram)
+        if found is not None:
+            first, second, items, keys, body, raw, length = found
+            headers = Headers._from_canonical(items, keys)
+            headers._raw = raw
+            headers._raw_length = length
+            if isinstance(first, int):
+                return Response._parsed(first, second, headers, body)
+            return Request._parsed(first, second, headers, body)
+    return _parse(data, datagram)
+
+
+def _parse(data: bytes, datagram: bool) -> Request | Response:
+    """The pure Python :func:`parse_message` (the reference the C fast path must agree with)."""
     start = 0
     while data.startswith(b"\r\n", start):  # RFC 3261 §7.5: ignore leading CRLFs
         start += 2
@@ -254,12 +276,29 @@ def _proven(message: Request | Response) -> bool:
     cseq = message.headers._items[keys.index("cseq")][1]
     if cseq[cseq.index(" ") + 1 :] != message.method:
         return False
-    uri = message.uri
-    if uri in _RURI_CACHE:
-        return True
+    return message.uri in _RURI_CACHE or _fast_ruri(message.uri)
+
+
+def _fast_ruri(uri: str) -> bool:
+    """Is ``uri`` proven valid by the fast regex?  Remembers it when it is."""
     if grammar.FAST_SIP_URI.fullmatch(uri) is None:
         return False
     if len(_RURI_CACHE) >= _CACHE_LIMIT:
         _RURI_CACHE.clear()
     _RURI_CACHE[uri] = True
     return True
+
+
+_FastResult = tuple[str | int, str, list[tuple[str, str]], list[str], bytes, bytes | None, int]
+_fast_parse: Callable[[bytes, bool], _FastResult | None] | None = None
+"""The C fast path (method or status, URI or reason, items, keys, body, raw block, length)."""
+if not os.environ.get("PRESENCE_SIP_PURE"):
+    try:
+        from . import _speedups
+    except ImportError:  # not compiled: pure Python
+        pass
+    else:
+        _speedups.configure(
+            _LINE_CACHE, _scan_line, _fast_ruri, _RURI_CACHE, _SINGLE_KEYS, SipParseError
+        )
+        _fast_parse = _speedups.parse
