@@ -63,7 +63,7 @@ elif [ $$rc -eq 5 ]; then echo "$(1): no tests were collected" >&2; fi; \
 exit $$rc
 endef
 
-.PHONY: help install venv system-tools fmt lint type test test-unit test-int test-sipp \
+.PHONY: help install venv build-tools system-tools fmt lint type test test-unit test-int test-sipp \
 	test-interop fuzz cov bench bench-tools demo certs clean distclean
 
 help:
@@ -74,10 +74,19 @@ install: venv system-tools
 
 venv: $(STAMP_DEV)
 
-$(STAMP_DEV): pyproject.toml setup.py presence_sip/sip/_speedups.c
+$(STAMP_DEV): pyproject.toml setup.py presence_sip/sip/_speedups.c | build-tools
 	@[ -x "$(PYTHON)" ] || { echo "creating $(VENV) with $(PYTHON_BIN)"; "$(PYTHON_BIN)" -m venv "$(VENV)"; }
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $@
+
+# The parser's C fast path (setup.py) needs a C compiler and the interpreter's headers; without
+# them pip would quietly install the pure-Python parser and tests/unit/test_speedups.py would fail.
+build-tools:
+	@missing=""; command -v cc >/dev/null || missing=" gcc libc6-dev"; \
+	if ! "$(PYTHON_BIN)" -c 'import os, sys, sysconfig; \
+	    sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then \
+	  missing="$$missing $$("$(PYTHON_BIN)" -c 'import sys; print("python%d.%d-dev" % sys.version_info[:2])')"; \
+	fi; $(call apt_install,$$missing)
 
 system-tools:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \
