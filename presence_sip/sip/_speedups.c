@@ -11,9 +11,11 @@
  *   - leading CRLFs, a header section closed by CRLF CRLF (parse_message checked the size);
  *   - header section bytes: printable ASCII (0x20-0x7E) and CRLF line ends, no folding;
  *   - "METHOD SP Request-URI SP SIP/2.0" (METHOD a token) or "SIP/2.0 SP 3DIGIT SP Reason";
- *   - header lines "Name: value" in canonical form (parser._scan_line status 0): Via, From, To,
- *     Call-ID and CSeq values are recognised below, every other line must be in the line cache or
- *     proven by parser._scan_line (called back, so the Python regexes decide those);
+ *   - header lines "Name: value" in canonical form: Via, From, To, Call-ID and CSeq values are
+ *     recognised below; every other line must be in the line cache or proven by parser._scan_line
+ *     (called back, so the Python regexes decide those), which also takes lines in another form
+ *     (compact or differently cased name, extra blanks such as SIPp's "Content-Length:   206"):
+ *     then, as in parser._parse, the raw header block is not kept (raw None, length -1);
  *   - the message-level rules of parser._proven and parser._body: mandatory headers present,
  *     single-valued ones once, CSeq method = request method, Request-URI in the R-URI cache or
  *     proven by parser._fast_ruri, a valid Content-Length not beyond the data.
@@ -395,7 +397,9 @@ same_ascii(PyObject *a, PyObject *b)
 }
 
 /* Append (name, value) and key of one header line s[0:n] to items/keys.
- * Returns 1 when done, 0 when the line is not proven (caller returns None), -1 on error. */
+ * Returns 1 when done, 2 when done but the line is not in canonical form (extra blanks, a compact
+ * or differently cased name: the raw header block cannot be reused), 0 when the line is not
+ * proven (caller returns None), -1 on error. */
 static int
 header_line(uc *s, Py_ssize_t n, PyObject *items, PyObject *keys)
 {
@@ -422,6 +426,7 @@ header_line(uc *s, Py_ssize_t n, PyObject *items, PyObject *keys)
     }
     /* Anything else: the line cache, then parser._scan_line. */
     PyObject *line = ascii(s, n), *entry, *found = NULL;
+    int noncanonical = 0;
     if (line == NULL)
         return -1;
     entry = PyDict_GetItemWithError(line_cache, line); /* borrowed */
@@ -449,11 +454,12 @@ header_line(uc *s, Py_ssize_t n, PyObject *items, PyObject *keys)
         long status = PyLong_AsLong(PyTuple_GET_ITEM(found, 1));
         if (status == -1 && PyErr_Occurred())
             goto fail;
-        if (status != 0) { /* not canonical or not proven */
+        if (status & ~1L) { /* not proven (parser._UNPROVEN): the pure path decides */
             Py_DECREF(line);
             Py_DECREF(found);
             return 0;
         }
+        noncanonical = status != 0; /* parser._NONCANONICAL: e.g. "Content-Length:   206" */
         entry = PyTuple_GET_ITEM(found, 0);
         Py_INCREF(entry);
         Py_CLEAR(found);
@@ -468,7 +474,7 @@ header_line(uc *s, Py_ssize_t n, PyObject *items, PyObject *keys)
     int rc = PyList_Append(items, PyTuple_GET_ITEM(entry, 0)) < 0
                      || PyList_Append(keys, PyTuple_GET_ITEM(entry, 1)) < 0
                  ? -1
-                 : 1;
+                 : (noncanonical ? 2 : 1);
     Py_DECREF(entry);
     return rc;
 fail:
@@ -646,10 +652,12 @@ parse(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t head_end = line_end; /* the raw header block starts with this CRLF */
     if ((items = PyList_New(0)) == NULL || (keys = PyList_New(0)) == NULL)
         goto done;
+    int noncanonical = 0;
     for (Py_ssize_t p = line_end + 2; p < end + 2; p = line_end + 2) {
         line_end = line_end_at(s, p, end);
         if ((rc = header_line(s + p, line_end - p, items, keys)) <= 0)
             goto none_or_error;
+        noncanonical |= rc == 2;
     }
     if ((rc = proven(items, keys, first, second, n - (end + 4), &length)) <= 0)
         goto none_or_error;
@@ -657,7 +665,12 @@ parse(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     /* The body framed by Content-Length (RFC 3261 §18.3), and the raw header block. */
     if (length >= 0) {
         body = PyBytes_FromStringAndSize((const char *)s + end + 4, length);
-        raw = PyBytes_FromStringAndSize((const char *)s + head_end, end + 4 - head_end);
+        if (noncanonical) { /* as parser._parse: no raw block, length -1 */
+            raw = Py_NewRef(Py_None);
+            length = -1;
+        }
+        else
+            raw = PyBytes_FromStringAndSize((const char *)s + head_end, end + 4 - head_end);
     }
     else {
         body = PyBytes_FromStringAndSize((const char *)s + end + 4, datagram ? n - (end + 4) : 0);
