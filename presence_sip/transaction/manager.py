@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import re
 from collections import deque
 from typing import Protocol
 
@@ -88,29 +89,21 @@ def plain(key: TransactionKey) -> PlainKey:
     return (key.branch, key.method, key.sent_by)
 
 
+_PLAIN_BRANCH = re.compile(r'[^,"]*?;branch=([^;,"\s]+)(?=[;,\s]|$)')
+"""``;branch=<value>`` in the first Via value, with no quoted string before it."""
+
+
 def plain_branch(message: Request | Response) -> str | None:
     """The top Via's branch read from the header text when it is written plainly.
 
-    ``;branch=`` in the first Via value, no quoted string there: the value up to the next ``;``,
-    ``,`` or blank.  None otherwise; the caller then parses the Via (issue 8: parsing the Via of
-    every NOTIFY we send, and of every response to one, only to read the branch was ~5 % of a
-    SUBSCRIBE/NOTIFY cycle).
+    ``;branch=`` in the first Via value, no quoted string before it: the value up to the next
+    ``;``, ``,`` or blank.  None otherwise; the caller then parses the Via (issue 8: parsing the
+    Via of every NOTIFY we send, and of every response to one, only to read the branch was ~5 %
+    of a SUBSCRIBE/NOTIFY cycle).
     """
     value = message.headers.get("Via")
-    if value is None:
-        return None
-    comma = value.find(",")
-    first = value if comma < 0 else value[:comma]
-    start = first.find(";branch=")
-    if start < 0 or '"' in first:
-        return None
-    start += 8
-    end = len(first)
-    for stop in (";", " ", "\t"):
-        found = first.find(stop, start)
-        if 0 <= found < end:
-            end = found
-    return first[start:end] or None
+    match = None if value is None else _PLAIN_BRANCH.match(value)
+    return None if match is None else match.group(1)
 
 
 class Expiry:
@@ -261,7 +254,7 @@ class TransactionManager:
     statelessly.  ``stats`` counts what happened (see :data:`STAT_NAMES`).
     """
 
-    __slots__ = ("_ctx", "_ids", "_max", "stats", "timers")
+    __slots__ = ("_ctx", "_ids", "_max", "events", "stats", "timers")
 
     def __init__(
         self,
@@ -278,6 +271,8 @@ class TransactionManager:
         self._ctx = Context(timers)
         self.stats = self._ctx.stats
         """Counters by name (:data:`STAT_NAMES`)."""
+        self.events = self._ctx.events
+        """Events for the TU, oldest first: pop them from the left, or call :meth:`next_event`."""
 
     # -- inputs ------------------------------------------------------------------------------
 

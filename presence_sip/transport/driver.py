@@ -125,7 +125,7 @@ class Driver:
         self._by_address: dict[AddressKey, StreamConnection] = {}
         self._live: set[StreamConnection] = set()  # every connection until asyncio released it
         self._udp_affinity: dict[tuple[str, int], UdpListener] = {}
-        self._udp_peers: dict[tuple[str, int], Peer] = {}
+        self._udp_peers: dict[tuple[Any, ...], Peer] = {}
         """One Peer per remote UDP address (issue 8: not one per datagram)."""
         self._inbound = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -451,11 +451,12 @@ class Driver:
             self.transmit()
 
     # -- DatagramOwner -----------------------------------------------------------------------
-    def datagram_received(self, listener: UdpListener, data: bytes, host: str, port: int) -> None:
+    def datagram_received(self, listener: UdpListener, data: bytes, addr: tuple[Any, ...]) -> None:
         """One datagram; remembers which socket the peer talks to when there are several."""
         if len(self._udp) > 1:
-            self._remember_udp(listener, host, port)
-        peer = self._udp_peers.get((host, port)) or self._udp_peer(host, port)
+            self._remember_udp(listener, str(addr[0]), int(addr[1]))
+        # Keyed by the address tuple asyncio gives: no conversion or new key per datagram.
+        peer = self._udp_peers.get(addr) or self._udp_peer(addr)
         now = self._time()
         try:
             self._endpoint.receive(data, peer, now)
@@ -464,11 +465,11 @@ class Driver:
         if self._running:
             self._pump(now)
 
-    def _udp_peer(self, host: str, port: int) -> Peer:
+    def _udp_peer(self, addr: tuple[Any, ...]) -> Peer:
         peers = self._udp_peers
         if len(peers) >= UDP_AFFINITY_SIZE:
             peers.clear()
-        peer = peers[host, port] = Peer("udp", host, port)
+        peer = peers[addr] = Peer("udp", str(addr[0]), int(addr[1]))
         return peer
 
     def _remember_udp(self, listener: UdpListener, host: str, port: int) -> None:
