@@ -254,7 +254,8 @@ class Endpoint:
         headers = response.headers
         if response.status > 100:
             to = headers.get("To")
-            if to is not None and ";tag=" not in to.replace(" ", "").lower():
+            # (";tag=" as written is the usual case: normalise only when it is not found)
+            if to is not None and ";tag=" not in to and ";tag=" not in to.replace(" ", "").lower():
                 headers.set("To", f"{to};tag={self._to_tag}")
                 response.invalidate()
         if self.user_agent and "Server" not in headers:
@@ -289,9 +290,9 @@ class Endpoint:
     # --- internals ----------------------------------------------------------------------------
 
     def _drain(self, now: float) -> None:
-        transactions = self.transactions
-        event = transactions.next_event()
-        while event is not None:
+        events = self.transactions.events
+        while events:
+            event = events.popleft()
             if isinstance(event, RequestReceived):
                 self._dispatch(event, now)
             elif isinstance(event, ResponseReceived):
@@ -307,7 +308,6 @@ class Endpoint:
                     callback(self._failure(event), now)
             elif isinstance(event, StrayResponse):
                 self.stats.dropped += 1
-            event = transactions.next_event()
 
     def _failure(self, event: TransactionTimedOut) -> Response | None:
         if event.key not in self._synthesize:

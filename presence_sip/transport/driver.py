@@ -4,6 +4,11 @@ After every input (datagram, framed message, connection event, timer) the driver
 endpoint's ``outbox()``, sends each item, then re-arms ONE ``loop.call_at`` timer from
 ``get_timer()``.  ``now`` is ``loop.time()``, or the ``clock`` given (a node passes wall-clock
 time so that stored expiries mean the same after a restart).
+
+Deadlines are served in slots of 1/:data:`TIMER_SLOTS` s: the loop timer fires at the end of the
+slot holding the earliest deadline (never early, at most ~4 ms late; RFC 3261 timers are
+hundreds of ms and tolerate that), so under load one callback fires every timer of a slot, and
+the loop timer is re-armed only when a deadline appears in an earlier slot than the armed one.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import asyncio
 import ipaddress
 import itertools
 import logging
+import math
 import socket
 import ssl
 from collections.abc import Callable, Coroutine, Sequence
@@ -40,6 +46,8 @@ MAX_SEND_ROUNDS = 16
 """Bound on outbox -> send failure -> connection_lost -> outbox rounds within one input."""
 UDP_AFFINITY_SIZE = 4096
 """Remote addresses remembered to pick the UDP socket a peer talked to last."""
+TIMER_SLOTS = 256
+"""Timer slots per second: deadlines are rounded up to the next 1/256 s (~3.9 ms)."""
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -117,18 +125,22 @@ class Driver:
         self._by_address: dict[AddressKey, StreamConnection] = {}
         self._live: set[StreamConnection] = set()  # every connection until asyncio released it
         self._udp_affinity: dict[tuple[str, int], UdpListener] = {}
-        self._udp_peers: dict[tuple[str, int], Peer] = {}
+        self._udp_peers: dict[tuple[Any, ...], Peer] = {}
         """One Peer per remote UDP address (issue 8: not one per datagram)."""
         self._inbound = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._ids = itertools.count(1)
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._timer_at = math.inf
+        """The slot (endpoint clock) the loop timer fires at; inf when none is armed."""
+        self._time: Callable[[], float] = clock if clock is not None else _not_started
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self, listen: Sequence[ListenSpec]) -> None:
         """Bind every listen address; :class:`TransportError` (after cleanup) if one fails."""
         self._loop = asyncio.get_running_loop()
+        if self._clock is None:
+            self._time = self._loop.time
         self._running = True
         for spec in listen:
             try:
@@ -222,43 +234,63 @@ class Driver:
         Call it after feeding the endpoint from outside the driver (e.g. the application asked
         the endpoint to send a request).
         """
-        if not self._running:
-            return
+        if self._running:
+            self._pump(None)
+
+    def _pump(self, now: float | None) -> None:
+        """:meth:`transmit` after an input at ``now`` (None: unknown, always ask get_timer)."""
+        endpoint = self._endpoint
         for _ in range(MAX_SEND_ROUNDS):
-            items = self._call(self._endpoint.outbox) or []
-            failed: list[Peer] = []
-            for data, peer in items:
-                failed.extend(self._send(data, peer))
+            try:
+                items = endpoint.outbox()
+            except Exception:  # STYLE.md §4: see _call
+                logger.exception("endpoint outbox raised (a bug); still serving")
+                break
+            if not items:
+                break
+            failed = self._send_all(items)
             if not failed:
                 break
             self._report_lost(dict.fromkeys(failed))
-        self._arm_timer()
+        # Every new deadline is at or after ``now``: when the armed timer fires in now's slot
+        # already, no deadline can need an earlier one, and get_timer() is not even asked.
+        if now is None or self._timer_at > math.ceil(now * TIMER_SLOTS) / TIMER_SLOTS:
+            self._arm_timer()
 
     def _arm_timer(self) -> None:
-        deadline = self._call(self._endpoint.get_timer)
-        if deadline == self._timer_at and (deadline is None or self._timer is not None):
+        try:
+            deadline = self._endpoint.get_timer()
+        except Exception:  # STYLE.md §4: see _call
+            logger.exception("endpoint get_timer raised (a bug); still serving")
             return
+        if deadline is None:
+            self._cancel_timer()
+            return
+        # Rounded up to the end of its slot (multiplying by a power of two is exact).
+        slot = math.ceil(deadline * TIMER_SLOTS) / TIMER_SLOTS
+        if slot >= self._timer_at:
+            return  # the armed timer fires first (or together); it re-arms for the rest
         self._cancel_timer()
-        if deadline is not None:
-            self._timer_at = deadline
-            loop = self._get_loop()
-            if self._clock is not None:  # the endpoint's clock is not the loop's: convert
-                at = loop.time() + max(0.0, deadline - self._clock())
-            else:
-                at = deadline
-            self._timer = loop.call_at(at, self._on_timer)
+        loop = self._get_loop()
+        at = slot
+        if self._clock is not None:  # the endpoint's clock is not the loop's: convert
+            at = loop.time() + max(0.0, slot - self._clock())
+        self._timer_at = slot
+        self._timer = loop.call_at(at, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
-        self._timer_at = None
-        self._call(self._endpoint.handle_timer, self._now())
-        self.transmit()
+        self._timer_at = math.inf
+        now = self._time()
+        self._call(self._endpoint.handle_timer, now)
+        if self._running:
+            self._pump(None)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
         self._timer = None
-        self._timer_at = None
+        self._timer_at = math.inf
 
     def _call(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R | None:
         """Call into the endpoint.  An exception escaping it is a bug: log it and keep serving."""
@@ -274,22 +306,24 @@ class Driver:
             self._call(self._endpoint.connection_lost, peer, now)
 
     # -- sending -----------------------------------------------------------------------------
-    def _send(self, data: bytes, peer: Peer) -> list[Peer]:
-        """Send one item; the peers to report as lost (empty on success or while connecting)."""
-        try:
-            if peer.transport == "udp":
-                self._send_udp(data, peer)
-            elif peer.transport in ("tcp", "tls"):
-                self._stream_for(peer).send(data)
-            else:
-                raise TransportError(f"unknown transport {peer.transport!r}")
-        except TransportError as exc:
-            logger.warning("cannot send to %s: %s", peer, exc)
-            return [peer]
-        return []
+    def _send_all(self, items: list[tuple[bytes, Peer]]) -> list[Peer]:
+        """Send each item; the peers to report as lost (empty on success or while connecting)."""
+        failed: list[Peer] = []
+        for data, peer in items:
+            try:
+                if peer.transport == "udp":
+                    self._send_udp(data, peer)
+                elif peer.transport in ("tcp", "tls"):
+                    self._stream_for(peer).send(data)
+                else:
+                    raise TransportError(f"unknown transport {peer.transport!r}")
+            except TransportError as exc:
+                logger.warning("cannot send to %s: %s", peer, exc)
+                failed.append(peer)
+        return failed
 
     def _send_udp(self, data: bytes, peer: Peer) -> None:
-        host, version = _ip_literal(peer.host)
+        host, version = _LITERALS.get(peer.host) or _ip_literal(peer.host)
         udp = self._udp
         if len(udp) == 1 and udp[0].version == version:
             udp[0].send(data, host, peer.port)  # one socket: nothing to choose (the hot path)
@@ -397,8 +431,10 @@ class Driver:
 
     def stream_message(self, conn: StreamConnection, data: bytes) -> None:
         """One framed message from a connection."""
-        self._call(self._endpoint.receive, data, conn.peer, self._now())
-        self.transmit()
+        now = self._time()
+        self._call(self._endpoint.receive, data, conn.peer, now)
+        if self._running:
+            self._pump(now)
 
     def stream_malformed(self, conn: StreamConnection, data: bytes, error: SipParseError) -> None:
         """Framing lost: let the endpoint queue an answer and send it before the close."""
@@ -415,20 +451,25 @@ class Driver:
             self.transmit()
 
     # -- DatagramOwner -----------------------------------------------------------------------
-    def datagram_received(self, listener: UdpListener, data: bytes, host: str, port: int) -> None:
+    def datagram_received(self, listener: UdpListener, data: bytes, addr: tuple[Any, ...]) -> None:
         """One datagram; remembers which socket the peer talks to when there are several."""
         if len(self._udp) > 1:
-            self._remember_udp(listener, host, port)
-        self._call(self._endpoint.receive, data, self._udp_peer(host, port), self._now())
-        self.transmit()
+            self._remember_udp(listener, str(addr[0]), int(addr[1]))
+        # Keyed by the address tuple asyncio gives: no conversion or new key per datagram.
+        peer = self._udp_peers.get(addr) or self._udp_peer(addr)
+        now = self._time()
+        try:
+            self._endpoint.receive(data, peer, now)
+        except Exception:  # STYLE.md §4: see _call
+            logger.exception("endpoint receive raised (a bug); still serving")
+        if self._running:
+            self._pump(now)
 
-    def _udp_peer(self, host: str, port: int) -> Peer:
+    def _udp_peer(self, addr: tuple[Any, ...]) -> Peer:
         peers = self._udp_peers
-        peer = peers.get((host, port))
-        if peer is None:
-            if len(peers) >= UDP_AFFINITY_SIZE:
-                peers.clear()
-            peer = peers[host, port] = Peer("udp", host, port)
+        if len(peers) >= UDP_AFFINITY_SIZE:
+            peers.clear()
+        peer = peers[addr] = Peer("udp", str(addr[0]), int(addr[1]))
         return peer
 
     def _remember_udp(self, listener: UdpListener, host: str, port: int) -> None:
@@ -445,9 +486,11 @@ class Driver:
         return self._loop
 
     def _now(self) -> float:
-        if self._clock is not None:
-            return self._clock()
-        return self._get_loop().time()
+        return self._time()
+
+
+def _not_started() -> float:
+    raise TransportError("driver not started")
 
 
 def _key(peer: Peer) -> AddressKey:

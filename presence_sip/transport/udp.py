@@ -21,8 +21,9 @@ SEND_BUFFER = 1024 * 1024
 class DatagramOwner(Protocol):
     """Who a :class:`UdpListener` hands datagrams to (the driver)."""
 
-    def datagram_received(self, listener: UdpListener, data: bytes, host: str, port: int) -> None:
-        """One datagram from ``host:port``, whatever its size (the parser answers 513)."""
+    def datagram_received(self, listener: UdpListener, data: bytes, addr: tuple[Any, ...]) -> None:
+        """One datagram from ``addr`` (the socket address as given by asyncio), whatever its size
+        (the parser answers 513)."""
 
 
 class UdpListener(asyncio.DatagramProtocol):
@@ -48,7 +49,7 @@ class UdpListener(asyncio.DatagramProtocol):
         self.host, self.port = sockname[0], sockname[1]
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        self._owner.datagram_received(self, data, str(addr[0]), int(addr[1]))
+        self._owner.datagram_received(self, data, addr)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors (port unreachable, ...) for an earlier sendto: nothing to do on UDP.

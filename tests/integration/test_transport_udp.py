@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from presence_sip.config import Limits
 from presence_sip.sip.errors import ConfigError, TransportError
 from presence_sip.sip.peer import Peer
 from presence_sip.transport import Driver, ListenSpec, parse_listen
+from presence_sip.transport.driver import TIMER_SLOTS
 from presence_sip.transport.udp import RECEIVE_BUFFER
 
 pytestmark = pytest.mark.integration
@@ -121,6 +123,30 @@ async def test_timer_armed_from_get_timer_fires(
     assert endpoint.fired[0] >= deadline
     await asyncio.sleep(0.1)
     assert len(endpoint.fired) == 1  # not re-armed once get_timer() says None
+
+
+async def test_timer_rearmed_only_for_an_earlier_slot(
+    driver: Driver, endpoint: RecordingEndpoint
+) -> None:
+    loop = asyncio.get_running_loop()
+    base = math.ceil((loop.time() + 0.2) * TIMER_SLOTS) / TIMER_SLOTS
+    endpoint.timer = base - 0.5 / TIMER_SLOTS
+    driver.transmit()
+    armed = driver._timer
+    assert armed is not None
+    assert armed.when() == base  # rounded up to the end of its slot
+    endpoint.timer = base - 0.25 / TIMER_SLOTS  # same slot: nothing to do
+    driver.transmit()
+    endpoint.timer = base + 1.0  # later: the armed timer fires first and re-arms then
+    driver.transmit()
+    assert driver._timer is armed
+    endpoint.timer = base - 1.5 / TIMER_SLOTS  # an earlier slot: re-armed
+    driver.transmit()
+    assert driver._timer is not armed
+    assert driver._timer is not None
+    assert driver._timer.when() == base - 1 / TIMER_SLOTS
+    await eventually(lambda: len(endpoint.fired) == 1)
+    assert endpoint.fired[0] >= base - 1.5 / TIMER_SLOTS
 
 
 async def test_endpoint_exception_is_logged_and_node_keeps_serving(

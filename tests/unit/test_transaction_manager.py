@@ -25,7 +25,7 @@ from presence_sip.transaction import (
     TransactionManager,
     TransactionTimedOut,
 )
-from presence_sip.transaction.manager import ServerTx
+from presence_sip.transaction.manager import ServerTx, plain_branch
 
 UAC = Peer("udp", "127.0.0.1", 5070)
 UAS = Peer("udp", "127.0.0.1", 5060)
@@ -907,3 +907,37 @@ def test_timer_k_records_do_not_wait_behind_timer_j_records() -> None:
     mgr.handle_timer(6.0)
     assert len(mgr) == 1
     assert mgr.get_timer() == 32.0
+
+
+@pytest.mark.parametrize(
+    ("via", "expected"),
+    [
+        ("SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKa1", "z9hG4bKa1"),
+        ("SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKa1;rport", "z9hG4bKa1"),
+        ("SIP/2.0/UDP h;rport;branch=z9hG4bKa1.ff , SIP/2.0/UDP b;branch=x", "z9hG4bKa1.ff"),
+        ("SIP/2.0/UDP h;branch=z9hG4bKa1\t;rport", "z9hG4bKa1"),
+        ("SIP/2.0/UDP h;branch=z9hG4bKa1 ;received=1.2.3.4", "z9hG4bKa1"),
+        ("SIP/2.0/UDP h;Branch=z9hG4bKa1", None),  # not plain: the caller parses the Via
+        ("SIP/2.0/UDP h; branch=z9hG4bKa1", None),
+        ('SIP/2.0/UDP h;x=";branch=y";branch=z9hG4bKa1', None),
+        ("SIP/2.0/UDP h, SIP/2.0/UDP b;branch=z9hG4bKa1", None),  # not in the top Via
+        ("SIP/2.0/UDP h;branch=;rport", None),
+    ],
+)
+def test_plain_branch_read_without_parsing_or_refused(via: str, expected: str | None) -> None:
+    headers = Headers([("Via", via), ("CSeq", "1 OPTIONS")])
+    request = Request("OPTIONS", "sip:b@example.test", headers=headers)
+    assert plain_branch(request) == expected
+
+
+def test_response_with_a_plain_branch_matched_without_parsing_its_via() -> None:
+    mgr = manager()
+    request = req(options(via_params=";rport"))
+    key = mgr.send_request(request, UAS, 0.0)
+    assert key == TransactionKey("z9hG4bKa1", "OPTIONS")
+    response = make_response(request, 200)
+    mgr.receive(parse_message(to_bytes(response)), UAS, 0.01)
+    event = mgr.next_event()
+    assert isinstance(event, ResponseReceived)
+    assert event.key == key
+    assert "top_via" not in event.response._cache  # matched from the header text
