@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from . import grammar
 from .errors import SipParseError
@@ -245,9 +246,8 @@ class Headers:
         return None
 
 
-@dataclass(frozen=True, slots=True)
-class CSeq:
-    """``CSeq: 1*DIGIT LWS Method`` (RFC 3261 §20.16)."""
+class CSeq(NamedTuple):
+    """``CSeq: 1*DIGIT LWS Method`` (RFC 3261 §20.16); a NamedTuple like the values of ``uri``."""
 
     seq: int
     method: str
