@@ -358,6 +358,14 @@ class Message:
         """Forget cached typed values after editing ``headers``."""
         self._cache.clear()
 
+    def seed(self, *, cseq: CSeq | None = None, top_via: Via | None = None) -> None:
+        """Give the typed values of fields the caller has just written (no parse of them later):
+        ``cseq`` and ``top_via`` must be what parsing the CSeq and the top Via would give."""
+        if cseq is not None:
+            self._cache["cseq"] = cseq
+        if top_via is not None:
+            self._cache["top_via"] = top_via
+
     def _single(self, name: str) -> str:
         value = self.headers.get(name)
         if value is None:
