@@ -301,7 +301,22 @@ class ContentType:
         return f"{self.type}/{self.subtype}"
 
 
+_CSEQ_CACHE: dict[str, CSeq] = {}
+"""CSeq values already parsed, by text ("1 SUBSCRIBE", "2 NOTIFY"... recur in every dialog)."""
+_CSEQ_CACHE_LIMIT = 4096
+
+
 def parse_cseq(value: str) -> CSeq:
+    found = _CSEQ_CACHE.get(value)
+    if found is None:
+        found = _parse_cseq(value)
+        if len(_CSEQ_CACHE) >= _CSEQ_CACHE_LIMIT:
+            _CSEQ_CACHE.clear()
+        _CSEQ_CACHE[value] = found
+    return found
+
+
+def _parse_cseq(value: str) -> CSeq:
     parts = value.split()
     if len(parts) != 2 or not parts[0].isdigit() or not grammar.METHOD.fullmatch(parts[1]):
         raise SipParseError("Malformed CSeq")
@@ -424,14 +439,14 @@ class Message:
     @property
     def contacts(self) -> list[NameAddr]:
         """Contact values; ``[]`` for none.  ``Contact: *`` is reported by :attr:`contact_star`."""
-        if self.contact_star:
+        values = self.headers.values("Contact")
+        if values == ["*"]:
             return []
-        return self.name_addrs("Contact")
+        return [parse_name_addr(item, "Contact") for item in values]
 
     @property
     def contact_star(self) -> bool:
-        values = self.headers.values("Contact")
-        return len(values) == 1 and values[0] == "*"
+        return self.headers.values("Contact") == ["*"]
 
     @property
     def max_forwards(self) -> int | None:

@@ -44,7 +44,7 @@ def has_param(params: Params, name: str) -> bool:
 
 
 def format_params(params: Params) -> str:
-    return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params)
+    return "".join([f";{k}" if v is None else f";{k}={v}" for k, v in params])
 
 
 def _parse_uri_params(text: str, what: str) -> Params:
@@ -73,19 +73,20 @@ class SipUri(NamedTuple):
     """The raw ``?hname=hvalue&...`` part without the '?', or None."""
 
     def __str__(self) -> str:
-        out = [self.scheme, ":"]
-        if self.user is not None:
-            out.append(self.user)
-            if self.password is not None:
-                out.append(":" + self.password)
-            out.append("@")
-        out.append(self.host)
+        user = self.user
+        if user is None:
+            text = f"{self.scheme}:{self.host}"
+        elif self.password is None:
+            text = f"{self.scheme}:{user}@{self.host}"
+        else:
+            text = f"{self.scheme}:{user}:{self.password}@{self.host}"
         if self.port is not None:
-            out.append(f":{self.port}")
-        out.append(format_params(self.params))
+            text += f":{self.port}"
+        if self.params:
+            text += format_params(self.params)
         if self.headers is not None:
-            out.append("?" + self.headers)
-        return "".join(out)
+            text += "?" + self.headers
+        return text
 
     def param(self, name: str) -> str | None:
         return get_param(self.params, name)
@@ -298,7 +299,7 @@ class NameAddr(NamedTuple):
             head = f"{self.display_name} <{uri}>" if self.display_name else f"<{uri}>"
         else:
             head = uri
-        return head + format_params(self.params)
+        return head + format_params(self.params) if self.params else head
 
     @property
     def tag(self) -> str | None:
@@ -314,8 +315,24 @@ class NameAddr(NamedTuple):
         )
 
 
+_NAME_ADDR_CACHE: dict[str, NameAddr] = {}
+"""Name-addrs already parsed, by text: To without a tag, a dialog's From and Contact recur."""
+_NAME_ADDR_CACHE_LIMIT = 4096
+
+
 def parse_name_addr(text: str, what: str) -> NameAddr:
-    """Parse one ``(name-addr / addr-spec) *(SEMI param)`` item."""
+    """Parse one ``(name-addr / addr-spec) *(SEMI param)`` item; ``what`` names the header in
+    the error raised."""
+    found = _NAME_ADDR_CACHE.get(text)
+    if found is None:
+        found = _parse_name_addr(text, what)
+        if len(_NAME_ADDR_CACHE) >= _NAME_ADDR_CACHE_LIMIT:
+            _NAME_ADDR_CACHE.clear()
+        _NAME_ADDR_CACHE[text] = found
+    return found
+
+
+def _parse_name_addr(text: str, what: str) -> NameAddr:
     text = text.strip(" \t")
     display: str | None = None
     rest = text
