@@ -160,7 +160,16 @@ def parse_uri(text: str) -> Uri:
     return uri
 
 
+_SPLIT_SIP_URI = grammar.SPLIT_SIP_URI
+"""``sip:user@host:port;params`` (the usual shape) in one match; anything else is scanned."""
+
+
 def _parse_uri(text: str) -> Uri:
+    match = _SPLIT_SIP_URI.fullmatch(text)
+    if match is not None:
+        scheme, user, host, port, param_text = match.groups()
+        params = _split_params(param_text) if param_text else ()
+        return SipUri(scheme, user, host, None if port is None else int(port), None, params)
     scheme, sep, rest = text.partition(":")
     if not sep or not grammar.SCHEME.fullmatch(scheme):
         raise SipParseError("Malformed URI")
@@ -237,6 +246,15 @@ _SIMPLE_PARAMS = re.compile(rf"(?:;[{grammar.TOKEN_CHARS}]+(?:=[{grammar.TOKEN_C
 """``;name=value;flag``... with token names and values and no LWS: split, not scanned."""
 
 
+def _split_params(text: str) -> Params:
+    """``;name=value;flag``... already proven well-formed (no LWS, no quoted values)."""
+    params: list[tuple[str, str | None]] = []
+    for item in text[1:].split(";"):
+        name, sep, given = item.partition("=")
+        params.append((name, given if sep else None))
+    return tuple(params)
+
+
 def parse_header_params(text: str, what: str) -> Params:
     """``*( SEMI generic-param )`` with LWS allowed around ';' and '='.
 
@@ -245,12 +263,9 @@ def parse_header_params(text: str, what: str) -> Params:
     """
     if not text:
         return ()
-    params: list[tuple[str, str | None]] = []
     if _SIMPLE_PARAMS.fullmatch(text):  # the usual shape: one regex instead of a scan per char
-        for item in text[1:].split(";"):
-            name, sep, given = item.partition("=")
-            params.append((name, given if sep else None))
-        return tuple(params)
+        return _split_params(text)
+    params: list[tuple[str, str | None]] = []
     pos = 0
     n = len(text)
     while pos < n:
@@ -427,8 +442,17 @@ _SIMPLE_VIA_SENT = re.compile(
 :data:`grammar.VIA_SENT` that needs no backtracking (the shape every common UA sends)."""
 
 
+_SPLIT_VIA = grammar.SPLIT_VIA
+"""A whole usual via-parm, its parameters already checked (branch, received, rport...)."""
+
+
 def parse_via(item: str) -> Via:
     """Parse one comma-separated item of a Via header."""
+    split = _SPLIT_VIA.fullmatch(item)
+    if split is not None:
+        transport, host, port, param_text = split.groups()
+        params = _split_params(param_text) if param_text else ()
+        return Via(transport.upper(), host, None if port is None else int(port), params)
     match = _SIMPLE_VIA_SENT.match(item)
     if match is not None:
         transport, host, port = match.groups()
