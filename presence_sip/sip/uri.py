@@ -33,7 +33,7 @@ def get_param(params: Params, name: str) -> str | None:
     """Value of the first parameter called ``name`` (case-insensitive); ``""`` for a flag."""
     lname = name.lower()
     for key, value in params:
-        if key.lower() == lname:
+        if key == lname or key.lower() == lname:  # the usual lower-case name: no lower() call
             return "" if value is None else value
     return None
 
