@@ -27,6 +27,7 @@ from presence_sip.sip import Request, Response, parse_message, to_bytes
 from presence_sip.sip.message import parse_cseq
 from presence_sip.sip.peer import Peer
 from presence_sip.sip.uri import parse_via
+from presence_sip.storage import database
 from presence_sip.storage.database import connect, migrate
 from presence_sip.storage.group_commit import GroupCommit
 from presence_sip.storage.memory_hss import MemorySubscriberStore
@@ -966,6 +967,25 @@ def test_expired_rows_are_not_loaded() -> None:
     node2 = Node(store=SqlitePresenceStore(conn), now=node.now + 120)
     assert node2.role.server.subscriptions == {}
     assert SqlitePresenceStore(conn).counts() == (0, 0)
+    conn.close()
+
+
+def test_version_1_database_keeps_its_rows_and_loses_the_expiry_indexes() -> None:
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    migrate(conn, "core")
+    database.register_migrations("test-presence-v1", database._MIGRATIONS["presence"][:1])
+    migrate(conn, "test-presence-v1")
+    conn.execute("INSERT INTO schema_versions (component, version) VALUES ('presence', 1)")
+    conn.execute(
+        "INSERT INTO presence_publications (etag, presentity, expires_at, body, seq)"
+        " VALUES ('e1', 'sip:bob@x', ?, ?, 1)",
+        (T0 + 600, PIDF_OPEN),
+    )
+    store = SqlitePresenceStore(conn)
+    assert database.schema_version(conn, "presence") == 2
+    indexes = conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'").fetchall()
+    assert not [name for (name,) in indexes if name.endswith("_expiry")]
+    assert [r.etag for r in store.load_publications(T0)] == ["e1"]
     conn.close()
 
 
