@@ -279,5 +279,7 @@ def _contact(request: Request) -> SipUri:
 
 def _without_tag(name_addr: NameAddr) -> str:
     params = tuple(p for p in name_addr.params if p[0].lower() != "tag")
+    if not params and name_addr.display_name is None:
+        return f"<{name_addr.uri}>"  # the usual From: nothing but the URI and the tag
     uri = name_addr.uri
     return str(NameAddr(uri, name_addr.display_name, params, True))

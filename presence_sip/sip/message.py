@@ -164,7 +164,8 @@ class Headers:
 
     def get(self, name: str) -> str | None:
         """Value of the first field called ``name``, or None."""
-        key = _key(name)
+        entry = _NAMES.get(name)  # _key() inlined: a dozen calls per message (issue 8)
+        key = entry[1] if entry is not None else _name_and_key(name)[1]
         keys = self._keys
         if key in keys:  # two scans in C beat one in Python for a dozen fields
             return self._items[keys.index(key)][1]
