@@ -26,9 +26,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from presence_sip.sip.errors import RemoteProtocolError
-from presence_sip.sip.message import Headers, Request
+from presence_sip.sip.message import CSeq, Headers, Request
 from presence_sip.sip.peer import Peer
-from presence_sip.sip.uri import NameAddr, SipUri, parse_name_addr
+from presence_sip.sip.uri import NameAddr, SipUri, Via, parse_name_addr
 
 MAX_CSEQ = 2**31 - 1
 """RFC 3261 §8.1.1.5: CSeq values we generate stay below 2**31."""
@@ -148,15 +148,19 @@ class Dialog:
         headers: Iterable[tuple[str, str]] = (),
         body: bytes = b"",
         max_forwards: int = 70,
+        parsed_via: Via | None = None,
     ) -> Request:
         """An in-dialog request with the next CSeq (§12.2.1.1).
 
         ``headers`` are more fields, with canonical names (``Event``, ``Content-Type``...).
+        ``parsed_via``, when given, is ``via`` parsed: the request's ``top_via`` (and ``cseq``)
+        are then known without parsing the text just built.
         Loose routing: Request-URI = remote target, Route = the route set. A first route without
         ``lr`` is a strict router: it becomes the Request-URI (parameters not allowed there
         dropped) and the remote target is appended as the last Route.
         """
         request_uri, routes = self.request_uri_and_routes()
+        seq = self.next_cseq()
         items = [("Via", via), ("Max-Forwards", str(max_forwards))]
         if routes:
             items.extend(("Route", route) for route in routes)
@@ -164,14 +168,16 @@ class Dialog:
             ("From", f"<{self.local_uri}>;tag={self.local_tag}"),
             ("To", f"{self.remote_uri};tag={self.remote_tag}"),
             ("Call-ID", self.call_id),
-            ("CSeq", f"{self.next_cseq()} {method}"),
+            ("CSeq", f"{seq} {method}"),
             ("Contact", f"<{self.local_contact}>"),
         ]
         items.extend(headers)
         items.append(("Content-Length", str(len(body))))
         # Every name is canonical (``headers`` too, see above): build the multimap directly.
         out = Headers._from_canonical(items, [name.lower() for name, _ in items])
-        return Request(method, request_uri, out, body)
+        request = Request._parsed(method, request_uri, out, body)
+        request.seed(cseq=CSeq(seq, method), top_via=parsed_via)
+        return request
 
     def request_uri_and_routes(self) -> tuple[str, list[str]]:
         """Request-URI and Route values of the next in-dialog request (§12.2.1.1)."""
@@ -273,5 +279,7 @@ def _contact(request: Request) -> SipUri:
 
 def _without_tag(name_addr: NameAddr) -> str:
     params = tuple(p for p in name_addr.params if p[0].lower() != "tag")
+    if not params and name_addr.display_name is None:
+        return f"<{name_addr.uri}>"  # the usual From: nothing but the URI and the tag
     uri = name_addr.uri
     return str(NameAddr(uri, name_addr.display_name, params, True))

@@ -201,9 +201,71 @@ def validate_pidf(body: bytes) -> tuple[str, bytes]:
     """What the compositor keeps of a publication: ``(entity, canonical xml)``.
 
     The same checks as :func:`parse_pidf` (same ``PidfError``), without the summary."""
+    simple = _simple_pidf(body)
+    if simple is not None:
+        return simple
     root = parse_xml(body)
     entity, _ = _validate(root)
     return entity, serialise(root)
+
+
+# The usual PUBLISH body (one presentity, tuples with a <basic> and notes, default namespace, no
+# escapes) is proven valid by one regex and canonicalised without parsing XML (issue 8). Text and
+# attribute values are printable ASCII without " & ' < > (nothing to escape or normalise), and
+# blanks only come between tags, where the parser drops them too (remove_blank_text); anything
+# else takes the lxml path. tests/unit/test_pidf.py checks both give the same bytes.
+_PLAIN = rb"[!#-%(-;=?-~]"
+_TEXT = _PLAIN + rb"++(?: ++" + _PLAIN + rb"++)*+"
+_BLANKS = rb"[ \t\r\n]*+"
+_SIMPLE_NOTE = rb"<note>" + _TEXT + rb"</note>" + _BLANKS
+_SIMPLE_TUPLE = (
+    rb'<tuple id="'
+    + _PLAIN
+    + rb'++">'
+    + _BLANKS
+    + rb"<status>"
+    + _BLANKS
+    + rb"<basic>(?:open|closed)</basic>"
+    + _BLANKS
+    + rb"</status>"
+    + _BLANKS
+    + rb"(?:"
+    + _SIMPLE_NOTE
+    + rb")*+</tuple>"
+    + _BLANKS
+)
+_SIMPLE_PIDF = re.compile(
+    rb'(?:<\?xml version="1\.0"(?: encoding="UTF-8")?\?>)?'
+    + _BLANKS
+    + rb'(<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="('
+    + _PLAIN
+    + rb'++)">'
+    + _BLANKS
+    + rb"(?:"
+    + _SIMPLE_TUPLE
+    + rb")++(?:"
+    + _SIMPLE_NOTE
+    + rb")*+</presence>)"
+    + _BLANKS
+)
+_TUPLE_ID = re.compile(rb'<tuple id="([^"]++)">')
+_BLANKS_BETWEEN_TAGS = re.compile(rb">[ \t\r\n]++<")
+_DECLARATION = b"<?xml version='1.0' encoding='UTF-8'?>\n"
+"""What :func:`serialise` puts before the root element."""
+
+
+def _simple_pidf(body: bytes) -> tuple[str, bytes] | None:
+    """:func:`validate_pidf` of a body of the usual shape (see above); None for any other."""
+    if len(body) > MAX_PIDF_SIZE:
+        return None
+    match = _SIMPLE_PIDF.fullmatch(body)
+    if match is None:
+        return None
+    entity = match.group(2).decode("ascii")
+    ids = _TUPLE_ID.findall(match.group(1))
+    if not _ENTITY_RE.match(entity) or len(set(ids)) != len(ids):
+        return None  # the general path names the defect
+    return entity, _DECLARATION + _BLANKS_BETWEEN_TAGS.sub(b"><", match.group(1))
 
 
 def _validate(root: etree._Element) -> tuple[str, _Scan]:

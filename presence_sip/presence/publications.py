@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import Enum
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from presence_sip.ids import IdSource
 from presence_sip.presence.pidf import (
@@ -105,9 +104,8 @@ class PublicationMachine:
         return effect
 
 
-@dataclass(frozen=True, slots=True)
-class PublicationRecord:
-    """A publication as stored (one row)."""
+class PublicationRecord(NamedTuple):
+    """A publication as stored (one row); a NamedTuple, built cheaply once per PUBLISH."""
 
     presentity: str
     """Presentity key (``+MSISDN`` or ``sip:user@host``)."""
@@ -143,9 +141,8 @@ class PublishRefused(RemoteProtocolError):
         self.headers = headers
 
 
-@dataclass(frozen=True, slots=True)
-class PublishOutcome:
-    """A PUBLISH the compositor accepted."""
+class PublishOutcome(NamedTuple):
+    """A PUBLISH the compositor accepted (a NamedTuple: one per PUBLISH, built cheaply)."""
 
     etag: str | None
     """The new entity-tag (None after a removal)."""

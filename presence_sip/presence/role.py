@@ -57,6 +57,8 @@ _WINFO_TYPES = frozenset({WATCHERINFO_CONTENT_TYPE, "*/*", "application/*"})
 Headers = tuple[tuple[str, str], ...]
 
 _NO_RULES: Mapping[str, str] = MappingProxyType({})
+_LET_THROUGH = Verdict(None)
+"""The verdict on a request that is not authenticated (trusted peer, or authentication off)."""
 
 _KEY_CACHE_SIZE = 65536
 """Request-URIs whose presentity key is remembered (the cache starts over when full)."""
@@ -255,6 +257,8 @@ class PresenceRole:
 
         Returns True when partial notification (RFC 5263) may be used."""
         values = request.headers.values("Accept")
+        if values == _JUST_PIDF and event == PRESENCE:
+            return False  # the common case, decided without building sets (issue 8)
         offered = {item.split(";", 1)[0].strip().lower() for item in values}
         offered.discard("")
         if not offered:
@@ -321,8 +325,8 @@ class PresenceRole:
 
     def _authenticate(self, incoming: Incoming, now: float) -> Verdict:
         """Digest (RFC 3261 §22) unless the request comes from a trusted node."""
-        if self.trusted(incoming):
-            return Verdict(None)
+        if not self.guard.enabled or self.trusted(incoming):
+            return _LET_THROUGH
         verdict = self.guard.check(incoming.request, now)
         if verdict.status:
             raise _Refusal(verdict.status, verdict.reason or None, verdict.challenge_headers)
@@ -431,6 +435,8 @@ def _mime(request: Request) -> str | None:
     return content_type.mime if content_type else None
 
 
+_JUST_PIDF = [PIDF_CONTENT_TYPE]
+"""``Accept: application/pidf+xml``: acceptable for presence, and no partial notification."""
 _PLAIN_PIDF_TYPES = frozenset({PIDF_CONTENT_TYPE, PIDF_DIFF_CONTENT_TYPE})
 
 

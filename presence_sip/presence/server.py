@@ -58,7 +58,7 @@ from presence_sip.presence.watchers import (
 from presence_sip.sip.errors import LocalProtocolError, SipError
 from presence_sip.sip.message import Request, Response
 from presence_sip.sip.peer import Peer
-from presence_sip.sip.uri import SipUri, parse_uri
+from presence_sip.sip.uri import SipUri, Via, parse_uri, parse_via
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +141,7 @@ class PresenceServer:
         self._due: list[Subscription] = []
         self._diffs: dict[tuple[bytes, bytes], bytes] = {}
         self._strings: dict[str, str] = {}
+        self._sent_by_parts: dict[str, tuple[str, int | None]] = {}
         self._next_poll = now
         self._last_now = now
         self._reauth: list[str] = []
@@ -488,11 +489,15 @@ class PresenceServer:
         if content_type:
             headers.append(("Content-Type", content_type))
         destination = sub.dialog.destination()
-        via = (
-            f"SIP/2.0/{destination.transport.upper()} {sub.via_sent_by}"
-            f";branch={self.new_branch()};rport"
+        transport = destination.transport.upper()
+        branch = self.new_branch()
+        via = f"SIP/2.0/{transport} {sub.via_sent_by};branch={branch};rport"
+        sent_by = self._via_sent_by(sub.via_sent_by)
+        params = (("branch", branch), ("rport", None))
+        parsed = None if sent_by is None else Via(transport, *sent_by, params)
+        request = sub.dialog.build_request(
+            "NOTIFY", via=via, headers=headers, body=body, parsed_via=parsed
         )
-        request = sub.dialog.build_request("NOTIFY", via=via, headers=headers, body=body)
         sub.last_notify_at = now
         if sub.final is None and sub.dialog.local_cseq > sub.cseq_reserved:
             sub.cseq_reserved = sub.dialog.local_cseq + self.settings.cseq_block - 1
@@ -635,6 +640,19 @@ class PresenceServer:
                 cached = self.domain
             self._strings["via:" + local_contact] = cached
         return cached
+
+    def _via_sent_by(self, sent_by: str) -> tuple[str, int | None] | None:
+        """Host and port of a Via sent-by as the Via parser gives them (None: unparsable)."""
+        try:
+            return self._sent_by_parts[sent_by]
+        except KeyError:
+            pass
+        try:
+            via = parse_via(f"SIP/2.0/UDP {sent_by}")
+        except SipError:
+            return None
+        parts = self._sent_by_parts[sent_by] = (via.host, via.port)
+        return parts
 
     def close(self) -> None:
         """Everything is written through; nothing to release."""

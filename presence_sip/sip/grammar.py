@@ -205,3 +205,17 @@ FAST_MAX_FORWARDS = re.compile(r"[0-9]{1,2}|[01][0-9]{2}|2[0-4][0-9]|25[0-5]")
 # generic-param list alone, for the parameter fast path of the scanner
 FAST_PARAMS = re.compile(_FAST_PARAMS)
 FAST_PARAM_ITEM = re.compile(rf";({_TOK})(?:=({_TOK}|{_FAST_QUOTED}))?")
+# The common Via and SIP-URI shapes in one match each, with groups, for ``uri.py`` to split
+# instead of scan: no quoted parameter values, so parameters split on ';' then '=' (same subset
+# rule as above: a match is valid, anything else takes the general path).
+_SPLIT_VIA_PARAM = (
+    rf"(?:;(?:branch|maddr)={_TOK}|;received=(?:{_TOK}|\[[0-9A-Fa-f:.]++\])|;rport(?:=[0-9]++)?"
+    rf"|;ttl=[0-9]++|;(?!{_VIA_SPECIAL}){_TOK}(?:={_TOK})?)"
+)
+SPLIT_VIA = re.compile(
+    rf"SIP/2\.0/([A-Za-z]++) ({_FAST_HOSTNAME})(?::({_FAST_PORT}))?((?:{_SPLIT_VIA_PARAM})*+)"
+)
+SPLIT_SIP_URI = re.compile(
+    rf"(sips?):(?:({_FAST_BARE_USER})@)?({_FAST_HOSTNAME})(?::({_FAST_PORT}))?"
+    rf"((?:;{_FAST_URI_PARAM}(?:={_FAST_URI_PARAM})?)*+)"
+)

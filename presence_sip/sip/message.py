@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from . import grammar
 from .errors import SipParseError
@@ -163,7 +164,8 @@ class Headers:
 
     def get(self, name: str) -> str | None:
         """Value of the first field called ``name``, or None."""
-        key = _key(name)
+        entry = _NAMES.get(name)  # _key() inlined: a dozen calls per message (issue 8)
+        key = entry[1] if entry is not None else _name_and_key(name)[1]
         keys = self._keys
         if key in keys:  # two scans in C beat one in Python for a dozen fields
             return self._items[keys.index(key)][1]
@@ -245,9 +247,8 @@ class Headers:
         return None
 
 
-@dataclass(frozen=True, slots=True)
-class CSeq:
-    """``CSeq: 1*DIGIT LWS Method`` (RFC 3261 §20.16)."""
+class CSeq(NamedTuple):
+    """``CSeq: 1*DIGIT LWS Method`` (RFC 3261 §20.16); a NamedTuple like the values of ``uri``."""
 
     seq: int
     method: str
@@ -301,7 +302,22 @@ class ContentType:
         return f"{self.type}/{self.subtype}"
 
 
+_CSEQ_CACHE: dict[str, CSeq] = {}
+"""CSeq values already parsed, by text ("1 SUBSCRIBE", "2 NOTIFY"... recur in every dialog)."""
+_CSEQ_CACHE_LIMIT = 4096
+
+
 def parse_cseq(value: str) -> CSeq:
+    found = _CSEQ_CACHE.get(value)
+    if found is None:
+        found = _parse_cseq(value)
+        if len(_CSEQ_CACHE) >= _CSEQ_CACHE_LIMIT:
+            _CSEQ_CACHE.clear()
+        _CSEQ_CACHE[value] = found
+    return found
+
+
+def _parse_cseq(value: str) -> CSeq:
     parts = value.split()
     if len(parts) != 2 or not parts[0].isdigit() or not grammar.METHOD.fullmatch(parts[1]):
         raise SipParseError("Malformed CSeq")
@@ -357,6 +373,14 @@ class Message:
     def invalidate(self) -> None:
         """Forget cached typed values after editing ``headers``."""
         self._cache.clear()
+
+    def seed(self, *, cseq: CSeq | None = None, top_via: Via | None = None) -> None:
+        """Give the typed values of fields the caller has just written (no parse of them later):
+        ``cseq`` and ``top_via`` must be what parsing the CSeq and the top Via would give."""
+        if cseq is not None:
+            self._cache["cseq"] = cseq
+        if top_via is not None:
+            self._cache["top_via"] = top_via
 
     def _single(self, name: str) -> str:
         value = self.headers.get(name)
@@ -416,14 +440,14 @@ class Message:
     @property
     def contacts(self) -> list[NameAddr]:
         """Contact values; ``[]`` for none.  ``Contact: *`` is reported by :attr:`contact_star`."""
-        if self.contact_star:
+        values = self.headers.values("Contact")
+        if values == ["*"]:
             return []
-        return self.name_addrs("Contact")
+        return [parse_name_addr(item, "Contact") for item in values]
 
     @property
     def contact_star(self) -> bool:
-        values = self.headers.values("Contact")
-        return len(values) == 1 and values[0] == "*"
+        return self.headers.values("Contact") == ["*"]
 
     @property
     def max_forwards(self) -> int | None:

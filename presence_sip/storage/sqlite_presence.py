@@ -67,6 +67,12 @@ register_migrations(
         );
         CREATE INDEX presence_subscriptions_expiry ON presence_subscriptions (expires_at);
         """,
+        # Issue 8: the expiry indexes only served the purge at start-up (one scan is fine there),
+        # yet every row written, on every PUBLISH and SUBSCRIBE, updated them.
+        """
+        DROP INDEX presence_publications_expiry;
+        DROP INDEX presence_subscriptions_expiry;
+        """,
     ),
 )
 
@@ -122,7 +128,7 @@ class SqlitePresenceStore:
             with transaction(self.conn) as conn:
                 if replaces is not None:
                     conn.execute(_PUB_DELETE, (replaces,))
-                conn.execute(_PUB_INSERT, _publication_row(record))
+                conn.execute(_PUB_INSERT, record)
             return
         if replaces is not None:
             self._publications[replaces] = None
@@ -195,14 +201,19 @@ class SqlitePresenceStore:
         """Execute the pending changes (called by the group inside its transaction)."""
         pubs = self._publications
         if pubs:
-            conn.executemany(_PUB_DELETE, [(k,) for k, r in pubs.items() if r is None])
-            conn.executemany(_PUB_INSERT, [_publication_row(r) for r in pubs.values() if r])
+            deleted = [(k,) for k, r in pubs.items() if r is None]
+            if deleted:
+                conn.executemany(_PUB_DELETE, deleted)
+            # A record is a tuple in the column order of _PUB_INSERT: no row is built (issue 8).
+            conn.executemany(_PUB_INSERT, [r for r in pubs.values() if r])
         subs = self._subscriptions
         if subs:
-            conn.executemany(_SUB_DELETE, [(k,) for k, r in subs.items() if r is None])
-            conn.executemany(
-                _SUB_INSERT, [_subscription_row(s.record()) for s in subs.values() if s]
-            )
+            deleted = [(k,) for k, s in subs.items() if s is None]
+            if deleted:
+                conn.executemany(_SUB_DELETE, deleted)
+            saved = [_subscription_row(s.record()) for s in subs.values() if s]
+            if saved:
+                conn.executemany(_SUB_INSERT, saved)
         if self._cseqs:
             conn.executemany(_SUB_CSEQ, [(c, k) for k, c in self._cseqs.items()])
 
@@ -217,16 +228,12 @@ class SqlitePresenceStore:
 
 
 _PUB_DELETE = "DELETE FROM presence_publications WHERE etag = ?"
-_PUB_INSERT = (
-    "INSERT OR REPLACE INTO presence_publications (etag, presentity, expires_at, body, seq)"
+_PUB_INSERT = (  # the field order of PublicationRecord
+    "INSERT OR REPLACE INTO presence_publications (presentity, etag, expires_at, body, seq)"
     " VALUES (?, ?, ?, ?, ?)"
 )
 _SUB_DELETE = "DELETE FROM presence_subscriptions WHERE id = ?"
 _SUB_CSEQ = "UPDATE presence_subscriptions SET cseq_reserved = ? WHERE id = ?"
-
-
-def _publication_row(r: PublicationRecord) -> tuple[object, ...]:
-    return (r.etag, r.presentity, r.expires_at, r.body, r.seq)
 
 
 def _subscription_row(r: SubscriptionRecord) -> tuple[object, ...]:

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
+from presence_sip.presence import pidf as pidf_module
 from presence_sip.presence.pidf import (
     DM_NS,
     MAX_PIDF_SIZE,
@@ -441,3 +442,89 @@ def test_documents_equivalent_ignores_prefixes_and_layout():
     )
     assert documents_equivalent(plain, prefixed)
     assert not documents_equivalent(plain, status_document(BOB, "closed", tuple_id="t"))
+
+
+# --- the regex path of validate_pidf (issue 8) -------------------------------------------------
+
+
+def _mostly(good: list[str], bad: list[str]) -> st.SearchStrategy[str]:
+    """Mostly values the regex path takes, sometimes one it must leave to lxml."""
+    return st.sampled_from(good * 8 + bad)
+
+
+_BLANK = st.sampled_from(["", " ", "\r\n", "\n\t", "  \n"])
+_TEXT = _mostly(
+    ["bench", "a b", "x  y", "!#%()*;=?~"],
+    [" a", "a ", " ", "", "x&amp;y", "\u00e9", "a\tb", "<b>", "q'", '"'],
+)
+_ID = _mostly(["t1", "t2", "t3", "t4"], ["", "a b", "t&1"])
+_BASIC = _mostly(["open", "closed"], [" open", "busy", ""])
+_DECLARATION = _mostly(
+    ["", '<?xml version="1.0" encoding="UTF-8"?>', '<?xml version="1.0"?>'],
+    ["<?xml version='1.0' encoding='UTF-8'?>", '<?xml version="1.0" encoding="utf-8"?>'],
+)
+_ENTITY = _mostly(["sip:p@example.test", "pres:p@x", "tel:+1"], ["http://x", "sip:a&b", "a b"])
+
+
+@st.composite
+def _pidf_bodies(draw: st.DrawFn) -> bytes:
+    blank = lambda: draw(_BLANK)  # noqa: E731 - one fresh draw per call
+    parts = [
+        draw(_DECLARATION),
+        blank(),
+        '<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="',
+        draw(_ENTITY),
+        '">',
+        blank(),
+    ]
+    for _ in range(draw(st.integers(0, 3))):
+        parts += [f'<tuple id="{draw(_ID)}">', blank(), "<status>", blank()]
+        parts += [f"<basic>{draw(_BASIC)}</basic>", blank(), "</status>", blank()]
+        for _ in range(draw(st.integers(0, 2))):
+            parts += [f"<note>{draw(_TEXT)}</note>", blank()]
+        parts += ["</tuple>", blank()]
+    for _ in range(draw(st.integers(0, 2))):
+        parts += [f"<note>{draw(_TEXT)}</note>", blank()]
+    parts += ["</presence>", blank()]
+    return "".join(parts).encode()
+
+
+def _general(body: bytes) -> object:
+    """validate_pidf through lxml only."""
+    try:
+        root = pidf_module.parse_xml(body)
+        entity, _ = pidf_module._validate(root)
+    except PidfError as exc:
+        return ("error", exc.reason)
+    return entity, pidf_module.serialise(root)
+
+
+@settings(max_examples=3000, derandomize=True)
+@given(_pidf_bodies())
+def test_simple_pidf_path_gives_what_lxml_gives(body: bytes) -> None:
+    fast = pidf_module._simple_pidf(body)
+    if fast is not None:
+        assert fast == _general(body)
+    assert validate_pidf_outcome(body) == _general(body)
+
+
+def validate_pidf_outcome(body: bytes) -> object:
+    try:
+        return pidf_module.validate_pidf(body)
+    except PidfError as exc:
+        return ("error", exc.reason)
+
+
+def test_simple_pidf_path_takes_the_usual_publish_body() -> None:
+    body = (
+        b'<?xml version="1.0" encoding="UTF-8"?>\r\n'
+        b'<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="sip:p1@example.test">\r\n'
+        b'<tuple id="t7"><status><basic>open</basic></status><note>bench</note></tuple>\r\n'
+        b"</presence>\r\n"
+    )
+    assert pidf_module._simple_pidf(body) == _general(body)
+    duplicate = body.replace(
+        b"</presence>", b'<tuple id="t7"><status><basic>open</basic></status></tuple></presence>'
+    )
+    assert pidf_module._simple_pidf(duplicate) is None
+    assert validate_pidf_outcome(duplicate) == ("error", "Invalid PIDF: duplicate tuple id 't7'")

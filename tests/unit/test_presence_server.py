@@ -24,7 +24,10 @@ from presence_sip.registrar.bindings import MemoryBindingStore
 from presence_sip.registrar.registrar import Registrar
 from presence_sip.registrar.role import RegistrarRole
 from presence_sip.sip import Request, Response, parse_message, to_bytes
+from presence_sip.sip.message import parse_cseq
 from presence_sip.sip.peer import Peer
+from presence_sip.sip.uri import parse_via
+from presence_sip.storage import database
 from presence_sip.storage.database import connect, migrate
 from presence_sip.storage.group_commit import GroupCommit
 from presence_sip.storage.memory_hss import MemorySubscriberStore
@@ -285,6 +288,29 @@ def test_subscribe_gets_200_then_notify_with_registration_state() -> None:
     assert basic(notify) == "closed"  # not registered, nothing published
     assert notify.uri == "sip:alice@127.0.0.1:5070"
     assert node.sent[-1][1] == Peer("udp", "127.0.0.1", 5070)
+
+
+def test_notify_via_and_cseq_are_given_as_parsing_would_give_them() -> None:
+    """The NOTIFY's typed top Via and CSeq are set when it is built (the transaction layer reads
+    them): they must be exactly what parsing its header text gives."""
+    node = Node()
+    built: list[Request] = []
+    send = node.role.server.send
+
+    def keep(request: Request, *rest: object) -> None:
+        built.append(request)
+        send(request, *rest)  # type: ignore[arg-type]
+
+    node.role.server.send = keep
+    tcp = subscribe(contact="<sip:alice@127.0.0.1:5070;transport=tcp>", call_id="c-tcp")
+    node.receive(tcp.replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP"), Peer("tcp", "127.0.0.1", 4000, 3))
+    subscribed(node)
+    assert len(built) == 2
+    for request in built:
+        assert request.top_via == parse_via(request.headers.get("Via") or "")
+        assert request.cseq == parse_cseq(request.headers.get("CSeq") or "")
+        assert request.top_via.branch
+        assert request.top_via.rport is True
 
 
 def subscribed(node: Node, **kwargs: object) -> tuple[Response, Request]:
@@ -941,6 +967,25 @@ def test_expired_rows_are_not_loaded() -> None:
     node2 = Node(store=SqlitePresenceStore(conn), now=node.now + 120)
     assert node2.role.server.subscriptions == {}
     assert SqlitePresenceStore(conn).counts() == (0, 0)
+    conn.close()
+
+
+def test_version_1_database_keeps_its_rows_and_loses_the_expiry_indexes() -> None:
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    migrate(conn, "core")
+    database.register_migrations("test-presence-v1", database._MIGRATIONS["presence"][:1])
+    migrate(conn, "test-presence-v1")
+    conn.execute("INSERT INTO schema_versions (component, version) VALUES ('presence', 1)")
+    conn.execute(
+        "INSERT INTO presence_publications (etag, presentity, expires_at, body, seq)"
+        " VALUES ('e1', 'sip:bob@x', ?, ?, 1)",
+        (T0 + 600, PIDF_OPEN),
+    )
+    store = SqlitePresenceStore(conn)
+    assert database.schema_version(conn, "presence") == 2
+    indexes = conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'").fetchall()
+    assert not [name for (name,) in indexes if name.endswith("_expiry")]
+    assert [r.etag for r in store.load_publications(T0)] == ["e1"]
     conn.close()
 
 

@@ -69,9 +69,13 @@ _PIECES = [
 def _slow(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(uri_module, "_SIMPLE_VIA_SENT", _NEVER)
     monkeypatch.setattr(uri_module, "_SIMPLE_PARAMS", _NEVER)
+    monkeypatch.setattr(uri_module, "_SPLIT_VIA", _NEVER)
+    monkeypatch.setattr(uri_module, "_SPLIT_SIP_URI", _NEVER)
 
 
 def _outcome(parse: object, text: str) -> object:
+    uri_module._URI_CACHE.clear()  # compare the parsers, not what an earlier run cached
+    uri_module._NAME_ADDR_CACHE.clear()
     try:
         return parse(text)  # type: ignore[operator]
     except SipParseError as exc:
@@ -107,6 +111,63 @@ def test_header_params_fast_path_matches_the_scanner(pieces: list[str]) -> None:
 def test_name_addr_fast_path() -> None:
     texts = ['"A" <sip:a@b>;tag=1', "A B <sips:a:pw@b:5060;lr>", "sip:a@b;tag=1", "<sip:a@b>;tag"]
     _compare(lambda t: parse_name_addr(t, "From"), texts)
+
+
+URIS = [
+    "sip:alice@example.test",
+    "sip:w1@127.0.0.1:16000;transport=UDP",
+    "sips:a.b-c.d:5061;lr;maddr=x",
+    "sip:%41b@h;a=%2F",
+    "SIP:alice@example.test",
+    "sip:alice@example.test:05060",
+    "sip:alice@example.test:65536",
+    "sip:alice@[::1]:5060",
+    "sip:alice:pw@host",
+    "sip:a;b@host",
+    "sip:a@host?subject=x",
+    "sip:a@host;",
+    "sip:a@host;x=",
+    "sip:a@host;x=y=z",
+    "sip:a@host.",
+    "sip:a@a..b",
+    "sip:a@-a",
+    "sip:@host",
+    "sip:",
+    "tel:+123",
+]
+_URI_PIECES = [
+    "sip:",
+    "sips:",
+    "a",
+    "B1",
+    "@",
+    ":",
+    "5060",
+    "99999",
+    ";",
+    "=",
+    "-",
+    ".",
+    "%41",
+    "%4",
+    "?",
+    "[",
+    "]",
+    "&",
+    "/",
+    " ",
+]
+
+
+def test_sip_uri_fast_path_matches_the_general_parser() -> None:
+    _compare(parse_uri, URIS)
+
+
+@settings(max_examples=1500, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(_URI_PIECES), min_size=1, max_size=8))
+def test_sip_uri_fast_path_on_generated_input(pieces: list[str]) -> None:
+    text = "".join(pieces)
+    _compare(parse_uri, [text, "sip:" + text, "sip:a@" + text])
 
 
 def test_parsed_uris_are_shared_and_errors_are_not_cached() -> None:
