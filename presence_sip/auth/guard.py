@@ -34,6 +34,10 @@ class Verdict:
         return self.status == 0
 
 
+_LET_THROUGH = Verdict(None)
+"""The verdict when authentication does not apply (immutable: one for all requests)."""
+
+
 class RequestGuard:
     """Applies digest authentication (RFC 3261 §22) to the methods in ``challenged``.
 
@@ -61,7 +65,7 @@ class RequestGuard:
     def check(self, request: Request, now: float) -> Verdict:
         authenticator = self.authenticator
         if authenticator is None or request.method not in self.challenged:
-            return Verdict(None)
+            return _LET_THROUGH
         header = "Proxy-Authorization" if self.proxy else "Authorization"
         stale = False
         reason = "Credentials required"
