@@ -34,7 +34,9 @@ class ClientTransaction(Machine):
         destination: Peer,
         now: float,
     ) -> None:
-        super().__init__(NON_INVITE_CLIENT_TRANSITIONS, State.TRYING)
+        # (Machine's fields set here: one call less per request sent)
+        self._table = NON_INVITE_CLIENT_TRANSITIONS
+        self.state = State.TRYING
         self._ctx = ctx
         self.key = key
         self.request: Request | None = request
@@ -61,10 +63,9 @@ class ClientTransaction(Machine):
             # RFC 3261 §17.1.2.2: retransmitted finals in Completed are discarded.
             ctx.stats["responses_absorbed"] += 1
             return
-        ctx.emit(ResponseReceived(response=response, source=source, key=self.key, request=request))
+        ctx.emit(ResponseReceived(response, source, self.key, request))  # (positional: faster)
         if effect is SideEffect.DELIVER_FINAL:
-            ctx.cancel(self, Input.TIMER_E)
-            ctx.cancel(self, Input.TIMER_F)
+            ctx.forget(self)  # Timers E and F (nothing else is armed in Trying/Proceeding)
             # RFC 3261 §17.1.2.2: Timer K = T4 on unreliable transports, 0 on reliable ones.
             if self.destination.reliable:
                 self._apply(Input.TIMER_K)

@@ -236,6 +236,7 @@ class Context:
         """Cancel every timer of ``owner`` (it terminated)."""
         self.live -= len(owner.armed)
         owner.armed.clear()
+        self._maybe_compact()  # its heap entries went stale
 
     def _maybe_compact(self) -> None:
         """Rebuild the heap when most of its entries are stale."""
@@ -451,7 +452,7 @@ class TransactionManager:
             txn_new = ServerTransaction(ctx, key, request, source, reply_to)
         ctx.servers[key] = txn_new
         ctx.stats["requests_received"] += 1
-        ctx.emit(RequestReceived(request=request, source=source, key=key))
+        ctx.events.append(RequestReceived(request, source, key))  # (positional: builds faster)
 
     def _receive_ack(
         self, request: Request, via: Via, key: TransactionKey, source: Peer, now: float
@@ -492,7 +493,7 @@ class TransactionManager:
             except SipParseError as exc:
                 self._drop(source, response, exc.reason)
                 return
-            txn = ctx.clients.get(TransactionKey(branch, method))
+            txn = ctx.clients.get((branch, method, ""))  # (a plain tuple: no NamedTuple built)
             if txn is not None:
                 ctx.stats["responses_received"] += 1
                 txn.receive_response(response, source, now)
