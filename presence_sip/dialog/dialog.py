@@ -34,6 +34,10 @@ MAX_CSEQ = 2**31 - 1
 """RFC 3261 §8.1.1.5: CSeq values we generate stay below 2**31."""
 
 
+_DIALOG_KEYS = ("from", "to", "call-id", "cseq", "contact")
+"""Lookup keys of the dialog fields every in-dialog request carries, in order."""
+
+
 class DialogError(RemoteProtocolError):
     """A dialog-creating or in-dialog request that cannot be accepted (carries the status)."""
 
@@ -162,8 +166,10 @@ class Dialog:
         request_uri, routes = self.request_uri_and_routes()
         seq = self.next_cseq()
         items = [("Via", via), ("Max-Forwards", str(max_forwards))]
+        keys = ["via", "max-forwards"]
         if routes:
             items.extend(("Route", route) for route in routes)
+            keys.extend(["route"] * len(routes))
         items += [
             ("From", f"<{self.local_uri}>;tag={self.local_tag}"),
             ("To", f"{self.remote_uri};tag={self.remote_tag}"),
@@ -171,10 +177,14 @@ class Dialog:
             ("CSeq", f"{seq} {method}"),
             ("Contact", f"<{self.local_contact}>"),
         ]
-        items.extend(headers)
+        keys += _DIALOG_KEYS
+        for item in headers:
+            items.append(item)
+            keys.append(item[0].lower())
         items.append(("Content-Length", str(len(body))))
+        keys.append("content-length")
         # Every name is canonical (``headers`` too, see above): build the multimap directly.
-        out = Headers._from_canonical(items, [name.lower() for name, _ in items])
+        out = Headers._from_canonical(items, keys)
         request = Request._parsed(method, request_uri, out, body)
         request.seed(cseq=CSeq(seq, method), top_via=parsed_via)
         return request
@@ -278,8 +288,11 @@ def _contact(request: Request) -> SipUri:
 
 
 def _without_tag(name_addr: NameAddr) -> str:
-    params = tuple(p for p in name_addr.params if p[0].lower() != "tag")
-    if not params and name_addr.display_name is None:
+    params = name_addr.params
+    if len(params) == 1 and name_addr.display_name is None and params[0][0].lower() == "tag":
         return f"<{name_addr.uri}>"  # the usual From: nothing but the URI and the tag
+    params = tuple(p for p in params if p[0].lower() != "tag")
+    if not params and name_addr.display_name is None:
+        return f"<{name_addr.uri}>"
     uri = name_addr.uri
     return str(NameAddr(uri, name_addr.display_name, params, True))

@@ -87,6 +87,10 @@ _AUTH_INPUT = {
     Action.BLOCK: Input.AUTH_BLOCK,
 }
 _REASONS = {SideEffect.NOTIFY_REJECTED: "rejected", SideEffect.NOTIFY_TIMEOUT: "timeout"}
+_TERMINATED = {effect: f"terminated;reason={reason}" for effect, reason in _REASONS.items()}
+"""Subscription-State of a final NOTIFY, by the side effect that ended the subscription."""
+_EXPIRES_PREFIX = {state: f"{state.value};expires=" for state in State}
+"""Subscription-State up to the remaining seconds, by state (no Enum ``.value`` per NOTIFY)."""
 
 
 class PresenceStore(SubscriptionStore, PublicationStore, Protocol):
@@ -512,12 +516,12 @@ class PresenceServer:
         event = sub.event if sub.event_id is None else f"{sub.event};id={sub.event_id}"
         headers = [("Event", event)]
         if sub.final is not None:
-            headers.append(("Subscription-State", f"terminated;reason={_REASONS[sub.final]}"))
+            headers.append(("Subscription-State", _TERMINATED[sub.final]))
             if sub.final is SideEffect.NOTIFY_REJECTED or sub.action is Action.CONFIRM:
                 return headers, "", b""  # RFC 5025: nothing is revealed to a refused watcher
         else:
             remaining = max(0, int(sub.expires_at - now + 0.5))
-            headers.append(("Subscription-State", f"{sub.state.value};expires={remaining}"))
+            headers.append(("Subscription-State", f"{_EXPIRES_PREFIX[sub.state]}{remaining}"))
             if sub.state is State.PENDING:
                 return headers, "", b""  # RFC 3856 §6.6.2: no state while pending
         if sub.event == WINFO:
