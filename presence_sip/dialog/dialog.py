@@ -98,7 +98,8 @@ class Dialog:
         )
         if not dialog.route_set:
             # The first NOTIFY goes to the Contact just parsed: no second parse of it (issue 8).
-            dialog.next_hop = shared_peer(dialog._destination(target))
+            # Both possible answers (the shared source, a next_hop_peer) are shared Peers already.
+            dialog.next_hop = dialog._destination(target)
         return dialog
 
     @property
@@ -252,15 +253,38 @@ def next_hop_peer(uri: object, fallback: Peer) -> Peer:
     if transport not in ("udp", "tcp", "tls"):
         return fallback
     port = uri.port if uri.port is not None else (5061 if transport == "tls" else 5060)
-    return Peer(transport, uri.host.strip("[]"), port)
+    key = (transport, uri.host, port)
+    found = _HOPS.get(key)  # a tuple key hashes in C; a Peer is built and hashed in Python
+    if found is None:
+        if len(_HOPS) >= _PEERS_SIZE:
+            _HOPS.clear()
+        found = _HOPS[key] = shared_peer(Peer(transport, uri.host.strip("[]"), port))
+    return found
+
+
+_HOPS: dict[tuple[str, str, int], Peer] = {}
+"""Shared next-hop Peers by (transport, URI host, port)."""
 
 
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 _IPV4 = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}")
 
 
+_IP_HOSTS: dict[str, bool] = {}
+"""Answers of :func:`is_ip` (the same few hosts recur: a dict hit instead of a regex match)."""
+
+
 def is_ip(host: str) -> bool:
     """Is ``host`` an IPv4 address or an IPv6 address / reference?"""
+    found = _IP_HOSTS.get(host)
+    if found is None:
+        if len(_IP_HOSTS) >= _PEERS_SIZE:
+            _IP_HOSTS.clear()
+        found = _IP_HOSTS[host] = _is_ip(host)
+    return found
+
+
+def _is_ip(host: str) -> bool:
     if _IPV4.fullmatch(host):
         return True
     if ":" not in host:
