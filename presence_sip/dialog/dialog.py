@@ -34,6 +34,10 @@ MAX_CSEQ = 2**31 - 1
 """RFC 3261 §8.1.1.5: CSeq values we generate stay below 2**31."""
 
 
+_DIALOG_KEYS = ("from", "to", "call-id", "cseq", "contact")
+"""Lookup keys of the dialog fields every in-dialog request carries, in order."""
+
+
 class DialogError(RemoteProtocolError):
     """A dialog-creating or in-dialog request that cannot be accepted (carries the status)."""
 
@@ -94,7 +98,8 @@ class Dialog:
         )
         if not dialog.route_set:
             # The first NOTIFY goes to the Contact just parsed: no second parse of it (issue 8).
-            dialog.next_hop = shared_peer(dialog._destination(target))
+            # Both possible answers (the shared source, a next_hop_peer) are shared Peers already.
+            dialog.next_hop = dialog._destination(target)
         return dialog
 
     @property
@@ -162,8 +167,10 @@ class Dialog:
         request_uri, routes = self.request_uri_and_routes()
         seq = self.next_cseq()
         items = [("Via", via), ("Max-Forwards", str(max_forwards))]
+        keys = ["via", "max-forwards"]
         if routes:
             items.extend(("Route", route) for route in routes)
+            keys.extend(["route"] * len(routes))
         items += [
             ("From", f"<{self.local_uri}>;tag={self.local_tag}"),
             ("To", f"{self.remote_uri};tag={self.remote_tag}"),
@@ -171,10 +178,14 @@ class Dialog:
             ("CSeq", f"{seq} {method}"),
             ("Contact", f"<{self.local_contact}>"),
         ]
-        items.extend(headers)
+        keys += _DIALOG_KEYS
+        for item in headers:
+            items.append(item)
+            keys.append(item[0].lower())
         items.append(("Content-Length", str(len(body))))
+        keys.append("content-length")
         # Every name is canonical (``headers`` too, see above): build the multimap directly.
-        out = Headers._from_canonical(items, [name.lower() for name, _ in items])
+        out = Headers._from_canonical(items, keys)
         request = Request._parsed(method, request_uri, out, body)
         request.seed(cseq=CSeq(seq, method), top_via=parsed_via)
         return request
@@ -242,15 +253,38 @@ def next_hop_peer(uri: object, fallback: Peer) -> Peer:
     if transport not in ("udp", "tcp", "tls"):
         return fallback
     port = uri.port if uri.port is not None else (5061 if transport == "tls" else 5060)
-    return Peer(transport, uri.host.strip("[]"), port)
+    key = (transport, uri.host, port)
+    found = _HOPS.get(key)  # a tuple key hashes in C; a Peer is built and hashed in Python
+    if found is None:
+        if len(_HOPS) >= _PEERS_SIZE:
+            _HOPS.clear()
+        found = _HOPS[key] = shared_peer(Peer(transport, uri.host.strip("[]"), port))
+    return found
+
+
+_HOPS: dict[tuple[str, str, int], Peer] = {}
+"""Shared next-hop Peers by (transport, URI host, port)."""
 
 
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 _IPV4 = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}")
 
 
+_IP_HOSTS: dict[str, bool] = {}
+"""Answers of :func:`is_ip` (the same few hosts recur: a dict hit instead of a regex match)."""
+
+
 def is_ip(host: str) -> bool:
     """Is ``host`` an IPv4 address or an IPv6 address / reference?"""
+    found = _IP_HOSTS.get(host)
+    if found is None:
+        if len(_IP_HOSTS) >= _PEERS_SIZE:
+            _IP_HOSTS.clear()
+        found = _IP_HOSTS[host] = _is_ip(host)
+    return found
+
+
+def _is_ip(host: str) -> bool:
     if _IPV4.fullmatch(host):
         return True
     if ":" not in host:
@@ -278,8 +312,11 @@ def _contact(request: Request) -> SipUri:
 
 
 def _without_tag(name_addr: NameAddr) -> str:
-    params = tuple(p for p in name_addr.params if p[0].lower() != "tag")
-    if not params and name_addr.display_name is None:
+    params = name_addr.params
+    if len(params) == 1 and name_addr.display_name is None and params[0][0].lower() == "tag":
         return f"<{name_addr.uri}>"  # the usual From: nothing but the URI and the tag
+    params = tuple(p for p in params if p[0].lower() != "tag")
+    if not params and name_addr.display_name is None:
+        return f"<{name_addr.uri}>"
     uri = name_addr.uri
     return str(NameAddr(uri, name_addr.display_name, params, True))

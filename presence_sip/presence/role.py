@@ -112,6 +112,8 @@ class PresenceRole:
         self._keys: dict[str, str | None] = {}
         """Presentity key by Request-URI text (watchers and publishers repeat the same URIs)."""
         self._entity_keys: dict[str, str | None] = {}
+        self._contacts: dict[tuple[str, tuple[str, int] | None, str | None], str] = {}
+        """Our Contact by (transport, listen address, Request-URI when it decides the host)."""
         """Presentity key by URI text of watchers (From) and PIDF entities (issue 8)."""
         self.server = PresenceServer(
             store=store,
@@ -256,9 +258,10 @@ class PresenceRole:
         """RFC 3856 §6.7: no Accept means PIDF; 406 when nothing we send is acceptable.
 
         Returns True when partial notification (RFC 5263) may be used."""
-        values = request.headers.values("Accept")
-        if values == _JUST_PIDF and event == PRESENCE:
+        # One field holding just PIDF, compared before splitting it at commas (issue 8).
+        if event == PRESENCE and request.headers.get_all("Accept") == _JUST_PIDF:
             return False  # the common case, decided without building sets (issue 8)
+        values = request.headers.values("Accept")
         offered = {item.split(";", 1)[0].strip().lower() for item in values}
         offered.discard("")
         if not offered:
@@ -393,10 +396,20 @@ class PresenceRole:
             raise _Refusal(403, "Not the owner of this presentity")
 
     def _local_contact(self, request: Request, source: Peer) -> str:
-        """Our Contact for a new dialog (see the module docstring)."""
+        """Our Contact for a new dialog (see the module docstring), cached by what decides it."""
+        local = self.endpoint.local_address(source.transport)
+        by_uri = local is None and self.contact_address is None
+        key = (source.transport, local, request.uri if by_uri else None)
+        contact = self._contacts.get(key)
+        if contact is None:
+            if len(self._contacts) >= _KEY_CACHE_SIZE:
+                self._contacts.clear()
+            contact = self._contacts[key] = self._make_contact(request, source, local)
+        return contact
+
+    def _make_contact(self, request: Request, source: Peer, local: tuple[str, int] | None) -> str:
         host: str | None = None
         port: int | None = None
-        local = self.endpoint.local_address(source.transport)
         if self.contact_address is not None:
             host, port = self.contact_address
         elif local is not None:

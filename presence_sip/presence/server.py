@@ -87,6 +87,10 @@ _AUTH_INPUT = {
     Action.BLOCK: Input.AUTH_BLOCK,
 }
 _REASONS = {SideEffect.NOTIFY_REJECTED: "rejected", SideEffect.NOTIFY_TIMEOUT: "timeout"}
+_TERMINATED = {effect: f"terminated;reason={reason}" for effect, reason in _REASONS.items()}
+"""Subscription-State of a final NOTIFY, by the side effect that ended the subscription."""
+_EXPIRES_PREFIX = {state: f"{state.value};expires=" for state in State}
+"""Subscription-State up to the remaining seconds, by state (no Enum ``.value`` per NOTIFY)."""
 
 
 class PresenceStore(SubscriptionStore, PublicationStore, Protocol):
@@ -141,7 +145,7 @@ class PresenceServer:
         self._due: list[Subscription] = []
         self._diffs: dict[tuple[bytes, bytes], bytes] = {}
         self._strings: dict[str, str] = {}
-        self._sent_by_parts: dict[str, tuple[str, int | None]] = {}
+        self._via_heads: dict[tuple[str, str], tuple[str, str, tuple[str, int | None] | None]] = {}
         self._next_poll = now
         self._last_now = now
         self._reauth: list[str] = []
@@ -489,10 +493,9 @@ class PresenceServer:
         if content_type:
             headers.append(("Content-Type", content_type))
         destination = sub.dialog.destination()
-        transport = destination.transport.upper()
+        transport, head, sent_by = self._via_head(destination.transport, sub.via_sent_by)
         branch = self.new_branch()
-        via = f"SIP/2.0/{transport} {sub.via_sent_by};branch={branch};rport"
-        sent_by = self._via_sent_by(sub.via_sent_by)
+        via = f"{head}{branch};rport"
         params = (("branch", branch), ("rport", None))
         parsed = None if sent_by is None else Via(transport, *sent_by, params)
         request = sub.dialog.build_request(
@@ -512,12 +515,12 @@ class PresenceServer:
         event = sub.event if sub.event_id is None else f"{sub.event};id={sub.event_id}"
         headers = [("Event", event)]
         if sub.final is not None:
-            headers.append(("Subscription-State", f"terminated;reason={_REASONS[sub.final]}"))
+            headers.append(("Subscription-State", _TERMINATED[sub.final]))
             if sub.final is SideEffect.NOTIFY_REJECTED or sub.action is Action.CONFIRM:
                 return headers, "", b""  # RFC 5025: nothing is revealed to a refused watcher
         else:
             remaining = max(0, int(sub.expires_at - now + 0.5))
-            headers.append(("Subscription-State", f"{sub.state.value};expires={remaining}"))
+            headers.append(("Subscription-State", f"{_EXPIRES_PREFIX[sub.state]}{remaining}"))
             if sub.state is State.PENDING:
                 return headers, "", b""  # RFC 3856 §6.6.2: no state while pending
         if sub.event == WINFO:
@@ -641,18 +644,27 @@ class PresenceServer:
             self._strings["via:" + local_contact] = cached
         return cached
 
-    def _via_sent_by(self, sent_by: str) -> tuple[str, int | None] | None:
-        """Host and port of a Via sent-by as the Via parser gives them (None: unparsable)."""
+    def _via_head(
+        self, transport: str, sent_by: str
+    ) -> tuple[str, str, tuple[str, int | None] | None]:
+        """Our Via's transport, its text up to the branch value, and the sent-by as the Via
+        parser gives it (None: unparsable); worked out once per transport and sent-by."""
         try:
-            return self._sent_by_parts[sent_by]
+            return self._via_heads[transport, sent_by]
         except KeyError:
             pass
+        name = transport.upper()
+        head = (name, f"SIP/2.0/{name} {sent_by};branch=", self._via_sent_by(sent_by))
+        self._via_heads[transport, sent_by] = head
+        return head
+
+    def _via_sent_by(self, sent_by: str) -> tuple[str, int | None] | None:
+        """Host and port of a Via sent-by as the Via parser gives them (None: unparsable)."""
         try:
             via = parse_via(f"SIP/2.0/UDP {sent_by}")
         except SipError:
             return None
-        parts = self._sent_by_parts[sent_by] = (via.host, via.port)
-        return parts
+        return (via.host, via.port)
 
     def close(self) -> None:
         """Everything is written through; nothing to release."""
