@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from presence_sip.sip.errors import RemoteProtocolError
+from presence_sip.sip.memo import remember
 from presence_sip.sip.message import CSeq, Headers, Request
 from presence_sip.sip.peer import Peer
 from presence_sip.sip.uri import NameAddr, SipUri, Via, parse_name_addr
@@ -231,7 +232,6 @@ class Dialog:
 
 
 _PEERS: dict[Peer, Peer] = {}
-_PEERS_SIZE = 4096
 
 
 def shared_peer(peer: Peer) -> Peer:
@@ -239,9 +239,7 @@ def shared_peer(peer: Peer) -> Peer:
     gateway, a proxy, a load generator) share it instead of holding one each (issue 8)."""
     found = _PEERS.get(peer)
     if found is None:
-        if len(_PEERS) >= _PEERS_SIZE:
-            _PEERS.clear()
-        found = _PEERS[peer] = peer
+        found = remember(_PEERS, peer, peer)
     return found
 
 
@@ -256,9 +254,7 @@ def next_hop_peer(uri: object, fallback: Peer) -> Peer:
     key = (transport, uri.host, port)
     found = _HOPS.get(key)  # a tuple key hashes in C; a Peer is built and hashed in Python
     if found is None:
-        if len(_HOPS) >= _PEERS_SIZE:
-            _HOPS.clear()
-        found = _HOPS[key] = shared_peer(Peer(transport, uri.host.strip("[]"), port))
+        found = remember(_HOPS, key, shared_peer(Peer(transport, uri.host.strip("[]"), port)))
     return found
 
 
@@ -278,9 +274,7 @@ def is_ip(host: str) -> bool:
     """Is ``host`` an IPv4 address or an IPv6 address / reference?"""
     found = _IP_HOSTS.get(host)
     if found is None:
-        if len(_IP_HOSTS) >= _PEERS_SIZE:
-            _IP_HOSTS.clear()
-        found = _IP_HOSTS[host] = _is_ip(host)
+        found = remember(_IP_HOSTS, host, _is_ip(host))
     return found
 
 

@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 from . import grammar
 from .errors import SipParseError
+from .memo import remember
 from .uri import (
     NameAddr,
     Params,
@@ -98,17 +99,13 @@ def canonical_name(name: str) -> str:
 
 _NAMES: dict[str, tuple[str, str]] = {}
 """Header names as callers spell them -> (canonical name, lookup key): one dict hit per call."""
-_NAMES_LIMIT = 4096
 
 
 def _name_and_key(name: str) -> tuple[str, str]:
     entry = _NAMES.get(name)
     if entry is None:
         cname = CANONICAL_NAMES.get(name.lower(), name)
-        entry = (cname, cname.lower())
-        if len(_NAMES) >= _NAMES_LIMIT:
-            _NAMES.clear()
-        _NAMES[name] = entry
+        entry = remember(_NAMES, name, (cname, cname.lower()))
     return entry
 
 
@@ -304,16 +301,12 @@ class ContentType:
 
 _CSEQ_CACHE: dict[str, CSeq] = {}
 """CSeq values already parsed, by text ("1 SUBSCRIBE", "2 NOTIFY"... recur in every dialog)."""
-_CSEQ_CACHE_LIMIT = 4096
 
 
 def parse_cseq(value: str) -> CSeq:
     found = _CSEQ_CACHE.get(value)
     if found is None:
-        found = _parse_cseq(value)
-        if len(_CSEQ_CACHE) >= _CSEQ_CACHE_LIMIT:
-            _CSEQ_CACHE.clear()
-        _CSEQ_CACHE[value] = found
+        found = remember(_CSEQ_CACHE, value, _parse_cseq(value))
     return found
 
 

@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 from . import grammar
 from .errors import SipParseError
+from .memo import remember
 
 Params = tuple[tuple[str, str | None], ...]
 """Ordered ``;name[=value]`` parameters, names and values exactly as received."""
@@ -146,17 +147,13 @@ Uri = SipUri | TelUri | AbsoluteUri
 _URI_CACHE: dict[str, Uri] = {}
 """URIs already parsed, by text (the same Request-URIs, From and To URIs recur between messages;
 the values are frozen, so sharing them is safe)."""
-_URI_CACHE_LIMIT = 4096
 
 
 def parse_uri(text: str) -> Uri:
     """Parse a URI; raises :class:`SipParseError` (400) when it is malformed."""
     uri = _URI_CACHE.get(text)
     if uri is None:
-        uri = _parse_uri(text)
-        if len(_URI_CACHE) >= _URI_CACHE_LIMIT:
-            _URI_CACHE.clear()
-        _URI_CACHE[text] = uri
+        uri = remember(_URI_CACHE, text, _parse_uri(text))
     return uri
 
 
@@ -332,7 +329,6 @@ class NameAddr(NamedTuple):
 
 _NAME_ADDR_CACHE: dict[str, NameAddr] = {}
 """Name-addrs already parsed, by text: To without a tag, a dialog's From and Contact recur."""
-_NAME_ADDR_CACHE_LIMIT = 4096
 
 
 def parse_name_addr(text: str, what: str) -> NameAddr:
@@ -340,10 +336,7 @@ def parse_name_addr(text: str, what: str) -> NameAddr:
     the error raised."""
     found = _NAME_ADDR_CACHE.get(text)
     if found is None:
-        found = _parse_name_addr(text, what)
-        if len(_NAME_ADDR_CACHE) >= _NAME_ADDR_CACHE_LIMIT:
-            _NAME_ADDR_CACHE.clear()
-        _NAME_ADDR_CACHE[text] = found
+        found = remember(_NAME_ADDR_CACHE, text, _parse_name_addr(text, what))
     return found
 
 

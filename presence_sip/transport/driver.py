@@ -25,6 +25,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar
 
 from presence_sip.config import Limits
 from presence_sip.sip.errors import ConfigError, SipParseError, TransportError
+from presence_sip.sip.memo import remember
 from presence_sip.sip.peer import Peer
 
 from .listen import ListenSpec
@@ -498,7 +499,6 @@ def _key(peer: Peer) -> AddressKey:
 
 
 _LITERALS: dict[str, tuple[str, int]] = {}
-_LITERALS_SIZE = 4096
 
 
 def _ip_literal(host: str) -> tuple[str, int]:
@@ -512,10 +512,7 @@ def _ip_literal(host: str) -> tuple[str, int]:
         address = ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))
     except ValueError:
         raise TransportError(f"{host!r} is not an IP address (no DNS in the transport)") from None
-    if len(_LITERALS) >= _LITERALS_SIZE:
-        _LITERALS.clear()
-    found = _LITERALS[host] = (address.compressed, address.version)
-    return found
+    return remember(_LITERALS, host, (address.compressed, address.version))
 
 
 def _bound_socket(spec: ListenSpec, kind: socket.SocketKind) -> socket.socket:
