@@ -135,6 +135,9 @@ class Driver:
         self._timer_at = math.inf
         """The slot (endpoint clock) the loop timer fires at; inf when none is armed."""
         self._time: Callable[[], float] = clock if clock is not None else _not_started
+        self._pump_pending = False
+        self._pump_now = 0.0
+        """The endpoint time of the first input since the last pump (see _pump_soon)."""
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self, listen: Sequence[ListenSpec]) -> None:
@@ -257,6 +260,26 @@ class Driver:
         # already, no deadline can need an earlier one, and get_timer() is not even asked.
         if now is None or self._timer_at > math.ceil(now * TIMER_SLOTS) / TIMER_SLOTS:
             self._arm_timer()
+
+    def _pump_soon(self, now: float) -> None:
+        """:meth:`_pump` once the datagrams that are ready in this loop iteration are all in.
+
+        The loop hands over every datagram that is ready before it runs the callbacks scheduled
+        meanwhile, so under load one pump sends the answers to a burst of requests back to
+        back: one wake-up of the peer for the burst instead of one per answer, and one
+        outbox/timer round (issue 8).  With one datagram per iteration it is the same pump, a
+        callback later.  Stream messages pump at once (a pong written by the connection must
+        follow the answers to the messages before it)."""
+        if self._pump_pending or not self._running:
+            return
+        self._pump_pending = True
+        self._pump_now = now
+        self._get_loop().call_soon(self._pump_deferred)
+
+    def _pump_deferred(self) -> None:
+        self._pump_pending = False
+        if self._running:
+            self._pump(self._pump_now)
 
     def _arm_timer(self) -> None:
         try:
@@ -434,7 +457,7 @@ class Driver:
         """One framed message from a connection."""
         now = self._time()
         self._call(self._endpoint.receive, data, conn.peer, now)
-        if self._running:
+        if self._running:  # at once: the connection may write a pong right after this message
             self._pump(now)
 
     def stream_malformed(self, conn: StreamConnection, data: bytes, error: SipParseError) -> None:
@@ -463,8 +486,7 @@ class Driver:
             self._endpoint.receive(data, peer, now)
         except Exception:  # STYLE.md §4: see _call
             logger.exception("endpoint receive raised (a bug); still serving")
-        if self._running:
-            self._pump(now)
+        self._pump_soon(now)
 
     def _udp_peer(self, addr: tuple[Any, ...]) -> Peer:
         peers = self._udp_peers
