@@ -25,7 +25,9 @@ WRITE_LOW_WATER = 64 * 1024
 WRITE_HARD_LIMIT = 4 * 1024 * 1024
 """Unsent bytes beyond which the connection is aborted."""
 CLOSE_GRACE = 5.0
-"""Seconds a graceful close may take to flush before the connection is aborted."""
+"""Seconds a graceful close may take to flush (or to linger) before the connection is aborted."""
+LINGER_MAX_BYTES = 1024 * 1024
+"""Bytes a lingering close reads and drops before it gives up and aborts the connection."""
 
 PONG = b"\r\n"
 """RFC 5626 §4.4.1: a double-CRLF ping is answered with a single CRLF."""
@@ -55,6 +57,8 @@ class State(enum.Enum):
 
     CONNECTING = "connecting"
     OPEN = "open"
+    LINGERING = "lingering"
+    """Framing was lost: answered, half-closed, dropping what the peer still sends."""
     CLOSING = "closing"
     CLOSED = "closed"
 
@@ -104,6 +108,7 @@ class StreamConnection(asyncio.Protocol):
         self._pings_seen = 0
         self._ping_run = 0
         self._receiving = True
+        self._discarded = 0  # bytes dropped while lingering
         self._pending: list[bytes] = []
         self._early = bytearray()
         self._last_activity = self._loop.time()
@@ -188,6 +193,9 @@ class StreamConnection(asyncio.Protocol):
             if len(self._early) > self._limits.max_message_size:
                 cast(asyncio.Transport, self._raw).abort()
             return
+        if self.state is State.LINGERING:
+            self._discard(len(data))
+            return
         if self.state is not State.OPEN or not self._receiving:
             return
         self._touch()
@@ -207,7 +215,7 @@ class StreamConnection(asyncio.Protocol):
             self._owner.stream_message(self, message)
 
     def eof_received(self) -> bool | None:
-        return None  # close our side too
+        return None  # close our side too (lingering: the peer is done, so are we)
 
     def pause_writing(self) -> None:
         # The peer does not read our answers: stop reading its requests until it catches up.
@@ -215,7 +223,9 @@ class StreamConnection(asyncio.Protocol):
             self._transport.pause_reading()
 
     def resume_writing(self) -> None:
-        if self._transport is not None and self.state is State.OPEN and self._receiving:
+        if self._transport is None:
+            return
+        if (self.state is State.OPEN and self._receiving) or self.state is State.LINGERING:
             self._transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -224,7 +234,7 @@ class StreamConnection(asyncio.Protocol):
         self._pending.clear()
         if not self.closed.done():
             self.closed.set_result(None)
-        if previous in (State.OPEN, State.CLOSING):
+        if previous in (State.OPEN, State.LINGERING, State.CLOSING):
             logger.debug("connection %s closed (%s)", self, exc or "clean")
             self._owner.stream_lost(self)
 
@@ -249,13 +259,17 @@ class StreamConnection(asyncio.Protocol):
         self._write(data)
 
     def close(self) -> None:
-        """Graceful close: flush what is queued, then close; abort after :data:`CLOSE_GRACE`."""
+        """Graceful close: flush what is queued, then close; abort after :data:`CLOSE_GRACE`.
+
+        A lingering connection stops lingering and keeps its deadline."""
         if self.state is State.CONNECTING:
             self.abort()
-        elif self.state is State.OPEN and self._transport is not None:
+        elif self.state in (State.OPEN, State.LINGERING) and self._transport is not None:
+            lingering = self.state is State.LINGERING
             self.state = State.CLOSING
             self._transport.close()
-            self._arm(CLOSE_GRACE, self.abort)
+            if not lingering:
+                self._arm(CLOSE_GRACE, self.abort)
 
     def abort(self) -> None:
         """Drop the connection now, unsent data included."""
@@ -303,7 +317,48 @@ class StreamConnection(asyncio.Protocol):
         data = data[: end + 4] if end >= 0 else data[: self._limits.max_message_size]
         logger.info("connection %s: %s; closing", self, error.reason)
         self._owner.stream_malformed(self, data, error)
-        self.close()
+        self._linger()
+
+    def _linger(self) -> None:
+        """Lingering close (nginx ``lingering_close``): half-close, drain, then close.
+
+        Why: the peer may still be sending the rest of what lost the framing (the body of an
+        oversize message, pipelined requests).  Closing a socket with unread bytes in its receive
+        buffer, or that still receives bytes, makes the kernel send RST instead of FIN (RFC 1122
+        §4.2.2.13).  The peer then sees a reset where a clean EOF belongs (Linux: the answer,
+        then ECONNRESET), or loses the answer if its stack flushes its queue on RST, or fails
+        while still sending.  So: ``write_eof`` (FIN once the answer is flushed), read and
+        drop what still comes, close when the peer closes.  Bounded: aborted after
+        :data:`CLOSE_GRACE` seconds or :data:`LINGER_MAX_BYTES` bytes, whichever comes first.
+        TLS cannot half-close (``can_write_eof`` is False): it closes as before, with close_notify.
+        """
+        transport = self._transport
+        if (
+            self.state is not State.OPEN
+            or transport is None
+            or transport.is_closing()  # the answer overflowed the write buffer: aborted
+            or not transport.can_write_eof()
+        ):
+            self.close()
+            return
+        self.state = State.LINGERING
+        transport.write_eof()
+        transport.resume_reading()  # in case the answer paused it (pause_writing)
+        self._arm(CLOSE_GRACE, self._linger_expired)
+
+    def _discard(self, size: int) -> None:
+        self._discarded += size
+        if self._discarded > LINGER_MAX_BYTES:
+            self._stop_lingering(f"{self._discarded} bytes sent after the answer")
+
+    def _linger_expired(self) -> None:
+        self._timer = None
+        self._stop_lingering(f"not closed by the peer within {CLOSE_GRACE} s")
+
+    def _stop_lingering(self, why: str) -> None:
+        self._cancel_timer()
+        logger.info("connection %s: %s; aborting", self, why)
+        self.abort()
 
     def _touch(self) -> None:
         self._last_activity = self._loop.time()

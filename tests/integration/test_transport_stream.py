@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -11,8 +12,8 @@ from certs_helper import RecordingEndpoint, eventually, expected_200, only_task_
 
 from presence_sip.config import Limits
 from presence_sip.sip.peer import Peer
-from presence_sip.transport import Driver, parse_listen
-from presence_sip.transport.stream import WRITE_HIGH_WATER, WRITE_LOW_WATER
+from presence_sip.transport import Driver, parse_listen, stream
+from presence_sip.transport.stream import LINGER_MAX_BYTES, WRITE_HIGH_WATER, WRITE_LOW_WATER
 
 pytestmark = pytest.mark.integration
 
@@ -138,8 +139,95 @@ async def test_over_size_cap_gets_513_then_close(
     ((data, error, source),) = endpoint.malformed
     assert data == request  # the header block
     assert error.status == 513
+    writer.close()  # the node lingers until the peer closes (see the tests below)
     await eventually(lambda: endpoint.lost == [source])
     assert endpoint.raw == []
+
+
+def oversize_head(writer: asyncio.StreamWriter, length: int) -> bytes:
+    host, port = own_address(writer)
+    return options(host, port, "TCP").replace(
+        b"Content-Length: 0", f"Content-Length: {length}".encode()
+    )
+
+
+async def test_oversize_message_lingers_until_the_peer_closes(
+    driver: Driver, endpoint: RecordingEndpoint, connect: Connect
+) -> None:
+    """Lingering close: a peer still sending the body gets the whole 513, then EOF, not a reset.
+
+    Most of the body is sent after the answer: without the lingering close it meets a closed
+    socket, the node's kernel answers with RST and the peer's writes and reads fail.
+    """
+    reader, writer = await connect(tcp_port(driver))
+    body = b"x" * 70_000
+    writer.write(oversize_head(writer, len(body)) + body[:20_000])
+    assert (await read_message(reader)).startswith(b"SIP/2.0 513 Message too large\r\n")
+    for offset in range(20_000, len(body), 5_000):
+        writer.write(body[offset : offset + 5_000])
+        await writer.drain()
+        await asyncio.sleep(0.002)
+    assert await read_eof(reader) == b""  # a FIN: read_eof raises ConnectionResetError on RST
+    assert endpoint.lost == []  # half-closed and still reading: still counted
+    assert driver._inbound == 1
+    writer.close()
+    await writer.wait_closed()
+    await eventually(lambda: len(endpoint.lost) == 1)
+    assert driver._inbound == 0
+    assert endpoint.raw == []
+
+
+async def send_until_reset(writer: asyncio.StreamWriter, chunk: bytes, pause: float) -> int:
+    """Write ``chunk`` after ``chunk`` until the node resets the connection; bytes written."""
+    sent = 0
+    async with asyncio.timeout(stream.CLOSE_GRACE + 5):
+        while True:
+            writer.write(chunk)
+            try:
+                await writer.drain()
+            except ConnectionError:
+                return sent
+            sent += len(chunk)
+            await asyncio.sleep(pause)
+
+
+async def test_lingering_stops_after_max_bytes(
+    driver: Driver, endpoint: RecordingEndpoint, connect: Connect, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A peer that never stops sending is cut off once LINGER_MAX_BYTES have been dropped."""
+    caplog.set_level(logging.INFO, logger=stream.__name__)
+    reader, writer = await connect(tcp_port(driver))
+    writer.write(oversize_head(writer, 100_000_000))
+    assert (await read_message(reader)).startswith(b"SIP/2.0 513 ")
+    assert await read_eof(reader) == b""
+    sent = await send_until_reset(writer, b"x" * 65536, 0)
+    assert sent > LINGER_MAX_BYTES
+    assert "bytes sent after the answer; aborting" in caplog.text
+    await eventually(lambda: len(endpoint.lost) == 1)
+    assert driver._inbound == 0
+
+
+async def test_lingering_stops_after_close_grace(
+    driver: Driver,
+    endpoint: RecordingEndpoint,
+    connect: Connect,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A peer that trickles bytes and never closes is cut off after CLOSE_GRACE (shortened)."""
+    monkeypatch.setattr(stream, "CLOSE_GRACE", 0.3)
+    caplog.set_level(logging.INFO, logger=stream.__name__)
+    reader, writer = await connect(tcp_port(driver))
+    loop = asyncio.get_running_loop()
+    asked = loop.time()
+    writer.write(oversize_head(writer, 100_000_000))
+    assert (await read_message(reader)).startswith(b"SIP/2.0 513 ")
+    sent = await send_until_reset(writer, b"x" * 100, 0.02)
+    assert loop.time() - asked >= 0.3
+    assert sent < LINGER_MAX_BYTES
+    assert "not closed by the peer within 0.3 s; aborting" in caplog.text
+    await eventually(lambda: len(endpoint.lost) == 1)
+    assert driver._inbound == 0
 
 
 async def test_endless_header_block_closes_connection(
