@@ -64,7 +64,7 @@ exit $$rc
 endef
 
 .PHONY: help install venv build-tools system-tools fmt lint type test test-unit test-int test-sipp \
-	test-interop fuzz cov bench bench-tools demo certs clean distclean
+	test-interop fuzz cov cov-pure bench bench-tools demo certs clean distclean
 
 help:
 	@echo "targets: install fmt lint type test test-unit test-int test-sipp test-interop"
@@ -74,7 +74,11 @@ install: venv system-tools
 
 venv: $(STAMP_DEV)
 
-$(STAMP_DEV): pyproject.toml setup.py presence_sip/sip/_speedups.c | build-tools
+# The modules setup.py compiles with mypyc: an edit to one needs a rebuild (the compiled module
+# shadows its .py; tests/conftest.py refuses a stale build).
+NATIVE_SOURCES := $(shell sed -n 's/^    "\(presence_sip\/.*\.py\)",$$/\1/p' setup.py)
+
+$(STAMP_DEV): pyproject.toml setup.py presence_sip/sip/_speedups.c $(NATIVE_SOURCES) | build-tools
 	@[ -x "$(PYTHON)" ] || { echo "creating $(VENV) with $(PYTHON_BIN)"; "$(PYTHON_BIN)" -m venv "$(VENV)"; }
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $@
@@ -133,7 +137,12 @@ $(STAMP_COV): $(STAMP_DEV)
 	$(PYTHON) -c 'import coverage' 2>/dev/null || $(PYTHON) -m pip install --quiet 'coverage[toml]>=7'
 	@touch $@
 
-cov: install $(STAMP_COV)
+# Coverage traces Python code, and compiled modules run none: measured on a pure-Python build
+# (no mypyc, no C parser path) in its own venv.
+cov:
+	$(MAKE) VENV=$(VENV)-cov PRESENCE_SIP_PURE=1 cov-pure
+
+cov-pure: install $(STAMP_COV)
 	$(PYTHON) -bb -m coverage run -m pytest tests $(PYTEST_ARGS)
 	$(PYTHON) -m coverage report --show-missing
 
@@ -158,8 +167,11 @@ demo: install
 certs: venv
 	$(VENV)/bin/presence-sip certs demo --out certs
 
+# Also the compiled extensions (and the stamps that say they are built).
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov build dist *.egg-info
+	find presence_sip -name '*.so' -delete
+	rm -f .venv*/.stamp-dev
 	find . -path './.venv*' -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 # Also the venvs and generated certificates.

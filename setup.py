@@ -1,12 +1,74 @@
-"""Build of the optional C accelerator; all metadata lives in pyproject.toml.
+"""Build of the optional native parts; all metadata lives in pyproject.toml.
 
-``presence_sip/sip/_speedups.c`` speeds up the parser's fast path.  It is optional: when it cannot
-be compiled (no C compiler), the package installs and runs in pure Python.
+Two accelerators, both optional (without a C compiler the package installs and runs in pure
+Python, the reference both are tested against):
+
+* ``presence_sip/sip/_speedups.c``: the parser's C fast path.
+* The modules of :data:`NATIVE_MODULES` compiled to C extensions by mypyc (issue 8): the request
+  path of the sans-IO core, from parsing to the presence server.  Each compiled module shadows its
+  ``.py`` file, so a changed ``.py`` needs a rebuild (``make venv``; the test suite refuses to run
+  against a stale build).  ``PRESENCE_SIP_PURE=1`` at build time skips mypyc, and at run time
+  turns the parser's C path off.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import sysconfig
+from pathlib import Path
+
 from setuptools import Extension, setup
+
+NATIVE_MODULES = [
+    "presence_sip/dialog/dialog.py",
+    "presence_sip/endpoint.py",
+    "presence_sip/ids.py",
+    "presence_sip/presence/pidf.py",
+    "presence_sip/presence/publications.py",
+    "presence_sip/presence/role.py",
+    "presence_sip/presence/server.py",
+    "presence_sip/presence/subscriptions.py",
+    "presence_sip/presence/watchers.py",
+    "presence_sip/proxy/forward.py",
+    "presence_sip/proxy/proxy.py",
+    "presence_sip/proxy/routing.py",
+    "presence_sip/sip/memo.py",
+    "presence_sip/sip/message.py",
+    "presence_sip/sip/parser.py",
+    "presence_sip/sip/peer.py",
+    "presence_sip/sip/responses.py",
+    "presence_sip/sip/serializer.py",
+    "presence_sip/sip/uri.py",
+    "presence_sip/storage/group_commit.py",
+    "presence_sip/transaction/client.py",
+    "presence_sip/transaction/events.py",
+    "presence_sip/transaction/manager.py",
+    "presence_sip/transaction/server.py",
+    "presence_sip/transaction/states.py",
+]
+"""Compiled by mypyc; :mod:`presence_sip.native` reads this list to tell a stale build."""
+
+NATIVE_GROUP = "presence_sip._native"
+"""mypyc puts the code of all of them in one library, ``presence_sip/_native__mypyc*.so``."""
+
+
+def can_compile() -> bool:
+    """A C compiler and the interpreter's headers are there (else: pure Python, quietly)."""
+    include = Path(sysconfig.get_paths()["include"]) / "Python.h"
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    return include.exists() and shutil.which(compiler) is not None
+
+
+def native_extensions() -> list[Extension]:
+    if os.environ.get("PRESENCE_SIP_PURE") or not can_compile():
+        return []
+    try:
+        from mypyc.build import mypycify
+    except ImportError:  # a build without the build-system requirements: pure Python
+        return []
+    return list(mypycify(NATIVE_MODULES, opt_level="3", debug_level="0", group_name=NATIVE_GROUP))
+
 
 setup(
     ext_modules=[
@@ -15,6 +77,7 @@ setup(
             ["presence_sip/sip/_speedups.c"],
             extra_compile_args=["-Wall", "-Wextra", "-Wno-unused-parameter"],
             optional=True,
-        )
+        ),
+        *native_extensions(),
     ]
 )

@@ -159,8 +159,8 @@ class Endpoint:
             message = parse_message(
                 data, datagram=not source.reliable, max_size=self.limits.max_message_size
             )
-        except ParseFailure as exc:
-            self._answer_malformed(exc.partial, exc, source)
+        except ParseFailure as failure:  # (its own name: mypyc types a handler's name once)
+            self._answer_malformed(failure.partial, failure, source)
             return
         except SipParseError as exc:
             if exc.status == 513 and data[:4] != b"SIP/":

@@ -16,6 +16,7 @@ import ssl
 import time
 from dataclasses import dataclass, field
 
+from presence_sip import native
 from presence_sip.auth.digest import DigestAlgorithm, DigestAuthenticator
 from presence_sip.auth.guard import RequestGuard
 from presence_sip.config import Limits, Timers
@@ -224,7 +225,15 @@ class Node:
         )
         if self.config.auth == "none":
             log.warning("authentication is OFF (--auth none): lab use only")
-        log.info("%s serving domain %s", self.config.name, self.config.domain)
+        log.info(
+            "%s serving domain %s on a %s", self.config.name, self.config.domain, native.describe()
+        )
+        stale = native.stale_modules()
+        if stale:
+            log.warning(
+                "compiled modules older than their source (rebuild: make venv): %s",
+                ", ".join(stale),
+            )
 
     async def stop(self) -> None:
         await self.driver.stop()

@@ -32,6 +32,20 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 _DIRECTORY_MARKERS = {"integration": "integration", "sipp": "sipp", "interop": "interop"}
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Refuse to test a stale mypyc build: Python would import the old compiled modules."""
+    from presence_sip import native
+
+    stale = native.stale_modules()
+    if stale:
+        pytest.exit(
+            "compiled modules are older than their source, so the tests would run the old code: "
+            f"{', '.join(stale)}. Rebuild with `make venv` (or build pure Python with "
+            "`PRESENCE_SIP_PURE=1 .venv/bin/pip install -e .`).",
+            returncode=3,
+        )
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark every test with the group of the directory it lives in."""
     for item in items:

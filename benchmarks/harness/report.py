@@ -11,8 +11,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import presence_sip
 from benchmarks.harness.config import NICE, Settings
 from benchmarks.harness.servers import KAMAILIO_SETTINGS, OURS_SETTINGS
+from presence_sip import native
 
 
 @dataclass(slots=True)
@@ -54,7 +56,7 @@ def machine_info() -> list[str]:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    ours = _version([sys.executable, "-c", "import presence_sip as p; print(p.__version__)"])
+    ours = f"{presence_sip.__version__}, {native.describe()}"
     return [
         f"- Machine: {platform.node()}, `nproc` = {os.cpu_count()}, CPU: {cpu}, "
         f"kernel {platform.release()}",

@@ -131,11 +131,10 @@ class Headers:
 
     @classmethod
     def _from_canonical(cls, items: list[tuple[str, str]], keys: list[str]) -> Headers:
-        headers = cls.__new__(cls)
+        """Headers owning ``items`` and their lookup ``keys`` as given (already canonical)."""
+        headers = cls()  # (not cls.__new__: mypyc-compiled classes have none, see setup.py)
         headers._items = items
         headers._keys = keys
-        headers._raw = None
-        headers._raw_length = -1
         return headers
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
@@ -525,15 +524,8 @@ class Request(Message):
 
     @classmethod
     def _parsed(cls, method: str, uri: str, headers: Headers, body: bytes) -> Request:
-        """Construct without re-checking argument types (the parser's hot path)."""
-        request = cls.__new__(cls)
-        request.headers = headers
-        request.body = body
-        request._cache = {}
-        request.method = method
-        request.uri = uri
-        request.version = "SIP/2.0"
-        return request
+        """The parser's constructor: ``headers`` is always a :class:`Headers` there."""
+        return cls(method, uri, headers, body)
 
     @property
     def request_uri(self) -> Uri:
@@ -578,15 +570,8 @@ class Response(Message):
 
     @classmethod
     def _parsed(cls, status: int, reason: str, headers: Headers, body: bytes) -> Response:
-        """Construct without re-checking argument types (the parser's hot path)."""
-        response = cls.__new__(cls)
-        response.headers = headers
-        response.body = body
-        response._cache = {}
-        response.status = status
-        response.reason = reason
-        response.version = "SIP/2.0"
-        return response
+        """The parser's constructor: ``headers`` is always a :class:`Headers` there."""
+        return cls(status, reason, headers, body)
 
     def __eq__(self, other: object) -> bool:
         return (
