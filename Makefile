@@ -138,9 +138,13 @@ $(STAMP_COV): $(STAMP_DEV)
 	@touch $@
 
 # Coverage traces Python code, and compiled modules run none: measured on a pure-Python build
-# (no mypyc, no C parser path) in its own venv.
+# (no mypyc, no C parser path).  The compiled modules of this tree would shadow the .py files of
+# any venv, so the build is a copy of the tracked files in $(COV_TREE), with its own venv there.
+COV_TREE := build/cov-tree
 cov:
-	$(MAKE) VENV=$(VENV)-cov PRESENCE_SIP_PURE=1 cov-pure
+	mkdir -p $(COV_TREE)
+	git ls-files -z | xargs -0 cp -p --parents -t $(COV_TREE)
+	$(MAKE) -C $(COV_TREE) PRESENCE_SIP_PURE=1 PY=$(PY) cov-pure
 
 cov-pure: install $(STAMP_COV)
 	$(PYTHON) -bb -m coverage run -m pytest tests $(PYTEST_ARGS)

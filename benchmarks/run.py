@@ -249,7 +249,7 @@ class Bench:
 
     def memory(self) -> None:
         n = self.s.hold_subscriptions
-        rate = round_rate(min(4000.0, max(500.0, (self.result.cycle_max or 1000.0) * 1.2)))
+        rate = self.s.hold_rate
         self.server.start()
         try:
             self.prepublish()

@@ -49,6 +49,9 @@ class Settings:
     fanout_watchers: int
     latency_seconds: float
     hold_subscriptions: int
+    hold_rate: int
+    """SUBSCRIBE/s of the memory row, the same for both servers: each SUBSCRIBE's transaction
+    stays for Timer J (32 s) after it, so the memory held grows with the rate as well."""
     presentities: int
     """Distinct presentities for PUBLISH."""
     watched: int
@@ -66,6 +69,7 @@ FULL = Settings(
     fanout_watchers=1000,
     latency_seconds=20.0,
     hold_subscriptions=100_000,
+    hold_rate=2000,
     presentities=10_000,
     watched=1_000,
 )
@@ -80,6 +84,7 @@ QUICK = Settings(
     fanout_watchers=300,
     latency_seconds=5.0,
     hold_subscriptions=10_000,
+    hold_rate=1000,
     presentities=2_000,
     watched=500,
 )
