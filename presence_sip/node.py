@@ -28,7 +28,9 @@ from presence_sip.proxy.routing import NextHop, RouteTable
 from presence_sip.registrar.registrar import Registrar, RegistrarPolicy
 from presence_sip.registrar.role import RegistrarRole
 from presence_sip.sip.errors import ConfigError
+from presence_sip.storage.checkpoint import Checkpointer
 from presence_sip.storage.database import (
+    database_path,
     get_setting,
     open_network_database,
     set_setting,
@@ -160,6 +162,8 @@ class Node:
             client_ssl=client_ssl,
             clock=time.time,  # stored expiries (bindings, subscriptions) are wall-clock
         )
+        # Last (nothing after it can fail): WAL checkpoints leave the loop's thread.
+        self.checkpoints = Checkpointer(self.conn, database_path(config.data_dir))
 
     def _authenticator(self) -> DigestAuthenticator | None:
         if self.config.auth == "none":
@@ -247,6 +251,7 @@ class Node:
         try:
             self.commits.close()
         finally:
+            self.checkpoints.close()
             self.conn.close()
 
     async def serve_forever(self) -> None:

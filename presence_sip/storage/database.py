@@ -69,15 +69,21 @@ def database_path(data_dir: str | Path) -> Path:
     return Path(data_dir) / DATABASE_NAME
 
 
-def connect(path: str | Path) -> sqlite3.Connection:
+def connect(path: str | Path, *, check_same_thread: bool = True) -> sqlite3.Connection:
     """Open (creating if needed) a database file with the project's pragmas.
 
     Autocommit mode (``isolation_level=None``): transactions are explicit, see :func:`transaction`.
     WAL journal, ``synchronous=NORMAL`` (durable across process crashes; a power loss may lose
     the last commits, never corrupts), foreign keys enforced, busy timeout for concurrent writers.
+    ``check_same_thread=False`` for a connection opened here and used by another thread.
     """
     with map_errors(f"cannot open database {path}"):
-        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        conn = sqlite3.connect(
+            path,
+            timeout=BUSY_TIMEOUT_MS / 1000,
+            isolation_level=None,
+            check_same_thread=check_same_thread,
+        )
         try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
