@@ -1,7 +1,7 @@
 """Build of the optional native parts; all metadata lives in pyproject.toml.
 
 Two accelerators, both optional (without a C compiler the package installs and runs in pure
-Python, the reference both are tested against):
+Python, the same code):
 
 * ``presence_sip/sip/_speedups.c``: the parser's C fast path.
 * The modules of :data:`NATIVE_MODULES` compiled to C extensions by mypyc (issue 8): the request
@@ -47,7 +47,8 @@ NATIVE_MODULES = [
     "presence_sip/transaction/server.py",
     "presence_sip/transaction/states.py",
 ]
-"""Compiled by mypyc; :mod:`presence_sip.native` reads this list to tell a stale build."""
+"""Compiled by mypyc.  The Makefile (rebuild when one changes) and tests/unit/test_native.py read
+this list; :mod:`presence_sip.native` finds the compiled modules by their files."""
 
 NATIVE_GROUP = "presence_sip._native"
 """mypyc puts the code of all of them in one library, ``presence_sip/_native__mypyc*.so``."""

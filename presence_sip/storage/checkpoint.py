@@ -51,7 +51,11 @@ class Checkpointer:
         self._thread.start()
 
     def close(self) -> None:
-        """Stop the thread (after the checkpoint in progress) and restore SQLite's default."""
+        """Stop the thread (after the checkpoint in progress) and restore SQLite's default.
+
+        Once: a second call does nothing (the writer may be closed by then)."""
+        if self._stop.is_set():
+            return
         self._stop.set()
         self._thread.join()
         self._conn.close()

@@ -67,3 +67,4 @@ def test_close_stops_the_thread_and_its_connection(tmp_path: Path) -> None:
     assert checkpointer.checkpoints == done
     assert not checkpointer._thread.is_alive()
     conn.close()
+    checkpointer.close()  # again, with the writer closed: nothing to do
