@@ -36,10 +36,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from presence_sip.endpoint import Endpoint
-from presence_sip.node import Node, NodeConfig, tune_gc
+from presence_sip.node import Node, NodeConfig
 from presence_sip.proxy.forward import LocalIdentity
 from presence_sip.proxy.proxy import Proxy
 from presence_sip.proxy.routing import RouteTable
+from presence_sip.runtime.gc_policy import tune_gc
 from presence_sip.sip.peer import Peer
 from presence_sip.transport.listen import ListenSpec
 
@@ -250,7 +251,8 @@ UNITS = {"publish": "PUBLISH/s", "cycle": "cycles/s", "options": "OPTIONS/s", "h
 DEFAULT_N = {"publish": 20000, "cycle": 5000, "options": 40000, "hold": 20000}
 
 
-GC_TIME: dict[int, tuple[int, float]] = {}
+GC_TIME: dict[int, tuple[int, float, float]] = {}
+"""Per generation: collections, CPU seconds in total, the longest one (seconds)."""
 _gc_started = 0.0
 
 
@@ -260,8 +262,9 @@ def _gc_timer(phase: str, info: dict[str, int]) -> None:
     if phase == "start":
         _gc_started = time.process_time()
         return
-    count, spent = GC_TIME.get(info["generation"], (0, 0.0))
-    GC_TIME[info["generation"]] = (count + 1, spent + time.process_time() - _gc_started)
+    took = time.process_time() - _gc_started
+    count, spent, longest = GC_TIME.get(info["generation"], (0, 0.0, 0.0))
+    GC_TIME[info["generation"]] = (count + 1, spent + took, max(longest, took))
 
 
 def main() -> int:
@@ -285,7 +288,7 @@ def main() -> int:
     parser.add_argument(
         "--gc-tuned",
         action="store_true",
-        help="apply the serve process's GC settings (node.tune_gc)",
+        help="apply the serve process's GC policy (runtime.gc_policy.tune_gc)",
     )
     args = parser.parse_args()
     n = args.n or DEFAULT_N[args.scenario]
@@ -311,7 +314,10 @@ def main() -> int:
         f"{args.scenario}: {n / 2 / first:,.0f} {unit} (first half), "
         f"{n / 2 / second:,.0f} {unit} (second half); "
         f"{len(node.endpoint.transactions):,} transactions alive at the end; cyclic GC "
-        + ", ".join(f"gen{g} {c}x {t * 1000:.0f} ms" for g, (c, t) in sorted(GC_TIME.items()))
+        + ", ".join(
+            f"gen{g} {c}x {t * 1000:.0f} ms (longest {m * 1000:.1f} ms)"
+            for g, (c, t, m) in sorted(GC_TIME.items())
+        )
     )
     return 0
 

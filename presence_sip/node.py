@@ -7,7 +7,6 @@ PUBLISH/SUBSCRIBE for the node's domain; later waves add ``gateway`` and ``watch
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import secrets
 import signal
@@ -46,26 +45,6 @@ from presence_sip.transport.tls import client_context, server_context
 log = logging.getLogger(__name__)
 
 ROLES = frozenset({"registrar", "presence"})
-
-GC_THRESHOLDS = (20_000, 20, 100)
-"""Cyclic GC thresholds of a serving process (CPython's default is 700, 10, 10).
-
-Per request the core allocates a few hundred container objects, almost all freed by reference
-counting; with the default a young collection runs every few requests and, with tens of
-thousands of live transactions and subscriptions, an older one often enough to halve
-throughput (issue 8).  Larger thresholds keep the same collections, much less often."""
-
-
-def tune_gc() -> None:
-    """Tune the cyclic garbage collector for a long-running server (call once state is loaded).
-
-    Collects, then freezes everything alive (modules, configuration, the state just loaded
-    from the database) into the permanent generation so no collection walks it again, and
-    raises the thresholds to :data:`GC_THRESHOLDS`.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 @dataclass(frozen=True, slots=True)

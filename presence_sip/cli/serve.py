@@ -37,8 +37,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from presence_sip.node import ROLES, Node, NodeConfig, TlsSettings, tune_gc
+from presence_sip.node import ROLES, Node, NodeConfig, TlsSettings
 from presence_sip.proxy.routing import NextHop, is_ip
+from presence_sip.runtime.gc_policy import FullCollections, tune_gc
 from presence_sip.sip.errors import ConfigError
 from presence_sip.transport.listen import ListenSpec
 
@@ -135,6 +136,15 @@ def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
 async def _serve(configs: list[NodeConfig]) -> None:
     nodes = [Node(config) for config in configs]
     tune_gc()  # issue 8: after the stored state is loaded
+    full_collections = FullCollections()
+    full_collections.start()
+    try:
+        await _serve_nodes(nodes)
+    finally:
+        full_collections.close()
+
+
+async def _serve_nodes(nodes: list[Node]) -> None:
     if len(nodes) == 1:
         await nodes[0].serve_forever()
         return

@@ -26,7 +26,10 @@ class StreamBuffer:
 
     def __init__(self, max_size: int = 65535) -> None:
         self._buf = bytearray()
-        self._error: SipParseError | None = None
+        self._error: tuple[str, int] | None = None
+        """(reason, status) of the failure that lost the framing.  Kept as values: a kept
+        exception would hold its traceback, whose frames hold this buffer (a reference cycle
+        that only the cyclic collector frees, see ``runtime.gc_policy``)."""
         self.max_size = max_size
         self.pings = 0
 
@@ -41,7 +44,7 @@ class StreamBuffer:
     def next_message(self) -> bytes | None:
         """The next complete message (headers + body), or None when more bytes are needed."""
         if self._error is not None:
-            raise self._error
+            raise SipParseError(*self._error)
         buf = self._buf
         while buf.startswith(b"\r\n"):
             del buf[:2]
@@ -73,7 +76,6 @@ class StreamBuffer:
         return int(text)
 
     def _fail(self, reason: str, status: int = 400) -> NoReturn:
-        error = SipParseError(reason, status)
-        self._error = error
+        self._error = (reason, status)
         self._buf.clear()
-        raise error
+        raise SipParseError(reason, status)
