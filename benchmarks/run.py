@@ -14,7 +14,8 @@ and SIPp to CPU 1 (``taskset``); the server is restarted before every measured s
 * NOTIFY fan-out/s: N watchers subscribed to one presentity, one PUBLISH, time until every
   watcher has answered the NOTIFY that carries the new state;
 * PUBLISH latency p50/p99 at 50 % of Kamailio's max PUBLISH rate (microsecond timestamps taken
-  by SIPp around each transaction);
+  by SIPp around each transaction): the median of three runs per server, made last and
+  alternating between the servers;
 * memory (PSS of the server process tree) per 10,000 active subscriptions when holding N.
 
 Everything stays on 127.0.0.1, every subprocess runs under a timeout, and every process this
@@ -28,10 +29,12 @@ import datetime as dt
 import re
 import shutil
 import signal
+import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -212,6 +215,7 @@ class Bench:
     # ---- latency
 
     def latency(self, rate: float) -> None:
+        """One latency run at ``rate``; :meth:`latency_row` turns the runs into the row."""
         rate = round_rate(rate)
         self.server.start()
         try:
@@ -233,16 +237,30 @@ class Bench:
         if not samples:
             raise BenchError("latency: no samples")
         samples.sort()
+        p50 = percentile(samples, 0.50) * 1000
+        p99 = percentile(samples, 0.99) * 1000
         self.result.latency_rate = rate
-        self.result.latency_p50_ms = percentile(samples, 0.50) * 1000
-        self.result.latency_p99_ms = percentile(samples, 0.99) * 1000
-        self.result.latency_detail = (
-            f"{len(samples)} PUBLISH at {rate:.0f}/s, failed {run.failed_ratio:.2%}, "
-            f"max {samples[-1] * 1000:.1f} ms; the load itself: {run.verdict() or 'pass'}"
+        self.result.latency_runs.append(
+            (
+                p50,
+                p99,
+                f"{len(samples)} PUBLISH, failed {run.failed_ratio:.2%}, "
+                f"max {samples[-1] * 1000:.1f} ms, load {run.verdict() or 'pass'}",
+            )
         )
-        self.log(
-            f"latency at {rate:.0f}/s: p50 {self.result.latency_p50_ms:.2f} ms, "
-            f"p99 {self.result.latency_p99_ms:.2f} ms"
+        self.log(f"latency at {rate:.0f}/s: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+
+    def latency_row(self) -> None:
+        """The row from the runs made: the median p50 and p99, every run in the detail."""
+        runs = self.result.latency_runs
+        if not runs:
+            return
+        self.result.latency_p50_ms = statistics.median(r[0] for r in runs)
+        self.result.latency_p99_ms = statistics.median(r[1] for r in runs)
+        each = "; ".join(f"p50 {p50:.2f} ms, p99 {p99:.2f} ms ({what})" for p50, p99, what in runs)
+        self.result.latency_detail = (
+            f"median of {len(runs)} run(s) at {self.result.latency_rate:.0f}/s, "
+            f"{self.s.latency_seconds:.0f} s each, alternating with the other server: {each}"
         )
 
     # ---- memory
@@ -286,22 +304,41 @@ class Bench:
 
     # ---- all rows
 
-    def run_all(self, latency_rate: Callable[[TargetResult], float]) -> TargetResult:
+    def run_all(self) -> TargetResult:
+        """Every row but latency (see :func:`latency_rounds`)."""
         rows: list[tuple[str, Callable[[], None]]] = [
             ("max PUBLISH/s", self.publish_max),
             ("max cycles/s", self.cycle_max),
             ("fan-out", self.fanout),
-            ("latency", lambda: self.latency(latency_rate(self.result))),
             ("memory", self.memory),
         ]
         for label, fn in rows:
-            try:
-                fn()
-            except BenchError as exc:
-                self.server.stop()
-                self.result.errors.append(f"{label}: {exc}")
-                self.log(f"ERROR {label}: {exc}")
+            self.attempt(label, fn)
         return self.result
+
+    def attempt(self, label: str, fn: Callable[[], None]) -> None:
+        """Run one measurement; a BenchError becomes an error line of the target's report."""
+        try:
+            fn()
+        except BenchError as exc:
+            self.server.stop()
+            self.result.errors.append(f"{label}: {exc}")
+            self.log(f"ERROR {label}: {exc}")
+
+
+def latency_rounds(benches: list[Bench], rate: Callable[[TargetResult], float]) -> None:
+    """The latency row: ``latency_rounds`` runs per server, alternating between the servers,
+    so that both meet the same moods of a shared machine; each row is its runs' median."""
+    rounds = benches[0].s.latency_rounds if benches else 0
+    for _ in range(rounds):
+        for bench in benches:
+            bench.attempt("latency", partial(_latency_run, bench, rate))
+    for bench in benches:
+        bench.latency_row()
+
+
+def _latency_run(bench: Bench, rate: Callable[[TargetResult], float]) -> None:
+    bench.latency(rate(bench.result))
 
 
 def _latest_kamailio_publish() -> float:
@@ -352,12 +389,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[str, TargetResult] = {}
     try:
         csvs = write_csvs(workdir, s)
+        benches = []
         for name in targets:
             server: Server = Kamailio(workdir) if name == "kamailio" else Ours(workdir)
             bench = Bench(server, s, csvs, workdir)
-            results[name] = bench.run_all(
-                lambda current: _latency_rate(args.latency_rate, results, current)
-            )
+            results[name] = bench.run_all()
+            benches.append(bench)
+        latency_rounds(benches, lambda current: _latency_rate(args.latency_rate, results, current))
     except KeyboardInterrupt:
         print("interrupted: stopping every process started here", file=sys.stderr)
         REAPER.stop_all()

@@ -24,10 +24,14 @@ import struct
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 SO_TIMESTAMPNS = 35  # Linux <asm-generic/socket.h>; not exported by the socket module
+SO_RCVBUFFORCE = 33  # the same, past net.core.rmem_max (root)
+SOL_PACKET = 263
+PACKET_STATISTICS = 6  # struct tpacket_stats: packets, drops (read and reset)
+RECEIVE_BUFFER = 64 << 20
 ETH_P_ALL = 0x0003
 ETHERNET_HEADER = 14
 ETHERTYPE_IPV4 = b"\x08\x00"
@@ -78,13 +82,18 @@ def udp_payload(frame: bytes, port: int) -> tuple[bool, bytes] | None:
     return destination == port, frame[udp + 8 :]
 
 
-def capture(port: int, seconds: float) -> list[Datagram]:
-    """Datagrams to and from ``port`` on ``lo`` for ``seconds``."""
+def capture(port: int, seconds: float) -> tuple[list[Datagram], int]:
+    """Datagrams to and from ``port`` on ``lo`` for ``seconds``, and how many frames the kernel
+    dropped because this process did not read them in time."""
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     try:
         sock.bind(("lo", 0))
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 20)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER)
+        except PermissionError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)  # reset the counters
         sock.settimeout(0.2)
         seen: list[Datagram] = []
         end = time.monotonic() + seconds
@@ -101,7 +110,8 @@ def capture(port: int, seconds: float) -> list[Datagram]:
             inbound, payload = found
             at = _timestamp(ancillary)
             seen.append(Datagram(at, inbound, *sip_fields(payload)))
-        return seen
+        _, drops = struct.unpack("II", sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
+        return seen, drops
     finally:
         sock.close()
 
@@ -110,7 +120,7 @@ def _timestamp(ancillary: Iterable[tuple[int, int, bytes]]) -> float:
     for level, kind, data in ancillary:
         if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
             seconds, nanoseconds = struct.unpack_from("qq", data)
-            return seconds + nanoseconds / 1e9
+            return float(seconds) + float(nanoseconds) / 1e9
     return time.time()
 
 
@@ -131,20 +141,21 @@ def _is_final(first_line: bytes) -> bool:
     return first_line.startswith(b"SIP/2.0 ") and first_line[8:9] in (b"2", b"3", b"4", b"5", b"6")
 
 
-def percentile(sorted_values: list[float], q: float) -> float:
+def percentile(sorted_values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile of an already sorted list."""
     return sorted_values[max(1, math.ceil(q * len(sorted_values))) - 1]
 
 
-def report(datagrams: list[Datagram]) -> str:
+def report(datagrams: list[Datagram], drops: int = 0) -> str:
     latencies = sorted(server_latencies(datagrams))
     if not latencies:
         return "no request was answered on that port"
     ms = [x * 1000 for x in latencies]
     lines = [
+        f"frames dropped by the capture: {drops}" + (" (incomplete pairs)" if drops else ""),
         f"server-side latency of {len(ms):,} requests: p50 {percentile(ms, 0.5):.2f} ms, "
         f"p90 {percentile(ms, 0.9):.2f} ms, p99 {percentile(ms, 0.99):.2f} ms, "
-        f"max {ms[-1]:.2f} ms"
+        f"max {ms[-1]:.2f} ms",
     ]
     arrivals = sorted(
         d.at for d in datagrams if d.inbound and not d.first_line.startswith(b"SIP/2.0 ")
@@ -168,11 +179,11 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="capture time")
     args = parser.parse_args()
     try:
-        datagrams = capture(args.port, args.seconds)
+        datagrams, drops = capture(args.port, args.seconds)
     except PermissionError:
         print("wire_latency: needs root or CAP_NET_RAW (an AF_PACKET socket)", file=sys.stderr)
         return 2
-    print(report(datagrams))
+    print(report(datagrams, drops))
     return 0
 
 

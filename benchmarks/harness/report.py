@@ -30,6 +30,8 @@ class TargetResult:
     latency_p50_ms: float | None = None
     latency_p99_ms: float | None = None
     latency_detail: str = ""
+    latency_runs: list[tuple[float, float, str]] = field(default_factory=list)
+    """(p50 ms, p99 ms, what the run did) of each latency run; the row shows their medians."""
     mib_per_10k: float | None = None
     memory_detail: str = ""
     errors: list[str] = field(default_factory=list)
