@@ -29,6 +29,10 @@ CLOSE_GRACE = 5.0
 LINGER_MAX_BYTES = 1024 * 1024
 """Bytes a lingering close reads and drops before it gives up and aborts the connection."""
 
+MAX_TLS_PRELUDE = 64 * 1024
+"""Raw bytes an inbound TLS connection may send before its upgrade starts (a ClientHello is at
+most a few records); more is not TLS and the connection is aborted."""
+
 PONG = b"\r\n"
 """RFC 5626 §4.4.1: a double-CRLF ping is answered with a single CRLF."""
 
@@ -111,6 +115,8 @@ class StreamConnection(asyncio.Protocol):
         self._discarded = 0  # bytes dropped while lingering
         self._pending: list[bytes] = []
         self._early = bytearray()
+        self._upgrading = False  # inbound TLS: start_tls has taken over the raw transport
+        self._prelude = bytearray()  # inbound TLS: raw bytes read before start_tls took over
         self._last_activity = self._loop.time()
         self._timer: asyncio.TimerHandle | None = None
 
@@ -131,6 +137,12 @@ class StreamConnection(asyncio.Protocol):
 
     async def _accept_tls(self, context: ssl.SSLContext) -> None:
         raw = cast(asyncio.Transport, self._raw)
+        self._upgrading = True
+        if self._prelude:
+            # Runs after start_tls (below) has made its TLS protocol the raw transport's and
+            # before that protocol starts the handshake and reading resumes: see _replay.
+            prelude, self._prelude = bytes(self._prelude), bytearray()
+            self._loop.call_soon(_replay, raw, prelude)
         try:
             tls = await self._loop.start_tls(
                 raw,
@@ -188,10 +200,20 @@ class StreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.state is State.CONNECTING and self._raw is not None:
+            raw = cast(asyncio.Transport, self._raw)
+            if not self._upgrading:
+                # uvloop starts reading when connection_made returns, whatever it did: the
+                # ClientHello can reach us before the upgrade task runs.  Hold it for the TLS
+                # protocol (a lost ClientHello stalls the handshake until its timeout).
+                self._prelude += data
+                raw.pause_reading()
+                if len(self._prelude) > MAX_TLS_PRELUDE:
+                    raw.abort()
+                return
             # start_tls delivers data that came with the handshake before our task resumes
             self._early += data
             if len(self._early) > self._limits.max_message_size:
-                cast(asyncio.Transport, self._raw).abort()
+                raw.abort()
             return
         if self.state is State.LINGERING:
             self._discard(len(data))
@@ -382,3 +404,23 @@ class StreamConnection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+
+def _replay(raw: asyncio.Transport, data: bytes) -> None:
+    """Hand bytes read from ``raw`` before a TLS upgrade to the TLS protocol now reading it.
+
+    asyncio's and uvloop's TLS protocols are buffered protocols (``get_buffer`` /
+    ``buffer_updated``, uvloop's without subclassing ``asyncio.BufferedProtocol``) that keep
+    what arrives before the handshake starts."""
+    protocol = raw.get_protocol()
+    get_buffer = getattr(protocol, "get_buffer", None)
+    buffer_updated = getattr(protocol, "buffer_updated", None)
+    if raw.is_closing() or get_buffer is None or buffer_updated is None:
+        return  # closed meanwhile (the handshake task was cancelled)
+    view = memoryview(data)
+    while view:
+        buffer = memoryview(get_buffer(len(view)))
+        size = min(len(buffer), len(view))
+        buffer[:size] = view[:size]
+        buffer_updated(size)
+        view = view[size:]
