@@ -421,6 +421,8 @@ def _replay(raw: asyncio.Transport, data: bytes) -> None:
     while view:
         buffer = memoryview(get_buffer(len(view)))
         size = min(len(buffer), len(view))
+        if size == 0:
+            return  # a protocol that takes nothing more: leave the rest to the handshake timeout
         buffer[:size] = view[:size]
         buffer_updated(size)
         view = view[size:]
