@@ -6,15 +6,14 @@ and from a rogue client.  ``serve`` collects old objects only every ten minutes
 from __future__ import annotations
 
 import asyncio
-import gc
 import socket
 import ssl
-from collections import Counter
 from pathlib import Path
 
 import pytest
 import uvloop
 from certs_helper import Pki, make_pki, options
+from cycles import cyclic_garbage
 from loopback import LOOPBACK, free_port
 
 from presence_sip.node import Node, NodeConfig, TlsSettings
@@ -88,31 +87,19 @@ def test_a_serving_node_leaves_no_reference_cycles(tmp_path: Path) -> None:
             require_client_cert=True,
         ),
     )
-    found: Counter[str] = Counter()
+    found: list[str] = []
 
     async def run() -> None:
         node = Node(config)
         await node.start()
         try:
             await traffic(node, udp, tcp, tls, pki)  # warm-up: caches, pools, first imports
-            gc.collect()
-            gc.disable()
-            gc.set_debug(gc.DEBUG_SAVEALL)
-            try:
+            with cyclic_garbage() as garbage:
                 await traffic(node, udp, tcp, tls, pki)
-                gc.collect()
-                found.update(
-                    f"{type(o).__module__}.{type(o).__qualname__}"
-                    for o in gc.garbage
-                    if type(o).__module__.startswith("presence_sip")
-                )
-            finally:
-                gc.set_debug(0)
-                gc.garbage.clear()
-                gc.enable()
+            found.extend(garbage)
         finally:
             await node.stop()
             node.close()
 
     uvloop.run(run())
-    assert found == Counter()
+    assert found == []

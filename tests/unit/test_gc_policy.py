@@ -8,43 +8,14 @@ import asyncio
 import gc
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 
 import pytest
 import test_presence_server as flows  # tests/unit is on sys.path (conftest / rootdir import)
+from cycles import cyclic_garbage
 
 from presence_sip.runtime import gc_policy
 from presence_sip.sip.errors import SipParseError
 from presence_sip.sip.framing import StreamBuffer
-
-
-@contextmanager
-def cyclic_garbage() -> Iterator[list[str]]:
-    """Collects the types of the project's objects that only the cyclic collector could free,
-    among those that became garbage inside the block (the list is filled on exit)."""
-    found: list[str] = []
-    gc.collect()
-    enabled = gc.isenabled()
-    gc.disable()
-    gc.set_debug(gc.DEBUG_SAVEALL)
-    try:
-        yield found
-        gc.collect()
-        found.extend(
-            sorted(
-                {
-                    f"{type(o).__module__}.{type(o).__qualname__}"
-                    for o in gc.garbage
-                    if type(o).__module__.startswith("presence_sip")
-                }
-            )
-        )
-    finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
-        if enabled:
-            gc.enable()
-
 
 FLOWS: list[Callable[[], None]] = [
     flows.test_subscribe_gets_200_then_notify_with_registration_state,
