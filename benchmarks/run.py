@@ -260,7 +260,8 @@ class Bench:
         each = "; ".join(f"p50 {p50:.2f} ms, p99 {p99:.2f} ms ({what})" for p50, p99, what in runs)
         self.result.latency_detail = (
             f"median of {len(runs)} run(s) at {self.result.latency_rate:.0f}/s, "
-            f"{self.s.latency_seconds:.0f} s each, alternating with the other server: {each}"
+            f"{self.s.latency_seconds:.0f} s each, after the other rows "
+            f"(alternating between the servers when both run): {each}"
         )
 
     # ---- memory
