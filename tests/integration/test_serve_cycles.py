@@ -25,9 +25,8 @@ ROUNDS = 20
 
 
 def exchange(port: int, payload: bytes, context: ssl.SSLContext | None = None) -> None:
-    """One connection with a blocking socket (run in a thread: uvloop's own TLS client waits
-    forever for a server that refused its certificate, which is not what is tested here):
-    send, read until the node answers or closes, close."""
+    """One connection with a blocking socket, run in a thread so that the client's objects are
+    not the event loop's: send, read until the node answers or closes, close."""
     try:
         with socket.create_connection((LOOPBACK, port), timeout=5) as raw:
             sock = context.wrap_socket(raw) if context is not None else raw
