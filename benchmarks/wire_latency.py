@@ -18,14 +18,18 @@ Loopback only, never another interface: it reads what the machine sends itself.
 from __future__ import annotations
 
 import argparse
-import math
 import socket
 import struct
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.harness.samples import percentile
 
 SO_TIMESTAMPNS = 35  # Linux <asm-generic/socket.h>; not exported by the socket module
 SO_RCVBUFFORCE = 33  # the same, past net.core.rmem_max (root)
@@ -139,11 +143,6 @@ def server_latencies(datagrams: Iterable[Datagram]) -> Iterator[float]:
 
 def _is_final(first_line: bytes) -> bool:
     return first_line.startswith(b"SIP/2.0 ") and first_line[8:9] in (b"2", b"3", b"4", b"5", b"6")
-
-
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile of an already sorted list."""
-    return sorted_values[max(1, math.ceil(q * len(sorted_values))) - 1]
 
 
 def report(datagrams: list[Datagram], drops: int = 0) -> str:
