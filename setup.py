@@ -21,6 +21,7 @@ from pathlib import Path
 from setuptools import Extension, setup
 
 NATIVE_MODULES = [
+    "presence_sip/deadlines.py",
     "presence_sip/dialog/dialog.py",
     "presence_sip/endpoint.py",
     "presence_sip/ids.py",

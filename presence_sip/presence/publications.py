@@ -8,11 +8,11 @@ watchers reuse the composed bytes), expires them from a heap and writes every ch
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable
 from enum import Enum
 from typing import NamedTuple, Protocol
 
+from presence_sip.deadlines import DeadlineHeap
 from presence_sip.ids import IdSource
 from presence_sip.presence.pidf import (
     PIDF_CONTENT_TYPE,
@@ -213,7 +213,7 @@ class Compositor:
         self._stale: set[str] = set()
         """Presentities whose publications changed since their document was last composed."""
         self._entity_keys: dict[str, str | None] = {}
-        self._heap: list[tuple[float, str]] = []
+        self._expiry: DeadlineHeap[str] = DeadlineHeap(self._expires_then)
         self._seq = 0
         self._etag_second: int | None = None
         self._etag_prefix = ""
@@ -394,7 +394,7 @@ class Compositor:
         if mine is None:
             mine = self._by_presentity[publication.presentity] = {}
         mine[publication.etag] = publication
-        heapq.heappush(self._heap, (publication.expires_at, publication.etag))
+        self._expiry.push(publication.expires_at, publication.etag)
 
     def _unindex(self, publication: _Publication) -> None:
         self._by_etag.pop(publication.etag, None)
@@ -430,17 +430,21 @@ class Compositor:
     # --- expiry -------------------------------------------------------------------------------
 
     def get_timer(self) -> float | None:
-        return self._heap[0][0] if self._heap else None
+        return self._expiry.next_deadline()
+
+    def _expires_then(self, deadline: float, etag: str) -> bool:
+        """Is ``deadline`` still the expiry of publication ``etag`` (not refreshed or removed)?"""
+        publication = self._by_etag.get(etag)
+        return publication is not None and publication.expires_at == deadline
 
     def handle_timer(self, now: float, limit: int = 1000) -> set[str]:
         """Remove up to ``limit`` expired publications; return the presentities that changed."""
         changed: set[str] = set()
-        heap = self._heap
-        while heap and heap[0][0] <= now and limit > 0:
-            deadline, etag = heapq.heappop(heap)
-            publication = self._by_etag.get(etag)
-            if publication is None or publication.expires_at != deadline:
-                continue  # refreshed or removed since: lazy deletion
+        while limit > 0:
+            etag = self._expiry.pop_due(now)
+            if etag is None:
+                break
+            publication = self._by_etag[etag]
             limit -= 1
             if self._remove(publication, PubInput.EXPIRE).changed:
                 changed.add(publication.presentity)

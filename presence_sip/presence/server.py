@@ -23,6 +23,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
+from presence_sip.deadlines import DeadlineHeap
 from presence_sip.dialog.dialog import Dialog
 from presence_sip.ids import IdSource
 from presence_sip.presence.pidf import (
@@ -140,7 +141,7 @@ class PresenceServer:
         )
         self.subscriptions: dict[str, Subscription] = {}
         self._presentities: dict[str, Presentity] = {}
-        self._expiry: list[tuple[float, str]] = []
+        self._expiry: DeadlineHeap[str] = DeadlineHeap(self._expires_then)
         self._throttle: list[tuple[float, str]] = []
         self._due: list[Subscription] = []
         self._diffs: dict[tuple[bytes, bytes], bytes] = {}
@@ -300,7 +301,7 @@ class PresenceServer:
             self._terminate(sub, Input.UNSUBSCRIBE, now)
             return
         sub.expires_at = now + expires
-        heapq.heappush(self._expiry, (sub.expires_at, sub.id))
+        self._expiry.push(sub.expires_at, sub.id)
         self.store.save_subscription(sub)
         sub.last_body = None  # RFC 6665 §4.2.1.2 / RFC 5263: full state after a refresh
         self._apply(sub, Input.REFRESH, now, immediate=True)
@@ -309,7 +310,12 @@ class PresenceServer:
         self.subscriptions[sub.id] = sub
         presentity = self._presentity(sub.presentity)
         (presentity.winfo if sub.event == WINFO else presentity.watchers)[sub.id] = sub
-        heapq.heappush(self._expiry, (sub.expires_at, sub.id))
+        self._expiry.push(sub.expires_at, sub.id)
+
+    def _expires_then(self, deadline: float, sid: str) -> bool:
+        """Is ``deadline`` still the expiry of subscription ``sid`` (not refreshed or ended)?"""
+        sub = self.subscriptions.get(sid)
+        return sub is not None and sub.expires_at == deadline
 
     def _restore(self, record: SubscriptionRecord) -> None:
         dialog = Dialog(
@@ -574,8 +580,9 @@ class PresenceServer:
     def get_timer(self) -> float | None:
         # Called after every datagram (the driver re-arms its timer): no allocation here.
         deadline = self._last_now if self._reauth else self._next_poll
-        if self._expiry and self._expiry[0][0] < deadline:
-            deadline = self._expiry[0][0]
+        expiry = self._expiry.next_deadline()
+        if expiry is not None and expiry < deadline:
+            deadline = expiry
         if self._throttle and self._throttle[0][0] < deadline:
             deadline = self._throttle[0][0]
         publication = self.compositor.get_timer()
@@ -588,14 +595,12 @@ class PresenceServer:
         batch = self.settings.purge_batch
         for key in self.compositor.handle_timer(now, batch):
             self.state_changed(key, now)
-        heap = self._expiry
-        while heap and heap[0][0] <= now and batch > 0:
-            deadline, sid = heapq.heappop(heap)
-            sub = self.subscriptions.get(sid)
-            if sub is None or sub.expires_at != deadline:
-                continue  # refreshed or ended since: lazy deletion
+        while batch > 0:
+            sid = self._expiry.pop_due(now)
+            if sid is None:
+                break
             batch -= 1
-            self._apply(sub, Input.EXPIRE, now, immediate=True)
+            self._apply(self.subscriptions[sid], Input.EXPIRE, now, immediate=True)
         heap = self._throttle
         while heap and heap[0][0] <= now:
             _, sid = heapq.heappop(heap)

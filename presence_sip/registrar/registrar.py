@@ -8,11 +8,11 @@ open" without a PUBLISH (issue 4).
 
 from __future__ import annotations
 
-import heapq
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from presence_sip.deadlines import DeadlineHeap
 from presence_sip.hss.msisdn import msisdn_from_uri
 from presence_sip.registrar.bindings import Binding, BindingStore
 from presence_sip.sip import Request, Response, SipParseError, make_response
@@ -73,7 +73,7 @@ class Registrar:
         self.policy = policy or RegistrarPolicy()
         self.listeners = listeners if listeners is not None else []
         self._bindings: dict[str, dict[str, Binding]] = {}
-        self._expiry: list[tuple[float, str, str]] = []
+        self._expiry: DeadlineHeap[tuple[str, str]] = DeadlineHeap(self._expires_then)
         for binding in store.load_bindings():
             self._index(binding)
         self.handle_timer(now)
@@ -96,18 +96,14 @@ class Registrar:
     # --- timers -----------------------------------------------------------------------------
 
     def get_timer(self) -> float | None:
-        return self._expiry[0][0] if self._expiry else None
+        return self._expiry.next_deadline()
 
     def handle_timer(self, now: float) -> None:
         """Purge bindings whose expiry has passed (a bounded amount per call is not needed:
         the heap pops only what is due)."""
         expired: dict[str, list[str]] = {}
-        heap = self._expiry
-        while heap and heap[0][0] <= now:
-            deadline, aor, contact = heapq.heappop(heap)
-            current = self._bindings.get(aor, {}).get(contact)
-            if current is None or current.expires_at != deadline:
-                continue  # refreshed or removed since: lazy deletion
+        while (due := self._expiry.pop_due(now)) is not None:
+            aor, contact = due
             del self._bindings[aor][contact]
             expired.setdefault(aor, []).append(contact)
         for aor, contacts in expired.items():
@@ -205,7 +201,13 @@ class Registrar:
 
     def _index(self, binding: Binding) -> None:
         self._bindings.setdefault(binding.aor, {})[binding.contact] = binding
-        heapq.heappush(self._expiry, (binding.expires_at, binding.aor, binding.contact))
+        self._expiry.push(binding.expires_at, (binding.aor, binding.contact))
+
+    def _expires_then(self, deadline: float, key: tuple[str, str]) -> bool:
+        """Is ``deadline`` still the expiry of binding ``key`` (not refreshed or removed)?"""
+        aor, contact = key
+        current = self._bindings.get(aor, {}).get(contact)
+        return current is not None and current.expires_at == deadline
 
     def _ok(self, request: Request, aor: str, now: float) -> Response:
         headers = [

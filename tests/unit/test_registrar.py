@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from presence_sip.deadlines import MIN_COMPACT_SIZE
 from presence_sip.registrar.bindings import MemoryBindingStore
 from presence_sip.registrar.registrar import Registrar, RegistrarPolicy, aor_key
 from presence_sip.sip import parse_message, parse_uri
@@ -213,3 +214,19 @@ def test_bindings_reload_from_store_and_expired_ones_purged() -> None:
     assert not reloaded.is_registered("+447700900001", 2000.0)
     assert reloaded.is_registered("+447700900002", 2000.0)
     assert ("+447700900001", "sip:alice@127.0.0.1:5070") not in store.rows
+
+
+def test_refreshes_do_not_pile_up_expiry_entries() -> None:
+    """Each re-REGISTER moves the binding's deadline; the old ones are dropped in bulk, so a
+    phone refreshing every few minutes for weeks holds no growing list (issue 8)."""
+    registrar, events = make_registrar()
+    now = 1000.0
+    for cseq in range(1, 3 * MIN_COMPACT_SIZE):
+        now += 1.0
+        registrar.register(register(cseq=cseq), "+447700900001", SOURCE, now)
+    assert len(registrar._expiry) < MIN_COMPACT_SIZE  # the deadlines held, dead ones included
+    registrar.handle_timer(now + 599.0)
+    assert registrar.is_registered("+447700900001", now + 599.0)
+    registrar.handle_timer(now + 600.0)
+    assert registrar.bindings("+447700900001", now + 600.0) == []
+    assert events[-1] == ("+447700900001", False, now + 600.0)
