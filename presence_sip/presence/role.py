@@ -42,7 +42,7 @@ from presence_sip.sip.errors import RemoteProtocolError, SipError
 from presence_sip.sip.message import Request, Response
 from presence_sip.sip.peer import Peer
 from presence_sip.sip.responses import make_response
-from presence_sip.sip.uri import SipUri, TelUri, parse_uri
+from presence_sip.sip.uri import SipUri, TelUri, Uri, parse_uri
 from presence_sip.storage.sqlite_presence import Connection, SqlitePresenceStore
 
 log = logging.getLogger(__name__)
@@ -203,7 +203,9 @@ class PresenceRole:
         key = self._presentity_key(request)
         if not self._known(key, now):
             raise _Refusal(404, "Unknown presentity")  # only after authentication
-        watcher = str(request.from_.uri)
+        from_uri = request.from_.uri
+        watcher = str(from_uri)
+        self._note_entity(watcher, from_uri)
         self._check_watcher(verdict, watcher)
         if event == WINFO:
             self._check_owner(verdict, key, watcher)  # RFC 3857 §5.2: the presentity only
@@ -358,6 +360,15 @@ class PresenceRole:
             cache.clear()
         key = cache[uri_text] = _entity_key(uri_text)
         return key
+
+    def _note_entity(self, uri_text: str, uri: Uri) -> None:
+        """Put the key of ``uri`` (``uri_text`` parsed) in the :meth:`_entity_key` cache, so a
+        new watcher's From URI is not parsed a second time from its text (issue 8)."""
+        cache = self._entity_keys
+        if uri_text not in cache and isinstance(uri, SipUri | TelUri):
+            if len(cache) >= _KEY_CACHE_SIZE:
+                cache.clear()
+            cache[uri_text] = aor_key(uri)
 
     def _rules_for(self, key: str) -> Mapping[str, str]:
         """The HSS rules of a presentity: only a subscriber (key ``+MSISDN``) has any, so a

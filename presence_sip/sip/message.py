@@ -425,6 +425,10 @@ class Message:
             cached = self._cache["top_via"] = parse_via(grammar.split_commas(first)[0])
         return cached  # type: ignore[return-value]
 
+    def known_top_via(self) -> Via | None:
+        """:attr:`top_via` when it is already parsed or was seeded; None (nothing is parsed)."""
+        return self._cache.get("top_via")  # type: ignore[return-value]
+
     def name_addrs(self, name: str) -> list[NameAddr]:
         """Contact / Route / Record-Route / Path values parsed."""
         return [parse_name_addr(item, name) for item in self.headers.values(name)]

@@ -19,6 +19,7 @@ from presence_sip.ids import CountingIdSource
 from presence_sip.presence.pidf import parse_pidf
 from presence_sip.presence.pidf_diff import apply_diff
 from presence_sip.presence.role import PresenceRole
+from presence_sip.presence.role import _entity_key as role_entity_key
 from presence_sip.presence.server import PresenceSettings
 from presence_sip.presence.watcherinfo import parse_watcherinfo
 from presence_sip.registrar.bindings import MemoryBindingStore
@@ -27,7 +28,7 @@ from presence_sip.registrar.role import RegistrarRole
 from presence_sip.sip import Request, Response, parse_message, to_bytes
 from presence_sip.sip.message import parse_cseq
 from presence_sip.sip.peer import Peer
-from presence_sip.sip.uri import parse_via
+from presence_sip.sip.uri import parse_uri, parse_via
 from presence_sip.storage import database
 from presence_sip.storage.database import connect, migrate
 from presence_sip.storage.group_commit import GroupCommit
@@ -1020,6 +1021,24 @@ def test_subscribe_unsubscribe_churn_does_not_pile_up_expiry_entries() -> None:
     assert len(server._expiry) < MIN_COMPACT_SIZE  # the deadlines held, dead ones included
     node.advance(3601)
     assert server.subscriptions == {}
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        f"sip:{ALICE}@net-a.test;user=phone",
+        "sip:447700900001@net-a.test",
+        f"tel:{ALICE}",
+        "sips:Alice@NET-A.test:5061;transport=tls",
+        "sip:net-a.test",
+    ],
+)
+def test_watcher_key_from_the_parsed_from_is_the_key_of_its_text(uri: str) -> None:
+    """A new watcher's key is taken from the From URI already parsed (no second parse); it
+    must be what the text path gives."""
+    role = Node().role
+    role._note_entity(uri, parse_uri(uri))
+    assert role._entity_keys[uri] == role_entity_key(uri)
 
 
 def test_verified_tls_peer_is_not_challenged() -> None:

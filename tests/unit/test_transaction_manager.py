@@ -11,6 +11,7 @@ from presence_sip.ids import CountingIdSource
 from presence_sip.sip import Headers, Request, make_response, parse_message, to_bytes
 from presence_sip.sip.errors import ConfigError, LocalProtocolError
 from presence_sip.sip.peer import Peer
+from presence_sip.sip.uri import parse_via
 from presence_sip.transaction import (
     DEFAULT_TIMERS,
     STAT_NAMES,
@@ -922,12 +923,30 @@ def test_timer_k_records_do_not_wait_behind_timer_j_records() -> None:
         ('SIP/2.0/UDP h;x=";branch=y";branch=z9hG4bKa1', None),
         ("SIP/2.0/UDP h, SIP/2.0/UDP b;branch=z9hG4bKa1", None),  # not in the top Via
         ("SIP/2.0/UDP h;branch=;rport", None),
+        ("SIP/2.0/UDP h;branch=z9hG4bKa1", "z9hG4bKa1"),
+        ("SIP/2.0/UDP h;branch=z9hG4bKa1,SIP/2.0/UDP b;branch=x", "z9hG4bKa1"),
+        ('SIP/2.0/UDP h;branch=z9hG4bK"a1"', None),
+        ("SIP/2.0/UDP h;branch=z9hG4bKa1\x0c", None),
+        ("SIP/2.0/UDP h;branch=z9hG4bKa1\xa0;rport", None),
+        ("SIP/2.0/UDP h;rport", None),
     ],
 )
 def test_plain_branch_read_without_parsing_or_refused(via: str, expected: str | None) -> None:
     headers = Headers([("Via", via), ("CSeq", "1 OPTIONS")])
     request = Request("OPTIONS", "sip:b@example.test", headers=headers)
     assert plain_branch(request) == expected
+
+
+def test_a_request_built_with_its_via_parsed_is_sent_without_reading_the_text() -> None:
+    """The NOTIFY path seeds ``top_via``; send_request takes the branch from it (a seed that
+    differs from the text, against the contract of ``seed``, shows which one was read)."""
+    mgr = manager()
+    request = req(options())
+    seeded = parse_via("SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKseeded")
+    request.seed(top_via=seeded)
+    assert request.known_top_via() is seeded
+    key = mgr.send_request(request, UAS, 0.0)
+    assert key == TransactionKey("z9hG4bKseeded", "OPTIONS")
 
 
 def test_response_with_a_plain_branch_matched_without_parsing_its_via() -> None:
