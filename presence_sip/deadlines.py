@@ -1,72 +1,145 @@
-"""Deadlines of many records in one heap, with lazy deletion kept bounded (issue 8).
+"""The deadlines of many records, earliest first, each record held once (issue 8).
 
 Subscriptions, publications and registrar bindings each expire at a deadline that moves on every
-refresh, and most end long before it (an unSUBSCRIBE, a removed publication).  Taking an entry
-out of a binary heap costs a search, so the entry stays and is skipped when it comes due: the
-owner's ``is_current(deadline, key)`` says whether the record still expires then (lazy deletion).
+refresh, and many end long before it (an unSUBSCRIBE, a removed publication).  A plain binary
+heap cannot move or remove an entry, so it keeps the old one and skips it when it comes due
+(lazy deletion); under churn those dead entries pile up until their old deadline, hours away (a
+watcher subscribing and unsubscribing 1,800 times a second with Expires 3600 leaves 6.5 million
+of them).  Dropping them in bulk from time to time bounds the memory but stops the node for a
+pass over the whole heap: tens of milliseconds at 100,000 records, enough for a UDP socket
+buffer to overflow under load.
 
-Left alone, those dead entries pile up until their old deadline, hours away: a watcher that
-subscribes and unsubscribes 1,800 times a second with Expires 3600 leaves 6.5 million of them.
-So the heap is compacted, dropping every dead entry in one pass, whenever it has doubled since
-the last compaction.  The cost per push stays O(log n) amortised, and the heap never holds more
-than twice the records that were live at the last compaction (or 1,024 entries).
+So the heap keeps an index from key to position, and moves or removes an entry where it is:
+every operation is O(log n), nothing dead is ever held and no operation walks the heap.
 """
 
 from __future__ import annotations
 
-import heapq
-from collections.abc import Callable
 from typing import Generic, TypeVar
 
 __all__ = ["DeadlineHeap"]
 
 K = TypeVar("K")
 
-MIN_COMPACT_SIZE = 1024
-"""A heap shorter than this is never compacted (a pass over a few entries is not worth it)."""
-
 
 class DeadlineHeap(Generic[K]):
-    """``(deadline, key)`` entries, earliest first; dead ones are skipped, and dropped in bulk."""
+    """Keys ordered by deadline (a binary min-heap with a position index); a key is held once."""
 
-    def __init__(self, is_current: Callable[[float, K], bool]) -> None:
-        self._entries: list[tuple[float, K]] = []
-        self._is_current = is_current
-        """The owner's test: does the record ``key`` still expire at ``deadline``?"""
-        self._compact_at = MIN_COMPACT_SIZE
-        """Compact when a push makes the heap this long."""
+    __slots__ = ("_deadlines", "_keys", "_positions")
+
+    def __init__(self) -> None:
+        self._deadlines: list[float] = []
+        self._keys: list[K] = []
+        self._positions: dict[K, int] = {}
+        """Key -> its index in ``_deadlines`` and ``_keys``."""
 
     def __len__(self) -> int:
-        """Entries held, dead ones included."""
-        return len(self._entries)
+        return len(self._keys)
 
-    def push(self, deadline: float, key: K) -> None:
-        """Add a deadline (a refresh pushes the new one; the old entry becomes dead)."""
-        entries = self._entries
-        heapq.heappush(entries, (deadline, key))
-        if len(entries) >= self._compact_at:
-            self.compact()
+    def __contains__(self, key: K) -> bool:
+        return key in self._positions
+
+    def deadline(self, key: K) -> float | None:
+        """The deadline of ``key``, or None when it holds none."""
+        position = self._positions.get(key)
+        return None if position is None else self._deadlines[position]
+
+    def set(self, key: K, deadline: float) -> None:
+        """Give ``key`` this deadline (added, or moved from the one it had)."""
+        position = self._positions.get(key)
+        if position is None:
+            position = len(self._keys)
+            self._deadlines.append(deadline)
+            self._keys.append(key)
+            self._positions[key] = position
+            self._sift_up(position)
+            return
+        earlier = deadline < self._deadlines[position]
+        self._deadlines[position] = deadline
+        if earlier:
+            self._sift_up(position)
+        else:
+            self._sift_down(position)
+
+    def discard(self, key: K) -> None:
+        """Forget ``key`` (nothing happens when it holds no deadline)."""
+        position = self._positions.pop(key, None)
+        if position is not None:
+            self._remove_at(position)
 
     def next_deadline(self) -> float | None:
-        """The earliest deadline held (perhaps a dead entry's: the timer then fires for
-        nothing); no allocation, called after every datagram."""
-        entries = self._entries
-        return entries[0][0] if entries else None
+        """The earliest deadline; no allocation, called after every datagram."""
+        deadlines = self._deadlines
+        return deadlines[0] if deadlines else None
 
     def pop_due(self, now: float) -> K | None:
-        """The key of the earliest live entry due at ``now`` (removed from the heap), or None
-        when nothing live is due; dead entries met on the way are dropped."""
-        entries = self._entries
-        while entries and entries[0][0] <= now:
-            deadline, key = heapq.heappop(entries)
-            if self._is_current(deadline, key):
-                return key
-        return None
+        """The key with the earliest deadline when that is at or before ``now`` (it is
+        forgotten), else None."""
+        deadlines = self._deadlines
+        if not deadlines or deadlines[0] > now:
+            return None
+        key = self._keys[0]
+        del self._positions[key]
+        self._remove_at(0)
+        return key
 
-    def compact(self) -> None:
-        """Drop every dead entry now (one pass and a heapify)."""
-        is_current = self._is_current
-        live = [entry for entry in self._entries if is_current(entry[0], entry[1])]
-        heapq.heapify(live)
-        self._entries = live
-        self._compact_at = max(MIN_COMPACT_SIZE, 2 * len(live))
+    # --- the heap ------------------------------------------------------------------------------
+
+    def _remove_at(self, position: int) -> None:
+        """Drop the entry at ``position`` (already out of the index): the last entry takes its
+        place and moves up or down to where it belongs."""
+        deadlines, keys = self._deadlines, self._keys
+        last_deadline = deadlines.pop()
+        last_key = keys.pop()
+        if position == len(keys):
+            return  # it was the last entry
+        deadlines[position] = last_deadline
+        keys[position] = last_key
+        self._positions[last_key] = position
+        if position > 0 and last_deadline < deadlines[(position - 1) >> 1]:
+            self._sift_up(position)
+        else:
+            self._sift_down(position)
+
+    def _sift_up(self, position: int) -> None:
+        deadlines, keys, positions = self._deadlines, self._keys, self._positions
+        deadline = deadlines[position]
+        key = keys[position]
+        while position > 0:
+            parent = (position - 1) >> 1
+            parent_deadline = deadlines[parent]
+            if parent_deadline <= deadline:
+                break
+            parent_key = keys[parent]
+            deadlines[position] = parent_deadline
+            keys[position] = parent_key
+            positions[parent_key] = position
+            position = parent
+        deadlines[position] = deadline
+        keys[position] = key
+        positions[key] = position
+
+    def _sift_down(self, position: int) -> None:
+        deadlines, keys, positions = self._deadlines, self._keys, self._positions
+        count = len(deadlines)
+        deadline = deadlines[position]
+        key = keys[position]
+        while True:
+            child = 2 * position + 1
+            if child >= count:
+                break
+            child_deadline = deadlines[child]
+            right = child + 1
+            if right < count and deadlines[right] < child_deadline:
+                child = right
+                child_deadline = deadlines[right]
+            if child_deadline >= deadline:
+                break
+            child_key = keys[child]
+            deadlines[position] = child_deadline
+            keys[position] = child_key
+            positions[child_key] = position
+            position = child
+        deadlines[position] = deadline
+        keys[position] = key
+        positions[key] = position

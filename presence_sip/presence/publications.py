@@ -213,7 +213,8 @@ class Compositor:
         self._stale: set[str] = set()
         """Presentities whose publications changed since their document was last composed."""
         self._entity_keys: dict[str, str | None] = {}
-        self._expiry: DeadlineHeap[str] = DeadlineHeap(self._expires_then)
+        self._expiry: DeadlineHeap[str] = DeadlineHeap()
+        """Entity-tag -> the expiry of its publication."""
         self._seq = 0
         self._etag_second: int | None = None
         self._etag_prefix = ""
@@ -394,10 +395,11 @@ class Compositor:
         if mine is None:
             mine = self._by_presentity[publication.presentity] = {}
         mine[publication.etag] = publication
-        self._expiry.push(publication.expires_at, publication.etag)
+        self._expiry.set(publication.etag, publication.expires_at)
 
     def _unindex(self, publication: _Publication) -> None:
         self._by_etag.pop(publication.etag, None)
+        self._expiry.discard(publication.etag)
         mine = self._by_presentity.get(publication.presentity)
         if mine is not None:
             mine.pop(publication.etag, None)
@@ -431,11 +433,6 @@ class Compositor:
 
     def get_timer(self) -> float | None:
         return self._expiry.next_deadline()
-
-    def _expires_then(self, deadline: float, etag: str) -> bool:
-        """Is ``deadline`` still the expiry of publication ``etag`` (not refreshed or removed)?"""
-        publication = self._by_etag.get(etag)
-        return publication is not None and publication.expires_at == deadline
 
     def handle_timer(self, now: float, limit: int = 1000) -> set[str]:
         """Remove up to ``limit`` expired publications; return the presentities that changed."""

@@ -141,7 +141,8 @@ class PresenceServer:
         )
         self.subscriptions: dict[str, Subscription] = {}
         self._presentities: dict[str, Presentity] = {}
-        self._expiry: DeadlineHeap[str] = DeadlineHeap(self._expires_then)
+        self._expiry: DeadlineHeap[str] = DeadlineHeap()
+        """Subscription id -> its expiry."""
         self._throttle: list[tuple[float, str]] = []
         self._due: list[Subscription] = []
         self._diffs: dict[tuple[bytes, bytes], bytes] = {}
@@ -301,7 +302,7 @@ class PresenceServer:
             self._terminate(sub, Input.UNSUBSCRIBE, now)
             return
         sub.expires_at = now + expires
-        self._expiry.push(sub.expires_at, sub.id)
+        self._expiry.set(sub.id, sub.expires_at)
         self.store.save_subscription(sub)
         sub.last_body = None  # RFC 6665 §4.2.1.2 / RFC 5263: full state after a refresh
         self._apply(sub, Input.REFRESH, now, immediate=True)
@@ -310,12 +311,7 @@ class PresenceServer:
         self.subscriptions[sub.id] = sub
         presentity = self._presentity(sub.presentity)
         (presentity.winfo if sub.event == WINFO else presentity.watchers)[sub.id] = sub
-        self._expiry.push(sub.expires_at, sub.id)
-
-    def _expires_then(self, deadline: float, sid: str) -> bool:
-        """Is ``deadline`` still the expiry of subscription ``sid`` (not refreshed or ended)?"""
-        sub = self.subscriptions.get(sid)
-        return sub is not None and sub.expires_at == deadline
+        self._expiry.set(sub.id, sub.expires_at)
 
     def _restore(self, record: SubscriptionRecord) -> None:
         dialog = Dialog(
@@ -387,6 +383,7 @@ class PresenceServer:
         """Remove a terminated subscription from the indexes and the store."""
         if self.subscriptions.pop(sub.id, None) is None:
             return
+        self._expiry.discard(sub.id)
         self.store.delete_subscription(sub.id)
         presentity = self._presentities.get(sub.presentity)
         if presentity is None:

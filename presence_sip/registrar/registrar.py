@@ -73,7 +73,8 @@ class Registrar:
         self.policy = policy or RegistrarPolicy()
         self.listeners = listeners if listeners is not None else []
         self._bindings: dict[str, dict[str, Binding]] = {}
-        self._expiry: DeadlineHeap[tuple[str, str]] = DeadlineHeap(self._expires_then)
+        self._expiry: DeadlineHeap[tuple[str, str]] = DeadlineHeap()
+        """(AOR, contact) -> the expiry of that binding."""
         for binding in store.load_bindings():
             self._index(binding)
         self.handle_timer(now)
@@ -191,6 +192,7 @@ class Registrar:
         index = self._bindings.setdefault(aor, {})
         for contact in removed:
             index.pop(contact, None)
+            self._expiry.discard((aor, contact))
         for binding in upserts:
             self._index(binding)
         if not index:
@@ -201,13 +203,7 @@ class Registrar:
 
     def _index(self, binding: Binding) -> None:
         self._bindings.setdefault(binding.aor, {})[binding.contact] = binding
-        self._expiry.push(binding.expires_at, (binding.aor, binding.contact))
-
-    def _expires_then(self, deadline: float, key: tuple[str, str]) -> bool:
-        """Is ``deadline`` still the expiry of binding ``key`` (not refreshed or removed)?"""
-        aor, contact = key
-        current = self._bindings.get(aor, {}).get(contact)
-        return current is not None and current.expires_at == deadline
+        self._expiry.set((binding.aor, binding.contact), binding.expires_at)
 
     def _ok(self, request: Request, aor: str, now: float) -> Response:
         headers = [

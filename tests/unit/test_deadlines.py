@@ -1,80 +1,96 @@
-"""DeadlineHeap: earliest live deadline first, dead entries skipped and compacted away."""
+"""DeadlineHeap: keys by deadline, earliest first, each held once, moved and removed in place."""
 
 from __future__ import annotations
 
-from presence_sip.deadlines import MIN_COMPACT_SIZE, DeadlineHeap
+import random
+
+from presence_sip.deadlines import DeadlineHeap
 
 
-class Records:
-    """An owner: key -> current deadline (a record refreshed or removed leaves a dead entry)."""
-
-    def __init__(self) -> None:
-        self.deadlines: dict[str, float] = {}
-        self.heap: DeadlineHeap[str] = DeadlineHeap(self.is_current)
-
-    def is_current(self, deadline: float, key: str) -> bool:
-        return self.deadlines.get(key) == deadline
-
-    def set(self, key: str, deadline: float) -> None:
-        self.deadlines[key] = deadline
-        self.heap.push(deadline, key)
+def drain(heap: DeadlineHeap[str], now: float) -> list[str]:
+    out = []
+    while (key := heap.pop_due(now)) is not None:
+        out.append(key)
+    return out
 
 
 def test_due_keys_come_earliest_first_and_only_when_due() -> None:
-    records = Records()
-    records.set("b", 20.0)
-    records.set("a", 10.0)
-    records.set("c", 30.0)
-    assert records.heap.next_deadline() == 10.0
-    assert records.heap.pop_due(9.9) is None
-    assert records.heap.pop_due(25.0) == "a"
-    assert records.heap.pop_due(25.0) == "b"
-    assert records.heap.pop_due(25.0) is None
-    assert records.heap.next_deadline() == 30.0
+    heap: DeadlineHeap[str] = DeadlineHeap()
+    heap.set("b", 20.0)
+    heap.set("a", 10.0)
+    heap.set("c", 30.0)
+    assert heap.next_deadline() == 10.0
+    assert heap.pop_due(9.9) is None
+    assert drain(heap, 25.0) == ["a", "b"]
+    assert heap.next_deadline() == 30.0
+    assert len(heap) == 1
+    assert "a" not in heap
+    assert "c" in heap
 
 
-def test_refreshed_and_removed_records_are_skipped() -> None:
-    records = Records()
-    records.set("refreshed", 10.0)
-    records.set("removed", 11.0)
-    records.set("kept", 12.0)
-    records.set("refreshed", 50.0)
-    del records.deadlines["removed"]
-    assert records.heap.pop_due(20.0) == "kept"
-    assert records.heap.pop_due(20.0) is None
-    assert records.heap.pop_due(50.0) == "refreshed"
-    assert len(records.heap) == 0
+def test_a_key_is_held_once_and_moved_by_set() -> None:
+    heap: DeadlineHeap[str] = DeadlineHeap()
+    heap.set("refreshed", 10.0)
+    heap.set("kept", 12.0)
+    heap.set("refreshed", 50.0)  # later
+    heap.set("kept", 11.0)  # earlier
+    assert len(heap) == 2
+    assert heap.deadline("refreshed") == 50.0
+    assert drain(heap, 20.0) == ["kept"]
+    assert drain(heap, 50.0) == ["refreshed"]
+    assert heap.next_deadline() is None
 
 
-def test_churn_keeps_the_heap_bounded() -> None:
-    """Subscribe and unsubscribe forever, deadlines an hour away: the dead entries do not pile
-    up (before the compaction, 100,000 cycles left 100,000 entries)."""
-    records = Records()
+def test_discard_removes_in_place() -> None:
+    heap: DeadlineHeap[str] = DeadlineHeap()
+    for i in range(10):
+        heap.set(f"k{i}", float(i))
+    heap.discard("k0")  # the root
+    heap.discard("k9")  # the last entry
+    heap.discard("k4")  # in the middle
+    heap.discard("absent")
+    assert len(heap) == 7
+    assert heap.deadline("k4") is None
+    assert drain(heap, 100.0) == ["k1", "k2", "k3", "k5", "k6", "k7", "k8"]
+
+
+def test_churn_holds_only_the_live_keys() -> None:
+    """Subscribe and unsubscribe forever, deadlines an hour away: nothing dead is kept (a plain
+    heap with lazy deletion held one entry per cycle until its old deadline)."""
+    heap: DeadlineHeap[str] = DeadlineHeap()
     for i in range(100):
-        records.set(f"stays{i}", 1e9 + i)
-    for i in range(100_000):
-        key = f"churn{i}"
-        records.set(key, 3600.0 + i)
-        del records.deadlines[key]
-    assert len(records.heap) < MIN_COMPACT_SIZE
-    assert [records.heap.pop_due(2e9) for _ in range(100)] == [f"stays{i}" for i in range(100)]
+        heap.set(f"stays{i}", 1e9 + i)
+    for i in range(10_000):
+        heap.set(f"churn{i}", 3600.0 + i)
+        heap.discard(f"churn{i}")
+    assert len(heap) == 100
+    assert drain(heap, 2e9) == [f"stays{i}" for i in range(100)]
 
 
-def test_a_growing_live_set_is_kept_whole() -> None:
-    records = Records()
-    for i in range(10 * MIN_COMPACT_SIZE):
-        records.set(f"k{i}", float(i))
-    assert len(records.heap) == 10 * MIN_COMPACT_SIZE
-    due = [records.heap.pop_due(1e9) for _ in range(10 * MIN_COMPACT_SIZE)]
-    assert due == [f"k{i}" for i in range(10 * MIN_COMPACT_SIZE)]
-
-
-def test_refreshes_leave_at_most_twice_the_live_entries() -> None:
-    records = Records()
-    live = 3 * MIN_COMPACT_SIZE
-    for round_ in range(10):
-        for i in range(live):
-            records.set(f"k{i}", 1000.0 * round_ + i)
-        assert len(records.heap) <= 2 * live
-    assert records.heap.pop_due(8999.0) is None
-    assert records.heap.pop_due(9000.0) == "k0"
+def test_random_operations_agree_with_a_sorted_model() -> None:
+    """Sets (new and moved), discards and pops in random order against a dict model."""
+    rng = random.Random(8)
+    heap: DeadlineHeap[int] = DeadlineHeap()
+    model: dict[int, float] = {}
+    now = 0.0
+    for _ in range(20_000):
+        action = rng.random()
+        key = rng.randrange(500)
+        if action < 0.55:
+            deadline = now + rng.choice([rng.uniform(0, 100), float(rng.randrange(5))])
+            heap.set(key, deadline)
+            model[key] = deadline
+        elif action < 0.8:
+            heap.discard(key)
+            model.pop(key, None)
+        else:
+            now += rng.uniform(0, 5)
+            popped = drain(heap, now)
+            due = [k for k, d in model.items() if d <= now]
+            assert sorted(popped) == sorted(due)
+            assert [model[k] for k in popped] == sorted(model[k] for k in popped)
+            for k in popped:
+                del model[k]
+        assert len(heap) == len(model)
+        expected = min(model.values()) if model else None
+        assert heap.next_deadline() == expected
