@@ -93,34 +93,33 @@ class DeadlineHeap(Generic[K]):
         last_key = keys.pop()
         if position == len(keys):
             return  # it was the last entry
-        deadlines[position] = last_deadline
-        keys[position] = last_key
-        self._positions[last_key] = position
+        self._put(position, last_deadline, last_key)
         if position > 0 and last_deadline < deadlines[(position - 1) >> 1]:
             self._sift_up(position)
         else:
             self._sift_down(position)
 
+    def _put(self, position: int, deadline: float, key: K) -> None:
+        self._deadlines[position] = deadline
+        self._keys[position] = key
+        self._positions[key] = position
+
     def _sift_up(self, position: int) -> None:
-        deadlines, keys, positions = self._deadlines, self._keys, self._positions
+        """Move the entry at ``position`` towards the root while its parent is later."""
+        deadlines, keys = self._deadlines, self._keys
         deadline = deadlines[position]
         key = keys[position]
         while position > 0:
             parent = (position - 1) >> 1
-            parent_deadline = deadlines[parent]
-            if parent_deadline <= deadline:
+            if deadlines[parent] <= deadline:
                 break
-            parent_key = keys[parent]
-            deadlines[position] = parent_deadline
-            keys[position] = parent_key
-            positions[parent_key] = position
+            self._put(position, deadlines[parent], keys[parent])
             position = parent
-        deadlines[position] = deadline
-        keys[position] = key
-        positions[key] = position
+        self._put(position, deadline, key)
 
     def _sift_down(self, position: int) -> None:
-        deadlines, keys, positions = self._deadlines, self._keys, self._positions
+        """Move the entry at ``position`` towards the leaves while a child is earlier."""
+        deadlines, keys = self._deadlines, self._keys
         count = len(deadlines)
         deadline = deadlines[position]
         key = keys[position]
@@ -128,18 +127,11 @@ class DeadlineHeap(Generic[K]):
             child = 2 * position + 1
             if child >= count:
                 break
-            child_deadline = deadlines[child]
             right = child + 1
-            if right < count and deadlines[right] < child_deadline:
+            if right < count and deadlines[right] < deadlines[child]:
                 child = right
-                child_deadline = deadlines[right]
-            if child_deadline >= deadline:
+            if deadlines[child] >= deadline:
                 break
-            child_key = keys[child]
-            deadlines[position] = child_deadline
-            keys[position] = child_key
-            positions[child_key] = position
+            self._put(position, deadlines[child], keys[child])
             position = child
-        deadlines[position] = deadline
-        keys[position] = key
-        positions[key] = position
+        self._put(position, deadline, key)
