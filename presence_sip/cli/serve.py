@@ -38,9 +38,10 @@ from pathlib import Path
 from typing import Any
 
 from presence_sip.node import ROLES, Node, NodeConfig, TlsSettings
-from presence_sip.proxy.routing import NextHop, is_ip
+from presence_sip.proxy.routing import NextHop
 from presence_sip.runtime.gc_policy import FullCollections, tune_gc
 from presence_sip.sip.errors import ConfigError
+from presence_sip.sip.uri import is_ip
 from presence_sip.transport.listen import ListenSpec
 
 DEFAULT_LISTEN = ("udp:127.0.0.1:5060", "tcp:127.0.0.1:5060")

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from presence_sip.dialog.dialog import Dialog, DialogError, is_ip, next_hop_peer
+from presence_sip.dialog.dialog import Dialog, DialogError, next_hop_peer
 
-__all__ = ["Dialog", "DialogError", "is_ip", "next_hop_peer"]
+__all__ = ["Dialog", "DialogError", "next_hop_peer"]

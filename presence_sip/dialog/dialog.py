@@ -20,8 +20,6 @@ Where an in-dialog request goes (:meth:`Dialog.destination`) is decided without 
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -29,7 +27,7 @@ from presence_sip.sip.errors import RemoteProtocolError
 from presence_sip.sip.memo import remember
 from presence_sip.sip.message import CSeq, Headers, Request
 from presence_sip.sip.peer import Peer
-from presence_sip.sip.uri import NameAddr, SipUri, Via, parse_name_addr
+from presence_sip.sip.uri import NameAddr, SipUri, Via, is_ip, parse_name_addr
 
 MAX_CSEQ = 2**31 - 1
 """RFC 3261 §8.1.1.5: CSeq values we generate stay below 2**31."""
@@ -260,34 +258,6 @@ def next_hop_peer(uri: object, fallback: Peer) -> Peer:
 
 _HOPS: dict[tuple[str, str, int], Peer] = {}
 """Shared next-hop Peers by (transport, URI host, port)."""
-
-
-_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
-_IPV4 = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}")
-
-
-_IP_HOSTS: dict[str, bool] = {}
-"""Answers of :func:`is_ip` (the same few hosts recur: a dict hit instead of a regex match)."""
-
-
-def is_ip(host: str) -> bool:
-    """Is ``host`` an IPv4 address or an IPv6 address / reference?"""
-    found = _IP_HOSTS.get(host)
-    if found is None:
-        found = remember(_IP_HOSTS, host, _is_ip(host))
-    return found
-
-
-def _is_ip(host: str) -> bool:
-    if _IPV4.fullmatch(host):
-        return True
-    if ":" not in host:
-        return False
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
 
 
 def _contact_uri(request: Request) -> str:

@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 
 from presence_sip.auth.guard import RequestGuard, Verdict
-from presence_sip.dialog.dialog import is_ip
 from presence_sip.endpoint import Endpoint, Incoming, ResponseCallback
 from presence_sip.hss.store import SubscriberStore
 from presence_sip.presence.pidf import (
@@ -42,7 +41,7 @@ from presence_sip.sip.errors import RemoteProtocolError, SipError
 from presence_sip.sip.message import Request, Response
 from presence_sip.sip.peer import Peer
 from presence_sip.sip.responses import make_response
-from presence_sip.sip.uri import SipUri, TelUri, Uri, parse_uri
+from presence_sip.sip.uri import SipUri, TelUri, Uri, is_ip, parse_uri
 from presence_sip.storage.sqlite_presence import Connection, SqlitePresenceStore
 
 log = logging.getLogger(__name__)

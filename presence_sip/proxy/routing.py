@@ -6,12 +6,11 @@ A node never asks system DNS: a host is either an IP literal, or a name configur
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from presence_sip.sip.peer import Peer
-from presence_sip.sip.uri import SipUri, Uri
+from presence_sip.sip.uri import SipUri, Uri, is_ip
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,14 +29,6 @@ class NextHop:
     @property
     def peer(self) -> Peer:
         return Peer(self.transport, self.host, self.port)
-
-
-def is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
 
 
 def default_port(transport: str) -> int:

@@ -7,6 +7,7 @@ unescaping use :func:`unescape` explicitly.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import NamedTuple
 
@@ -466,3 +467,30 @@ def parse_via(item: str) -> Via:
         if lkey in ("branch", "received", "maddr") and not value:
             raise SipParseError("Malformed Via")
     return Via(transport.upper(), host, int(port) if port else None, params, protocol)
+
+
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_IPV4 = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}")
+
+_IP_HOSTS: dict[str, bool] = {}
+"""Answers of :func:`is_ip` (the same few hosts recur: a dict hit instead of a regex match)."""
+
+
+def is_ip(host: str) -> bool:
+    """Is ``host`` an IPv4 address, or an IPv6 address bare or as a ``[reference]``?"""
+    found = _IP_HOSTS.get(host)
+    if found is None:
+        found = remember(_IP_HOSTS, host, _is_ip(host))
+    return found
+
+
+def _is_ip(host: str) -> bool:
+    if _IPV4.fullmatch(host):
+        return True
+    if ":" not in host:
+        return False
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True

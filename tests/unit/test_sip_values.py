@@ -23,7 +23,14 @@ from presence_sip.sip import (
 from presence_sip.sip.grammar import split_commas, unquote
 from presence_sip.sip.message import Message, canonical_name, parse_cseq
 from presence_sip.sip.peer import Peer
-from presence_sip.sip.uri import format_params, get_param, has_param, parse_header_params, unescape
+from presence_sip.sip.uri import (
+    format_params,
+    get_param,
+    has_param,
+    is_ip,
+    parse_header_params,
+    unescape,
+)
 from presence_sip.sip.validate import VALIDATORS
 
 # --- Headers ------------------------------------------------------------------------------------
@@ -308,3 +315,25 @@ def test_peer() -> None:
     assert tcp.reliable
     assert str(tcp) == "tcp:[::1]:5061"
     assert tcp.without_connection() == Peer("tcp", "::1", 5061)
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("127.0.2.11", True),
+        ("255.255.255.255", True),
+        ("::1", True),
+        ("[2001:db8::1]", True),
+        ("256.1.1.1", False),
+        ("1.2.3", False),
+        ("[127.0.0.1]", False),  # brackets are for IPv6 references only (RFC 3261 §25.1)
+        ("net-b.test", False),
+        ("[net-b.test]", False),
+        ("", False),
+    ],
+)
+def test_is_ip_tells_literals_from_names(host: str, expected: bool) -> None:
+    """One ``is_ip`` for dialogs, routing and the CLI (there were two that disagreed on
+    ``[127.0.0.1]``); a name is never resolved, so only literals may be sent to directly."""
+    assert is_ip(host) is expected
+    assert is_ip(host) is expected  # the remembered answer
