@@ -163,17 +163,16 @@ class Headers:
         entry = _NAMES.get(name)  # _key() inlined: a dozen calls per message (issue 8)
         key = entry[1] if entry is not None else _name_and_key(name)[1]
         keys = self._keys
-        if key in keys:  # two scans in C beat one in Python for a dozen fields
-            return self._items[keys.index(key)][1]
+        for index in range(len(keys)):  # compiled: one scan of str compares, no rich compare
+            if keys[index] == key:
+                return self._items[index][1]
         return None
 
     def get_all(self, name: str) -> list[str]:
         """Values of every field called ``name`` (one per header line)."""
         key = _key(name)
-        keys = self._keys
-        if key not in keys:
-            return []
-        return [item[1] for item, k in zip(self._items, keys, strict=True) if k == key]
+        keys, items = self._keys, self._items
+        return [items[index][1] for index in range(len(keys)) if keys[index] == key]
 
     def values(self, name: str) -> list[str]:
         """Every comma-separated value across all fields called ``name``."""
