@@ -54,12 +54,8 @@ class DeadlineHeap(Generic[K]):
             self._positions[key] = position
             self._sift_up(position)
             return
-        earlier = deadline < self._deadlines[position]
         self._deadlines[position] = deadline
-        if earlier:
-            self._sift_up(position)
-        else:
-            self._sift_down(position)
+        self._settle(position)
 
     def discard(self, key: K) -> None:
         """Forget ``key`` (nothing happens when it holds no deadline)."""
@@ -94,7 +90,12 @@ class DeadlineHeap(Generic[K]):
         if position == len(keys):
             return  # it was the last entry
         self._put(position, last_deadline, last_key)
-        if position > 0 and last_deadline < deadlines[(position - 1) >> 1]:
+        self._settle(position)
+
+    def _settle(self, position: int) -> None:
+        """Move the entry at ``position``, whose deadline just changed, to where it belongs."""
+        deadlines = self._deadlines
+        if position > 0 and deadlines[position] < deadlines[(position - 1) >> 1]:
             self._sift_up(position)
         else:
             self._sift_down(position)

@@ -61,6 +61,8 @@ _LET_THROUGH = Verdict(None)
 
 _KEY_CACHE_SIZE = 65536
 """Request-URIs whose presentity key is remembered (the cache starts over when full)."""
+_UNCACHED = ""
+"""Not in the entity-key cache (no key is empty: a key is None or a non-empty string)."""
 
 
 class _Refusal(Exception):
@@ -204,7 +206,7 @@ class PresenceRole:
             raise _Refusal(404, "Unknown presentity")  # only after authentication
         from_uri = request.from_.uri
         watcher = str(from_uri)
-        self._note_entity(watcher, from_uri)
+        self._entity_key(watcher, from_uri)  # cached from the parsed URI: no second parse
         self._check_watcher(verdict, watcher)
         if event == WINFO:
             self._check_owner(verdict, key, watcher)  # RFC 3857 §5.2: the presentity only
@@ -348,26 +350,21 @@ class PresenceRole:
             raise _Refusal(404, "Unknown presentity")
         return key
 
-    def _entity_key(self, uri_text: str) -> str | None:
-        """:func:`_entity_key` with a cache: watchers subscribe again and again, to many."""
+    def _entity_key(self, uri_text: str, parsed: Uri | None = None) -> str | None:
+        """:func:`_entity_key` with a cache: watchers subscribe again and again, to many.
+
+        ``parsed``, when given, is ``uri_text`` already parsed (a From URI): a new entry is then
+        made from it instead of parsing the text again (issue 8)."""
         cache = self._entity_keys
-        try:
-            return cache[uri_text]
-        except KeyError:
-            pass
+        key = cache.get(uri_text, _UNCACHED)
+        if key != _UNCACHED:
+            return key
         if len(cache) >= _KEY_CACHE_SIZE:
             cache.clear()
-        key = cache[uri_text] = _entity_key(uri_text)
+        key = cache[uri_text] = (
+            aor_key(parsed) if isinstance(parsed, SipUri | TelUri) else _entity_key(uri_text)
+        )
         return key
-
-    def _note_entity(self, uri_text: str, uri: Uri) -> None:
-        """Put the key of ``uri`` (``uri_text`` parsed) in the :meth:`_entity_key` cache, so a
-        new watcher's From URI is not parsed a second time from its text (issue 8)."""
-        cache = self._entity_keys
-        if uri_text not in cache and isinstance(uri, SipUri | TelUri):
-            if len(cache) >= _KEY_CACHE_SIZE:
-                cache.clear()
-            cache[uri_text] = aor_key(uri)
 
     def _rules_for(self, key: str) -> Mapping[str, str]:
         """The HSS rules of a presentity: only a subscriber (key ``+MSISDN``) has any, so a

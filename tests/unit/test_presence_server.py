@@ -1036,7 +1036,7 @@ def test_watcher_key_from_the_parsed_from_is_the_key_of_its_text(uri: str) -> No
     """A new watcher's key is taken from the From URI already parsed (no second parse); it
     must be what the text path gives."""
     role = Node().role
-    role._note_entity(uri, parse_uri(uri))
+    role._entity_key(uri, parse_uri(uri))
     assert role._entity_keys[uri] == role_entity_key(uri)
 
 
