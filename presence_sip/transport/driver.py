@@ -158,8 +158,8 @@ class Driver:
         """Inputs taken in since the last send of the burst."""
         self._split_bursts = False
         """Whether the last LOAD_WINDOW left the process CPU time to spare (see _pump_soon)."""
-        self._window_start = -math.inf
-        """Endpoint time at which the current LOAD_WINDOW began."""
+        self._window_start = 0.0
+        """Endpoint time at which the current LOAD_WINDOW began (the first begins at start)."""
         self._window_cpu = 0.0
         """The process's CPU seconds then."""
 
@@ -169,6 +169,8 @@ class Driver:
         self._loop = asyncio.get_running_loop()
         if self._clock is None:
             self._time = self._loop.time
+        self._window_start = self._time()
+        self._window_cpu = self._cpu_clock()
         self._running = True
         for spec in listen:
             try:

@@ -314,11 +314,12 @@ def burst_batches(
     cpu_clock: Callable[[], float] = time.process_time,
     bursts: int = 1,
     size: int = 20,
+    between: Callable[[], object] = lambda: None,
 ) -> list[list[int]]:
     """Under uvloop (the loop ``serve`` runs): ``bursts`` times, ``size`` OPTIONS queued on the
     server's socket before its loop runs (so that one socket wake-up hands them all over) and
-    their answers read; the sizes of the answer batches the driver sent, per burst, after
-    checking that every request got its own answer."""
+    their answers read, ``between()`` after each; the sizes of the answer batches the driver
+    sent, per burst, after checking that every request got its own answer."""
 
     async def run() -> list[list[int]]:
         endpoint = BatchRecordingEndpoint()
@@ -339,6 +340,7 @@ def burst_batches(
                 assert sorted(answers) == sorted(expected_200(r) for r in requests)
                 per_burst.append(endpoint.batches)
                 endpoint.batches = []
+                between()
             return per_burst
         finally:
             sock.close()
@@ -347,20 +349,38 @@ def burst_batches(
     return uvloop.run(run())
 
 
+class ManualClock:
+    """Stands still until a test moves it."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self) -> None:
+        self.now += 1.0
+
+
 def test_burst_answers_leave_in_groups_of_at_most_eight() -> None:
-    # The first burst comes before any load was measured: one send, for throughput.  After it
-    # the process had CPU time to spare, and the clock stands still, so only the count bounds
-    # a group.  (With one send per burst, the first request waited for all twenty.)
-    first, second = burst_batches(lambda: 1000.0, bursts=2)
+    # The clock stands still during a burst, so only the count bounds a group; a second passes
+    # between bursts.  The first burst comes before a load window closed: one send.  The
+    # window closes with the second (the process had CPU time to spare), so the third burst
+    # is split.  (With one send per burst, its first request waited for all twenty.)
+    assert LOAD_WINDOW < 1.0
+    clock = ManualClock()
+    first, second, third = burst_batches(clock, bursts=3, between=clock.advance)
     assert first == [20]
-    assert sum(second) == 20
-    assert max(second) == BURST_SEND_EVERY
-    assert len(second) < 20  # still grouped: not one send per answer
+    assert second == [20]
+    assert sum(third) == 20
+    assert max(third) == BURST_SEND_EVERY
+    assert len(third) < 20  # still grouped: not one send per answer
 
 
 def test_burst_answers_leave_once_a_millisecond_passed() -> None:
     # The clock moves a second per reading, so every datagram comes long (> BURST_SEND_AFTER)
-    # after the last send: the answers so far leave with every second datagram at the latest.
+    # after the last send, and the load window closes with the first burst: the answers of
+    # the second leave with every second datagram at the latest.
     assert BURST_SEND_AFTER < 1.0
     ticks = itertools.count()
     first, second = burst_batches(lambda: 1000.0 + next(ticks), bursts=2)
@@ -371,14 +391,16 @@ def test_burst_answers_leave_once_a_millisecond_passed() -> None:
 
 def test_busy_loop_answers_a_burst_in_one_send() -> None:
     # The load window closes at the end of each burst (the clock moves a second per reading,
-    # more than LOAD_WINDOW).  The first closes with no CPU used yet: time to spare, the second
-    # burst is split.  By the end of the second the process seems to have used 1,000 CPU
-    # seconds: no time to spare, so the third burst is answered in one send again.
-    assert LOAD_WINDOW < 1.0
+    # more than LOAD_WINDOW).  In the first the process used no CPU: time to spare, the second
+    # burst is split.  In the second it seems to have used 1,000 CPU seconds: no time to spare,
+    # so the third burst is answered in one send again.
     assert SPARE_BELOW < 1.0
     ticks = itertools.count()
-    cpu = itertools.count(step=1000)
-    first, second, third = burst_batches(lambda: 1000.0 + next(ticks), lambda: next(cpu), 3)
+    # at start, at the end of burst 1, then 1,000 CPU seconds more at the end of every burst
+    cpu_readings = itertools.chain([0.0, 0.0], itertools.count(1000.0, 1000.0))
+    first, second, third = burst_batches(
+        lambda: 1000.0 + next(ticks), lambda: next(cpu_readings), 3
+    )
     assert first == [20]
     assert max(second) <= 2
     assert third == [20]
