@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.harness.config import DOMAIN, FULL, NICE
 from benchmarks.harness.processes import REAPER, process_tree
-from benchmarks.harness.samples import percentile
+from benchmarks.harness.samples import percentile, timed_latency_samples
 from benchmarks.harness.servers import Kamailio, Ours, Server, preflight
 from benchmarks.harness.sipp import Sipp, SippJob, write_csvs
 
@@ -97,17 +97,6 @@ class Sampler(threading.Thread):
                 pids, refreshed = process_tree(self.root), time.monotonic()
             on_cpu, waiting = read_schedstat(pids)
             self.readings.append(Reading(time.time(), on_cpu, waiting, read_cpu0()))
-
-
-def rtt_samples(actions_log: Path) -> list[tuple[float, float]]:
-    """``(send time, latency)`` of every PUBLISH, from publish_timed.xml's ``RTT`` lines."""
-    out = []
-    for line in actions_log.read_text(errors="replace").splitlines():
-        parts = line.split()
-        if len(parts) == 5 and parts[0] == "RTT":
-            s0, u0, s1, u1 = (float(p) for p in parts[1:])
-            out.append((s0 + u0 / 1e6, (s1 - s0) + (u1 - u0) / 1e6))
-    return sorted(out)
 
 
 def reading_at(readings: list[Reading], at: float) -> Reading:
@@ -191,7 +180,7 @@ def main() -> None:
             sampler.join()
             server.stop()
         print(run.describe())
-        samples = rtt_samples(run.workdir / "actions.log")
+        samples = sorted(timed_latency_samples(run.workdir / "actions.log"))
         if not samples or not sampler.readings:
             sys.exit("no latency samples")
         report(samples, sampler.readings)

@@ -34,13 +34,19 @@ def notified_stamps(path: Path) -> list[float]:
 
 def latency_samples(path: Path) -> list[float]:
     """Seconds between the PUBLISH send and its 200, from publish_timed.xml log lines."""
+    return [latency for _, latency in timed_latency_samples(path)]
+
+
+def timed_latency_samples(path: Path) -> list[tuple[float, float]]:
+    """``(send time, latency)`` of each PUBLISH, in log order: the ``RTT <s0> <us0> <s1> <us1>``
+    lines publish_timed.xml writes (gettimeofday() before the send and at the 200)."""
     out = []
     if path.exists():
         for line in path.read_text(errors="replace").splitlines():
             parts = line.split()
             if len(parts) == 5 and parts[0] == "RTT":
                 s0, u0, s1, u1 = (float(p) for p in parts[1:])
-                out.append((s1 - s0) + (u1 - u0) / 1e6)
+                out.append((s0 + u0 / 1e6, (s1 - s0) + (u1 - u0) / 1e6))
     return out
 
 
