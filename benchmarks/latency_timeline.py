@@ -32,17 +32,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.harness.config import DOMAIN, FULL, NICE
+from benchmarks.harness.config import FULL, NICE
 from benchmarks.harness.processes import REAPER, process_tree
 from benchmarks.harness.samples import percentile, timed_latency_samples
 from benchmarks.harness.servers import Kamailio, Ours, Server, preflight
-from benchmarks.harness.sipp import Sipp, SippJob, write_csvs
+from benchmarks.harness.sipp import Sipp, write_csvs
+from benchmarks.run import latency_job
 
 SAMPLE_EVERY = 0.02
 """Seconds between two readings of the scheduler statistics."""
 BUCKET = 0.1
 """Seconds of sending time per printed row."""
-TICKS_PER_SECOND = 100  # USER_HZ of /proc/stat on Linux
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,16 +160,7 @@ def main() -> None:
         csvs = write_csvs(workdir, FULL)
         server: Server = Ours(workdir) if args.target == "ours" else Kamailio(workdir)
         sipp = Sipp(workdir / server.name / "sipp", [])
-        job = SippJob(
-            "publish_timed.xml",
-            rate=args.rate,
-            calls=int(args.rate * args.seconds),
-            limit=max(500, int(args.rate)),
-            csv=csvs["publish"],
-            keys={"domain": DOMAIN, "expires": "3600", "basic": "open", "note": "lat"},
-            run_seconds=args.seconds + 15,
-            logs=True,
-        )
+        job = latency_job(args.rate, args.seconds, csvs["publish"])
         server.start()
         sampler = Sampler(server.pid)
         sampler.start()

@@ -64,6 +64,20 @@ from benchmarks.harness.servers import Kamailio, Ours, Server, preflight
 from benchmarks.harness.sipp import Sipp, SippJob, SippRun, write_csvs
 
 
+def latency_job(rate: float, seconds: float, csv: Path) -> SippJob:
+    """The SIPp run of one latency measurement: timed initial PUBLISHes at ``rate``."""
+    return SippJob(
+        "publish_timed.xml",
+        rate=rate,
+        calls=int(rate * seconds),
+        limit=max(500, int(rate)),
+        csv=csv,
+        keys={"domain": DOMAIN, "expires": "3600", "basic": "open", "note": "lat"},
+        run_seconds=seconds + 15,
+        logs=True,
+    )
+
+
 class Bench:
     """All measurements for one server."""
 
@@ -219,16 +233,7 @@ class Bench:
         rate = round_rate(rate)
         self.server.start()
         try:
-            job = SippJob(
-                "publish_timed.xml",
-                rate=rate,
-                calls=int(rate * self.s.latency_seconds),
-                limit=max(500, int(rate)),
-                csv=self.csvs["publish"],
-                keys={"domain": DOMAIN, "expires": "3600", "basic": "open", "note": "lat"},
-                run_seconds=self.s.latency_seconds + 15,
-                logs=True,
-            )
+            job = latency_job(rate, self.s.latency_seconds, self.csvs["publish"])
             run = self.sipp.run(job, self.server)
         finally:
             self.server.stop()
