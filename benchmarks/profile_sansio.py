@@ -47,6 +47,8 @@ from presence_sip.transport.listen import ListenSpec
 DOMAIN = "example.test"
 SERVER = ("127.0.0.1", 15070)
 SIPP = Peer("udp", "127.0.0.1", 16000)
+PRESENTITIES = 10_000
+"""Presentities the publish scenario cycles through (as benchmarks/run.py's PUBLISH row)."""
 
 PIDF = (
     '<?xml version="1.0" encoding="UTF-8"?>\r\n'
@@ -161,9 +163,12 @@ def feed(endpoint: Endpoint, clock: Clock, data: bytes) -> list[tuple[bytes, Pee
     return endpoint.outbox()
 
 
-def run_publish(endpoint: Endpoint, clock: Clock, n: int) -> Iterator[int]:
+def run_publish(
+    endpoint: Endpoint, clock: Clock, n: int, presentities: int = PRESENTITIES
+) -> Iterator[int]:
+    """publish.xml: one initial PUBLISH per call, round-robin over ``presentities``."""
     for i in range(n):
-        out = feed(endpoint, clock, publish(i, f"p{i % 10000}"))
+        out = feed(endpoint, clock, publish(i, f"p{i % presentities}"))
         assert out, "no answer"
         assert out[0][0].startswith(b"SIP/2.0 200"), out
         yield 1
@@ -277,6 +282,12 @@ def main() -> int:
         default=4000.0,
         help="simulated messages/s (sets how many transactions stay alive)",
     )
+    parser.add_argument(
+        "--presentities",
+        type=int,
+        default=PRESENTITIES,
+        help=f"publish: distinct presentities (default {PRESENTITIES:,}, as the PUBLISH row)",
+    )
     parser.add_argument("--profile", choices=("cprofile", "pyinstrument"), default=None)
     parser.add_argument("--no-gc", action="store_true", help="gc.disable() for the run")
     parser.add_argument("--top", type=int, default=35, help="cProfile rows printed")
@@ -304,7 +315,10 @@ def main() -> int:
                 return 0
             gc.callbacks.append(_gc_timer)
             clock = Clock(node.endpoint, args.rate)
-            calls = SCENARIOS[args.scenario](node.endpoint, clock, n)
+            if args.scenario == "publish":
+                calls = run_publish(node.endpoint, clock, n, args.presentities)
+            else:
+                calls = SCENARIOS[args.scenario](node.endpoint, clock, n)
             first, second = _timed_halves(calls, n, args)
         finally:
             node.close()

@@ -28,6 +28,7 @@ from collections.abc import Callable
 
 from . import grammar
 from .errors import SipParseError
+from .memo import remember
 from .message import CANONICAL_NAMES, SINGLE_VALUED, Headers, Message, Request, Response
 from .validate import FAST_CHECKS, KNOWN_METHODS, MANDATORY, Fast, validate_message
 
@@ -283,9 +284,7 @@ def _fast_ruri(uri: str) -> bool:
     """Is ``uri`` proven valid by the fast regex?  Remembers it when it is."""
     if grammar.FAST_SIP_URI.fullmatch(uri) is None:
         return False
-    if len(_RURI_CACHE) >= _CACHE_LIMIT:
-        _RURI_CACHE.clear()
-    _RURI_CACHE[uri] = True
+    remember(_RURI_CACHE, uri, True)  # one entry per presentity: as big as the URI memo
     return True
 
 

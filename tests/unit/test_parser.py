@@ -18,6 +18,7 @@ from presence_sip.sip import (
     TelUri,
     grammar,
     make_response,
+    memo,
     parse_message,
     parser,
     to_bytes,
@@ -302,6 +303,9 @@ def test_repeated_parse_gives_equal_independent_messages() -> None:
 
 def test_line_caches_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(parser, "_CACHE_LIMIT", 3)
+    monkeypatch.setattr(memo, "MEMO_LIMIT", 3)  # the R-URI cache is a memo table
+    monkeypatch.setattr(memo, "MEMO_DROP", 1)
+    parser._RURI_CACHE.clear()  # what earlier tests left: a table drops 1 per entry from here
     for i in range(8):
         parse_message(SUBSCRIBE.replace(b"Expires: 600", b"Expires: %d" % i))
         parse_message(SUBSCRIBE.replace(b"sip:resource@", b"sip:r%d@" % i))

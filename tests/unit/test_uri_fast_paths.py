@@ -113,6 +113,67 @@ def test_name_addr_fast_path() -> None:
     _compare(lambda t: parse_name_addr(t, "From"), texts)
 
 
+TAGGED = [
+    "<sip:a@b>;tag=1",
+    '"A" <sip:a@b>;tag=x.y-z',
+    "A B <sips:a:pw@b:5060;lr>;tag=7",
+    " <sip:a@b>;tag=1",
+    "<sip:a@b;tag=in>;tag=out",
+    '"x>;tag=y" <sip:a@b>',
+    '"x>;tag=y" <sip:a@b>;tag=z',
+    '"unterminated <sip:a@b>;tag=1',
+    "<sip:a@b>;tag=",
+    "<sip:a@b>;tag=a b",
+    "<sip:a@b>;tag=1 ",
+    '<sip:a@b>;tag="q"',
+    "<sip:a@b>;lr;tag=1",
+    "<sip:a@b> ;tag=1",
+    "<sip:a@b>;tag=1;x",
+    "<sip:a@b>;TAG=1",
+    "<sip:a@b>>;tag=1",
+    "<>;tag=1",
+    ">;tag=1",
+    ";tag=1",
+    "sip:a@b;tag=1",
+    "sip:a@b>;tag=1",
+]
+
+
+def _whole_text(text: str) -> object:
+    """The name-addr parse of the whole text, the memo left out."""
+    return uri_module._parse_name_addr(text, "From")
+
+
+def test_a_tagged_name_addr_is_what_the_whole_text_parse_gives() -> None:
+    for text in TAGGED:
+        assert _outcome(lambda t: parse_name_addr(t, "From"), text) == _outcome(_whole_text, text)
+
+
+@settings(max_examples=1500, derandomize=True)
+@given(
+    st.lists(
+        st.sampled_from(
+            ["<sip:a@b>", "<", ">", '"A"', '"', " ", ";tag=", ";", "=", "x", "1", ".", "sip:a@b"]
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_tagged_name_addrs_on_generated_input(pieces: list[str]) -> None:
+    for text in ("".join(pieces), "".join(pieces) + ";tag=t1"):
+        assert _outcome(lambda t: parse_name_addr(t, "From"), text) == _outcome(_whole_text, text)
+
+
+def test_the_memo_keeps_the_part_before_the_tag() -> None:
+    uri_module._NAME_ADDR_CACHE.clear()
+    one = parse_name_addr("<sip:a@b>;tag=1", "From")
+    two = parse_name_addr("<sip:a@b>;tag=2", "From")
+    assert list(uri_module._NAME_ADDR_CACHE) == ["<sip:a@b>"]  # not one entry per dialog
+    assert (one.tag, two.tag) == ("1", "2")
+    assert one.uri is two.uri
+    assert parse_name_addr("<sip:a@b>", "To") is uri_module._NAME_ADDR_CACHE["<sip:a@b>"]
+
+
 URIS = [
     "sip:alice@example.test",
     "sip:w1@127.0.0.1:16000;transport=UDP",
