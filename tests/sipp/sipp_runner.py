@@ -358,6 +358,17 @@ def _agent_args(
     return args
 
 
+SOCKET_BUFFER = 4 * 1024 * 1024
+"""SIPp's ``-buff_size`` (send and receive; Linux caps it at net.core.[rw]mem_max).
+
+SIPp's default, 64 KiB, holds about 60 NOTIFYs: one PUBLISH to the fan-out test's 1,000 watchers
+on one SIPp socket lost ~3,700 datagrams in the kernel, and the test (38 s) passed only through
+the node's Timer E retransmissions, which went on for most of Timer F's 32 s.  Once (CI,
+2026-11-26) the last 16 watchers, last in every retransmitted burst, were still unserved when
+Timer F ended their subscriptions.  With 4 MiB: no loss and a 6 s test; capped at the default
+net.core.rmem_max of 208 KiB: ~1,100 lost, and a 9 s test."""
+
+
 def _write_wrapper(workdir: Path, binary: str) -> Path:
     """A ``bin_path`` script adding the SIPp options pysipp 0.1.0 has no field for."""
     wrapper = workdir / "sipp.sh"
@@ -365,7 +376,7 @@ def _write_wrapper(workdir: Path, binary: str) -> Path:
     wrapper.write_text(
         "#!/bin/sh\n"
         f"exec {shlex.quote(binary)} -nostdin -ci {LOCAL_HOST}"
-        f' -trace_stat -stf {stat} -fd 1 "$@"\n',
+        f' -trace_stat -stf {stat} -fd 1 -buff_size {SOCKET_BUFFER} "$@"\n',
         encoding="utf-8",
     )
     wrapper.chmod(0o700)
