@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import socket
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+import uvloop
 from certs_helper import RecordingEndpoint, eventually, expected_200, only_task_left, options
 
 from presence_sip.config import Limits
 from presence_sip.sip.errors import ConfigError, TransportError
 from presence_sip.sip.peer import Peer
 from presence_sip.transport import Driver, ListenSpec, parse_listen
-from presence_sip.transport.driver import TIMER_SLOTS
+from presence_sip.transport.driver import (
+    BURST_SEND_AFTER,
+    BURST_SEND_EVERY,
+    LOAD_WINDOW,
+    SPARE_BELOW,
+    TIMER_SLOTS,
+)
 from presence_sip.transport.udp import RECEIVE_BUFFER
 
 pytestmark = pytest.mark.integration
@@ -280,3 +289,118 @@ def test_listen_spec_validates_fields() -> None:
         ListenSpec("udp", "127.0.0.1", -1)
     with pytest.raises(ConfigError):
         ListenSpec("ws", "127.0.0.1", 80)
+
+
+class BatchRecordingEndpoint(RecordingEndpoint):
+    """Also records how many answers each pump took from the outbox."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+
+    def outbox(self) -> list[tuple[bytes, Peer]]:
+        out = super().outbox()
+        if out:
+            self.batches.append(len(out))
+        return out
+
+
+def receive_answers(sock: socket.socket, count: int) -> list[bytes]:
+    return [sock.recv(70000) for _ in range(count)]
+
+
+def burst_batches(
+    clock: Callable[[], float],
+    cpu_clock: Callable[[], float] = time.process_time,
+    bursts: int = 1,
+    size: int = 20,
+    between: Callable[[], object] = lambda: None,
+) -> list[list[int]]:
+    """Under uvloop (the loop ``serve`` runs): ``bursts`` times, ``size`` OPTIONS queued on the
+    server's socket before its loop runs (so that one socket wake-up hands them all over) and
+    their answers read, ``between()`` after each; the sizes of the answer batches the driver
+    sent, per burst, after checking that every request got its own answer."""
+
+    async def run() -> list[list[int]]:
+        endpoint = BatchRecordingEndpoint()
+        drv = Driver(endpoint, clock=clock, cpu_clock=cpu_clock)
+        await drv.start([parse_listen("udp:127.0.0.1:0")])
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        per_burst = []
+        try:
+            sock.bind(("127.0.0.1", 0))
+            sock.settimeout(5)
+            host, port = sock.getsockname()
+            for burst in range(bursts):
+                requests = [options(host, port, call_id=f"b{burst}-{n}@test") for n in range(size)]
+                for request in requests:  # blocking sends: the loop does not run in between
+                    sock.sendto(request, ("127.0.0.1", udp_port(drv)))
+                # uvloop has no sock_recvfrom: the answers are read in a thread
+                answers = await asyncio.to_thread(receive_answers, sock, len(requests))
+                assert sorted(answers) == sorted(expected_200(r) for r in requests)
+                per_burst.append(endpoint.batches)
+                endpoint.batches = []
+                between()
+            return per_burst
+        finally:
+            sock.close()
+            await drv.stop()
+
+    return uvloop.run(run())
+
+
+class ManualClock:
+    """Stands still until a test moves it."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self) -> None:
+        self.now += 1.0
+
+
+def test_burst_answers_leave_in_groups_of_at_most_eight() -> None:
+    # The clock stands still during a burst, so only the count bounds a group; a second passes
+    # between bursts.  The first burst comes before a load window closed: one send.  The
+    # window closes with the second (the process had CPU time to spare), so the third burst
+    # is split.  (With one send per burst, its first request waited for all twenty.)
+    assert LOAD_WINDOW < 1.0
+    clock = ManualClock()
+    first, second, third = burst_batches(clock, bursts=3, between=clock.advance)
+    assert first == [20]
+    assert second == [20]
+    assert sum(third) == 20
+    assert max(third) == BURST_SEND_EVERY
+    assert len(third) < 20  # still grouped: not one send per answer
+
+
+def test_burst_answers_leave_once_a_millisecond_passed() -> None:
+    # The clock moves a second per reading, so every datagram comes long (> BURST_SEND_AFTER)
+    # after the last send, and the load window closes with the first burst: the answers of
+    # the second leave with every second datagram at the latest.
+    assert BURST_SEND_AFTER < 1.0
+    ticks = itertools.count()
+    first, second = burst_batches(lambda: 1000.0 + next(ticks), bursts=2)
+    assert first == [20]
+    assert sum(second) == 20
+    assert max(second) <= 2
+
+
+def test_busy_loop_answers_a_burst_in_one_send() -> None:
+    # The load window closes at the end of each burst (the clock moves a second per reading,
+    # more than LOAD_WINDOW).  In the first the process used no CPU: time to spare, the second
+    # burst is split.  In the second it seems to have used 1,000 CPU seconds: no time to spare,
+    # so the third burst is answered in one send again.
+    assert SPARE_BELOW < 1.0
+    ticks = itertools.count()
+    # at start, at the end of burst 1, then 1,000 CPU seconds more at the end of every burst
+    cpu_readings = itertools.chain([0.0, 0.0], itertools.count(1000.0, 1000.0))
+    first, second, third = burst_batches(
+        lambda: 1000.0 + next(ticks), lambda: next(cpu_readings), 3
+    )
+    assert first == [20]
+    assert max(second) <= 2
+    assert third == [20]
