@@ -78,7 +78,8 @@ venv: $(STAMP_DEV)
 # shadows its .py; tests/conftest.py refuses a stale build).
 NATIVE_SOURCES := $(shell sed -n 's/^    "\(presence_sip\/.*\.py\)",$$/\1/p' setup.py)
 
-$(STAMP_DEV): pyproject.toml setup.py presence_sip/sip/_speedups.c $(NATIVE_SOURCES) | build-tools
+$(STAMP_DEV): pyproject.toml setup.py presence_sip/sip/_speedups.c presence_sip/presence/_speedups.c \
+		$(NATIVE_SOURCES) | build-tools
 	@[ -x "$(PYTHON)" ] || { echo "creating $(VENV) with $(PYTHON_BIN)"; "$(PYTHON_BIN)" -m venv "$(VENV)"; }
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $@

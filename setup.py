@@ -1,14 +1,15 @@
 """Build of the optional native parts; all metadata lives in pyproject.toml.
 
-Two accelerators, both optional (without a C compiler the package installs and runs in pure
+Three accelerators, all optional (without a C compiler the package installs and runs in pure
 Python, the same code):
 
 * ``presence_sip/sip/_speedups.c``: the parser's C fast path.
+* ``presence_sip/presence/_speedups.c``: the C fast path of PIDF validation (issue 8).
 * The modules of :data:`NATIVE_MODULES` compiled to C extensions by mypyc (issue 8): the request
   path of the sans-IO core, from parsing to the presence server.  Each compiled module shadows its
   ``.py`` file, so a changed ``.py`` needs a rebuild (``make venv``; the test suite refuses to run
   against a stale build).  ``PRESENCE_SIP_PURE=1`` at build time skips mypyc, and at run time
-  turns the parser's C path off.
+  turns both C paths off.
 """
 
 from __future__ import annotations
@@ -77,6 +78,12 @@ setup(
         Extension(
             "presence_sip.sip._speedups",
             ["presence_sip/sip/_speedups.c"],
+            extra_compile_args=["-Wall", "-Wextra", "-Wno-unused-parameter"],
+            optional=True,
+        ),
+        Extension(
+            "presence_sip.presence._speedups",
+            ["presence_sip/presence/_speedups.c"],
             extra_compile_args=["-Wall", "-Wextra", "-Wno-unused-parameter"],
             optional=True,
         ),

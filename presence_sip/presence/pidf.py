@@ -14,8 +14,9 @@ edge, with status 400 and a reason naming the defect.
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol, cast
@@ -201,7 +202,10 @@ def validate_pidf(body: bytes) -> tuple[str, bytes]:
     """What the compositor keeps of a publication: ``(entity, canonical xml)``.
 
     The same checks as :func:`parse_pidf` (same ``PidfError``), without the summary."""
-    simple = _simple_pidf(body)
+    if _c_simple_pidf is not None and len(body) <= MAX_PIDF_SIZE:
+        simple = _c_simple_pidf(body)
+    else:
+        simple = _simple_pidf(body)
     if simple is not None:
         return simple
     root = parse_xml(body)
@@ -266,6 +270,18 @@ def _simple_pidf(body: bytes) -> tuple[str, bytes] | None:
     if not _ENTITY_RE.match(entity) or len(set(ids)) != len(ids):
         return None  # the general path names the defect
     return entity, _DECLARATION + _BLANKS_BETWEEN_TAGS.sub(b"><", match.group(1))
+
+
+_c_simple_pidf: Callable[[bytes], tuple[str, bytes] | None] | None = None
+"""The C extension's :func:`_simple_pidf` (``_speedups.c``: same result, one pass instead of the
+regex engine); None when not compiled or with ``PRESENCE_SIP_PURE=1`` in the environment."""
+if not os.environ.get("PRESENCE_SIP_PURE"):
+    try:
+        from presence_sip.presence import _speedups
+    except ImportError:  # not compiled: the regex path
+        pass
+    else:
+        _c_simple_pidf = _speedups.simple_pidf
 
 
 def _validate(root: etree._Element) -> tuple[str, _Scan]:

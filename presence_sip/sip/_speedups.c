@@ -21,6 +21,9 @@
  *     proven by parser._fast_ruri, a valid Content-Length not beyond the data.
  * Each recogniser accepts a subset of the matching regex of grammar.py (FAST_VIA_LIST,
  * FAST_NAME_ADDR, CALL_ID, FAST_CSEQ), quoted above it.
+ *
+ * split_via(item, via_class) is the first path of uri.parse_via in the same spirit: a subset of
+ * grammar.SPLIT_VIA, the Via exactly as parse_via builds it, else None (see above the function).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -714,11 +717,184 @@ recognise(PyObject *self, PyObject *args)
     return NULL;
 }
 
+/* ---- split_via: uri.parse_via's first path ------------------------------------------------
+ * split_via(item, via_class) -> Via | None.  The via-parm `item` in the shape of grammar.SPLIT_VIA
+ * (a subset of it), returned as via_class(TRANSPORT, host, port, params) exactly as uri.parse_via
+ * builds it from that regex; None for anything else (then parse_via's regexes decide):
+ *   "SIP/2.0/" 1*ALPHA SP hostname [ ":" port ] *( ";" via-param )   (hostport() above)
+ *   via-param = ( "branch" / "maddr" ) "=" token / "received=" ( token / "[" 1*(HEX / ":" / ".") "]" )
+ *             / "rport" [ "=" 1*DIGIT ] / "ttl=" 1*DIGIT / other-name [ "=" token ]
+ * where other-name does not start with one of the five names in any case (as via() above), and at
+ * most MAX_VIA_PARAMS parameters.  Why (issue 8): the regex, the groups and the NamedTuple's
+ * Python-level __new__ were 6 % of a PUBLISH's instructions. */
+#define MAX_VIA_PARAMS 16
+
+static PyObject *
+ascii_text(uc *s, Py_ssize_t a, Py_ssize_t b)
+{
+    PyObject *text = PyUnicode_New(b - a, 127);
+    if (text != NULL)
+        memcpy(PyUnicode_1BYTE_DATA(text), s + a, (size_t)(b - a));
+    return text;
+}
+
+/* One via-param at s[i] == ';': its name [a, b) and value [*va, *vb) (*va = -1: none); the end or -1. */
+static Py_ssize_t
+via_param(uc *s, Py_ssize_t i, Py_ssize_t n, Py_ssize_t *b_out, Py_ssize_t *va, Py_ssize_t *vb)
+{
+    static const char *special[] = {"branch", "maddr", "received", "ttl", "rport"};
+    Py_ssize_t a = i + 1, b = run(s, a, n, C_TOK), v = b + 1, end;
+    int eq = b < n && s[b] == '=';
+    *b_out = b;
+    *va = -1;
+    if (b == a)
+        return -1;
+    if (token_is(s, a, b, "branch", 0) || token_is(s, a, b, "maddr", 0))
+        end = eq ? run(s, v, n, C_TOK) : v;
+    else if (token_is(s, a, b, "received", 0)) {
+        if (eq && v < n && s[v] == '[') {
+            end = v + 1;
+            while (end < n && ((cls[s[end]] & C_HEX) || s[end] == ':' || s[end] == '.'))
+                end++;
+            end = (end > v + 1 && end < n && s[end] == ']') ? end + 1 : v;
+        }
+        else
+            end = eq ? run(s, v, n, C_TOK) : v;
+    }
+    else if (token_is(s, a, b, "ttl", 0) || token_is(s, a, b, "rport", 0)) {
+        if (!eq) {
+            if (s[a] == 't')
+                return -1; /* ttl needs its value, rport not */
+            return b;
+        }
+        end = run(s, v, n, C_DIGIT);
+    }
+    else {
+        for (size_t k = 0; k < sizeof special / sizeof *special; k++) {
+            size_t len = strlen(special[k]);
+            if ((size_t)(b - a) >= len && PyOS_strnicmp((const char *)s + a, special[k], len) == 0)
+                return -1;
+        }
+        if (!eq)
+            return b;
+        end = run(s, v, n, C_TOK);
+    }
+    if (end == v)
+        return -1; /* "=" without a value */
+    *va = v;
+    *vb = end;
+    return end;
+}
+
+/* The parameters as uri._split_params gives them: ((name, value or None), ...). */
+static PyObject *
+via_params(uc *s, Py_ssize_t count, Py_ssize_t spans[][4])
+{
+    PyObject *params = PyTuple_New(count);
+    if (params == NULL)
+        return NULL;
+    for (Py_ssize_t k = 0; k < count; k++) {
+        PyObject *pair = PyTuple_New(2), *name, *value;
+        if (pair == NULL) {
+            Py_DECREF(params);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(params, k, pair);
+        if ((name = ascii_text(s, spans[k][0], spans[k][1])) == NULL) {
+            Py_DECREF(params);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(pair, 0, name);
+        if (spans[k][2] < 0)
+            value = Py_NewRef(Py_None);
+        else if ((value = ascii_text(s, spans[k][2], spans[k][3])) == NULL) {
+            Py_DECREF(params);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(pair, 1, value);
+    }
+    return params;
+}
+
+static PyObject *protocol_text; /* "SIP/2.0" */
+
+static PyObject *
+split_via(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t spans[MAX_VIA_PARAMS][4], count = 0;
+    if (nargs != 2 || !PyUnicode_Check(args[0]) || !PyType_Check(args[1])
+        || !PyType_FastSubclass((PyTypeObject *)args[1], Py_TPFLAGS_TUPLE_SUBCLASS)
+        || ((PyTypeObject *)args[1])->tp_basicsize != PyTuple_Type.tp_basicsize) {
+        PyErr_SetString(PyExc_TypeError, "split_via(item: str, via_class: tuple subclass)");
+        return NULL;
+    }
+    if (!PyUnicode_IS_COMPACT_ASCII(args[0]))
+        Py_RETURN_NONE;
+    uc *s = PyUnicode_1BYTE_DATA(args[0]);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(args[0]), i, host, colon, end;
+    if (!starts(s, 0, n, "SIP/2.0/"))
+        Py_RETURN_NONE;
+    for (i = 8; i < n && (cls[s[i]] & C_ALNUM) && !(cls[s[i]] & C_DIGIT); i++)
+        ;
+    if (i == 8 || i >= n || s[i] != ' ')
+        Py_RETURN_NONE;
+    host = i + 1;
+    if ((end = hostport(s, host, n)) < 0)
+        Py_RETURN_NONE;
+    for (colon = host; colon < end && s[colon] != ':'; colon++)
+        ;
+    i = end;
+    while (i < n && s[i] == ';') {
+        if (count == MAX_VIA_PARAMS)
+            Py_RETURN_NONE;
+        Py_ssize_t *span = spans[count++];
+        span[0] = i + 1;
+        if ((i = via_param(s, i, n, &span[1], &span[2], &span[3])) < 0)
+            Py_RETURN_NONE;
+    }
+    if (i != n)
+        Py_RETURN_NONE;
+
+    PyTypeObject *via_class = (PyTypeObject *)args[1];
+    PyObject *via = via_class->tp_alloc(via_class, 5), *item;
+    if (via == NULL)
+        return NULL;
+    /* Filled in order; a failure leaves NULL items, which tuple deallocation skips. */
+    if ((item = ascii_text(s, 8, host - 1)) == NULL)
+        goto fail;
+    for (Py_ssize_t k = 0; k < host - 9; k++)
+        PyUnicode_1BYTE_DATA(item)[k] = (Py_UCS1)Py_TOUPPER(PyUnicode_1BYTE_DATA(item)[k]);
+    PyTuple_SET_ITEM(via, 0, item);
+    if ((item = ascii_text(s, host, colon)) == NULL)
+        goto fail;
+    PyTuple_SET_ITEM(via, 1, item);
+    if (colon == end)
+        item = Py_NewRef(Py_None);
+    else {
+        long port = 0;
+        for (Py_ssize_t d = colon + 1; d < end; d++)
+            port = port * 10 + (s[d] - '0');
+        if ((item = PyLong_FromLong(port)) == NULL)
+            goto fail;
+    }
+    PyTuple_SET_ITEM(via, 2, item);
+    if ((item = via_params(s, count, spans)) == NULL)
+        goto fail;
+    PyTuple_SET_ITEM(via, 3, item);
+    PyTuple_SET_ITEM(via, 4, Py_NewRef(protocol_text));
+    return via;
+fail:
+    Py_DECREF(via);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"configure", configure, METH_VARARGS, "Give the parser's caches and call-backs."},
     {"parse", (PyCFunction)(void (*)(void))parse, METH_FASTCALL,
      "parse(data, datagram) -> tuple | None: the canonical fast path of parse_message."},
     {"recognise", recognise, METH_VARARGS, "Run one header recogniser (tests)."},
+    {"split_via", (PyCFunction)(void (*)(void))split_via, METH_FASTCALL,
+     "split_via(item, via_class) -> Via | None: the first path of uri.parse_via."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -731,6 +907,8 @@ PyMODINIT_FUNC
 PyInit__speedups(void)
 {
     init_classes();
+    if (protocol_text == NULL && (protocol_text = PyUnicode_InternFromString("SIP/2.0")) == NULL)
+        return NULL;
     for (int k = 0; k < N_KNOWN; k++) {
         if (known[k].name_obj == NULL
             && ((known[k].name_obj = PyUnicode_InternFromString(known[k].name)) == NULL

@@ -8,7 +8,9 @@ unescaping use :func:`unescape` explicitly.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
+from collections.abc import Callable
 from typing import NamedTuple
 
 from . import grammar
@@ -464,9 +466,24 @@ _SIMPLE_VIA_SENT = re.compile(
 _SPLIT_VIA = grammar.SPLIT_VIA
 """A whole usual via-parm, its parameters already checked (branch, received, rport...)."""
 
+_c_split_via: Callable[[str, type[Via]], Via | None] | None = None
+"""The C extension's first path of :func:`parse_via` (``_speedups.c`` ``split_via``: a subset of
+:data:`_SPLIT_VIA`, the same Via; issue 8); None when not compiled or ``PRESENCE_SIP_PURE=1``."""
+if not os.environ.get("PRESENCE_SIP_PURE"):
+    try:
+        from . import _speedups
+    except ImportError:  # not compiled: the regex paths
+        pass
+    else:
+        _c_split_via = _speedups.split_via
+
 
 def parse_via(item: str) -> Via:
     """Parse one comma-separated item of a Via header."""
+    if _c_split_via is not None:
+        via = _c_split_via(item, Via)
+        if via is not None:
+            return via
     split = _SPLIT_VIA.fullmatch(item)
     if split is not None:
         transport, host, port, param_text = split.groups()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import os
 import time
 from pathlib import Path
 
@@ -528,3 +530,72 @@ def test_simple_pidf_path_takes_the_usual_publish_body() -> None:
     )
     assert pidf_module._simple_pidf(duplicate) is None
     assert validate_pidf_outcome(duplicate) == ("error", "Invalid PIDF: duplicate tuple id 't7'")
+
+
+# --- the C path of the same (presence/_speedups.c, issue 8) ------------------------------------
+# Built by `make` (CI has gcc), so a missing extension fails here rather than skips.  Its
+# contract: simple_pidf(body) is exactly _simple_pidf(body), or None for a body of more than
+# MAX_TUPLES tuples.  PRESENCE_SIP_PURE=1 (make cov) leaves validate_pidf on the regex path.
+
+C_PIDF = importlib.import_module("presence_sip.presence._speedups")
+C_MAX_TUPLES = 32
+_PIECES = [b" ", b"\t", b"\r\n", b"<", b">", b'"', b"'", b"&", b"/", b"=", b"\x80", b"a", b""]
+
+
+@st.composite
+def _mutated_bodies(draw: st.DrawFn) -> bytes:
+    """A usual body with a few bytes inserted, replaced or deleted anywhere."""
+    body = draw(_pidf_bodies())
+    for _ in range(draw(st.integers(0, 3))):
+        at = draw(st.integers(0, len(body)))
+        cut = draw(st.integers(0, 2))
+        body = body[:at] + draw(st.sampled_from(_PIECES)) + body[at + cut :]
+    return body
+
+
+@settings(max_examples=3000, derandomize=True)
+@given(st.one_of(_pidf_bodies(), _mutated_bodies()))
+def test_c_pidf_path_gives_what_the_regex_path_gives(body: bytes) -> None:
+    assert C_PIDF.simple_pidf(body) == pidf_module._simple_pidf(body)
+
+
+def test_c_pidf_path_takes_the_usual_publish_body_and_leaves_the_rest() -> None:
+    body = (
+        b'<?xml version="1.0" encoding="UTF-8"?>\r\n'
+        b'<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="sip:p1@example.test">\r\n'
+        b'<tuple id="t7"><status><basic>open</basic></status><note>bench  x</note></tuple>\r\n'
+        b"<note>all</note></presence>\r\n"
+    )
+    assert C_PIDF.simple_pidf(body) == _general(body)
+    for other in (
+        body.replace(b"t7", b"t 7"),  # an id with a blank
+        body.replace(b"sip:p1", b"http:p1"),  # not a sip, sips, pres or tel URI
+        body.replace(
+            b"</presence>",
+            b'<tuple id="t7"><status><basic>open</basic></status></tuple></presence>',
+        ),  # a duplicate id
+        body.replace(b"<note>all</note>", b"<note>all </note>"),  # a blank before </note>
+        body[:-3],  # cut short
+        body + b"x",  # something after
+    ):
+        assert C_PIDF.simple_pidf(other) is None, other
+    with pytest.raises(TypeError):
+        C_PIDF.simple_pidf(body.decode())  # type: ignore[arg-type]
+
+
+def test_c_pidf_path_leaves_many_tuples_to_lxml() -> None:
+    tuples = [f'<tuple id="t{i}"><status><basic>open</basic></status></tuple>' for i in range(40)]
+    for count in (C_MAX_TUPLES, C_MAX_TUPLES + 1):
+        head = '<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="sip:p@x">'
+        body = f"{head}{''.join(tuples[:count])}</presence>".encode()
+        assert pidf_module._simple_pidf(body) is not None
+        if count <= C_MAX_TUPLES:
+            assert C_PIDF.simple_pidf(body) == pidf_module._simple_pidf(body)
+        else:
+            assert C_PIDF.simple_pidf(body) is None
+        assert validate_pidf(body) == _general(body)
+
+
+def test_validate_pidf_runs_the_c_path_unless_pure() -> None:
+    expected = None if os.environ.get("PRESENCE_SIP_PURE") else C_PIDF.simple_pidf
+    assert pidf_module._c_simple_pidf is expected

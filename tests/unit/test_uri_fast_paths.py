@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import importlib
+import os
 import re
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from presence_sip.sip import SipParseError, parse_uri
+from presence_sip.sip import SipParseError, grammar, parse_uri
 from presence_sip.sip import uri as uri_module
-from presence_sip.sip.uri import parse_header_params, parse_name_addr, parse_via
+from presence_sip.sip.uri import Via, parse_header_params, parse_name_addr, parse_via
 
 _NEVER = re.compile(r"(?!)")
 
@@ -55,6 +57,14 @@ _PIECES = [
     ";received=1.2.3.4",
     ";received=::1",
     ";ttl=x",
+    ";ttl=5",
+    ";rportx=1",
+    ";Branch=z",
+    ";received=[::1]",
+    ";received=[]",
+    ";maddr=1.2.3.4",
+    ";x",
+    ";x=y",
     ';x="q;r"',
     ";",
     "=",
@@ -67,6 +77,7 @@ _PIECES = [
 
 
 def _slow(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(uri_module, "_c_split_via", None)
     monkeypatch.setattr(uri_module, "_SIMPLE_VIA_SENT", _NEVER)
     monkeypatch.setattr(uri_module, "_SIMPLE_PARAMS", _NEVER)
     monkeypatch.setattr(uri_module, "_SPLIT_VIA", _NEVER)
@@ -99,6 +110,68 @@ def test_via_fast_path_matches_the_general_parser() -> None:
 @given(st.lists(st.sampled_from(_PIECES), min_size=1, max_size=7))
 def test_via_fast_path_on_generated_input(pieces: list[str]) -> None:
     _compare(parse_via, ["".join(pieces), "SIP/2.0/UDP " + "".join(pieces)])
+
+
+# The C path (sip/_speedups.c split_via): a subset of grammar.SPLIT_VIA, the Via the regex path
+# builds.  Built by `make`, so a missing extension fails here; PURE=1 leaves parse_via without it.
+C_SIP = importlib.import_module("presence_sip.sip._speedups")
+
+
+def _c_via_agrees(text: str) -> bool:
+    """C's answer is None, or the regex path's Via for text SPLIT_VIA takes; True if a Via."""
+    via = C_SIP.split_via(text, Via)
+    if via is None:
+        return False
+    assert grammar.SPLIT_VIA.fullmatch(text), text
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(uri_module, "_c_split_via", None)
+        assert via == parse_via(text), text
+    assert type(via) is Via
+    assert via.protocol == "SIP/2.0"
+    return True
+
+
+def test_c_via_path_takes_the_usual_shapes_and_leaves_the_rest() -> None:
+    taken = [
+        "SIP/2.0/UDP 127.0.0.1:16000;branch=z9hG4bK-5-1",
+        "SIP/2.0/udp host.example.com;branch=z9hG4bK1;received=10.0.0.1;rport=5",
+        "SIP/2.0/TCP h:5060;rport;received=[2001:db8::2];ttl=3;maddr=h;x;y=z",
+        "SIP/2.0/TLS h:1",
+    ]
+    assert all(_c_via_agrees(text) for text in taken)
+    assert C_SIP.split_via(taken[1], Via) == Via(
+        "UDP",
+        "host.example.com",
+        None,
+        (("branch", "z9hG4bK1"), ("received", "10.0.0.1"), ("rport", "5")),
+    )
+    for text in VIAS:
+        _c_via_agrees(text)
+    left = [
+        "SIP/2.0/UDP h;rportx=1",  # the regex stops at ";rport" and fails
+        'SIP/2.0/UDP h;x="q"',  # quoted values: the general path
+        "SIP/2.0/UDP h;" + "x;" * 16 + "y",  # more than 16 parameters
+        "SIP/2.0/UDP h\u00e9",  # not ASCII
+        "SIP/2.0/UDP h:00001",  # five digits from 0
+        "SIP/2.0/U2 h",  # a transport that is not letters only
+        "SIP/2.0/UDP [::1]",  # IPv6: the general path
+    ]
+    for text in left:
+        assert C_SIP.split_via(text, Via) is None, text
+    with pytest.raises(TypeError):
+        C_SIP.split_via(taken[0], dict)
+
+
+@settings(max_examples=2000, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(_PIECES), min_size=1, max_size=7))
+def test_c_via_path_on_generated_input(pieces: list[str]) -> None:
+    _c_via_agrees("".join(pieces))
+    _c_via_agrees("SIP/2.0/UDP " + "".join(pieces))
+
+
+def test_parse_via_runs_the_c_path_unless_pure() -> None:
+    expected = None if os.environ.get("PRESENCE_SIP_PURE") else C_SIP.split_via
+    assert uri_module._c_split_via is expected
 
 
 @settings(max_examples=1000, derandomize=True)

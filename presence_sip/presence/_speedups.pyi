@@ -1,0 +1,3 @@
+"""Type stub of the optional C fast path of :mod:`presence_sip.presence.pidf` (_speedups.c)."""
+
+def simple_pidf(body: bytes, /) -> tuple[str, bytes] | None: ...
