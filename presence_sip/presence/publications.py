@@ -105,7 +105,7 @@ class PublicationMachine:
 
 
 class PublicationRecord(NamedTuple):
-    """A publication as stored (one row); a NamedTuple, built cheaply once per PUBLISH."""
+    """A publication as stored (one row, in the column order of the store's INSERT)."""
 
     presentity: str
     """Presentity key (``+MSISDN`` or ``sip:user@host``)."""
@@ -141,15 +141,24 @@ class PublishRefused(RemoteProtocolError):
         self.headers = headers
 
 
-class PublishOutcome(NamedTuple):
-    """A PUBLISH the compositor accepted (a NamedTuple: one per PUBLISH, built cheaply)."""
+class PublishOutcome:
+    """A PUBLISH the compositor accepted.
 
-    etag: str | None
-    """The new entity-tag (None after a removal)."""
-    expires: int
-    """Granted lifetime in seconds (0 after a removal)."""
-    changed: bool
-    """Did the presentity's composed document change?"""
+    One per PUBLISH, so a plain class: compiled by mypyc it builds in ~40 ns, a NamedTuple in
+    ~400 ns (its ``__new__`` is Python code; issue 8)."""
+
+    __slots__ = ("changed", "etag", "expires")
+
+    def __init__(self, etag: str | None, expires: int, changed: bool) -> None:
+        self.etag = etag
+        """The new entity-tag (None after a removal)."""
+        self.expires = expires
+        """Granted lifetime in seconds (0 after a removal)."""
+        self.changed = changed
+        """Did the presentity's composed document change?"""
+
+    def __repr__(self) -> str:
+        return f"PublishOutcome(etag={self.etag!r}, expires={self.expires}, changed={self.changed})"
 
 
 class _Publication(PublicationMachine):
@@ -178,7 +187,9 @@ class _Publication(PublicationMachine):
         self.seq = seq
 
     def record(self) -> PublicationRecord:
-        return PublicationRecord(self.presentity, self.etag, self.expires_at, self.xml, self.seq)
+        # tuple.__new__ skips the NamedTuple's Python-level __new__: ~220 ns instead of ~400.
+        fields = (self.presentity, self.etag, self.expires_at, self.xml, self.seq)
+        return tuple.__new__(PublicationRecord, fields)
 
 
 EntityKey = Callable[[str], str | None]

@@ -67,7 +67,8 @@ def server_key(request: Request, via: Via) -> TransactionKey:
     method = "INVITE" if request.method == "ACK" else request.method
     branch = via.branch
     if has_rfc3261_branch(branch):
-        return TransactionKey(branch, method, _sent_by(via))
+        # tuple.__new__ skips the NamedTuple's Python-level __new__ (issue 8: ~220 ns, not ~400).
+        return tuple.__new__(TransactionKey, (branch, method, _sent_by(via)))
     return legacy_key(request, via, method, request.to.tag or "")
 
 

@@ -573,7 +573,8 @@ def test_stray_ack_is_stamped_and_passed_up_without_key() -> None:
     mgr = manager()
     receive(mgr, options("z9hG4bKack", method="ACK", via_params=";rport"), UAC, 0.0)
     [event] = events(mgr)
-    assert event == RequestReceived(request=event.request, source=UAC, key=None)
+    assert isinstance(event, RequestReceived)
+    assert (event.request.method, event.source, event.key) == ("ACK", UAC, None)
     assert event.request.headers.get("Via").endswith(";rport=5070;received=127.0.0.1")
     assert mgr.outbox() == []
     assert mgr.stats["stray_acks"] == 1
