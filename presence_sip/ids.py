@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Protocol
+from typing import Final, Protocol
 
 
 class IdSource(Protocol):
@@ -12,9 +12,9 @@ class IdSource(Protocol):
     def new_id(self, prefix: str = "") -> str: ...
 
 
-_ID_HEX = 16
+_ID_HEX: Final = 16
 """Hex digits per random identifier: 64 bits (RFC 3261 §19.3 asks at least 32 for a tag)."""
-_POOL_BYTES = 4096
+_POOL_BYTES: Final = 4096
 """Bytes fetched from the OS per refill (one ``os.urandom`` call serves 256 identifiers)."""
 
 
@@ -34,7 +34,7 @@ class _Pool:
         self.pos = 0
 
 
-_POOL = _Pool()
+_POOL: Final = _Pool()
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_POOL.reset)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from enum import Enum
-from typing import NamedTuple, Protocol
+from typing import Final, NamedTuple, Protocol
 
 from presence_sip.deadlines import DeadlineHeap
 from presence_sip.ids import IdSource
@@ -76,7 +76,7 @@ class PubEffect(Enum):
 
 
 # RFC 3903 §4 (initial / refresh / modify / remove) and §6 (expiry).
-TRANSITIONS: dict[tuple[PubState, PubInput], tuple[PubEffect, PubState]] = {
+TRANSITIONS: Final[dict[tuple[PubState, PubInput], tuple[PubEffect, PubState]]] = {
     (PubState.NONE, PubInput.INITIAL): (PubEffect.STORE, PubState.ACTIVE),
     (PubState.ACTIVE, PubInput.REFRESH): (PubEffect.EXTEND, PubState.ACTIVE),
     (PubState.ACTIVE, PubInput.MODIFY): (PubEffect.REPLACE, PubState.ACTIVE),
@@ -459,10 +459,10 @@ class Compositor:
         return changed
 
 
-_SECONDS_MASK = (1 << 36) - 1
+_SECONDS_MASK: Final = (1 << 36) - 1
 """Seconds kept in an entity-tag prefix (9 hex digits; wraps after ~2,177 years)."""
 
-_ENTITY_CACHE_SIZE = 65536
+_ENTITY_CACHE_SIZE: Final = 65536
 """Entity URIs whose presentity key is remembered (the cache starts over when full)."""
 
 

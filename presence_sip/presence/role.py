@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
+from typing import Final
 
 from presence_sip.auth.guard import RequestGuard, Verdict
 from presence_sip.endpoint import Endpoint, Incoming, ResponseCallback
@@ -50,18 +51,18 @@ __all__ = ["EVENTS", "PresenceRole"]
 
 EVENTS = (PRESENCE, WINFO)
 """Event packages served (RFC 3856, RFC 3857)."""
-_PIDF_TYPES = frozenset({PIDF_CONTENT_TYPE, PIDF_DIFF_CONTENT_TYPE, "*/*", "application/*"})
-_WINFO_TYPES = frozenset({WATCHERINFO_CONTENT_TYPE, "*/*", "application/*"})
+_PIDF_TYPES: Final = frozenset({PIDF_CONTENT_TYPE, PIDF_DIFF_CONTENT_TYPE, "*/*", "application/*"})
+_WINFO_TYPES: Final = frozenset({WATCHERINFO_CONTENT_TYPE, "*/*", "application/*"})
 
 Headers = tuple[tuple[str, str], ...]
 
-_NO_RULES: Mapping[str, str] = MappingProxyType({})
-_LET_THROUGH = Verdict(None)
+_NO_RULES: Final[Mapping[str, str]] = MappingProxyType({})
+_LET_THROUGH: Final = Verdict(None)
 """The verdict on a request that is not authenticated (trusted peer, or authentication off)."""
 
-_KEY_CACHE_SIZE = 65536
+_KEY_CACHE_SIZE: Final = 65536
 """Request-URIs whose presentity key is remembered (the cache starts over when full)."""
-_UNCACHED = ""
+_UNCACHED: Final = ""
 """Not in the entity-key cache (no key is empty: a key is None or a non-empty string)."""
 
 
@@ -455,9 +456,9 @@ def _mime(request: Request) -> str | None:
     return content_type.mime if content_type else None
 
 
-_JUST_PIDF = [PIDF_CONTENT_TYPE]
+_JUST_PIDF: Final = [PIDF_CONTENT_TYPE]
 """``Accept: application/pidf+xml``: acceptable for presence, and no partial notification."""
-_PLAIN_PIDF_TYPES = frozenset({PIDF_CONTENT_TYPE, PIDF_DIFF_CONTENT_TYPE})
+_PLAIN_PIDF_TYPES: Final = frozenset({PIDF_CONTENT_TYPE, PIDF_DIFF_CONTENT_TYPE})
 
 
 def _verified_peer(incoming: Incoming) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from . import grammar
 from .errors import SipParseError
@@ -29,7 +29,7 @@ from .uri import (
 
 # RFC 3261 §7.3.3 compact forms, plus RFC 6665 (o, u), RFC 3515 (r), RFC 3892 (b), RFC 4028 (x),
 # RFC 3841 (a, j, d), RFC 4474 (y, n).
-COMPACT_FORMS: dict[str, str] = {
+COMPACT_FORMS: Final[dict[str, str]] = {
     "i": "Call-ID",
     "m": "Contact",
     "e": "Content-Encoding",
@@ -64,11 +64,11 @@ _KNOWN_NAMES = (  # noqa: SIM905 - one word per known header, kept compact
     "WWW-Authenticate"
 ).split()
 
-CANONICAL_NAMES: dict[str, str] = {name.lower(): name for name in _KNOWN_NAMES}
+CANONICAL_NAMES: Final[dict[str, str]] = {name.lower(): name for name in _KNOWN_NAMES}
 CANONICAL_NAMES.update(COMPACT_FORMS)
 
 # Headers that may appear at most once (RFC 3261 §7.3.1: not a comma-separated list).
-SINGLE_VALUED: frozenset[str] = frozenset(
+SINGLE_VALUED: Final[frozenset[str]] = frozenset(
     {
         "Call-ID",
         "CSeq",
@@ -97,7 +97,7 @@ def canonical_name(name: str) -> str:
     return CANONICAL_NAMES.get(name.lower(), name)
 
 
-_NAMES: dict[str, tuple[str, str]] = {}
+_NAMES: Final[dict[str, tuple[str, str]]] = {}
 """Header names as callers spell them -> (canonical name, lookup key): one dict hit per call."""
 
 
@@ -297,7 +297,7 @@ class ContentType:
         return f"{self.type}/{self.subtype}"
 
 
-_CSEQ_CACHE: dict[str, CSeq] = {}
+_CSEQ_CACHE: Final[dict[str, CSeq]] = {}
 """CSeq values already parsed, by text ("1 SUBSCRIBE", "2 NOTIFY"... recur in every dialog)."""
 
 

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Final
 
 from .message import Headers, Request, Response
 from .status import reason_phrase
 
-_COPIED = frozenset({"via", "from", "call-id", "cseq"})
+_COPIED: Final = frozenset({"via", "from", "call-id", "cseq"})
 """Lookup keys of the fields copied verbatim into every response (RFC 3261 §8.2.6.2)."""
 
-_NO_BODY = ("Content-Length", "0")
+_NO_BODY: Final = ("Content-Length", "0")
 
 
 def make_response(
@@ -28,10 +29,13 @@ def make_response(
     a 100 Trying never gets one.  ``headers`` are appended after the copied ones.
     """
     source = request.headers
+    source_items, source_keys = source._items, source._keys
     items: list[tuple[str, str]] = []
     keys: list[str] = []
     # The request's fields are already canonical: copy its (name, value) tuples as they are.
-    for item, key in zip(source._items, source._keys, strict=True):
+    for index in range(len(source_keys)):  # compiled: indexing, not zip's iterator protocol
+        key = source_keys[index]
+        item = source_items[index]
         if key in _COPIED:
             items.append(item)
             keys.append(key)

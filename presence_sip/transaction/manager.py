@@ -24,7 +24,7 @@ from __future__ import annotations
 import heapq
 import logging
 from collections import deque
-from typing import Protocol
+from typing import Final, Protocol
 
 from presence_sip.config import Timers
 from presence_sip.ids import BRANCH_MAGIC, IdSource
@@ -73,7 +73,7 @@ STAT_NAMES = (
 )
 """The counters in :attr:`TransactionManager.stats`, all starting at 0."""
 
-_COMPACT_MIN = 1024
+_COMPACT_MIN: Final = 1024
 
 PlainKey = tuple[str, str, str]
 """A :class:`TransactionKey` as a plain tuple (equal and hashing alike; untracked by the GC)."""
@@ -88,8 +88,8 @@ def plain(key: TransactionKey) -> PlainKey:
     return (key.branch, key.method, key.sent_by)
 
 
-_BRANCH_PARAM = ";branch="
-_BRANCH_ENDS = (";", ",", " ", "\t")
+_BRANCH_PARAM: Final = ";branch="
+_BRANCH_ENDS: Final = (";", ",", " ", "\t")
 """What ends a plainly written branch value (a header value holds no CR or LF)."""
 
 
