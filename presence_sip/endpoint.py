@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Final, Protocol
 
 from presence_sip.config import Limits, Timers
 from presence_sip.ids import IdSource
@@ -39,7 +39,7 @@ from presence_sip.transaction.manager import TransactionKey, TransactionManager
 
 log = logging.getLogger(__name__)
 
-KNOWN_NOT_ALLOWED = ("INVITE", "BYE", "MESSAGE", "INFO", "PRACK", "UPDATE", "REFER")
+KNOWN_NOT_ALLOWED: Final = ("INVITE", "BYE", "MESSAGE", "INFO", "PRACK", "UPDATE", "REFER")
 """Methods we recognise but do not serve: 405 + Allow (RFC 3261 §8.2.1)."""
 
 
@@ -66,7 +66,7 @@ class _Local:
         return "LOCAL"
 
 
-LOCAL = _Local()
+LOCAL: Final = _Local()
 """A router's verdict: handle the request here."""
 
 RequestHandler = Callable[[Incoming, float], Response | None]

@@ -68,5 +68,5 @@ class CountingIdSource:
         return f"{prefix}{self.stem}{self.count}"
 
 
-BRANCH_MAGIC = "z9hG4bK"
+BRANCH_MAGIC: Final = "z9hG4bK"
 """RFC 3261 §8.1.1.7 magic cookie that starts every branch we generate."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Final
 
 from presence_sip.sip.errors import RemoteProtocolError
 from presence_sip.sip.memo import remember
@@ -29,11 +30,11 @@ from presence_sip.sip.message import CSeq, Headers, Request
 from presence_sip.sip.peer import Peer
 from presence_sip.sip.uri import NameAddr, SipUri, Via, is_ip, parse_name_addr
 
-MAX_CSEQ = 2**31 - 1
+MAX_CSEQ: Final = 2**31 - 1
 """RFC 3261 §8.1.1.5: CSeq values we generate stay below 2**31."""
 
 
-_DIALOG_KEYS = ("from", "to", "call-id", "cseq", "contact")
+_DIALOG_KEYS: Final = ("from", "to", "call-id", "cseq", "contact")
 """Lookup keys of the dialog fields every in-dialog request carries, in order."""
 
 
@@ -229,7 +230,7 @@ class Dialog:
         return next_hop_peer(uri, source)
 
 
-_PEERS: dict[Peer, Peer] = {}
+_PEERS: Final[dict[Peer, Peer]] = {}
 
 
 def shared_peer(peer: Peer) -> Peer:
@@ -256,7 +257,7 @@ def next_hop_peer(uri: object, fallback: Peer) -> Peer:
     return found
 
 
-_HOPS: dict[tuple[str, str, int], Peer] = {}
+_HOPS: Final[dict[tuple[str, str, int], Peer]] = {}
 """Shared next-hop Peers by (transport, URI host, port)."""
 
 

@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol, cast
+from typing import Final, Protocol, cast
 
 from lxml import etree
 
@@ -55,7 +55,7 @@ __all__ = [
 PIDF_CONTENT_TYPE = "application/pidf+xml"
 PIDF_DIFF_CONTENT_TYPE = "application/pidf-diff+xml"
 WATCHERINFO_CONTENT_TYPE = "application/watcherinfo+xml"
-MAX_PIDF_SIZE = 64 * 1024
+MAX_PIDF_SIZE: Final = 64 * 1024
 
 PIDF_NS = "urn:ietf:params:xml:ns:pidf"  # RFC 3863 section 4.4
 RPID_NS = "urn:ietf:params:xml:ns:pidf:rpid"  # RFC 4480 section 3
@@ -67,26 +67,26 @@ WATCHERINFO_NS = "urn:ietf:params:xml:ns:watcherinfo"  # RFC 3858 section 4
 XML_NS = "http://www.w3.org/XML/1998/namespace"
 
 _PIDF_PREFIX = f"{{{PIDF_NS}}}"
-_PRESENCE = f"{_PIDF_PREFIX}presence"
-_TUPLE = f"{_PIDF_PREFIX}tuple"
-_STATUS = f"{_PIDF_PREFIX}status"
-_BASIC = f"{_PIDF_PREFIX}basic"
-_CONTACT = f"{_PIDF_PREFIX}contact"
-_NOTE = f"{_PIDF_PREFIX}note"
-_TIMESTAMP = f"{_PIDF_PREFIX}timestamp"
-_PERSON = f"{{{DM_NS}}}person"
-_DEVICE = f"{{{DM_NS}}}device"
-_DM_TIMESTAMP = f"{{{DM_NS}}}timestamp"
-_XML_LANG = f"{{{XML_NS}}}lang"
+_PRESENCE: Final = f"{_PIDF_PREFIX}presence"
+_TUPLE: Final = f"{_PIDF_PREFIX}tuple"
+_STATUS: Final = f"{_PIDF_PREFIX}status"
+_BASIC: Final = f"{_PIDF_PREFIX}basic"
+_CONTACT: Final = f"{_PIDF_PREFIX}contact"
+_NOTE: Final = f"{_PIDF_PREFIX}note"
+_TIMESTAMP: Final = f"{_PIDF_PREFIX}timestamp"
+_PERSON: Final = f"{{{DM_NS}}}person"
+_DEVICE: Final = f"{{{DM_NS}}}device"
+_DM_TIMESTAMP: Final = f"{{{DM_NS}}}timestamp"
+_XML_LANG: Final = f"{{{XML_NS}}}lang"
 
-_BASIC_VALUES = frozenset({"open", "closed"})
+_BASIC_VALUES: Final = frozenset({"open", "closed"})
 # The presentity URI (RFC 3863 section 4.1.1; RFC 3859 "pres:"); SIP/tel as used by this stack.
 _ENTITY_RE = re.compile(r"(?:sips?|pres|tel):[^\s<>\"']+\Z", re.IGNORECASE)
 # xs:ID values are NCNames (RFC 3863 section 4.1.2 tuple id).
 _NCNAME_RE = re.compile(r"[A-Za-z_][\w.\-]*\Z")
 
 # One hardened parser for every XML body this package reads (STYLE.md section 4).
-_PARSER = etree.XMLParser(
+_PARSER: Final = etree.XMLParser(
     resolve_entities=False,
     no_network=True,
     load_dtd=False,
@@ -254,7 +254,7 @@ _SIMPLE_PIDF = re.compile(
 )
 _TUPLE_ID = re.compile(rb'<tuple id="([^"]++)">')
 _BLANKS_BETWEEN_TAGS = re.compile(rb">[ \t\r\n]++<")
-_DECLARATION = b"<?xml version='1.0' encoding='UTF-8'?>\n"
+_DECLARATION: Final = b"<?xml version='1.0' encoding='UTF-8'?>\n"
 """What :func:`serialise` puts before the root element."""
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import heapq
 import logging
 from collections.abc import Callable, Mapping
-from typing import Protocol
+from typing import Final, Protocol
 
 from presence_sip.deadlines import DeadlineHeap
 from presence_sip.dialog.dialog import Dialog
@@ -81,16 +81,16 @@ ResponseCallback = Callable[[Response | None, float], None]
 NotifySender = Callable[[Request, Peer, float, ResponseCallback], None]
 """Sends one NOTIFY in a client transaction; the callback gets the final response or None."""
 
-_AUTH_INPUT = {
+_AUTH_INPUT: Final = {
     Action.ALLOW: Input.AUTH_ALLOW,
     Action.POLITE_BLOCK: Input.AUTH_POLITE_BLOCK,
     Action.CONFIRM: Input.AUTH_CONFIRM,
     Action.BLOCK: Input.AUTH_BLOCK,
 }
-_REASONS = {SideEffect.NOTIFY_REJECTED: "rejected", SideEffect.NOTIFY_TIMEOUT: "timeout"}
-_TERMINATED = {effect: f"terminated;reason={reason}" for effect, reason in _REASONS.items()}
+_REASONS: Final = {SideEffect.NOTIFY_REJECTED: "rejected", SideEffect.NOTIFY_TIMEOUT: "timeout"}
+_TERMINATED: Final = {effect: f"terminated;reason={reason}" for effect, reason in _REASONS.items()}
 """Subscription-State of a final NOTIFY, by the side effect that ended the subscription."""
-_EXPIRES_PREFIX = {state: f"{state.value};expires=" for state in State}
+_EXPIRES_PREFIX: Final = {state: f"{state.value};expires=" for state in State}
 """Subscription-State up to the remaining seconds, by state (no Enum ``.value`` per NOTIFY)."""
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Protocol
+from typing import Final, Protocol
 
 from presence_sip.sip.errors import LocalProtocolError
 
@@ -81,7 +81,7 @@ S, In, E = State, Input, SideEffect
 
 # RFC 6665 §4.2 notifier behaviour (cf. the subscriber state diagram of RFC 6665 §4.1.2.4);
 # RFC 5025 §3.2.1 sub-handling decides the first state. Pairs not listed are local misuse.
-TRANSITIONS: dict[tuple[State, Input], tuple[SideEffect | None, State]] = {
+TRANSITIONS: Final[dict[tuple[State, Input], tuple[SideEffect | None, State]]] = {
     (S.INIT, In.AUTH_ALLOW): (E.NOTIFY, S.ACTIVE),
     (S.INIT, In.AUTH_POLITE_BLOCK): (E.NOTIFY, S.ACTIVE),
     (S.INIT, In.AUTH_CONFIRM): (E.NOTIFY, S.PENDING),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Final
 
 from presence_sip.dialog.dialog import Dialog
 from presence_sip.hss.msisdn import canonical_identity
@@ -56,7 +57,7 @@ class PresenceSettings:
     """Send application/pidf-diff+xml to watchers that accept it (RFC 5263)."""
 
 
-_NEVER = float("-inf")
+_NEVER: Final = float("-inf")
 
 
 class Subscription(SubscriptionMachine):

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
+from typing import Final
 
 from . import grammar
 from .errors import SipParseError
@@ -44,21 +45,23 @@ __all__ = [
 ]
 
 _FOLD = re.compile(r"[ \t]*\r\n[ \t]+")
-_NONCANONICAL = 1
-_UNPROVEN = 2
+_NONCANONICAL: Final = 1
+_UNPROVEN: Final = 2
 _CACHE_LIMIT = 4096
-_CACHED_LINE_MAX = 256
-_UNCACHED = frozenset({"Via", "CSeq"})  # unique per transaction: caching them only evicts others
-_MANDATORY_KEYS = frozenset(name.lower() for name in MANDATORY)
-_SINGLE_KEYS = frozenset(name.lower() for name in SINGLE_VALUED)
+_CACHED_LINE_MAX: Final = 256
+_UNCACHED: Final = frozenset(
+    {"Via", "CSeq"}
+)  # unique per transaction: caching them only evicts others
+_MANDATORY_KEYS: Final = frozenset(name.lower() for name in MANDATORY)
+_SINGLE_KEYS: Final = frozenset(name.lower() for name in SINGLE_VALUED)
 
 _Entry = tuple[tuple[str, str], str]
-_LINE_CACHE: dict[str, _Entry] = {}
+_LINE_CACHE: Final[dict[str, _Entry]] = {}
 """Canonical header lines already proven valid -> (canonical item, lower-case key)."""
 _NameInfo = tuple[str, str, bool, "Fast | None", bool]
-_NAME_INFO: dict[str, _NameInfo] = {}
+_NAME_INFO: Final[dict[str, _NameInfo]] = {}
 """Header names as received (valid tokens) -> what :func:`_scan_line` needs to know about them."""
-_RURI_CACHE: dict[str, bool] = {}
+_RURI_CACHE: Final[dict[str, bool]] = {}
 """Request-URIs already proven valid by the fast path."""
 
 
@@ -178,7 +181,7 @@ def _status_line(line: str) -> Response:
     return Response._parsed(int(code), reason, _NO_HEADERS, b"")
 
 
-_NO_HEADERS = Headers()
+_NO_HEADERS: Final = Headers()
 """Placeholder until the header block is parsed (replaced before the message is returned)."""
 
 

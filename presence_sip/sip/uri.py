@@ -11,7 +11,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from . import grammar
 from .errors import SipParseError
@@ -147,7 +147,7 @@ class AbsoluteUri(NamedTuple):
 Uri = SipUri | TelUri | AbsoluteUri
 
 
-_URI_CACHE: dict[str, Uri] = {}
+_URI_CACHE: Final[dict[str, Uri]] = {}
 """URIs already parsed, by text (the same Request-URIs, From and To URIs recur between messages;
 the values are frozen, so sharing them is safe)."""
 
@@ -330,10 +330,10 @@ class NameAddr(NamedTuple):
         )
 
 
-_NAME_ADDR_CACHE: dict[str, NameAddr] = {}
+_NAME_ADDR_CACHE: Final[dict[str, NameAddr]] = {}
 """Name-addrs already parsed, by text (without the tag: see :func:`_tagged_name_addr`)."""
 
-_TAG_PARAM = ";tag="
+_TAG_PARAM: Final = ";tag="
 
 
 def parse_name_addr(text: str, what: str) -> NameAddr:
@@ -514,7 +514,7 @@ def parse_via(item: str) -> Via:
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 _IPV4 = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}")
 
-_IP_HOSTS: dict[str, bool] = {}
+_IP_HOSTS: Final[dict[str, bool]] = {}
 """Answers of :func:`is_ip` (the same few hosts recur: a dict hit instead of a regex match)."""
 
 

@@ -50,7 +50,7 @@ from .states import Input
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TIMERS = Timers()
+DEFAULT_TIMERS: Final = Timers()
 """RFC 3261 defaults: T1 = 500 ms, T2 = 4 s, T4 = 5 s."""
 
 STAT_NAMES = (
