@@ -13,6 +13,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from loopback import LOOPBACK, free_port
+
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _CONTACT_LINE = re.compile(r"^[ >]\s*(Unknown|Online|Offline|Busy|Away)\s+.*<([^>]+)>")
 
@@ -84,6 +86,21 @@ class BaresipCtrl:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def baresip_sip_port() -> int:
+    """A ``sip_listen`` port for baresip, which listens on UDP and TCP there and on SIP/TLS at
+    the next port: all three free right now.  (``free_port`` alone once gave a port whose next one
+    an outgoing TCP connection held, and baresip exited with "Address already in use".)"""
+    for _ in range(50):
+        port = free_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tls:
+            try:
+                tls.bind((LOOPBACK, port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no port free for baresip's UDP, TCP and TLS on {LOOPBACK}")
 
 
 def write_profile(

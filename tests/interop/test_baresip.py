@@ -21,7 +21,13 @@ from presence_sip.storage.sqlite_hss import SqliteSubscriberStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from integration.serve_process import ServeProcess, free_port
-from interop.baresip_ctrl import BaresipCtrl, start_baresip, stop_baresip, write_profile
+from interop.baresip_ctrl import (
+    BaresipCtrl,
+    baresip_sip_port,
+    start_baresip,
+    stop_baresip,
+    write_profile,
+)
 
 DOMAIN = "example.test"
 BOB = ("+447700900123", "bob-secret")
@@ -91,7 +97,7 @@ def test_baresip_watcher_shows_what_the_node_derives_and_publishes(
     ctrl_port = free_port()
     write_profile(
         profile,
-        sip_port=free_port(),
+        sip_port=baresip_sip_port(),
         ctrl_port=ctrl_port,
         account=(
             f"<sip:{WATCHER[0]}@{DOMAIN}>;auth_pass={WATCHER[1]};"
@@ -133,7 +139,7 @@ def test_baresip_presentity_registers_and_publishes_to_a_watcher(
     ctrl_port = free_port()
     write_profile(
         profile,
-        sip_port=free_port(),
+        sip_port=baresip_sip_port(),
         ctrl_port=ctrl_port,
         account=(
             f"<{BOB_URI}>;auth_pass={BOB[1]};"
