@@ -88,12 +88,15 @@ class BaresipCtrl:
         self.sock.close()
 
 
-def baresip_sip_port() -> int:
+def baresip_sip_port(*, avoid: int = 0) -> int:
     """A ``sip_listen`` port for baresip, which listens on UDP and TCP there and on SIP/TLS at
-    the next port: all three free right now.  (``free_port`` alone once gave a port whose next one
-    an outgoing TCP connection held, and baresip exited with "Address already in use".)"""
+    the next port: all three free right now, and neither is ``avoid`` (the ctrl_tcp port picked
+    before).  (``free_port`` alone once gave a port whose next one an outgoing TCP connection
+    held, and baresip exited with "Address already in use".)"""
     for _ in range(50):
         port = free_port()
+        if avoid in (port, port + 1):
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tls:
             try:
                 tls.bind((LOOPBACK, port + 1))

@@ -97,7 +97,7 @@ def test_baresip_watcher_shows_what_the_node_derives_and_publishes(
     ctrl_port = free_port()
     write_profile(
         profile,
-        sip_port=baresip_sip_port(),
+        sip_port=baresip_sip_port(avoid=ctrl_port),
         ctrl_port=ctrl_port,
         account=(
             f"<sip:{WATCHER[0]}@{DOMAIN}>;auth_pass={WATCHER[1]};"
@@ -139,7 +139,7 @@ def test_baresip_presentity_registers_and_publishes_to_a_watcher(
     ctrl_port = free_port()
     write_profile(
         profile,
-        sip_port=baresip_sip_port(),
+        sip_port=baresip_sip_port(avoid=ctrl_port),
         ctrl_port=ctrl_port,
         account=(
             f"<{BOB_URI}>;auth_pass={BOB[1]};"
