@@ -243,6 +243,20 @@ token_is(uc *s, Py_ssize_t a, Py_ssize_t b, const char *text, int ci)
               : memcmp(s + a, text, len) == 0;
 }
 
+/* Does the token s[a:b] start, in any case, with one of the five via-params the regexes treat
+ * apart (branch, maddr, received, ttl, rport)?  A generic parameter named so is refused. */
+static int
+via_special_prefix(uc *s, Py_ssize_t a, Py_ssize_t b)
+{
+    static const char *special[] = {"branch", "maddr", "received", "ttl", "rport"};
+    for (size_t k = 0; k < sizeof special / sizeof *special; k++) {
+        size_t len = strlen(special[k]);
+        if ((size_t)(b - a) >= len && PyOS_strnicmp((const char *)s + a, special[k], len) == 0)
+            return 1;
+    }
+    return 0;
+}
+
 /* Via, one via-parm (subset of FAST_VIA_LIST):
  *   "SIP/2.0/" token SP hostport *( ";" via-param )
  *   via-param = ( "branch" / "maddr" / "received" ) "=" token / "ttl=" 1*DIGIT
@@ -252,7 +266,6 @@ token_is(uc *s, Py_ssize_t a, Py_ssize_t b, const char *text, int ci)
 static int
 via(uc *s, Py_ssize_t n)
 {
-    static const char *special[] = {"branch", "maddr", "received", "ttl", "rport"};
     Py_ssize_t i;
     if (!starts(s, 0, n, "SIP/2.0/"))
         return 0;
@@ -280,11 +293,8 @@ via(uc *s, Py_ssize_t n)
                 return 0;
         }
         else {
-            for (size_t k = 0; k < sizeof special / sizeof *special; k++) {
-                size_t len = strlen(special[k]);
-                if ((size_t)(b - a) >= len && PyOS_strnicmp((const char *)s + a, special[k], len) == 0)
-                    return 0;
-            }
+            if (via_special_prefix(s, a, b))
+                return 0;
             i = eq ? gen_value(s, v, n) : b;
             if (i < 0)
                 return 0;
@@ -742,7 +752,6 @@ ascii_text(uc *s, Py_ssize_t a, Py_ssize_t b)
 static Py_ssize_t
 via_param(uc *s, Py_ssize_t i, Py_ssize_t n, Py_ssize_t *b_out, Py_ssize_t *va, Py_ssize_t *vb)
 {
-    static const char *special[] = {"branch", "maddr", "received", "ttl", "rport"};
     Py_ssize_t a = i + 1, b = run(s, a, n, C_TOK), v = b + 1, end;
     int eq = b < n && s[b] == '=';
     *b_out = b;
@@ -770,11 +779,8 @@ via_param(uc *s, Py_ssize_t i, Py_ssize_t n, Py_ssize_t *b_out, Py_ssize_t *va, 
         end = run(s, v, n, C_DIGIT);
     }
     else {
-        for (size_t k = 0; k < sizeof special / sizeof *special; k++) {
-            size_t len = strlen(special[k]);
-            if ((size_t)(b - a) >= len && PyOS_strnicmp((const char *)s + a, special[k], len) == 0)
-                return -1;
-        }
+        if (via_special_prefix(s, a, b))
+            return -1;
         if (!eq)
             return b;
         end = run(s, v, n, C_TOK);
