@@ -362,9 +362,10 @@ class PresenceRole:
             return key
         if len(cache) >= _KEY_CACHE_SIZE:
             cache.clear()
-        key = cache[uri_text] = (
-            aor_key(parsed) if isinstance(parsed, SipUri | TelUri) else _entity_key(uri_text)
-        )
+        key = aor_key(parsed) if isinstance(parsed, SipUri | TelUri) else _entity_key(uri_text)
+        if key == uri_text:
+            key = uri_text  # the usual watcher URI is its own key: one string, not two
+        cache[uri_text] = key
         return key
 
     def _rules_for(self, key: str) -> Mapping[str, str]:
