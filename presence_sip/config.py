@@ -39,4 +39,6 @@ class Limits:
     idle_connection_timeout: float = 300.0
     """A stream connection with no traffic for this long is closed."""
     max_transactions: int = 200000
-    """Server transactions kept at once; beyond it new requests get 503."""
+    """Server transactions kept at once, the Completed ones waiting for Timer J/K included.
+    When full, the Completed record closest to its end is dropped early to make room; only
+    with none left do new requests get 503."""

@@ -70,10 +70,14 @@ STAT_NAMES = (
     "transport_errors",
     "dropped",
     "overload_rejected",
+    "lingering_shed",
 )
 """The counters in :attr:`TransactionManager.stats`, all starting at 0."""
 
 _COMPACT_MIN: Final = 1024
+
+SHED_LOG_INTERVAL: Final = 60.0
+"""Seconds between two warnings that the transaction table is full and records are shed."""
 
 PlainKey = tuple[str, str, str]
 """A :class:`TransactionKey` as a plain tuple (equal and hashing alike; untracked by the GC)."""
@@ -148,6 +152,19 @@ class Expiry:
             record = lingering.get(key)
             if record is not None and record[0] == seq:
                 del lingering[key]
+
+    def drop_oldest(self, lingering: dict[PlainKey, Lingering]) -> bool:
+        """Drop the record due first, before its deadline; False when none is left."""
+        deadlines, seqs, keys = self.deadlines, self.seqs, self.keys
+        while deadlines:
+            deadlines.popleft()
+            seq = seqs.popleft()
+            key = keys.popleft()
+            record = lingering.get(key)
+            if record is not None and record[0] == seq:
+                del lingering[key]
+                return True
+        return False
 
 
 class Timed(Protocol):
@@ -241,6 +258,19 @@ class Context:
             self.lingering[plain_key] = (self.seq, data, reply_to.host, reply_to.port)
         expiry.append(deadline, self.seq, plain_key)
 
+    def shed(self) -> bool:
+        """Make room for one transaction: drop the lingering record closest to its deadline.
+
+        A Completed non-INVITE transaction only absorbs retransmissions of its request (RFC 3261
+        §17.2.2, §17.1.2.2); ending it early costs at most a late retransmission being handled
+        as a new request, where refusing new work costs every caller a 503.  False when no
+        record is left to drop.
+        """
+        first, second = self.expiry_j, self.expiry_k
+        if not first.deadlines or (second.deadlines and second.deadlines[0] < first.deadlines[0]):
+            first, second = second, first
+        return first.drop_oldest(self.lingering) or second.drop_oldest(self.lingering)
+
     def cancel(self, owner: Timed, timer: Input) -> None:
         if owner.armed.pop(timer, None) is not None:
             self.live -= 1
@@ -265,11 +295,14 @@ class Context:
 class TransactionManager:
     """All client and server transactions of one node (RFC 3261 §17), sans-IO.
 
-    ``max_transactions`` caps live server transactions; a new request beyond it is answered 503
-    statelessly.  ``stats`` counts what happened (see :data:`STAT_NAMES`).
+    ``max_transactions`` caps the server transactions kept, the Completed ones lingering for
+    Timer J/K included.  When it is reached, a new request first ends the lingering record
+    closest to its deadline (:meth:`Context.shed`, counted as ``lingering_shed``, logged at most
+    once a minute); only with none left is it answered 503 statelessly (``overload_rejected``).
+    ``stats`` counts what happened (see :data:`STAT_NAMES`).
     """
 
-    __slots__ = ("_ctx", "_ids", "_max", "events", "stats", "timers")
+    __slots__ = ("_ctx", "_ids", "_max", "_shed_logged", "events", "stats", "timers")
 
     def __init__(
         self,
@@ -283,6 +316,7 @@ class TransactionManager:
         self.timers = timers
         self._ids = id_source
         self._max = max_transactions
+        self._shed_logged = float("-inf")
         self._ctx = Context(timers)
         self.stats = self._ctx.stats
         """Counters by name (:data:`STAT_NAMES`)."""
@@ -398,7 +432,8 @@ class TransactionManager:
             if owner.armed.get(timer) == seq:
                 break
             heapq.heappop(heap)
-        # (Records end only at their deadline: an Expiry head is never stale.)
+        # (Records end at their deadline, or before it from the head when shed: an Expiry head
+        # is never stale.)
         deadline = heap[0][0] if heap else None
         for queued in (ctx.expiry_j.deadlines, ctx.expiry_k.deadlines):
             if queued and (deadline is None or queued[0] < deadline):
@@ -459,7 +494,7 @@ class TransactionManager:
         # RFC 3261 §18.2.1 / RFC 3581 §4: stamp the top Via before anyone looks at it.
         via = stamp_via(request, via, source)
         reply_to = response_destination(via, source)
-        if len(ctx.servers) + len(ctx.lingering) >= self._max:
+        if len(ctx.servers) + len(ctx.lingering) >= self._max and not self._shed(now):
             self._reject(request, reply_to)
             return
         txn_new: ServerTx
@@ -535,8 +570,24 @@ class TransactionManager:
         ctx.stats["responses_received"] += 1
         txn.receive_response(response, source, now)
 
+    def _shed(self, now: float) -> bool:
+        """Full: end a lingering record early (:meth:`Context.shed`); False when none is left."""
+        if not self._ctx.shed():
+            return False
+        stats = self.stats
+        stats["lingering_shed"] += 1
+        if now >= self._shed_logged + SHED_LOG_INTERVAL:
+            self._shed_logged = now
+            logger.warning(
+                "transaction table full (max_transactions %d): Completed transactions end "
+                "before Timer J/K to make room (%d so far)",
+                self._max,
+                stats["lingering_shed"],
+            )
+        return True
+
     def _reject(self, request: Request, reply_to: Peer) -> None:
-        """Over ``max_transactions``: answer 503 without a transaction (RFC 3261 §21.5.4)."""
+        """Full, with nothing to shed: answer 503 without a transaction (RFC 3261 §21.5.4)."""
         response = make_response(request, 503, to_tag=self._ids.new_id())
         self._ctx.transmit(to_bytes(response), reply_to)
         self.stats["overload_rejected"] += 1

@@ -859,8 +859,6 @@ def test_completed_server_transactions_linger_as_records() -> None:
     mgr.respond(keys[0], make_response(req(options("z9hG4bKa0")), 500), 1.0)  # discarded
     assert mgr.outbox() == []
     assert mgr.stats["responses_discarded"] == 1
-    receive(mgr, options("z9hG4bKnew"), UAC, 1.0)  # records count against max_transactions
-    assert b"503" in mgr.outbox()[0][0]
     assert mgr.get_timer() == 32.0
     assert [at for at, _, _ in run_until(mgr, 100.0)] == [32.0, 32.1, 32.2]
     assert len(mgr) == 0
@@ -894,6 +892,78 @@ def test_completed_client_transaction_lingers_and_absorbs() -> None:
     assert mgr.get_timer() is None
     receive(mgr, response(200, "OK"), UAS, 6.0)
     assert [type(e) for e in events(mgr)] == [StrayResponse]
+
+
+def test_full_table_sheds_the_oldest_records_before_refusing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    mgr = manager(max_transactions=3)
+    for n in range(3):
+        receive(mgr, options(f"z9hG4bKa{n}"), UAC, 0.1 * n)
+        answer(mgr, f"z9hG4bKa{n}", 0.1 * n)
+    first_answer = mgr.outbox()[0][0]
+    # Full of records waiting for Timer J: new requests end them early, oldest first.
+    for n in range(3):
+        receive(mgr, options(f"z9hG4bKnew{n}"), UAC, 1.0)
+        assert [type(e) for e in events(mgr)] == [RequestReceived]
+        assert mgr.server_transaction(uac_key(f"z9hG4bKa{n}")) is None
+        assert len(mgr) == 3
+    assert mgr.outbox() == []
+    assert (mgr.stats["lingering_shed"], mgr.stats["overload_rejected"]) == (3, 0)
+    # Full of transactions still waiting for their answer: nothing to shed, 503.
+    receive(mgr, options("z9hG4bKnew3"), UAC, 1.0)
+    [(data, peer)] = mgr.outbox()
+    assert (data.split(b"\r\n")[0], peer) == (b"SIP/2.0 503 Service Unavailable", UAC)
+    assert (mgr.stats["lingering_shed"], mgr.stats["overload_rejected"]) == (3, 1)
+    # A late retransmission of a shed transaction's request is handled as a new request.
+    answer(mgr, "z9hG4bKnew0", 2.0)
+    mgr.outbox()
+    receive(mgr, options("z9hG4bKa0"), UAC, 3.0)  # room made by ending new0's record
+    assert [type(e) for e in events(mgr)] == [RequestReceived]
+    assert mgr.outbox() == []
+    assert mgr.server_transaction(uac_key("z9hG4bKnew0")) is None
+    assert mgr.stats["lingering_shed"] == 4
+    # One warning per minute of shedding, not one per request.
+    warnings = [r.getMessage() for r in caplog.records if "table full" in r.getMessage()]
+    assert warnings == [
+        "transaction table full (max_transactions 3): Completed transactions end before "
+        "Timer J/K to make room (1 so far)"
+    ]
+    answer(mgr, "z9hG4bKnew1", 61.0)
+    receive(mgr, options("z9hG4bKlater"), UAC, 61.5)
+    assert [type(e) for e in events(mgr)] == [RequestReceived]
+    warnings = [r.getMessage() for r in caplog.records if "table full" in r.getMessage()]
+    assert len(warnings) == 2
+    assert warnings[1].endswith("(5 so far)")
+    assert first_answer not in [data for data, _ in mgr.outbox()]
+
+
+def uac_key(branch: str) -> TransactionKey:
+    return TransactionKey(branch, "OPTIONS", "127.0.0.1:5070")
+
+
+def answer(mgr: TransactionManager, branch: str, now: float) -> None:
+    """Answer the OPTIONS server transaction ``branch`` (from UAC) with a 200."""
+    events(mgr)
+    mgr.respond(uac_key(branch), make_response(req(options(branch)), 200, to_tag="t"), now)
+
+
+def test_shedding_takes_the_record_due_first_timer_k_before_timer_j() -> None:
+    mgr = manager(max_transactions=2)
+    receive(mgr, options(), UAC, 0.0)
+    [event] = events(mgr)
+    mgr.respond(event.key, make_response(event.request, 200, to_tag="t"), 0.0)  # J at 32.0
+    key = mgr.send_request(client_request(mgr), UAS, 1.0)
+    receive(mgr, response(200, "OK", key.branch), UAS, 1.0)  # K at 6.0
+    events(mgr)
+    answer = mgr.outbox()[0][0]
+    receive(mgr, options("z9hG4bKnew"), UAC, 2.0)  # full: the Timer K record goes
+    assert [type(e) for e in events(mgr)] == [RequestReceived]
+    receive(mgr, response(200, "OK", key.branch), UAS, 2.0)
+    assert [type(e) for e in events(mgr)] == [StrayResponse]
+    receive(mgr, options(), UAC, 2.0)  # the Timer J record is still there
+    assert mgr.outbox() == [(answer, UAC)]
+    assert mgr.get_timer() == 32.0
 
 
 def test_timer_k_records_do_not_wait_behind_timer_j_records() -> None:
