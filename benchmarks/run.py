@@ -135,7 +135,11 @@ class Bench:
             run = self.sipp.run(job, self.server)
         finally:
             self.server.stop()
-        self.log(run.describe())
+        if self.server.table_filled():
+            self.result.table_full_steps.append((scenario, rate))
+            self.log(f"{run.describe()} (transaction table full)")
+        else:
+            self.log(run.describe())
         return run
 
     def find_max(self, scenario: str, csv: str, start: int, keys: dict[str, str]) -> float:

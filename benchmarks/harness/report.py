@@ -34,6 +34,8 @@ class TargetResult:
     """(p50 ms, p99 ms, what the run did) of each latency run; the row shows their medians."""
     mib_per_10k: float | None = None
     memory_detail: str = ""
+    table_full_steps: list[tuple[str, int]] = field(default_factory=list)
+    """(scenario, rate) of the steps in which the server's transaction table filled."""
     errors: list[str] = field(default_factory=list)
     steps: list[str] = field(default_factory=list)
     others_cpu: list[float] = field(default_factory=list)
@@ -151,7 +153,8 @@ def render(
         "- Memory: PSS (proportional set size, shared pages split between the processes) of "
         "the server's process tree before and 2 s after establishing the subscriptions "
         f"(Expires 3600) at {s.hold_rate:,} SUBSCRIBE/s for both servers, scaled to 10,000. "
-        "The completed SUBSCRIBE transactions of the last 32 s (Timer J) are still held then.",
+        "Ours still holds the completed SUBSCRIBE transactions of the last 32 s then (Timer J, "
+        "RFC 3261), Kamailio those of the last 5 s (tm's `wt_timer`).",
     ]
     for name, res in results.items():
         lines += ["", f"## Details: {name}", ""]
@@ -173,6 +176,12 @@ def render(
         ):
             if text:
                 lines.append(f"- {label}: {text}")
+        if res.table_full_steps:
+            steps = ", ".join(f"{name} at {rate:,}/s" for name, rate in res.table_full_steps)
+            lines.append(
+                f"- transaction table full in {steps}: the Completed transactions there ended "
+                "before Timer J (32 s) to make room (`max_transactions`, 200,000)"
+            )
         lines += [f"- ERROR {err}" for err in res.errors]
         lines += ["", "```", *res.steps, "```"]
     return "\n".join(lines) + "\n"

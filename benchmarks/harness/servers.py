@@ -47,8 +47,12 @@ KAMAILIO_SETTINGS = (
     "Kamailio 5.6 `benchmarks/kamailio/kamailio.cfg`: presence + presence_xml, "
     "`publ_cache=2`, `subs_db_mode=0` (memory only), `subs_respond_200=1`, "
     "`send_fast_notify=1`, `force_active=1`, no auth, `children=2`, UDP on 127.0.0.1, "
-    "`-DD -E -m 1024 -M 16`, pinned to CPU 0"
+    "`-DD -E -m 1024 -M 16`, tm's `wt_timer` at its default (a completed transaction is kept "
+    "5 s), pinned to CPU 0"
 )
+TABLE_FULL = "transaction table full"
+"""What our server logs (at most once a minute) while its transaction table is full and it ends
+Completed transactions before Timer J to make room (``transaction/manager.py``)."""
 
 
 class Server:
@@ -63,6 +67,8 @@ class Server:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.rundir: Path | None = None
+        """The directory of the latest start (holds its ``server.log``)."""
 
     def command(self, rundir: Path) -> list[str]:
         raise NotImplementedError
@@ -75,7 +81,7 @@ class Server:
         self.stop()
         check_port_free(self.port)
         self.starts += 1
-        rundir = self.workdir / f"run{self.starts}"
+        rundir = self.rundir = self.workdir / f"run{self.starts}"
         rundir.mkdir()
         argv = [*NICE, "taskset", "-c", SERVER_CPU, *self.command(rundir)]
         self.proc = REAPER.spawn(argv, cwd=rundir, log=rundir / "server.log", env=self.env())
@@ -98,6 +104,11 @@ class Server:
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
+
+    def table_filled(self) -> bool:
+        """Did the latest run fill the transaction table (see :data:`TABLE_FULL`)?  Only our
+        server says so; Kamailio keeps every completed transaction for its ``wt_timer``."""
+        return False
 
 
 class Kamailio(Server):
@@ -132,6 +143,12 @@ class Ours(Server):
         data = rundir / "data"
         data.mkdir()
         return [*ours_command(self.port, data), *self.extra_args]
+
+    def table_filled(self) -> bool:
+        if self.rundir is None:
+            return False
+        log = self.rundir / "server.log"
+        return log.exists() and TABLE_FULL in log.read_text(errors="replace")
 
     def env(self) -> dict[str, str] | None:
         env = dict(os.environ)
