@@ -52,7 +52,9 @@ class Dialog:
     local_uri: str
     """Our URI (the SUBSCRIBE's To URI, without tag)."""
     remote_uri: str
-    """The peer's URI (the SUBSCRIBE's From, as a name-addr without tag)."""
+    """The peer's URI: the SUBSCRIBE's From as a name-addr without tag, or only its URI when the
+    From held nothing else (no ``<``; then the text can be shared with the watcher's URI, issue 8).
+    :meth:`request` writes either as the To header's name-addr."""
     remote_target: str
     """The Contact URI of the last target-refresh request."""
     route_set: tuple[str, ...]
@@ -88,7 +90,7 @@ class Dialog:
             local_tag=local_tag,
             remote_tag=remote_tag,
             local_uri=str(request.to.uri),
-            remote_uri=_without_tag(request.from_),
+            remote_uri=_remote_uri(request.from_),
             remote_target=str(target),
             route_set=tuple(request.headers.values("Record-Route")),
             local_cseq=local_cseq,
@@ -173,7 +175,7 @@ class Dialog:
             keys.extend(["route"] * len(routes))
         items += [
             ("From", f"<{self.local_uri}>;tag={self.local_tag}"),
-            ("To", f"{self.remote_uri};tag={self.remote_tag}"),
+            ("To", self._to_header()),
             ("Call-ID", self.call_id),
             ("CSeq", f"{seq} {method}"),
             ("Contact", f"<{self.local_contact}>"),
@@ -189,6 +191,12 @@ class Dialog:
         request = Request._parsed(method, request_uri, out, body)
         request.seed(cseq=CSeq(seq, method), top_via=parsed_via)
         return request
+
+    def _to_header(self) -> str:
+        remote = self.remote_uri
+        if "<" in remote:
+            return f"{remote};tag={self.remote_tag}"
+        return f"<{remote}>;tag={self.remote_tag}"
 
     def request_uri_and_routes(self) -> tuple[str, list[str]]:
         """Request-URI and Route values of the next in-dialog request (§12.2.1.1)."""
@@ -276,12 +284,13 @@ def _contact(request: Request) -> SipUri:
     return uri
 
 
-def _without_tag(name_addr: NameAddr) -> str:
+def _remote_uri(name_addr: NameAddr) -> str:
+    """:attr:`Dialog.remote_uri` of a From: the name-addr without tag, or only the URI."""
     params = name_addr.params
     if len(params) == 1 and name_addr.display_name is None and params[0][0].lower() == "tag":
-        return f"<{name_addr.uri}>"  # the usual From: nothing but the URI and the tag
+        return str(name_addr.uri)  # the usual From: nothing but the URI and the tag
     params = tuple(p for p in params if p[0].lower() != "tag")
     if not params and name_addr.display_name is None:
-        return f"<{name_addr.uri}>"
+        return str(name_addr.uri)
     uri = name_addr.uri
     return str(NameAddr(uri, name_addr.display_name, params, True))

@@ -94,6 +94,15 @@ _EXPIRES_PREFIX: Final = {state: f"{state.value};expires=" for state in State}
 """Subscription-State up to the remaining seconds, by state (no Enum ``.value`` per NOTIFY)."""
 
 
+def _shared_remote_uri(record: SubscriptionRecord) -> str:
+    """A stored remote URI that is the watcher's URI, alone or in ``<>`` (as rows written before
+    2026-11-27 have it), as the watcher's string: one string per subscription, not two."""
+    remote, watcher = record.remote_uri, record.watcher
+    if remote == watcher or (remote[1:-1] == watcher and remote[:1] == "<" and remote[-1:] == ">"):
+        return watcher
+    return remote
+
+
 class PresenceStore(SubscriptionStore, PublicationStore, Protocol):
     """Both stores in one (SQLite: ``storage.sqlite_presence.SqlitePresenceStore``)."""
 
@@ -257,6 +266,8 @@ class PresenceServer:
             request, local_tag=local_tag, source=source, local_contact=self._intern(local_contact)
         )
         dialog.local_uri = self._intern(dialog.local_uri)
+        if dialog.remote_uri == watcher:
+            dialog.remote_uri = watcher  # one string for both (issue 8: ~75 B a subscription)
         # A bare package name (the common case) has no id parameter: no need to parse it.
         event_header = None if request.headers.get("Event") == event else request.event
         sub = Subscription(
@@ -319,7 +330,7 @@ class PresenceServer:
             local_tag=record.id,
             remote_tag=record.remote_tag,
             local_uri=self._intern(record.local_uri),
-            remote_uri=record.remote_uri,
+            remote_uri=_shared_remote_uri(record),
             remote_target=record.remote_target,
             route_set=record.route_set,
             local_cseq=record.cseq_reserved,

@@ -72,6 +72,39 @@ def test_notify_without_routes() -> None:
     assert second.cseq.seq == 2  # strictly rising
 
 
+@pytest.mark.parametrize(
+    ("from_header", "remote_uri", "to_header"),
+    [
+        ("<sip:bob@net-a.test>;tag=f9", "sip:bob@net-a.test", "<sip:bob@net-a.test>;tag=f9"),
+        ("sip:bob@net-a.test;tag=f9", "sip:bob@net-a.test", "<sip:bob@net-a.test>;tag=f9"),
+        (  # URI parameters stay inside the brackets (outside they would be header parameters)
+            "<sip:+447700900001@net-a.test;user=phone>;tag=f9",
+            "sip:+447700900001@net-a.test;user=phone",
+            "<sip:+447700900001@net-a.test;user=phone>;tag=f9",
+        ),
+        (
+            "<sip:bob@net-a.test>;x=1;tag=f9",
+            "<sip:bob@net-a.test>;x=1",
+            "<sip:bob@net-a.test>;x=1;tag=f9",
+        ),
+        ('"Bob" <sip:bob@net-a.test>;tag=f9', '"Bob" <sip:bob@net-a.test>', None),
+    ],
+)
+def test_remote_uri_is_the_bare_uri_when_the_from_holds_nothing_else(
+    from_header: str, remote_uri: str, to_header: str | None
+) -> None:
+    data = to_bytes(request()).replace(
+        b'From: "Alice" <sip:alice@net-a.test>;tag=from1', b"From: " + from_header.encode()
+    )
+    message = parse_message(data)
+    assert isinstance(message, Request)
+    d = Dialog.from_request(message, local_tag="L1", source=SOURCE, local_contact="sip:h")
+    assert d.remote_uri == remote_uri
+    notify = d.build_request("NOTIFY", via="SIP/2.0/UDP 127.0.2.11:5060;branch=z9hG4bKn1")
+    assert notify.headers.get("To") == (to_header or f"{remote_uri};tag=f9")
+    assert parse_message(to_bytes(notify)).to.tag == "f9"
+
+
 def test_loose_routes_in_record_route_order() -> None:
     d = dialog("Record-Route: <sip:127.0.2.2:5061;transport=tls;lr>, <sip:gw.net-a.test;lr>")
     assert d.route_set == ("<sip:127.0.2.2:5061;transport=tls;lr>", "<sip:gw.net-a.test;lr>")

@@ -947,6 +947,32 @@ def test_restart_reloads_subscriptions_and_publications_cseq_keeps_rising(
     conn.close()
 
 
+def test_restart_reads_remote_uris_stored_in_brackets_and_bare(tmp_path: Path) -> None:
+    conn = connect(tmp_path / "presence.sqlite")
+    migrate(conn, "core")
+    node = Node(store=SqlitePresenceStore(conn))
+    for i in (1, 2):  # From: <sip:...>;tag=... (no display name)
+        data = subscribe(contact=f"<sip:w{i}@127.0.0.1:600{i}>")
+        out = node.receive(data.replace(b'From: "Alice" ', b"From: "))
+        assert only_response(out).status == 200
+        node.answer(notifies(out)[0], source=WATCHER)
+    node.role.close()
+    rows = conn.execute("SELECT id, watcher, remote_uri FROM presence_subscriptions").fetchall()
+    assert len(rows) == 2
+    assert [remote for _, _, remote in rows] == [watcher for _, watcher, _ in rows]  # bare now
+    first_id, first_watcher, _ = rows[0]
+    conn.execute(  # as rows were written before 2026-11-27
+        "UPDATE presence_subscriptions SET remote_uri = ? WHERE id = ?",
+        (f"<{first_watcher}>", first_id),
+    )
+    node2 = Node(store=SqlitePresenceStore(conn), now=node.now + 10, ids=CountingIdSource("r"))
+    _, sent = published(node2, PIDF_CLOSED)
+    assert len(sent) == 2
+    for notify in sent:
+        assert (notify.headers.get("To") or "").startswith(f"<{first_watcher}>;tag=w")
+    conn.close()
+
+
 def test_cseq_block_is_written_before_it_is_used() -> None:
     store = MemoryPresenceStore()
     node = Node(store=store, settings=PresenceSettings(cseq_block=3))
