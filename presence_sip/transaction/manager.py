@@ -11,9 +11,9 @@ entries are skipped when they surface (or dropped by a periodic rebuild).
 
 A non-INVITE transaction in Completed over UDP has one job left until Timer J (server, 64*T1) or
 Timer K (client, T4): answer or absorb retransmissions.  Such a transaction *lingers*: the object
-is dropped and one plain tuple ``(seq, response bytes, reply host, reply port)`` stays in
+is dropped and one plain tuple ``(deadline, response bytes, reply host, reply port)`` stays in
 ``Context.lingering`` until its timer.  Timer J has the same duration for every transaction, and so
-has Timer K: each expires in the order it was armed, so one FIFO per timer (three parallel deques,
+has Timer K: each expires in the order it was armed, so one FIFO per timer (two parallel deques,
 :class:`Expiry`) replaces the heap for them.  Tens of thousands of transactions wait there under
 load; plain tuples of strings, bytes and numbers are invisible to the cyclic GC, objects and
 NamedTuples are not (issue 8).
@@ -82,9 +82,10 @@ SHED_LOG_INTERVAL: Final = 60.0
 PlainKey = tuple[str, str, str]
 """A :class:`TransactionKey` as a plain tuple (equal and hashing alike; untracked by the GC)."""
 
-Lingering = tuple[int, bytes, str, int]
-"""A Completed non-INVITE UDP transaction: (FIFO sequence number, response bytes, reply host,
-reply port); a client transaction keeps ``b""``, ``""``, 0."""
+Lingering = tuple[float, bytes, str, int]
+"""A Completed non-INVITE UDP transaction: (deadline, response bytes, reply host, reply port); a
+client transaction keeps ``b""``, ``""``, 0.  The deadline is the float object its FIFO entry holds
+too: it tells that entry from an older one of the same key, without a sequence number."""
 
 
 def plain(key: TransactionKey) -> PlainKey:
@@ -127,41 +128,38 @@ def plain_branch(message: Request | Response) -> str | None:
 class Expiry:
     """Lingering records of one fixed-duration timer (J or K), in the order they expire.
 
-    Parallel deques instead of one tuple per entry: nothing here for the cyclic GC to visit.
+    Parallel deques instead of one tuple per entry: nothing here for the cyclic GC to visit.  An
+    entry whose key lingers again later (a newer record, a later deadline) ends nothing.
     """
 
-    __slots__ = ("deadlines", "keys", "seqs")
+    __slots__ = ("deadlines", "keys")
 
     def __init__(self) -> None:
         self.deadlines: deque[float] = deque()
-        self.seqs: deque[int] = deque()
         self.keys: deque[PlainKey] = deque()
 
-    def append(self, deadline: float, seq: int, key: PlainKey) -> None:
+    def append(self, deadline: float, key: PlainKey) -> None:
         self.deadlines.append(deadline)
-        self.seqs.append(seq)
         self.keys.append(key)
 
     def expire(self, now: float, lingering: dict[PlainKey, Lingering]) -> None:
         """Drop the records due at ``now``."""
-        deadlines, seqs, keys = self.deadlines, self.seqs, self.keys
+        deadlines, keys = self.deadlines, self.keys
         while deadlines and deadlines[0] <= now:
-            deadlines.popleft()
-            seq = seqs.popleft()
+            deadline = deadlines.popleft()
             key = keys.popleft()
             record = lingering.get(key)
-            if record is not None and record[0] == seq:
+            if record is not None and record[0] == deadline:
                 del lingering[key]
 
     def drop_oldest(self, lingering: dict[PlainKey, Lingering]) -> bool:
         """Drop the record due first, before its deadline; False when none is left."""
-        deadlines, seqs, keys = self.deadlines, self.seqs, self.keys
+        deadlines, keys = self.deadlines, self.keys
         while deadlines:
-            deadlines.popleft()
-            seq = seqs.popleft()
+            deadline = deadlines.popleft()
             key = keys.popleft()
             record = lingering.get(key)
-            if record is not None and record[0] == seq:
+            if record is not None and record[0] == deadline:
                 del lingering[key]
                 return True
         return False
@@ -250,13 +248,12 @@ class Context:
         else:
             del self.clients[key]
             expiry = self.expiry_k
-        self.seq += 1
         plain_key = plain(key)
         if reply_to is None:
-            self.lingering[plain_key] = (self.seq, data, "", 0)
+            self.lingering[plain_key] = (deadline, data, "", 0)
         else:
-            self.lingering[plain_key] = (self.seq, data, reply_to.host, reply_to.port)
-        expiry.append(deadline, self.seq, plain_key)
+            self.lingering[plain_key] = (deadline, data, reply_to.host, reply_to.port)
+        expiry.append(deadline, plain_key)
 
     def shed(self) -> bool:
         """Make room for one transaction: drop the lingering record closest to its deadline.
