@@ -37,6 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from presence_sip.config import Limits
 from presence_sip.node import ROLES, Node, NodeConfig, TlsSettings
 from presence_sip.proxy.routing import NextHop
 from presence_sip.runtime.gc_policy import FullCollections, tune_gc
@@ -85,6 +86,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--roles", help=f"comma-separated roles (default {','.join(sorted(ROLES))})"
+    )
+    parser.add_argument(
+        "--max-transactions",
+        type=int,
+        metavar="N",
+        help=f"server transactions kept at once, the Completed ones waiting for Timer J/K "
+        f"included (default {Limits().max_transactions}); when full the one closest to its end "
+        "goes first, and only with none left do new requests get 503",
     )
     parser.add_argument(
         "--loop",
@@ -221,7 +230,19 @@ def _node_config(
         default_policy=pick(args.default_policy, "default_policy", "confirm"),
         tls=tls,
         routes=_routes(network.get("route", [])),
+        limits=Limits(
+            max_transactions=_positive(
+                "max_transactions",
+                pick(args.max_transactions, "max_transactions", Limits().max_transactions),
+            )
+        ),
     )
+
+
+def _positive(name: str, value: object) -> int:
+    if type(value) is not int or value < 1:
+        raise ConfigError(f"{name} must be a whole number of at least 1, not {value!r}")
+    return value
 
 
 def _routes(entries: object) -> dict[str, tuple[NextHop, ...]]:

@@ -67,6 +67,34 @@ def test_nodes_routes_and_flag_overrides(tmp_path: Path) -> None:
     assert [c.name for c in only] == ["ps2"]
 
 
+def test_max_transactions_from_file_node_and_flag(tmp_path: Path) -> None:
+    path = tmp_path / "net-b.toml"
+    path.write_text(
+        CONFIG.replace('auth = "none"', 'auth = "none"\nmax_transactions = 50000').replace(
+            'name = "ps2"', 'name = "ps2"\nmax_transactions = 7'
+        )
+    )
+    ps1, ps2 = load_configs(args_for(str(path)))
+    assert (ps1.limits.max_transactions, ps2.limits.max_transactions) == (50000, 7)
+    [flagged] = load_configs(args_for(str(path), "--node", "ps2", "--max-transactions", "900"))
+    assert flagged.limits.max_transactions == 900
+    [default] = load_configs(args_for("--domain", "a.test"))
+    assert default.limits.max_transactions == 200000
+
+
+@pytest.mark.parametrize("value", ["0", "-5"])
+def test_max_transactions_must_be_positive(value: str) -> None:
+    with pytest.raises(ConfigError, match="max_transactions must be a whole number"):
+        load_configs(args_for("--max-transactions", value))
+
+
+def test_max_transactions_in_a_file_must_be_a_number(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('[network]\nmax_transactions = "many"\n[[node]]\nname = "n"\n')
+    with pytest.raises(ConfigError, match="not 'many'"):
+        load_configs(args_for(str(path)))
+
+
 @pytest.mark.parametrize(
     ("route", "message"),
     [
