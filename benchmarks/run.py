@@ -146,14 +146,16 @@ class Bench:
         """Highest rate whose step passes: grow geometrically, then bisect."""
         best, fail = 0, 0
         rate = start
-        while rate <= self.s.rate_ceiling:
+        while True:
             if self._step(scenario, csv, rate, keys).verdict():
                 fail = rate
                 break
             best = rate
-            rate = int(rate * self.s.factor)
-        if fail == 0:
-            return float(best)
+            if rate >= self.s.rate_ceiling:  # the search's limit, not the server's
+                self.result.at_ceiling.add(scenario)
+                self.log(f"{scenario}: passed at the search's ceiling, {rate}/s")
+                return float(best)
+            rate = min(int(rate * self.s.factor), self.s.rate_ceiling)
         lo = best if best else max(50, start // 4)
         if not best:  # even the start rate failed: come down first
             while lo >= 50 and self._step(scenario, csv, lo, keys).verdict():

@@ -46,6 +46,7 @@ class Settings:
     publish_start: int
     cycle_start: int
     rate_ceiling: int
+    """Highest rate the search asks for; a row that passes there is a lower bound (marked ≥)."""
     fanout_watchers: int
     latency_seconds: float
     """Traffic time of one latency run."""
@@ -69,7 +70,7 @@ FULL = Settings(
     factor=1.5,
     publish_start=2000,
     cycle_start=1000,
-    rate_ceiling=40000,
+    rate_ceiling=60000,
     fanout_watchers=1000,
     latency_seconds=10.0,
     latency_rounds=3,
@@ -85,7 +86,7 @@ QUICK = Settings(
     factor=2.0,
     publish_start=2000,
     cycle_start=1000,
-    rate_ceiling=40000,
+    rate_ceiling=60000,
     fanout_watchers=300,
     latency_seconds=5.0,
     latency_rounds=1,

@@ -34,6 +34,8 @@ class TargetResult:
     """(p50 ms, p99 ms, what the run did) of each latency run; the row shows their medians."""
     mib_per_10k: float | None = None
     memory_detail: str = ""
+    at_ceiling: set[str] = field(default_factory=set)
+    """Scenarios whose rate search passed at ``Settings.rate_ceiling``: a lower bound."""
     table_full_steps: list[tuple[str, int]] = field(default_factory=list)
     """(scenario, rate) of the steps in which the server's transaction table filled."""
     errors: list[str] = field(default_factory=list)
@@ -123,8 +125,21 @@ def render(
         "| Row | ours | Kamailio | ratio (ours / Kamailio) |",
         "|---|---:|---:|---:|",
     ]
+    bounded = {  # rows whose search passed at the ceiling: ">=" before the value
+        (label, res.name)
+        for label, scenario in ((rows[0][0], "publish.xml"), (rows[1][0], "subscribe_cycle.xml"))
+        for res in (ours, kam)
+        if scenario in res.at_ceiling
+    }
     for label, o, k, digits in rows:
-        lines.append(f"| {label} | {_fmt(o, digits)} | {_fmt(k, digits)} | {_ratio(o, k)} |")
+        ours_cell = ("≥ " if (label, ours.name) in bounded else "") + _fmt(o, digits)
+        kam_cell = ("≥ " if (label, kam.name) in bounded else "") + _fmt(k, digits)
+        ratio = _ratio(o, k)
+        if (label, ours.name) in bounded and (label, kam.name) not in bounded:
+            ratio = "≥ " + ratio
+        elif (label, kam.name) in bounded and (label, ours.name) not in bounded:
+            ratio = "≤ " + ratio
+        lines.append(f"| {label} | {ours_cell} | {kam_cell} | {ratio} |")
     lines += ["", "## Machine and versions", "", *machine_info(), "", "## Settings", ""]
     lines += [
         f"- Kamailio: {KAMAILIO_SETTINGS}.",
@@ -140,8 +155,9 @@ def render(
             else "default (no `--nice`)."
         ),
         f"- Rate search: {s.step_seconds:.0f} s per step, start {s.publish_start}/s (PUBLISH) and "
-        f"{s.cycle_start}/s (cycles), x{s.factor} until a step fails, then {s.refine_steps} "
-        "bisection steps. A step passes with failed-or-unfinished calls <= 0.1 %, "
+        f"{s.cycle_start}/s (cycles), x{s.factor} until a step fails (up to {s.rate_ceiling:,}/s; "
+        f"a row that passes there is marked ≥), then {s.refine_steps} bisection steps. "
+        "A step passes with failed-or-unfinished calls <= 0.1 %, "
         "retransmissions <= 1 % of the messages SIPp handled, and an achieved call rate >= 95 % "
         "of the asked rate.",
         f"- State: {s.presentities:,} presentities for PUBLISH (CSV injection); PUBLISH = "
@@ -176,6 +192,11 @@ def render(
         ):
             if text:
                 lines.append(f"- {label}: {text}")
+        for scenario in sorted(res.at_ceiling):
+            lines.append(
+                f"- {scenario}: passed at the rate search's ceiling of {s.rate_ceiling:,}/s, so "
+                "the row is a lower bound"
+            )
         if res.table_full_steps:
             steps = ", ".join(f"{name} at {rate:,}/s" for name, rate in res.table_full_steps)
             lines.append(
