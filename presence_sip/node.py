@@ -35,7 +35,7 @@ from presence_sip.storage.database import (
     set_setting,
     transaction,
 )
-from presence_sip.storage.group_commit import GroupCommit
+from presence_sip.storage.group_commit import SPARE_INTERVAL, GroupCommit
 from presence_sip.storage.sqlite_bindings import SqliteBindingStore
 from presence_sip.storage.sqlite_hss import SqliteSubscriberStore
 from presence_sip.transport.driver import Driver
@@ -121,7 +121,7 @@ class Node:
         )
         self.guard = RequestGuard(self._authenticator(), self._ha1)
         # Issue 8: row changes leave the request path and are committed together (group commit).
-        self.commits = GroupCommit(self.conn)
+        self.commits = GroupCommit(self.conn, spare_interval=SPARE_INTERVAL)
         self.registrar = Registrar(
             SqliteBindingStore(self.conn, self.commits), policy=config.registrar, now=now
         )

@@ -82,3 +82,48 @@ def test_close_flushes_and_flush_raises_store_errors() -> None:
     group.mark()
     with pytest.raises(StoreError):
         group.flush()
+
+
+def test_the_gap_shortens_while_the_process_has_cpu_to_spare() -> None:
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn.execute("CREATE TABLE t (v INTEGER)")
+    cpu = [0.0]
+    group = GroupCommit(conn, interval=0.03, spare_interval=0.01, cpu_clock=lambda: cpu[0])
+    writer = RowWriter()
+    group.register(writer)
+
+    def change(value: int) -> None:
+        writer.pending.append(value)
+        group.mark()
+
+    change(1)
+    group.handle_timer(10.0)  # after a quiet period: at once, and idle since: the short gap
+    change(2)
+    assert group.get_timer() == pytest.approx(10.01)
+    cpu[0] += 0.004  # 40 % of the 10 ms: still spare
+    group.handle_timer(10.01)
+    change(3)
+    assert group.get_timer() == pytest.approx(10.02)
+    cpu[0] += 0.006  # 60 % of the 10 ms: busy, the long gap
+    group.handle_timer(10.02)
+    change(4)
+    assert group.get_timer() == pytest.approx(10.05)
+    group.handle_timer(10.04)
+    assert rows(conn) == [1, 2, 3]  # not yet due
+    cpu[0] += 0.003  # 10 % of the 30 ms: spare again
+    group.handle_timer(10.05)
+    change(5)
+    assert group.get_timer() == pytest.approx(10.06)
+    assert rows(conn) == [1, 2, 3, 4]
+
+
+def test_without_a_spare_interval_the_gap_never_changes() -> None:
+    conn, group, writer = setup()
+    for n, now in enumerate((1.0, 1.03, 1.06)):
+        writer.pending.append(n)
+        group.mark()
+        group.handle_timer(now)
+        writer.pending.append(10 + n)
+        group.mark()
+        assert group.get_timer() == pytest.approx(now + 0.03)
+    assert rows(conn) == [0, 1, 2, 10, 11]
