@@ -948,33 +948,33 @@ def answer(mgr: TransactionManager, branch: str, now: float) -> None:
     mgr.respond(uac_key(branch), make_response(req(options(branch)), 200, to_tag="t"), now)
 
 
-def test_shedding_takes_the_record_due_first_timer_k_before_timer_j() -> None:
-    mgr = manager(max_transactions=2)
+def j_and_k_records(mgr: TransactionManager) -> tuple[TransactionKey, bytes]:
+    """A server record (answered at 0.0: Timer J at 32.0) and a client record (its request sent
+    at 1.0 and answered: Timer K at 6.0); the client key and the server's answer."""
     receive(mgr, options(), UAC, 0.0)
     [event] = events(mgr)
-    mgr.respond(event.key, make_response(event.request, 200, to_tag="t"), 0.0)  # J at 32.0
+    mgr.respond(event.key, make_response(event.request, 200, to_tag="t"), 0.0)
     key = mgr.send_request(client_request(mgr), UAS, 1.0)
-    receive(mgr, response(200, "OK", key.branch), UAS, 1.0)  # K at 6.0
+    receive(mgr, response(200, "OK", key.branch), UAS, 1.0)
     events(mgr)
-    answer = mgr.outbox()[0][0]
+    return key, mgr.outbox()[0][0]
+
+
+def test_shedding_takes_the_record_due_first_timer_k_before_timer_j() -> None:
+    mgr = manager(max_transactions=2)
+    key, server_answer = j_and_k_records(mgr)
     receive(mgr, options("z9hG4bKnew"), UAC, 2.0)  # full: the Timer K record goes
     assert [type(e) for e in events(mgr)] == [RequestReceived]
     receive(mgr, response(200, "OK", key.branch), UAS, 2.0)
     assert [type(e) for e in events(mgr)] == [StrayResponse]
     receive(mgr, options(), UAC, 2.0)  # the Timer J record is still there
-    assert mgr.outbox() == [(answer, UAC)]
+    assert mgr.outbox() == [(server_answer, UAC)]
     assert mgr.get_timer() == 32.0
 
 
 def test_timer_k_records_do_not_wait_behind_timer_j_records() -> None:
     mgr = manager()
-    receive(mgr, options(), UAC, 0.0)
-    [event] = events(mgr)
-    mgr.respond(event.key, make_response(event.request, 200, to_tag="t"), 0.0)  # J at 32.0
-    key = mgr.send_request(client_request(mgr), UAS, 1.0)
-    receive(mgr, response(200, "OK", key.branch), UAS, 1.0)  # K at 6.0
-    events(mgr)
-    mgr.outbox()
+    j_and_k_records(mgr)
     assert mgr.get_timer() == 6.0
     mgr.handle_timer(6.0)
     assert len(mgr) == 1
