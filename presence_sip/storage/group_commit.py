@@ -95,11 +95,11 @@ class GroupCommit:
         self.dirty = True
 
     def get_timer(self) -> float | None:
-        """When the next commit is due: ``interval`` after the previous one, if dirty."""
+        """When the next commit is due: the current gap after the previous one, if dirty."""
         return self._last + self._gap if self.dirty else None
 
     def handle_timer(self, now: float) -> None:
-        """Commit when due; a failure is logged and retried one interval later."""
+        """Commit when due; a failure is logged and retried one gap later."""
         if not self.dirty or now < self._last + self._gap:
             return
         self._choose_gap(now)
@@ -107,7 +107,7 @@ class GroupCommit:
         try:
             self.flush()
         except StoreError:
-            log.exception("group commit failed; retrying in %.0f ms", self.interval * 1000)
+            log.exception("group commit failed; retrying in %.0f ms", self._gap * 1000)
 
     def _choose_gap(self, now: float) -> None:
         """The gap to the next commit, from the CPU the process used since the last one."""
