@@ -82,7 +82,7 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=1000, help="distinct messages per workload")
     args = parser.parse_args()
     try:
-        import sipmessage  # type: ignore[import-not-found,unused-ignore]
+        import sipmessage
     except ImportError:  # the bench extra is not installed
         sipmessage = None  # type: ignore[assignment,unused-ignore]
 

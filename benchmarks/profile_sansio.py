@@ -32,6 +32,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -336,20 +337,31 @@ def main() -> int:
     return 0
 
 
+class CallTreeProfiler(Protocol):
+    """What ``--profile pyinstrument`` uses of ``pyinstrument.Profiler`` (an optional package)."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> object: ...
+
+    def output_text(self, *, unicode: bool, color: bool) -> str: ...
+
+
 def _timed_halves(calls: Iterator[int], n: int, args: argparse.Namespace) -> tuple[float, float]:
     t0 = time.process_time()
     for _ in range(n // 2):
         next(calls)
     first = time.process_time() - t0
-    profiler: object = None
+    profiler: cProfile.Profile | CallTreeProfiler | None = None
     if args.profile == "cprofile":
         profiler = cProfile.Profile()
         profiler.enable()
     elif args.profile == "pyinstrument":
         from pyinstrument import Profiler
 
-        profiler = Profiler(interval=0.0005)
-        profiler.start()
+        call_tree: CallTreeProfiler = Profiler(interval=0.0005)
+        call_tree.start()
+        profiler = call_tree
     t0 = time.process_time()
     for _ in calls:
         pass
@@ -358,8 +370,8 @@ def _timed_halves(calls: Iterator[int], n: int, args: argparse.Namespace) -> tup
         profiler.disable()
         pstats.Stats(profiler).sort_stats("tottime").print_stats(args.top)
     elif profiler is not None:
-        profiler.stop()  # type: ignore[attr-defined]
-        print(profiler.output_text(unicode=False, color=False))  # type: ignore[attr-defined]
+        profiler.stop()
+        print(profiler.output_text(unicode=False, color=False))
     return first, second
 
 

@@ -33,7 +33,7 @@ from presence_sip.sip.validate import validate_message  # noqa: E402
 
 def seeds() -> dict[str, bytes]:
     """Every test vector, by a file name usable in a corpus directory."""
-    from vectors import load, names, wire  # type: ignore[import-not-found,unused-ignore]
+    from vectors import load, names, wire
 
     out = {n.replace("/", "_"): load(n) for n in names("rfc4475") + names("sip")}
     out.update({n.replace("/", "_"): wire(n) for n in names("rfc5118")})
@@ -72,7 +72,7 @@ def test_one_input(data: bytes) -> None:
 
 
 def main() -> None:
-    import atheris  # type: ignore[import-not-found,import-untyped,unused-ignore]
+    import atheris
 
     corpus = next((Path(a) for a in sys.argv[1:] if not a.startswith("-")), None)
     if corpus is None:

@@ -20,14 +20,18 @@ from presence_sip.storage.database import open_network_database
 from presence_sip.storage.sqlite_hss import SqliteSubscriberStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from integration.serve_process import ServeProcess, free_port
-from interop.baresip_ctrl import (
+_INTEGRATION = Path(__file__).resolve().parents[1] / "integration"
+if str(_INTEGRATION) not in sys.path:  # serve_process lives beside the integration tests
+    sys.path.insert(0, str(_INTEGRATION))
+
+from interop.baresip_ctrl import (  # noqa: E402
     BaresipCtrl,
     baresip_sip_port,
     start_baresip,
     stop_baresip,
     write_profile,
 )
+from serve_process import ServeProcess, free_port  # noqa: E402
 
 DOMAIN = "example.test"
 BOB = ("+447700900123", "bob-secret")

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import random
+from typing import TypeVar
 
 from presence_sip.deadlines import DeadlineHeap
 
+K = TypeVar("K")
 
-def drain(heap: DeadlineHeap[str], now: float) -> list[str]:
-    out = []
+
+def drain(heap: DeadlineHeap[K], now: float) -> list[K]:
+    out: list[K] = []
     while (key := heap.pop_due(now)) is not None:
         out.append(key)
     return out

@@ -44,7 +44,7 @@ def register(
 
 def make_registrar(
     store: MemoryBindingStore | None = None, now: float = 1000.0
-) -> tuple[Registrar, list]:
+) -> tuple[Registrar, list[tuple[str, bool, float]]]:
     events: list[tuple[str, bool, float]] = []
     registrar = Registrar(
         store or MemoryBindingStore(),

@@ -387,9 +387,9 @@ def test_random_bytes_agree_fuzz(data: bytes, canonical_head: bool) -> None:
 
 def test_configure_and_arguments_are_checked() -> None:
     with pytest.raises(TypeError):
-        speedups.parse(b"")  # type: ignore[call-arg]
+        speedups.parse(b"")
     with pytest.raises(TypeError):
-        speedups.configure({}, None, None, [], frozenset(), SipParseError)  # type: ignore[arg-type]
-    assert speedups.parse(bytearray(SIP_VECTORS[0]), True) is None  # type: ignore[arg-type]
+        speedups.configure({}, None, None, [], frozenset(), SipParseError)
+    assert speedups.parse(bytearray(SIP_VECTORS[0]), True) is None
     with pytest.raises(ValueError, match="unknown header"):
         speedups.recognise("Contact", b"<sip:a@b>")

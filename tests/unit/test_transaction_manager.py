@@ -575,7 +575,9 @@ def test_stray_ack_is_stamped_and_passed_up_without_key() -> None:
     [event] = events(mgr)
     assert isinstance(event, RequestReceived)
     assert (event.request.method, event.source, event.key) == ("ACK", UAC, None)
-    assert event.request.headers.get("Via").endswith(";rport=5070;received=127.0.0.1")
+    via = event.request.headers.get("Via")
+    assert via is not None
+    assert via.endswith(";rport=5070;received=127.0.0.1")
     assert mgr.outbox() == []
     assert mgr.stats["stray_acks"] == 1
 
