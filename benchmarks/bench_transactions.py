@@ -54,7 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.harness.config import DOMAIN, HOST, NICE, RESULTS_DIR, SIPP_BUFFER, BenchError
 from benchmarks.harness.processes import REAPER, on_signal
 from benchmarks.harness.report import machine_info
-from benchmarks.harness.samples import latency_samples, percentile, round_rate
+from benchmarks.harness.samples import growth_factor, latency_samples, percentile, round_rate
 from benchmarks.harness.servers import Ours, ours_command, preflight
 from benchmarks.harness.sipp import Sipp, SippJob, SippRun
 
@@ -366,8 +366,7 @@ class Search:
         (fixed costs, a coarse CPU reading), and x1.25 alone from there used the row's budget
         before a step failed (2026-11-26 23:24: OPTIONS stopped at 37,200/s with the server at
         53 %)."""
-        headroom = HEADROOM_TARGET / max(step.run.server_cpu, 0.01)
-        return min(2.0, max(self.plan.factor, headroom))
+        return growth_factor(step.run.server_cpu, self.plan.factor, HEADROOM_TARGET)
 
     def _descend(self, rate: int) -> None:
         """The start rate failed: halve until a step passes."""

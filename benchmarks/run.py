@@ -43,6 +43,7 @@ from benchmarks.harness.config import (
     DOMAIN,
     FALLBACK_KAMAILIO_PUBLISH,
     FULL,
+    GROWTH_CPU_TARGET,
     NICE,
     PORTS,
     QUICK,
@@ -55,6 +56,7 @@ from benchmarks.harness.processes import REAPER, on_signal, tree_memory_kib
 from benchmarks.harness.report import TargetResult, render
 from benchmarks.harness.samples import (
     count_lines,
+    growth_factor,
     latency_samples,
     notified_stamps,
     percentile,
@@ -62,6 +64,10 @@ from benchmarks.harness.samples import (
 )
 from benchmarks.harness.servers import Kamailio, Ours, Server, preflight
 from benchmarks.harness.sipp import Sipp, SippJob, SippRun, write_csvs
+
+PREPUBLISH_RATE = 1000
+"""PUBLISH/s of the publication before each SUBSCRIBE step: a tenth of what either server
+passes, and 1 s of every cycle step instead of 2 s at 500/s."""
 
 
 def latency_job(rate: float, seconds: float, csv: Path) -> SippJob:
@@ -104,12 +110,12 @@ class Bench:
         n = self.s.watched
         job = SippJob(
             "publish.xml",
-            rate=min(n, 500),
+            rate=min(n, PREPUBLISH_RATE),
             calls=n,
             limit=n,
             csv=self.csvs["watched"],
             keys={"domain": DOMAIN, "expires": "3600", "basic": "open", "note": "watched"},
-            run_seconds=n / 500 + 20,
+            run_seconds=n / PREPUBLISH_RATE + 20,
         )
         run = self.sipp.run(job, self.server)
         if run.successful < n:
@@ -143,11 +149,13 @@ class Bench:
         return run
 
     def find_max(self, scenario: str, csv: str, start: int, keys: dict[str, str]) -> float:
-        """Highest rate whose step passes: grow geometrically, then bisect."""
+        """Highest rate whose step passes: grow geometrically (faster while the server's CPU
+        leaves room), then bisect."""
         best, fail = 0, 0
         rate = start
         while True:
-            if self._step(scenario, csv, rate, keys).verdict():
+            run = self._step(scenario, csv, rate, keys)
+            if run.verdict():
                 fail = rate
                 break
             best = rate
@@ -155,7 +163,8 @@ class Bench:
                 self.result.at_ceiling.add(scenario)
                 self.log(f"{scenario}: passed at the search's ceiling, {rate}/s")
                 return float(best)
-            rate = min(int(rate * self.s.factor), self.s.rate_ceiling)
+            growth = growth_factor(run.server_cpu, self.s.factor, GROWTH_CPU_TARGET)
+            rate = min(round_rate(rate * growth), self.s.rate_ceiling)
         lo = best if best else max(50, start // 4)
         if not best:  # even the start rate failed: come down first
             while lo >= 50 and self._step(scenario, csv, lo, keys).verdict():
@@ -163,7 +172,8 @@ class Bench:
             if lo < 50:
                 return 0.0
             best = lo
-        for _ in range(self.s.refine_steps):
+        wide = fail > best * self.s.factor  # a faster growth (or the descent) ended the climb
+        for _ in range(self.s.refine_steps + (1 if wide else 0)):
             mid = round_rate((best + fail) / 2)
             if mid in (best, fail):
                 break

@@ -23,6 +23,10 @@ PUBLISHER_PORT = 16090
 MAX_FAILED = 0.001  # failed calls / calls
 MAX_RETRANS = 0.01  # retransmissions / messages
 MIN_ACHIEVED = 0.95  # achieved call rate / asked rate
+GROWTH_CPU_TARGET = 0.5
+"""Server CPU (cores) a passing step of ``run.py``'s rate search grows towards, up to x2: below
+it Kamailio's steps pass, while its PUBLISH steps fail at 45-55 % (not a CPU limit), so a
+higher target would jump over its limit in one step and widen the bracket the bisection has."""
 FALLBACK_KAMAILIO_PUBLISH = 7900  # issue 8: Kamailio on this machine kind, used if not measured
 SIPP_BUFFER = 4 * 1024 * 1024
 NICE: list[str] = []  # ["nice", "-n", "N"] with --nice N: same priority for server and SIPp
@@ -40,9 +44,11 @@ class Settings:
     step_seconds: float
     """Traffic time of one rate step."""
     refine_steps: int
-    """Bisection steps after the first failing rate."""
+    """Bisection steps after the first failing rate (one more when the failing rate is more than
+    ``factor`` times the last passing one, so the bracket ends as narrow)."""
     factor: float
-    """Geometric growth of the rate before the first failure."""
+    """Least geometric growth of the rate before the first failure (up to x2 while the server
+    used less than ``GROWTH_CPU_TARGET``)."""
     publish_start: int
     cycle_start: int
     rate_ceiling: int

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import presence_sip
-from benchmarks.harness.config import NICE, Settings
+from benchmarks.harness.config import GROWTH_CPU_TARGET, NICE, Settings
 from benchmarks.harness.servers import KAMAILIO_SETTINGS, OURS_SETTINGS
 from presence_sip import native
 
@@ -150,8 +150,10 @@ def render(
             else "default (no `--nice`)."
         ),
         f"- Rate search: {s.step_seconds:.0f} s per step, start {s.publish_start}/s (PUBLISH) and "
-        f"{s.cycle_start}/s (cycles), x{s.factor} until a step fails (up to {s.rate_ceiling:,}/s; "
-        f"a row that passes there is marked ≥), then {s.refine_steps} bisection steps. "
+        f"{s.cycle_start}/s (cycles), x{s.factor} (up to x2 while the server used less than "
+        f"{GROWTH_CPU_TARGET:.0%} of a CPU) until a step fails (up to {s.rate_ceiling:,}/s; "
+        f"a row that passes there is marked ≥), then {s.refine_steps} bisection steps (one more "
+        f"when the failing rate is over x{s.factor} the last passing one). "
         "A step passes with failed-or-unfinished calls <= 0.1 %, "
         "retransmissions <= 1 % of the messages SIPp handled, and an achieved call rate >= 95 % "
         "of the asked rate.",

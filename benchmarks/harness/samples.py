@@ -13,6 +13,14 @@ def round_rate(rate: float) -> int:
     return max(step, int(round(rate / step) * step))
 
 
+def growth_factor(server_cpu: float, floor: float, cpu_target: float) -> float:
+    """How far a rate search grows after a passing step in which the server used
+    ``server_cpu`` cores: ``floor``, more while that leaves room, up to x2 towards
+    ``cpu_target``."""
+    headroom = cpu_target / max(server_cpu, 0.01)
+    return min(2.0, max(floor, headroom))
+
+
 def count_lines(path: Path, prefix: str) -> int:
     """Lines of ``path`` starting with ``prefix`` (0 while the file does not exist)."""
     if not path.exists():
