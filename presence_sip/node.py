@@ -120,8 +120,11 @@ class Node:
             }
         )
         self.guard = RequestGuard(self._authenticator(), self._ha1)
-        # Issue 8: row changes leave the request path and are committed together (group commit).
-        self.commits = GroupCommit(self.conn, spare_interval=SPARE_INTERVAL)
+        # Issue 8: row changes leave the request path and are committed together (group commit),
+        # on a thread with a connection of its own.
+        self.commits = GroupCommit(
+            self.conn, spare_interval=SPARE_INTERVAL, path=database_path(config.data_dir)
+        )
         self.registrar = Registrar(
             SqliteBindingStore(self.conn, self.commits), policy=config.registrar, now=now
         )

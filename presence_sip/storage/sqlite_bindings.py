@@ -7,7 +7,7 @@ import sqlite3
 
 from presence_sip.registrar.bindings import Binding
 from presence_sip.storage.database import map_errors, migrate, register_migrations, transaction
-from presence_sip.storage.group_commit import GroupCommit
+from presence_sip.storage.group_commit import GroupCommit, Statement
 
 COMPONENT = "registrar"
 
@@ -95,11 +95,14 @@ class SqliteBindingStore:
             self._pending[(aor, contact)] = None
         self.group.mark()
 
-    def write_pending(self, conn: sqlite3.Connection) -> None:
-        """Execute the pending changes (called by the group inside its transaction)."""
-        if self._pending:
-            conn.executemany(_DELETE, [key for key, b in self._pending.items() if b is None])
-            conn.executemany(_UPSERT, [_row(b) for b in self._pending.values() if b is not None])
+    def pending_statements(self) -> list[Statement]:
+        """The statements of the pending changes (the group commit runs them in its transaction)."""
+        if not self._pending:
+            return []
+        return [
+            (_DELETE, [key for key, b in self._pending.items() if b is None]),
+            (_UPSERT, [_row(b) for b in self._pending.values() if b is not None]),
+        ]
 
     def clear_pending(self) -> None:
         self._pending.clear()

@@ -20,7 +20,7 @@ import sqlite3
 from presence_sip.presence.publications import PublicationRecord
 from presence_sip.presence.subscriptions import SavedSubscription, SubscriptionRecord
 from presence_sip.storage.database import map_errors, migrate, register_migrations, transaction
-from presence_sip.storage.group_commit import GroupCommit
+from presence_sip.storage.group_commit import GroupCommit, Statement
 
 __all__ = ["COMPONENT", "Connection", "SqlitePresenceStore"]
 
@@ -197,25 +197,28 @@ class SqlitePresenceStore:
 
     # --- group commit -------------------------------------------------------------------------
 
-    def write_pending(self, conn: sqlite3.Connection) -> None:
-        """Execute the pending changes (called by the group inside its transaction)."""
+    def pending_statements(self) -> list[Statement]:
+        """The statements of the pending changes (the group commit runs them in its transaction);
+        a live subscription's row is built now, with its state now."""
+        statements: list[Statement] = []
         pubs = self._publications
         if pubs:
             deleted = [(k,) for k, r in pubs.items() if r is None]
             if deleted:
-                conn.executemany(_PUB_DELETE, deleted)
+                statements.append((_PUB_DELETE, deleted))
             # A record is a tuple in the column order of _PUB_INSERT: no row is built (issue 8).
-            conn.executemany(_PUB_INSERT, [r for r in pubs.values() if r])
+            statements.append((_PUB_INSERT, [r for r in pubs.values() if r]))
         subs = self._subscriptions
         if subs:
             deleted = [(k,) for k, s in subs.items() if s is None]
             if deleted:
-                conn.executemany(_SUB_DELETE, deleted)
+                statements.append((_SUB_DELETE, deleted))
             saved = [_subscription_row(s.record()) for s in subs.values() if s]
             if saved:
-                conn.executemany(_SUB_INSERT, saved)
+                statements.append((_SUB_INSERT, saved))
         if self._cseqs:
-            conn.executemany(_SUB_CSEQ, [(c, k) for k, c in self._cseqs.items()])
+            statements.append((_SUB_CSEQ, [(c, k) for k, c in self._cseqs.items()]))
+        return statements
 
     def clear_pending(self) -> None:
         self._publications.clear()

@@ -1,13 +1,19 @@
-"""Group commit: one transaction per interval, nothing lost on close, retried after a failure."""
+"""Group commit: one transaction per interval, nothing lost on close, retried after a failure;
+on a commit thread, the caller never waits for SQLite and a row's newer state commits last."""
 
 from __future__ import annotations
 
 import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
 from presence_sip.sip.errors import StoreError
-from presence_sip.storage.group_commit import GroupCommit
+from presence_sip.storage.database import connect
+from presence_sip.storage.group_commit import GroupCommit, Statement
 
 
 class RowWriter:
@@ -17,10 +23,12 @@ class RowWriter:
         self.pending: list[int] = []
         self.fail = False
 
-    def write_pending(self, conn: sqlite3.Connection) -> None:
+    def pending_statements(self) -> list[Statement]:
+        statements: list[Statement] = []
         if self.fail:
-            conn.execute("INSERT INTO missing_table VALUES (1)")
-        conn.executemany("INSERT INTO t VALUES (?)", [(v,) for v in self.pending])
+            statements.append(("INSERT INTO missing_table VALUES (?)", [(1,)]))
+        statements.append(("INSERT INTO t VALUES (?)", [(v,) for v in self.pending]))
+        return statements
 
     def clear_pending(self) -> None:
         self.pending.clear()
@@ -127,3 +135,161 @@ def test_without_a_spare_interval_the_gap_never_changes() -> None:
         group.mark()
         assert group.get_timer() == pytest.approx(now + 0.03)
     assert rows(conn) == [0, 1, 2, 10, 11]
+
+
+# --- on a commit thread ---------------------------------------------------------------------
+
+
+class KeyedWriter:
+    """Pending values by key, upserted into table ``kv`` (the newest value of a key wins)."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, str] = {}
+        self.fail = False
+
+    def pending_statements(self) -> list[Statement]:
+        statements: list[Statement] = []
+        if self.fail:
+            statements.append(("INSERT INTO missing_table VALUES (?)", [(1,)]))
+        rows = [(k, v) for k, v in self.pending.items()]
+        statements.append(("INSERT OR REPLACE INTO kv VALUES (?, ?)", rows))
+        return statements
+
+    def clear_pending(self) -> None:
+        self.pending.clear()
+
+    def change(self, group: GroupCommit, key: str, value: str) -> None:
+        self.pending[key] = value
+        group.mark()
+
+
+Threaded = tuple[sqlite3.Connection, GroupCommit, KeyedWriter]
+
+
+@pytest.fixture
+def threaded(tmp_path: Path) -> Iterator[Threaded]:
+    path = tmp_path / "db.sqlite"
+    conn = connect(path)
+    conn.execute("CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT)")
+    group = GroupCommit(conn, interval=0.03, path=path)
+    writer = KeyedWriter()
+    group.register(writer)
+    yield conn, group, writer
+    group.close()
+    conn.close()
+
+
+def kv(conn: sqlite3.Connection) -> dict[str, str]:
+    return dict(conn.execute("SELECT k, v FROM kv"))
+
+
+@contextmanager
+def write_lock(path: Path) -> Iterator[None]:
+    """Another connection holds the database's write lock inside the block."""
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+
+
+def settle(group: GroupCommit, now: float) -> float:
+    """Timer turns one gap apart until nothing is pending or in flight; the last turn's time."""
+    deadline = time.monotonic() + 5
+    while group.get_timer() is not None:
+        assert time.monotonic() < deadline, "the commit thread did not finish"
+        now += group.interval
+        time.sleep(0.005)
+        group.handle_timer(now)
+    return now
+
+
+def test_the_timer_hands_the_group_over_and_never_waits_for_sqlite(
+    threaded: Threaded, tmp_path: Path
+) -> None:
+    conn, group, writer = threaded
+    writer.change(group, "alice", "open")
+    with write_lock(tmp_path / "db.sqlite"):
+        started = time.monotonic()
+        group.handle_timer(1.0)  # the commit thread now waits for the lock, not the caller
+        assert time.monotonic() - started < 0.5
+        assert writer.pending == {}  # taken: its rows were built on this thread
+        assert group.get_timer() == pytest.approx(1.03)  # look at the group in flight later
+        group.handle_timer(1.03)  # still waiting for the lock: nothing settled, no error
+        assert kv(conn) == {}
+        assert group.commits == 0
+    settle(group, 1.03)
+    assert kv(conn) == {"alice": "open"}
+    assert group.commits == 1
+
+
+def test_a_newer_state_waits_for_the_group_in_flight_and_commits_after_it(
+    threaded: Threaded, tmp_path: Path
+) -> None:
+    conn, group, writer = threaded
+    writer.change(group, "alice", "open")
+    with write_lock(tmp_path / "db.sqlite"):
+        group.handle_timer(1.0)  # group 1 in flight, blocked
+        writer.change(group, "alice", "closed")
+        writer.change(group, "bob", "open")
+        group.handle_timer(1.03)  # group 1 still in flight: group 2 stays pending
+        assert writer.pending == {"alice": "closed", "bob": "open"}
+    settle(group, 1.03)
+    assert kv(conn) == {"alice": "closed", "bob": "open"}
+    assert group.commits == 2
+
+
+def test_a_failed_group_is_logged_and_retried_before_newer_changes(
+    threaded: Threaded, caplog: pytest.LogCaptureFixture
+) -> None:
+    conn, group, writer = threaded
+    writer.fail = True
+    writer.change(group, "alice", "open")
+    group.handle_timer(1.0)
+    writer.fail = False
+    writer.change(group, "alice", "closed")  # newer than the failing group's state
+    now = 1.0
+    while not any("group commit failed" in r.message for r in caplog.records):
+        assert now < 100, "the failure was never reported"
+        time.sleep(0.005)
+        now += 0.03
+        group.handle_timer(now)
+    assert kv(conn) == {}
+    assert group.commits == 0
+    conn.execute("CREATE TABLE missing_table (v INTEGER)")  # the retry can succeed now
+    settle(group, now)
+    assert kv(conn) == {"alice": "closed"}  # the retried group first, the newer one after it
+    assert conn.execute("SELECT count(*) FROM missing_table").fetchone()[0] == 1
+    assert group.commits == 2
+
+
+def test_close_writes_the_group_in_flight_and_the_pending_changes(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    conn = connect(path)
+    conn.execute("CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT)")
+    group = GroupCommit(conn, interval=0.03, path=path)
+    writer = KeyedWriter()
+    group.register(writer)
+    writer.change(group, "alice", "open")
+    group.handle_timer(1.0)  # in flight
+    writer.change(group, "bob", "open")  # pending
+    group.close()
+    assert kv(conn) == {"alice": "open", "bob": "open"}
+    conn.close()
+
+
+def test_flush_raises_when_the_group_in_flight_failed_and_forgets_nothing(
+    threaded: Threaded,
+) -> None:
+    conn, group, writer = threaded
+    writer.fail = True
+    writer.change(group, "alice", "open")
+    group.handle_timer(1.0)
+    writer.fail = False
+    with pytest.raises(StoreError):
+        group.flush()  # the failed group, written again here, fails again
+    conn.execute("CREATE TABLE missing_table (v INTEGER)")
+    group.flush()
+    assert kv(conn) == {"alice": "open"}
