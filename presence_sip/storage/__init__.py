@@ -5,9 +5,10 @@
 
 Durability (issue 8): a node's presence and registrar stores write through ``group_commit``:
 publications, subscriptions, NOTIFY CSeq blocks and bindings are committed together at most
-every 30 ms, off the request path, so the 200 may leave up to ~30 ms before its change is on
-disk.  A clean stop (SIGTERM/SIGINT) flushes first and loses nothing; a crash can lose that
-window.  The HSS store (``sqlite_hss``) still commits every write before returning.
+every 30 ms, off the request path (by a commit thread with its own connection), so the 200
+may leave up to ~30 ms before its change is on disk.  A clean stop (SIGTERM/SIGINT) flushes
+first and loses nothing; a crash can lose that window.  The HSS store (``sqlite_hss``) still
+commits every write before returning.
 """
 
 from __future__ import annotations

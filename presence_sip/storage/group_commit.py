@@ -87,7 +87,10 @@ class PendingWriter(Protocol):
 
 
 class GroupCommit:
-    """The write-behind buffer of one connection; a timed role of the endpoint."""
+    """The write-behind buffer of one database; a timed role of the endpoint.
+
+    ``conn`` is the caller's connection (:meth:`flush` writes on it); with ``path``, the timer's
+    commits run on a :class:`CommitThread` with a connection of its own to that file."""
 
     def __init__(
         self,
@@ -133,7 +136,8 @@ class GroupCommit:
         return None
 
     def handle_timer(self, now: float) -> None:
-        """Commit when due; a failure is logged and retried one gap later."""
+        """Commit when due (or hand the group to the commit thread, after settling the one in
+        flight); a failure is logged and retried one gap later."""
         if not (self.dirty or self._taken is not None) or now < self._last + self._gap:
             return
         self._choose_gap(now)
