@@ -166,14 +166,19 @@ class KeyedWriter:
 Threaded = tuple[sqlite3.Connection, GroupCommit, KeyedWriter]
 
 
-@pytest.fixture
-def threaded(tmp_path: Path) -> Iterator[Threaded]:
-    path = tmp_path / "db.sqlite"
+def open_threaded(path: Path) -> Threaded:
+    """A database file with table ``kv`` and a group commit on a commit thread over it."""
     conn = connect(path)
     conn.execute("CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT)")
     group = GroupCommit(conn, interval=0.03, path=path)
     writer = KeyedWriter()
     group.register(writer)
+    return conn, group, writer
+
+
+@pytest.fixture
+def threaded(tmp_path: Path) -> Iterator[Threaded]:
+    conn, group, writer = open_threaded(tmp_path / "db.sqlite")
     yield conn, group, writer
     group.close()
     conn.close()
@@ -266,12 +271,7 @@ def test_a_failed_group_is_logged_and_retried_before_newer_changes(
 
 
 def test_close_writes_the_group_in_flight_and_the_pending_changes(tmp_path: Path) -> None:
-    path = tmp_path / "db.sqlite"
-    conn = connect(path)
-    conn.execute("CREATE TABLE kv (k TEXT PRIMARY KEY, v TEXT)")
-    group = GroupCommit(conn, interval=0.03, path=path)
-    writer = KeyedWriter()
-    group.register(writer)
+    conn, group, writer = open_threaded(tmp_path / "db.sqlite")
     writer.change(group, "alice", "open")
     group.handle_timer(1.0)  # in flight
     writer.change(group, "bob", "open")  # pending
