@@ -1,0 +1,63 @@
+"""SQLite bindings: the same rows whether written through or by a group commit on its thread."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from presence_sip.registrar.bindings import Binding
+from presence_sip.storage.database import database_path, open_network_database
+from presence_sip.storage.group_commit import GroupCommit
+from presence_sip.storage.sqlite_bindings import SqliteBindingStore
+
+AOR = "+447700900123"
+
+
+def binding(contact: str, cseq: int = 1) -> Binding:
+    return Binding(
+        AOR,
+        contact,
+        ';+sip.instance="<urn:uuid:1>"',
+        1_800_000_000.5,
+        0.7,
+        "call-1@127.0.0.1",
+        cseq,
+        path=("<sip:p1.example.test;lr>", "<sip:p2.example.test;lr>"),
+        source="udp:127.0.0.1:5090",
+        user_agent="baresip",
+    )
+
+
+def stored(data: Path) -> list[Binding]:
+    """What a fresh connection reads back (a restart's view)."""
+    conn = open_network_database(data)
+    try:
+        return sorted(SqliteBindingStore(conn).load_bindings(), key=lambda b: b.contact)
+    finally:
+        conn.close()
+
+
+def test_written_through_bindings_read_back_field_for_field(tmp_path: Path) -> None:
+    conn = open_network_database(tmp_path)
+    store = SqliteBindingStore(conn)
+    store.save_bindings(AOR, [binding("sip:a@127.0.0.1"), binding("sip:b@127.0.0.1")], [])
+    store.save_bindings(AOR, [binding("sip:a@127.0.0.1", cseq=2)], ["sip:b@127.0.0.1"])
+    conn.close()
+    assert stored(tmp_path) == [binding("sip:a@127.0.0.1", cseq=2)]
+
+
+def test_a_group_commit_on_its_thread_writes_the_newest_state_of_each_binding(
+    tmp_path: Path,
+) -> None:
+    conn = open_network_database(tmp_path)
+    group = GroupCommit(conn, path=database_path(tmp_path))
+    store = SqliteBindingStore(conn, group)
+    store.save_bindings(AOR, [binding("sip:a@127.0.0.1"), binding("sip:b@127.0.0.1")], [])
+    group.handle_timer(1.0)  # handed to the commit thread
+    store.save_bindings(AOR, [binding("sip:a@127.0.0.1", cseq=2)], ["sip:b@127.0.0.1"])
+    store.save_bindings(AOR, [binding("sip:c@127.0.0.1")], [])
+    store.delete_expired(AOR, ["sip:c@127.0.0.1"])  # coalesced: c never reaches the disk
+    assert [b.contact for b in store.load_bindings()] == ["sip:a@127.0.0.1"]  # flushes first
+    group.close()
+    conn.close()
+    assert stored(tmp_path) == [binding("sip:a@127.0.0.1", cseq=2)]
+    assert group.commits == 2
