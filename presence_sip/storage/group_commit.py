@@ -34,9 +34,10 @@ subscription row itself is lost with it; otherwise the row of the previous block
 ``cseq_block`` stays ahead.  Nothing in this wave needs a change on disk before the answer; a
 record that must be (a charging record, DESIGN.md step 9) uses its own write-through store.
 
-This module is an IO edge: ``sqlite3.Error`` becomes ``StoreError`` (logged by the timer,
-raised by :meth:`GroupCommit.flush`); the changes of a failed commit are kept and retried one gap
-later, before any newer ones.
+This module is an IO edge: ``sqlite3.Error`` becomes ``StoreError`` (logged by the timer, at
+most once per :data:`FAILURE_LOG_INTERVAL` while it keeps failing; raised by
+:meth:`GroupCommit.flush`); the changes of a failed commit are kept and retried one gap later,
+before any newer ones.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from presence_sip.storage.database import connect, map_errors, transaction
 
 __all__ = [
     "DEFAULT_INTERVAL",
+    "FAILURE_LOG_INTERVAL",
     "SPARE_INTERVAL",
     "GroupCommit",
     "PendingWriter",
@@ -69,6 +71,10 @@ SPARE_INTERVAL = 0.01
 """Seconds between two group commits of a serving node while it has CPU time to spare."""
 SPARE_BELOW = 0.5
 """The process has CPU time to spare while it used less than this share of one CPU."""
+FAILURE_LOG_INTERVAL = 60.0
+"""Seconds between two log lines of a group commit that keeps failing (a full disk, a lock held
+by another process): the first failure is logged with its traceback, then one line a minute
+with the count, and the first success after them."""
 
 Row = tuple[object, ...]
 """The parameters of one execution of a statement."""
@@ -119,6 +125,9 @@ class GroupCommit:
         self._taken: list[Statement] | None = None
         """The statements of the group handed to the commit thread and not yet committed."""
         self._writing: Future[None] | None = None
+        self.failures = 0
+        """Failed commits since the last successful one (for operators and tests)."""
+        self._failure_logged = 0.0
 
     def register(self, writer: PendingWriter) -> None:
         """Write ``writer``'s pending changes with every group commit."""
@@ -148,7 +157,24 @@ class GroupCommit:
             else:
                 self._hand_over()
         except StoreError:
-            log.exception("group commit failed; retrying in %.0f ms", self._gap * 1000)
+            self._failed(now)
+
+    def _failed(self, now: float) -> None:
+        """Log a failed commit: the first with its traceback, then once a minute."""
+        self.failures += 1
+        if self.failures == 1:
+            log.exception("group commit failed; retrying every %.0f ms", self._gap * 1000)
+        elif now >= self._failure_logged + FAILURE_LOG_INTERVAL:
+            log.error("group commit still failing: %d attempts so far", self.failures)
+        else:
+            return
+        self._failure_logged = now
+
+    def _committed(self) -> None:
+        self.commits += 1
+        if self.failures:
+            log.warning("group commit succeeded after %d failed attempts", self.failures)
+            self.failures = 0
 
     def _hand_over(self) -> None:
         """Settle the group in flight, then give the commit thread the next one."""
@@ -168,7 +194,7 @@ class GroupCommit:
         writing, self._writing = self._writing, None
         writing.result()  # waits while it writes; raises what the commit raised
         self._taken = None
-        self.commits += 1
+        self._committed()
 
     def _take(self) -> list[Statement]:
         statements = [s for writer in self._writers for s in writer.pending_statements()]
@@ -207,7 +233,7 @@ class GroupCommit:
             writer.clear_pending()
         self._taken = None
         self.dirty = False
-        self.commits += 1
+        self._committed()
 
     def close(self) -> None:
         """Flush (a clean stop loses nothing), then stop the commit thread."""

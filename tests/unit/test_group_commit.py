@@ -79,6 +79,32 @@ def test_a_failed_commit_keeps_the_changes_and_retries() -> None:
     assert rows(conn) == [7]
 
 
+def test_a_commit_that_keeps_failing_logs_once_a_minute_then_its_recovery(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    conn, group, writer = setup()
+    writer.pending.append(7)
+    writer.fail = True
+    group.mark()
+    now = 1.0
+    while now < 61.0:  # a minute of retries, one per gap (30 ms)
+        group.handle_timer(now)
+        now += 0.031
+    assert group.failures == 1936
+    lines = [r for r in caplog.records if r.name == "presence_sip.storage.group_commit"]
+    assert [r.levelname for r in lines] == ["ERROR"]  # the first, with its traceback
+    assert lines[0].exc_info is not None
+    group.handle_timer(now)  # a minute after the first line
+    assert caplog.records[-1].getMessage() == "group commit still failing: 1937 attempts so far"
+    group.handle_timer(now + 0.031)  # not again for a minute
+    assert len([r for r in caplog.records if r.name == lines[0].name]) == 2
+    writer.fail = False
+    group.handle_timer(now + 0.062)
+    assert rows(conn) == [7]
+    assert caplog.records[-1].getMessage() == "group commit succeeded after 1938 failed attempts"
+    assert group.failures == 0
+
+
 def test_close_flushes_and_flush_raises_store_errors() -> None:
     conn, group, writer = setup()
     writer.pending.append(5)
