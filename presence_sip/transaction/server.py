@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import ipaddress
+import sys
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, TypeGuard
 
@@ -52,8 +53,11 @@ def has_rfc3261_branch(branch: str | None) -> TypeGuard[str]:
 
 
 def _sent_by(via: Via) -> str:
+    """The key's sent-by, one string object per address (``sys.intern``): every transaction
+    from a peer, a lingering one included, shares it (issue 8: 64 B less per Completed
+    transaction from 127.0.0.1:16000)."""
     host = via.host.lower()
-    return host if via.port is None else f"{host}:{via.port}"
+    return sys.intern(host if via.port is None else f"{host}:{via.port}")
 
 
 def server_key(request: Request, via: Via) -> TransactionKey:

@@ -413,6 +413,15 @@ def test_same_branch_other_sent_by_is_another_transaction() -> None:
     assert len(events(mgr)) == 2
 
 
+def test_transactions_from_one_address_share_one_sent_by_string() -> None:
+    mgr = manager()
+    receive(mgr, options("z9hG4bKa1"), UAC, 0.0)
+    receive(mgr, options("z9hG4bKa2"), UAC, 0.0)
+    first, second = events(mgr)
+    assert first.key.sent_by == "127.0.0.1:5070"
+    assert first.key.sent_by is second.key.sent_by  # each lingering record holds no copy
+
+
 def test_unaddressable_request_dropped() -> None:
     mgr = manager()
     request = parse_message(options())
