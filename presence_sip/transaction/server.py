@@ -55,7 +55,9 @@ def has_rfc3261_branch(branch: str | None) -> TypeGuard[str]:
 def _sent_by(via: Via) -> str:
     """The key's sent-by, one string object per address (``sys.intern``): every transaction
     from a peer, a lingering one included, shares it (issue 8: 64 B less per Completed
-    transaction from 127.0.0.1:16000)."""
+    transaction from 127.0.0.1:16000).  Interned strings made at run time are freed with their
+    last reference; the interning table keeps its peak size, at most one slot per transaction
+    alive (``max_transactions``), when a peer varies its Via."""
     host = via.host.lower()
     return sys.intern(host if via.port is None else f"{host}:{via.port}")
 
