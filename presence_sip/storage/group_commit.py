@@ -197,11 +197,17 @@ class GroupCommit:
         self._committed()
 
     def _take(self) -> list[Statement]:
-        statements = [s for writer in self._writers for s in writer.pending_statements()]
+        statements = self._pending()
+        self._forget_pending()
+        return statements
+
+    def _pending(self) -> list[Statement]:
+        return [s for writer in self._writers for s in writer.pending_statements()]
+
+    def _forget_pending(self) -> None:
         for writer in self._writers:
             writer.clear_pending()
         self.dirty = False
-        return statements
 
     def _choose_gap(self, now: float) -> None:
         """The gap to the next commit, from the CPU the process used since the last one."""
@@ -223,16 +229,12 @@ class GroupCommit:
                 pass  # its statements are still taken: written below, before the newer ones
         if self._taken is None and not self.dirty:
             return
-        statements = (self._taken or []) + [
-            s for writer in self._writers for s in writer.pending_statements()
-        ]
+        statements = (self._taken or []) + self._pending()
         with transaction(self.conn) as conn:
             for sql, rows in statements:
                 conn.executemany(sql, rows)
-        for writer in self._writers:
-            writer.clear_pending()
+        self._forget_pending()
         self._taken = None
-        self.dirty = False
         self._committed()
 
     def close(self) -> None:
