@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import Generic, TypeVar
 
+from presence_sip.sharded import ShardedDict
+
 __all__ = ["DeadlineHeap"]
 
 K = TypeVar("K")
@@ -30,8 +32,8 @@ class DeadlineHeap(Generic[K]):
     def __init__(self) -> None:
         self._deadlines: list[float] = []
         self._keys: list[K] = []
-        self._positions: dict[K, int] = {}
-        """Key -> its index in ``_deadlines`` and ``_keys``."""
+        self._positions: ShardedDict[K, int] = ShardedDict()
+        """Key -> its index in ``_deadlines`` and ``_keys`` (sharded: no resize stalls)."""
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -59,7 +61,7 @@ class DeadlineHeap(Generic[K]):
 
     def discard(self, key: K) -> None:
         """Forget ``key`` (nothing happens when it holds no deadline)."""
-        position = self._positions.pop(key, None)
+        position = self._positions.pop(key)
         if position is not None:
             self._remove_at(position)
 

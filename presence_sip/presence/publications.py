@@ -21,6 +21,7 @@ from presence_sip.presence.pidf import (
     validate_pidf,
 )
 from presence_sip.presence.pidf_diff import apply_diff
+from presence_sip.sharded import ShardedDict
 from presence_sip.sip.errors import LocalProtocolError, PidfError, RemoteProtocolError
 
 __all__ = [
@@ -218,7 +219,7 @@ class Compositor:
         self.max_expires = max_expires
         self.default_expires = default_expires
         self.partial = partial
-        self._by_etag: dict[str, _Publication] = {}
+        self._by_etag: ShardedDict[str, _Publication] = ShardedDict()
         self._by_presentity: dict[str, dict[str, _Publication]] = {}
         self._composed: dict[str, bytes] = {}
         self._stale: set[str] = set()
@@ -409,7 +410,7 @@ class Compositor:
         self._expiry.set(publication.etag, publication.expires_at)
 
     def _unindex(self, publication: _Publication) -> None:
-        self._by_etag.pop(publication.etag, None)
+        self._by_etag.pop(publication.etag)
         self._expiry.discard(publication.etag)
         mine = self._by_presentity.get(publication.presentity)
         if mine is not None:

@@ -56,6 +56,7 @@ from presence_sip.presence.watchers import (
     display_name,
     peer_from_text,
 )
+from presence_sip.sharded import ShardedDict
 from presence_sip.sip.errors import LocalProtocolError, SipError
 from presence_sip.sip.message import Request, Response
 from presence_sip.sip.peer import Peer
@@ -148,7 +149,7 @@ class PresenceServer:
             partial=s.partial_publication,
             now=now,
         )
-        self.subscriptions: dict[str, Subscription] = {}
+        self.subscriptions: ShardedDict[str, Subscription] = ShardedDict()
         self._presentities: dict[str, Presentity] = {}
         self._expiry: DeadlineHeap[str] = DeadlineHeap()
         """Subscription id -> its expiry."""
@@ -392,7 +393,7 @@ class PresenceServer:
 
     def _end(self, sub: Subscription, now: float) -> None:
         """Remove a terminated subscription from the indexes and the store."""
-        if self.subscriptions.pop(sub.id, None) is None:
+        if self.subscriptions.pop(sub.id) is None:
             return
         self._expiry.discard(sub.id)
         self.store.delete_subscription(sub.id)

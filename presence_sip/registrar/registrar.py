@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from presence_sip.deadlines import DeadlineHeap
 from presence_sip.hss.msisdn import msisdn_from_uri
 from presence_sip.registrar.bindings import Binding, BindingStore
+from presence_sip.sharded import ShardedDict
 from presence_sip.sip import Request, Response, SipParseError, make_response
 from presence_sip.sip.message import parse_delta_seconds
 from presence_sip.sip.uri import AbsoluteUri, NameAddr, SipUri, TelUri, Uri, format_params
@@ -72,7 +73,8 @@ class Registrar:
         self.store = store
         self.policy = policy or RegistrarPolicy()
         self.listeners = listeners if listeners is not None else []
-        self._bindings: dict[str, dict[str, Binding]] = {}
+        self._bindings: ShardedDict[str, dict[str, Binding]] = ShardedDict()
+        """AOR -> its bindings by contact (sharded: one entry per registered user)."""
         self._expiry: DeadlineHeap[tuple[str, str]] = DeadlineHeap()
         """(AOR, contact) -> the expiry of that binding."""
         for binding in store.load_bindings():
@@ -83,12 +85,12 @@ class Registrar:
 
     def bindings(self, aor: str, now: float) -> list[Binding]:
         """Live bindings of ``aor``, highest q first."""
-        found = [b for b in self._bindings.get(aor, {}).values() if b.expires_at > now]
+        found = [b for b in (self._bindings.get(aor) or {}).values() if b.expires_at > now]
         found.sort(key=lambda b: -b.q)
         return found
 
     def is_registered(self, aor: str, now: float) -> bool:
-        return any(b.expires_at > now for b in self._bindings.get(aor, {}).values())
+        return any(b.expires_at > now for b in (self._bindings.get(aor) or {}).values())
 
     @property
     def aor_count(self) -> int:
@@ -110,7 +112,7 @@ class Registrar:
         for aor, contacts in expired.items():
             self.store.delete_expired(aor, contacts)
             if not self._bindings.get(aor):
-                self._bindings.pop(aor, None)
+                self._bindings.pop(aor)
                 log.info("registration of %s expired", aor)
                 self._notify(aor, False, now)
 
@@ -128,7 +130,7 @@ class Registrar:
         header_expires = request.expires
         call_id = request.call_id
         cseq = request.cseq.seq
-        current = self._bindings.get(aor, {})
+        current = self._bindings.get(aor) or {}
         if request.contact_star:
             # RFC 3261 §10.3 step 6: "*" only with Expires: 0 and alone
             if header_expires != 0 or len(request.headers.values("Contact")) != 1:
@@ -196,7 +198,7 @@ class Registrar:
         for binding in upserts:
             self._index(binding)
         if not index:
-            self._bindings.pop(aor, None)
+            self._bindings.pop(aor)
         registered = self.is_registered(aor, now)
         if registered != was_registered:
             self._notify(aor, registered, now)

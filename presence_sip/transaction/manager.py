@@ -28,6 +28,7 @@ from typing import Final, Protocol
 
 from presence_sip.config import Timers
 from presence_sip.ids import BRANCH_MAGIC, IdSource
+from presence_sip.sharded import ShardedDict
 from presence_sip.sip.errors import ConfigError, LocalProtocolError, SipParseError
 from presence_sip.sip.message import Request, Response
 from presence_sip.sip.peer import Peer
@@ -142,7 +143,7 @@ class Expiry:
         self.deadlines.append(deadline)
         self.keys.append(key)
 
-    def expire(self, now: float, lingering: dict[PlainKey, Lingering]) -> None:
+    def expire(self, now: float, lingering: ShardedDict[PlainKey, Lingering]) -> None:
         """Drop the records due at ``now``."""
         deadlines, keys = self.deadlines, self.keys
         while deadlines and deadlines[0] <= now:
@@ -152,7 +153,7 @@ class Expiry:
             if record is not None and record[0] == deadline:
                 del lingering[key]
 
-    def drop_oldest(self, lingering: dict[PlainKey, Lingering]) -> bool:
+    def drop_oldest(self, lingering: ShardedDict[PlainKey, Lingering]) -> bool:
         """Drop the record due first, before its deadline; False when none is left."""
         deadlines, keys = self.deadlines, self.keys
         while deadlines:
@@ -204,8 +205,9 @@ class Context:
         # Keyed by TransactionKey; typed by its plain form, which FIFO entries look up with.
         self.clients: dict[PlainKey, ClientTransaction] = {}
         self.servers: dict[PlainKey, ServerTx] = {}
-        self.lingering: dict[PlainKey, Lingering] = {}
-        """Completed non-INVITE UDP transactions, client and server, waiting for Timer J/K."""
+        self.lingering: ShardedDict[PlainKey, Lingering] = ShardedDict()
+        """Completed non-INVITE UDP transactions, client and server, waiting for Timer J/K
+        (sharded: tens of thousands under load, and no insertion may copy them all)."""
         self.events: deque[Event] = deque()
         self.outbox: list[tuple[bytes, Peer]] = []
         self.heap: list[tuple[float, int, Timed, Input]] = []

@@ -1,0 +1,85 @@
+"""ShardedDict: the dict interface the big tables use, over many small dicts chosen by hash."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from presence_sip.sharded import SHARDS, ShardedDict
+
+
+def test_behaves_like_a_dict_under_random_operations() -> None:
+    rng = random.Random(8)
+    table: ShardedDict[str, int] = ShardedDict()
+    model: dict[str, int] = {}
+    keys = [f"k{n}" for n in range(3000)]
+    for step in range(40_000):
+        key = rng.choice(keys)
+        operation = rng.randrange(6)
+        if operation == 0:
+            table[key] = model[key] = step
+        elif operation == 1:
+            assert table.pop(key) == model.pop(key, None)
+        elif operation == 2 and key in model:
+            del table[key]
+            del model[key]
+        elif operation == 3:
+            assert table.setdefault(key, step) == model.setdefault(key, step)
+        elif operation == 4:
+            assert table.get(key) == model.get(key)
+        else:
+            assert (key in table) == (key in model)
+        assert len(table) == len(model)
+    assert sorted(table) == sorted(model)
+    assert sorted(table.values()) == sorted(model.values())
+    assert all(table[key] == value for key, value in model.items())
+
+
+def test_a_missing_key_raises_or_answers_none() -> None:
+    table: ShardedDict[tuple[str, str, str], bytes] = ShardedDict()
+    key = ("z9hG4bK1", "PUBLISH", "127.0.0.1:5060")
+    with pytest.raises(KeyError):
+        table[key]
+    with pytest.raises(KeyError):
+        del table[key]
+    assert table.get(key) is None
+    assert table.pop(key) is None
+    assert len(table) == 0
+
+
+def test_overwriting_a_key_keeps_the_count() -> None:
+    table: ShardedDict[str, int] = ShardedDict()
+    table["a"] = 1
+    table["a"] = 2
+    assert table.setdefault("a", 3) == 2
+    assert len(table) == 1
+    assert table["a"] == 2
+
+
+def test_clear_empties_every_shard() -> None:
+    table: ShardedDict[int, int] = ShardedDict()
+    for n in range(1000):
+        table[n] = n
+    table.clear()
+    assert len(table) == 0
+    assert list(table) == []
+    assert 5 not in table
+
+
+def test_entries_spread_over_the_shards() -> None:
+    """What bounds the cost of one insertion: no shard holds much more than its share, so a
+    shard that grows copies a few hundred entries, not the table (tuple keys as the transaction
+    layer's, str keys as entity-tags)."""
+    count = 200_000
+    branches: ShardedDict[tuple[str, str, str], int] = ShardedDict()
+    etags: ShardedDict[str, int] = ShardedDict()
+    for n in range(count):
+        branches[(f"z9hG4bK-4242-{n}-0", "PUBLISH", "127.0.0.1:5061")] = n
+        etags[f"e69465a0b.{n:08x}"] = n
+    share = count / SHARDS
+    for table in (branches, etags):
+        sizes = [len(shard) for shard in table._shards]
+        assert sum(sizes) == len(table) == count
+        assert max(sizes) < 1.3 * share
+        assert min(sizes) > 0.7 * share
