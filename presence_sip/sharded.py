@@ -45,7 +45,7 @@ def _index(key: object) -> i64:
 class ShardedDict(Generic[K, V]):
     """A mapping of ``K`` to ``V`` held in :data:`SHARDS` dicts chosen by ``hash(key)``.
 
-    Values are never None: :meth:`get` and :meth:`pop` answer None for a missing key.
+    :meth:`put_bounded` makes it a bounded cache: a full shard is emptied, not the table.
     """
 
     __slots__ = ("_count", "_shards")
@@ -63,8 +63,8 @@ class ShardedDict(Generic[K, V]):
     def __getitem__(self, key: K) -> V:
         return self._shards[_index(key)][key]
 
-    def get(self, key: K) -> V | None:
-        return self._shards[_index(key)].get(key)
+    def get(self, key: K, default: V | None = None) -> V | None:
+        return self._shards[_index(key)].get(key, default)
 
     def __setitem__(self, key: K, value: V) -> None:
         shard = self._shards[_index(key)]
@@ -84,11 +84,27 @@ class ShardedDict(Generic[K, V]):
         del self._shards[_index(key)][key]
         self._count -= 1
 
-    def pop(self, key: K) -> V | None:
-        """Remove ``key`` and return its value; None when it is not held."""
-        value = self._shards[_index(key)].pop(key, None)
-        if value is not None:
-            self._count -= 1
+    def pop(self, key: K, default: V | None = None) -> V | None:
+        """Remove ``key`` and return its value; ``default`` when it is not held."""
+        shard = self._shards[_index(key)]
+        before = len(shard)
+        value = shard.pop(key, default)
+        self._count -= before - len(shard)
+        return value
+
+    def put_bounded(self, key: K, value: V, limit: int) -> V:
+        """Set ``key`` in a cache of about ``limit`` entries and return ``value``.
+
+        A shard already holding its share of ``limit`` is emptied first: a full cache drops
+        1/256th of its entries at a time, where emptying one dict would free them all at once
+        (and grow again through every resize)."""
+        shard = self._shards[_index(key)]
+        if len(shard) >= max(1, limit // SHARDS):
+            self._count -= len(shard)
+            shard.clear()
+        before = len(shard)
+        shard[key] = value
+        self._count += len(shard) - before
         return value
 
     def __iter__(self) -> Iterator[K]:

@@ -224,7 +224,7 @@ class Compositor:
         self._composed: dict[str, bytes] = {}
         self._stale: set[str] = set()
         """Presentities whose publications changed since their document was last composed."""
-        self._entity_keys: dict[str, str | None] = {}
+        self._entity_keys: ShardedDict[str, str | None] = ShardedDict()
         self._expiry: DeadlineHeap[str] = DeadlineHeap()
         """Entity-tag -> the expiry of its publication."""
         self._seq = 0
@@ -334,14 +334,10 @@ class Compositor:
     def _entity_key(self, entity: str) -> str | None:
         """``entity_key`` with a cache: a presentity publishes the same entity URI every time."""
         cache = self._entity_keys
-        try:
-            return cache[entity]
-        except KeyError:
-            pass
-        if len(cache) >= _ENTITY_CACHE_SIZE:
-            cache.clear()
-        key = cache[entity] = self.entity_key(entity)
-        return key
+        key = cache.get(entity, _UNCACHED)  # (no KeyError: see role._presentity_key)
+        if key != _UNCACHED:
+            return key
+        return cache.put_bounded(entity, self.entity_key(entity), _ENTITY_CACHE_SIZE)
 
     def _initial(
         self, presentity: str, entity: str, xml: bytes, lifetime: int, now: float
@@ -464,7 +460,9 @@ _SECONDS_MASK: Final = (1 << 36) - 1
 """Seconds kept in an entity-tag prefix (9 hex digits; wraps after ~2,177 years)."""
 
 _ENTITY_CACHE_SIZE: Final = 65536
-"""Entity URIs whose presentity key is remembered (the cache starts over when full)."""
+_UNCACHED: Final = ""
+"""Not in the entity-key cache (no key is empty: a key is None or a non-empty string)."""
+"""Entity URIs whose presentity key is remembered (about; a full shard of the cache starts over)."""
 
 
 def _by_seq(publication: _Publication) -> int:

@@ -38,6 +38,7 @@ from presence_sip.presence.server import (
     Subscription,
 )
 from presence_sip.registrar.registrar import Registrar, aor_key
+from presence_sip.sharded import ShardedDict
 from presence_sip.sip.errors import RemoteProtocolError, SipError
 from presence_sip.sip.message import Request, Response
 from presence_sip.sip.peer import Peer
@@ -61,9 +62,9 @@ _LET_THROUGH: Final = Verdict(None)
 """The verdict on a request that is not authenticated (trusted peer, or authentication off)."""
 
 _KEY_CACHE_SIZE: Final = 65536
-"""Request-URIs whose presentity key is remembered (the cache starts over when full)."""
+"""URIs whose presentity key is remembered, and Contacts (about; a full shard starts over)."""
 _UNCACHED: Final = ""
-"""Not in the entity-key cache (no key is empty: a key is None or a non-empty string)."""
+"""Not in a key cache (no key is empty: a key is None or a non-empty string)."""
 
 
 class _Refusal(Exception):
@@ -111,12 +112,14 @@ class PresenceRole:
         literals = sorted(d for d in self.domains if is_ip(d))
         self._fallback_host = literals[0] if literals else hss.domain
         self._tag = endpoint.ids.new_id("t")
-        self._keys: dict[str, str | None] = {}
+        self._keys: ShardedDict[str, str | None] = ShardedDict()
         """Presentity key by Request-URI text (watchers and publishers repeat the same URIs)."""
-        self._entity_keys: dict[str, str | None] = {}
-        self._contacts: dict[tuple[str, tuple[str, int] | None, str | None], str] = {}
-        """Our Contact by (transport, listen address, Request-URI when it decides the host)."""
+        self._entity_keys: ShardedDict[str, str | None] = ShardedDict()
         """Presentity key by URI text of watchers (From) and PIDF entities (issue 8)."""
+        self._contacts: ShardedDict[tuple[str, tuple[str, int] | None, str | None], str] = (
+            ShardedDict()
+        )
+        """Our Contact by (transport, listen address, Request-URI when it decides the host)."""
         self.server = PresenceServer(
             store=store,
             ids=endpoint.ids,
@@ -341,12 +344,11 @@ class PresenceRole:
 
     def _presentity_key(self, request: Request) -> str:
         keys = self._keys
-        try:
-            key = keys[request.uri]
-        except KeyError:
-            if len(keys) >= _KEY_CACHE_SIZE:
-                keys.clear()
-            key = keys[request.uri] = aor_key(request.request_uri)
+        # get() with a sentinel, not [] and KeyError: a raise out of a compiled method builds
+        # a traceback (thousands of instructions per miss).
+        key = keys.get(request.uri, _UNCACHED)
+        if key == _UNCACHED:
+            key = keys.put_bounded(request.uri, aor_key(request.request_uri), _KEY_CACHE_SIZE)
         if key is None:
             raise _Refusal(404, "Unknown presentity")
         return key
@@ -360,13 +362,10 @@ class PresenceRole:
         key = cache.get(uri_text, _UNCACHED)
         if key != _UNCACHED:
             return key
-        if len(cache) >= _KEY_CACHE_SIZE:
-            cache.clear()
         key = aor_key(parsed) if isinstance(parsed, SipUri | TelUri) else _entity_key(uri_text)
         if key == uri_text:
             key = uri_text  # the usual watcher URI is its own key: one string, not two
-        cache[uri_text] = key
-        return key
+        return cache.put_bounded(uri_text, key, _KEY_CACHE_SIZE)
 
     def _rules_for(self, key: str) -> Mapping[str, str]:
         """The HSS rules of a presentity: only a subscriber (key ``+MSISDN``) has any, so a
@@ -411,9 +410,8 @@ class PresenceRole:
         key = (source.transport, local, request.uri if by_uri else None)
         contact = self._contacts.get(key)
         if contact is None:
-            if len(self._contacts) >= _KEY_CACHE_SIZE:
-                self._contacts.clear()
-            contact = self._contacts[key] = self._make_contact(request, source, local)
+            contact = self._make_contact(request, source, local)
+            self._contacts.put_bounded(key, contact, _KEY_CACHE_SIZE)
         return contact
 
     def _make_contact(self, request: Request, source: Peer, local: tuple[str, int] | None) -> str:

@@ -2,12 +2,15 @@
 
 The same Request-URIs, name-addrs, CSeqs and header names recur between messages; the parsed
 values are immutable, so one parse can serve them all.  A table that reaches its limit drops its
-oldest eighth (insertion order): what is in use comes back within a few messages, and memory
+oldest 1/64th (insertion order): what is in use comes back within a few messages, and memory
 stays bounded whatever peers send.
 
 Why not empty a full table whole: the values dropped are freed there and then, and at thousands
 of entries that stops the loop for milliseconds (~2 ms for 4,096 parsed URIs, issue 8).  An
-eighth at a time spreads the same work over eight smaller pauses.
+eighth at a time still stopped it for ~2 ms (2,048 parsed name-addrs) every 2,048 new watchers
+while subscriptions from distinct watchers were established (sans-IO hold of 100,000, the most
+frequent slow calls left after the sharded tables); 1/64th spreads the same work over 64
+pauses of ~0.25 ms.
 
 Why this size: a miss costs a parse (~10,000 instructions for a Request-URI).  With 4,096
 entries the 10,000 presentities of the benchmark's PUBLISH row missed on every PUBLISH; 16,384
@@ -27,7 +30,7 @@ V = TypeVar("V")
 
 MEMO_LIMIT = 16384
 """Entries a table holds before its oldest are dropped."""
-MEMO_DROP = MEMO_LIMIT // 8
+MEMO_DROP = MEMO_LIMIT // 64
 """Entries dropped, oldest first, when a table is full."""
 
 

@@ -83,3 +83,29 @@ def test_entries_spread_over_the_shards() -> None:
         assert sum(sizes) == len(table) == count
         assert max(sizes) < 1.3 * share
         assert min(sizes) > 0.7 * share
+
+
+def test_get_and_pop_answer_the_default_for_a_missing_key() -> None:
+    table: ShardedDict[str, str | None] = ShardedDict()
+    table["not a presentity"] = None  # a cached "no key": None is a value like any other
+    assert table.get("not a presentity", "missing") is None
+    assert table.get("unknown", "missing") == "missing"
+    assert table.pop("unknown", "missing") == "missing"
+    assert len(table) == 1
+    assert table.pop("not a presentity", "missing") is None
+    assert len(table) == 0
+
+
+def test_a_bounded_cache_drops_one_shard_at_a_time() -> None:
+    limit = 16 * SHARDS
+    cache: ShardedDict[str, int] = ShardedDict()
+    for n in range(20 * limit):
+        assert cache.put_bounded(f"sip:w{n}@example.test", n, limit) == n
+        assert len(cache) <= limit
+        if n == limit - 1:
+            before_full = len(cache)
+    assert len(cache) == sum(len(shard) for shard in cache._shards)
+    # Full: each insertion into a full shard drops that shard's 16 entries, never the table.
+    assert len(cache) > limit // 2
+    assert before_full > limit // 2
+    assert cache.get(f"sip:w{20 * limit - 1}@example.test") == 20 * limit - 1
