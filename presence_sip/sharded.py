@@ -45,7 +45,10 @@ def _index(key: object) -> i64:
 class ShardedDict(Generic[K, V]):
     """A mapping of ``K`` to ``V`` held in :data:`SHARDS` dicts chosen by ``hash(key)``.
 
-    :meth:`put_bounded` makes it a bounded cache: a full shard is emptied, not the table.
+    :meth:`put_bounded` makes it a bounded cache: a full shard is emptied, not the table.  Where
+    a key may be missing, ask :meth:`get` (with a sentinel default when None is a value) rather
+    than ``[]``: a ``KeyError`` raised out of a compiled method builds a traceback, thousands of
+    instructions.
     """
 
     __slots__ = ("_count", "_shards")

@@ -460,9 +460,9 @@ _SECONDS_MASK: Final = (1 << 36) - 1
 """Seconds kept in an entity-tag prefix (9 hex digits; wraps after ~2,177 years)."""
 
 _ENTITY_CACHE_SIZE: Final = 65536
+"""Entity URIs whose presentity key is remembered (about; a full shard of the cache starts over)."""
 _UNCACHED: Final = ""
 """Not in the entity-key cache (no key is empty: a key is None or a non-empty string)."""
-"""Entity URIs whose presentity key is remembered (about; a full shard of the cache starts over)."""
 
 
 def _by_seq(publication: _Publication) -> int:
