@@ -6,13 +6,17 @@ import random
 
 import pytest
 
-from presence_sip.sharded import SHARDS, ShardedDict
+from presence_sip.sharded import SHARDS, SPLIT_AT, ShardedDict
 
 
-def test_behaves_like_a_dict_under_random_operations() -> None:
+@pytest.mark.parametrize("preloaded", [0, SPLIT_AT - 100])
+def test_behaves_like_a_dict_under_random_operations(preloaded: int) -> None:
+    """Small (one dict), and crossing SPLIT_AT while the operations run (split)."""
     rng = random.Random(8)
     table: ShardedDict[str, int] = ShardedDict()
     model: dict[str, int] = {}
+    for n in range(preloaded):
+        table[f"p{n}"] = model[f"p{n}"] = n
     keys = [f"k{n}" for n in range(3000)]
     for step in range(40_000):
         key = rng.choice(keys)
@@ -99,13 +103,40 @@ def test_get_and_pop_answer_the_default_for_a_missing_key() -> None:
 def test_a_bounded_cache_drops_one_shard_at_a_time() -> None:
     limit = 16 * SHARDS
     cache: ShardedDict[str, int] = ShardedDict()
+    smallest_when_full = limit
     for n in range(20 * limit):
         assert cache.put_bounded(f"sip:w{n}@example.test", n, limit) == n
-        assert len(cache) <= limit
-        if n == limit - 1:
-            before_full = len(cache)
+        assert len(cache) <= limit * 1.25  # (unequal shares right after the split)
+        if n >= limit:
+            smallest_when_full = min(smallest_when_full, len(cache))
+    assert len(cache._shards) == SHARDS  # full at limit: split, though limit < SPLIT_AT
     assert len(cache) == sum(len(shard) for shard in cache._shards)
-    # Full: each insertion into a full shard drops that shard's 16 entries, never the table.
-    assert len(cache) > limit // 2
-    assert before_full > limit // 2
+    # Each insertion into a full shard drops that shard's ~16 entries, never the table: a
+    # shard cycles between 1 and its share, so a full cache holds about half of its limit
+    # (emptying the whole table would leave 1 entry).
+    assert smallest_when_full > limit // 3
+    assert len(cache) <= limit  # every fuller shard has been written again since
     assert cache.get(f"sip:w{20 * limit - 1}@example.test") == 20 * limit - 1
+
+
+def test_a_small_bounded_cache_stays_one_dict() -> None:
+    cache: ShardedDict[int, int] = ShardedDict()
+    for n in range(1000):
+        cache.put_bounded(n, n, 100)
+        assert len(cache) <= 100
+    assert len(cache._shards) == 1
+
+
+def test_a_table_splits_once_it_is_big_and_keeps_every_entry() -> None:
+    table: ShardedDict[str, int] = ShardedDict()
+    for n in range(SPLIT_AT - 1):
+        table[f"e{n}"] = n
+    assert len(table._shards) == 1
+    table["last"] = -1
+    assert len(table._shards) == SHARDS
+    assert len(table) == SPLIT_AT
+    assert all(table[f"e{n}"] == n for n in range(SPLIT_AT - 1))
+    assert table.pop("last") == -1
+    table.clear()
+    assert len(table._shards) == 1
+    assert len(table) == 0
