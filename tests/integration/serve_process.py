@@ -308,7 +308,10 @@ class UdpClient:
     def request(
         self, data: bytes, destination: ServeProcess | tuple[str, int], timeout: float = 5.0
     ) -> Response:
-        """Send ``data`` once and return the first final response (UDP: retransmit on T1)."""
+        """Send ``data`` once and return the first final response to it (UDP: retransmit on
+        T1).  A final response with another Call-ID is skipped: a late retransmission of an
+        earlier answer (an INVITE server transaction resends its 4xx on Timer G until ACKed)."""
+        call_id = _call_id_of(data)
         deadline = time.monotonic() + timeout
         interval = 0.5
         while time.monotonic() < deadline:
@@ -319,7 +322,7 @@ class UdpClient:
                 if raw is None:
                     break
                 response = parse_response(raw)
-                if response.status >= 200:
+                if response.status >= 200 and call_id in (None, response.call_id):
                     return response
             interval = min(interval * 2, 4.0)
         raise TimeoutError(f"no final response within {timeout} s to {data[:60]!r}")
@@ -357,6 +360,14 @@ def build_request(
         f"Content-Length: {len(body)}",
     ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def _call_id_of(request: bytes) -> str | None:
+    """The Call-ID of a request we send; None when our parser refuses it (a torture vector)."""
+    try:
+        return parse_message(request).call_id
+    except SipParseError:
+        return None
 
 
 def parse_response(data: bytes) -> Response:
