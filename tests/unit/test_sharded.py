@@ -101,7 +101,7 @@ def test_get_and_pop_answer_the_default_for_a_missing_key() -> None:
 
 
 def test_a_bounded_cache_drops_one_shard_at_a_time() -> None:
-    limit = 16 * SHARDS
+    limit = 8 * SHARDS  # under SPLIT_AT: put_bounded splits the table itself
     cache: ShardedDict[str, int] = ShardedDict()
     smallest_when_full = limit
     for n in range(20 * limit):
@@ -111,7 +111,7 @@ def test_a_bounded_cache_drops_one_shard_at_a_time() -> None:
             smallest_when_full = min(smallest_when_full, len(cache))
     assert len(cache._shards) == SHARDS  # full at limit: split, though limit < SPLIT_AT
     assert len(cache) == sum(len(shard) for shard in cache._shards)
-    # Each insertion into a full shard drops that shard's ~16 entries, never the table: a
+    # Each insertion into a full shard drops that shard's ~8 entries, never the table: a
     # shard cycles between 1 and its share, so a full cache holds about half of its limit
     # (emptying the whole table would leave 1 entry).
     assert smallest_when_full > limit // 3
