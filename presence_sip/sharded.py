@@ -13,8 +13,8 @@ takes ~26 ms.
 :class:`ShardedDict` spreads the entries over :data:`SHARDS` dicts by the low bits of the key's
 hash, the way Kamailio's fixed-size hash tables spread theirs over buckets.  Each shard resizes on
 its own, copying 1/256th of the entries; at a million entries that is ~4,000, a fraction of a
-millisecond.  It offers the part of the dict interface the tables above use; iteration order is
-by shard, not by insertion.
+millisecond.  It offers the part of the dict interface the tables above use, and iteration (in
+shard order, not insertion order).
 
 A table starts as one dict and splits into its shards once, when it first holds
 :data:`SPLIT_AT` entries (copying them: ~0.35 ms): most tables of a node stay small (the
@@ -152,10 +152,6 @@ class ShardedDict(Generic[K, V]):
     def __iter__(self) -> Iterator[K]:
         for shard in self._shards:
             yield from shard
-
-    def values(self) -> Iterator[V]:
-        for shard in self._shards:
-            yield from shard.values()
 
     def clear(self) -> None:
         """Empty the table (back to one dict)."""
