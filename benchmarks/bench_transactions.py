@@ -53,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.harness.config import DOMAIN, HOST, NICE, RESULTS_DIR, SIPP_BUFFER, BenchError
 from benchmarks.harness.processes import REAPER, on_signal
-from benchmarks.harness.report import machine_info
+from benchmarks.harness.report import machine_info, write_section
 from benchmarks.harness.samples import growth_factor, latency_samples, percentile, round_rate
 from benchmarks.harness.servers import Ours, ours_command, preflight
 from benchmarks.harness.sipp import Sipp, SippJob, SippRun
@@ -484,18 +484,6 @@ def output_file(plan: Plan, started: dt.datetime) -> tuple[Path, bool]:
     return RESULTS_DIR / f"{started:%Y-%m-%d}-transactions{suffix}.md", True
 
 
-def write_report(path: Path, section: str) -> None:
-    """Append ``section`` to ``path``, replacing an earlier section of this script."""
-    old = path.read_text(encoding="utf-8") if path.exists() else ""
-    start, end = old.find(BEGIN_MARK), old.find(END_MARK)
-    if start >= 0 and end > start:
-        old = old[:start] + old[end + len(END_MARK) :].lstrip("\n")
-    if old and not old.endswith("\n\n"):
-        old = old.rstrip("\n") + "\n\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(old + section, encoding="utf-8")
-
-
 # --------------------------------------------------------------------------- main
 
 
@@ -593,7 +581,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     section = render(results, plan, started, elapsed, runner.steps, runner.others, standalone)
     print()
     print(section)
-    write_report(path, section)
+    write_section(path, section, BEGIN_MARK, END_MARK)
     print(f"written to {path}")
     return 1 if any(res.best is None for res in results) else 0
 

@@ -72,6 +72,19 @@ def machine_info() -> list[str]:
     ]
 
 
+def write_section(path: Path, section: str, begin: str, end: str) -> None:
+    """Append ``section`` (which starts with ``begin`` and ends with ``end``, marker lines) to
+    the results file ``path``, replacing an earlier section between the same markers."""
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    start, stop = old.find(begin), old.find(end)
+    if start >= 0 and stop > start:
+        old = old[:start] + old[stop + len(end) :].lstrip("\n")
+    if old and not old.endswith("\n\n"):
+        old = old.rstrip("\n") + "\n\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(old + section, encoding="utf-8")
+
+
 def _fmt(value: float | None, digits: int = 0) -> str:
     return "n/a" if value is None else f"{value:,.{digits}f}"
 
