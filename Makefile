@@ -129,13 +129,17 @@ test-sipp: install
 test-interop: install
 	@$(call pytest_group,interop,interop)
 
-# Hypothesis tests named *fuzz* with many more examples, then any atheris harness in fuzz/.
+# Hypothesis tests named *fuzz* with many more examples, then each atheris harness in fuzz/
+# (fuzz/_*.py are their shared code) for FUZZ_TIME seconds; a finding is written to build/fuzz/
+# and fails the target.
 fuzz: venv
 	@$(call pytest_group,fuzz,not sipp and not interop,HYPOTHESIS_PROFILE=fuzz,-k fuzz)
-	@harnesses="$(wildcard fuzz/*.py)"; if [ -n "$$harnesses" ]; then \
+	@harnesses="$(filter-out fuzz/_%,$(wildcard fuzz/*.py))"; if [ -n "$$harnesses" ]; then \
 	  $(PYTHON) -c 'import atheris' 2>/dev/null || $(PYTHON) -m pip install --quiet atheris; \
+	  mkdir -p build/fuzz; \
 	  for h in $$harnesses; do echo "fuzzing $$h for $(FUZZ_TIME)s"; \
-	    $(PYTHON) "$$h" -max_total_time=$(FUZZ_TIME); done; \
+	    $(PYTHON) "$$h" -max_total_time=$(FUZZ_TIME) -artifact_prefix=build/fuzz/ || exit 1; \
+	  done; \
 	fi
 
 $(STAMP_COV): $(STAMP_DEV)

@@ -1,0 +1,226 @@
+"""Atheris harness: a whole node (registrar + presence server) fed arbitrary datagrams.
+
+Run (atheris is not a test dependency; ``make fuzz`` installs it)::
+
+    pip install atheris
+    python fuzz/fuzz_endpoint.py -max_total_time=300 [CORPUS_DIR] [--compiled]
+
+One node, built as ``presence-sip serve`` builds it (``--auth none --default-policy allow``, so
+inputs reach the presence server without a challenge; SQLite in ``build/fuzz-node``), lives
+for the whole run, sans-IO: each input is one datagram to ``Endpoint.receive`` from a fixed
+peer, the clock moves 50 ms per input and the due timers fire.  Nothing is ever sent: the
+outbox is only read.  The invariants, any breach being a finding:
+
+* ``receive`` and ``handle_timer`` never raise (the endpoint logs and carries on, STYLE.md);
+* every datagram the node would send parses with our own strict parser, but for the answers to
+  a datagram that does not parse itself: those copy its From, To, Call-ID, CSeq and Vias as they
+  came (RFC 3261 §8.2.6.2), so a malformed header there is the sender's; they are remembered, as
+  their retransmissions are byte for byte the same;
+* after every input the node still answers an OPTIONS with 200.
+
+Seeds: every test vector, and a PUBLISH, SUBSCRIBE, in-dialog unSUBSCRIBE, REGISTER and
+NOTIFY of the node's own domain, so mutations start from requests the roles act on.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from _harness import ROOT, fuzz, vector_seeds
+
+DOMAIN = "example.com"
+"""The node's domain: the one of the RFC 3856/3903 vectors."""
+SERVER = ("127.0.0.1", 5060)
+CLIENT = ("127.0.0.1", 5070)
+STEP = 0.05
+"""Seconds the clock moves per input."""
+DATA_DIR = ROOT / "build" / "fuzz-node"
+"""The node's data directory (emptied at every start)."""
+
+node: Any = None
+"""The node under test (``presence_sip.node.Node``), built by :func:`setup`."""
+sip: Any = None
+"""``presence_sip.sip``, once the harness imported it."""
+peer: Any = None
+now = 1.8e9
+probes = itertools.count()
+echoes: set[bytes] = set()
+"""Answers to datagrams that did not parse (see the module docstring)."""
+ECHOES_KEPT = 10_000
+
+
+def setup(data_dir: Path = DATA_DIR) -> None:
+    """Build the node, its data in ``data_dir`` (emptied first)."""
+    global node, sip, peer
+    import presence_sip.sip
+    from presence_sip.node import Node, NodeConfig
+    from presence_sip.proxy.forward import LocalIdentity
+    from presence_sip.proxy.proxy import Proxy
+    from presence_sip.proxy.routing import RouteTable
+    from presence_sip.sip.peer import Peer
+    from presence_sip.transport.listen import ListenSpec
+
+    shutil.rmtree(data_dir, ignore_errors=True)
+    sip = presence_sip.sip
+    peer = Peer("udp", *CLIENT)
+    node = Node(
+        NodeConfig(
+            domain=DOMAIN,
+            listen=(ListenSpec("udp", *SERVER),),
+            data_dir=str(data_dir),
+            auth="none",
+            default_policy="allow",
+        )
+    )
+    endpoint = node.endpoint
+    endpoint.addresses["udp"] = SERVER
+    identity = LocalIdentity(node.domains, frozenset({SERVER}))
+    endpoint.router = Proxy(endpoint, identity, RouteTable({}), record_route=True)
+
+
+def drain(*, echoing: bool = False) -> list[Any]:
+    """Parse everything the node would send; an unparseable datagram raises, unless it is an
+    answer to a malformed input (``echoing`` while the input did not parse, or one seen then)."""
+    messages = []
+    for data, _ in node.endpoint.outbox():
+        if data in echoes:
+            continue
+        try:
+            messages.append(sip.parse_message(data))
+        except sip.SipParseError:
+            if not (echoing and data.startswith(b"SIP/2.0 ")):
+                raise
+            if len(echoes) >= ECHOES_KEPT:
+                echoes.clear()
+            echoes.add(data)
+    return messages
+
+
+def run_timers() -> None:
+    endpoint = node.endpoint
+    for _ in range(100):  # handle_timer may arm another due deadline
+        due = endpoint.get_timer()
+        if due is None or due > now:
+            return
+        endpoint.handle_timer(now)
+
+
+def probe() -> None:
+    """An OPTIONS of our own: the node must answer it 200."""
+    n = next(probes)
+    call_id = f"probe-{n}@fuzz"
+    request = (
+        f"OPTIONS sip:{DOMAIN} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {CLIENT[0]}:{CLIENT[1]};branch=z9hG4bK-probe-{n}\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: <sip:prober@{DOMAIN}>;tag=p{n}\r\n"
+        f"To: <sip:{DOMAIN}>\r\n"
+        f"Call-ID: {call_id}\r\n"
+        "CSeq: 1 OPTIONS\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+    node.endpoint.receive(request, peer, now)
+    answers = [
+        m for m in drain() if isinstance(m, sip.Response) and m.headers.get("Call-ID") == call_id
+    ]
+    if [m.status for m in answers] != [200]:
+        raise AssertionError(f"the OPTIONS probe got {[m.status for m in answers]}")
+
+
+def test_one_input(data: bytes) -> None:
+    global now
+    now += STEP
+    try:
+        sip.parse_message(data)
+    except sip.SipParseError:
+        malformed = True
+    else:
+        malformed = False
+    node.endpoint.receive(data, peer, now)
+    drain(echoing=malformed)
+    run_timers()
+    drain()
+    probe()
+
+
+def seeds() -> dict[str, bytes]:
+    out: dict[str, bytes] = vector_seeds()
+    out.update(
+        {
+            "own_publish": _publish(),
+            "own_subscribe": _subscribe(expires=600),
+            "own_unsubscribe": _subscribe(expires=0, to_tag="t1", cseq=2),
+            "own_register": _request(
+                "REGISTER",
+                f"sip:{DOMAIN}",
+                "alice",
+                "alice",
+                ["Contact: <sip:alice@127.0.0.1:5070>", "Expires: 600"],
+            ),
+            "own_notify": _request(
+                "NOTIFY",
+                f"sip:alice@{DOMAIN}",
+                "bob",
+                "alice",
+                ["Event: presence", "Subscription-State: active;expires=600"],
+            ),
+        }
+    )
+    return out
+
+
+def _request(
+    method: str, uri: str, sender: str, target: str, extra: list[str], body: bytes = b"", *,
+    cseq: int = 1, to_tag: str = "",
+) -> bytes:  # fmt: skip
+    to = f"<sip:{target}@{DOMAIN}>" + (f";tag={to_tag}" if to_tag else "")
+    head = [
+        f"{method} {uri} SIP/2.0",
+        f"Via: SIP/2.0/UDP {CLIENT[0]}:{CLIENT[1]};branch=z9hG4bK-seed-{method}-{cseq}",
+        "Max-Forwards: 70",
+        f"From: <sip:{sender}@{DOMAIN}>;tag=s1",
+        f"To: {to}",
+        f"Call-ID: seed-{sender}@fuzz",
+        f"CSeq: {cseq} {method}",
+        *extra,
+        f"Content-Length: {len(body)}",
+    ]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def _publish() -> bytes:
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>\r\n'
+        f'<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="sip:alice@{DOMAIN}">\r\n'
+        '<tuple id="t1"><status><basic>open</basic></status><note>seed</note></tuple>\r\n'
+        "</presence>\r\n"
+    ).encode()
+    extra = ["Event: presence", "Expires: 600", "Content-Type: application/pidf+xml"]
+    return _request("PUBLISH", f"sip:alice@{DOMAIN}", "alice", "alice", extra, body)
+
+
+def _subscribe(*, expires: int, to_tag: str = "", cseq: int = 1) -> bytes:
+    extra = [
+        "Event: presence",
+        "Accept: application/pidf+xml",
+        "Contact: <sip:bob@127.0.0.1:5070>",
+        f"Expires: {expires}",
+    ]
+    return _request(
+        "SUBSCRIBE", f"sip:alice@{DOMAIN}", "bob", "alice", extra, cseq=cseq, to_tag=to_tag
+    )
+
+
+if __name__ == "__main__":
+    logging.disable(logging.CRITICAL)  # bad input is logged by design; the invariants judge
+    fuzz(
+        "endpoint",
+        ["presence_sip.sip", "presence_sip.node"],
+        setup,
+        test_one_input,
+        seeds,
+    )
