@@ -1,15 +1,17 @@
-"""Atheris harness: a whole node (registrar + presence server) fed arbitrary datagrams.
+"""Atheris harness: whole nodes (registrar + presence server) fed arbitrary datagrams.
 
 Run (atheris is not a test dependency; ``make fuzz`` installs it)::
 
     pip install atheris
     python fuzz/fuzz_endpoint.py -max_total_time=300 [CORPUS_DIR] [--compiled]
 
-One node, built as ``presence-sip serve`` builds it (``--auth none --default-policy allow``, so
-inputs reach the presence server without a challenge; SQLite in ``build/fuzz-node``), lives
-for the whole run, sans-IO: each input is one datagram to ``Endpoint.receive`` from a fixed
-peer, the clock moves 50 ms per input and the due timers fire.  Nothing is ever sent: the
-outbox is only read.  The invariants, any breach being a finding:
+Two nodes, built as ``presence-sip serve`` builds them, live for the whole run: one with
+``--auth none --default-policy allow`` (inputs reach the presence server without a challenge)
+and one with digest authentication and a provisioned subscriber (inputs reach the challenge and
+the parsing and checking of credentials); SQLite in ``build/fuzz-node``.  Sans-IO: each input is
+one datagram to both nodes' ``Endpoint.receive`` from a fixed peer, the clock moves 50 ms per
+input and the due timers fire.  Nothing is ever sent: the outboxes are only read.  The
+invariants, for each node, any breach being a finding:
 
 * ``receive`` and ``handle_timer`` never raise (the endpoint logs and carries on, STYLE.md);
 * every datagram the node would send parses with our own strict parser, but for the answers to
@@ -18,8 +20,9 @@ outbox is only read.  The invariants, any breach being a finding:
   their retransmissions are byte for byte the same;
 * after every input the node still answers an OPTIONS with 200.
 
-Seeds: every test vector, and a PUBLISH, SUBSCRIBE, in-dialog unSUBSCRIBE, REGISTER and
-NOTIFY of the node's own domain, so mutations start from requests the roles act on.
+Seeds: every test vector, and a PUBLISH, SUBSCRIBE, in-dialog unSUBSCRIBE, REGISTER (also with
+digest credentials) and NOTIFY of the nodes' domain, so mutations start from requests the roles
+act on.
 """
 
 from __future__ import annotations
@@ -39,10 +42,13 @@ CLIENT = ("127.0.0.1", 5070)
 STEP = 0.05
 """Seconds the clock moves per input."""
 DATA_DIR = ROOT / "build" / "fuzz-node"
-"""The node's data directory (emptied at every start)."""
+"""The nodes' data directories are in it (emptied at every start)."""
+SUBSCRIBER = "+447700900123"
+PASSWORD = "fuzz-secret"  # noqa: S105 (a test subscriber of a throwaway HSS)
+"""The subscriber provisioned in the digest node's HSS."""
 
-node: Any = None
-"""The node under test (``presence_sip.node.Node``), built by :func:`setup`."""
+nodes: list[Any] = []
+"""The nodes under test (``presence_sip.node.Node``), built by :func:`setup`."""
 sip: Any = None
 """``presence_sip.sip``, once the harness imported it."""
 peer: Any = None
@@ -54,8 +60,8 @@ ECHOES_KEPT = 10_000
 
 
 def setup(data_dir: Path = DATA_DIR) -> None:
-    """Build the node, its data in ``data_dir`` (emptied first)."""
-    global node, sip, peer
+    """Build the nodes, their data in ``data_dir`` (emptied first)."""
+    global sip, peer
     import presence_sip.sip
     from presence_sip.node import Node, NodeConfig
     from presence_sip.proxy.forward import LocalIdentity
@@ -67,22 +73,27 @@ def setup(data_dir: Path = DATA_DIR) -> None:
     shutil.rmtree(data_dir, ignore_errors=True)
     sip = presence_sip.sip
     peer = Peer("udp", *CLIENT)
-    node = Node(
-        NodeConfig(
-            domain=DOMAIN,
-            listen=(ListenSpec("udp", *SERVER),),
-            data_dir=str(data_dir),
-            auth="none",
-            default_policy="allow",
+    nodes.clear()
+    for auth, policy in (("none", "allow"), ("digest", "confirm")):
+        node = Node(
+            NodeConfig(
+                domain=DOMAIN,
+                listen=(ListenSpec("udp", *SERVER),),
+                data_dir=str(data_dir / auth),
+                auth=auth,
+                default_policy=policy,
+            )
         )
-    )
-    endpoint = node.endpoint
-    endpoint.addresses["udp"] = SERVER
-    identity = LocalIdentity(node.domains, frozenset({SERVER}))
-    endpoint.router = Proxy(endpoint, identity, RouteTable({}), record_route=True)
+        endpoint = node.endpoint
+        endpoint.addresses["udp"] = SERVER
+        identity = LocalIdentity(node.domains, frozenset({SERVER}))
+        endpoint.router = Proxy(endpoint, identity, RouteTable({}), record_route=True)
+        if auth == "digest":
+            node.hss.add_subscriber(SUBSCRIBER, PASSWORD)
+        nodes.append(node)
 
 
-def drain(*, echoing: bool = False) -> list[Any]:
+def drain(node: Any, *, echoing: bool = False) -> list[Any]:
     """Parse everything the node would send; an unparseable datagram raises, unless it is an
     answer to a malformed input (``echoing`` while the input did not parse, or one seen then)."""
     messages = []
@@ -100,7 +111,7 @@ def drain(*, echoing: bool = False) -> list[Any]:
     return messages
 
 
-def run_timers() -> None:
+def run_timers(node: Any) -> None:
     endpoint = node.endpoint
     for _ in range(100):  # handle_timer may arm another due deadline
         due = endpoint.get_timer()
@@ -109,7 +120,7 @@ def run_timers() -> None:
         endpoint.handle_timer(now)
 
 
-def probe() -> None:
+def probe(node: Any) -> None:
     """An OPTIONS of our own: the node must answer it 200."""
     n = next(probes)
     call_id = f"probe-{n}@fuzz"
@@ -125,7 +136,9 @@ def probe() -> None:
     ).encode()
     node.endpoint.receive(request, peer, now)
     answers = [
-        m for m in drain() if isinstance(m, sip.Response) and m.headers.get("Call-ID") == call_id
+        m
+        for m in drain(node)
+        if isinstance(m, sip.Response) and m.headers.get("Call-ID") == call_id
     ]
     if [m.status for m in answers] != [200]:
         raise AssertionError(f"the OPTIONS probe got {[m.status for m in answers]}")
@@ -140,11 +153,12 @@ def test_one_input(data: bytes) -> None:
         malformed = True
     else:
         malformed = False
-    node.endpoint.receive(data, peer, now)
-    drain(echoing=malformed)
-    run_timers()
-    drain()
-    probe()
+    for node in nodes:
+        node.endpoint.receive(data, peer, now)
+        drain(node, echoing=malformed)
+        run_timers(node)
+        drain(node)
+        probe(node)
 
 
 def seeds() -> dict[str, bytes]:
@@ -160,6 +174,19 @@ def seeds() -> dict[str, bytes]:
                 "alice",
                 "alice",
                 ["Contact: <sip:alice@127.0.0.1:5070>", "Expires: 600"],
+            ),
+            "own_register_digest": _request(
+                "REGISTER",
+                f"sip:{DOMAIN}",
+                SUBSCRIBER,
+                SUBSCRIBER,
+                [
+                    f"Contact: <sip:{SUBSCRIBER}@127.0.0.1:5070>",
+                    "Expires: 600",
+                    f'Authorization: Digest username="{SUBSCRIBER}", realm="{DOMAIN}", '
+                    f'nonce="bm9uY2U", uri="sip:{DOMAIN}", algorithm=MD5, qop=auth, '
+                    'nc=00000001, cnonce="c0ffee", response="0123456789abcdef0123456789abcdef"',
+                ],
             ),
             "own_notify": _request(
                 "NOTIFY",
