@@ -38,9 +38,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from presence_sip.endpoint import Endpoint
 from presence_sip.node import Node, NodeConfig
-from presence_sip.proxy.forward import LocalIdentity
-from presence_sip.proxy.proxy import Proxy
-from presence_sip.proxy.routing import RouteTable
 from presence_sip.runtime.gc_policy import tune_gc
 from presence_sip.sip.peer import Peer
 from presence_sip.transport.listen import ListenSpec
@@ -67,10 +64,7 @@ def make_node(data_dir: str) -> Node:
             domain=DOMAIN, listen=(spec,), data_dir=data_dir, auth="none", default_policy="allow"
         )
     )
-    endpoint = node.endpoint
-    endpoint.addresses["udp"] = SERVER
-    identity = LocalIdentity(node.domains, frozenset({SERVER}))
-    endpoint.router = Proxy(endpoint, identity, RouteTable({}), record_route=True)
+    node.route_for([spec])
     return node
 
 

@@ -64,9 +64,6 @@ def setup(data_dir: Path = DATA_DIR) -> None:
     global sip, peer
     import presence_sip.sip
     from presence_sip.node import Node, NodeConfig
-    from presence_sip.proxy.forward import LocalIdentity
-    from presence_sip.proxy.proxy import Proxy
-    from presence_sip.proxy.routing import RouteTable
     from presence_sip.sip.peer import Peer
     from presence_sip.transport.listen import ListenSpec
 
@@ -84,10 +81,7 @@ def setup(data_dir: Path = DATA_DIR) -> None:
                 default_policy=policy,
             )
         )
-        endpoint = node.endpoint
-        endpoint.addresses["udp"] = SERVER
-        identity = LocalIdentity(node.domains, frozenset({SERVER}))
-        endpoint.router = Proxy(endpoint, identity, RouteTable({}), record_route=True)
+        node.route_for(node.config.listen)
         if auth == "digest":
             node.hss.add_subscriber(SUBSCRIBER, PASSWORD)
         nodes.append(node)

@@ -13,6 +13,7 @@ import signal
 import sqlite3
 import ssl
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from presence_sip import native
@@ -196,7 +197,23 @@ class Node:
 
     async def start(self) -> None:
         await self.driver.start(self.config.listen)
-        addresses = self.driver.local_addresses
+        self.route_for(self.driver.local_addresses)
+        if self.config.auth == "none":
+            log.warning("authentication is OFF (--auth none): lab use only")
+        log.info(
+            "%s serving domain %s on a %s", self.config.name, self.config.domain, native.describe()
+        )
+        stale = native.stale_modules()
+        if stale:
+            log.warning(
+                "compiled modules older than their source (rebuild: make venv): %s",
+                ", ".join(stale),
+            )
+
+    def route_for(self, addresses: Sequence[ListenSpec]) -> None:
+        """Answer as the node listening on ``addresses`` (bound: no port 0) and install the
+        router: what :meth:`start` does once the sockets are open, and all a sans-IO harness
+        (profile, fuzzer) needs to drive :attr:`endpoint` without them."""
         for spec in addresses:
             self.endpoint.addresses.setdefault(spec.transport, (spec.host, spec.port))
         identity = LocalIdentity(
@@ -209,17 +226,6 @@ class Node:
             RouteTable(self.config.routes),
             record_route=self.config.record_route,
         )
-        if self.config.auth == "none":
-            log.warning("authentication is OFF (--auth none): lab use only")
-        log.info(
-            "%s serving domain %s on a %s", self.config.name, self.config.domain, native.describe()
-        )
-        stale = native.stale_modules()
-        if stale:
-            log.warning(
-                "compiled modules older than their source (rebuild: make venv): %s",
-                ", ".join(stale),
-            )
 
     async def stop(self) -> None:
         await self.driver.stop()
