@@ -9,9 +9,10 @@ Two nodes, built as ``presence-sip serve`` builds them, live for the whole run: 
 ``--auth none --default-policy allow`` (inputs reach the presence server without a challenge)
 and one with digest authentication and a provisioned subscriber (inputs reach the challenge and
 the parsing and checking of credentials); SQLite in ``build/fuzz-node``.  Sans-IO: each input is
-one datagram to both nodes' ``Endpoint.receive`` from a fixed peer, the clock moves 50 ms per
-input and the due timers fire.  Nothing is ever sent: the outboxes are only read.  The
-invariants, for each node, any breach being a finding:
+one datagram to both nodes' ``Endpoint.receive`` from a fixed peer, and to the open node also
+everything a TCP connection of its own carries (framed as the driver frames a stream); the
+clock moves 50 ms per input and the due timers fire.  Nothing is ever sent: the outboxes are
+only read.  The invariants, for each node, any breach being a finding:
 
 * ``receive`` and ``handle_timer`` never raise (the endpoint logs and carries on, STYLE.md);
 * every datagram the node would send parses with our own strict parser, but for the answers to
@@ -52,8 +53,13 @@ nodes: list[Any] = []
 sip: Any = None
 """``presence_sip.sip``, once the harness imported it."""
 peer: Any = None
+"""The UDP peer every datagram comes from."""
+peer_type: Any = None
+"""``presence_sip.sip.peer.Peer``, once the harness imported it."""
 now = 1.8e9
 probes = itertools.count()
+connections = itertools.count(1)
+"""Connection ids of the TCP inputs (one connection per input)."""
 echoes: set[bytes] = set()
 """Answers to datagrams that did not parse (see the module docstring)."""
 ECHOES_KEPT = 10_000
@@ -61,7 +67,7 @@ ECHOES_KEPT = 10_000
 
 def setup(data_dir: Path = DATA_DIR) -> None:
     """Build the nodes, their data in ``data_dir`` (emptied first)."""
-    global sip, peer
+    global sip, peer, peer_type
     import presence_sip.sip
     from presence_sip.node import Node, NodeConfig
     from presence_sip.sip.peer import Peer
@@ -69,6 +75,7 @@ def setup(data_dir: Path = DATA_DIR) -> None:
 
     shutil.rmtree(data_dir, ignore_errors=True)
     sip = presence_sip.sip
+    peer_type = Peer
     peer = Peer("udp", *CLIENT)
     nodes.clear()
     for auth, policy in (("none", "allow"), ("digest", "confirm")):
@@ -141,18 +148,47 @@ def probe(node: Any) -> None:
 def test_one_input(data: bytes) -> None:
     global now
     now += STEP
-    try:
-        sip.parse_message(data)
-    except sip.SipParseError:
-        malformed = True
-    else:
-        malformed = False
+    malformed = not _parses(data, datagram=True)
     for node in nodes:
         node.endpoint.receive(data, peer, now)
         drain(node, echoing=malformed)
         run_timers(node)
         drain(node)
         probe(node)
+    stream(nodes[0], data)
+
+
+def stream(node: Any, data: bytes) -> None:
+    """``data`` as everything a TCP connection of its own carries, framed as the driver frames a
+    stream (a framing error ends the input, answered by ``receive_malformed``)."""
+    connection = peer_type("tcp", *CLIENT, connection=next(connections))
+    endpoint = node.endpoint
+    endpoint.connection_made(connection, None, now)
+    buffer = sip.StreamBuffer()
+    buffer.feed(data)
+    echoing = False
+    while True:
+        try:
+            framed = buffer.next_message()
+        except sip.SipParseError as error:
+            endpoint.receive_malformed(data, error, connection, now)
+            echoing = True
+            break
+        if framed is None:
+            break
+        echoing = echoing or not _parses(framed, datagram=False)
+        endpoint.receive(framed, connection, now)
+    drain(node, echoing=echoing)
+    endpoint.connection_lost(connection, now)
+    drain(node)
+
+
+def _parses(data: bytes, *, datagram: bool) -> bool:
+    try:
+        sip.parse_message(data, datagram=datagram)
+    except sip.SipParseError:
+        return False
+    return True
 
 
 def seeds() -> dict[str, bytes]:

@@ -87,6 +87,11 @@ def test_endpoint_harness_holds_on_every_seed(nodes: list[Any]) -> None:
     open_node, digest_node = nodes
     assert any("alice" in presentity for presentity in publications(open_node))
     assert publications(digest_node) == []
+    # The open node got every seed twice, as a datagram and over a TCP connection (the RFC 4475
+    # vectors that lose their framing on a stream end that connection's input early).
+    udp_only = digest_node.endpoint.stats.received
+    assert udp_only >= 2 * len(seeds)  # each seed and a probe
+    assert open_node.endpoint.stats.received >= udp_only + len(seeds) * 3 // 4
 
 
 def test_endpoint_harness_fails_on_an_unparseable_datagram_out(
