@@ -8,7 +8,7 @@ Run (atheris is not a test dependency; ``make fuzz`` installs it)::
 Two nodes, built as ``presence-sip serve`` builds them, live for the whole run: one with
 ``--auth none --default-policy allow`` (inputs reach the presence server without a challenge)
 and one with digest authentication and a provisioned subscriber (inputs reach the challenge and
-the parsing and checking of credentials); SQLite in ``build/fuzz-node``.  Sans-IO: each input is
+the parsing and checking of credentials); SQLite in ``build/fuzz-node/PID``.  Sans-IO: each input is
 one datagram to both nodes' ``Endpoint.receive`` from a fixed peer, and to the open node also
 everything a TCP connection of its own carries (framed as the driver frames a stream); the
 clock moves 50 ms per input and the due timers fire.  Nothing is ever sent: the outboxes are
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -42,8 +43,9 @@ SERVER = ("127.0.0.1", 5060)
 CLIENT = ("127.0.0.1", 5070)
 STEP = 0.05
 """Seconds the clock moves per input."""
-DATA_DIR = ROOT / "build" / "fuzz-node"
-"""The nodes' data directories are in it (emptied at every start)."""
+DATA_DIR = ROOT / "build" / "fuzz-node" / str(os.getpid())
+"""The nodes' data directories are in it: one per process, so that harnesses running side by
+side (``--compiled`` beside the default) do not share a database (emptied at every start)."""
 SUBSCRIBER = "+447700900123"
 PASSWORD = "fuzz-secret"  # noqa: S105 (a test subscriber of a throwaway HSS)
 """The subscriber provisioned in the digest node's HSS."""
