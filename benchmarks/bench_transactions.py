@@ -51,7 +51,15 @@ from presence_sip.storage.sqlite_hss import SqliteSubscriberStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.harness.config import DOMAIN, HOST, NICE, RESULTS_DIR, SIPP_BUFFER, BenchError
+from benchmarks.harness.config import (
+    DOMAIN,
+    HOST,
+    MAX_FAILED,
+    NICE,
+    RESULTS_DIR,
+    SIPP_BUFFER,
+    BenchError,
+)
 from benchmarks.harness.processes import REAPER, on_signal
 from benchmarks.harness.report import machine_info, write_section
 from benchmarks.harness.samples import growth_factor, latency_samples, percentile, round_rate
@@ -292,6 +300,7 @@ class Search:
                 keys={"domain": DOMAIN, "expires": "3600"},
                 run_seconds=self.plan.step_seconds + 15,
                 recv_timeout_ms=self.plan.recv_timeout_ms,
+                stop_failed_over=MAX_FAILED,
                 logs=True,
                 local_port=SIPP_LOCAL_PORT,
                 transport=self.row.transport,
@@ -446,7 +455,8 @@ def render(
         f"in it, growth until a step fails (x{plan.factor}, up to x2 while the server used less "
         f"than {HEADROOM_TARGET:.0%} of a CPU), then {plan.refine_steps} bisection step(s); "
         f"{plan.step_seconds:.0f} s of traffic per step; a step that fails while the server "
-        f"used less than {SATURATED:.0%} of a CPU is repeated once (another process held CPU 0).",
+        f"used less than {SATURATED:.0%} of a CPU is repeated once (another process held CPU 0); "
+        f"SIPp is stopped once more than {MAX_FAILED:.1%} of a step's calls have failed.",
         "- Priority: "
         + (f"`nice -n {NICE[-1]}` (`--nice`)." if NICE else "default (no `--nice`)."),
     ]

@@ -44,6 +44,7 @@ from benchmarks.harness.config import (
     FALLBACK_KAMAILIO_PUBLISH,
     FULL,
     GROWTH_CPU_TARGET,
+    MAX_FAILED,
     NICE,
     PORTS,
     QUICK,
@@ -137,6 +138,7 @@ class Bench:
                 csv=self.csvs[csv],
                 keys=keys,
                 run_seconds=self.s.step_seconds + 15,
+                stop_failed_over=MAX_FAILED,
             )
             run = self.sipp.run(job, self.server)
         finally:

@@ -169,7 +169,8 @@ def render(
         f"when the failing rate is over x{s.factor} the last passing one). "
         "A step passes with failed-or-unfinished calls <= 0.1 %, "
         "retransmissions <= 1 % of the messages SIPp handled, and an achieved call rate >= 95 % "
-        "of the asked rate.",
+        "of the asked rate; SIPp is stopped as soon as more than 0.1 % of a step's calls have "
+        "failed (the step has failed whatever follows; its line says `stopped at`).",
         f"- State: {s.presentities:,} presentities for PUBLISH (CSV injection); PUBLISH = "
         "initial publication, Expires 3600; a cycle = SUBSCRIBE, 200, NOTIFY, 200, SUBSCRIBE "
         f"Expires 0, 200, NOTIFY terminated, 200, over {s.watched:,} watched presentities that "

@@ -6,12 +6,15 @@ screen, error log and (with ``logs``) the ``<log>`` actions of the scenario.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
 import resource
+import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,11 +60,17 @@ class SippRun:
     udp_drops: int = 0
     others_cpu: float = 0.0
     """CPU (in cores) used by processes other than the server and SIPp during the run."""
+    stopped_at: float = 0.0
+    """Seconds into the run at which SIPp was stopped because more calls had failed than a
+    passing step allows (``SippJob.stop_failed_over``); 0 when it ran to its end."""
     workdir: Path = field(default_factory=Path)
 
     @property
     def failed_ratio(self) -> float:
-        """Failed or unfinished calls over asked calls."""
+        """Failed or unfinished calls over asked calls (of a stopped run: its failed calls, a
+        lower bound)."""
+        if self.stopped_at:
+            return self.failed / max(1, self.asked_calls)
         return (self.asked_calls - self.successful) / max(1, self.asked_calls)
 
     @property
@@ -82,6 +91,8 @@ class SippRun:
     def describe(self, verdict: bool = True) -> str:
         """One log line: load, outcome, CPU use and, for rate steps, pass or why not."""
         outcome = f" -> {self.verdict() or 'pass'}" if verdict else ""
+        if self.stopped_at:
+            outcome = f" stopped at {self.stopped_at:.1f} s{outcome}"
         return (
             f"{self.scenario} r={self.rate:.0f}/s calls={self.asked_calls} ok={self.successful} "
             f"failed={self.failed_ratio:.3%} retrans={self.retrans}/{self.messages} "
@@ -132,6 +143,9 @@ class SippJob:
     run_seconds: float
     """SIPp's own -timeout; the outer timeout adds 30 s."""
     recv_timeout_ms: int = 5000
+    stop_failed_over: float | None = None
+    """Stop SIPp as soon as more than this fraction of ``calls`` has failed (a rate step that
+    has already failed need not wait for the timeouts of its remaining calls)."""
     logs: bool = False
     """Write <log> actions (-trace_logs) to actions.log."""
     local_port: int = SIPP_PORT
@@ -176,17 +190,30 @@ class Sipp:
         return proc, run
 
     def wait(
-        self, proc: subprocess.Popen[bytes], run: SippRun, timeout: float, started: float
+        self,
+        proc: subprocess.Popen[bytes],
+        run: SippRun,
+        timeout: float,
+        started: float,
+        stop_failed_over: float | None = None,
     ) -> SippRun:
-        """Wait for SIPp (outer timeout), then read its statistics."""
+        """Wait for SIPp (outer timeout), then read its statistics; with ``stop_failed_over``
+        (a fraction of the asked calls), stop it once more calls than that have failed."""
+        stat_path = run.workdir / "stat.csv"
+        failed_limit = None if stop_failed_over is None else stop_failed_over * run.asked_calls
+
+        def failed_too_many() -> bool:
+            return failed_limit is not None and _failed_calls(stat_path) > failed_limit
+
         try:
-            _, status, usage = _wait4(proc, timeout)
+            _, status, usage, stopped_at = _wait4(proc, timeout, failed_too_many, started)
         except subprocess.TimeoutExpired:
             REAPER.stop(proc)
             run.rc = -9
         else:  # reaped by wait4: nothing left to kill
             REAPER.forget(proc)
             run.rc = os.waitstatus_to_exitcode(status)
+            run.stopped_at = stopped_at
             run.sipp_cpu = (usage.ru_utime + usage.ru_stime) / max(1e-6, time.monotonic() - started)
         run.wall = time.monotonic() - started
         stat = _parse_stat(run.workdir / "stat.csv")
@@ -207,7 +234,9 @@ class Sipp:
         drops0 = udp_rcvbuf_errors()
         started = time.monotonic()
         proc, run = self.start(job, server.port)
-        run = self.wait(proc, run, timeout=job.run_seconds + 30, started=started)
+        run = self.wait(
+            proc, run, job.run_seconds + 30, started, stop_failed_over=job.stop_failed_over
+        )
         run.udp_drops = udp_rcvbuf_errors() - drops0
         server_s = tree_cpu_seconds(server.pid) - cpu0
         others_s = machine_busy_seconds() - busy0 - server_s - run.sipp_cpu * run.wall
@@ -217,18 +246,44 @@ class Sipp:
         return run
 
 
+def _failed_calls(stat_path: Path) -> int:
+    """FailedCall(C) of the newest row SIPp wrote (a row still being written reads lower)."""
+    try:
+        return int(_parse_stat(stat_path).get("FailedCall(C)", "0") or 0)
+    except ValueError:
+        return 0
+
+
+STOP_CHECK_SECONDS = 0.5
+"""How often ``_wait4`` asks whether to stop SIPp (it writes its statistics every second)."""
+
+
 def _wait4(
-    proc: subprocess.Popen[bytes], timeout: float
-) -> tuple[int, int, resource.struct_rusage]:
-    """os.wait4 with a timeout (polling), so SIPp's own CPU time is known."""
+    proc: subprocess.Popen[bytes],
+    timeout: float,
+    stop_when: Callable[[], bool],
+    started: float,
+) -> tuple[int, int, resource.struct_rusage, float]:
+    """os.wait4 with a timeout (polling), so SIPp's own CPU time is known; SIGTERM to SIPp
+    once ``stop_when()`` says so.  The last item is when that happened (seconds after
+    ``started``), 0 when SIPp ended by itself."""
     deadline = time.monotonic() + timeout
+    next_check = time.monotonic() + STOP_CHECK_SECONDS
+    stopped_at = 0.0
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid == proc.pid:
             proc.returncode = os.waitstatus_to_exitcode(status)
-            return pid, status, usage
-        if time.monotonic() > deadline:
+            return pid, status, usage, stopped_at
+        now = time.monotonic()
+        if now > deadline:
             raise subprocess.TimeoutExpired(proc.args, timeout)
+        if not stopped_at and now >= next_check:
+            next_check = now + STOP_CHECK_SECONDS
+            if stop_when():
+                stopped_at = now - started
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGTERM)
         time.sleep(0.05)
 
 
