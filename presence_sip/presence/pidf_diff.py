@@ -366,6 +366,10 @@ def make_diff(old: bytes | None, new: bytes, *, version: int, entity: str) -> by
     ``<pidf-full>`` when there is no ``old``, when the entity or root attributes change, or when
     the change needs more than id-addressed add/replace/remove (a reordering, or a change to an
     element without an id); ``<pidf-diff>`` otherwise (RFC 5262 section 4, RFC 5263 section 3).
+
+    ``entity`` is the entity of the watcher's copy (the URI it subscribed to, set by the
+    ``<pidf-full>`` it got first), which may differ from the documents' own: the operations
+    address tuples, not the root, so they apply to that copy all the same.
     """
     if not 0 <= version <= _MAX_VERSION:
         raise LocalProtocolError(f"version {version} is not an unsigned 32-bit integer")
@@ -373,7 +377,7 @@ def make_diff(old: bytes | None, new: bytes, *, version: int, entity: str) -> by
     operations = None
     if old is not None:
         old_document, old_root = parse_pidf_tree(old)
-        if old_document.entity == new_document.entity == entity:
+        if old_document.entity == new_document.entity:
             operations = _plan(old_root, new_root)
     namespaces = _Namespaces(new_root)
     if operations is None:

@@ -152,7 +152,8 @@ class PublishOutcome:
 
     def __init__(self, etag: str | None, expires: int, changed: bool) -> None:
         self.etag = etag
-        """The new entity-tag (None after a removal)."""
+        """The publication's entity-tag: the new one, or after a removal the one removed (RFC
+        3903 §6 step 6 puts it in every 200)."""
         self.expires = expires
         """Granted lifetime in seconds (0 after a removal)."""
         self.changed = changed
@@ -382,7 +383,7 @@ class Compositor:
         current.process(event)
         self.store.delete_publication(current.etag)
         self._unindex(current)
-        return PublishOutcome(None, 0, self._recompose(current.presentity))
+        return PublishOutcome(current.etag, 0, self._recompose(current.presentity))
 
     def _new_etag(self, now: float) -> str:
         # The random id follows the time in seconds (fixed width), so entity-tags made together

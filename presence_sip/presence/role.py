@@ -237,7 +237,9 @@ class PresenceRole:
     def _resubscribe(self, incoming: Incoming, event: str, now: float) -> Response:
         request = incoming.request
         sub = self.server.find(request)
-        if sub is None or sub.event != event:
+        if sub is None or sub.event != event or sub.event_id != _event_id(request):
+            # RFC 6665 §8.2.1: package and id match byte by byte, and an Event with an id never
+            # matches one without.
             raise _Refusal(481, "Subscription does not exist")  # RFC 6665 §4.2.1.2
         expires = self._expires(request)
         self._authenticate(incoming, now)
@@ -247,17 +249,27 @@ class PresenceRole:
     def _subscribe_ok(self, request: Request, sub: Subscription, expires: int) -> Response:
         # RFC 6665 §4.2.1.1: 200 (never 202) with the granted Expires; our Contact (target).
         headers = [("Expires", str(expires)), ("Contact", f"<{sub.dialog.local_contact}>")]
+        if not request.to.tag:
+            # RFC 3261 §12.1.1: the answer that makes the dialog carries the request's
+            # Record-Route, in order, or the watcher's refreshes would bypass those proxies.
+            headers.extend(
+                ("Record-Route", value) for value in request.headers.get_all("Record-Route")
+            )
         return make_response(request, 200, to_tag=sub.id, headers=headers)
 
     def _event(self, request: Request) -> str:
         if request.headers.get("Event") == PRESENCE:
             return PRESENCE  # the common case, decided without parsing the header (issue 8)
         event = request.event
-        if event is None:
-            raise _Refusal(400, "Missing Event")
-        package = event.package.lower()
-        if package not in EVENTS or (request.method == "PUBLISH" and package != PRESENCE):
-            allowed = PRESENCE if request.method == "PUBLISH" else ", ".join(EVENTS)
+        publish = request.method == "PUBLISH"
+        if event is None and not publish:
+            raise _Refusal(400, "Missing Event")  # mandatory in a SUBSCRIBE (RFC 6665 §8.2.1)
+        # Event packages are compared byte by byte (RFC 6665 §8.2.1): "PRESENCE" is not ours,
+        # and our NOTIFYs could not carry it as sent. A PUBLISH without Event is a 489 too (RFC
+        # 3903 §6 step 2).
+        package = None if event is None else event.package
+        if package not in EVENTS or (publish and package != PRESENCE):
+            allowed = PRESENCE if publish else ", ".join(EVENTS)
             raise _Refusal(489, None, [("Allow-Events", allowed)])  # RFC 6665 §8.3.2
         return PRESENCE if package == PRESENCE else WINFO  # the constants: one string each
 
@@ -303,6 +315,7 @@ class PresenceRole:
         self._event(request)
         self._check_domain(request)
         verdict = self._authenticate(incoming, now)
+        _check_content_encoding(request)
         key = self._presentity_key(request)
         if verdict.username is not None:
             self._check_owner(verdict, key, None)
@@ -444,6 +457,23 @@ def _entity_key(uri_text: str) -> str | None:
     if not isinstance(uri, SipUri | TelUri):
         return None
     return aor_key(uri)
+
+
+def _event_id(request: Request) -> str | None:
+    """The ``id`` parameter of the Event header (checked by :meth:`PresenceRole._event`)."""
+    if request.headers.get("Event") == PRESENCE:
+        return None  # the common case, decided without parsing the header (issue 8)
+    event = request.event
+    return None if event is None else event.id
+
+
+def _check_content_encoding(request: Request) -> None:
+    """RFC 3261 §8.2.3: a body in an encoding we do not decode (we decode none) is a 415 that
+    says what we accept, not a document to parse as it is."""
+    if request.body and request.headers.get("Content-Encoding") is not None:
+        codings = {value.strip().lower() for value in request.headers.values("Content-Encoding")}
+        if codings - {"identity", ""}:
+            raise _Refusal(415, None, [("Accept-Encoding", "identity")])
 
 
 def _mime(request: Request) -> str | None:

@@ -91,6 +91,14 @@ _AUTH_INPUT: Final = {
 _REASONS: Final = {SideEffect.NOTIFY_REJECTED: "rejected", SideEffect.NOTIFY_TIMEOUT: "timeout"}
 _TERMINATED: Final = {effect: f"terminated;reason={reason}" for effect, reason in _REASONS.items()}
 """Subscription-State of a final NOTIFY, by the side effect that ended the subscription."""
+_NOTIFY_ENDS_SUBSCRIPTION: Final = frozenset(
+    {404, 405, 408, 410, 416, 481, 482, 483, 484, 485, 489, 501, 502, 604}
+)
+"""Answers to a NOTIFY that remove the subscription: those that end the dialog or its usage
+(RFC 5057 §5.1), and 408 as the Timer F timeout of RFC 6665 §4.2.2.  Any other failure (500,
+503, 486, 401, ...) ends only that NOTIFY's transaction: the subscription stays and its next
+NOTIFY carries the state of then (Kamailio and OpenSIPS remove on 481 and 408 only)."""
+
 _EXPIRES_PREFIX: Final = {state: f"{state.value};expires=" for state in State}
 """Subscription-State up to the remaining seconds, by state (no Enum ``.value`` per NOTIFY)."""
 
@@ -542,6 +550,9 @@ class PresenceServer:
             return headers, WATCHERINFO_CONTENT_TYPE, self._winfo_body(sub, now)
         if sub.polite:
             presentity = self._peek(sub.presentity, sub.entity)
+            # A partial-notification watcher now holds the neutral document: once allowed
+            # again, it gets full state (pidf-full), not a diff against the real one.
+            sub.last_body = None
             return headers, PIDF_CONTENT_TYPE, self._neutral(presentity)
         doc = self.document(sub.presentity, now)
         if not sub.accept_diff:
@@ -557,7 +568,9 @@ class PresenceServer:
         template = self._diffs.get(key)
         if template is None:
             template = self._diffs[key] = make_diff(old, doc, version=0, entity=sub.entity)
-        return template.replace(b'" version="0">', f'" version="{sub.diff_version}">'.encode(), 1)
+        # The root's version attribute, whether the root has children or not (an empty diff is
+        # `<p:pidf-diff ... version="0"/>`); the XML declaration's is version='1.0'.
+        return template.replace(b' version="0"', f' version="{sub.diff_version}"'.encode(), 1)
 
     def _winfo_body(self, sub: Subscription, now: float) -> bytes:
         presentity = self._presentities.get(sub.presentity)
@@ -571,8 +584,14 @@ class PresenceServer:
         return body
 
     def _answered(self, sid: str, response: Response | None, now: float) -> None:
-        """RFC 6665 §4.2.2: a failed NOTIFY (not 401/407) or a timeout removes the subscription."""
-        if response is not None and (response.status < 300 or response.status in (401, 407)):
+        """RFC 6665 §4.2.2: a NOTIFY that timed out, or whose answer ends the dialog or its
+        usage, removes the subscription; other failures end only that NOTIFY's transaction."""
+        if response is not None and response.status not in _NOTIFY_ENDS_SUBSCRIPTION:
+            if response.status >= 300:
+                sub = self.subscriptions.get(sid)
+                if sub is not None:
+                    sub.last_body = None  # the watcher missed that state: full state next time
+                log.debug("NOTIFY of %s answered %d: subscription kept", sid, response.status)
             return
         sub = self.subscriptions.get(sid)
         if sub is not None:

@@ -121,9 +121,12 @@ def _check_vias(value: str) -> None:
         parse_via(item)
 
 
-def _check_etag(value: str) -> None:
-    if not grammar.TOKEN.fullmatch(value.strip()):
-        raise SipParseError("Malformed SIP-ETag")
+def _entity_tag(name: str) -> Check:
+    def check(value: str) -> None:
+        if not grammar.TOKEN.fullmatch(value.strip()):
+            raise SipParseError(f"Malformed {name}")
+
+    return check
 
 
 def _check_date(value: str) -> None:
@@ -208,8 +211,8 @@ VALIDATORS: dict[str, Check] = {
     "Content-Type": _check_content_type,
     "Event": _token_params("Event"),
     "Subscription-State": _token_params("Subscription-State"),
-    "SIP-ETag": _check_etag,
-    "SIP-If-Match": _check_etag,
+    "SIP-ETag": _entity_tag("SIP-ETag"),
+    "SIP-If-Match": _entity_tag("SIP-If-Match"),
     "Date": _check_date,
     "Accept": _check_accept,
     "Retry-After": _digits("Retry-After"),

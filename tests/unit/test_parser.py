@@ -343,7 +343,7 @@ INVALID_REQUESTS = [
     (_replace(b"Expires: 600", b"Allow: INVITE, BAD METHOD"), 400, "Malformed Allow"),
     (_replace(b"Expires: 600", b"Retry-After: 99999999999"), 400, "Retry-After out of range"),
     (_replace(b"Expires: 600", b"Retry-After: x"), 400, "Malformed Retry-After"),
-    (_replace(b"Expires: 600", b"SIP-If-Match: a b"), 400, "Malformed SIP-ETag"),
+    (_replace(b"Expires: 600", b"SIP-If-Match: a b"), 400, "Malformed SIP-If-Match"),
     (_replace(b"Expires: 600", b"Date: yesterday"), 400, "Malformed Date"),
     (_replace(b"Expires: 600", b"Min-Expires: -1"), 400, "Malformed Min-Expires"),
     (_replace(b"Expires: 600", b"Route: <sip:p@h>,"), 400, "Malformed Route"),

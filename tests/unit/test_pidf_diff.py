@@ -210,11 +210,19 @@ def test_falls_back_to_pidf_full(old, new):
     assert documents_equivalent(apply_diff(old, diff), new) == (parse_pidf(new).entity == entity)
 
 
-def test_entity_argument_differs_from_documents():
+def test_entity_argument_names_the_watchers_copy():
+    """A watcher subscribed to another URI of the presentity (`;user=phone`, an alias) holds a
+    copy with that entity (from its pidf-full); diffs between the presentity's documents apply
+    to that copy."""
     old, new = doc(tup("t1")), doc(tup("t1", "closed"))
-    diff = make_diff(old, new, version=1, entity="sip:alias@net-b.test")
-    assert root_name(diff) == "pidf-full"
-    assert parse_pidf(apply_diff(None, diff)).entity == "sip:alias@net-b.test"
+    alias = "sip:alias@net-b.test"
+    held = apply_diff(None, make_diff(None, old, version=0, entity=alias))
+    assert parse_pidf(held).entity == alias
+    diff = make_diff(old, new, version=1, entity=alias)
+    assert root_name(diff) == "pidf-diff"
+    now = parse_pidf(apply_diff(held, diff))
+    assert now.entity == alias
+    assert now.basic == "closed"
 
 
 @pytest.mark.parametrize("version", [-1, 2**32])

@@ -201,7 +201,7 @@ def publish(
     etag: str | None = None,
     expires: int | None = 3600,
     content_type: str | None = "application/pidf+xml",
-    event: str = "presence",
+    event: str | None = "presence",
     extra: tuple[str, ...] = (),
 ) -> bytes:
     n = next(_counter)
@@ -213,8 +213,9 @@ def publish(
         f"To: <sip:{presentity}@{DOMAIN};user=phone>",
         f"Call-ID: pub{n}@127.0.0.1",
         f"CSeq: {n} PUBLISH",
-        f"Event: {event}",
     ]
+    if event is not None:
+        lines.append(f"Event: {event}")
     if etag is not None:
         lines.append(f"SIP-If-Match: {etag}")
     if expires is not None:
@@ -388,10 +389,16 @@ def test_publish_lifecycle_rfc3903() -> None:
     ok, sent = published(node, b"", etag=etag3, expires=0, content_type=None)
     assert ok.status == 200
     assert ok.expires == 0
-    assert ok.sip_etag is None
+    assert ok.sip_etag == etag3  # RFC 3903 §6 step 6: the 200 names the publication removed
     assert len(sent) == 1
     assert parse_pidf(sent[0].body).tuple_ids == ("reg",)
     assert node.store.publications == {}  # type: ignore[attr-defined]
+
+
+def test_publish_with_identity_content_encoding_is_accepted() -> None:
+    node = Node()
+    ok, _ = published(node, PIDF_OPEN, extra=("e: identity",))  # compact form of the header
+    assert ok.status == 200
 
 
 def test_publication_expires_on_timer_and_watchers_hear_it() -> None:
@@ -412,13 +419,28 @@ def test_publication_expires_on_timer_and_watchers_hear_it() -> None:
         ({"etag": "nosuchetag", "body": b"", "content_type": None}, 412, None),
         ({"expires": 10}, 423, ("Min-Expires", "60")),
         ({"event": "dialog"}, 489, ("Allow-Events", "presence")),
+        ({"event": None}, 489, ("Allow-Events", "presence")),  # RFC 3903 §6 step 2
+        ({"event": "Presence"}, 489, ("Allow-Events", "presence")),  # byte by byte
         ({"content_type": "text/plain"}, 415, ("Accept", PIDF_TYPES)),
+        ({"extra": ("Content-Encoding: gzip",)}, 415, ("Accept-Encoding", "identity")),
         ({"body": b"<presence"}, 400, None),
         ({"body": b""}, 400, None),
         ({"body": PIDF_OPEN.replace(b"+447700900123@", b"+447700900001@")}, 400, None),
         ({"body": PIDF_OPEN.replace(b">open<", b">maybe<")}, 400, None),
     ],
-    ids=["412", "423", "489", "415", "400-xml", "400-nobody", "400-entity", "400-basic"],
+    ids=[
+        "412",
+        "423",
+        "489",
+        "489-no-event",
+        "489-case",
+        "415",
+        "415-encoding",
+        "400-xml",
+        "400-nobody",
+        "400-entity",
+        "400-basic",
+    ],
 )
 def test_publish_errors(
     kwargs: dict[str, object], status: int, header: tuple[str, str] | None
@@ -503,6 +525,7 @@ def authorized(data: bytes, challenge: Response, user: str) -> bytes:
     ("kwargs", "status", "header"),
     [
         ({"event": "dialog"}, 489, ("Allow-Events", "presence, presence.winfo")),
+        ({"event": "PRESENCE"}, 489, ("Allow-Events", "presence, presence.winfo")),
         ({"accept": "text/plain"}, 406, ("Accept", PIDF_TYPES)),
         ({"expires": 30}, 423, ("Min-Expires", "60")),
         ({"target": f"sip:+447700999999@{DOMAIN};user=phone"}, 404, None),
@@ -512,7 +535,18 @@ def authorized(data: bytes, challenge: Response, user: str) -> bytes:
         ({"event": "presence.winfo", "accept": None}, 403, None),  # not Bob: no watcher list
         ({"event": WINFO, "accept": "application/pidf+xml"}, 406, ("Accept", WINFO_TYPE)),
     ],
-    ids=["489", "406", "423", "404", "403-domain", "481", "400-contact", "403-winfo", "406-winfo"],
+    ids=[
+        "489",
+        "489-case",
+        "406",
+        "423",
+        "404",
+        "403-domain",
+        "481",
+        "400-contact",
+        "403-winfo",
+        "406-winfo",
+    ],
 )
 def test_subscribe_errors(
     kwargs: dict[str, object], status: int, header: tuple[str, str] | None
@@ -525,6 +559,38 @@ def test_subscribe_errors(
         assert reply.headers.get(header[0]) == header[1]
     assert notifies(out) == []
     assert len(node.role.server.subscriptions) == 0
+
+
+def test_the_200_that_makes_the_dialog_carries_record_route_in_order() -> None:
+    """RFC 3261 §12.1.1; a refresh's 200 does not (the route set is fixed by then)."""
+    node = Node()
+    routes = ("Record-Route: <sip:127.0.0.9:5060;lr>", "Record-Route: <sip:127.0.0.10;lr>")
+    out = node.receive(subscribe(extra=routes))
+    ok = only_response(out)
+    assert ok.headers.get_all("Record-Route") == ["<sip:127.0.0.9:5060;lr>", "<sip:127.0.0.10;lr>"]
+    (notify,) = notifies(out)
+    # The notifier's route set is the Record-Route in the order received (RFC 3261 §12.1.1).
+    assert notify.headers.get_all("Route") == ["<sip:127.0.0.9:5060;lr>", "<sip:127.0.0.10;lr>"]
+    node.answer(notify)
+    refreshed = only_response(node.receive(in_dialog(ok, notify, expires=600)))
+    assert refreshed.status == 200
+    assert refreshed.headers.get_all("Record-Route") == []
+
+
+def test_a_refresh_must_name_the_same_event_id() -> None:
+    """RFC 6665 §8.2.1: an Event with an id never matches one without, nor another id."""
+    node = Node()
+    ok, notify = subscribed(node, event="presence;id=a1")
+    assert notify.headers.get("Event") == "presence;id=a1"
+    for event in ("presence", "presence;id=b2"):
+        data = in_dialog(ok, notify, expires=600, event=event)
+        assert only_response(node.receive(data)).status == 481
+    assert (
+        only_response(
+            node.receive(in_dialog(ok, notify, expires=600, event="presence;id=a1"))
+        ).status
+        == 200
+    )
 
 
 def test_missing_contact_is_400_and_missing_event_is_400() -> None:
@@ -639,7 +705,7 @@ def test_fetch_gets_one_notify_then_nothing() -> None:
 # --- NOTIFY failures (RFC 6665 §4.2.2) ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("status", [481, 408, 500])
+@pytest.mark.parametrize("status", [481, 408, 489, 404, 501])
 def test_failed_notify_ends_the_subscription(status: int) -> None:
     node = Node()
     out = node.receive(subscribe())
@@ -649,6 +715,19 @@ def test_failed_notify_ends_the_subscription(status: int) -> None:
     assert len(node.store.subscriptions) == 0  # type: ignore[attr-defined]
     _, sent = published(node, PIDF_OPEN)
     assert sent == []
+
+
+@pytest.mark.parametrize("status", [500, 503, 486, 403])
+def test_notify_failing_its_transaction_only_keeps_the_subscription(status: int) -> None:
+    """RFC 5057 §5.1: these answers end the NOTIFY's transaction, not the subscription."""
+    node = Node()
+    out = node.receive(subscribe())
+    (notify,) = notifies(out)
+    node.answer(notify, status)
+    assert len(node.role.server.subscriptions) == 1
+    assert len(node.store.subscriptions) == 1  # type: ignore[attr-defined]
+    _, sent = published(node, PIDF_OPEN)
+    assert [basic(n) for n in sent] == ["open"]
 
 
 def test_notify_timeout_ends_the_subscription() -> None:
@@ -865,13 +944,57 @@ def test_partial_notification_full_then_diff() -> None:
     _, sent = published(node, PIDF_CLOSED)
     (diff,) = sent
     assert diff.headers.get("Content-Type") == "application/pidf-diff+xml"
-    assert b"pidf-diff" in diff.body
+    assert b"<p:pidf-diff " in diff.body  # a diff, not a second full document
     assert b'version="2"' in diff.body
     assert parse_pidf(apply_diff(state, diff.body)).basic == "closed"
     out = node.receive(in_dialog(ok, first, expires=600))
     (full,) = notifies(out)
-    assert b"pidf-full" in full.body  # a refresh brings full state again
+    assert b"<p:pidf-full " in full.body  # a refresh brings full state again
     assert b'version="3"' in full.body
+
+
+def test_partial_notification_versions_rise_by_one_even_when_nothing_changed() -> None:
+    """RFC 5263: every NOTIFY's document has the next version, an empty diff too."""
+    node = Node()
+    published(node, PIDF_OPEN)
+    accept = "application/pidf+xml, application/pidf-diff+xml"
+    _ok, first = subscribed(node, accept=accept, expires=60)
+    assert b'version="1"' in first.body
+    (last,) = notifies(node.advance(61))  # expiry: terminated, nothing new to say
+    assert sub_state(last) == ("terminated", None, "timeout")
+    assert b"<p:pidf-diff " in last.body
+    assert last.body.endswith(b'version="2"/>')
+    state = apply_diff(apply_diff(None, first.body), last.body)
+    assert parse_pidf(state).basic == "open"
+
+
+def test_partial_notification_after_polite_block_starts_again_from_full_state() -> None:
+    node = Node(policy="allow")
+    published(node, PIDF_OPEN)
+    _ok, first = subscribed(node, accept="application/pidf+xml, application/pidf-diff+xml")
+    assert b"pidf-full" in first.body
+    node.hss.set_rule(BOB, f"tel:{ALICE}", "polite-block")
+    (neutral,) = notifies(node.advance(1.0))
+    assert neutral.headers.get("Content-Type") == "application/pidf+xml"
+    assert parse_pidf(neutral.body).tuple_ids == ("pb",)
+    node.answer(neutral)
+    node.hss.set_rule(BOB, f"tel:{ALICE}", "allow")
+    (again,) = notifies(node.advance(1.0))
+    assert b"pidf-full" in again.body  # not a diff against the state the watcher never had
+    assert parse_pidf(apply_diff(None, again.body)).basic == "open"
+
+
+def test_partial_notification_after_a_failed_notify_starts_again_from_full_state() -> None:
+    node = Node()
+    published(node, PIDF_OPEN)
+    subscribed(node, accept="application/pidf+xml, application/pidf-diff+xml")
+    out = node.receive(publish(PIDF_CLOSED))
+    (missed,) = notifies(out)
+    assert b"<p:pidf-diff " in missed.body
+    node.answer(missed, 503)  # the watcher never applied it
+    _, sent = published(node, PIDF_OPEN)
+    (full,) = sent
+    assert b"pidf-full" in full.body
 
 
 def test_partial_publication() -> None:
