@@ -129,6 +129,7 @@ class PresenceRole:
             rules_for=self._rules_for,
             data_version=hss.data_version,
             entity_key=self._entity_key,
+            hss_changed=self._forget_keys,
             domain=hss.domain,
             default_policy=parse_action(default_policy),
             settings=settings,
@@ -361,10 +362,25 @@ class PresenceRole:
         # a traceback (thousands of instructions per miss).
         key = keys.get(request.uri, _UNCACHED)
         if key == _UNCACHED:
-            key = keys.put_bounded(request.uri, aor_key(request.request_uri), _KEY_CACHE_SIZE)
+            key = self._subscriber_of(aor_key(request.request_uri))
+            keys.put_bounded(request.uri, key, _KEY_CACHE_SIZE)
         if key is None:
             raise _Refusal(404, "Unknown presentity")
         return key
+
+    def _subscriber_of(self, key: str | None) -> str | None:
+        """A ``sip:user@host`` key that is an extra identity of a subscriber (`presence-sip hss
+        subscriber add --identity`) stands for that subscriber: its MSISDN key, so that its
+        rules, its watchers and its state are the same whichever of its URIs is addressed."""
+        if key is None or key.startswith("+"):
+            return key
+        found = self.hss.find_by_identity(key)
+        return key if found is None else found.msisdn
+
+    def _forget_keys(self) -> None:
+        """The HSS changed (an identity may have been added or removed): resolve URIs anew."""
+        self._keys = ShardedDict()
+        self._entity_keys = ShardedDict()
 
     def _entity_key(self, uri_text: str, parsed: Uri | None = None) -> str | None:
         """:func:`_entity_key` with a cache: watchers subscribe again and again, to many.
@@ -404,7 +420,10 @@ class PresenceRole:
         if verdict.username is None:
             return
         own = self._subscriber_key(verdict)
-        if own is None or self._entity_key(watcher) != own:
+        if own is None:
+            raise _Refusal(403, "From does not match the credentials")
+        key = self._entity_key(watcher)
+        if key != own and self._subscriber_of(key) != own:  # From: one of its extra identities
             raise _Refusal(403, "From does not match the credentials")
 
     def _check_owner(self, verdict: Verdict, key: str, watcher: str | None) -> None:

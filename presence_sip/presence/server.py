@@ -131,6 +131,7 @@ class PresenceServer:
         data_version: Callable[[], int],
         entity_key: EntityKey,
         domain: str,
+        hss_changed: Callable[[], None] | None = None,
         default_policy: Action = Action.CONFIRM,
         settings: PresenceSettings | None = None,
         now: float = 0.0,
@@ -144,6 +145,8 @@ class PresenceServer:
         self.rules_for = rules_for
         self.data_version = data_version
         self.entity_key = entity_key
+        self.hss_changed = hss_changed
+        """Called when the HSS write counter moves, before the watchers are re-evaluated."""
         self.domain = domain
         self.default_policy = default_policy
         s = self.settings
@@ -654,6 +657,8 @@ class PresenceServer:
         version = self._read_data_version()
         if version is not None and version != self._data_version:
             self._data_version = version
+            if self.hss_changed is not None:
+                self.hss_changed()
             self._reauth = []  # start over: every watcher against the newest rules
             self.reauthorize(now, self.settings.purge_batch)
 

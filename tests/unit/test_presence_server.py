@@ -888,6 +888,38 @@ def test_rule_change_to_block_terminates_with_rejected() -> None:
     assert len(node.role.server.subscriptions) == 0
 
 
+def test_an_extra_identity_stands_for_its_subscriber_rules_included() -> None:
+    """A watcher Bob blocked cannot read him through another of his URIs (RFC 5025 §3.2.1):
+    an extra identity of a subscriber is that subscriber."""
+    hss = MemorySubscriberStore(DOMAIN)
+    hss.add_subscriber(BOB, "secret", identities=[f"sip:bob@{DOMAIN}"])
+    for msisdn in (ALICE, CAROL):
+        hss.add_subscriber(msisdn, "secret")
+    hss.set_rule(BOB, f"tel:{ALICE}", "block")
+    node = Node(policy="allow", hss=hss)
+    published(node, PIDF_OPEN)
+    alias = f"sip:bob@{DOMAIN}"
+    reply = only_response(node.receive(subscribe(target=alias)))
+    assert reply.status == 403
+    _ok, notify = subscribed(
+        node, watcher=CAROL, target=alias, contact="<sip:carol@127.0.0.1:5071>"
+    )
+    assert basic(notify) == "open"  # the number's own state
+    assert [w.watcher for w in node.role.server.watchers_of(BOB)] == [
+        f"sip:{CAROL}@net-a.test;user=phone"
+    ]
+
+
+def test_an_identity_added_to_the_hss_is_resolved_anew() -> None:
+    node = Node(policy="allow")
+    dave = f"sip:dave@{DOMAIN}"
+    assert only_response(node.receive(subscribe(target=dave))).status == 404
+    node.hss.add_subscriber("+447700900777", "secret", identities=[dave])
+    node.advance(node.role.server.settings.rules_poll_interval + 0.1)
+    assert only_response(node.receive(subscribe(target=dave))).status == 200
+    assert len(node.role.server.watchers_of("+447700900777")) == 1
+
+
 def test_domain_rule_applies_to_sip_watchers() -> None:
     node = Node(policy="block")
     node.hss.set_rule(BOB, "sip:*@net-a.test", "allow")
