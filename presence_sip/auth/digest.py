@@ -426,7 +426,7 @@ class DigestAuthenticator:
         opaque = credentials.opaque.encode()
         if opaque and not hmac.compare_digest(opaque, self._opaque_bytes):
             return _failed(user, REASON_OPAQUE)
-        problem = self._qop_problem(credentials)
+        problem = self._qop_problem(credentials, algorithm)
         if problem:
             return _failed(user, problem)
         if not self._response_ok(credentials, algorithm, method, ha1_lookup, body):
@@ -437,10 +437,13 @@ class DigestAuthenticator:
             return AuthResult(AuthOutcome.STALE, user, REASON_EXPIRED)
         return self._record_use(key, issued, credentials, now)
 
-    def _qop_problem(self, credentials: Credentials) -> str:
+    def _qop_problem(self, credentials: Credentials, algorithm: DigestAlgorithm) -> str:
         qop = credentials.qop.lower()
         if not qop:
-            return "" if self.allow_no_qop else REASON_QOP_REQUIRED
+            # The RFC 2069 form (no qop) is kept for old MD5 clients (RFC 3261 §22.4); it
+            # never existed for SHA-256, whose RFCs (7616, 8760) always send qop.
+            legacy = self.allow_no_qop and algorithm is DigestAlgorithm.MD5
+            return "" if legacy else REASON_QOP_REQUIRED
         if qop not in ("auth", "auth-int"):
             return REASON_QOP
         # RFC 2617 §3.2.2: cnonce and nc MUST be present when qop is.

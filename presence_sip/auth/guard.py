@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -10,9 +11,12 @@ from presence_sip.auth.digest import (
     DigestAlgorithm,
     DigestAuthenticator,
     parse_credentials,
+    uri_matches,
 )
 from presence_sip.sip.errors import RemoteProtocolError
 from presence_sip.sip.message import Request
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CHALLENGED = frozenset({"REGISTER", "SUBSCRIBE", "PUBLISH"})
 """Methods challenged by default (issue 4): everything that creates state."""
@@ -73,7 +77,13 @@ class RequestGuard:
             try:
                 credentials = parse_credentials(value)
             except RemoteProtocolError:
-                return Verdict(None, 400, (), "Malformed Authorization")
+                return self._refuse(request, "Malformed Authorization")
+            if credentials.realm == authenticator.realm and not uri_matches(
+                credentials.uri, request.uri
+            ):
+                # RFC 7616 §3.4.6: the server MUST make sure the digest names the resource of
+                # the Request-Line (a response computed for another URI is not replayed here).
+                return self._refuse(request, "Digest uri does not match the Request-URI")
             result = authenticator.verify(
                 credentials, request.method, self.ha1_lookup, now, body=request.body
             )
@@ -83,7 +93,13 @@ class RequestGuard:
                 stale = True
             if result.outcome is not AuthOutcome.MISSING:
                 reason = result.reason
+        log.debug("%s %s challenged: %s", request.method, request.uri, reason)
         return self._challenge(now, stale, reason)
+
+    @staticmethod
+    def _refuse(request: Request, reason: str) -> Verdict:
+        log.info("%s %s refused: 400 %s", request.method, request.uri, reason)
+        return Verdict(None, 400, (), reason)
 
     def _challenge(self, now: float, stale: bool, reason: str) -> Verdict:
         assert self.authenticator is not None

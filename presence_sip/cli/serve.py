@@ -37,7 +37,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from presence_sip.auth.digest import DigestAlgorithm
 from presence_sip.config import Limits
+from presence_sip.hss.records import normalize_algorithm
 from presence_sip.node import ROLES, Node, NodeConfig, TlsSettings
 from presence_sip.proxy.routing import NextHop
 from presence_sip.runtime.gc_policy import FullCollections, tune_gc
@@ -274,4 +276,11 @@ def _algorithms(value: str | list[str]) -> tuple[str, ...]:
     names = tuple(item.strip() for item in items if item.strip())
     if not names:
         raise ConfigError("--digest-algorithms needs at least one algorithm")
+    for name in names:
+        algorithm = DigestAlgorithm.from_token(name)
+        if algorithm is None:
+            raise ConfigError(f"unknown digest algorithm {name!r}")
+        if normalize_algorithm(algorithm.base.value) is None:
+            # Offered, but never verifiable: every subscriber would be challenged forever.
+            raise ConfigError(f"digest algorithm {name!r}: the HSS keeps HA1s for MD5, SHA-256")
     return names

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from email.utils import formatdate
 
 from presence_sip.deadlines import DeadlineHeap
 from presence_sip.hss.msisdn import msisdn_from_uri
@@ -212,13 +213,33 @@ class Registrar:
             ("Contact", f"<{b.contact}>{b.params};expires={b.remaining(now)}")
             for b in self.bindings(aor, now)
         ]
-        if request.headers.get("Path") is not None:
+        # RFC 3327 §5.3: the stored Path goes back only to a UA that said it supports Path.
+        if request.headers.get("Path") is not None and _supports(request, "path"):
             headers.extend(("Path", value) for value in request.headers.get_all("Path"))
+        headers.append(("Date", _http_date(now)))  # RFC 3261 §10.3 step 8 (clockless UAs)
         return make_response(request, 200, headers=headers)
 
     def _notify(self, aor: str, registered: bool, now: float) -> None:
         for listener in self.listeners:
             listener(aor, registered, now)
+
+
+def _supports(request: Request, option: str) -> bool:
+    return any(token.lower() == option for token in request.token_list("Supported"))
+
+
+_DATE: list[tuple[int, str]] = [(-1, "")]
+"""The last Date value made, by whole second (REGISTERs of one second share it)."""
+
+
+def _http_date(now: float) -> str:
+    """``now`` as an RFC 1123 date in GMT (RFC 3261 §20.17)."""
+    second = int(now)
+    last_second, text = _DATE[0]
+    if second != last_second:
+        text = formatdate(second, usegmt=True)
+        _DATE[0] = (second, text)
+    return text
 
 
 def _q_value(contact: NameAddr) -> float:

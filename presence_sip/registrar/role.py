@@ -37,7 +37,8 @@ class RegistrarRole:
             return make_response(request, 403, "Domain not served here")
         verdict = self.guard.check(request, now)
         if verdict.status:
-            return make_response(request, verdict.status, headers=verdict.challenge_headers)
+            reason = verdict.reason if verdict.status == 400 else None  # 401: no hints
+            return make_response(request, verdict.status, reason, headers=verdict.challenge_headers)
         to_uri = request.to.uri
         if isinstance(to_uri, AbsoluteUri):
             return make_response(request, 400, "Invalid AOR")  # RFC 4475 unksm2

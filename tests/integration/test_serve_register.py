@@ -253,17 +253,23 @@ def test_replayed_nonce_count_is_refused(shared: ServeProcess, alice: User) -> N
 
 
 def test_reused_nonce_without_qop_is_stale(shared: ServeProcess, alice: User) -> None:
-    """RFC 2069-style credentials (no qop) use a nonce once; the reuse gets ``stale=true``."""
+    """RFC 2069-style MD5 credentials (no qop) use a nonce once; the reuse gets ``stale=true``.
+    SHA-256 never had that form: without qop it is challenged again, not stale."""
     with UdpClient() as client:
         challenge = raw_register(client, shared, alice, authorization=None, cseq=1)
-        no_qop = challenges(challenge)[0].replace(', qop="auth"', "")
+        by_algorithm = {parse_challenge(value).algorithm: value for value in challenges(challenge)}
+        no_qop = by_algorithm["MD5"].replace(', qop="auth"', "")
         assert "qop" not in no_qop
         authorization = credentials(alice, no_qop)
         ok = raw_register(client, shared, alice, authorization=authorization, cseq=2)
         assert ok.status == 200
         again = raw_register(client, shared, alice, authorization=authorization, cseq=3)
+        sha256_no_qop = credentials(alice, by_algorithm["SHA-256"].replace(', qop="auth"', ""))
+        refused = raw_register(client, shared, alice, authorization=sha256_no_qop, cseq=4)
     assert again.status == 401
     assert all(parse_challenge(value).stale for value in challenges(again))
+    assert refused.status == 401
+    assert not any(parse_challenge(value).stale for value in challenges(refused))
 
 
 def test_forged_nonce_is_refused_not_stale(shared: ServeProcess, alice: User) -> None:

@@ -439,6 +439,16 @@ def test_rfc2069_style_nonce_is_single_use(auth: DigestAuthenticator) -> None:
     assert again.outcome is AuthOutcome.STALE
 
 
+def test_rfc2069_style_is_for_md5_only(auth: DigestAuthenticator) -> None:
+    """SHA-256 (RFC 7616, RFC 8760) never had the form without qop."""
+    sha256 = auth.challenge(0.0)[0]
+    assert "algorithm=SHA-256" in sha256
+    creds = answer(sha256.replace(', qop="auth"', ""))
+    assert creds.qop == ""
+    result = auth.verify(creds, "REGISTER", lookup, 1.0)
+    assert (result.outcome, result.reason) == (AuthOutcome.FAILED, "qop required")
+
+
 def test_rfc2069_style_refused_when_configured() -> None:
     auth = DigestAuthenticator(REALM, SECRET, allow_no_qop=False)
     creds = answer(auth.challenge(0.0)[0].replace(', qop="auth"', ""))

@@ -498,6 +498,31 @@ def test_publish_for_someone_elses_presentity_is_refused_when_authenticated() ->
     assert ok.sip_etag
 
 
+@pytest.mark.parametrize(
+    ("uri", "status"),
+    [
+        (f"sip:{BOB}@elsewhere.test;user=phone", 400),  # computed for another resource
+        (f"SIP:{BOB}@NET-B.test;user=phone", 200),  # the same URI: scheme and host any case
+    ],
+)
+def test_the_digest_must_name_the_request_uri(uri: str, status: int) -> None:
+    """RFC 7616 §3.4.6: credentials computed for another URI are refused (400), not used."""
+    node = Node(auth=True)
+    challenge = only_response(node.receive(publish(PIDF_OPEN), PUBLISHER))
+    request = parse_message(publish(PIDF_OPEN))
+    assert isinstance(request, Request)
+    value = challenge.headers.get_all("WWW-Authenticate")[-1]
+    credentials = build_authorization(
+        value, username=BOB, password="secret", method="PUBLISH", uri=uri, cnonce="c1", nc=1
+    )
+    request.headers.add("Authorization", credentials)
+    reply = only_response(node.receive(to_bytes(request), PUBLISHER))
+    assert reply.status == status, reply.reason
+    if status == 400:
+        assert reply.reason == "Digest uri does not match the Request-URI"
+        assert node.store.publications == {}  # type: ignore[attr-defined]
+
+
 def authorized(data: bytes, challenge: Response, user: str) -> bytes:
     request = parse_message(data)
     assert isinstance(request, Request)

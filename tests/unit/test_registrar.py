@@ -188,13 +188,26 @@ def test_q_values_order_bindings_and_bad_q_is_400() -> None:
     assert bad.status == 400
 
 
-def test_path_stored_and_echoed() -> None:
+def test_path_stored_and_echoed_to_a_ua_that_supports_it() -> None:
+    """RFC 3327 §5.3: stored in any case, in the 200 only with ``Supported: path``."""
     registrar, _ = make_registrar()
+    path = "Path: <sip:edge.net-a.test;lr>"
     response = registrar.register(
-        register(extra="Path: <sip:edge.net-a.test;lr>"), "+447700900001", SOURCE, 1000.0
+        register(extra=f"{path}\r\nSupported: timer, Path"), "+447700900001", SOURCE, 1000.0
     )
     assert response.headers.get("Path") == "<sip:edge.net-a.test;lr>"
     assert registrar.bindings("+447700900001", 1000.0)[0].path == ("<sip:edge.net-a.test;lr>",)
+    silent = registrar.register(register(extra=path, cseq=2), "+447700900001", SOURCE, 1001.0)
+    assert silent.status == 200
+    assert silent.headers.get("Path") is None
+    assert registrar.bindings("+447700900001", 1001.0)[0].path == ("<sip:edge.net-a.test;lr>",)
+
+
+def test_the_200_carries_the_date() -> None:
+    """RFC 3261 §10.3 step 8: a UA without a clock sets it from the registrar's Date."""
+    registrar, _ = make_registrar()
+    response = registrar.register(register(), "+447700900001", SOURCE, 1_795_773_600.4)
+    assert response.headers.get("Date") == "Fri, 27 Nov 2026 10:00:00 GMT"
 
 
 def test_bindings_reload_from_store_and_expired_ones_purged() -> None:

@@ -120,3 +120,21 @@ def test_unknown_node_and_unreadable_file(tmp_path: Path) -> None:
         load_configs(args_for(str(path), "--node", "ps9"))
     with pytest.raises(ConfigError, match="cannot read"):
         load_configs(args_for(str(tmp_path / "missing.toml")))
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("SHA-512-256", "the HSS keeps HA1s for MD5, SHA-256"),  # never verifiable
+        ("MD5,SHA-1", "unknown digest algorithm 'SHA-1'"),
+        (" , ", "needs at least one algorithm"),
+    ],
+)
+def test_digest_algorithms_must_be_ones_the_hss_can_verify(value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_configs(args_for("--digest-algorithms", value))
+
+
+def test_digest_algorithms_accept_sess_variants() -> None:
+    (config,) = load_configs(args_for("--digest-algorithms", "SHA-256-sess,MD5"))
+    assert config.digest_algorithms == ("SHA-256-sess", "MD5")
