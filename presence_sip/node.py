@@ -15,6 +15,7 @@ import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from presence_sip import native
 from presence_sip.auth.digest import DigestAlgorithm, DigestAuthenticator
@@ -42,6 +43,9 @@ from presence_sip.storage.sqlite_hss import SqliteSubscriberStore
 from presence_sip.transport.driver import Driver
 from presence_sip.transport.listen import ListenSpec
 from presence_sip.transport.tls import client_context, server_context
+
+if TYPE_CHECKING:  # the presence modules (and lxml) load only for a node with that role
+    from presence_sip.presence.watchers import PresenceSettings
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +85,8 @@ class NodeConfig:
     timers: Timers = field(default_factory=Timers)
     limits: Limits = field(default_factory=Limits)
     registrar: RegistrarPolicy = field(default_factory=RegistrarPolicy)
+    presence: PresenceSettings | None = None
+    """Subscription and publication limits (None: the defaults of :class:`PresenceSettings`)."""
     routes: dict[str, tuple[NextHop, ...]] = field(default_factory=dict)
     """Static next hops per foreign domain (SRV-like); nothing else is ever forwarded."""
     record_route: bool = True
@@ -185,6 +191,7 @@ class Node:
             guard=self.guard,
             domains=self.domains,
             default_policy=self.config.default_policy,
+            settings=self.config.presence,
             now=now,
         )
         self.presence = role

@@ -10,6 +10,19 @@ A config file describes a network and its nodes::
     default_policy = "confirm" # or "allow", "block"
     ca = "certs/net-b.test/ca.pem"
 
+    [network.registrar]        # optional: Kamailio's registrar knobs (these are the defaults)
+    default_expires = 3600
+    min_expires = 60           # shorter: 423 + Min-Expires
+    max_expires = 86400        # longer: cut to this
+    max_contacts = 10          # per AOR; more: 503
+
+    [network.presence]         # optional: subscriptions and publications (the defaults)
+    default_expires = 3600     # RFC 3856 §6.4
+    min_expires = 60
+    max_expires = 3600
+    min_notify_interval = 0.0  # seconds between state NOTIFYs of one subscription (RFC 3856
+                               # §6.10 suggests 5; 0 notifies every change at once)
+
     [[network.route]]          # static next hops for a foreign domain (SRV-like); no DNS
     domain = "net-a.test"
     transport = "tls"
@@ -35,13 +48,15 @@ import logging
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from presence_sip.auth.digest import DigestAlgorithm
 from presence_sip.config import Limits
 from presence_sip.hss.records import normalize_algorithm
 from presence_sip.node import ROLES, Node, NodeConfig, TlsSettings
+from presence_sip.presence.watchers import PresenceSettings
 from presence_sip.proxy.routing import NextHop
+from presence_sip.registrar.registrar import RegistrarPolicy
 from presence_sip.runtime.gc_policy import FullCollections, tune_gc
 from presence_sip.sip.errors import ConfigError
 from presence_sip.sip.uri import is_ip
@@ -238,7 +253,45 @@ def _node_config(
                 pick(args.max_transactions, "max_transactions", Limits().max_transactions),
             )
         ),
+        registrar=_settings(RegistrarPolicy, "registrar", pick(None, "registrar", {})),
+        presence=_settings(PresenceSettings, "presence", pick(None, "presence", {})),
     )
+
+
+_S = TypeVar("_S", RegistrarPolicy, PresenceSettings)
+
+_TUNABLE: dict[type, tuple[str, ...]] = {
+    RegistrarPolicy: ("default_expires", "min_expires", "max_expires", "max_contacts"),
+    PresenceSettings: ("default_expires", "min_expires", "max_expires", "min_notify_interval"),
+}
+"""The fields a config file may set in ``[network.registrar]`` and ``[network.presence]``."""
+
+
+def _settings(cls: type[_S], table_name: str, table: object) -> _S:
+    """A settings object from its config table: known keys only, numbers of the right kind,
+    and expiries that make sense together."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"[network.{table_name}] must be a table")
+    allowed = _TUNABLE[cls]
+    unknown = sorted(set(table) - set(allowed))
+    if unknown:
+        raise ConfigError(
+            f"[network.{table_name}]: unknown {', '.join(unknown)} (known: {', '.join(allowed)})"
+        )
+    for key, value in table.items():
+        seconds = key == "min_notify_interval"
+        kinds = (int, float) if seconds else (int,)
+        if type(value) not in kinds or value < (0 if seconds else 1):
+            kind = "a number of seconds >= 0" if seconds else "a whole number >= 1"
+            raise ConfigError(f"[network.{table_name}] {key} must be {kind}, not {value!r}")
+    settings = cls(**table)
+    low, default, high = settings.min_expires, settings.default_expires, settings.max_expires
+    if not low <= default <= high:
+        raise ConfigError(
+            f"[network.{table_name}]: needs min_expires <= default_expires <= max_expires "
+            f"({low}, {default}, {high})"
+        )
+    return settings
 
 
 def _positive(name: str, value: object) -> int:

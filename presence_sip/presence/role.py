@@ -278,14 +278,18 @@ class PresenceRole:
         """RFC 3856 §6.7: no Accept means PIDF; 406 when nothing we send is acceptable.
 
         Returns True when partial notification (RFC 5263) may be used."""
+        fields = request.headers.get_all("Accept")
         # One field holding just PIDF, compared before splitting it at commas (issue 8).
-        if event == PRESENCE and request.headers.get_all("Accept") == _JUST_PIDF:
-            return False  # the common case, decided without building sets (issue 8)
-        values = request.headers.values("Accept")
-        offered = {item.split(";", 1)[0].strip().lower() for item in values}
+        if not fields or (event == PRESENCE and fields == _JUST_PIDF):
+            return False  # the common cases, decided without building sets (issue 8)
+        # RFC 3261 §20.1: an empty Accept means nothing is acceptable; a type with q=0 is
+        # refused (RFC 7231 §5.3.1), so neither counts as offered.
+        offered = {
+            item.split(";", 1)[0].strip().lower()
+            for item in request.headers.values("Accept")
+            if not _refused_by_q(item)
+        }
         offered.discard("")
-        if not offered:
-            return False
         wanted = _WINFO_TYPES if event == WINFO else _PIDF_TYPES
         if not offered & wanted:
             ours = (
@@ -476,6 +480,18 @@ def _entity_key(uri_text: str) -> str | None:
     if not isinstance(uri, SipUri | TelUri):
         return None
     return aor_key(uri)
+
+
+def _refused_by_q(item: str) -> bool:
+    """An Accept item whose q-value is zero (``q=0``, ``q=0.0``, ...)."""
+    for param in item.split(";")[1:]:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "q":
+            try:
+                return float(value) == 0.0
+            except ValueError:
+                return False
+    return False
 
 
 def _event_id(request: Request) -> str | None:

@@ -552,6 +552,8 @@ def authorized(data: bytes, challenge: Response, user: str) -> bytes:
         ({"event": "dialog"}, 489, ("Allow-Events", "presence, presence.winfo")),
         ({"event": "PRESENCE"}, 489, ("Allow-Events", "presence, presence.winfo")),
         ({"accept": "text/plain"}, 406, ("Accept", PIDF_TYPES)),
+        ({"accept": ""}, 406, ("Accept", PIDF_TYPES)),  # RFC 3261 §20.1: nothing acceptable
+        ({"accept": "application/pidf+xml;q=0"}, 406, ("Accept", PIDF_TYPES)),
         ({"expires": 30}, 423, ("Min-Expires", "60")),
         ({"target": f"sip:+447700999999@{DOMAIN};user=phone"}, 404, None),
         ({"target": "sip:+447700900123@elsewhere.test;user=phone"}, 403, None),
@@ -564,6 +566,8 @@ def authorized(data: bytes, challenge: Response, user: str) -> bytes:
         "489",
         "489-case",
         "406",
+        "406-empty",
+        "406-q0",
         "423",
         "404",
         "403-domain",
@@ -624,6 +628,15 @@ def test_missing_contact_is_400_and_missing_event_is_400() -> None:
     assert only_response(node.receive(data)).status == 400
     data = subscribe().replace(b"Event: presence\r\n", b"")
     assert only_response(node.receive(data)).status == 400
+
+
+def test_a_type_with_q_zero_is_not_used() -> None:
+    node = Node()
+    published(node, PIDF_OPEN)
+    _ok, notify = subscribed(
+        node, accept="application/pidf-diff+xml;q=0, application/pidf+xml;q=0.5"
+    )
+    assert notify.headers.get("Content-Type") == "application/pidf+xml"
 
 
 def test_expires_is_clamped_and_defaults() -> None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 import pytest
 
 from presence_sip.cli.main import build_parser
 from presence_sip.cli.serve import load_configs
+from presence_sip.node import Node
+from presence_sip.presence.role import PresenceRole
 from presence_sip.proxy.routing import NextHop
 from presence_sip.sip.errors import ConfigError
 
@@ -138,3 +141,60 @@ def test_digest_algorithms_must_be_ones_the_hss_can_verify(value: str, message: 
 def test_digest_algorithms_accept_sess_variants() -> None:
     (config,) = load_configs(args_for("--digest-algorithms", "SHA-256-sess,MD5"))
     assert config.digest_algorithms == ("SHA-256-sess", "MD5")
+
+
+KNOBS = """
+[network]
+domain = "net-b.test"
+auth = "none"
+
+[network.registrar]
+default_expires = 1800
+max_contacts = 3
+
+[network.presence]
+max_expires = 7200
+min_notify_interval = 5
+
+[[node]]
+name = "ps1"
+listen = ["udp:127.0.2.11:5060"]
+"""
+
+
+def test_registrar_and_presence_tables_reach_the_node(tmp_path: Path) -> None:
+    path = tmp_path / "net-b.toml"
+    path.write_text(KNOBS)
+    (config,) = load_configs(args_for(str(path), "--data", str(tmp_path / "data")))
+    assert (config.registrar.default_expires, config.registrar.max_contacts) == (1800, 3)
+    assert config.registrar.max_expires == 86400  # not set: the default
+    assert config.presence is not None
+    assert (config.presence.max_expires, config.presence.min_notify_interval) == (7200, 5)
+    node = Node(config)  # not started: no socket
+    try:
+        assert node.registrar.policy.max_contacts == 3
+        assert isinstance(node.presence, PresenceRole)
+        assert node.presence.server.settings.min_notify_interval == 5
+    finally:
+        node.close()
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ("[network.presence]\nmin_notify_interval = -1", "min_notify_interval must be"),
+        ("[network.presence]\nmax_expires = 30", "min_expires <= default_expires <= max"),
+        ("[network.registrar]\nmax_contacts = 0", "max_contacts must be a whole number"),
+        ("[network.registrar]\nmax_contacts = 2.5", "max_contacts must be a whole number"),
+        ("[network.registrar]\nmin_notify_interval = 5", "unknown min_notify_interval"),
+        ("[network]\npresence = 5", "must be a table"),
+    ],
+)
+def test_bad_registrar_and_presence_tables_are_one_clear_error(
+    tmp_path: Path, table: str, message: str
+) -> None:
+    path = tmp_path / "net-b.toml"
+    head = '[network]\ndomain = "net-b.test"\n' if not table.startswith("[network]\n") else ""
+    path.write_text(f'{head}{table}\n\n[[node]]\nname = "ps1"\n')
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_configs(args_for(str(path)))
