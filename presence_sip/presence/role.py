@@ -116,6 +116,8 @@ class PresenceRole:
         """Presentity key by Request-URI text (watchers and publishers repeat the same URIs)."""
         self._entity_keys: ShardedDict[str, str | None] = ShardedDict()
         """Presentity key by URI text of watchers (From) and PIDF entities (issue 8)."""
+        self._subscribers: ShardedDict[str, bool] = ShardedDict()
+        """Whether a ``+MSISDN`` key is an HSS subscriber, until the HSS changes."""
         self._contacts: ShardedDict[tuple[str, tuple[str, int] | None, str | None], str] = (
             ShardedDict()
         )
@@ -130,6 +132,7 @@ class PresenceRole:
             data_version=hss.data_version,
             entity_key=self._entity_key,
             hss_changed=self._forget_keys,
+            exists=self._exists,
             domain=hss.domain,
             default_policy=parse_action(default_policy),
             settings=settings,
@@ -385,6 +388,7 @@ class PresenceRole:
         """The HSS changed (an identity may have been added or removed): resolve URIs anew."""
         self._keys = ShardedDict()
         self._entity_keys = ShardedDict()
+        self._subscribers = ShardedDict()
 
     def _entity_key(self, uri_text: str, parsed: Uri | None = None) -> str | None:
         """:func:`_entity_key` with a cache: watchers subscribe again and again, to many.
@@ -407,11 +411,27 @@ class PresenceRole:
 
     def _known(self, key: str, now: float) -> bool:
         """A presentity of ours: in the HSS, or (lab mode) registered or publishing."""
+        if self.guard.enabled and key.startswith("+"):
+            # With authentication only subscribers register or publish: a number removed from
+            # the HSS is unknown at once, whatever bindings or publications it left behind.
+            return self._is_subscriber(key)
         if self.server.compositor.has_document(key) or self.registrar.is_registered(key, now):
             return True  # in memory: no HSS query (issue 8: one SQLite read per SUBSCRIBE)
         hss = self.hss
         found = hss.get_subscriber(key) if key.startswith("+") else hss.find_by_identity(key)
         return found is not None
+
+    def _is_subscriber(self, key: str) -> bool:
+        """``+MSISDN`` is in the HSS (cached until the HSS changes: one read per number)."""
+        cached = self._subscribers.get(key)
+        if cached is None:
+            found = self.hss.get_subscriber(key) is not None
+            cached = self._subscribers.put_bounded(key, found, _KEY_CACHE_SIZE)
+        return cached
+
+    def _exists(self, key: str) -> bool:
+        """For the server after an HSS change: is this watched presentity still ours?"""
+        return not (self.guard.enabled and key.startswith("+")) or self._is_subscriber(key)
 
     def _subscriber_key(self, verdict: Verdict) -> str | None:
         if verdict.username is None:

@@ -88,9 +88,15 @@ _AUTH_INPUT: Final = {
     Action.CONFIRM: Input.AUTH_CONFIRM,
     Action.BLOCK: Input.AUTH_BLOCK,
 }
-_REASONS: Final = {SideEffect.NOTIFY_REJECTED: "rejected", SideEffect.NOTIFY_TIMEOUT: "timeout"}
+_REASONS: Final = {
+    SideEffect.NOTIFY_REJECTED: "rejected",
+    SideEffect.NOTIFY_TIMEOUT: "timeout",
+    SideEffect.NOTIFY_NORESOURCE: "noresource",
+}
 _TERMINATED: Final = {effect: f"terminated;reason={reason}" for effect, reason in _REASONS.items()}
 """Subscription-State of a final NOTIFY, by the side effect that ended the subscription."""
+_NO_FINAL_STATE: Final = frozenset({SideEffect.NOTIFY_REJECTED, SideEffect.NOTIFY_NORESOURCE})
+"""Final NOTIFYs without a body: a refused watcher learns nothing, a gone presentity has none."""
 _NOTIFY_ENDS_SUBSCRIPTION: Final = frozenset(
     {404, 405, 408, 410, 416, 481, 482, 483, 484, 485, 489, 501, 502, 604}
 )
@@ -132,6 +138,7 @@ class PresenceServer:
         entity_key: EntityKey,
         domain: str,
         hss_changed: Callable[[], None] | None = None,
+        exists: Callable[[str], bool] | None = None,
         default_policy: Action = Action.CONFIRM,
         settings: PresenceSettings | None = None,
         now: float = 0.0,
@@ -146,6 +153,8 @@ class PresenceServer:
         self.data_version = data_version
         self.entity_key = entity_key
         self.hss_changed = hss_changed
+        self.exists = exists
+        """Whether a presentity still exists, asked when the HSS changes (None: always)."""
         """Called when the HSS write counter moves, before the watchers are re-evaluated."""
         self.domain = domain
         self.default_policy = default_policy
@@ -466,15 +475,21 @@ class PresenceServer:
         """Re-evaluate watchers against the current rules (after an HSS change), at most
         ``limit`` presentities now; the rest on the next timer calls."""
         if not self._reauth:
-            self._reauth = [key for key, p in self._presentities.items() if p.watchers]
+            self._reauth = [key for key, p in self._presentities.items() if p.watchers or p.winfo]
         count = len(self._reauth) if limit is None else limit
         while self._reauth and count > 0:
             count -= 1
             presentity = self._presentities.get(self._reauth.pop())
-            if presentity is not None and presentity.watchers:
+            if presentity is not None and (presentity.watchers or presentity.winfo):
                 self._reauthorize(presentity, now)
 
     def _reauthorize(self, presentity: Presentity, now: float) -> None:
+        if self.exists is not None and not self.exists(presentity.key):
+            # RFC 6665 §4.1.3: the resource is gone; its watchers (and its own watcher-info
+            # subscriptions) end with noresource and need not subscribe again.
+            for sub in [*presentity.watchers.values(), *presentity.winfo.values()]:
+                self._apply(sub, Input.RESOURCE_GONE, now, immediate=True)
+            return
         rules = self.rules_for(presentity.key)
         for sub in list(presentity.watchers.values()):
             if self.entity_key(sub.watcher) == presentity.key:
@@ -542,7 +557,7 @@ class PresenceServer:
         headers = [("Event", event)]
         if sub.final is not None:
             headers.append(("Subscription-State", _TERMINATED[sub.final]))
-            if sub.final is SideEffect.NOTIFY_REJECTED or sub.action is Action.CONFIRM:
+            if sub.final in _NO_FINAL_STATE or sub.action is Action.CONFIRM:
                 return headers, "", b""  # RFC 5025: nothing is revealed to a refused watcher
         else:
             remaining = max(0, int(sub.expires_at - now + 0.5))

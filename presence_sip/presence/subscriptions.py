@@ -60,6 +60,8 @@ class Input(Enum):
     """A NOTIFY got 481/408/another failure or timed out (RFC 6665 §4.2.2)."""
     STATE_CHANGED = "state-changed"
     """The presentity's document changed."""
+    RESOURCE_GONE = "resource-gone"
+    """The presentity no longer exists (its subscriber was removed from the HSS)."""
 
 
 class SideEffect(Enum):
@@ -73,6 +75,8 @@ class SideEffect(Enum):
     """Send ``Subscription-State: terminated;reason=rejected`` (RFC 6665 §4.1.3)."""
     NOTIFY_TIMEOUT = "notify-timeout"
     """Send ``Subscription-State: terminated;reason=timeout``."""
+    NOTIFY_NORESOURCE = "notify-noresource"
+    """Send ``Subscription-State: terminated;reason=noresource`` (RFC 6665 §4.1.3)."""
     REJECT = "reject"
     """Refuse the SUBSCRIBE (403, RFC 3856 §6.6); no dialog, no NOTIFY."""
 
@@ -95,6 +99,7 @@ TRANSITIONS: Final[dict[tuple[State, Input], tuple[SideEffect | None, State]]] =
     (S.PENDING, In.EXPIRE): (E.NOTIFY_TIMEOUT, S.TERMINATED),
     (S.PENDING, In.NOTIFY_FAILED): (None, S.TERMINATED),
     (S.PENDING, In.STATE_CHANGED): (None, S.PENDING),
+    (S.PENDING, In.RESOURCE_GONE): (E.NOTIFY_NORESOURCE, S.TERMINATED),
     (S.ACTIVE, In.AUTH_ALLOW): (E.NOTIFY, S.ACTIVE),
     (S.ACTIVE, In.AUTH_POLITE_BLOCK): (E.NOTIFY, S.ACTIVE),
     # Once approved, a later "confirm" rule does not take the approval back.
@@ -105,6 +110,7 @@ TRANSITIONS: Final[dict[tuple[State, Input], tuple[SideEffect | None, State]]] =
     (S.ACTIVE, In.EXPIRE): (E.NOTIFY_TIMEOUT, S.TERMINATED),
     (S.ACTIVE, In.NOTIFY_FAILED): (None, S.TERMINATED),
     (S.ACTIVE, In.STATE_CHANGED): (E.NOTIFY, S.ACTIVE),
+    (S.ACTIVE, In.RESOURCE_GONE): (E.NOTIFY_NORESOURCE, S.TERMINATED),
     # The final NOTIFY itself may fail; nothing more to do.
     (S.TERMINATED, In.NOTIFY_FAILED): (None, S.TERMINATED),
 }

@@ -958,6 +958,28 @@ def test_an_identity_added_to_the_hss_is_resolved_anew() -> None:
     assert len(node.role.server.watchers_of("+447700900777")) == 1
 
 
+def test_a_subscriber_removed_from_the_hss_is_gone_for_its_watchers() -> None:
+    """RFC 6665 §4.1.3: its watchers end with noresource (no body), and a new SUBSCRIBE is 404
+    although its publication is still in memory."""
+    node = Node(auth=True)
+    challenge = only_response(node.receive(publish(PIDF_OPEN), PUBLISHER))
+    published_ok = node.receive(authorized(publish(PIDF_OPEN), challenge, BOB), PUBLISHER)
+    assert only_response(published_ok).status == 200
+    challenge = only_response(node.receive(subscribe()))
+    out = node.receive(authorized(subscribe(), challenge, ALICE))
+    assert only_response(out).status == 200
+    (notify,) = notifies(out)
+    assert basic(notify) == "open"
+    node.answer(notify)
+    node.hss.remove_subscriber(BOB)
+    (final,) = notifies(node.advance(node.role.server.settings.rules_poll_interval + 0.1))
+    assert sub_state(final) == ("terminated", None, "noresource")
+    assert final.body == b""
+    assert len(node.role.server.subscriptions) == 0
+    again = node.receive(authorized(subscribe(), challenge, ALICE))
+    assert only_response(again).status == 404
+
+
 def test_domain_rule_applies_to_sip_watchers() -> None:
     node = Node(policy="block")
     node.hss.set_rule(BOB, "sip:*@net-a.test", "allow")
