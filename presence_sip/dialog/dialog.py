@@ -10,7 +10,9 @@ Where an in-dialog request goes (:meth:`Dialog.destination`) is decided without 
 
 1. The SUBSCRIBE came over TCP/TLS and its connection is known: the request goes back over that
    connection (connection reuse; the first hop is the peer that sent the SUBSCRIBE, RFC 3261
-   §18.2.1/RFC 5923 style), which also serves watchers whose Contact is not reachable.
+   §18.2.1/RFC 5923 style), which also serves watchers whose Contact is not reachable.  Once
+   that connection is gone (:meth:`Dialog.forget_connection`), 2 and 3 apply, until the
+   subscriber's next request brings a connection again.
 2. Otherwise the next hop URI (first route, else the remote target): an IP host gives the
    :class:`Peer` directly (``transport=`` parameter, ``sips`` = TLS, default UDP; default port 5060,
    5061 for TLS).
@@ -133,6 +135,19 @@ class Dialog:
         if source != self.source:
             self.source = shared_peer(source)
             self.next_hop = None
+
+    def forget_connection(self) -> bool:
+        """The connection the subscriber's requests came on is gone: send the next in-dialog
+        request by the route set or the remote target instead (RFC 3261 §12.2.1.1), over a
+        connection of our own.  False when that leads back to the same address (nothing else
+        to try), or when the requests came over UDP."""
+        source = self.source
+        if not (source.reliable and source.connection):
+            return False
+        self.source = shared_peer(source.without_connection())
+        self.next_hop = None
+        hop = self.destination()
+        return (hop.transport, hop.host, hop.port) != (source.transport, source.host, source.port)
 
     def _same_target(self, request: Request) -> bool:
         """No Contact, or exactly one that is the current target verbatim: nothing to refresh

@@ -612,6 +612,14 @@ class PresenceServer:
                 log.debug("NOTIFY of %s answered %d: subscription kept", sid, response.status)
             return
         sub = self.subscriptions.get(sid)
+        if response is None and sub is not None and sub.dialog.forget_connection():
+            # The watcher's connection closed (or never answered on it): one more try by its
+            # route set / Contact, as a UA that sent no connection of its own would get.
+            log.info("NOTIFY of %s: connection gone, trying %s", sid, sub.dialog.destination())
+            sub.last_body = None
+            self._queue(sub)
+            self.flush(now)
+            return
         if sub is not None:
             log.debug(
                 "NOTIFY of %s failed (%s): subscription removed",

@@ -328,6 +328,49 @@ class UdpClient:
         raise TimeoutError(f"no final response within {timeout} s to {data[:60]!r}")
 
 
+class TcpClient:
+    """A TCP connection (to the node, or one it opened to us: ``sock``) that reads
+    Content-Length framed messages."""
+
+    def __init__(self, node: ServeProcess | None = None, sock: socket.socket | None = None) -> None:
+        if sock is None:
+            assert node is not None
+            sock = socket.create_connection(node.address, timeout=5.0)
+        self.sock = sock
+        self.host: str = self.sock.getsockname()[0]
+        self.port: int = self.sock.getsockname()[1]
+        self.buffer = b""
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def read_message(self, timeout: float = 5.0) -> bytes | None:
+        """One framed message; None when the node closed the connection first."""
+        self.sock.settimeout(timeout)
+        while True:
+            head, sep, rest = self.buffer.partition(b"\r\n\r\n")
+            if sep:
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() in (b"content-length", b"l"):
+                        length = int(value.strip())
+                if len(rest) >= length:
+                    self.buffer = rest[length:]
+                    return head + sep + rest[:length]
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                return None
+            self.buffer += chunk
+
+    def closed_by_peer(self, timeout: float = 5.0) -> bool:
+        self.sock.settimeout(timeout)
+        try:
+            return self.sock.recv(65536) == b""
+        except (TimeoutError, ConnectionResetError):
+            return False
+
+
 def build_request(
     method: str,
     uri: str,

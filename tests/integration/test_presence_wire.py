@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from serve_process import ServeProcess, serve_command
+from serve_process import LOOPBACK, ServeProcess, TcpClient, build_request, serve_command
 
 from presence_sip.runtime.agent import Dialog, SipAgent
-from presence_sip.sip import Request, Response
+from presence_sip.sip import Request, Response, parse_message
 from presence_sip.storage.sqlite_hss import SqliteSubscriberStore
 
 DOMAIN = "example.test"
@@ -37,6 +38,7 @@ OWNER = "+447700900201"  # has the rules below; publishes open
 P_412 = "+447700900202"
 P_HOSTILE = "+447700900203"
 P_MISC = "+447700900204"
+P_TCP = "+447700900205"
 BLOCKED = f"sip:blocked@{DOMAIN}"
 POLITE = f"sip:polite@{DOMAIN}"
 CONFIRM = f"sip:confirm@{DOMAIN}"
@@ -66,7 +68,7 @@ def open_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = tmp_path_factory.mktemp("open") / "data"
     provision(
         data,
-        [OWNER, P_412, P_HOSTILE, P_MISC],
+        [OWNER, P_412, P_HOSTILE, P_MISC, P_TCP],
         rules=[(OWNER, BLOCKED, "block"), (OWNER, POLITE, "polite-block"),
                (OWNER, CONFIRM, "confirm")],
     )  # fmt: skip
@@ -340,3 +342,56 @@ async def test_subscribe_to_an_unknown_presentity_is_404_after_auth(
     assert challenge.status in (401, 407)  # nothing is revealed before authentication
     assert unknown.status == 404
     assert known.status == 200
+
+
+# --- a watcher over TCP whose connection closes (RFC 3261 §12.2.1.1) ----------------------------
+
+
+async def test_notify_goes_to_the_contact_once_the_watchers_connection_closed(
+    open_node: ServeProcess,
+) -> None:
+    """The NOTIFY after the subscriber's connection closed comes over a connection the node
+    opens to the subscriber's Contact (it used to go to the closed connection's port, fail,
+    and end the subscription)."""
+    async with SipAgent("publisher", DOMAIN) as agent:
+        assert (await publish(agent, open_node, P_TCP, pidf(P_TCP))).status == 200
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind((LOOPBACK, 0))
+        listener.listen(1)
+        contact_port = listener.getsockname()[1]
+        watcher = TcpClient(open_node)
+        subscribe_request = build_request(
+            "SUBSCRIBE", uri(P_TCP), watcher, transport="TCP",
+            headers=[("Contact", f"<sip:w@{LOOPBACK}:{contact_port};transport=tcp>"),
+                     ("Event", "presence"), ("Expires", "600"), ("Accept", PIDF)],
+        )  # fmt: skip
+        watcher.sock.sendall(subscribe_request)
+        answers = [parse_message(watcher.read_message() or b"") for _ in range(2)]
+        (ok,) = [m for m in answers if isinstance(m, Response)]
+        (first,) = [m for m in answers if isinstance(m, Request)]
+        assert ok.status == 200
+        assert basic_of(first) == ["open"]
+        watcher.sock.sendall(answer_bytes(first))
+        watcher.close()
+        await asyncio.sleep(0.2)  # the node sees the connection close
+        async with SipAgent("publisher", DOMAIN) as agent:
+            changed = await publish(agent, open_node, P_TCP, pidf(P_TCP, "closed"))
+            assert changed.status == 200
+        listener.settimeout(10)
+        accepted, _ = await asyncio.to_thread(listener.accept)
+        contact = TcpClient(sock=accepted)
+        notify = parse_message(await asyncio.to_thread(contact.read_message, 10.0) or b"")
+        assert isinstance(notify, Request)
+        assert notify.method == "NOTIFY"
+        assert state_of(notify) == "active"
+        assert basic_of(notify) == ["closed"]
+        contact.sock.sendall(answer_bytes(notify))
+        contact.close()
+
+
+def answer_bytes(request: Request) -> bytes:
+    """A 200 to ``request`` (its Via, From, To, Call-ID and CSeq copied)."""
+    lines = ["SIP/2.0 200 OK"]
+    for name in ("Via", "From", "To", "Call-ID", "CSeq"):
+        lines += [f"{name}: {value}" for value in request.headers.get_all(name)]
+    return ("\r\n".join([*lines, "Content-Length: 0", "", ""])).encode()

@@ -14,6 +14,7 @@ import pytest
 from serve_process import (
     LOOPBACK,
     ServeProcess,
+    TcpClient,
     UdpClient,
     build_request,
     parse_response,
@@ -68,45 +69,6 @@ def test_options_over_udp(shared_serve: ServeProcess) -> None:
     via = response.top_via
     assert via.rport == client.port
     assert via.received == LOOPBACK
-
-
-class TcpClient:
-    """A TCP connection to the node that reads Content-Length framed messages."""
-
-    def __init__(self, node: ServeProcess) -> None:
-        self.sock = socket.create_connection(node.address, timeout=5.0)
-        self.host: str = self.sock.getsockname()[0]
-        self.port: int = self.sock.getsockname()[1]
-        self.buffer = b""
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def read_message(self, timeout: float = 5.0) -> bytes | None:
-        """One framed message; None when the node closed the connection first."""
-        self.sock.settimeout(timeout)
-        while True:
-            head, sep, rest = self.buffer.partition(b"\r\n\r\n")
-            if sep:
-                length = 0
-                for line in head.split(b"\r\n")[1:]:
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() in (b"content-length", b"l"):
-                        length = int(value.strip())
-                if len(rest) >= length:
-                    self.buffer = rest[length:]
-                    return head + sep + rest[:length]
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                return None
-            self.buffer += chunk
-
-    def closed_by_peer(self, timeout: float = 5.0) -> bool:
-        self.sock.settimeout(timeout)
-        try:
-            return self.sock.recv(65536) == b""
-        except (TimeoutError, ConnectionResetError):
-            return False
 
 
 def tcp_request(client: TcpClient, method: str, uri: str, **kwargs: object) -> bytes:

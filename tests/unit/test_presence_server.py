@@ -776,6 +776,29 @@ def test_notify_timeout_ends_the_subscription() -> None:
     assert len(node.role.server.subscriptions) == 0
 
 
+def test_notify_after_the_watchers_connection_closed_goes_to_its_contact() -> None:
+    """RFC 3261 §12.2.1.1: with the subscriber's connection gone, the NOTIFY goes by the
+    remote target over a connection of ours; only when that fails too does the subscription
+    end."""
+    node = Node()
+    flow = Peer("tcp", "127.0.0.1", 40001, 7)
+    contact = "<sip:alice@127.0.0.1:5070;transport=tcp>"
+    out = node.receive(subscribe(contact=contact), flow)
+    (notify,) = notifies(out)
+    assert node.sent[-1][1] == flow  # back over the subscriber's connection
+    node.answer(notify, source=flow)
+    node.receive(publish(PIDF_CLOSED), PUBLISHER)
+    assert node.sent[-1][1] == flow
+    node.endpoint.connection_lost(flow, node.now)
+    (retry,) = notifies(node.drain())
+    assert node.sent[-1][1] == Peer("tcp", "127.0.0.1", 5070)
+    assert basic(retry) == "closed"
+    assert len(node.role.server.subscriptions) == 1
+    node.endpoint.connection_lost(Peer("tcp", "127.0.0.1", 5070, 9), node.now)  # no one there
+    node.drain()
+    assert len(node.role.server.subscriptions) == 0
+
+
 def test_stray_notify_is_481() -> None:
     node = Node()
     data = sip(
