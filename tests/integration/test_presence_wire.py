@@ -380,7 +380,9 @@ async def test_notify_goes_to_the_contact_once_the_watchers_connection_closed(
         listener.settimeout(10)
         accepted, _ = await asyncio.to_thread(listener.accept)
         contact = TcpClient(sock=accepted)
-        notify = parse_message(await asyncio.to_thread(contact.read_message, 10.0) or b"")
+        raw = await asyncio.to_thread(contact.read_message, 10.0)
+        assert raw is not None, "the node closed the connection to the Contact"
+        notify = parse_message(raw)
         assert isinstance(notify, Request)
         assert notify.method == "NOTIFY"
         assert state_of(notify) == "active"
