@@ -44,13 +44,21 @@ class RegistrarRole:
             return make_response(request, 400, "Invalid AOR")  # RFC 4475 unksm2
         if isinstance(to_uri, SipUri) and to_uri.host.lower() not in self.domains:
             return make_response(request, 403, "AOR not in this domain")
-        aor = aor_key(to_uri)
+        aor = self._subscriber_aor(aor_key(to_uri))
         if aor is None:
             return make_response(request, 400, "Invalid AOR")
         refusal = self._authorise(verdict.username, aor)
         if refusal:
             return make_response(request, refusal[0], refusal[1])
         return self.registrar.register(request, aor, str(incoming.source), now)
+
+    def _subscriber_aor(self, aor: str | None) -> str | None:
+        """An extra identity of a subscriber (``sip:dave@domain``) registers for the subscriber:
+        its bindings are the number's, where presence and routing look for them."""
+        if aor is None or aor.startswith("+") or self.hss is None:
+            return aor
+        owner = self.hss.find_by_identity(aor)
+        return aor if owner is None else owner.msisdn
 
     def _authorise(self, username: str | None, aor: str) -> tuple[int, str] | None:
         """RFC 3261 §10.3 step 3: the authenticated user may register this AOR."""

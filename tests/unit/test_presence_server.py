@@ -226,15 +226,16 @@ def publish(
     return sip(lines, body)
 
 
-def register(msisdn: str = BOB, expires: int = 3600) -> bytes:
+def register(msisdn: str = BOB, expires: int = 3600, *, aor: str | None = None) -> bytes:
     n = next(_counter)
+    aor = aor or f"sip:{msisdn}@{DOMAIN};user=phone"
     return sip(
         [
             f"REGISTER sip:{DOMAIN} SIP/2.0",
             f"Via: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bKreg{n}",
             "Max-Forwards: 70",
-            f"From: <sip:{msisdn}@{DOMAIN};user=phone>;tag=r{n}",
-            f"To: <sip:{msisdn}@{DOMAIN};user=phone>",
+            f"From: <{aor}>;tag=r{n}",
+            f"To: <{aor}>",
             f"Call-ID: reg{msisdn}@127.0.0.1",
             f"CSeq: {n} REGISTER",
             "Contact: <sip:bob@127.0.0.1:5090>",
@@ -969,6 +970,22 @@ def test_an_extra_identity_stands_for_its_subscriber_rules_included() -> None:
     assert [w.watcher for w in node.role.server.watchers_of(BOB)] == [
         f"sip:{CAROL}@net-a.test;user=phone"
     ]
+
+
+def test_a_subscriber_registers_with_an_extra_identity_as_its_number() -> None:
+    """RFC 3261 §10.3 step 6: the identity is the subscriber's own, so it may register it; the
+    binding is the number's (presence and routing look there)."""
+    hss = MemorySubscriberStore(DOMAIN)
+    hss.add_subscriber(BOB, "secret", identities=[f"sip:bob@{DOMAIN}"])
+    hss.add_subscriber(ALICE, "secret")
+    node = Node(auth=True, hss=hss)
+    data = register(aor=f"sip:bob@{DOMAIN}")
+    challenge = only_response(node.receive(data))
+    assert challenge.status == 401
+    assert only_response(node.receive(authorized(data, challenge, BOB))).status == 200
+    assert node.registrar.is_registered(BOB, node.now)
+    refused = only_response(node.receive(authorized(data, challenge, ALICE)))
+    assert refused.status == 403  # not Alice's identity
 
 
 def test_an_identity_added_to_the_hss_is_resolved_anew() -> None:
