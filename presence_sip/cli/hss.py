@@ -2,9 +2,11 @@
 
 Forms scripts rely on (DESIGN.md "The outside contract")::
 
-    hss subscriber add MSISDN --password PW [--credit N] [--presence-server NAME] [--identity URI]
+    hss subscriber add MSISDN --password PW|--password-file FILE [--credit N]
+                              [--presence-server NAME] [--identity URI]
     hss subscriber list [--json] | show MSISDN [--json] | remove MSISDN
-    hss subscriber set MSISDN [--password PW] [--credit N] [--presence-server NAME]
+    hss subscriber set MSISDN [--password PW|--password-file FILE] [--credit N]
+                              [--presence-server NAME]
     hss rule add OWNER_MSISDN WATCHER_URI allow|block|polite-block|confirm
     hss rule list OWNER [--json] | remove OWNER WATCHER_URI
     hss plan add PREFIX NETWORK_DOMAIN | list [--json] | remove PREFIX
@@ -130,7 +132,7 @@ def _register_subscriber(groups: Subparsers, common: argparse.ArgumentParser) ->
     group = _group(groups, "subscriber", "subscribers: credentials, credit, presence server")
     add = _leaf(group, "add", common, _subscriber_add, "add a subscriber")
     add.add_argument("msisdn", metavar="MSISDN", help="E.164 number, e.g. +447700900123")
-    add.add_argument("--password", required=True, help="digest password (stored as HA1 only)")
+    _password_options(add, required=True)
     add.add_argument("--credit", default="0", help="prepaid credit units (default 0)")
     add.add_argument("--presence-server", metavar="NAME", help="presence server serving it")
     add.add_argument(
@@ -143,9 +145,44 @@ def _register_subscriber(groups: Subparsers, common: argparse.ArgumentParser) ->
     remove.add_argument("msisdn", metavar="MSISDN")
     change = _leaf(group, "set", common, _subscriber_set, "change a subscriber")
     change.add_argument("msisdn", metavar="MSISDN")
-    change.add_argument("--password", help="new digest password")
+    _password_options(change, required=False)
     change.add_argument("--credit", help="new prepaid credit units")
     change.add_argument("--presence-server", metavar="NAME", help="new presence server")
+
+
+def _password_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    """``--password PW`` or ``--password-file FILE`` (``-``: standard input), so a password
+    need not show in the process list or the shell history."""
+    choice = parser.add_mutually_exclusive_group(required=required)
+    choice.add_argument("--password", help="digest password (stored as HA1 only)")
+    choice.add_argument(
+        "--password-file",
+        metavar="FILE",
+        help="read the password from the first line of FILE (- for standard input)",
+    )
+
+
+STDIN = "-"
+"""``--password-file -``: read the password from standard input."""
+
+
+def _password(args: argparse.Namespace) -> str | None:
+    """The password given by ``--password`` or read from ``--password-file``."""
+    if args.password_file is None:
+        return args.password  # type: ignore[no-any-return]
+    source_name: str = args.password_file
+    try:
+        if source_name == STDIN:
+            line = sys.stdin.readline()
+        else:
+            with open(source_name, encoding="utf-8") as source:
+                line = source.readline()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {source_name}: {exc.strerror}") from None
+    password = line.removesuffix("\n").removesuffix("\r")
+    if not password:
+        raise ConfigError(f"no password in the first line of {source_name}")
+    return password
 
 
 def _register_rule(groups: Subparsers, common: argparse.ArgumentParser) -> None:
@@ -195,9 +232,11 @@ def _register_server(groups: Subparsers, common: argparse.ArgumentParser) -> Non
 
 
 def _subscriber_add(store: SubscriberStore, args: argparse.Namespace) -> None:
+    password = _password(args)
+    assert password is not None  # the option group is required
     record = store.add_subscriber(
         args.msisdn,
-        args.password,
+        password,
         credit=_credit(args.credit),
         presence_server=args.presence_server,
         identities=args.identity,
@@ -242,11 +281,12 @@ def _subscriber_remove(store: SubscriberStore, args: argparse.Namespace) -> None
 
 
 def _subscriber_set(store: SubscriberStore, args: argparse.Namespace) -> None:
-    if args.password is None and args.credit is None and args.presence_server is None:
+    password = _password(args)
+    if password is None and args.credit is None and args.presence_server is None:
         raise ConfigError("nothing to change (give --password, --credit or --presence-server)")
     record = store.update_subscriber(
         args.msisdn,
-        password=args.password,
+        password=password,
         credit=None if args.credit is None else _credit(args.credit),
         presence_server=args.presence_server,
     )

@@ -128,6 +128,36 @@ def test_subscriber_round_trip(hss: Hss) -> None:
     assert [s["msisdn"] for s in hss.json("subscriber", "list")] == [B]
 
 
+def test_password_from_a_file_or_standard_input(hss: Hss, tmp_path: Path) -> None:
+    """Neither in the process list nor in the shell history: the first line of a file, or
+    standard input with ``-``."""
+    secret_file = tmp_path / "pw"
+    secret_file.write_text("from file\nignored\n")
+    hss.ok("subscriber", "add", C, "--password-file", str(secret_file))
+    result = subprocess.run(
+        [sys.executable, "-m", "presence_sip.cli.hss", "--data", str(hss.data),
+         "subscriber", "set", B, "--password-file", "-"],
+        input="from stdin\n", capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    store = SqliteSubscriberStore.open(hss.data)
+    try:
+        for msisdn, password in ((C, "from file"), (B, "from stdin")):
+            expected = hashlib.sha256(f"{msisdn}:net-b.test:{password}".encode()).hexdigest()
+            assert store.get_ha1(msisdn, "SHA-256") == expected
+    finally:
+        store.close()
+    both = hss("subscriber", "set", B, "--password", "x", "--password-file", str(secret_file))
+    assert both.returncode == 2
+    assert "not allowed with argument" in both.stderr
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    refused = hss("subscriber", "set", B, "--password-file", str(empty))
+    assert refused.returncode == 2
+    assert f"no password in the first line of {empty}" in refused.stderr
+
+
 def test_rule_round_trip(hss: Hss) -> None:
     hss.ok("rule", "add", B, "sip:+447700900789@net-a.test;user=phone", "allow")
     hss.ok("rule", "add", B, "sip:eve@net-c.test", "polite-block")
