@@ -126,7 +126,7 @@ class Node:
                 *(s.host for s in config.listen),
             }
         )
-        self.guard = RequestGuard(self._authenticator(), self._ha1)
+        self.guard = RequestGuard(self._authenticator(), self._ha1, hosts=self.domains)
         # Issue 8: row changes leave the request path and are committed together (group commit),
         # on a thread with a connection of its own.
         self.commits = GroupCommit(

@@ -249,6 +249,18 @@ def uri_matches(digest_uri: str, request_uri: str) -> bool:
     return _uri_key(digest_uri) == _uri_key(request_uri)
 
 
+def uri_host(uri: str) -> str:
+    """The host of a SIP URI's text, lower case ("" when there is none): ``sip:u@[::1]:5060;x``
+    gives ``::1``."""
+    _, colon, rest = uri.partition(":")
+    if not colon:
+        return ""
+    hostport = rest.partition("?")[0].rpartition("@")[2].partition(";")[0]
+    if hostport.startswith("["):
+        return hostport[1:].partition("]")[0].lower()
+    return hostport.partition(":")[0].lower()
+
+
 def _uri_key(uri: str) -> tuple[str, str, str, str]:
     scheme, colon, rest = uri.partition(":")
     if not colon:

@@ -11,6 +11,7 @@ from presence_sip.auth.digest import (
     DigestAlgorithm,
     DigestAuthenticator,
     parse_credentials,
+    uri_host,
     uri_matches,
 )
 from presence_sip.sip.errors import RemoteProtocolError
@@ -56,11 +57,15 @@ class RequestGuard:
         *,
         challenged: frozenset[str] = DEFAULT_CHALLENGED,
         proxy: bool = False,
+        hosts: frozenset[str] = frozenset(),
     ) -> None:
         self.authenticator = authenticator
         self.ha1_lookup = ha1_lookup
         self.challenged = challenged
         self.proxy = proxy
+        self.hosts = hosts
+        """This node's domains and addresses: a digest ``uri`` naming one of them was made for
+        this server (SIPp, for one, puts ``sip:SERVER-IP:PORT`` there, not the Request-URI)."""
 
     @property
     def enabled(self) -> bool:
@@ -78,8 +83,8 @@ class RequestGuard:
                 credentials = parse_credentials(value)
             except RemoteProtocolError:
                 return self._refuse(request, "Malformed Authorization")
-            if credentials.realm == authenticator.realm and not uri_matches(
-                credentials.uri, request.uri
+            if credentials.realm == authenticator.realm and not self._names_us(
+                credentials.uri, request
             ):
                 # RFC 7616 §3.4.6: the server MUST make sure the digest names the resource of
                 # the Request-Line (a response computed for another URI is not replayed here).
@@ -95,6 +100,10 @@ class RequestGuard:
                 reason = result.reason
         log.debug("%s %s challenged: %s", request.method, request.uri, reason)
         return self._challenge(now, stale, reason)
+
+    def _names_us(self, digest_uri: str, request: Request) -> bool:
+        """The credentials' ``uri`` is the Request-URI, or names this node itself."""
+        return uri_matches(digest_uri, request.uri) or uri_host(digest_uri) in self.hosts
 
     @staticmethod
     def _refuse(request: Request, reason: str) -> Verdict:

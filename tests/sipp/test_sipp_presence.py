@@ -149,7 +149,7 @@ async def test_publish_lifecycle_is_seen_by_a_watcher(node: ServeProcess) -> Non
         assert (result.returncode, result.successful, result.failed) == (0, 1, 0), explain(
             result, node
         )
-        assert result.messages_log.count("SIP-ETag:") == 3  # initial, refresh, modify
+        assert result.messages_log.count("SIP-ETag:") == 4  # initial, refresh, modify, remove
 
         # initial -> open; the refresh changes nothing; modify -> new note; remove -> closed
         seen: list[tuple[tuple[str, ...], tuple[str, ...]]] = []

@@ -30,6 +30,7 @@ from presence_sip.auth.digest import (
     REASON_INVALID,
     REASON_NONCE,
     REASON_REPLAY,
+    uri_host,
 )
 from presence_sip.sip.errors import ConfigError, LocalProtocolError, RemoteProtocolError
 
@@ -691,3 +692,17 @@ def test_build_authorization_quotes_and_counts() -> None:
 )
 def test_uri_matches(a: str, b: str, same: bool) -> None:
     assert uri_matches(a, b) is same
+
+
+@pytest.mark.parametrize(
+    ("uri", "host"),
+    [
+        ("sip:127.0.0.1:5060", "127.0.0.1"),
+        ("sip:+447700900123@Net-B.test;user=phone", "net-b.test"),
+        ("sips:alice@[2001:db8::1]:5061;transport=tls", "2001:db8::1"),
+        ("sip:net-b.test?subject=x", "net-b.test"),
+        ("/dir/index.html", ""),
+    ],
+)
+def test_uri_host(uri: str, host: str) -> None:
+    assert uri_host(uri) == host

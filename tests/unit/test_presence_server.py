@@ -504,11 +504,14 @@ def test_publish_for_someone_elses_presentity_is_refused_when_authenticated() ->
     [
         (f"sip:{BOB}@elsewhere.test;user=phone", 400),  # computed for another resource
         (f"SIP:{BOB}@NET-B.test;user=phone", 200),  # the same URI: scheme and host any case
+        ("sip:127.0.0.1:5060", 200),  # this node's own address, as SIPp puts it
+        ("sip:127.0.0.2:5060", 400),  # another node's
     ],
 )
 def test_the_digest_must_name_the_request_uri(uri: str, status: int) -> None:
     """RFC 7616 §3.4.6: credentials computed for another URI are refused (400), not used."""
     node = Node(auth=True)
+    node.guard.hosts = frozenset({DOMAIN, "127.0.0.1"})  # what serve gives it
     challenge = only_response(node.receive(publish(PIDF_OPEN), PUBLISHER))
     request = parse_message(publish(PIDF_OPEN))
     assert isinstance(request, Request)
