@@ -328,6 +328,11 @@ class Endpoint:
         except SipParseError as exc:
             # A typed accessor found a defect the role needed: answer with what it names.
             response = make_response(request, exc.status, exc.reason, to_tag=self._to_tag)
+        except Exception:
+            # A fault of ours (a bug): still answer, so the server transaction ends and its
+            # slot in the table is freed (an unanswered INVITE one would stay for ever).
+            log.exception("%s %s from %s: 500", request.method, request.uri, event.source)
+            response = make_response(request, 500, to_tag=self._to_tag)
         if response is not None:
             self.respond(incoming.key, response, now)
 

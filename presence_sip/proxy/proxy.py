@@ -2,8 +2,11 @@
 
 It is consulted by the :class:`Endpoint` before any local handler.  A request is handled locally
 when its Request-URI names this node or its domains; it is forwarded only when a configured route
-covers the target domain, or when it arrived with a Route naming us (it follows our Record-Route,
-e.g. an in-dialog NOTIFY).  Anything else is refused: a node is never an open relay.
+covers the target domain, or when an in-dialog request (To tag) arrived with a Route naming us (it
+follows our Record-Route, e.g. a NOTIFY).  Anything else is refused: a node is never an open relay
+(a Route naming us on a request outside a dialog, "preloaded", does not make it one: 403 as
+Kamailio's default configuration answers).  INVITE is not relayed (no INVITE client transaction):
+405, as to an INVITE for us.
 """
 
 from __future__ import annotations
@@ -55,15 +58,17 @@ class Proxy:
 
     def route(self, incoming: Incoming, now: float) -> RouteDecision:
         request = incoming.request
-        routed_to_us = process_routes(request, self.identity)
+        # Our Route on an in-dialog request is the Record-Route we put in: follow it.  On an
+        # initial request it is only someone's say-so.
+        follows_us = process_routes(request, self.identity) and bool(request.to.tag)
         if request.headers.get("Route") is not None:
-            if not routed_to_us and not self._routable(parse_uri(next_hop_uri(request))):
+            if not follows_us and not self._routable(parse_uri(next_hop_uri(request))):
                 return make_response(request, 403, "Relaying denied")
             return self._forward(incoming, now)
         ruri = request.request_uri
         if isinstance(ruri, TelUri) or (isinstance(ruri, SipUri) and self.identity.is_ours(ruri)):
             return LOCAL
-        if self._routable(ruri) or (routed_to_us and uri_peer(ruri) is not None):
+        if self._routable(ruri) or (follows_us and uri_peer(ruri) is not None):
             return self._forward(incoming, now)
         return make_response(request, 403, "Relaying denied")
 
@@ -84,6 +89,13 @@ class Proxy:
             return make_response(request, 483)  # RFC 3261 §16.3 step 3 (RFC 4475 zeromf)
         if is_loop(request, self.identity):
             return make_response(request, 482)  # RFC 3261 §16.3 step 4
+        if "Proxy-Require" in request.headers:
+            supported = self.endpoint.supported
+            unknown = [o for o in request.token_list("Proxy-Require") if o not in supported]
+            if unknown:  # RFC 3261 §16.3 step 5
+                return make_response(request, 420, headers=[("Unsupported", ", ".join(unknown))])
+        if request.method == "INVITE":
+            return make_response(request, 405, headers=[("Allow", self.endpoint.allow)])
         strict_router_fixup(request)
         hops = self._hops(request)
         if not hops:

@@ -143,3 +143,65 @@ def test_in_dialog_request_following_our_record_route_is_forwarded_to_its_target
     assert isinstance(forwarded, Request)
     assert peer == UAC
     assert forwarded.headers.get("Route") is None
+
+
+def test_a_preloaded_route_naming_us_does_not_open_a_relay() -> None:
+    """An initial request whose Route names us, for a target no configured route covers, is
+    refused (it used to be relayed to any IP address: an open relay and a reflector)."""
+    for extra, uri in (
+        ("Route: <sip:127.0.1.2:5060;lr>\r\n", "sip:victim@127.0.9.9:5099"),
+        ("Route: <sip:net-a.test;lr>\r\n", "sip:victim@127.0.9.9:5099"),
+        ("Route: <sip:127.0.1.2:5060;lr>, <sip:127.0.9.9:5099;lr>\r\n", "sip:x@net-a.test"),
+    ):
+        proxy = make_proxy()
+        proxy.receive(subscribe(uri, extra=extra), UAC, 0.0)
+        [(response, peer)] = sent(proxy)
+        assert isinstance(response, Response)
+        assert (response.status, response.reason, peer) == (403, "Relaying denied", UAC)
+
+
+def test_a_preloaded_route_to_a_configured_domain_is_forwarded() -> None:
+    """An outbound-proxy style Route naming us, for a domain we have a route to: forwarded."""
+    proxy = make_proxy()
+    proxy.receive(subscribe(extra="Route: <sip:127.0.1.2:5060;lr>\r\n"), UAC, 0.0)
+    [(forwarded, peer)] = sent(proxy)
+    assert isinstance(forwarded, Request)
+    assert (peer.host, peer.port) == ("127.0.2.2", 5060)
+
+
+def test_unknown_proxy_require_is_420_and_not_forwarded() -> None:
+    proxy = make_proxy()
+    proxy.receive(subscribe(extra="Proxy-Require: foo, bar\r\n"), UAC, 0.0)
+    [(response, _)] = sent(proxy)
+    assert isinstance(response, Response)
+    assert (response.status, response.headers.get("Unsupported")) == (420, "foo, bar")
+
+
+def test_an_invite_to_forward_is_405_and_its_transaction_ends() -> None:
+    """No INVITE client transaction: the INVITE gets 405 (it got no answer, and its server
+    transaction stayed in the table for ever)."""
+    proxy = make_proxy()
+    invite = subscribe().replace(b"SUBSCRIBE", b"INVITE").replace(b"Event: presence\r\n", b"")
+    proxy.receive(invite, UAC, 0.0)
+    [(response, _)] = sent(proxy)
+    assert isinstance(response, Response)
+    assert response.status == 405
+    assert "INVITE" not in (response.headers.get("Allow") or "INVITE")
+    proxy.handle_timer(40.0)  # past Timer H (32 s): the unacknowledged 405 gives up
+    assert len(proxy.transactions) == 0
+
+
+def test_a_handler_that_fails_still_answers_500_and_frees_its_transaction() -> None:
+    """A fault of ours must not leave a request unanswered (nor its transaction in the table)."""
+    endpoint = Endpoint(ids=CountingIdSource())
+
+    def broken(incoming: object, now: float) -> Response:
+        raise RuntimeError("a bug")
+
+    endpoint.register("SUBSCRIBE", broken)
+    endpoint.receive(subscribe("sip:+447700900123@127.0.1.2"), UAC, 0.0)
+    [(response, peer)] = sent(endpoint)
+    assert isinstance(response, Response)
+    assert (response.status, peer) == (500, UAC)
+    endpoint.handle_timer(40.0)  # past Timer J
+    assert len(endpoint.transactions) == 0
