@@ -38,6 +38,10 @@ class Limits:
     """Open TCP/TLS connections accepted at once."""
     idle_connection_timeout: float = 300.0
     """A stream connection with no traffic for this long is closed."""
+    message_read_timeout: float = 20.0
+    """A message begun on a stream connection must be whole within this many seconds, else the
+    connection is closed: a sender trickling a byte now and then would otherwise hold it (and
+    with enough of them every connection slot).  Kamailio's ``tcp_msg_read_timeout``, 20 s."""
     max_transactions: int = 200000
     """Server transactions kept at once, the Completed ones waiting for Timer J/K included.
     When full, the Completed record closest to its end is dropped early to make room; only

@@ -118,6 +118,8 @@ class StreamConnection(asyncio.Protocol):
         self._upgrading = False  # inbound TLS: start_tls has taken over the raw transport
         self._prelude = bytearray()  # inbound TLS: raw bytes read before start_tls took over
         self._last_activity = self._loop.time()
+        self._message_started: float | None = None
+        """When the message now partly received began (None: none is)."""
         self._timer: asyncio.TimerHandle | None = None
 
     def __repr__(self) -> str:
@@ -231,6 +233,7 @@ class StreamConnection(asyncio.Protocol):
                 return
             self._skip_pings(answer=True)
             if message is None:
+                self._time_partial_message()
                 return
             del self._unframed[: len(message)]
             self._ping_run = 0
@@ -385,12 +388,31 @@ class StreamConnection(asyncio.Protocol):
     def _touch(self) -> None:
         self._last_activity = self._loop.time()
 
+    def _time_partial_message(self) -> None:
+        """Start the clock of a message begun and not yet whole (bytes other than keep-alive
+        CRLFs are waiting), or stop it when none is."""
+        if not self._unframed.strip(b"\r\n"):
+            self._message_started = None
+        elif self._message_started is None:
+            self._message_started = self._loop.time()
+            self._arm(self._limits.message_read_timeout, self._idle_check)
+
     def _idle_check(self) -> None:
         self._timer = None
         if self.state is not State.OPEN:
             return
+        now = self._loop.time()
         deadline = self._last_activity + self._limits.idle_connection_timeout
-        if self._loop.time() >= deadline:
+        started = self._message_started
+        if started is not None:
+            late = started + self._limits.message_read_timeout
+            if now >= late:
+                logger.info("connection %s: a message unfinished after %.0f s; closing",
+                            self, now - started)  # fmt: skip
+                self.close()
+                return
+            deadline = min(deadline, late)
+        if now >= deadline:
             logger.info("connection %s idle; closing", self)
             self.close()
         else:

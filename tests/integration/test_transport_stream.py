@@ -293,6 +293,30 @@ async def test_idle_connection_closed(endpoint: RecordingEndpoint, connect: Conn
         await drv.stop()
 
 
+async def test_a_message_trickled_too_slowly_closes_the_connection(
+    endpoint: RecordingEndpoint, connect: Connect
+) -> None:
+    """A byte now and then keeps a connection from idling, not a message from finishing: after
+    ``message_read_timeout`` the connection closes (slow senders cannot hold every slot)."""
+    drv = await started(endpoint, Limits(message_read_timeout=0.3, idle_connection_timeout=5.0))
+    try:
+        reader, writer = await connect(tcp_port(drv))
+        host, port = own_address(writer)
+        request = options(host, port, "TCP")
+        loop = asyncio.get_running_loop()
+        begun = loop.time()
+        for i in range(3):  # one byte every 0.1 s: never idle, never whole
+            writer.write(request[i : i + 1])
+            await writer.drain()
+            await asyncio.sleep(0.1)
+        assert await read_eof(reader) == b""
+        assert 0.3 <= loop.time() - begun < 2.0
+        assert endpoint.raw == []
+        await eventually(lambda: len(endpoint.lost) == 1)
+    finally:
+        await drv.stop()
+
+
 async def test_connection_limit(endpoint: RecordingEndpoint, connect: Connect) -> None:
     drv = await started(endpoint, Limits(max_connections=1))
     try:
