@@ -141,15 +141,26 @@ def _replace_top_via(request: Request, text: str) -> None:
     request.invalidate()
 
 
+def _unbracket(host: str) -> str:
+    return host[1:-1] if host.startswith("[") else host
+
+
 def response_destination(via: Via, source: Peer) -> Peer:
     """Where responses to a request go (RFC 3261 §18.2.2, RFC 3581 §4).
 
-    Reliable transports: back on the connection the request came in on.  UDP: the ``received``
-    address (else sent-by host) and the filled ``rport`` (else sent-by port, else 5060).  ``maddr``
-    is ignored: a node never answers to multicast.  ``via`` is the stamped top Via.
+    Reliable transports: back on the connection the request came in on; the Peer's address is
+    where a new connection goes should that one have closed: the ``received`` address and the
+    sent-by port (else 5060, 5061 for TLS), not the closed connection's own port.  UDP: the
+    ``received`` address (else sent-by host) and the filled ``rport`` (else sent-by port, else
+    5060).  ``maddr`` is ignored: a node never answers to multicast.  ``via`` is the stamped top
+    Via.
     """
     if source.reliable:
-        return source
+        host = _unbracket(via.received or via.host)
+        port = via.port or (5061 if source.transport == "tls" else DEFAULT_PORT)
+        if host == source.host and port == source.port:
+            return source
+        return Peer(source.transport, host, port, source.connection)
     host = via.received or via.host
     if host.startswith("["):
         host = host[1:-1]

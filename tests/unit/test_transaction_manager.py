@@ -534,8 +534,15 @@ def test_stats_start_at_zero() -> None:
             "SIP/2.0/TCP uac.example.test;branch=z9hG4bKa1;rport",
             TCP_UAC,
             "SIP/2.0/TCP uac.example.test;branch=z9hG4bKa1;rport=40001;received=127.0.0.1",
-            TCP_UAC,
-            id="tcp-same-connection",
+            Peer("tcp", "127.0.0.1", 5060, TCP_UAC.connection),
+            id="tcp-same-connection-else-received-and-default-port",
+        ),
+        pytest.param(
+            "SIP/2.0/TLS 127.0.0.1:5071;branch=z9hG4bKa1",
+            Peer("tls", "127.0.0.1", 40002, 9),
+            "SIP/2.0/TLS 127.0.0.1:5071;branch=z9hG4bKa1",
+            Peer("tls", "127.0.0.1", 5071, 9),
+            id="tls-same-connection-else-sent-by-port",
         ),
     ],
 )
@@ -663,7 +670,7 @@ def test_invite_405_ack_absorbed_then_timer_i() -> None:
 def test_invite_over_tcp_no_timer_g_and_ack_terminates() -> None:
     mgr = manager()
     event, _, peer = invite_405(mgr, TCP_UAC, options(method="INVITE", via="SIP/2.0/TCP h.test"))
-    assert peer == TCP_UAC
+    assert peer == Peer("tcp", "127.0.0.1", 5060, TCP_UAC.connection)  # its connection first
     assert mgr.get_timer() == 32.0  # only Timer H
     receive(mgr, options(method="ACK", via="SIP/2.0/TCP h.test", to_tag="t405"), TCP_UAC, 1.0)
     assert mgr.server_transaction(event.key) is None
