@@ -43,10 +43,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import importlib
 import logging
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -203,10 +204,38 @@ def load_configs(args: argparse.Namespace) -> list[NodeConfig]:
     nodes = document.get("node", [])
     if not isinstance(network, dict) or not isinstance(nodes, list) or not nodes:
         raise ConfigError(f"{path}: needs a [network] table and at least one [[node]]")
+    _check_keys(path, "the file", document, {"network", "node"})
+    _check_keys(path, "[network]", network, NETWORK_KEYS)
+    for node in nodes:
+        if not isinstance(node, dict):
+            raise ConfigError(f"{path}: every [[node]] must be a table")
+        _check_keys(path, f"[[node]] {node.get('name', '?')!r}", node, NODE_KEYS)
     chosen = [n for n in nodes if not args.node or n.get("name") == args.node]
     if not chosen:
         raise ConfigError(f"{path}: no node named {args.node!r}")
     return [_node_config(network, node, args) for node in chosen]
+
+
+SHARED_KEYS = frozenset(
+    {"domain", "data", "auth", "default_policy", "digest_algorithms", "max_transactions",
+     "ca", "cert", "key", "aliases", "registrar", "presence"}
+)  # fmt: skip
+"""Keys a ``[network]`` sets for every node and a ``[[node]]`` may set for itself."""
+NETWORK_KEYS = SHARED_KEYS | {"route"}
+NODE_KEYS = SHARED_KEYS | {"name", "roles", "listen", "require_client_cert"}
+
+
+def _check_keys(path: Path, where: str, table: dict[str, Any], known: Iterable[str]) -> None:
+    """A misspelt key is an error, not a setting silently left at its default."""
+    known = sorted(known)
+    unknown = sorted(set(table) - set(known))
+    if not unknown:
+        return
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, known, n=1)
+        hints.append(f"{key} (did you mean {close[0]}?)" if close else key)
+    raise ConfigError(f"{path}: unknown key(s) in {where}: {', '.join(hints)}")
 
 
 def _node_config(

@@ -198,3 +198,25 @@ def test_bad_registrar_and_presence_tables_are_one_clear_error(
     path.write_text(f'{head}{table}\n\n[[node]]\nname = "ps1"\n')
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_configs(args_for(str(path)))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            '[network]\ndefault_polcy = "allow"\n[[node]]\nname = "n"\n',
+            "unknown key(s) in [network]: default_polcy (did you mean default_policy?)",
+        ),
+        (
+            '[network]\n[[node]]\nname = "n"\nlistn = ["udp:127.0.2.11:5060"]\n',
+            "unknown key(s) in [[node]] 'n': listn (did you mean listen?)",
+        ),
+        ('[network]\n[[node]]\nname = "n"\n[nodes]\nx = 1\n', "unknown key(s) in the file: nodes"),
+    ],
+)
+def test_a_misspelt_key_is_an_error_not_a_default(tmp_path: Path, text: str, message: str) -> None:
+    """A typo must not leave a node serving on the default address with the default policy."""
+    path = tmp_path / "net.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_configs(args_for(str(path)))
