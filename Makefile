@@ -67,7 +67,7 @@ endef
 	test-interop fuzz cov cov-pure bench bench-tools demo certs clean distclean
 
 help:
-	@echo "targets: install fmt lint type test test-unit test-int test-sipp test-interop"
+	@echo "targets: venv install fmt lint type test test-unit test-int test-sipp test-interop"
 	@echo "         fuzz cov bench demo certs clean distclean      (PY=3.12 for another Python)"
 
 install: venv system-tools

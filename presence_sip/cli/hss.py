@@ -24,12 +24,13 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 from presence_sip.hss.msisdn import InvalidMsisdn
 from presence_sip.hss.records import InvalidRecord, RuleAction, Subscriber
 from presence_sip.hss.store import SubscriberStore
 from presence_sip.sip.errors import ConfigError, StoreError
+from presence_sip.storage.database import DATABASE_NAME, database_path
 from presence_sip.storage.sqlite_hss import SqliteSubscriberStore
 
 __all__ = ["main", "register", "run"]
@@ -63,10 +64,15 @@ def register(subparsers: Subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     """Execute a parsed ``hss`` command; 0 on success, 2 after a one-line error on stderr."""
     handler: Handler = args.hss_handler
+    data = getattr(args, "data", DEFAULT_DATA_DIR)
     try:
-        store = SqliteSubscriberStore.open(
-            getattr(args, "data", DEFAULT_DATA_DIR), getattr(args, "domain", None)
-        )
+        if handler not in _CREATING and not database_path(data).exists():
+            # A mistyped --data must not answer with an empty table (nor leave a database).
+            raise ConfigError(
+                f"no HSS in {data} ({DATABASE_NAME} does not exist; wrong --data? "
+                "`hss subscriber add`, `plan add` or `server add` creates it)"
+            )
+        store = SqliteSubscriberStore.open(data, getattr(args, "domain", None))
         try:
             handler(store, args)
         finally:
@@ -406,6 +412,10 @@ def _print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     for row in (headers, *rows):
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
         print("  ".join(cells).rstrip())
+
+
+_CREATING: Final = frozenset({_subscriber_add, _plan_add, _server_add})
+"""The commands that may create the database (every other one needs an existing HSS)."""
 
 
 if __name__ == "__main__":

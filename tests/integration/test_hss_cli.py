@@ -158,6 +158,20 @@ def test_password_from_a_file_or_standard_input(hss: Hss, tmp_path: Path) -> Non
     assert f"no password in the first line of {empty}" in refused.stderr
 
 
+def test_a_mistyped_data_directory_is_an_error_and_stays_empty(tmp_path: Path) -> None:
+    """Reading, or changing what does not exist yet, needs an HSS: an empty table (and a new
+    database in the wrong place) would hide the typo."""
+    typo = Hss(tmp_path / "dtaa")
+    for args in (("subscriber", "list"), ("rule", "add", B, "sip:x@net-b.test", "allow")):
+        result = typo(*args)
+        assert result.returncode == 2
+        assert "no HSS in" in result.stderr
+        assert "wrong --data?" in result.stderr
+    assert not (tmp_path / "dtaa" / "presence.sqlite").exists()
+    typo.ok("subscriber", "add", B, "--password", "pw")  # adding one creates it
+    assert [s["msisdn"] for s in typo.json("subscriber", "list")] == [B]
+
+
 def test_rule_round_trip(hss: Hss) -> None:
     hss.ok("rule", "add", B, "sip:+447700900789@net-a.test;user=phone", "allow")
     hss.ok("rule", "add", B, "sip:eve@net-c.test", "polite-block")
