@@ -452,8 +452,31 @@ class Driver:
         if not task.cancelled() and (error := task.exception()) is not None:
             logger.error("transport task failed (a bug)", exc_info=error)
 
+    def _source_host(self, transport: str, peer_host: str) -> str | None:
+        """The address a new outbound connection leaves from: one this node listens on with
+        that transport (as Kamailio binds them to its socket), so the peer sees the address the
+        node serves on.  Only a listen address of the peer's family and kind (loopback or not)
+        is used; None (the kernel's choice) otherwise, e.g. behind a wildcard listener."""
+        try:
+            peer = ipaddress.ip_address(peer_host)
+        except ValueError:
+            return None
+        for name, server in self._servers:
+            if name != transport:
+                continue
+            for sock in server.sockets:
+                host = ipaddress.ip_address(str(sock.getsockname()[0]).partition("%")[0])
+                if (
+                    not host.is_unspecified
+                    and host.version == peer.version
+                    and host.is_loopback == peer.is_loopback
+                ):
+                    return str(host)
+        return None
+
     async def _connect(self, conn: StreamConnection) -> None:
         peer, tls = conn.peer, conn.transport_name == "tls"
+        source = self._source_host(conn.transport_name, peer.host)
         try:
             async with asyncio.timeout(self._connect_timeout):
                 await self._get_loop().create_connection(
@@ -463,6 +486,7 @@ class Driver:
                     ssl=self._client_ssl if tls else None,
                     server_hostname=peer.host if tls else None,
                     ssl_handshake_timeout=self._connect_timeout if tls else None,
+                    local_addr=None if source is None else (source, 0),
                 )
         except (OSError, ssl.SSLError, ssl.CertificateError, ValueError) as exc:  # edge mapping
             error = TransportError(f"cannot connect to {peer}: {exc or type(exc).__name__}")

@@ -372,6 +372,32 @@ async def test_outbound_connection_opened_and_reused(endpoint: RecordingEndpoint
     assert only_task_left()
 
 
+async def test_outbound_connection_leaves_from_the_listen_address(
+    endpoint: RecordingEndpoint,
+) -> None:
+    """The peer sees the address the node serves on (127.0.0.7), not the kernel's choice
+    for the destination (127.0.0.1 on loopback): what a peer checking addresses expects."""
+    server_ep = RecordingEndpoint()
+    server = await started(server_ep)
+    client = Driver(endpoint)
+    await client.start([parse_listen("tcp:127.0.0.7:0")])
+    try:
+        local = client.local_addresses[0]
+        target = Peer("tcp", "127.0.0.1", tcp_port(server))
+        endpoint.queue(options(local.host, local.port, "TCP", call_id="src@test"), target)
+        client.transmit()
+        await eventually(lambda: len(endpoint.responses()) == 1)
+        ((accepted, _),) = server_ep.made
+        assert accepted.host == "127.0.0.7"
+        # Never a loopback source towards another address, nor one of another transport.
+        assert client._source_host("tcp", "192.0.2.1") is None  # not contacted: a lookup
+        assert client._source_host("tcp", "::1") is None
+        assert client._source_host("tls", "127.0.0.1") is None
+    finally:
+        await client.stop()
+        await server.stop()
+
+
 async def test_stale_connection_id_falls_back_to_a_new_connection(
     endpoint: RecordingEndpoint,
 ) -> None:
