@@ -67,6 +67,12 @@ class SubscriberStore(Protocol):
         """
         ...
 
+    def extra_identities(self) -> dict[str, str]:
+        """Every identity that is not a number form (``sip:dave@net-b.test``), canonical form
+        (``canonical_identity``) -> MSISDN: what a presence node resolves in memory instead of
+        asking the store on its request path."""
+        ...
+
     def add_subscriber(
         self,
         msisdn: str,

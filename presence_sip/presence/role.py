@@ -22,6 +22,7 @@ from typing import Final
 
 from presence_sip.auth.guard import RequestGuard, Verdict
 from presence_sip.endpoint import Endpoint, Incoming, ResponseCallback
+from presence_sip.hss.msisdn import canonical_identity
 from presence_sip.hss.store import SubscriberStore
 from presence_sip.presence.pidf import (
     PIDF_CONTENT_TYPE,
@@ -116,6 +117,8 @@ class PresenceRole:
         """Presentity key by Request-URI text (watchers and publishers repeat the same URIs)."""
         self._entity_keys: ShardedDict[str, str | None] = ShardedDict()
         """Presentity key by URI text of watchers (From) and PIDF entities (issue 8)."""
+        self._aliases = hss.extra_identities()
+        """Extra identities of subscribers (canonical form -> MSISDN), reread on HSS changes."""
         self._subscribers: ShardedDict[str, bool] = ShardedDict()
         """Whether a ``+MSISDN`` key is an HSS subscriber, until the HSS changes."""
         self._contacts: ShardedDict[tuple[str, tuple[str, int] | None, str | None], str] = (
@@ -378,14 +381,21 @@ class PresenceRole:
     def _subscriber_of(self, key: str | None) -> str | None:
         """A ``sip:user@host`` key that is an extra identity of a subscriber (`presence-sip hss
         subscriber add --identity`) stands for that subscriber: its MSISDN key, so that its
-        rules, its watchers and its state are the same whichever of its URIs is addressed."""
-        if key is None or key.startswith("+"):
+        rules, its watchers and its state are the same whichever of its URIs is addressed.
+        Resolved in memory: a store query on the request path waits for the group commit's
+        transaction (the p99 of the PUBLISH row rose from 2.27 to 2.55 ms with one per new
+        presentity)."""
+        if key is None or key.startswith("+") or not self._aliases:
             return key
-        found = self.hss.find_by_identity(key)
-        return key if found is None else found.msisdn
+        try:
+            identity = canonical_identity(key)
+        except ValueError:
+            return key
+        return self._aliases.get(identity, key)
 
     def _forget_keys(self) -> None:
         """The HSS changed (an identity may have been added or removed): resolve URIs anew."""
+        self._aliases = self.hss.extra_identities()
         self._keys = ShardedDict()
         self._entity_keys = ShardedDict()
         self._subscribers = ShardedDict()

@@ -72,6 +72,9 @@ class MemorySubscriberStore:
         """The subscriber with this MSISDN, or ``None``."""
         return self._subscribers.get(normalize_msisdn(msisdn))
 
+    def extra_identities(self) -> dict[str, str]:
+        return {u: m for u, m in self._identities.items() if msisdn_from_identity(u) is None}
+
     def find_by_identity(self, uri_or_user: str) -> Subscriber | None:
         """The subscriber an AOR, extra identity or digest username designates."""
         msisdn = msisdn_from_identity(uri_or_user)

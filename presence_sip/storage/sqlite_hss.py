@@ -175,6 +175,16 @@ class SqliteSubscriberStore:
         """The subscriber with this MSISDN, or ``None``."""
         return self._load(normalize_msisdn(msisdn))
 
+    def extra_identities(self) -> dict[str, str]:
+        """Identities outside the number forms (``sip:+N...``, ``tel:...``), read by ranges of
+        the primary key: the number rows (two per subscriber) are skipped, not scanned."""
+        with map_errors("cannot read identities"):
+            rows = self._conn.execute(
+                "SELECT uri, msisdn FROM hss_identities"
+                " WHERE uri < 'sip:+' OR (uri >= 'sip:,' AND uri < 'tel:') OR uri >= 'tel;'"
+            ).fetchall()
+        return {uri: msisdn for uri, msisdn in rows if msisdn_from_identity(uri) is None}
+
     def find_by_identity(self, uri_or_user: str) -> Subscriber | None:
         """The subscriber an AOR, extra identity or digest username designates."""
         msisdn = msisdn_from_identity(uri_or_user)
