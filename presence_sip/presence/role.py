@@ -427,9 +427,9 @@ class PresenceRole:
             return self._is_subscriber(key)
         if self.server.compositor.has_document(key) or self.registrar.is_registered(key, now):
             return True  # in memory: no HSS query (issue 8: one SQLite read per SUBSCRIBE)
-        hss = self.hss
-        found = hss.get_subscriber(key) if key.startswith("+") else hss.find_by_identity(key)
-        return found is not None
+        # A number: in the HSS (cached until it changes). Any other key: an extra identity was
+        # already resolved to its number (_presentity_key), so no subscriber has this one.
+        return key.startswith("+") and self._is_subscriber(key)
 
     def _is_subscriber(self, key: str) -> bool:
         """``+MSISDN`` is in the HSS (cached until the HSS changes: one read per number)."""
