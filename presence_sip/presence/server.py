@@ -153,9 +153,9 @@ class PresenceServer:
         self.data_version = data_version
         self.entity_key = entity_key
         self.hss_changed = hss_changed
+        """Called when the HSS write counter moves, before the watchers are re-evaluated."""
         self.exists = exists
         """Whether a presentity still exists, asked when the HSS changes (None: always)."""
-        """Called when the HSS write counter moves, before the watchers are re-evaluated."""
         self.domain = domain
         self.default_policy = default_policy
         s = self.settings
@@ -604,15 +604,16 @@ class PresenceServer:
     def _answered(self, sid: str, response: Response | None, now: float) -> None:
         """RFC 6665 §4.2.2: a NOTIFY that timed out, or whose answer ends the dialog or its
         usage, removes the subscription; other failures end only that NOTIFY's transaction."""
-        if response is not None and response.status not in _NOTIFY_ENDS_SUBSCRIPTION:
-            if response.status >= 300:
-                sub = self.subscriptions.get(sid)
-                if sub is not None:
-                    sub.last_body = None  # the watcher missed that state: full state next time
-                log.debug("NOTIFY of %s answered %d: subscription kept", sid, response.status)
-            return
+        if response is not None and response.status < 300:
+            return  # the usual answer: nothing to look up
         sub = self.subscriptions.get(sid)
-        if response is None and sub is not None and sub.dialog.forget_connection():
+        if sub is None:
+            return
+        if response is not None and response.status not in _NOTIFY_ENDS_SUBSCRIPTION:
+            sub.last_body = None  # the watcher missed that state: full state next time
+            log.debug("NOTIFY of %s answered %d: subscription kept", sid, response.status)
+            return
+        if response is None and sub.dialog.forget_connection():
             # The watcher's connection closed (or never answered on it): one more try by its
             # route set / Contact, as a UA that sent no connection of its own would get.
             log.info("NOTIFY of %s: connection gone, trying %s", sid, sub.dialog.destination())
@@ -620,14 +621,13 @@ class PresenceServer:
             self._queue(sub)
             self.flush(now)
             return
-        if sub is not None:
-            log.debug(
-                "NOTIFY of %s failed (%s): subscription removed",
-                sid,
-                "timeout" if response is None else response.status,
-            )
-            self._apply(sub, Input.NOTIFY_FAILED, now, immediate=True)
-            self.flush(now)
+        log.debug(
+            "NOTIFY of %s failed (%s): subscription removed",
+            sid,
+            "timeout" if response is None else response.status,
+        )
+        self._apply(sub, Input.NOTIFY_FAILED, now, immediate=True)
+        self.flush(now)
 
     # --- timers -------------------------------------------------------------------------------
 
