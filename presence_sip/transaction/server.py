@@ -141,10 +141,6 @@ def _replace_top_via(request: Request, text: str) -> None:
     request.invalidate()
 
 
-def _unbracket(host: str) -> str:
-    return host[1:-1] if host.startswith("[") else host
-
-
 def response_destination(via: Via, source: Peer) -> Peer:
     """Where responses to a request go (RFC 3261 §18.2.2, RFC 3581 §4).
 
@@ -155,20 +151,17 @@ def response_destination(via: Via, source: Peer) -> Peer:
     5060).  ``maddr`` is ignored: a node never answers to multicast.  ``via`` is the stamped top
     Via.
     """
-    if source.reliable:
-        host = _unbracket(via.received or via.host)
-        port = via.port or (5061 if source.transport == "tls" else DEFAULT_PORT)
-        if host == source.host and port == source.port:
-            return source
-        return Peer(source.transport, host, port, source.connection)
     host = via.received or via.host
     if host.startswith("["):
         host = host[1:-1]
-    rport = via.rport
-    port = rport if type(rport) is int else (via.port or DEFAULT_PORT)
+    if source.reliable:
+        port = via.port or (5061 if source.transport == "tls" else DEFAULT_PORT)
+    else:
+        rport = via.rport
+        port = rport if type(rport) is int else (via.port or DEFAULT_PORT)
     if host == source.host and port == source.port:
         return source  # the usual case (RFC 3581): one Peer object per transaction, not two
-    return Peer(source.transport, host, port)
+    return Peer(source.transport, host, port, source.connection)
 
 
 class _Server(Machine, ABC):
