@@ -233,6 +233,10 @@ class Endpoint:
                 response.headers.get("Call-ID"),
             )
 
+    def abandon(self, key: TransactionKey, now: float) -> None:
+        """Answer nothing to the server transaction ``key`` (RFC 4320 §4.2: no late 408)."""
+        self.transactions.abandon(key, now)
+
     def reply(
         self,
         incoming: Incoming,

@@ -137,6 +137,11 @@ class Proxy:
         ours = response.status in (408, 503) and response.to.tag is None
         if ours:
             log.info("forwarding %s failed: %d", forwarding.request.method, response.status)
+            if response.status == 408:
+                # RFC 4320 §4.2: no 408 to a non-INVITE request; the client's own transaction
+                # has timed out by now (it started first), a late 408 would only be dropped.
+                self.endpoint.abandon(forwarding.incoming.key, now)
+                return
         self.endpoint.respond(forwarding.incoming.key, relayed, now, stamp=ours)
 
     def _give_up(self, forwarding: _Forwarding, status: int, reason: str, now: float) -> None:

@@ -72,6 +72,7 @@ STAT_NAMES = (
     "dropped",
     "overload_rejected",
     "lingering_shed",
+    "abandoned",
 )
 """The counters in :attr:`TransactionManager.stats`, all starting at 0."""
 
@@ -345,6 +346,20 @@ class TransactionManager:
             raise LocalProtocolError(f"No server transaction {key.method} {key.branch!r}")
         txn.send_response(response, now)
 
+    def abandon(self, key: TransactionKey, now: float) -> None:
+        """End the non-INVITE server transaction ``key`` without a final response.
+
+        RFC 4320 §4.2: an element that cannot answer before the client's transaction expires
+        (a request it forwarded timed out) sends no 408 at all.  Over UDP the transaction still
+        absorbs retransmissions of the request until Timer J, so a late one is not handled as a
+        new request.  Raises :class:`LocalProtocolError` when no such live transaction exists.
+        """
+        txn = self._ctx.servers.get(key)
+        if not isinstance(txn, ServerTransaction):
+            raise LocalProtocolError(f"No non-INVITE server transaction {key.method}")
+        txn.abandon(now)
+        self.stats["abandoned"] += 1
+
     def send_request(self, request: Request, destination: Peer, now: float) -> TransactionKey:
         """Start a non-INVITE client transaction: send ``request`` to ``destination``.
 
@@ -487,8 +502,11 @@ class TransactionManager:
             return
         record = ctx.lingering.get(key)
         if record is not None:  # Completed (RFC 3261 §17.2.2): resend the final response
-            ctx.transmit(record[1], Peer("udp", record[2], record[3]))
-            ctx.stats["responses_resent"] += 1
+            if record[1]:
+                ctx.transmit(record[1], Peer("udp", record[2], record[3]))
+                ctx.stats["responses_resent"] += 1
+            else:  # abandoned (RFC 4320 §4.2): nothing to resend
+                ctx.stats["requests_absorbed"] += 1
             return
         # RFC 3261 §18.2.1 / RFC 3581 §4: stamp the top Via before anyone looks at it.
         via = stamp_via(request, via, source)

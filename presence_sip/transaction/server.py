@@ -291,6 +291,11 @@ class ServerTransaction(_Server):
             ctx = self._ctx
             ctx.linger(self.key, now + ctx.timers.timer_j, self.data, self.reply_to)
 
+    def abandon(self, now: float) -> None:
+        """The TU will not answer (RFC 4320 §4.2): Completed, with no final response to resend."""
+        self._apply(Input.ABANDON)
+        self._completed(now)
+
     def fire(self, timer: Input, now: float) -> None:
         self._apply(timer)
 

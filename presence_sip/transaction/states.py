@@ -51,6 +51,7 @@ class Input(Enum):
     TIMER_J = "Timer J"
     TIMER_K = "Timer K"
     TRANSPORT_ERROR = "transport error"
+    ABANDON = "TU gives up without a final response"
 
 
 class SideEffect(Enum):
@@ -69,6 +70,7 @@ class SideEffect(Enum):
     RETRANSMIT_RESPONSE = "resend the final response; Timer G backs off"
     CONFIRM = "ACK received: stop G/H, start I"
     DISCARD = "drop a response the TU sent after the final one"
+    ABANDON = "no response will come: absorb retransmissions silently until Timer J"
 
 
 Table = Mapping[tuple[State, Input], tuple[SideEffect | None, State]]
@@ -105,6 +107,9 @@ NON_INVITE_CLIENT_TRANSITIONS: dict[tuple[State, Input], tuple[SideEffect | None
 # 200-699 (a 2xx is an ordinary final response here).  §17.2.2: responses the TU passes after the
 # final one are discarded.  Transport errors are not inputs: a response whose connection is gone is
 # sent again on a new one by the transport (§18.2.2), the transaction then just times out (J).
+# RFC 4320 §4.2: a TU that has no final response to give (a forwarded request timed out: a 408
+# MUST NOT be sent) abandons the transaction; it goes to Completed with nothing to send, and
+# absorbs retransmissions of the request until Timer J.
 NON_INVITE_SERVER_TRANSITIONS: dict[tuple[State, Input], tuple[SideEffect | None, State]] = {
     (_T, Input.REQUEST): (SideEffect.ABSORB, _T),
     (_T, Input.SEND_PROVISIONAL): (SideEffect.SEND_RESPONSE, _P),
@@ -119,6 +124,8 @@ NON_INVITE_SERVER_TRANSITIONS: dict[tuple[State, Input], tuple[SideEffect | None
     (_C, Input.SEND_SUCCESS): (SideEffect.DISCARD, _C),
     (_C, Input.SEND_FINAL): (SideEffect.DISCARD, _C),
     (_C, Input.TIMER_J): (None, _X),
+    (_T, Input.ABANDON): (SideEffect.ABANDON, _C),
+    (_P, Input.ABANDON): (SideEffect.ABANDON, _C),
 }
 
 # RFC 3261 §17.2.1, Figure 7: INVITE server transaction.  presence-sip answers INVITE with 405;

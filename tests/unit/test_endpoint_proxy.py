@@ -92,22 +92,36 @@ def test_503_fails_over_to_the_next_record() -> None:
     assert second.top_via.branch != first.top_via.branch
 
 
-def test_no_answer_from_any_hop_gives_408_upstream() -> None:
+def test_no_answer_from_any_hop_sends_nothing_upstream_and_absorbs_retransmissions() -> None:
+    """RFC 4320 §4.2: no 408 to a non-INVITE request; the transaction still absorbs the
+    client's retransmissions (a late one is not forwarded again) and then ends."""
     proxy = make_proxy()
     proxy.receive(subscribe(), UAC, 0.0)
     now = 0.0
-    answers: list[Response] = []
-    while now < 70.0:
+    upstream: list[Request | Response] = []
+    forwarded = 0
+    while now < 64.0:  # two Timer F periods, one per record
         timer = proxy.get_timer()
         assert timer is not None
         now = timer
         proxy.handle_timer(now)
-        answers += [m for m, peer in sent(proxy) if isinstance(m, Response) and peer == UAC]
-        if answers:
-            break
-    assert [r.status for r in answers] == [408]
-    assert answers[0].to.tag  # made here, so it carries our To-tag
-    assert 64.0 <= now <= 64.5  # two Timer F periods, one per record
+        for message, peer in sent(proxy):
+            if peer == UAC:
+                upstream.append(message)
+            elif message.top_via.host == "127.0.1.2" and isinstance(message, Request):
+                forwarded += 1
+    assert upstream == []
+    assert proxy.transactions.stats["abandoned"] == 1
+    before = forwarded
+    proxy.receive(subscribe(), UAC, now + 1.0)  # a retransmission after the give-up
+    assert sent(proxy) == []
+    assert proxy.transactions.stats["requests_absorbed"] >= 1
+    assert forwarded == before
+    proxy.handle_timer(now + 40.0)  # Timer J: the record ends
+    proxy.receive(subscribe(), UAC, now + 41.0)  # now a new request, forwarded again
+    [(again, peer)] = sent(proxy)
+    assert isinstance(again, Request)
+    assert peer == GW1.peer
 
 
 def test_foreign_domain_without_route_is_refused_and_not_forwarded() -> None:

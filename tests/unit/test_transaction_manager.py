@@ -367,6 +367,43 @@ def test_server_absorbs_resends_and_times_out_with_timer_j() -> None:
     assert mgr.stats["responses_resent"] == 3
 
 
+def test_abandoned_server_transaction_sends_nothing_and_absorbs_until_timer_j() -> None:
+    """RFC 4320 §4.2: no final response at all; retransmissions are not new requests."""
+    mgr = manager()
+    receive(mgr, options(), UAC, 0.0)
+    [event] = events(mgr)
+    mgr.abandon(event.key, 32.0)
+    assert mgr.outbox() == []
+    assert server(mgr, event.key).state is State.COMPLETED
+    receive(mgr, options(), UAC, 33.0)
+    assert (events(mgr), mgr.outbox()) == ([], [])
+    mgr.respond(event.key, make_response(event.request, 408, to_tag="t1"), 33.5)
+    assert mgr.outbox() == []  # a response after giving up is discarded like any late one
+    assert run_until(mgr, 100.0) == [(32.0 + 64 * DEFAULT_TIMERS.t1, [], [])]
+    receive(mgr, options(), UAC, 70.0)
+    assert isinstance(events(mgr)[0], RequestReceived)
+    assert (mgr.stats["abandoned"], mgr.stats["requests_absorbed"]) == (1, 1)
+    assert mgr.stats["responses_resent"] == 0
+
+
+def test_abandoned_server_transaction_over_tcp_ends_at_once() -> None:
+    mgr = manager()
+    receive(mgr, options(via="SIP/2.0/TCP 127.0.0.1:40001"), TCP_UAC, 0.0)
+    [event] = events(mgr)
+    mgr.abandon(event.key, 1.0)
+    assert (mgr.outbox(), mgr.server_transaction(event.key)) == ([], None)
+    with pytest.raises(LocalProtocolError, match="No non-INVITE server transaction"):
+        mgr.abandon(event.key, 2.0)
+
+
+def test_invite_server_transaction_cannot_be_abandoned() -> None:
+    mgr = manager()
+    receive(mgr, options(method="INVITE"), UAC, 0.0)
+    [event] = events(mgr)
+    with pytest.raises(LocalProtocolError, match="No non-INVITE server transaction"):
+        mgr.abandon(event.key, 1.0)
+
+
 def test_server_final_from_trying_over_tcp_terminates_at_once() -> None:
     mgr = manager()
     data = options(via="SIP/2.0/TCP 127.0.0.1:40001")

@@ -54,6 +54,9 @@ EXPECTED_SERVER = {
     (C, Input.SEND_SUCCESS): (E.DISCARD, C),
     (C, Input.SEND_FINAL): (E.DISCARD, C),
     (C, Input.TIMER_J): (None, X),
+    # RFC 4320 §4.2: the TU gives up without a final response.
+    (T, Input.ABANDON): (E.ABANDON, C),
+    (P, Input.ABANDON): (E.ABANDON, C),
 }
 
 # RFC 3261 Figure 7 (INVITE server).
