@@ -137,9 +137,10 @@ class Node:
         )
         self.presence: object | None = None
         if "registrar" in config.roles:
-            role = RegistrarRole(self.registrar, self.guard, self.hss, self.domains)
+            role = RegistrarRole(self.registrar, self.guard, self.hss, self.domains, now=now)
             self.endpoint.register("REGISTER", role.handle)
             self.endpoint.add_role(self.registrar)
+            self.endpoint.add_role(role)
         if "presence" in config.roles:
             self._add_presence(now)
         self.endpoint.add_role(self.commits)  # last: commits what the other timers changed

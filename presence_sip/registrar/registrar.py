@@ -97,6 +97,16 @@ class Registrar:
     def aor_count(self) -> int:
         return len(self._bindings)
 
+    def aors(self) -> list[str]:
+        """Every AOR with bindings (expired ones not yet purged included)."""
+        return list(self._bindings)
+
+    def remove_aor(self, aor: str, now: float) -> int:
+        """Remove every binding of ``aor`` (its subscriber left the HSS); how many there were."""
+        contacts = list(self._bindings.get(aor) or {})
+        self._apply(aor, [], contacts, now)
+        return len(contacts)
+
     # --- timers -----------------------------------------------------------------------------
 
     def get_timer(self) -> float | None:

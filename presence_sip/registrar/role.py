@@ -9,13 +9,26 @@ from presence_sip.endpoint import Incoming
 from presence_sip.hss.store import SubscriberStore
 from presence_sip.registrar.registrar import Registrar, aor_key
 from presence_sip.sip import Response, make_response
+from presence_sip.sip.errors import SipError
 from presence_sip.sip.uri import AbsoluteUri, SipUri
 
 log = logging.getLogger(__name__)
 
 
+HSS_POLL_INTERVAL = 1.0
+"""Seconds between two reads of the HSS write counter (as the presence server's rules poll)."""
+
+CHECK_BATCH = 1000
+"""AORs checked against the HSS per timer call after it changed (the loop stays responsive)."""
+
+
 class RegistrarRole:
-    """The REGISTER handler (RFC 3261 §10.3 steps 1-3; steps 4+ are :class:`Registrar`)."""
+    """The REGISTER handler (RFC 3261 §10.3 steps 1-3; steps 4+ are :class:`Registrar`).
+
+    With authentication it also watches the HSS (a timed role): when a subscriber is removed,
+    its bindings go at once (they could not be refreshed, but would route and show as
+    registered until they expired).
+    """
 
     def __init__(
         self,
@@ -23,11 +36,60 @@ class RegistrarRole:
         guard: RequestGuard,
         hss: SubscriberStore | None,
         domains: frozenset[str],
+        *,
+        now: float = 0.0,
     ) -> None:
         self.registrar = registrar
         self.guard = guard
         self.hss = hss
         self.domains = domains
+        self._watching = hss is not None and guard.enabled
+        self._data_version = hss.data_version() if self._watching and hss is not None else 0
+        self._next_poll = now + HSS_POLL_INTERVAL
+        self._to_check: list[str] = []
+        """AORs still to check against the HSS after it changed."""
+
+    # --- the timed role: drop the bindings of removed subscribers ----------------------------
+
+    def get_timer(self) -> float | None:
+        return self._next_poll if self._watching else None
+
+    def handle_timer(self, now: float) -> None:
+        if not self._watching or now < self._next_poll:
+            return
+        self._next_poll = now + HSS_POLL_INTERVAL
+        if not self._to_check:
+            self._poll()
+        self._check(now)
+
+    def _poll(self) -> None:
+        assert self.hss is not None
+        try:
+            version = self.hss.data_version()
+        except SipError:
+            log.warning("cannot read the HSS data version", exc_info=True)
+            return
+        if version != self._data_version:
+            self._data_version = version
+            self._to_check = [aor for aor in self.registrar.aors() if aor.startswith("+")]
+
+    def _check(self, now: float) -> None:
+        assert self.hss is not None
+        checked = 0
+        for aor in self._to_check[:CHECK_BATCH]:
+            try:
+                gone = self.hss.get_subscriber(aor) is None
+            except SipError:
+                log.warning("cannot read the HSS: bindings checked again later", exc_info=True)
+                break  # the unchecked AORs stay for the next poll
+            checked += 1
+            if gone:
+                count = self.registrar.remove_aor(aor, now)
+                if count:
+                    log.info("%s left the HSS: %d binding(s) removed", aor, count)
+        del self._to_check[:checked]
+        if self._to_check and checked:
+            self._next_poll = now  # the rest on the next timer call
 
     def handle(self, incoming: Incoming, now: float) -> Response:
         request = incoming.request

@@ -42,6 +42,7 @@ ALICE = "+447700900001"
 CAROL = "+447700900002"
 WATCHER = Peer("udp", "127.0.0.1", 5070)
 PUBLISHER = Peer("udp", "127.0.0.1", 5080)
+PHONE = Peer("udp", "127.0.0.1", 5090)
 T0 = 1_700_000_000.0
 PIDF_TYPES = "application/pidf+xml, application/pidf-diff+xml"
 WINFO_TYPE = "application/watcherinfo+xml"
@@ -96,9 +97,12 @@ class Node:
             settings=settings,
         )
         self.registrar.listeners.append(self.role.registration_changed)
-        registrar_role = RegistrarRole(self.registrar, self.guard, hss, frozenset({DOMAIN, PS}))
+        registrar_role = RegistrarRole(
+            self.registrar, self.guard, hss, frozenset({DOMAIN, PS}), now=now
+        )
         self.endpoint.register("REGISTER", registrar_role.handle)
         self.endpoint.add_role(self.registrar)
+        self.endpoint.add_role(registrar_role)
         self.endpoint.add_role(self.role)
         self.sent: list[tuple[Request | Response, Peer]] = []
 
@@ -1021,6 +1025,24 @@ def test_a_subscriber_removed_from_the_hss_is_gone_for_its_watchers() -> None:
     assert len(node.role.server.subscriptions) == 0
     again = node.receive(authorized(subscribe(), challenge, ALICE))
     assert only_response(again).status == 404
+
+
+def test_a_subscriber_removed_from_the_hss_loses_its_bindings_at_once() -> None:
+    """Its bindings could not be refreshed (no HA1 left), but would show it registered (and
+    route to it) until they expired: they go at the next HSS poll; others' stay."""
+    node = Node(auth=True)
+    for msisdn in (BOB, ALICE):
+        challenge = only_response(node.receive(register(msisdn), PHONE))
+        answer = node.receive(authorized(register(msisdn), challenge, msisdn), PHONE)
+        assert only_response(answer).status == 200
+    assert node.registrar.is_registered(BOB, node.now)
+    node.hss.remove_subscriber(BOB)
+    node.advance(0.5)
+    assert node.registrar.is_registered(BOB, node.now)  # not polled yet
+    node.advance(1.0)
+    assert not node.registrar.is_registered(BOB, node.now)
+    assert node.registrar.bindings(ALICE, node.now)
+    assert node.registrar.aors() == [ALICE]
 
 
 def test_domain_rule_applies_to_sip_watchers() -> None:
