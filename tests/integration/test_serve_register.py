@@ -11,8 +11,13 @@ own node.
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import secrets
+import sqlite3
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +28,7 @@ from serve_process import ServeProcess, UdpClient, build_request, register, serv
 from presence_sip.auth.digest import build_authorization, parse_challenge
 from presence_sip.runtime.agent import SipAgent
 from presence_sip.sip import Response
+from presence_sip.storage.database import database_path
 from presence_sip.storage.sqlite_hss import SqliteSubscriberStore
 
 DOMAIN = "example.test"
@@ -357,3 +363,36 @@ def test_unknown_authorization_scheme_is_challenged(shared: ServeProcess, alice:
         )
     assert response.status == 401
     assert algorithms(response) == ["SHA-256", "MD5"]
+
+
+def _stored_aors(data_dir: Path) -> set[str]:
+    with sqlite3.connect(f"file:{database_path(data_dir)}?mode=ro", uri=True) as conn:
+        return {row[0] for row in conn.execute("SELECT aor FROM bindings")}
+
+
+def test_subscriber_removed_while_serving_loses_its_bindings(
+    shared: ServeProcess, alice: User, bob: User
+) -> None:
+    """``presence-sip hss subscriber remove`` in another process: the running node drops the
+    subscriber's bindings (memory and database) within its HSS poll, and keeps the others'."""
+    with UdpClient() as client:
+        for user in (alice, bob):
+            contact = f"<sip:{user.msisdn}@127.0.0.1:{client.port}>"
+            _, final = register(
+                client, shared, user=user.msisdn, password=user.password, domain=DOMAIN,
+                contact=contact,
+            )  # fmt: skip
+            assert final.status == 200
+    removed = subprocess.run(
+        [sys.executable, "-m", "presence_sip.cli.hss", "--data", str(shared.data_dir),
+         "--domain", DOMAIN, "subscriber", "remove", alice.msisdn],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )  # fmt: skip
+    assert removed.returncode == 0, removed.stderr
+    deadline = time.monotonic() + 10.0
+    while alice.msisdn in _stored_aors(shared.data_dir) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert alice.msisdn not in _stored_aors(shared.data_dir)
+    assert bob.msisdn in _stored_aors(shared.data_dir)
+    assert f"{alice.msisdn} left the HSS: 1 binding(s) removed" in shared.log_text()
