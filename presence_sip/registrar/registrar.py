@@ -19,7 +19,16 @@ from presence_sip.registrar.bindings import Binding, BindingStore
 from presence_sip.sharded import ShardedDict
 from presence_sip.sip import Request, Response, SipParseError, make_response
 from presence_sip.sip.message import parse_delta_seconds
-from presence_sip.sip.uri import AbsoluteUri, NameAddr, SipUri, TelUri, Uri, format_params
+from presence_sip.sip.uri import (
+    AbsoluteUri,
+    NameAddr,
+    SipUri,
+    TelUri,
+    Uri,
+    format_params,
+    parse_uri,
+)
+from presence_sip.sip.uri_compare import uris_equal
 
 log = logging.getLogger(__name__)
 
@@ -161,12 +170,15 @@ class Registrar:
                     request, 423, headers=[("Min-Expires", str(policy.min_expires))]
                 )
             uri_text = str(contact.uri)
-            existing = current.get(uri_text)
+            key = _same_contact(current, contact.uri, uri_text)
+            existing = None if key is None else current[key]
             if existing is not None and existing.call_id == call_id and cseq <= existing.cseq:
                 return make_response(request, 500, "Out of order request")
             if expires == 0:
-                removed.append(uri_text)
+                removed.append(uri_text if key is None else key)
                 continue
+            if key is not None and key != uri_text:
+                removed.append(key)  # the same binding, now written as this Contact writes it
             upserts.append(
                 Binding(
                     aor=aor,
@@ -232,6 +244,21 @@ class Registrar:
     def _notify(self, aor: str, registered: bool, now: float) -> None:
         for listener in self.listeners:
             listener(aor, registered, now)
+
+
+def _same_contact(current: dict[str, Binding], uri: Uri, uri_text: str) -> str | None:
+    """The key of the binding in ``current`` whose contact is ``uri`` (RFC 3261 §10.3 step 7
+    compares with §19.1.4, not as text), or None.  The usual refresh repeats the text exactly,
+    and the few other bindings of one AOR are parsed only when it does not."""
+    if uri_text in current:
+        return uri_text
+    for key in current:
+        try:
+            if uris_equal(parse_uri(key), uri):
+                return key
+        except SipParseError:
+            continue  # (stored before a stricter parser: compared as text only)
+    return None
 
 
 def _supports(request: Request, option: str) -> bool:

@@ -157,6 +157,42 @@ def test_out_of_order_cseq_same_call_id_rejected() -> None:
     assert registrar.bindings("+447700900001", 1000.0)[0].expires_at == 1600.0
 
 
+def test_an_equivalent_contact_is_the_same_binding() -> None:
+    """RFC 3261 §10.3 step 7 compares contacts with §19.1.4: host case and parameter order do
+    not make a new binding (max_contacts is 2 here); the binding takes the newest writing."""
+    store = MemoryBindingStore()
+    registrar, _ = make_registrar(store)
+    aor = "+447700900001"
+    registrar.register(register("<sip:alice@Phone.Test;transport=TCP>"), aor, SOURCE, 1000.0)
+    response = registrar.register(
+        register("<sip:alice@phone.test;transport=tcp>", expires="300", cseq=2), aor, SOURCE, 1010.0
+    )
+    assert response.status == 200
+    assert response.headers.values("Contact") == [
+        "<sip:alice@phone.test;transport=tcp>;expires=300"
+    ]
+    assert list(store.rows) == [(aor, "sip:alice@phone.test;transport=tcp")]
+    # The out-of-order check applies to the equivalent binding too.
+    stale = registrar.register(
+        register("<sip:alice@PHONE.test;transport=tcp>", cseq=2), aor, SOURCE, 1020.0
+    )
+    assert stale.status == 500
+    # Removing by an equivalent writing removes it.
+    gone = registrar.register(
+        register("<sip:alice@PHONE.TEST;Transport=tcp>", expires="0", cseq=3), aor, SOURCE, 1030.0
+    )
+    assert gone.status == 200
+    assert registrar.bindings(aor, 1030.0) == []
+
+
+def test_contacts_that_differ_in_port_or_transport_are_different_bindings() -> None:
+    registrar, _ = make_registrar()
+    aor = "+447700900001"
+    registrar.register(register("<sip:alice@127.0.0.1>"), aor, SOURCE, 1000.0)
+    registrar.register(register("<sip:alice@127.0.0.1:5060>", cseq=2), aor, SOURCE, 1000.0)
+    assert len(registrar.bindings(aor, 1000.0)) == 2
+
+
 def test_max_contacts_per_aor() -> None:
     registrar, _ = make_registrar()
     for i in range(2):
