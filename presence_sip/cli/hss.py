@@ -6,7 +6,8 @@ Forms scripts rely on (DESIGN.md "The outside contract")::
                               [--presence-server NAME] [--identity URI]
     hss subscriber list [--json] | show MSISDN [--json] | remove MSISDN
     hss subscriber set MSISDN [--password PW|--password-file FILE] [--credit N]
-                              [--presence-server NAME]
+                              [--presence-server NAME] [--identity URI]
+                              [--remove-identity URI]
     hss rule add OWNER_MSISDN WATCHER_URI allow|block|polite-block|confirm
     hss rule list OWNER [--json] | remove OWNER WATCHER_URI
     hss plan add PREFIX NETWORK_DOMAIN | list [--json] | remove PREFIX
@@ -154,6 +155,16 @@ def _register_subscriber(groups: Subparsers, common: argparse.ArgumentParser) ->
     _password_options(change, required=False)
     change.add_argument("--credit", help="new prepaid credit units")
     change.add_argument("--presence-server", metavar="NAME", help="new presence server")
+    change.add_argument(
+        "--identity", metavar="URI", action="append", default=[], help="add an extra SIP identity"
+    )
+    change.add_argument(
+        "--remove-identity",
+        metavar="URI",
+        action="append",
+        default=[],
+        help="remove an extra SIP identity",
+    )
 
 
 def _password_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
@@ -288,13 +299,19 @@ def _subscriber_remove(store: SubscriberStore, args: argparse.Namespace) -> None
 
 def _subscriber_set(store: SubscriberStore, args: argparse.Namespace) -> None:
     password = _password(args)
-    if password is None and args.credit is None and args.presence_server is None:
-        raise ConfigError("nothing to change (give --password, --credit or --presence-server)")
+    changes = (password, args.credit, args.presence_server)
+    if all(c is None for c in changes) and not (args.identity or args.remove_identity):
+        raise ConfigError(
+            "nothing to change (give --password, --credit, --presence-server, --identity or"
+            " --remove-identity)"
+        )
     record = store.update_subscriber(
         args.msisdn,
         password=password,
         credit=None if args.credit is None else _credit(args.credit),
         presence_server=args.presence_server,
+        add_identities=args.identity,
+        remove_identities=args.remove_identity,
     )
     print(f"updated subscriber {record.msisdn}")
 

@@ -239,6 +239,33 @@ def make_subscriber(
     return with_password(base, password, realm)
 
 
+def with_identities(
+    subscriber: Subscriber, add: Iterable[str] = (), remove: Iterable[str] = ()
+) -> Subscriber:
+    """*subscriber* with extra identities added and removed (``canonical_identity`` forms).
+
+    The number's own identities (``default_identities``) cannot be removed; removing one it
+    does not have, or adding one naming another number, is an :class:`InvalidRecord`.  Whether
+    an added identity belongs to another subscriber is the store's check.
+    """
+    msisdn = subscriber.msisdn
+    kept = list(subscriber.identities)
+    for text in remove:
+        try:
+            identity = canonical_identity(text)
+        except ValueError as exc:
+            raise InvalidRecord(str(exc)) from None
+        if identity == "tel:" + msisdn:  # (every URI naming the number has this form)
+            raise InvalidRecord(f"{text!r} is the number's own identity: it cannot be removed")
+        if identity not in kept:
+            raise InvalidRecord(f"{text!r} is not an identity of {msisdn}")
+        kept.remove(identity)
+    for identity in extra_identities(msisdn, add):
+        if identity not in kept:
+            kept.append(identity)
+    return dataclasses.replace(subscriber, identities=tuple(kept))
+
+
 def with_password(subscriber: Subscriber, password: str, realm: str) -> Subscriber:
     """*subscriber* with every HA1 recomputed for *password* in *realm*."""
     if not password:

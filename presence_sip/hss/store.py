@@ -93,8 +93,12 @@ class SubscriberStore(Protocol):
         password: str | None = None,
         credit: int | None = None,
         presence_server: str | None = None,
+        add_identities: Sequence[str] = (),
+        remove_identities: Sequence[str] = (),
     ) -> Subscriber:
-        """Change the given fields (``None`` = unchanged) and return the new record."""
+        """Change the given fields (``None`` = unchanged) and return the new record; extra
+        identities are added and removed as :func:`~presence_sip.hss.records.with_identities`
+        says (``DuplicateRecord`` for one another subscriber has)."""
         ...
 
     def remove_subscriber(self, msisdn: str) -> None:

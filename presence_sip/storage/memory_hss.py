@@ -30,6 +30,7 @@ from presence_sip.hss.records import (
     make_subscriber,
     normalize_algorithm,
     normalize_domain,
+    with_identities,
     with_password,
 )
 from presence_sip.hss.store import DuplicateRecord, InsufficientCredit, UnknownRecord
@@ -121,9 +122,16 @@ class MemorySubscriberStore:
         password: str | None = None,
         credit: int | None = None,
         presence_server: str | None = None,
+        add_identities: Sequence[str] = (),
+        remove_identities: Sequence[str] = (),
     ) -> Subscriber:
         """Change the given fields and return the new record."""
-        record = self._require(normalize_msisdn(msisdn))
+        before = self._require(normalize_msisdn(msisdn))
+        record = with_identities(before, add_identities, remove_identities)
+        for uri in record.identities:
+            owner = self._identities.get(uri, record.msisdn)
+            if owner != record.msisdn:
+                raise DuplicateRecord(f"identity {uri} already belongs to {owner}")
         if password is not None:
             record = with_password(record, password, self._domain)
         if credit is not None:
@@ -131,6 +139,9 @@ class MemorySubscriberStore:
         if presence_server is not None:
             self._check_server(presence_server)
             record = dataclasses.replace(record, presence_server=presence_server)
+        for uri in before.identities:
+            self._identities.pop(uri, None)
+        self._identities.update(dict.fromkeys(record.identities, record.msisdn))
         self._subscribers[record.msisdn] = record
         self._version += 1
         return record

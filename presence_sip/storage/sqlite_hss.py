@@ -35,6 +35,7 @@ from presence_sip.hss.records import (
     make_subscriber,
     normalize_algorithm,
     normalize_domain,
+    with_identities,
     with_password,
 )
 from presence_sip.hss.store import (
@@ -245,11 +246,17 @@ class SqliteSubscriberStore:
         password: str | None = None,
         credit: int | None = None,
         presence_server: str | None = None,
+        add_identities: Sequence[str] = (),
+        remove_identities: Sequence[str] = (),
     ) -> Subscriber:
         """Change the given fields and return the new record."""
         canonical = normalize_msisdn(msisdn)
         with transaction(self._conn) as conn:
             record = self._require(canonical)
+            if add_identities or remove_identities:
+                record = with_identities(record, add_identities, remove_identities)
+                conn.execute("DELETE FROM hss_identities WHERE msisdn = ?", (canonical,))
+                self._insert_identities(record)  # (another subscriber's: DuplicateRecord)
             if password is not None:
                 record = with_password(record, password, self._domain)
             if credit is not None:

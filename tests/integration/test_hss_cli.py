@@ -124,6 +124,17 @@ def test_subscriber_round_trip(hss: Hss) -> None:
     finally:
         store.close()
 
+    hss.ok(
+        "subscriber", "set", C, "--identity", "sip:carol@net-b.test", "--identity", "sip:c@x.test"
+    )
+    assert hss.json("subscriber", "show", C)["identities"][2:] == [
+        "sip:carol@net-b.test",
+        "sip:c@x.test",
+    ]
+    hss.ok("subscriber", "set", C, "--remove-identity", "sip:c@x.test")
+    assert "identity         sip:carol@net-b.test" in hss.ok("subscriber", "show", C)
+    assert "sip:c@x.test" not in hss.ok("subscriber", "show", C)
+
     hss.ok("subscriber", "remove", C)
     assert [s["msisdn"] for s in hss.json("subscriber", "list")] == [B]
 
@@ -231,6 +242,9 @@ def test_plan_port_server_round_trip(hss: Hss) -> None:
         (("subscriber", "remove", C), f"unknown subscriber {C}"),
         (("subscriber", "set", C, "--credit", "1"), f"unknown subscriber {C}"),
         (("subscriber", "set", B), "nothing to change"),
+        (("subscriber", "set", B, "--remove-identity", f"tel:{B}"), "own identity"),
+        (("subscriber", "set", B, "--remove-identity", "sip:x@y.test"), "not an identity of"),
+        (("subscriber", "set", B, "--credit", "1", "--identity", f"tel:{C}"), "another number"),
         (
             ("subscriber", "set", B, "--credit", "5", "--presence-server", "ps9"),
             "unknown presence server",

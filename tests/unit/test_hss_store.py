@@ -241,6 +241,40 @@ def test_update_refusals_change_nothing(populated: SubscriberStore) -> None:
     assert snapshot(populated) == before
 
 
+def test_update_adds_and_removes_extra_identities(populated: SubscriberStore) -> None:
+    version = populated.data_version()
+    updated = populated.update_subscriber(B, add_identities=["sip:Bob@NET-B.test", "sip:b2@x.test"])
+    assert updated.identities[2:] == ("sip:Bob@net-b.test", "sip:b2@x.test")
+    assert populated.find_by_identity("sip:Bob@net-b.test") == updated
+    assert populated.extra_identities() == {"sip:Bob@net-b.test": B, "sip:b2@x.test": B}
+    assert populated.data_version() > version
+    again = populated.update_subscriber(B, add_identities=["sip:Bob@net-b.test;transport=tcp"])
+    assert again.identities == updated.identities  # already there: once
+    removed = populated.update_subscriber(B, remove_identities=["<sip:Bob@net-b.test>"])
+    assert removed.identities[2:] == ("sip:b2@x.test",)
+    assert populated.find_by_identity("sip:Bob@net-b.test") is None
+    populated.add_subscriber("+447700900111", "pw", identities=["sip:Bob@net-b.test"])  # free
+
+
+def test_identity_refusals_change_nothing(populated: SubscriberStore) -> None:
+    populated.update_subscriber(C, add_identities=["sip:carol@net-b.test"])
+    before = snapshot(populated)
+    with pytest.raises(DuplicateRecord, match=re.escape(f"already belongs to {C}")):
+        populated.update_subscriber(B, credit=1, add_identities=["sip:carol@net-b.test"])
+    with pytest.raises(InvalidRecord, match="own identity"):
+        populated.update_subscriber(B, remove_identities=[f"sip:{B}@{DOMAIN};user=phone"])
+    with pytest.raises(InvalidRecord, match="own identity"):
+        populated.update_subscriber(B, remove_identities=[f"tel:{B}"])
+    with pytest.raises(InvalidRecord, match="not an identity of"):
+        populated.update_subscriber(B, remove_identities=["sip:carol@net-b.test"])
+    with pytest.raises(InvalidRecord, match="another number"):
+        populated.update_subscriber(B, add_identities=[f"tel:{C}"])
+    with pytest.raises(InvalidRecord):
+        populated.update_subscriber(B, add_identities=["not a uri"])
+    assert snapshot(populated) == before
+    assert populated.find_by_identity("sip:carol@net-b.test") == populated.get_subscriber(C)
+
+
 def test_remove_cascades(populated: SubscriberStore) -> None:
     populated.remove_subscriber(f"sip:{B}@{DOMAIN};user=phone")
     assert populated.get_subscriber(B) is None
