@@ -28,6 +28,7 @@ __all__ = [
     "InsufficientCredit",
     "SubscriberStore",
     "UnknownRecord",
+    "last_prefix_in_use",
 ]
 
 
@@ -37,6 +38,15 @@ class UnknownRecord(StoreError):
 
 class DuplicateRecord(StoreError):
     """A record with that key already exists (duplicate MSISDN, prefix, server, identity)."""
+
+
+def last_prefix_in_use(prefix: str, network: str, ported: int) -> str:
+    """Why ``plan remove`` refuses a network's last prefix while numbers are ported to it (they
+    would point at a network the plan no longer knows, which ``port add`` refuses)."""
+    return (
+        f"prefix {prefix} is the last of network {network}, to which {ported} number(s) are"
+        " ported (remove those ports first)"
+    )
 
 
 class InsufficientCredit(StoreError):

@@ -33,7 +33,12 @@ from presence_sip.hss.records import (
     with_identities,
     with_password,
 )
-from presence_sip.hss.store import DuplicateRecord, InsufficientCredit, UnknownRecord
+from presence_sip.hss.store import (
+    DuplicateRecord,
+    InsufficientCredit,
+    UnknownRecord,
+    last_prefix_in_use,
+)
 from presence_sip.sip.errors import StoreError
 
 __all__ = ["MemorySubscriberStore"]
@@ -245,8 +250,14 @@ class MemorySubscriberStore:
     def plan_remove(self, prefix: str) -> None:
         """Delete a prefix."""
         canonical = normalize_prefix(prefix)
-        if self._plan.pop(canonical, None) is None:
+        network = self._plan.get(canonical)
+        if network is None:
             raise UnknownRecord(f"prefix {canonical} is not in the plan")
+        others = [p for p, n in self._plan.items() if n == network and p != canonical]
+        ported = sum(1 for n in self._ported.values() if n == network)
+        if network != self._domain and not others and ported:
+            raise StoreError(last_prefix_in_use(canonical, network, ported))
+        del self._plan[canonical]
         self._version += 1
 
     def port_add(self, msisdn: str, network: str) -> PortEntry:

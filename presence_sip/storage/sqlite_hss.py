@@ -42,6 +42,7 @@ from presence_sip.hss.store import (
     DuplicateRecord,
     InsufficientCredit,
     UnknownRecord,
+    last_prefix_in_use,
 )
 from presence_sip.sip.errors import StoreError
 from presence_sip.storage.database import (
@@ -411,9 +412,22 @@ class SqliteSubscriberStore:
         """Delete a prefix."""
         canonical = normalize_prefix(prefix)
         with transaction(self._conn) as conn:
-            cursor = conn.execute("DELETE FROM hss_number_plan WHERE prefix = ?", (canonical,))
-            if cursor.rowcount == 0:
+            row = conn.execute(
+                "SELECT network FROM hss_number_plan WHERE prefix = ?", (canonical,)
+            ).fetchone()
+            if row is None:
                 raise UnknownRecord(f"prefix {canonical} is not in the plan")
+            conn.execute("DELETE FROM hss_number_plan WHERE prefix = ?", (canonical,))
+            network = row[0]
+            if network != self._domain:
+                still_planned = conn.execute(
+                    "SELECT 1 FROM hss_number_plan WHERE network = ? LIMIT 1", (network,)
+                ).fetchone()
+                (ported,) = conn.execute(
+                    "SELECT count(*) FROM hss_ported_numbers WHERE network = ?", (network,)
+                ).fetchone()
+                if still_planned is None and ported:
+                    raise StoreError(last_prefix_in_use(canonical, network, ported))
             self._bump()
 
     def port_add(self, msisdn: str, network: str) -> PortEntry:

@@ -424,6 +424,22 @@ def test_plan_and_porting(populated: SubscriberStore) -> None:
     assert populated.plan_list() == [PlanEntry("+44", "net-b.test")]
 
 
+def test_a_network_keeps_its_last_prefix_while_numbers_are_ported_to_it(
+    populated: SubscriberStore,
+) -> None:
+    populated.port_add("+447700900998", "net-a.test")
+    before = snapshot(populated)
+    with pytest.raises(StoreError, match=r"last of network net-a\.test, to which 1 number"):
+        populated.plan_remove("+4477")
+    assert snapshot(populated) == before
+    populated.plan_add("+4478", "net-a.test")
+    populated.plan_remove("+4477")  # net-a.test is still in the plan
+    populated.port_remove("+447700900998")
+    populated.plan_remove("+4478")
+    populated.plan_remove("+44")  # numbers ported to our own domain need no prefix
+    assert populated.plan_list() == []
+
+
 def test_port_to_own_domain_or_planned_network(store: SubscriberStore) -> None:
     store.port_add("+15550100", DOMAIN)
     store.plan_add("+33", "Net-F.Test.")
