@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, Protocol, cast
+from xml.sax.saxutils import escape
 
 from lxml import etree
 
@@ -131,12 +132,16 @@ class PresenceDocument:
 # --- the edge: bytes -> tree ------------------------------------------------------------------
 
 
-def parse_xml(body: bytes, *, what: str = "PIDF") -> etree._Element:
+def parse_xml(
+    body: bytes, *, what: str = "PIDF", max_size: int | None = MAX_PIDF_SIZE
+) -> etree._Element:
     """Parse ``body`` with the hardened parser; any defect raises ``PidfError`` (400).
 
-    ``what`` names the document kind in the reason ("Invalid PIDF: ...", "PIDF too large").
+    ``what`` names the document kind in the reason ("Invalid PIDF: ...", "PIDF too large");
+    ``max_size`` None is for documents of our own (a composition of several publications may
+    exceed what one may be).
     """
-    if len(body) > MAX_PIDF_SIZE:
+    if max_size is not None and len(body) > max_size:
         raise PidfError(f"{what} too large", 400)
     if not body.strip():
         raise PidfError(f"Invalid {what}: empty body", 400)
@@ -145,9 +150,18 @@ def parse_xml(body: bytes, *, what: str = "PIDF") -> etree._Element:
     try:
         root = etree.fromstring(body, _PARSER)
     except etree.LxmlError as exc:
+        if _OTHER_ENCODING.match(body):
+            raise PidfError(f"Invalid {what}: only UTF-8 is accepted", 400) from None
         detail = str(exc).splitlines()[0][:80] if str(exc) else "parse error"
         raise PidfError(f"Invalid {what}: not well-formed XML ({detail})", 400) from None
     return root
+
+
+_OTHER_ENCODING = re.compile(
+    rb"\xff\xfe|\xfe\xff|\x00<|<\x00|\s*<\?xml[^>]*encoding=[\"'](?!utf-?8[\"'])", re.IGNORECASE
+)
+"""A body in another encoding than UTF-8: a UTF-16 byte order mark or zero byte, or an XML
+declaration naming another (the parser reads UTF-8 only, see ``_PARSER``)."""
 
 
 def make_element(tag: str, nsmap: Mapping[str | None, str], **attrib: str) -> etree._Element:
@@ -172,9 +186,10 @@ def parse_pidf(body: bytes) -> PresenceDocument:
     return document_from_element(parse_xml(body))
 
 
-def parse_pidf_tree(body: bytes) -> tuple[PresenceDocument, etree._Element]:
-    """Like :func:`parse_pidf`, also returning the parsed tree (the caller owns it)."""
-    root = parse_xml(body)
+def parse_pidf_tree(body: bytes, *, own: bool = False) -> tuple[PresenceDocument, etree._Element]:
+    """Like :func:`parse_pidf`, also returning the parsed tree (the caller owns it); ``own``:
+    a document this server made, not held to :data:`MAX_PIDF_SIZE`."""
+    root = parse_xml(body, max_size=None if own else MAX_PIDF_SIZE)
     return document_from_element(root), root
 
 
@@ -376,7 +391,12 @@ def _tuple_basic(tuple_element: etree._Element) -> str | None:
             status = child
     if status is None:
         raise _invalid(f"tuple {_tuple_id(tuple_element)!r} without <status>")
-    basic = _first_child(status, _BASIC)
+    basic = None
+    for child in status:
+        if child.tag == _BASIC:
+            if basic is not None:  # RFC 3863 section 4.4 schema: at most one
+                raise _invalid(f"tuple {_tuple_id(tuple_element)!r} has more than one <basic>")
+            basic = child
     if basic is None:
         return None
     text = basic.text
@@ -496,6 +516,7 @@ class _Merge:
     def ordered(self) -> list[etree._Element]:
         # RFC 3863 section 4.4 schema order: tuples, notes, then extension elements.
         person = [] if self.person is None else [self.person[1]]
+        _unique_ids([*self.tuples.values(), *person, *self.devices.values()])
         return [
             *self.tuples.values(),
             *self.notes,
@@ -505,6 +526,23 @@ class _Merge:
         ]
 
 
+def _unique_ids(elements: list[etree._Element]) -> None:
+    """Ids are unique in one document (xs:ID, RFC 3863 section 4.1.2, RFC 4479 section 4), but
+    not across publications: one publisher's person may have another's tuple id.  Elements keep
+    their id in order of ``elements``; a later one with an id already taken gets ``id-2``, ...
+    (the same inputs give the same ids, so watchers' diffs stay small)."""
+    taken: set[str] = set()
+    for element in elements:
+        identifier = element.get("id", "")
+        if identifier in taken:
+            n = 2
+            while f"{identifier}-{n}" in taken:
+                n += 1
+            identifier = f"{identifier}-{n}"
+            element.set("id", identifier)
+        taken.add(identifier)
+
+
 def _parse_timestamp(text: str) -> datetime | None:
     """An xs:dateTime (RFC 3339) as an aware datetime; ``None`` when unreadable."""
     try:
@@ -512,6 +550,24 @@ def _parse_timestamp(text: str) -> datetime | None:
     except ValueError:
         return None
     return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=UTC)
+
+
+_ROOT_ENTITY = re.compile(rb'(<(?:[^\s>:]+:)?presence\b[^>]*?\sentity=)"[^"]*"')
+"""The entity attribute of the root start tag of a canonical document (:func:`serialise`
+quotes attributes with ``"``)."""
+
+
+def with_entity(xml: bytes, entity: str) -> bytes:
+    """A canonical PIDF document (``validate_pidf``'s) naming ``entity`` on its root.
+
+    Watchers see a presentity under one URI, whichever way each publisher wrote it (RFC 3863
+    section 4.1.1: the entity is the presentity's URI; it was checked to name the same one)."""
+    _require_entity(entity)
+    quoted = escape(entity, {'"': "&quot;"}).encode()
+    rewritten, count = _ROOT_ENTITY.subn(lambda m: m.group(1) + b'"' + quoted + b'"', xml, 1)
+    if count != 1:
+        raise LocalProtocolError("not a canonical PIDF document")
+    return rewritten
 
 
 # --- documents made by the server -------------------------------------------------------------

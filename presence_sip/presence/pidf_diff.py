@@ -373,10 +373,10 @@ def make_diff(old: bytes | None, new: bytes, *, version: int, entity: str) -> by
     """
     if not 0 <= version <= _MAX_VERSION:
         raise LocalProtocolError(f"version {version} is not an unsigned 32-bit integer")
-    new_document, new_root = parse_pidf_tree(new)
+    new_document, new_root = parse_pidf_tree(new, own=True)
     operations = None
     if old is not None:
-        old_document, old_root = parse_pidf_tree(old)
+        old_document, old_root = parse_pidf_tree(old, own=True)
         if old_document.entity == new_document.entity:
             operations = _plan(old_root, new_root)
     namespaces = _Namespaces(new_root)

@@ -19,6 +19,7 @@ from presence_sip.presence.pidf import (
     PIDF_DIFF_CONTENT_TYPE,
     compose_documents,
     validate_pidf,
+    with_entity,
 )
 from presence_sip.presence.pidf_diff import apply_diff
 from presence_sip.sharded import ShardedDict
@@ -207,6 +208,7 @@ class Compositor:
         ids: IdSource,
         entity_key: EntityKey,
         *,
+        entity_of: Callable[[str], str] | None = None,
         min_expires: int = 60,
         max_expires: int = 3600,
         default_expires: int = 3600,
@@ -216,6 +218,9 @@ class Compositor:
         self.store = store
         self.ids = ids
         self.entity_key = entity_key
+        self.entity_of = entity_of
+        """The entity composed documents name for a presentity key (None: the newest
+        publication's own)."""
         self.min_expires = min_expires
         self.max_expires = max_expires
         self.default_expires = default_expires
@@ -431,10 +436,13 @@ class Compositor:
         if not publications:
             self._composed.pop(presentity, None)
             return old is not None
-        if len(publications) == 1:
+        entity = publications[-1].entity if self.entity_of is None else self.entity_of(presentity)
+        if len(publications) > 1:
+            new = compose_documents(entity, publications)
+        elif publications[0].entity == entity:
             new = publications[0].xml
         else:
-            new = compose_documents(publications[-1].entity, publications)
+            new = with_entity(publications[0].xml, entity)
         self._composed[presentity] = new
         return new != old
 

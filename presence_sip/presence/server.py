@@ -118,6 +118,23 @@ def _shared_remote_uri(record: SubscriptionRecord) -> str:
     return remote
 
 
+def _registration_document(presentity: Presentity, basic: str) -> bytes:
+    """Presence derived from registration (no publication): open when registered."""
+    note = "registered" if basic == "open" else "not registered"
+    return status_document(presentity.entity, basic, tuple_id="reg", note=note)
+
+
+def _partial_body(old: bytes | None, new: bytes, entity: str) -> bytes:
+    """The RFC 5263 body (version 0) taking a watcher from ``old`` to ``new``: a pidf-diff, or
+    pidf-full when there is no ``old`` or the diff would not be smaller than the document
+    (partial notification exists to make NOTIFYs smaller, RFC 5263 §1)."""
+    full = make_diff(None, new, version=0, entity=entity)
+    if old is None:
+        return full
+    body = make_diff(old, new, version=0, entity=entity)
+    return body if len(body) < len(full) else full
+
+
 class PresenceStore(SubscriptionStore, PublicationStore, Protocol):
     """Both stores in one (SQLite: ``storage.sqlite_presence.SqlitePresenceStore``)."""
 
@@ -163,6 +180,7 @@ class PresenceServer:
             store,
             ids,
             entity_key,
+            entity_of=self.presentity_entity,
             min_expires=s.min_expires,
             max_expires=s.max_expires,
             default_expires=s.default_expires,
@@ -227,19 +245,16 @@ class PresenceServer:
         basic = "open" if self.is_registered(key, now) else "closed"
         doc = presentity.reg_docs.get(basic)
         if doc is None:
-            doc = presentity.reg_docs[basic] = status_document(
-                presentity.entity,
-                basic,
-                tuple_id="reg",
-                note="registered" if basic == "open" else "not registered",
-            )
+            doc = presentity.reg_docs[basic] = _registration_document(presentity, basic)
         return doc
 
     def _neutral(self, presentity: Presentity) -> bytes:
-        """RFC 5025 §3.2.1 polite-block: a neutral, closed document."""
-        if presentity.neutral is None:
-            presentity.neutral = status_document(presentity.entity, "closed", tuple_id="pb")
-        return presentity.neutral
+        """RFC 5025 §3.2.1 polite-block: the document of this presentity offline (neither
+        registered nor publishing), so that the watcher cannot tell it is blocked."""
+        doc = presentity.reg_docs.get("closed")
+        if doc is None:
+            doc = presentity.reg_docs["closed"] = _registration_document(presentity, "closed")
+        return doc
 
     def watchers_of(self, key: str) -> list[Subscription]:
         presentity = self._presentities.get(key)
@@ -346,6 +361,11 @@ class PresenceServer:
         self._expiry.set(sub.id, sub.expires_at)
 
     def _restore(self, record: SubscriptionRecord) -> None:
+        # The stored block of CSeqs was reserved when a NOTIFY first went past the one before,
+        # and is written by the group commit after that NOTIFY left: a crash in between leaves
+        # the previous block on disk while CSeqs of the new one were used.  One block further
+        # is past every CSeq sent (RFC 3261 §12.2.1.1: the local CSeq only rises).
+        start = record.cseq_reserved + self.settings.cseq_block
         dialog = Dialog(
             call_id=record.call_id,
             local_tag=record.id,
@@ -354,7 +374,7 @@ class PresenceServer:
             remote_uri=_shared_remote_uri(record),
             remote_target=record.remote_target,
             route_set=record.route_set,
-            local_cseq=record.cseq_reserved,
+            local_cseq=start,
             remote_cseq=record.remote_cseq,
             source=peer_from_text(record.source),
             local_contact=self._intern(record.local_contact),
@@ -374,6 +394,11 @@ class PresenceServer:
             cseq_reserved=record.cseq_reserved,
             via_sent_by=self._sent_by(record.local_contact),
         )
+        # Document versions must keep rising in the dialog (RFC 3858 §4: a watcher discards a
+        # watcherinfo document not newer than its copy; RFC 5263 §4.4).  They were not stored,
+        # but each NOTIFY raised the version by at most one and the CSeq by one, from 0 both:
+        # ``start`` is above every version sent (a full document may jump ahead).
+        sub.diff_version = sub.winfo_version = start
         active = record.state == State.ACTIVE.value
         sub.action = (
             Action.POLITE_BLOCK if record.polite else (Action.ALLOW if active else Action.CONFIRM)
@@ -567,25 +592,26 @@ class PresenceServer:
         if sub.event == WINFO:
             return headers, WATCHERINFO_CONTENT_TYPE, self._winfo_body(sub, now)
         if sub.polite:
-            presentity = self._peek(sub.presentity, sub.entity)
-            # A partial-notification watcher now holds the neutral document: once allowed
-            # again, it gets full state (pidf-full), not a diff against the real one.
-            sub.last_body = None
-            return headers, PIDF_CONTENT_TYPE, self._neutral(presentity)
-        doc = self.document(sub.presentity, now)
+            # RFC 5025 §3.2.1: what an allowed watcher sees of an offline presentity, in the
+            # content type this watcher asked for (a diff watcher then holds that document).
+            doc = self._neutral(self._peek(sub.presentity, sub.entity))
+        else:
+            doc = self.document(sub.presentity, now)
         if not sub.accept_diff:
             return headers, PIDF_CONTENT_TYPE, doc
         return headers, PIDF_DIFF_CONTENT_TYPE, self._diff_body(sub, doc)
 
     def _diff_body(self, sub: Subscription, doc: bytes) -> bytes:
-        """RFC 5263: full state first (pidf-full), then pidf-diff; one diff per (old, new) pair."""
+        """RFC 5263: full state first (pidf-full), then pidf-diff; one diff per (old, new) pair.
+
+        The watcher's copy (``last_body``) and version change only once the body is made."""
         old = sub.last_body
-        sub.diff_version += 1
-        sub.last_body = doc
         key = (old or b"", doc)
         template = self._diffs.get(key)
         if template is None:
-            template = self._diffs[key] = make_diff(old, doc, version=0, entity=sub.entity)
+            template = self._diffs[key] = _partial_body(old, doc, sub.entity)
+        sub.diff_version += 1
+        sub.last_body = doc
         # The root's version attribute, whether the root has children or not (an empty diff is
         # `<p:pidf-diff ... version="0"/>`); the XML declaration's is version='1.0'.
         return template.replace(b' version="0"', f' version="{sub.diff_version}"'.encode(), 1)

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -178,7 +179,7 @@ class Subscription(SubscriptionMachine):
 class Presentity:
     """A watched presentity: its watchers and cached documents."""
 
-    __slots__ = ("entity", "key", "neutral", "reg_docs", "watchers", "winfo")
+    __slots__ = ("entity", "key", "reg_docs", "watchers", "winfo")
 
     def __init__(self, key: str, entity: str) -> None:
         self.key = key
@@ -186,7 +187,7 @@ class Presentity:
         self.watchers: dict[str, Subscription] = {}
         self.winfo: dict[str, Subscription] = {}
         self.reg_docs: dict[str, bytes] = {}
-        self.neutral: bytes | None = None
+        """The documents of presence derived from registration, by ``<basic>`` value."""
 
 
 def decide_action(rules: Mapping[str, str], watcher_uri: str, default: Action) -> Action:
@@ -213,11 +214,19 @@ def _action(text: str) -> Action | None:
         return None
 
 
+_QUOTED_PAIR: Final = re.compile(r"\\(.)", re.DOTALL)
+
+
 def display_name(request: Request) -> str | None:
+    """The From display name as text: a quoted-string's quotes and quoted-pairs (``\\"``,
+    RFC 3261 §25.1) undone, for the watcherinfo document (RFC 3858 display-name)."""
     name = request.from_.display_name
     if name is None:
         return None
-    return name[1:-1] if name.startswith('"') and name.endswith('"') else name
+    if not (len(name) >= 2 and name.startswith('"') and name.endswith('"')):
+        return name
+    inner = name[1:-1]
+    return _QUOTED_PAIR.sub(r"\1", inner) if "\\" in inner else inner
 
 
 def peer_from_text(text: str) -> Peer:

@@ -30,6 +30,7 @@ from presence_sip.presence.pidf import (
     parse_xml,
     status_document,
     validate_pidf,
+    with_entity,
 )
 from presence_sip.sip.errors import LocalProtocolError, PidfError
 
@@ -155,6 +156,28 @@ def test_non_utf8_declaration_is_read_as_utf8():
     assert parse_pidf(body).notes == ("caf\u00e9",)
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        f'<?xml version="1.0" encoding="ISO-8859-1"?><presence xmlns="{PIDF_NS}" entity="{BOB}">'
+        "<note>caf\u00e9</note></presence>".encode("latin-1"),
+        (
+            f'<?xml version="1.0" encoding="UTF-16"?><presence xmlns="{PIDF_NS}" entity="{BOB}"/>'
+        ).encode("utf-16"),
+        f'<presence xmlns="{PIDF_NS}" entity="{BOB}"/>'.encode("utf-16-be"),
+    ],
+)
+def test_another_encoding_is_refused_as_such(body):
+    with pytest.raises(PidfError, match="only UTF-8 is accepted"):
+        parse_pidf(body)
+
+
+def test_two_basic_values_in_one_status_are_refused():
+    body = pidf(tuple_xml("t1", extra="").replace("</status>", "<basic>closed</basic></status>"))
+    with pytest.raises(PidfError, match="tuple 't1' has more than one <basic>"):
+        validate_pidf(body)
+
+
 # --- hardening and invalid documents -----------------------------------------------------------
 
 
@@ -216,8 +239,8 @@ def test_doctype_hidden_in_utf16_is_refused_without_opening_files():
         f'<presence xmlns="{PIDF_NS}" entity="{BOB}"/>'
     ).encode("utf-16")
     with pytest.raises(PidfError) as caught:
-        parse_pidf(body)
-    assert caught.value.reason.startswith("Invalid PIDF: not well-formed XML")
+        parse_pidf(body)  # read as UTF-8: not well-formed, so never a DOCTYPE to follow
+    assert caught.value.reason == "Invalid PIDF: only UTF-8 is accepted"
 
 
 def test_undeclared_entity_reference_is_not_well_formed():
@@ -303,6 +326,32 @@ def test_compose_tuples_later_replaces_same_id():
     root = etree.fromstring(document.xml)
     basics = [b.text for b in root.iter(f"{{{PIDF_NS}}}basic")]
     assert basics == ["closed", "open", "closed"]
+
+
+def test_compose_gives_colliding_ids_of_other_publications_new_ones():
+    """xs:ID is unique per document (RFC 3863 §4.1.2, RFC 4479 §4), not across publications."""
+    document = compose(
+        pidf(tuple_xml("x")),
+        pidf(tuple_xml("y") + person("x", None)),
+        pidf(f'<dm:device id="x"><dm:deviceID>urn:x</dm:deviceID></dm:device>{tuple_xml("x-2")}'),
+    )
+    assert document.tuple_ids == ("x", "y", "x-2")
+    assert document.person_ids == ("x-3",)
+    assert document.device_ids == ("x-4",)
+
+
+def test_with_entity_rewrites_the_root_entity_only():
+    _, xml = validate_pidf(pidf(tuple_xml("a", extra="<contact>sip:x@y</contact>")))
+    rewritten = with_entity(xml, "sip:+447700900123@net-b.test;user=phone")
+    assert parse_pidf(rewritten).entity == "sip:+447700900123@net-b.test;user=phone"
+    assert rewritten.replace(b"+447700900123@net-b.test;user=phone", b"bob@net-b.test") == xml
+    prefixed = (
+        b"<?xml version='1.0' encoding='UTF-8'?>\n"
+        b'<p:presence xmlns:p="urn:ietf:params:xml:ns:pidf" entity="sip:a@b"/>'
+    )
+    assert parse_pidf(with_entity(prefixed, "sip:c@d")).entity == "sip:c@d"
+    with pytest.raises(LocalProtocolError):
+        with_entity(xml, "not a uri")
 
 
 def test_compose_uses_the_given_entity():

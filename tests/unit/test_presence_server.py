@@ -6,6 +6,7 @@ of ``endpoint.outbox()`` is parsed back and asserted on (RFC 3856 §8, RFC 3903 
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from pathlib import Path
 
@@ -15,12 +16,12 @@ from presence_sip.auth.digest import DigestAuthenticator, build_authorization
 from presence_sip.auth.guard import RequestGuard
 from presence_sip.endpoint import Endpoint
 from presence_sip.ids import CountingIdSource
-from presence_sip.presence.pidf import parse_pidf
-from presence_sip.presence.pidf_diff import apply_diff
+from presence_sip.presence.pidf import documents_equivalent, parse_pidf
+from presence_sip.presence.pidf_diff import apply_diff, diff_version
 from presence_sip.presence.role import PresenceRole
 from presence_sip.presence.role import _entity_key as role_entity_key
 from presence_sip.presence.server import PresenceSettings
-from presence_sip.presence.watcherinfo import parse_watcherinfo
+from presence_sip.presence.watcherinfo import parse_watcherinfo, parse_watcherinfo_document
 from presence_sip.registrar.bindings import MemoryBindingStore
 from presence_sip.registrar.registrar import Registrar
 from presence_sip.registrar.role import RegistrarRole
@@ -55,6 +56,15 @@ PIDF_OPEN = (
     b'<contact priority="0.8">tel:+447700900123</contact></tuple>\n</presence>\n'
 )
 PIDF_CLOSED = PIDF_OPEN.replace(b"<basic>open</basic>", b"<basic>closed</basic>")
+DESK = (
+    b'<tuple id="desk"><status><basic>closed</basic></status>'
+    b"<contact>sip:+447700900123@desk.net-b.test</contact>"
+    b"<note>Desk phone, third floor, room 3.14: calls are forwarded after six rings</note>"
+    b"</tuple>\n</presence>\n"
+)
+PIDF_TWO_OPEN = PIDF_OPEN.replace(b"</presence>\n", DESK)
+"""Two tuples: a change of one is a pidf-diff smaller than the document (RFC 5263)."""
+PIDF_TWO_CLOSED = PIDF_CLOSED.replace(b"</presence>\n", DESK)
 
 
 class Node:
@@ -918,14 +928,26 @@ def test_default_policy_block_and_own_presence_is_always_allowed() -> None:
 
 def test_polite_block_sees_neutral_closed_and_no_updates() -> None:
     node = Node(policy="allow")
+    offline = subscribed(node, watcher=CAROL, contact="<sip:carol@127.0.0.1:5071>")[1]
     node.hss.set_rule(BOB, f"tel:{ALICE}", "polite-block")
     published(node, PIDF_OPEN)
     _ok, notify = subscribed(node)
     assert sub_state(notify) == ("active", 600, None)  # indistinguishable from allowed
     assert basic(notify) == "closed"
-    assert parse_pidf(notify.body).tuple_ids == ("pb",)
+    # RFC 5025 §3.2.1: exactly what an allowed watcher saw of Bob offline, nothing to tell
+    assert notify.body == offline.body
     _, sent = published(node, PIDF_CLOSED)
-    assert sent == []
+    assert [n.call_id for n in sent] == [offline.call_id]
+
+
+def test_polite_block_answers_in_the_partial_notification_type_asked_for() -> None:
+    node = Node(policy="allow")
+    node.hss.set_rule(BOB, f"tel:{ALICE}", "polite-block")
+    published(node, PIDF_OPEN)
+    _ok, notify = subscribed(node, accept="application/pidf-diff+xml")
+    assert notify.headers.get("Content-Type") == "application/pidf-diff+xml"
+    assert b"<p:pidf-full " in notify.body
+    assert parse_pidf(apply_diff(None, notify.body)).basic == "closed"
 
 
 def test_confirm_is_pending_until_bob_allows_then_active_at_once() -> None:
@@ -1087,22 +1109,84 @@ def test_winfo_lists_watchers_including_pending_and_follows_changes() -> None:
     assert statuses[f"sip:{ALICE}@net-a.test;user=phone"] == ("pending", "subscribe")
 
 
+def test_winfo_display_name_is_the_text_of_the_quoted_string() -> None:
+    node = Node(policy="allow")
+    data = subscribe().replace(b'From: "Alice" ', b'From: "Alice \\"The\\" A\\\\B" ')
+    out = node.receive(data)
+    assert only_response(out).status == 200
+    node.answer(notifies(out)[0])
+    _ok, notify = subscribed(
+        node, watcher=BOB, event=WINFO, accept=WINFO_TYPE, contact="<sip:bob@127.0.0.1:5090>"
+    )
+    (entry,) = parse_watcherinfo(notify.body)
+    assert entry.display_name == 'Alice "The" A\\B'
+
+
+def test_full_state_watchers_see_the_presentity_under_one_entity() -> None:
+    """RFC 3863 §4.1.1: whichever way the publisher wrote the entity (here without
+    ``;user=phone``), watchers see the URI of the presentity, as diff watchers do."""
+    node = Node()
+    _ok, plain = subscribed(node)
+    _ok, diffs = subscribed(node, accept=PIDF_TYPES, watcher=CAROL, port=5071)
+    _, sent = published(node, PIDF_OPEN)
+    canonical = f"sip:{BOB}@{DOMAIN};user=phone"
+    by_call = {n.call_id: n for n in sent}
+    assert parse_pidf(by_call[plain.call_id].body).entity == canonical
+    held = apply_diff(apply_diff(None, diffs.body), by_call[diffs.call_id].body)
+    assert parse_pidf(held).entity == canonical
+
+
 # --- partial notification and publication (RFC 5263, RFC 5264) ------------------------------------
+
+
+def test_partial_notification_sends_full_state_when_a_diff_would_not_be_smaller() -> None:
+    node = Node()
+    published(node, PIDF_OPEN)  # one tuple: replacing it costs more than the document
+    subscribed(node, accept=PIDF_TYPES)
+    _, (change,) = published(node, PIDF_CLOSED)
+    assert b"<p:pidf-full " in change.body
+    assert b'version="2"' in change.body
+    assert parse_pidf(apply_diff(None, change.body)).basic == "closed"
+
+
+def test_a_person_of_one_publication_with_the_tuple_id_of_another_gets_a_new_id() -> None:
+    """RFC 3863 §4.1.2 / RFC 4479 §4: ids are unique in the composed document too, and the
+    partial-notification watcher still gets its NOTIFY."""
+    node = Node()
+    published(node, PIDF_OPEN)
+    _ok, full_watcher = subscribed(node)
+    _ok, diff_watcher = subscribed(node, accept=PIDF_TYPES, watcher=CAROL, port=5071)
+    person = PIDF_OPEN.replace(
+        b'<tuple id="sg89ae">',
+        b'<tuple id="other"><status><basic>closed</basic></status></tuple>'
+        b'<dm:person xmlns:dm="urn:ietf:params:xml:ns:pidf:data-model" id="sg89ae"/>'
+        b'<tuple id="x">',
+    )
+    _, sent = published(node, person)
+    assert len(sent) == 2
+    by_call = {n.call_id: n for n in sent}
+    composed = by_call[full_watcher.call_id].body
+    document = parse_pidf(composed)  # valid: no duplicate id
+    assert document.tuple_ids == ("sg89ae", "other", "x")
+    assert document.person_ids == ("sg89ae-2",)
+    diff = by_call[diff_watcher.call_id].body
+    assert documents_equivalent(apply_diff(apply_diff(None, diff_watcher.body), diff), composed)
 
 
 def test_partial_notification_full_then_diff() -> None:
     node = Node()
-    published(node, PIDF_OPEN)
+    published(node, PIDF_TWO_OPEN)
     ok, first = subscribed(node, accept="application/pidf+xml, application/pidf-diff+xml")
     assert first.headers.get("Content-Type") == "application/pidf-diff+xml"
     assert b"pidf-full" in first.body
     state = apply_diff(None, first.body)
     assert parse_pidf(state).basic == "open"
-    _, sent = published(node, PIDF_CLOSED)
+    _, sent = published(node, PIDF_TWO_CLOSED)
     (diff,) = sent
     assert diff.headers.get("Content-Type") == "application/pidf-diff+xml"
     assert b"<p:pidf-diff " in diff.body  # a diff, not a second full document
     assert b'version="2"' in diff.body
+    assert len(diff.body) < len(PIDF_TWO_CLOSED)
     assert parse_pidf(apply_diff(state, diff.body)).basic == "closed"
     out = node.receive(in_dialog(ok, first, expires=600))
     (full,) = notifies(out)
@@ -1132,24 +1216,26 @@ def test_partial_notification_after_polite_block_starts_again_from_full_state() 
     assert b"pidf-full" in first.body
     node.hss.set_rule(BOB, f"tel:{ALICE}", "polite-block")
     (neutral,) = notifies(node.advance(1.0))
-    assert neutral.headers.get("Content-Type") == "application/pidf+xml"
-    assert parse_pidf(neutral.body).tuple_ids == ("pb",)
+    assert neutral.headers.get("Content-Type") == "application/pidf-diff+xml"
+    held = apply_diff(apply_diff(None, first.body), neutral.body)
+    assert parse_pidf(held).tuple_ids == ("reg",)
     node.answer(neutral)
     node.hss.set_rule(BOB, f"tel:{ALICE}", "allow")
     (again,) = notifies(node.advance(1.0))
-    assert b"pidf-full" in again.body  # not a diff against the state the watcher never had
-    assert parse_pidf(apply_diff(None, again.body)).basic == "open"
+    # from the neutral document the watcher holds, not from the state it never had
+    assert parse_pidf(apply_diff(held, again.body)).basic == "open"
+    assert b'version="3"' in again.body
 
 
 def test_partial_notification_after_a_failed_notify_starts_again_from_full_state() -> None:
     node = Node()
-    published(node, PIDF_OPEN)
+    published(node, PIDF_TWO_OPEN)
     subscribed(node, accept="application/pidf+xml, application/pidf-diff+xml")
-    out = node.receive(publish(PIDF_CLOSED))
+    out = node.receive(publish(PIDF_TWO_CLOSED))
     (missed,) = notifies(out)
     assert b"<p:pidf-diff " in missed.body
     node.answer(missed, 503)  # the watcher never applied it
-    _, sent = published(node, PIDF_OPEN)
+    _, sent = published(node, PIDF_TWO_OPEN)
     (full,) = sent
     assert b"pidf-full" in full.body
 
@@ -1227,6 +1313,44 @@ def test_restart_reloads_subscriptions_and_publications_cseq_keeps_rising(
     conn.close()
 
 
+def test_restart_keeps_document_versions_rising(tmp_path: Path) -> None:
+    """RFC 3858 §4: a watcherinfo document not newer than the watcher's copy is discarded;
+    RFC 5263: partial notification versions rise.  Neither restarts from 0 with the node."""
+    conn = connect(tmp_path / "presence.sqlite")
+    migrate(conn, "core")
+    node = Node(store=SqlitePresenceStore(conn))
+    _ok, diff = subscribed(node, accept=PIDF_TYPES)
+    _ok, winfo = subscribed(
+        node, watcher=BOB, event=WINFO, accept=WINFO_TYPE, contact="<sip:bob@127.0.0.1:5090>"
+    )
+    versions = {winfo.call_id: [winfo_version(winfo.body)], diff.call_id: [diff_version(diff.body)]}
+    _, sent = published(node, PIDF_OPEN)
+    for notify in sent:
+        versions[notify.call_id].append(diff_version(notify.body))
+    for notify in notifies(node.receive(subscribe(watcher=CAROL, port=5071))):
+        node.answer(notify)
+        if notify.call_id == winfo.call_id:
+            versions[winfo.call_id].append(winfo_version(notify.body))
+    node.role.close()
+    node2 = Node(store=SqlitePresenceStore(conn), now=node.now + 10, ids=CountingIdSource("r"))
+    out = node2.receive(subscribe(watcher=CAROL, port=5072))  # winfo changes: a NOTIFY
+    _, sent = published(node2, PIDF_CLOSED)  # presence changes: a NOTIFY
+    for notify in [*notifies(out), *sent]:
+        node2.answer(notify)
+        if notify.call_id == winfo.call_id:
+            versions[winfo.call_id].append(winfo_version(notify.body))
+        elif notify.call_id == diff.call_id:
+            versions[diff.call_id].append(diff_version(notify.body))
+    for call_id, seen in versions.items():
+        assert len(seen) >= 3, (call_id, seen)
+        assert seen == sorted(set(seen)), seen  # strictly rising across the restart
+    conn.close()
+
+
+def winfo_version(body: bytes) -> int:
+    return parse_watcherinfo_document(body).version
+
+
 def test_restart_reads_remote_uris_stored_in_brackets_and_bare(tmp_path: Path) -> None:
     conn = connect(tmp_path / "presence.sqlite")
     migrate(conn, "core")
@@ -1263,6 +1387,24 @@ def test_cseq_block_is_written_before_it_is_used() -> None:
         seqs.append(sent[0].cseq.seq)
         assert store.subscriptions[ok.to.tag or ""].cseq_reserved >= seqs[-1]
     assert seqs == list(range(1, 9))
+
+
+def test_cseq_keeps_rising_when_the_last_reservation_was_lost_in_a_crash() -> None:
+    """The new block is written by the group commit after the NOTIFY that needed it left: a
+    crash between the two leaves the previous block on disk (audit 2026-11-27)."""
+    store = MemoryPresenceStore()
+    node = Node(store=store, settings=PresenceSettings(cseq_block=3))
+    ok, first = subscribed(node)
+    sid = ok.to.tag or ""
+    seqs = [first.cseq.seq]
+    for body in (PIDF_CLOSED, PIDF_OPEN, PIDF_CLOSED):  # CSeq 4 needs the block 4-6
+        seqs.append(published(node, body)[1][0].cseq.seq)
+    assert seqs == [1, 2, 3, 4]
+    store.subscriptions[sid] = dataclasses.replace(store.subscriptions[sid], cseq_reserved=3)
+    node.role.close()
+    node2 = Node(store=store, settings=PresenceSettings(cseq_block=3), now=node.now + 1)
+    (after,) = published(node2, PIDF_OPEN)[1]
+    assert after.cseq.seq > 4
 
 
 def test_expired_rows_are_not_loaded() -> None:
