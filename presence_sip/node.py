@@ -7,6 +7,7 @@ PUBLISH/SUBSCRIBE for the node's domain; later waves add ``gateway`` and ``watch
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import signal
@@ -28,7 +29,7 @@ from presence_sip.proxy.proxy import Proxy
 from presence_sip.proxy.routing import NextHop, RouteTable
 from presence_sip.registrar.registrar import Registrar, RegistrarPolicy
 from presence_sip.registrar.role import RegistrarRole
-from presence_sip.sip.errors import ConfigError
+from presence_sip.sip.errors import ConfigError, StoreError
 from presence_sip.storage.checkpoint import Checkpointer
 from presence_sip.storage.database import (
     database_path,
@@ -38,6 +39,7 @@ from presence_sip.storage.database import (
     transaction,
 )
 from presence_sip.storage.group_commit import SPARE_INTERVAL, GroupCommit
+from presence_sip.storage.node_lock import NodeLock
 from presence_sip.storage.sqlite_bindings import SqliteBindingStore
 from presence_sip.storage.sqlite_hss import SqliteSubscriberStore
 from presence_sip.transport.driver import Driver
@@ -113,9 +115,20 @@ class Node:
         self.config = config
         self.conn: sqlite3.Connection = open_network_database(config.data_dir)
         try:
+            self.lock = NodeLock(config.data_dir, config.name)
+        except StoreError:
+            self.conn.close()
+            raise
+        try:
+            self._build(config)
+        except BaseException:
+            self._abandon()
+            raise
+
+    def _build(self, config: NodeConfig) -> None:
+        try:
             self.hss = SqliteSubscriberStore(self.conn, domain=config.domain)
         except ConfigError as exc:
-            self.conn.close()
             raise ConfigError(f"data directory {config.data_dir}: {exc}") from None
         now = time.time()
         self.endpoint = Endpoint(ids=RandomIdSource(), timers=config.timers, limits=config.limits)
@@ -133,7 +146,9 @@ class Node:
             self.conn, spare_interval=SPARE_INTERVAL, path=database_path(config.data_dir)
         )
         self.registrar = Registrar(
-            SqliteBindingStore(self.conn, self.commits), policy=config.registrar, now=now
+            SqliteBindingStore(self.conn, self.commits, node=config.name),
+            policy=config.registrar,
+            now=now,
         )
         self.presence: object | None = None
         if "registrar" in config.roles:
@@ -186,7 +201,7 @@ class Node:
 
         role = PresenceRole(
             endpoint=self.endpoint,
-            store=SqlitePresenceStore(self.conn, self.commits),
+            store=SqlitePresenceStore(self.conn, self.commits, node=self.config.name),
             hss=self.hss,
             registrar=self.registrar,
             guard=self.guard,
@@ -248,7 +263,21 @@ class Node:
             self.commits.close()
         finally:
             self.checkpoints.close()
-            self.conn.close()
+            self.close_early()
+
+    def close_early(self) -> None:
+        """Close the database and give the node's lock back."""
+        self.conn.close()
+        self.lock.release()
+
+    def _abandon(self) -> None:
+        """Start-up failed part way: stop what was started, then :meth:`close_early`."""
+        for part in ("commits", "checkpoints"):
+            started = getattr(self, part, None)
+            if started is not None:
+                with contextlib.suppress(Exception):
+                    started.close()
+        self.close_early()
 
     async def serve_forever(self) -> None:
         """Run until SIGINT/SIGTERM (one signal is enough), then stop cleanly."""

@@ -6,7 +6,12 @@ import json
 import sqlite3
 
 from presence_sip.registrar.bindings import Binding
-from presence_sip.storage.database import map_errors, migrate, register_migrations, transaction
+from presence_sip.storage.database import (
+    map_errors,
+    migrate,
+    register_migrations,
+    transaction,
+)
 from presence_sip.storage.group_commit import GroupCommit, Statement
 
 COMPONENT = "registrar"
@@ -30,21 +35,24 @@ register_migrations(
         );
         CREATE INDEX bindings_expiry ON bindings (expires_at);
         """,
+        # Several nodes of a network share the file: each loads, expires and deletes only the
+        # bindings it made ('' = rows written before, claimed by the first node to start).
+        """
+        ALTER TABLE bindings ADD COLUMN node TEXT NOT NULL DEFAULT '';
+        """,
     ),
 )
 
 _SELECT = (
     "SELECT aor, contact, params, expires_at, q, call_id, cseq, path, source, user_agent"
-    " FROM bindings"
+    " FROM bindings WHERE node = ?"
 )
+_CLAIM = "UPDATE bindings SET node = ? WHERE node = ''"
 _UPSERT = (
-    "INSERT OR REPLACE INTO bindings"
-    " (aor, contact, params, expires_at, q, call_id, cseq, path, source, user_agent)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?)"
+    "INSERT OR REPLACE INTO bindings (aor, contact, params, expires_at, q, call_id, cseq, path,"
+    " source, user_agent, node) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 )
-
-
-_DELETE = "DELETE FROM bindings WHERE aor = ? AND contact = ?"
+_DELETE = "DELETE FROM bindings WHERE aor = ? AND contact = ? AND node = ?"
 
 
 class SqliteBindingStore:
@@ -55,9 +63,14 @@ class SqliteBindingStore:
     (AOR, contact) and written by the group's next commit (durability window: see there).
     """
 
-    def __init__(self, conn: sqlite3.Connection, group: GroupCommit | None = None) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, group: GroupCommit | None = None, *, node: str = ""
+    ) -> None:
         self.conn = conn
         self.group = group
+        self.node = node
+        """The node whose bindings these are (rows of other nodes are neither read nor
+        deleted: a REGISTER moving a binding to this node takes the row over)."""
         migrate(conn, COMPONENT)
         self._pending: dict[tuple[str, str], Binding | None] = {}
         """Pending rows by (aor, contact): the binding to write, or None to delete."""
@@ -67,8 +80,9 @@ class SqliteBindingStore:
     def load_bindings(self) -> list[Binding]:
         if self.group is not None:
             self.group.flush()
-        with map_errors("cannot load bindings"):
-            rows = self.conn.execute(_SELECT).fetchall()
+        with transaction(self.conn) as conn, map_errors("cannot load bindings"):
+            conn.execute(_CLAIM, (self.node,))
+            rows = conn.execute(_SELECT, (self.node,)).fetchall()
         return [
             Binding(r[0], r[1], r[2], r[3], r[4], r[5], r[6], tuple(json.loads(r[7])), r[8], r[9])
             for r in rows
@@ -77,8 +91,8 @@ class SqliteBindingStore:
     def save_bindings(self, aor: str, upserts: list[Binding], removed_contacts: list[str]) -> None:
         if self.group is None:
             with transaction(self.conn) as conn:
-                conn.executemany(_DELETE, [(aor, contact) for contact in removed_contacts])
-                conn.executemany(_UPSERT, [_row(b) for b in upserts])
+                conn.executemany(_DELETE, [(aor, c, self.node) for c in removed_contacts])
+                conn.executemany(_UPSERT, [_row(b, self.node) for b in upserts])
             return
         for contact in removed_contacts:
             self._pending[(aor, contact)] = None
@@ -89,7 +103,7 @@ class SqliteBindingStore:
     def delete_expired(self, aor: str, contacts: list[str]) -> None:
         if self.group is None:
             with transaction(self.conn) as conn:
-                conn.executemany(_DELETE, [(aor, c) for c in contacts])
+                conn.executemany(_DELETE, [(aor, c, self.node) for c in contacts])
             return
         for contact in contacts:
             self._pending[(aor, contact)] = None
@@ -99,16 +113,17 @@ class SqliteBindingStore:
         """The statements of the pending changes (the group commit runs them in its transaction)."""
         if not self._pending:
             return []
+        node = self.node
         return [
-            (_DELETE, [key for key, b in self._pending.items() if b is None]),
-            (_UPSERT, [_row(b) for b in self._pending.values() if b is not None]),
+            (_DELETE, [(*key, node) for key, b in self._pending.items() if b is None]),
+            (_UPSERT, [_row(b, node) for b in self._pending.values() if b is not None]),
         ]
 
     def clear_pending(self) -> None:
         self._pending.clear()
 
 
-def _row(b: Binding) -> tuple[object, ...]:
+def _row(b: Binding, node: str) -> tuple[object, ...]:
     return (
         b.aor,
         b.contact,
@@ -120,4 +135,5 @@ def _row(b: Binding) -> tuple[object, ...]:
         json.dumps(list(b.path)),
         b.source,
         b.user_agent,
+        node,
     )

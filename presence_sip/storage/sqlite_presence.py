@@ -4,7 +4,8 @@ Tables ``presence_publications`` and ``presence_subscriptions`` live in the netw
 ``presence.sqlite`` (migration component ``presence``). Rows are written on every change; the
 NOTIFY CSeq of a subscription is written in blocks (``cseq_reserved``), so a restarted node
 continues above every CSeq it may have sent. Loading deletes expired rows in SQL first and never
-reads them.
+reads them.  Several nodes of one network share the file: each row names the node that wrote it
+(``node``), and a node reads, expires and deletes only its own.
 
 A node writes through a :class:`~presence_sip.storage.group_commit.GroupCommit` (issue 8):
 changes are coalesced per row and committed together at most every 30 ms, off the request
@@ -19,7 +20,12 @@ import sqlite3
 
 from presence_sip.presence.publications import PublicationRecord
 from presence_sip.presence.subscriptions import SavedSubscription, SubscriptionRecord
-from presence_sip.storage.database import map_errors, migrate, register_migrations, transaction
+from presence_sip.storage.database import (
+    map_errors,
+    migrate,
+    register_migrations,
+    transaction,
+)
 from presence_sip.storage.group_commit import GroupCommit, Statement
 
 __all__ = ["COMPONENT", "Connection", "SqlitePresenceStore"]
@@ -73,6 +79,12 @@ register_migrations(
         DROP INDEX presence_publications_expiry;
         DROP INDEX presence_subscriptions_expiry;
         """,
+        # Several nodes of a network share the file: each loads, expires and deletes only its
+        # own rows ('' = rows written before, claimed by the first node to start).
+        """
+        ALTER TABLE presence_publications ADD COLUMN node TEXT NOT NULL DEFAULT '';
+        ALTER TABLE presence_subscriptions ADD COLUMN node TEXT NOT NULL DEFAULT '';
+        """,
     ),
 )
 
@@ -82,11 +94,11 @@ _SUB_COLUMNS = (
     " created_at, state, polite, accept_diff, event_id, display_name"
 )
 # Built from the constant column list above only (no outside text): not an injection vector.
+_SUB_SELECT = "SELECT " + _SUB_COLUMNS + " FROM presence_subscriptions WHERE node = ?"  # noqa: S608
 _SUB_INSERT = (
-    "INSERT OR REPLACE INTO presence_subscriptions (" + _SUB_COLUMNS + ")"  # noqa: S608
-    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    "INSERT OR REPLACE INTO presence_subscriptions (" + _SUB_COLUMNS + ", node)"  # noqa: S608
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
-_SUB_SELECT = "SELECT " + _SUB_COLUMNS + " FROM presence_subscriptions"  # noqa: S608
 
 
 class SqlitePresenceStore:
@@ -97,9 +109,14 @@ class SqlitePresenceStore:
     memory and written by the group's next commit (see that module for the durability window).
     """
 
-    def __init__(self, conn: sqlite3.Connection, group: GroupCommit | None = None) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, group: GroupCommit | None = None, *, node: str = ""
+    ) -> None:
         self.conn = conn
         self.group = group
+        self.node = node
+        """The node whose rows these are: those of the other nodes sharing the file are
+        neither read nor expired nor deleted."""
         migrate(conn, COMPONENT)
         self._publications: dict[str, PublicationRecord | None] = {}
         """Pending rows by entity-tag: the record to write, or None to delete."""
@@ -115,11 +132,16 @@ class SqlitePresenceStore:
 
     def load_publications(self, now: float) -> list[PublicationRecord]:
         self._flush()
+        node = self.node
         with transaction(self.conn) as conn:
-            conn.execute("DELETE FROM presence_publications WHERE expires_at <= ?", (now,))
+            conn.execute("UPDATE presence_publications SET node = ? WHERE node = ''", (node,))
+            conn.execute(
+                "DELETE FROM presence_publications WHERE node = ? AND expires_at <= ?", (node, now)
+            )
             rows = conn.execute(
                 "SELECT presentity, etag, expires_at, body, seq FROM presence_publications"
-                " ORDER BY seq"
+                " WHERE node = ? ORDER BY seq",
+                (node,),
             ).fetchall()
         return [PublicationRecord(r[0], r[1], r[2], bytes(r[3]), r[4]) for r in rows]
 
@@ -127,8 +149,8 @@ class SqlitePresenceStore:
         if self.group is None:
             with transaction(self.conn) as conn:
                 if replaces is not None:
-                    conn.execute(_PUB_DELETE, (replaces,))
-                conn.execute(_PUB_INSERT, record)
+                    conn.execute(_PUB_DELETE, (replaces, self.node))
+                conn.execute(_PUB_INSERT, (*record, self.node))
             return
         if replaces is not None:
             self._publications[replaces] = None
@@ -138,7 +160,7 @@ class SqlitePresenceStore:
     def delete_publication(self, etag: str) -> None:
         if self.group is None:
             with transaction(self.conn) as conn:
-                conn.execute(_PUB_DELETE, (etag,))
+                conn.execute(_PUB_DELETE, (etag, self.node))
             return
         self._publications[etag] = None
         self.group.mark()
@@ -147,15 +169,19 @@ class SqlitePresenceStore:
 
     def load_subscriptions(self, now: float) -> list[SubscriptionRecord]:
         self._flush()
+        node = self.node
         with transaction(self.conn) as conn:
-            conn.execute("DELETE FROM presence_subscriptions WHERE expires_at <= ?", (now,))
-            rows = conn.execute(_SUB_SELECT).fetchall()
+            conn.execute("UPDATE presence_subscriptions SET node = ? WHERE node = ''", (node,))
+            conn.execute(
+                "DELETE FROM presence_subscriptions WHERE node = ? AND expires_at <= ?", (node, now)
+            )
+            rows = conn.execute(_SUB_SELECT, (node,)).fetchall()
         return [_subscription(row) for row in rows]
 
     def save_subscription(self, subscription: SavedSubscription) -> None:
         if self.group is None:
             with transaction(self.conn) as conn:
-                conn.execute(_SUB_INSERT, _subscription_row(subscription.record()))
+                conn.execute(_SUB_INSERT, _subscription_row(subscription.record(), self.node))
             return
         self._subscriptions[subscription.id] = subscription
         self._cseqs.pop(subscription.id, None)
@@ -164,7 +190,7 @@ class SqlitePresenceStore:
     def save_cseq(self, subscription_id: str, cseq_reserved: int) -> None:
         if self.group is None:
             with transaction(self.conn) as conn:
-                conn.execute(_SUB_CSEQ, (cseq_reserved, subscription_id))
+                conn.execute(_SUB_CSEQ, (cseq_reserved, subscription_id, self.node))
             return
         if subscription_id in self._subscriptions:
             pending = self._subscriptions[subscription_id]
@@ -181,18 +207,24 @@ class SqlitePresenceStore:
     def delete_subscription(self, subscription_id: str) -> None:
         if self.group is None:
             with transaction(self.conn) as conn:
-                conn.execute(_SUB_DELETE, (subscription_id,))
+                conn.execute(_SUB_DELETE, (subscription_id, self.node))
             return
         self._subscriptions[subscription_id] = None
         self._cseqs.pop(subscription_id, None)
         self.group.mark()
 
     def counts(self) -> tuple[int, int]:
-        """(publications, subscriptions) rows, for operators and tests (pending ones written)."""
+        """(publications, subscriptions) rows of this node, for operators and tests (pending
+        ones written)."""
         self._flush()
+        node = (self.node,)
         with map_errors("cannot count presence rows"):
-            pubs = self.conn.execute("SELECT count(*) FROM presence_publications").fetchone()[0]
-            subs = self.conn.execute("SELECT count(*) FROM presence_subscriptions").fetchone()[0]
+            pubs = self.conn.execute(
+                "SELECT count(*) FROM presence_publications WHERE node = ?", node
+            ).fetchone()[0]
+            subs = self.conn.execute(
+                "SELECT count(*) FROM presence_subscriptions WHERE node = ?", node
+            ).fetchone()[0]
         return int(pubs), int(subs)
 
     # --- group commit -------------------------------------------------------------------------
@@ -201,23 +233,23 @@ class SqlitePresenceStore:
         """The statements of the pending changes (the group commit runs them in its transaction);
         a live subscription's row is built now, with its state now."""
         statements: list[Statement] = []
+        node = self.node
         pubs = self._publications
         if pubs:
-            deleted = [(k,) for k, r in pubs.items() if r is None]
+            deleted = [(k, node) for k, r in pubs.items() if r is None]
             if deleted:
                 statements.append((_PUB_DELETE, deleted))
-            # A record is a tuple in the column order of _PUB_INSERT: no row is built (issue 8).
-            statements.append((_PUB_INSERT, [r for r in pubs.values() if r]))
+            statements.append((_PUB_INSERT, [(*r, node) for r in pubs.values() if r]))
         subs = self._subscriptions
         if subs:
-            deleted = [(k,) for k, s in subs.items() if s is None]
+            deleted = [(k, node) for k, s in subs.items() if s is None]
             if deleted:
                 statements.append((_SUB_DELETE, deleted))
-            saved = [_subscription_row(s.record()) for s in subs.values() if s]
+            saved = [_subscription_row(s.record(), node) for s in subs.values() if s]
             if saved:
                 statements.append((_SUB_INSERT, saved))
         if self._cseqs:
-            statements.append((_SUB_CSEQ, [(c, k) for k, c in self._cseqs.items()]))
+            statements.append((_SUB_CSEQ, [(c, k, node) for k, c in self._cseqs.items()]))
         return statements
 
     def clear_pending(self) -> None:
@@ -230,16 +262,16 @@ class SqlitePresenceStore:
             self.group.flush()
 
 
-_PUB_DELETE = "DELETE FROM presence_publications WHERE etag = ?"
-_PUB_INSERT = (  # the field order of PublicationRecord
-    "INSERT OR REPLACE INTO presence_publications (presentity, etag, expires_at, body, seq)"
-    " VALUES (?, ?, ?, ?, ?)"
+_PUB_DELETE = "DELETE FROM presence_publications WHERE etag = ? AND node = ?"
+_PUB_INSERT = (  # the field order of PublicationRecord, then the node
+    "INSERT OR REPLACE INTO presence_publications (presentity, etag, expires_at, body, seq, node)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
 )
-_SUB_DELETE = "DELETE FROM presence_subscriptions WHERE id = ?"
-_SUB_CSEQ = "UPDATE presence_subscriptions SET cseq_reserved = ? WHERE id = ?"
+_SUB_DELETE = "DELETE FROM presence_subscriptions WHERE id = ? AND node = ?"
+_SUB_CSEQ = "UPDATE presence_subscriptions SET cseq_reserved = ? WHERE id = ? AND node = ?"
 
 
-def _subscription_row(r: SubscriptionRecord) -> tuple[object, ...]:
+def _subscription_row(r: SubscriptionRecord, node: str) -> tuple[object, ...]:
     return (
         r.id,
         r.presentity,
@@ -263,6 +295,7 @@ def _subscription_row(r: SubscriptionRecord) -> tuple[object, ...]:
         int(r.accept_diff),
         r.event_id,
         r.display_name,
+        node,
     )
 
 

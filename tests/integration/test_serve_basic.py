@@ -7,6 +7,7 @@ bytes, and checks the exact status and the headers the RFC names for it.
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
 from collections.abc import Callable
 
@@ -18,6 +19,7 @@ from serve_process import (
     UdpClient,
     build_request,
     parse_response,
+    serve_command,
 )
 
 from presence_sip.sip import Response
@@ -249,3 +251,20 @@ def test_sigterm_stops_the_node_cleanly(serve_factory: Callable[..., ServeProces
     with UdpClient() as client:
         client.send(build_request("OPTIONS", f"sip:{DOMAIN}", client), node)
         assert client.recv(0.3) is None  # nobody listens any more
+
+
+def test_a_second_process_of_the_same_node_on_its_data_directory_is_refused(
+    shared_serve: ServeProcess,
+) -> None:
+    """Two processes of one node would expire and delete each other's rows: the second
+    exits 1 with one line, the first keeps serving."""
+    second = subprocess.run(
+        [*serve_command(), "serve", "--domain", DOMAIN, "--data", str(shared_serve.data_dir),
+         "--listen", "udp:127.0.0.1:0", "--log-level", "WARNING"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert second.returncode == 1
+    lines = second.stderr.strip().splitlines()
+    assert lines[-1].startswith("presence-sip: error: node 'node' already runs on data directory")
+    assert "Traceback" not in second.stderr
+    assert ask(shared_serve, "OPTIONS").status == 200

@@ -1430,11 +1430,31 @@ def test_version_1_database_keeps_its_rows_and_loses_the_expiry_indexes() -> Non
         " VALUES ('e1', 'sip:bob@x', ?, ?, 1)",
         (T0 + 600, PIDF_OPEN),
     )
-    store = SqlitePresenceStore(conn)
-    assert database.schema_version(conn, "presence") == 2
+    store = SqlitePresenceStore(conn, node="ps1")
+    assert database.schema_version(conn, "presence") == 3
     indexes = conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'").fetchall()
     assert not [name for (name,) in indexes if name.endswith("_expiry")]
-    assert [r.etag for r in store.load_publications(T0)] == ["e1"]
+    assert [r.etag for r in store.load_publications(T0)] == ["e1"]  # claimed by ps1
+    assert SqlitePresenceStore(conn, node="ps2").load_publications(T0) == []
+    conn.close()
+
+
+def test_nodes_sharing_a_database_neither_load_nor_expire_nor_delete_each_others_rows() -> None:
+    """Audit 2026-11-27: a second node expired the first one's refreshed subscription (a
+    false terminated;reason=timeout) and deleted its row."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    migrate(conn, "core")
+    ps1 = Node(store=SqlitePresenceStore(conn, node="ps1"))
+    _ok, notify = subscribed(ps1, expires=60)
+    ok, _ = published(ps1, PIDF_OPEN)
+    ps2 = Node(store=SqlitePresenceStore(conn, node="ps2"), now=ps1.now + 1)
+    assert len(ps2.role.server.subscriptions) == 0
+    assert ps2.role.server.compositor.document(BOB) is None
+    assert notifies(ps2.advance(120)) == []  # nothing of ps1's to expire
+    ps2.role.close()
+    ps1_again = Node(store=SqlitePresenceStore(conn, node="ps1"), now=ps1.now + 2)
+    assert list(ps1_again.role.server.subscriptions) == [notify.from_.tag]
+    assert ps1_again.role.server.compositor.etags(BOB) == [ok.sip_etag]
     conn.close()
 
 

@@ -61,3 +61,35 @@ def test_a_group_commit_on_its_thread_writes_the_newest_state_of_each_binding(
     conn.close()
     assert stored(tmp_path) == [binding("sip:a@127.0.0.1", cseq=2)]
     assert group.commits == 2
+
+
+def test_each_node_of_a_shared_database_reads_and_deletes_only_its_own_bindings(
+    tmp_path: Path,
+) -> None:
+    conn = open_network_database(tmp_path)
+    ps1 = SqliteBindingStore(conn, node="ps1")
+    ps2 = SqliteBindingStore(conn, node="ps2")
+    ps1.save_bindings(AOR, [binding("sip:a@127.0.0.1")], [])
+    ps2.save_bindings(AOR, [binding("sip:b@127.0.0.1")], [])
+    assert [b.contact for b in ps1.load_bindings()] == ["sip:a@127.0.0.1"]
+    assert [b.contact for b in ps2.load_bindings()] == ["sip:b@127.0.0.1"]
+    ps2.delete_expired(AOR, ["sip:a@127.0.0.1"])  # ps2's old copy of a binding ps1 has now
+    ps2.save_bindings(AOR, [], ["sip:a@127.0.0.1"])
+    assert [b.contact for b in ps1.load_bindings()] == ["sip:a@127.0.0.1"]
+    # A REGISTER moving the binding to ps2 takes the row over.
+    ps2.save_bindings(AOR, [binding("sip:a@127.0.0.1", cseq=2)], [])
+    assert ps1.load_bindings() == []
+    assert len(ps2.load_bindings()) == 2
+    conn.close()
+
+
+def test_rows_written_before_nodes_owned_them_go_to_the_first_node_that_loads(
+    tmp_path: Path,
+) -> None:
+    conn = open_network_database(tmp_path)
+    SqliteBindingStore(conn).save_bindings(AOR, [binding("sip:a@127.0.0.1")], [])  # node ''
+    assert [b.contact for b in SqliteBindingStore(conn, node="ps1").load_bindings()] == [
+        "sip:a@127.0.0.1"
+    ]
+    assert SqliteBindingStore(conn, node="ps2").load_bindings() == []
+    conn.close()
