@@ -123,7 +123,8 @@ class PublicationStore(Protocol):
     """Durable storage of publications."""
 
     def load_publications(self, now: float) -> list[PublicationRecord]:
-        """Every unexpired publication (expired rows are deleted, never loaded)."""
+        """Every publication, also those that expired while the node was down: the compositor
+        expires them as a running node would, so that their watchers are told."""
         ...
 
     def save_publication(self, record: PublicationRecord, replaces: str | None) -> None:

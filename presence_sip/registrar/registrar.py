@@ -89,7 +89,8 @@ class Registrar:
         """(AOR, contact) -> the expiry of that binding."""
         for binding in store.load_bindings():
             self._index(binding)
-        self.handle_timer(now)
+        # Bindings that expired while the node was down are purged by the first timer call,
+        # once the listeners are in place: presence tells their watchers (audit 2026-11-27).
 
     # --- queries ----------------------------------------------------------------------------
 

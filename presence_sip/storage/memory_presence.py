@@ -20,7 +20,6 @@ class MemoryPresenceStore:
         self.writes = 0
 
     def load_publications(self, now: float) -> list[PublicationRecord]:
-        self.publications = {k: r for k, r in self.publications.items() if r.expires_at > now}
         return sorted(self.publications.values(), key=lambda r: r.seq)
 
     def save_publication(self, record: PublicationRecord, replaces: str | None) -> None:

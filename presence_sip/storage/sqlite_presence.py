@@ -3,9 +3,10 @@
 Tables ``presence_publications`` and ``presence_subscriptions`` live in the network's
 ``presence.sqlite`` (migration component ``presence``). Rows are written on every change; the
 NOTIFY CSeq of a subscription is written in blocks (``cseq_reserved``), so a restarted node
-continues above every CSeq it may have sent. Loading deletes expired rows in SQL first and never
-reads them.  Several nodes of one network share the file: each row names the node that wrote it
-(``node``), and a node reads, expires and deletes only its own.
+continues above every CSeq it may have sent. Loading deletes expired subscriptions in SQL first
+and never reads them; expired publications are read, for the compositor to expire as a running
+node would (their watchers hear of it).  Several nodes of one network share the file: each row
+names the node that wrote it (``node``), and a node reads, expires and deletes only its own.
 
 A node writes through a :class:`~presence_sip.storage.group_commit.GroupCommit` (issue 8):
 changes are coalesced per row and committed together at most every 30 ms, off the request
@@ -135,9 +136,6 @@ class SqlitePresenceStore:
         node = self.node
         with transaction(self.conn) as conn:
             conn.execute("UPDATE presence_publications SET node = ? WHERE node = ''", (node,))
-            conn.execute(
-                "DELETE FROM presence_publications WHERE node = ? AND expires_at <= ?", (node, now)
-            )
             rows = conn.execute(
                 "SELECT presentity, etag, expires_at, body, seq FROM presence_publications"
                 " WHERE node = ? ORDER BY seq",

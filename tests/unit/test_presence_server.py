@@ -1407,7 +1407,7 @@ def test_cseq_keeps_rising_when_the_last_reservation_was_lost_in_a_crash() -> No
     assert after.cseq.seq > 4
 
 
-def test_expired_rows_are_not_loaded() -> None:
+def test_expired_subscriptions_are_not_loaded_expired_publications_expire_at_once() -> None:
     conn = sqlite3.connect(":memory:", isolation_level=None)
     migrate(conn, "core")
     node = Node(store=SqlitePresenceStore(conn))
@@ -1415,8 +1415,25 @@ def test_expired_rows_are_not_loaded() -> None:
     published(node, PIDF_OPEN, expires=60)
     node2 = Node(store=SqlitePresenceStore(conn), now=node.now + 120)
     assert len(node2.role.server.subscriptions) == 0
+    node2.advance(0)
     assert SqlitePresenceStore(conn).counts() == (0, 0)
     conn.close()
+
+
+def test_watchers_hear_of_a_publication_that_expired_while_the_node_was_down() -> None:
+    """Audit 2026-11-27: a publication (or registration) that expired while the node was down
+    was dropped at start without a NOTIFY; its watchers kept the old state."""
+    store = MemoryPresenceStore()
+    node = Node(store=store)
+    published(node, PIDF_OPEN, expires=60)
+    _ok, watcher = subscribed(node)
+    assert basic(watcher) == "open"
+    node.role.close()
+    later = Node(store=store, now=node.now + 300)
+    (notify,) = notifies(later.advance(0))
+    assert notify.call_id == watcher.call_id
+    assert basic(notify) == "closed"
+    assert parse_pidf(notify.body).tuple_ids == ("reg",)
 
 
 def test_version_1_database_keeps_its_rows_and_loses_the_expiry_indexes() -> None:

@@ -207,12 +207,14 @@ def test_expiry_in_batches() -> None:
     assert len(c) == 0
 
 
-def test_reload_from_store_skips_expired_and_bad_rows() -> None:
+def test_reload_from_store_expires_expired_rows_and_skips_bad_ones() -> None:
     store = MemoryPresenceStore()
     c = compositor(store)
     keep = put(c, pidf("a"), expires=3600)
     put(c, pidf("b"), expires=60)
     c2 = compositor(store, now=100)
+    # Expired while down: expired by the first timer call, which reports the change.
+    assert c2.handle_timer(100) == {BOB}
     assert c2.etags(BOB) == [keep.etag]
     assert parse_pidf(c2.document(BOB) or b"").tuple_ids == ("a",)
     # a row that is not PIDF any more is dropped on load

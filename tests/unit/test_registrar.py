@@ -246,7 +246,7 @@ def test_the_200_carries_the_date() -> None:
     assert response.headers.get("Date") == "Fri, 27 Nov 2026 10:00:00 GMT"
 
 
-def test_bindings_reload_from_store_and_expired_ones_purged() -> None:
+def test_bindings_reload_from_store_and_expired_ones_purged_by_the_first_timer() -> None:
     store = MemoryBindingStore()
     registrar, _ = make_registrar(store)
     registrar.register(register(expires="60"), "+447700900001", SOURCE, 1000.0)
@@ -258,9 +258,14 @@ def test_bindings_reload_from_store_and_expired_ones_purged() -> None:
         SOURCE,
         1000.0,
     )
-    reloaded, _ = make_registrar(store, now=2000.0)
+    reloaded, events = make_registrar(store, now=2000.0)
     assert not reloaded.is_registered("+447700900001", 2000.0)
     assert reloaded.is_registered("+447700900002", 2000.0)
+    # Expired while the node was down: purged by the first timer call, and reported (presence
+    # tells the watchers), not silently at load.
+    assert reloaded.get_timer() == 1060.0
+    reloaded.handle_timer(2000.0)
+    assert events == [("+447700900001", False, 2000.0)]
     assert ("+447700900001", "sip:alice@127.0.0.1:5070") not in store.rows
 
 
