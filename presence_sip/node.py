@@ -280,19 +280,27 @@ class Node:
         self.close_early()
 
     async def serve_forever(self) -> None:
-        """Run until SIGINT/SIGTERM (one signal is enough), then stop cleanly."""
+        """Run until SIGINT/SIGTERM (one signal is enough), then stop cleanly.
+
+        SIGHUP is ignored, as Kamailio does: a node started from a terminal whose session ends
+        must not die without its clean stop (the group commit's last window would be lost)."""
         loop = asyncio.get_running_loop()
         stopping = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, _hangup_ignored)
         await self.start()
         try:
             await stopping.wait()
         finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             log.info("%s stopping", self.config.name)
             await self.stop()
+
+
+def _hangup_ignored() -> None:
+    log.info("SIGHUP received, ignored (SIGTERM or SIGINT stop the node)")
 
 
 def _ssl_contexts(tls: TlsSettings | None) -> tuple[ssl.SSLContext | None, ssl.SSLContext | None]:

@@ -78,6 +78,9 @@ STAT_NAMES = (
 
 _COMPACT_MIN: Final = 1024
 
+RETRY_AFTER: Final = "5"
+"""Seconds a client refused for a full table is asked to wait (RFC 3261 §20.33)."""
+
 SHED_LOG_INTERVAL: Final = 60.0
 """Seconds between two warnings that the transaction table is full and records are shed."""
 
@@ -302,7 +305,16 @@ class TransactionManager:
     ``stats`` counts what happened (see :data:`STAT_NAMES`).
     """
 
-    __slots__ = ("_ctx", "_ids", "_max", "_shed_logged", "events", "stats", "timers")
+    __slots__ = (
+        "_ctx",
+        "_ids",
+        "_max",
+        "_reject_logged",
+        "_shed_logged",
+        "events",
+        "stats",
+        "timers",
+    )
 
     def __init__(
         self,
@@ -317,6 +329,7 @@ class TransactionManager:
         self._ids = id_source
         self._max = max_transactions
         self._shed_logged = float("-inf")
+        self._reject_logged = float("-inf")
         self._ctx = Context(timers)
         self.stats = self._ctx.stats
         """Counters by name (:data:`STAT_NAMES`)."""
@@ -512,7 +525,7 @@ class TransactionManager:
         via = stamp_via(request, via, source)
         reply_to = response_destination(via, source)
         if len(ctx.servers) + len(ctx.lingering) >= self._max and not self._shed(now):
-            self._reject(request, reply_to)
+            self._reject(request, reply_to, now)
             return
         txn_new: ServerTx
         if request.method == "INVITE":
@@ -603,11 +616,23 @@ class TransactionManager:
             )
         return True
 
-    def _reject(self, request: Request, reply_to: Peer) -> None:
-        """Full, with nothing to shed: answer 503 without a transaction (RFC 3261 §21.5.4)."""
-        response = make_response(request, 503, to_tag=self._ids.new_id())
+    def _reject(self, request: Request, reply_to: Peer, now: float) -> None:
+        """Full, with nothing to shed: answer 503 without a transaction (RFC 3261 §21.5.4),
+        with a Retry-After, and warn (at most once a minute)."""
+        response = make_response(
+            request, 503, to_tag=self._ids.new_id(), headers=[("Retry-After", RETRY_AFTER)]
+        )
         self._ctx.transmit(to_bytes(response), reply_to)
-        self.stats["overload_rejected"] += 1
+        stats = self.stats
+        stats["overload_rejected"] += 1
+        if now >= self._reject_logged + SHED_LOG_INTERVAL:
+            self._reject_logged = now
+            logger.warning(
+                "transaction table full of live transactions (max_transactions %d): new"
+                " requests are answered 503 (%d so far)",
+                self._max,
+                stats["overload_rejected"],
+            )
 
     def _drop(self, source: Peer, message: Request | Response, reason: str) -> None:
         """STYLE.md §4 triage 1: no usable Via/CSeq/To/From -> drop, log at DEBUG, count."""

@@ -6,6 +6,7 @@ bytes, and checks the exact status and the headers the RFC names for it.
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import time
@@ -251,6 +252,19 @@ def test_sigterm_stops_the_node_cleanly(serve_factory: Callable[..., ServeProces
     with UdpClient() as client:
         client.send(build_request("OPTIONS", f"sip:{DOMAIN}", client), node)
         assert client.recv(0.3) is None  # nobody listens any more
+
+
+def test_sighup_is_ignored(serve_factory: Callable[..., ServeProcess]) -> None:
+    """As Kamailio: a hang-up does not kill the node (without its clean stop, the last
+    group-commit window of answered requests would be lost)."""
+    node = serve_factory(domain=DOMAIN)
+    assert node.process is not None
+    node.process.send_signal(signal.SIGHUP)
+    time.sleep(0.3)
+    assert node.process.poll() is None
+    assert ask(node, "OPTIONS").status == 200
+    assert "SIGHUP received, ignored" in node.log_text()
+    node.stop()
 
 
 def test_a_second_process_of_the_same_node_on_its_data_directory_is_refused(

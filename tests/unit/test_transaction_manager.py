@@ -468,12 +468,16 @@ def test_unaddressable_request_dropped() -> None:
     assert (events(mgr), mgr.outbox(), mgr.stats["dropped"]) == ([], [], 1)
 
 
-def test_overload_answers_503_statelessly() -> None:
+def test_overload_answers_503_statelessly_with_retry_after_and_warns(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     mgr = manager(max_transactions=1)
     receive(mgr, options(), UAC, 0.0)
-    receive(mgr, options("z9hG4bKa2"), UAC, 0.0)
+    with caplog.at_level("WARNING", logger="presence_sip.transaction.manager"):
+        receive(mgr, options("z9hG4bKa2"), UAC, 0.0)
+        receive(mgr, options("z9hG4bKa3"), UAC, 1.0)
     assert len(events(mgr)) == 1
-    [(data, peer)] = mgr.outbox()
+    [(data, peer), _] = mgr.outbox()
     assert peer == UAC
     assert data == (
         b"SIP/2.0 503 Service Unavailable\r\n"
@@ -482,10 +486,14 @@ def test_overload_answers_503_statelessly() -> None:
         b"To: <sip:uas@127.0.0.1>;tag=id1\r\n"
         b"Call-ID: c1@127.0.0.1\r\n"
         b"CSeq: 1 OPTIONS\r\n"
+        b"Retry-After: 5\r\n"
         b"Content-Length: 0\r\n"
         b"\r\n"
     )
-    assert mgr.stats["overload_rejected"] == 1
+    assert mgr.stats["overload_rejected"] == 2
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1  # at most once a minute
+    assert "new requests are answered 503 (1 so far)" in warnings[0]
 
 
 def test_bad_timers_refused() -> None:
@@ -979,7 +987,7 @@ def test_full_table_sheds_the_oldest_records_before_refusing(
     assert mgr.server_transaction(uac_key("z9hG4bKnew0")) is None
     assert mgr.stats["lingering_shed"] == 4
     # One warning per minute of shedding, not one per request.
-    warnings = [r.getMessage() for r in caplog.records if "table full" in r.getMessage()]
+    warnings = [r.getMessage() for r in caplog.records if "to make room" in r.getMessage()]
     assert warnings == [
         "transaction table full (max_transactions 3): Completed transactions end before "
         "Timer J/K to make room (1 so far)"
@@ -987,7 +995,7 @@ def test_full_table_sheds_the_oldest_records_before_refusing(
     answer(mgr, "z9hG4bKnew1", 61.0)
     receive(mgr, options("z9hG4bKlater"), UAC, 61.5)
     assert [type(e) for e in events(mgr)] == [RequestReceived]
-    warnings = [r.getMessage() for r in caplog.records if "table full" in r.getMessage()]
+    warnings = [r.getMessage() for r in caplog.records if "to make room" in r.getMessage()]
     assert len(warnings) == 2
     assert warnings[1].endswith("(5 so far)")
     assert first_answer not in [data for data, _ in mgr.outbox()]
