@@ -206,10 +206,12 @@ def load_configs(args: argparse.Namespace) -> list[NodeConfig]:
         raise ConfigError(f"{path}: needs a [network] table and at least one [[node]]")
     _check_keys(path, "the file", document, {"network", "node"})
     _check_keys(path, "[network]", network, NETWORK_KEYS)
+    _check_types(path, "[network]", network)
     for node in nodes:
         if not isinstance(node, dict):
             raise ConfigError(f"{path}: every [[node]] must be a table")
         _check_keys(path, f"[[node]] {node.get('name', '?')!r}", node, NODE_KEYS)
+        _check_types(path, f"[[node]] {node.get('name', '?')!r}", node)
     chosen = [n for n in nodes if not args.node or n.get("name") == args.node]
     if not chosen:
         raise ConfigError(f"{path}: no node named {args.node!r}")
@@ -223,6 +225,33 @@ SHARED_KEYS = frozenset(
 """Keys a ``[network]`` sets for every node and a ``[[node]]`` may set for itself."""
 NETWORK_KEYS = SHARED_KEYS | {"route"}
 NODE_KEYS = SHARED_KEYS | {"name", "roles", "listen", "require_client_cert"}
+
+
+_STRING_KEYS = frozenset({"domain", "data", "auth", "default_policy", "ca", "cert", "key", "name"})
+_LIST_KEYS = frozenset({"aliases", "roles", "listen"})
+
+
+def _check_types(path: Path, where: str, table: dict[str, Any]) -> None:
+    """Values of the kind each key takes: TOML keeps ``domain = 5`` an integer and ``roles =
+    "presence"`` a string, which would fail deep inside (a traceback) or be misread (a string
+    taken as a list of characters, ``"false"`` as true)."""
+    for key, value in table.items():
+        if key in _STRING_KEYS:
+            ok, kind = isinstance(value, str) and value != "", "a non-empty string"
+        elif key in _LIST_KEYS:
+            ok = isinstance(value, list) and all(isinstance(v, str) and v for v in value)
+            kind = "a list of non-empty strings"
+        elif key == "digest_algorithms":
+            ok = isinstance(value, str) or (
+                isinstance(value, list) and all(isinstance(v, str) for v in value)
+            )
+            kind = "a string or a list of strings"
+        elif key == "require_client_cert":
+            ok, kind = isinstance(value, bool), "true or false"
+        else:
+            continue  # (tables and numbers are checked where they are read)
+        if not ok:
+            raise ConfigError(f"{path}: {where} {key} must be {kind}, not {value!r}")
 
 
 def _check_keys(path: Path, where: str, table: dict[str, Any], known: Iterable[str]) -> None:
@@ -251,6 +280,8 @@ def _node_config(
     key = pick(args.key, "key", None)
     if (cert is None) != (key is None):
         raise ConfigError("--cert and --key go together")
+    if cert is None and (args.ca or args.require_client_cert or node.get("require_client_cert")):
+        raise ConfigError("--ca and --require-client-cert are for TLS: they need --cert and --key")
     tls = None
     if cert is not None:
         tls = TlsSettings(
@@ -337,18 +368,22 @@ def _routes(entries: object) -> dict[str, tuple[NextHop, ...]]:
     for entry in entries:
         if not isinstance(entry, dict) or not isinstance(entry.get("domain"), str):
             raise ConfigError("every [[network.route]] needs a domain")
-        try:
-            hop = NextHop(
-                transport=str(entry.get("transport", "udp")),
-                host=str(entry["host"]),
-                port=int(entry.get("port", 5061 if entry.get("transport") == "tls" else 5060)),
-                priority=int(entry.get("priority", 10)),
-                weight=int(entry.get("weight", 1)),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(f"route for {entry['domain']}: bad or missing {exc}") from None
-        if hop.transport not in ("udp", "tcp", "tls") or not is_ip(hop.host):
-            raise ConfigError(f"route for {entry['domain']}: transport udp|tcp|tls and an IP host")
+        domain = entry["domain"]
+        transport, host = entry.get("transport", "udp"), entry.get("host")
+        if transport not in ("udp", "tcp", "tls") or not isinstance(host, str) or not is_ip(host):
+            raise ConfigError(f"route for {domain}: transport udp|tcp|tls and an IP host")
+        port = entry.get("port", 5061 if transport == "tls" else 5060)
+        priority, weight = entry.get("priority", 10), entry.get("weight", 1)
+        for name, value, low, high in (
+            ("port", port, 1, 65535),
+            ("priority", priority, 0, 65535),
+            ("weight", weight, 0, 65535),
+        ):
+            if type(value) is not int or not low <= value <= high:
+                raise ConfigError(
+                    f"route for {domain}: {name} must be a whole number {low}-{high}, not {value!r}"
+                )
+        hop = NextHop(transport=transport, host=host, port=port, priority=priority, weight=weight)
         routes.setdefault(entry["domain"].lower(), []).append(hop)
     return {domain: tuple(hops) for domain, hops in routes.items()}
 

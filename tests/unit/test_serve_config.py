@@ -104,7 +104,10 @@ def test_max_transactions_in_a_file_must_be_a_number(tmp_path: Path) -> None:
         ('host = "127.0.1.2"', "needs a domain"),
         ('domain = "a.test"\nhost = "gw.a.test"', "an IP host"),
         ('domain = "a.test"\ntransport = "sctp"\nhost = "127.0.0.1"', "transport udp|tcp|tls"),
-        ('domain = "a.test"', "route for a.test: bad or missing"),
+        ('domain = "a.test"', "route for a.test: transport udp|tcp|tls and an IP host"),
+        ('domain = "a.test"\nhost = "127.0.0.1"\nport = 99999', "port must be a whole number"),
+        ('domain = "a.test"\nhost = "127.0.0.1"\nport = "5060"', "port must be a whole number"),
+        ('domain = "a.test"\nhost = "127.0.0.1"\nweight = -1', "weight must be a whole number"),
     ],
 )
 def test_bad_routes_are_one_clear_error(tmp_path: Path, route: str, message: str) -> None:
@@ -113,6 +116,43 @@ def test_bad_routes_are_one_clear_error(tmp_path: Path, route: str, message: str
         f'[network]\ndomain = "b.test"\n[[network.route]]\n{route}\n[[node]]\nname = "n"\n'
     )
     with pytest.raises(ConfigError, match=message):
+        load_configs(args_for(str(path)))
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("domain = 5", "[network] domain must be a non-empty string, not 5"),
+        ("data = 7", "[network] data must be a non-empty string"),
+        ("cert = 5", "[network] cert must be a non-empty string"),
+        ('aliases = "ab"', "[network] aliases must be a list of non-empty strings, not 'ab'"),
+        ("digest_algorithms = 5", "digest_algorithms must be a string or a list of strings"),
+    ],
+)
+def test_values_of_the_wrong_kind_in_network_are_one_clear_error(
+    tmp_path: Path, setting: str, message: str
+) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(f'[network]\n{setting}\n[[node]]\nname = "n"\n')
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_configs(args_for(str(path)))
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ('roles = "presence"', "roles must be a list of non-empty strings, not 'presence'"),
+        ('listen = "udp:127.0.0.1:5060"', "listen must be a list of non-empty strings"),
+        ('require_client_cert = "false"', "require_client_cert must be true or false"),
+        ("name = 3", "name must be a non-empty string"),
+    ],
+)
+def test_values_of_the_wrong_kind_in_a_node_are_one_clear_error(
+    tmp_path: Path, setting: str, message: str
+) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(f'[network]\ndomain = "b.test"\n[[node]]\n{setting}\n')
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load_configs(args_for(str(path)))
 
 
@@ -220,3 +260,11 @@ def test_a_misspelt_key_is_an_error_not_a_default(tmp_path: Path, text: str, mes
     path.write_text(text)
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_configs(args_for(str(path)))
+
+
+@pytest.mark.parametrize(
+    "flags", [("--ca", "certs/ca.pem"), ("--require-client-cert", "--ca", "certs/ca.pem")]
+)
+def test_tls_options_without_a_certificate_are_an_error_not_ignored(flags: tuple[str, ...]) -> None:
+    with pytest.raises(ConfigError, match="need --cert and --key"):
+        load_configs(args_for(*flags))
