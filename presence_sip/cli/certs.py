@@ -2,13 +2,16 @@
 
 ::
 
-    presence-sip certs ca NETWORK [--out certs/]
+    presence-sip certs ca NETWORK [--out certs/] [--force]
     presence-sip certs node NETWORK NODE_NAME --ip 127.0.1.1 [--ip IP] [--dns NAME] [--out certs/]
+                            [--force]
     presence-sip certs demo [--out certs/]     # both demo networks, every node of DESIGN.md
     presence-sip certs show FILE
 
 Existing valid files are kept (each line says ``kept`` or ``created``), so the commands can be
-run again safely.  Errors are one line and exit status 2.
+run again safely.  A CA that exists but cannot be used (its key missing or not its own, expiring)
+and a node certificate naming other identities or addresses are never replaced silently: that is
+an error, unless ``--force``.  Errors are one line and exit status 2.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     ca = commands.add_parser("ca", help="create the CA of a network (if missing)")
     ca.add_argument("network", help="network domain, e.g. net-a.test")
     _add_out(ca)
+    _add_force(ca)
 
     node = commands.add_parser("node", help="create a node certificate signed by its network's CA")
     node.add_argument("network", help="network domain, e.g. net-b.test")
@@ -42,6 +46,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--dns", action="append", default=[], help="extra domain it answers for (repeatable)"
     )
     _add_out(node)
+    _add_force(node)
 
     demo = commands.add_parser("demo", help="CAs and every node certificate of the demo networks")
     _add_out(demo)
@@ -56,6 +61,14 @@ def _add_out(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_force(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an unusable CA or a node certificate naming other identities (new keys)",
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     """Run one ``certs`` action; a ``ConfigError`` reaches ``main`` as a one-line error."""
     return _ACTIONS[args.certs_command](args)
@@ -66,14 +79,14 @@ def _status(created: bool) -> str:
 
 
 def _run_ca(args: argparse.Namespace) -> int:
-    files = pki.load_or_create_ca(args.out, args.network)
+    files = pki.load_or_create_ca(args.out, args.network, force=args.force)
     print(f"{_status(files.created):8} {files.cert}  (key {files.key})")
     return 0
 
 
 def _run_node(args: argparse.Namespace) -> int:
     spec = pki.NodeSpec(args.network, args.node, tuple(args.ip), tuple(args.dns))
-    _print_node(pki.load_or_create(args.out, spec))
+    _print_node(pki.load_or_create(args.out, spec, force=args.force))
     return 0
 
 

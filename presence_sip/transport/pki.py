@@ -40,7 +40,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from presence_sip.sip.errors import ConfigError
@@ -73,6 +73,8 @@ _DOMAIN_RE = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
 _NODE_RE = re.compile(rf"^{_LABEL}$")
 
 PrivateKey = ec.EllipticCurvePrivateKey
+CaKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+"""A CA key: ours are EC P-256; an operator's own CA may be RSA."""
 
 
 def _check_domain(name: str, what: str) -> str:
@@ -181,7 +183,7 @@ def make_ca(network: str, *, now: dt.datetime) -> tuple[x509.Certificate, Privat
 
 
 def make_node_certificate(
-    spec: NodeSpec, ca_cert: x509.Certificate, ca_key: PrivateKey, *, now: dt.datetime
+    spec: NodeSpec, ca_cert: x509.Certificate, ca_key: CaKey, *, now: dt.datetime
 ) -> tuple[x509.Certificate, PrivateKey]:
     """A new node key and certificate for ``spec`` signed by the network's CA."""
     key = ec.generate_private_key(ec.SECP256R1())
@@ -212,7 +214,7 @@ def make_node_certificate(
         .add_extension(x509.SubjectAlternativeName(_alt_names(spec)), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
         .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(_ec_public_key(ca_cert)),
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(_ca_public_key(ca_cert)),
             critical=False,
         )
     )
@@ -241,10 +243,10 @@ def _alt_names(spec: NodeSpec) -> list[x509.GeneralName]:
     return names
 
 
-def _ec_public_key(cert: x509.Certificate) -> ec.EllipticCurvePublicKey:
+def _ca_public_key(cert: x509.Certificate) -> ec.EllipticCurvePublicKey | rsa.RSAPublicKey:
     public = cert.public_key()
-    if not isinstance(public, ec.EllipticCurvePublicKey):
-        raise ConfigError("CA certificate does not hold an EC key")
+    if not isinstance(public, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
+        raise ConfigError("CA certificate holds neither an EC nor an RSA key")
     return public
 
 
@@ -284,7 +286,7 @@ def _cert_pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def _key_pem(key: PrivateKey) -> bytes:
+def _key_pem(key: CaKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -317,14 +319,19 @@ def _read_cert(path: Path) -> x509.Certificate | None:
 
 
 def _read_key(path: Path) -> PrivateKey | None:
+    key = _read_ca_key(path)
+    return key if isinstance(key, ec.EllipticCurvePrivateKey) else None
+
+
+def _read_ca_key(path: Path) -> CaKey | None:
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except (OSError, ValueError, TypeError):
         return None
-    return key if isinstance(key, ec.EllipticCurvePrivateKey) else None
+    return key if isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) else None
 
 
-def _same_key(cert: x509.Certificate, key: PrivateKey) -> bool:
+def _same_key(cert: x509.Certificate, key: CaKey) -> bool:
     return cert.public_key() == key.public_key()
 
 
@@ -333,25 +340,59 @@ def _ca_paths(out_dir: Path, network: str) -> tuple[Path, Path]:
     return base / "ca.pem", base / "ca.key"
 
 
-def _load_ca(out_dir: Path, network: str) -> tuple[x509.Certificate, PrivateKey] | None:
+def _load_ca(out_dir: Path, network: str) -> tuple[x509.Certificate, CaKey] | None:
     cert_path, key_path = _ca_paths(out_dir, network)
-    cert, key = _read_cert(cert_path), _read_key(key_path)
+    cert, key = _read_cert(cert_path), _read_ca_key(key_path)
     if cert is None or key is None or not _same_key(cert, key):
         return None
     return cert, key
 
 
+def _ca_problem(out_dir: Path, network: str, now: dt.datetime) -> str | None:
+    """Why the CA files of ``network`` cannot be used as they are (None: they can)."""
+    cert_path, key_path = _ca_paths(out_dir, network)
+    cert = _read_cert(cert_path)
+    if cert is None:
+        return f"{cert_path} is missing or not a PEM certificate"
+    if not key_path.exists():
+        return f"{key_path} is missing (kept offline?): no node certificate can be signed"
+    key = _read_ca_key(key_path)
+    if key is None:
+        return f"{key_path} is unreadable, encrypted or not an EC/RSA private key"
+    if not _same_key(cert, key):
+        return f"{key_path} is not the key of {cert_path}"
+    if not _signed_by(cert, cert):
+        return f"{cert_path} is not a self-signed CA certificate"
+    if not _fresh(cert, now):
+        until = cert.not_valid_after_utc.date().isoformat()
+        return f"{cert_path} is not valid now or expires within 30 days ({until})"
+    return None
+
+
 def load_or_create_ca(
-    out_dir: Path | str, network: str, *, now: dt.datetime | None = None
+    out_dir: Path | str, network: str, *, now: dt.datetime | None = None, force: bool = False
 ) -> CaFiles:
-    """The CA of ``network`` under ``out_dir``, created (or replaced) unless a valid one exists."""
+    """The CA of ``network`` under ``out_dir``: kept when valid, made when there is none.
+
+    A CA that exists but cannot be used (its key missing, unreadable or not its own, expired
+    or expiring) is the trust anchor every peer network was given: it is never replaced
+    silently.  ``ConfigError`` says why, unless ``force`` (then a new CA is made, and every
+    node certificate it signed must be made again).
+    """
     network = _check_domain(network, "network")
     out = Path(out_dir)
     now = _utc_now(now)
     cert_path, key_path = _ca_paths(out, network)
-    existing = _load_ca(out, network)
-    if existing is not None and _signed_by(existing[0], existing[0]) and _fresh(existing[0], now):
-        return CaFiles(network, cert_path, key_path, created=False)
+    if cert_path.exists() or key_path.exists():
+        problem = _ca_problem(out, network, now)
+        if problem is None:
+            return CaFiles(network, cert_path, key_path, created=False)
+        if not force:
+            raise ConfigError(
+                f"refusing to replace the CA of {network}: {problem}; peers trust it, so a new"
+                " one means new node certificates for every node and a new ca.pem for every peer"
+                " (--force makes it)"
+            )
     cert, key = make_ca(network, now=now)
     _write(key_path, _key_pem(key), 0o600)
     _write(cert_path, _cert_pem(cert), 0o644)
@@ -359,19 +400,20 @@ def load_or_create_ca(
 
 
 def load_or_create(
-    out_dir: Path | str, spec: NodeSpec, *, now: dt.datetime | None = None
+    out_dir: Path | str, spec: NodeSpec, *, now: dt.datetime | None = None, force: bool = False
 ) -> NodeFiles:
     """Credentials for the node ``spec`` under ``out_dir`` (its network's CA made if missing).
 
     Existing files are kept when the certificate is signed by the network's current CA, matches
-    the key, names exactly the identities and addresses of ``spec`` and is not about to expire;
-    otherwise a new key and certificate replace them.
+    the key, names exactly the identities and addresses of ``spec`` and is not about to expire.
+    One about to expire, or signed by a CA that was replaced, is renewed; one naming other
+    identities or addresses (a typo of ``--ip``?) is replaced only with ``force``.
     """
     out = Path(out_dir)
     now = _utc_now(now)
-    ca_files = load_or_create_ca(out, spec.network, now=now)
+    ca_files = load_or_create_ca(out, spec.network, now=now, force=force)
     ca = _load_ca(out, spec.network)
-    if ca is None:  # pragma: no cover - just written by load_or_create_ca
+    if ca is None:  # pragma: no cover - just checked or written by load_or_create_ca
         raise ConfigError(f"cannot read the CA of {spec.network} in {out}")
     ca_cert, ca_key = ca
     base = out / spec.network
@@ -385,6 +427,13 @@ def load_or_create(
     )
     if _node_files_valid(files, ca_cert, now):
         return files
+    existing = _read_cert(files.cert)
+    if existing is not None and not force and _alt_name_set(existing) != _alt_name_set_of(spec):
+        names = sorted(n.split(":", 1)[1] for n in _alt_name_set(existing))
+        raise ConfigError(
+            f"refusing to replace {files.cert}: it names {', '.join(names)}, not what was asked"
+            " (--force replaces it with a new key)"
+        )
     cert, key = make_node_certificate(spec, ca_cert, ca_key, now=now)
     _write(files.key, _key_pem(key), 0o600)
     _write(files.combined, _cert_pem(cert) + _key_pem(key), 0o600)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import re
 import stat
 from pathlib import Path
 
@@ -122,10 +123,16 @@ def test_load_or_create_is_idempotent(tmp_path, gw1):
     assert not pki.load_or_create_ca(tmp_path, "net-b.test", now=NOW).created
 
 
-def test_a_changed_identity_reissues_the_node_but_keeps_the_ca(tmp_path, gw1):
-    ca_before = gw1.ca.read_bytes()
+def test_a_changed_identity_is_refused_without_force_and_keeps_the_ca(tmp_path, gw1):
+    """A typo of --ip must not silently replace the node's key and certificate."""
+    ca_before, cert_before = gw1.ca.read_bytes(), gw1.cert.read_bytes()
     moved = pki.NodeSpec("net-b.test", "gw1", ("127.0.2.9",), GW1.dns_names)
-    again = pki.load_or_create(tmp_path, moved, now=NOW)
+    with pytest.raises(
+        ConfigError, match=r"refusing to replace .*gw1\.pem: it names .*127\.0\.2\.2"
+    ):
+        pki.load_or_create(tmp_path, moved, now=NOW)
+    assert gw1.cert.read_bytes() == cert_before
+    again = pki.load_or_create(tmp_path, moved, now=NOW, force=True)
     assert again.created
     san = _cert(again.cert).extensions.get_extension_for_class(x509.SubjectAlternativeName)
     assert san.value.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.2.9")]
@@ -147,12 +154,71 @@ def test_a_damaged_key_is_replaced(tmp_path, gw1):
     assert _cert(again.cert).public_key() == key.public_key()
 
 
-def test_a_new_ca_reissues_its_nodes(tmp_path, gw1):
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda key: key.unlink(), "is missing (kept offline?)"),
+        (lambda key: key.write_bytes(b"lost"), "unreadable, encrypted or not an EC/RSA"),
+        (
+            lambda key: key.write_bytes(pki._key_pem(ec.generate_private_key(ec.SECP256R1()))),
+            "is not the key of",
+        ),
+    ],
+)
+def test_an_unusable_ca_is_never_replaced_silently(tmp_path, gw1, damage, reason):
+    """The CA is what peer networks trust: a new one would break every node and peer."""
+    ca_before = gw1.ca.read_bytes()
+    damage(gw1.ca.with_suffix(".key"))
+    match = f"refusing to replace the CA of net-b.test: .*{re.escape(reason)}"
+    with pytest.raises(ConfigError, match=match):
+        pki.load_or_create(tmp_path, GW1, now=NOW)
+    with pytest.raises(ConfigError, match="refusing to replace the CA"):
+        pki.load_or_create_ca(tmp_path, "net-b.test", now=NOW)
+    assert gw1.ca.read_bytes() == ca_before
+
+
+def test_a_new_ca_by_force_reissues_its_nodes(tmp_path, gw1):
     gw1.ca.with_suffix(".key").write_bytes(b"lost")
-    again = pki.load_or_create(tmp_path, GW1, now=NOW)
+    again = pki.load_or_create(tmp_path, GW1, now=NOW, force=True)
     assert again.created
     verifier = _policy(again.ca).build_server_verifier(DNSName("gw1.net-b.test"))
     verifier.verify(_cert(again.cert), [])
+
+
+def test_an_expiring_ca_is_refused_and_named_not_replaced(tmp_path, gw1):
+    late = NOW + pki.CA_VALIDITY - pki.RENEW_BEFORE + dt.timedelta(days=1)
+    with pytest.raises(ConfigError, match="expires within 30 days"):
+        pki.load_or_create_ca(tmp_path, "net-b.test", now=late)
+
+
+def test_an_operators_own_rsa_ca_is_kept_and_signs_node_certificates(tmp_path):
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "net-r.test CA")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(NOW + dt.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(pki._key_usage(cert_sign=True), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    base = tmp_path / "net-r.test"
+    base.mkdir()
+    (base / "ca.pem").write_bytes(pki._cert_pem(cert))
+    (base / "ca.key").write_bytes(pki._key_pem(key))
+    before = (base / "ca.pem").read_bytes()
+    assert not pki.load_or_create_ca(tmp_path, "net-r.test", now=NOW).created
+    node = pki.load_or_create(tmp_path, pki.NodeSpec("net-r.test", "ps1", ("127.0.3.11",)), now=NOW)
+    assert (base / "ca.pem").read_bytes() == before
+    verifier = _policy(node.ca).build_server_verifier(DNSName("ps1.net-r.test"))
+    verifier.verify(_cert(node.cert), [])
 
 
 def test_demo_covers_the_design_address_table(tmp_path):
