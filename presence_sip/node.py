@@ -167,6 +167,10 @@ class Node:
             client_ssl=client_ssl,
             clock=time.time,  # stored expiries (bindings, subscriptions) are wall-clock
         )
+        for domain, hops in config.routes.items():
+            for hop in hops:
+                if hop.transport == "tls":
+                    self.driver.tls_names.setdefault((hop.host, hop.port), domain)
         # Last (nothing after it can fail): WAL checkpoints leave the loop's thread.
         self.checkpoints = Checkpointer(self.conn, database_path(config.data_dir))
 

@@ -145,6 +145,10 @@ class Driver:
         self._udp_peers: dict[tuple[Any, ...], Peer] = {}
         """One Peer per remote UDP address (issue 8: not one per datagram)."""
         self._inbound = 0
+        self.tls_names: dict[tuple[str, int], str] = {}
+        """The SIP domain to find in the certificate of a TLS next hop, by (IP, port): the
+        domain of the route that names it (RFC 5922 §4, §7.3: the client matches the domain it
+        is trying to reach, not the address it resolved to).  Other peers: their host."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._ids = itertools.count(1)
         self._timer: asyncio.TimerHandle | None = None
@@ -484,7 +488,9 @@ class Driver:
                     peer.host,
                     peer.port,
                     ssl=self._client_ssl if tls else None,
-                    server_hostname=peer.host if tls else None,
+                    server_hostname=self.tls_names.get((peer.host, peer.port), peer.host)
+                    if tls
+                    else None,
                     ssl_handshake_timeout=self._connect_timeout if tls else None,
                     local_addr=None if source is None else (source, 0),
                 )

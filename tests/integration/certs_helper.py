@@ -47,6 +47,9 @@ class Pki:
     client: Issued
     rogue_client: Issued
     rogue_server: Issued
+    domain_server: Issued
+    """Signed by ``ca``, naming only the domain ``net-b.test`` (no address), as other vendors'
+    RFC 5922 domain certificates are made."""
 
 
 class _Authority:
@@ -139,6 +142,7 @@ def make_pki(directory: Path) -> Pki:
         rogue_server=rogue.issue(
             directory, "rogue-server", "fake.net-b.test", ["fake.net-b.test"], ["127.0.0.1"]
         ),
+        domain_server=ca.issue(directory, "domain-server", "net-b.test", ["net-b.test"], []),
     )
 
 

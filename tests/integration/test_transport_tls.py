@@ -18,6 +18,8 @@ from certs_helper import (
     options,
 )
 
+from presence_sip.node import Node, NodeConfig, TlsSettings
+from presence_sip.proxy.routing import NextHop
 from presence_sip.sip.errors import ConfigError
 from presence_sip.sip.peer import Peer
 from presence_sip.transport import (
@@ -210,6 +212,40 @@ async def test_outbound_tls_opened_verified_and_reused(
     assert only_task_left(), asyncio.all_tasks()
 
 
+async def test_outbound_tls_checks_the_routes_domain_not_the_address(
+    endpoint: RecordingEndpoint, pki: Pki
+) -> None:
+    """RFC 5922 §4, §7.3: a peer network's certificate names its SIP domain, not the address a
+    route gives for it; with the route's domain known, the connection is made, without it the
+    address is all there is to check and the certificate does not name it."""
+    server_ep = RecordingEndpoint()
+    server = Driver(
+        server_ep,
+        server_ssl=server_context(
+            pki.domain_server.cert, pki.domain_server.key, pki.ca, require_client_cert=True
+        ),
+    )
+    await server.start([parse_listen("tls:127.0.0.1:0")])
+    client = await tls_node(endpoint, pki)
+    try:
+        target = Peer("tls", "127.0.0.1", tls_port(server))
+        endpoint.queue(options("127.0.0.1", 5061, "TLS", call_id="d1@test"), target)
+        client.transmit()
+        await eventually(lambda: endpoint.lost == [target])
+        assert server_ep.made == []
+        client.tls_names[("127.0.0.1", target.port)] = "net-b.test"
+        endpoint.queue(options("127.0.0.1", 5061, "TLS", call_id="d2@test"), target)
+        client.transmit()
+        await eventually(lambda: len(endpoint.responses()) == 1)
+        ((_, identity),) = endpoint.made
+        assert identity is not None
+        assert identity.subject_cn == "net-b.test"
+    finally:
+        await client.stop()
+        await server.stop()
+    assert only_task_left(), asyncio.all_tasks()
+
+
 async def test_outbound_tls_to_untrusted_server_reports_lost(
     endpoint: RecordingEndpoint, pki: Pki
 ) -> None:
@@ -304,3 +340,20 @@ async def test_early_data_after_handshake_is_not_lost(
         writer.write(request)
         assert await read_message(reader) == expected_200(request)
         await close(writer)
+
+
+def test_a_node_checks_tls_routes_against_their_domain(pki: Pki, tmp_path: Path) -> None:
+    config = NodeConfig(
+        domain="net-a.test",
+        data_dir=str(tmp_path / "data"),
+        listen=(parse_listen("tls:127.0.0.1:0"),),
+        tls=TlsSettings(str(pki.client.cert), str(pki.client.key), str(pki.ca)),
+        routes={
+            "net-b.test": (NextHop("tls", "127.0.2.2", 5061), NextHop("udp", "127.0.2.3", 5060)),
+        },
+    )
+    node = Node(config)
+    try:
+        assert node.driver.tls_names == {("127.0.2.2", 5061): "net-b.test"}
+    finally:
+        node.close()
