@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 from typing import Any, Protocol, cast
@@ -52,6 +53,13 @@ class UdpListener(asyncio.DatagramProtocol):
         self._owner.datagram_received(self, data, addr)
 
     def error_received(self, exc: Exception) -> None:
+        if isinstance(exc, OSError) and exc.errno == errno.EMSGSIZE:
+            # A message bigger than a datagram (a large NOTIFY): it is lost, an operator must
+            # see why (its transaction retransmits it in vain until Timer F).
+            logger.warning(
+                "udp %s:%s: message too large for a datagram, not sent", self.host, self.port
+            )
+            return
         # ICMP errors (port unreachable, ...) for an earlier sendto: nothing to do on UDP.
         logger.debug("udp %s:%s: %s", self.host, self.port, exc)
 

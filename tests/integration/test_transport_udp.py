@@ -187,6 +187,21 @@ async def test_send_to_a_name_is_refused_without_dns(
     assert endpoint.lost == [peer]
 
 
+async def test_a_message_too_large_for_a_datagram_is_a_warning(
+    driver: Driver,
+    endpoint: RecordingEndpoint,
+    client: socket.socket,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A NOTIFY over 64 KiB cannot leave over UDP: an operator at the default level sees it."""
+    host, port = client.getsockname()
+    with caplog.at_level(logging.INFO, logger="presence_sip.transport.udp"):
+        endpoint.queue(b"x" * 70_000, Peer("udp", host, port))
+        driver.transmit()
+        await eventually(lambda: "message too large for a datagram" in caplog.text)
+    assert [r.levelname for r in caplog.records if "too large" in r.getMessage()] == ["WARNING"]
+
+
 async def test_no_udp_socket_for_family_reports_lost(
     driver: Driver, endpoint: RecordingEndpoint
 ) -> None:
