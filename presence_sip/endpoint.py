@@ -105,6 +105,10 @@ class EndpointStats:
     by_status: dict[int, int] = field(default_factory=dict)
 
 
+STORING_METHODS: Final = frozenset({"REGISTER", "PUBLISH", "SUBSCRIBE"})
+"""Requests whose 200 means a change stored (bindings, publications, subscriptions)."""
+
+
 class Endpoint:
     """Parse, transact, check and dispatch; see the module docstring."""
 
@@ -137,6 +141,11 @@ class Endpoint:
         self.router: Router | None = None
         self.addresses: dict[str, tuple[str, int]] = {}
         """Our (host, port) per transport, for Via sent-by and Record-Route (set by the node)."""
+        self.cannot_store: Callable[[float], bool] | None = None
+        """Set by the node: True while changes cannot be stored (the group commit keeps
+        failing); the methods of :data:`STORING_METHODS` then get 503 instead of a 200 that
+        would never be kept."""
+        self._store_refusal_logged = float("-inf")
 
     # --- wiring -------------------------------------------------------------------------------
 
@@ -361,6 +370,9 @@ class Endpoint:
                 return decision  # type: ignore[return-value]
         handler = self.handlers.get(request.method)
         if handler is not None:
+            cannot_store = self.cannot_store
+            if cannot_store is not None and request.method in STORING_METHODS and cannot_store(now):
+                return self._store_refusal(request, now)
             return handler(incoming, now)
         if request.method == "CANCEL":
             # RFC 3261 §9.2: nothing of ours is cancellable (no INVITE is served)
@@ -368,6 +380,18 @@ class Endpoint:
         if request.method in KNOWN_NOT_ALLOWED:
             return make_response(request, 405, to_tag=self._to_tag, headers=[("Allow", self.allow)])
         return make_response(request, 501, to_tag=self._to_tag, headers=[("Allow", self.allow)])
+
+    def _store_refusal(self, request: Request, now: float) -> Response:
+        if now >= self._store_refusal_logged + 60.0:
+            self._store_refusal_logged = now
+            log.error("changes cannot be stored: REGISTER, PUBLISH and SUBSCRIBE get 503")
+        return make_response(
+            request,
+            503,
+            "Storage unavailable",
+            to_tag=self._to_tag,
+            headers=[("Retry-After", "30")],
+        )
 
     def _options(self, incoming: Incoming, now: float) -> Response:
         """RFC 3261 §11.2: 200 with what we can do."""

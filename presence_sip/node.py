@@ -145,6 +145,7 @@ class Node:
         self.commits = GroupCommit(
             self.conn, spare_interval=SPARE_INTERVAL, path=database_path(config.data_dir)
         )
+        self.endpoint.cannot_store = self.commits.cannot_store
         self.registrar = Registrar(
             SqliteBindingStore(self.conn, self.commits, node=config.name),
             policy=config.registrar,

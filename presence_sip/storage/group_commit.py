@@ -55,6 +55,7 @@ from presence_sip.storage.database import connect, map_errors, transaction
 
 __all__ = [
     "DEFAULT_INTERVAL",
+    "FAILING_GRACE",
     "FAILURE_LOG_INTERVAL",
     "SPARE_INTERVAL",
     "GroupCommit",
@@ -75,6 +76,9 @@ FAILURE_LOG_INTERVAL = 60.0
 """Seconds between two log lines of a group commit that keeps failing (a full disk, a lock held
 by another process): the first failure is logged with its traceback, then one line a minute
 with the count, and the first success after them."""
+FAILING_GRACE = 5.0
+"""Seconds of failing commits after which the node stops accepting changes (503): a moment of
+contention is ridden out, an outage is not answered 200 (a 200 that is never stored)."""
 
 Row = tuple[object, ...]
 """The parameters of one execution of a statement."""
@@ -127,6 +131,8 @@ class GroupCommit:
         self._writing: Future[None] | None = None
         self.failures = 0
         """Failed commits since the last successful one (for operators and tests)."""
+        self.failing_since: float | None = None
+        """When the current run of failed commits began (None: the last commit succeeded)."""
         self._failure_logged = 0.0
 
     def register(self, writer: PendingWriter) -> None:
@@ -159,9 +165,17 @@ class GroupCommit:
         except StoreError:
             self._failed(now)
 
+    def cannot_store(self, now: float) -> bool:
+        """Commits have failed for :data:`FAILING_GRACE` seconds or more (a full disk, a
+        database locked by another process): changes answered now might never be stored."""
+        since = self.failing_since
+        return since is not None and now - since >= FAILING_GRACE
+
     def _failed(self, now: float) -> None:
         """Log a failed commit: the first with its traceback, then once a minute."""
         self.failures += 1
+        if self.failing_since is None:
+            self.failing_since = now
         if self.failures == 1:
             log.exception("group commit failed; retrying every %.0f ms", self._gap * 1000)
         elif now >= self._failure_logged + FAILURE_LOG_INTERVAL:
@@ -172,6 +186,7 @@ class GroupCommit:
 
     def _committed(self) -> None:
         self.commits += 1
+        self.failing_since = None
         if self.failures:
             log.warning("group commit succeeded after %d failed attempts", self.failures)
             self.failures = 0

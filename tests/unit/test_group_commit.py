@@ -13,7 +13,7 @@ import pytest
 
 from presence_sip.sip.errors import StoreError
 from presence_sip.storage.database import connect
-from presence_sip.storage.group_commit import GroupCommit, Statement
+from presence_sip.storage.group_commit import FAILING_GRACE, GroupCommit, Statement
 
 
 class RowWriter:
@@ -103,6 +103,24 @@ def test_a_commit_that_keeps_failing_logs_once_a_minute_then_its_recovery(
     assert rows(conn) == [7]
     assert caplog.records[-1].getMessage() == "group commit succeeded after 1938 failed attempts"
     assert group.failures == 0
+
+
+def test_cannot_store_after_the_grace_of_failing_commits_until_one_succeeds() -> None:
+    _conn, group, writer = setup()
+    writer.pending.append(7)
+    writer.fail = True
+    group.mark()
+    assert not group.cannot_store(1.0)
+    now = 1.0
+    while now < 1.0 + FAILING_GRACE:
+        group.handle_timer(now)
+        assert not group.cannot_store(now)  # a moment of contention is ridden out
+        now += 0.031
+    group.handle_timer(now)
+    assert group.cannot_store(now)
+    writer.fail = False
+    group.handle_timer(now + 0.031)
+    assert not group.cannot_store(now + 0.031)
 
 
 def test_close_flushes_and_flush_raises_store_errors() -> None:
