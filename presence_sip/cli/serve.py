@@ -59,6 +59,7 @@ from presence_sip.presence.watchers import PresenceSettings
 from presence_sip.proxy.routing import NextHop
 from presence_sip.registrar.registrar import RegistrarPolicy
 from presence_sip.runtime.gc_policy import FullCollections, tune_gc
+from presence_sip.runtime.open_files import raise_open_files
 from presence_sip.sip.errors import ConfigError
 from presence_sip.sip.uri import is_ip
 from presence_sip.transport.listen import ListenSpec
@@ -162,6 +163,7 @@ def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 async def _serve(configs: list[NodeConfig]) -> None:
+    raise_open_files(sum(config.limits.max_connections for config in configs))
     nodes = [Node(config) for config in configs]
     tune_gc()  # issue 8: after the stored state is loaded
     full_collections = FullCollections()

@@ -150,6 +150,8 @@ class Driver:
         domain of the route that names it (RFC 5922 §4, §7.3: the client matches the domain it
         is trying to reach, not the address it resolved to).  Other peers: their host."""
         self._tasks: set[asyncio.Task[None]] = set()
+        self._refused_handshakes = 0
+        self._refusals_logged = float("-inf")
         self._ids = itertools.count(1)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
@@ -519,9 +521,24 @@ class Driver:
         """Run a connection's TLS handshake as a tracked task (bounded by max_connections)."""
         if not self._running or len(self._tasks) >= self._limits.max_connections:
             coro.close()
+            if self._running:
+                self._warn_pending_cap()
             return False
         self._start_task(coro)
         return True
+
+    def _warn_pending_cap(self) -> None:
+        """Refusing handshakes is when an operator needs to know why peers cannot connect (a
+        flood of connections that never finish theirs): once a minute at most."""
+        self._refused_handshakes += 1
+        now = time.monotonic()
+        if now >= self._refusals_logged + 60.0:
+            self._refusals_logged = now
+            logger.warning(
+                "refusing TLS connections: %d handshakes pending (max_connections); %d refused",
+                len(self._tasks),
+                self._refused_handshakes,
+            )
 
     def stream_made(self, conn: StreamConnection) -> bool:
         """A connection is up: register it and tell the endpoint."""

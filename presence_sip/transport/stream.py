@@ -154,7 +154,8 @@ class StreamConnection(asyncio.Protocol):
                 ssl_handshake_timeout=self._handshake_timeout,
             )
         except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
-            logger.info("TLS handshake from %s failed: %s", raw.get_extra_info("peername"), exc)
+            peer = raw.get_extra_info("peername")
+            logger.info("TLS handshake from %s failed: %s", peer, exc or type(exc).__name__)
             self._handshake_failed(raw)
             return
         except asyncio.CancelledError:

@@ -105,10 +105,19 @@ def client_context(
 
 
 def _load_chain(context: ssl.SSLContext, cert: StrPath, key: StrPath) -> None:
+    for path, what in ((cert, "certificate"), (key, "key")):
+        try:  # an unreadable file is named as what it is, not always as the certificate
+            with open(path, "rb") as readable:
+                readable.read(1)
+        except OSError as exc:
+            raise ConfigError(f"cannot read TLS {what} {os.fspath(path)}: {exc.strerror}") from None
     try:
         context.load_cert_chain(cert, key)
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-        raise ConfigError(f"cannot load TLS certificate {os.fspath(cert)}: {exc}") from None
+        raise ConfigError(
+            f"cannot load TLS certificate {os.fspath(cert)} with key {os.fspath(key)}: {exc}"
+            " (is the key the certificate's, both PEM?)"
+        ) from None
 
 
 def _load_ca(context: ssl.SSLContext, ca_file: StrPath) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from certs_helper import (
     options,
 )
 
+from presence_sip.config import Limits
 from presence_sip.node import Node, NodeConfig, TlsSettings
 from presence_sip.proxy.routing import NextHop
 from presence_sip.sip.errors import ConfigError
@@ -286,8 +288,17 @@ async def test_outbound_tls_without_client_context_reports_lost(
 
 
 def test_bad_certificate_files_are_config_errors(pki: Pki, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="cannot load TLS certificate"):
+    with pytest.raises(ConfigError, match=r"cannot read TLS certificate .*missing\.crt"):
         server_context(tmp_path / "missing.crt", pki.server.key, pki.ca, require_client_cert=True)
+    # The file at fault is the one named (audit: the certificate was named for any problem).
+    with pytest.raises(ConfigError, match=r"cannot read TLS key .*missing\.key"):
+        server_context(pki.server.cert, tmp_path / "missing.key", pki.ca, require_client_cert=True)
+    with pytest.raises(ConfigError, match="cannot read TLS key"):
+        server_context(pki.server.cert, tmp_path, pki.ca, require_client_cert=True)
+    with pytest.raises(ConfigError, match=r"with key .*: .*is the key the certificate's"):
+        server_context(pki.server.cert, pki.server.cert, pki.ca, require_client_cert=True)
+    with pytest.raises(ConfigError, match="with key"):
+        server_context(pki.server.cert, pki.client.key, pki.ca, require_client_cert=True)
     with pytest.raises(ConfigError, match="cannot load CA bundle"):
         client_context(pki.client.cert, pki.client.key, tmp_path / "missing-ca.crt")
     with pytest.raises(ConfigError, match="needs a CA bundle"):
@@ -357,3 +368,32 @@ def test_a_node_checks_tls_routes_against_their_domain(pki: Pki, tmp_path: Path)
         assert node.driver.tls_names == {("127.0.2.2", 5061): "net-b.test"}
     finally:
         node.close()
+
+
+async def test_handshakes_refused_at_the_cap_are_logged(
+    endpoint: RecordingEndpoint, pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Connections that never finish their handshake fill the pending slots: what is refused
+    then is said, once (audit: silently reset)."""
+    drv = Driver(
+        endpoint,
+        limits=Limits(max_connections=2),
+        server_ssl=server_context(
+            pki.server.cert, pki.server.key, pki.ca, require_client_cert=True
+        ),
+    )
+    await drv.start([parse_listen("tls:127.0.0.1:0")])
+    stalled: list[asyncio.StreamWriter] = []
+    try:
+        with caplog.at_level(logging.WARNING, logger="presence_sip.transport.driver"):
+            for _ in range(4):
+                _, writer = await asyncio.open_connection("127.0.0.1", tls_port(drv))
+                stalled.append(writer)
+            await eventually(lambda: "refusing TLS connections" in caplog.text)
+        warnings = [r.getMessage() for r in caplog.records if "refusing TLS" in r.getMessage()]
+        assert len(warnings) == 1
+        assert "2 handshakes pending" in warnings[0]
+    finally:
+        for writer in stalled:
+            writer.close()
+        await drv.stop()
