@@ -44,7 +44,7 @@ from presence_sip.storage.sqlite_bindings import SqliteBindingStore
 from presence_sip.storage.sqlite_hss import SqliteSubscriberStore
 from presence_sip.transport.driver import Driver
 from presence_sip.transport.listen import ListenSpec
-from presence_sip.transport.tls import client_context, server_context
+from presence_sip.transport.tls import certificate_warnings, client_context, server_context
 
 if TYPE_CHECKING:  # the presence modules (and lxml) load only for a node with that role
     from presence_sip.presence.watchers import PresenceSettings
@@ -313,4 +313,6 @@ def _ssl_contexts(tls: TlsSettings | None) -> tuple[ssl.SSLContext | None, ssl.S
         return None, None
     server = server_context(tls.cert, tls.key, tls.ca, require_client_cert=tls.require_client_cert)
     client = client_context(tls.cert, tls.key, tls.ca)
+    for warning in certificate_warnings(tls.cert, time.time()):
+        log.warning("%s", warning)
     return server, client

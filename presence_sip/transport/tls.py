@@ -125,3 +125,32 @@ def _load_ca(context: ssl.SSLContext, ca_file: StrPath) -> None:
         context.load_verify_locations(cafile=ca_file)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load CA bundle {os.fspath(ca_file)}: {exc}") from None
+
+
+EXPIRY_WARNING_DAYS = 30
+"""A node certificate this close to its end is warned about at start (``certs node`` renews it)."""
+
+
+def certificate_warnings(cert: StrPath, now: float) -> list[str]:
+    """What an operator must hear about the node's own certificate at start: peers refuse one
+    that is expired or not yet valid, and soon one about to expire."""
+    try:
+        with open(cert, "rb") as pem:
+            certificate = x509.load_pem_x509_certificate(pem.read())
+    except (OSError, ValueError):
+        return []  # (loading the context has already said what is wrong with the file)
+    begins = certificate.not_valid_before_utc.timestamp()
+    ends = certificate.not_valid_after_utc.timestamp()
+    name = os.fspath(cert)
+    if now < begins:
+        return [f"TLS certificate {name} is not valid before {certificate.not_valid_before_utc}"]
+    if now >= ends:
+        return [
+            f"TLS certificate {name} expired on {certificate.not_valid_after_utc}: peers refuse it"
+        ]
+    days = (ends - now) / 86400
+    if days < EXPIRY_WARNING_DAYS:
+        return [
+            f"TLS certificate {name} expires in {days:.0f} days ({certificate.not_valid_after_utc})"
+        ]
+    return []

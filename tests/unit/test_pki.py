@@ -275,3 +275,17 @@ def test_unwritable_output_is_a_config_error(tmp_path):
     blocker.write_text("x")
     with pytest.raises(ConfigError, match="cannot write"):
         pki.load_or_create_ca(blocker, "net-a.test", now=NOW)
+
+
+def test_the_nodes_own_certificate_is_warned_about_when_expired_or_expiring(tmp_path, gw1):
+    from presence_sip.transport.tls import certificate_warnings
+
+    ends = _cert(gw1.cert).not_valid_after_utc.timestamp()
+    assert certificate_warnings(gw1.cert, NOW.timestamp()) == []
+    (soon,) = certificate_warnings(gw1.cert, ends - 5 * 86400)
+    assert soon.startswith(f"TLS certificate {gw1.cert} expires in 5 days")
+    (expired,) = certificate_warnings(gw1.cert, ends + 1)
+    assert expired.endswith("peers refuse it")
+    (early,) = certificate_warnings(gw1.cert, NOW.timestamp() - 10 * 86400)
+    assert "is not valid before" in early
+    assert certificate_warnings(tmp_path / "missing.pem", NOW.timestamp()) == []
