@@ -29,6 +29,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, Protocol, TypeVar
 
 from presence_sip.config import Limits
+from presence_sip.runtime.heap import trim_heap
 from presence_sip.sip.errors import ConfigError, SipParseError, TransportError
 from presence_sip.sip.memo import remember
 from presence_sip.sip.peer import Peer
@@ -43,6 +44,12 @@ logger = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 10.0
 """Seconds an outbound TCP connect plus TLS handshake may take."""
 HANDSHAKE_TIMEOUT = 10.0
+TRIM_AFTER_HANDSHAKES = 500
+"""Finished TLS handshakes (done or aborted) after which the C heap is trimmed ..."""
+TRIM_INTERVAL = 5.0
+"""... at most once per this many seconds (a trim walks the heap: a few milliseconds) ..."""
+TRIM_DELAY = 1.0
+"""... and this long after the threshold is reached, once the burst has ended."""
 """Seconds an inbound TLS handshake may take."""
 STOP_GRACE = 2.0
 """Seconds :meth:`Driver.stop` lets connections close gracefully before aborting them."""
@@ -151,6 +158,9 @@ class Driver:
         is trying to reach, not the address it resolved to).  Other peers: their host."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._refused_handshakes = 0
+        self._handshakes_since_trim = 0
+        self._trimmed_at = float("-inf")
+        self._trim: asyncio.TimerHandle | None = None
         self._refusals_logged = float("-inf")
         self._ids = itertools.count(1)
         self._timer: asyncio.TimerHandle | None = None
@@ -194,6 +204,9 @@ class Driver:
         """Close every socket and connection; leaves no task, timer or open transport behind."""
         self._running = False
         self._cancel_timer()
+        if self._trim is not None:
+            self._trim.cancel()
+            self._trim = None
         for _, server in self._servers:
             server.close()
         tasks = list(self._tasks)
@@ -457,6 +470,20 @@ class Driver:
         self._tasks.discard(task)
         if not task.cancelled() and (error := task.exception()) is not None:
             logger.error("transport task failed (a bug)", exc_info=error)
+        # Each finished handshake (most of them aborted, in a flood) left C heap glibc keeps:
+        # give it back now and then (runtime/heap.py).
+        self._handshakes_since_trim += 1
+        if self._handshakes_since_trim >= TRIM_AFTER_HANDSHAKES and self._trim is None:
+            # A second later: handshakes end in bursts (a flood times out together), and
+            # trimming in the middle of one gives back only half of it.
+            delay = max(TRIM_DELAY, self._trimmed_at + TRIM_INTERVAL - time.monotonic())
+            self._trim = self._get_loop().call_later(delay, self._trim_heap)
+
+    def _trim_heap(self) -> None:
+        self._trim = None
+        self._handshakes_since_trim = 0
+        self._trimmed_at = time.monotonic()
+        trim_heap()
 
     def _source_host(self, transport: str, peer_host: str) -> str | None:
         """The address a new outbound connection leaves from: one this node listens on with
