@@ -29,6 +29,7 @@ from presence_sip.proxy.proxy import Proxy
 from presence_sip.proxy.routing import NextHop, RouteTable
 from presence_sip.registrar.registrar import Registrar, RegistrarPolicy
 from presence_sip.registrar.role import RegistrarRole
+from presence_sip.runtime.clock import SteadyWallClock
 from presence_sip.sip.errors import ConfigError, StoreError
 from presence_sip.storage.checkpoint import Checkpointer
 from presence_sip.storage.database import (
@@ -130,7 +131,8 @@ class Node:
             self.hss = SqliteSubscriberStore(self.conn, domain=config.domain)
         except ConfigError as exc:
             raise ConfigError(f"data directory {config.data_dir}: {exc}") from None
-        now = time.time()
+        self.clock = SteadyWallClock()
+        now = self.clock()
         self.endpoint = Endpoint(ids=RandomIdSource(), timers=config.timers, limits=config.limits)
         self.domains = frozenset(
             {
@@ -159,6 +161,7 @@ class Node:
             self.endpoint.add_role(role)
         if "presence" in config.roles:
             self._add_presence(now)
+        self.endpoint.add_role(self.clock)  # (reports steps of the system clock)
         self.endpoint.add_role(self.commits)  # last: commits what the other timers changed
         server_ssl, client_ssl = _ssl_contexts(config.tls)
         self.driver = Driver(
@@ -166,7 +169,7 @@ class Node:
             limits=config.limits,
             server_ssl=server_ssl,
             client_ssl=client_ssl,
-            clock=time.time,  # stored expiries (bindings, subscriptions) are wall-clock
+            clock=self.clock,  # stored expiries are wall-clock; timers must not jump with it
         )
         for domain, hops in config.routes.items():
             for hop in hops:
@@ -185,7 +188,7 @@ class Node:
                 raise ConfigError(f"unknown digest algorithm {name!r}")
             algorithms.append(algorithm)
         return DigestAuthenticator(
-            self.config.domain, self._secret(), algorithms=algorithms, state_since=time.time()
+            self.config.domain, self._secret(), algorithms=algorithms, state_since=self.clock()
         )
 
     def _secret(self) -> bytes:
