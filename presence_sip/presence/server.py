@@ -118,12 +118,6 @@ def _shared_remote_uri(record: SubscriptionRecord) -> str:
     return remote
 
 
-def _registration_document(presentity: Presentity, basic: str) -> bytes:
-    """Presence derived from registration (no publication): open when registered."""
-    note = "registered" if basic == "open" else "not registered"
-    return status_document(presentity.entity, basic, tuple_id="reg", note=note)
-
-
 def _partial_body(old: bytes | None, new: bytes, entity: str) -> bytes:
     """The RFC 5263 body (version 0) taking a watcher from ``old`` to ``new``: a pidf-diff, or
     pidf-full when there is no ``old`` or the diff would not be smaller than the document
@@ -242,18 +236,17 @@ class PresenceServer:
         if published is not None:
             return published
         presentity = self._peek(key)
-        basic = "open" if self.is_registered(key, now) else "closed"
+        return self._registration_doc(presentity, self.is_registered(key, now))
+
+    @staticmethod
+    def _registration_doc(presentity: Presentity, registered: bool) -> bytes:
+        """Presence derived from registration, made once per presentity and state."""
+        basic = "open" if registered else "closed"
         doc = presentity.reg_docs.get(basic)
         if doc is None:
-            doc = presentity.reg_docs[basic] = _registration_document(presentity, basic)
-        return doc
-
-    def _neutral(self, presentity: Presentity) -> bytes:
-        """RFC 5025 §3.2.1 polite-block: the document of this presentity offline (neither
-        registered nor publishing), so that the watcher cannot tell it is blocked."""
-        doc = presentity.reg_docs.get("closed")
-        if doc is None:
-            doc = presentity.reg_docs["closed"] = _registration_document(presentity, "closed")
+            note = "registered" if registered else "not registered"
+            doc = status_document(presentity.entity, basic, tuple_id="reg", note=note)
+            presentity.reg_docs[basic] = doc
         return doc
 
     def watchers_of(self, key: str) -> list[Subscription]:
@@ -592,9 +585,10 @@ class PresenceServer:
         if sub.event == WINFO:
             return headers, WATCHERINFO_CONTENT_TYPE, self._winfo_body(sub, now)
         if sub.polite:
-            # RFC 5025 §3.2.1: what an allowed watcher sees of an offline presentity, in the
-            # content type this watcher asked for (a diff watcher then holds that document).
-            doc = self._neutral(self._peek(sub.presentity, sub.entity))
+            # RFC 5025 §3.2.1: what an allowed watcher sees of the presentity offline (neither
+            # registered nor publishing), so that it cannot tell it is blocked; in the content
+            # type this watcher asked for (a diff watcher then holds that document).
+            doc = self._registration_doc(self._peek(sub.presentity, sub.entity), False)
         else:
             doc = self.document(sub.presentity, now)
         if not sub.accept_diff:
