@@ -309,8 +309,7 @@ class TransactionManager:
         "_ctx",
         "_ids",
         "_max",
-        "_reject_logged",
-        "_shed_logged",
+        "_warned",
         "events",
         "stats",
         "timers",
@@ -328,8 +327,8 @@ class TransactionManager:
         self.timers = timers
         self._ids = id_source
         self._max = max_transactions
-        self._shed_logged = float("-inf")
-        self._reject_logged = float("-inf")
+        self._warned: dict[str, float] = {}
+        """When each kind of full-table warning was last logged."""
         self._ctx = Context(timers)
         self.stats = self._ctx.stats
         """Counters by name (:data:`STAT_NAMES`)."""
@@ -604,16 +603,12 @@ class TransactionManager:
         """Full: end a lingering record early (:meth:`Context.shed`); False when none is left."""
         if not self._ctx.shed():
             return False
-        stats = self.stats
-        stats["lingering_shed"] += 1
-        if now >= self._shed_logged + SHED_LOG_INTERVAL:
-            self._shed_logged = now
-            logger.warning(
-                "transaction table full (max_transactions %d): Completed transactions end "
-                "before Timer J/K to make room (%d so far)",
-                self._max,
-                stats["lingering_shed"],
-            )
+        self._count_full(
+            "lingering_shed",
+            now,
+            "transaction table full (max_transactions %d): Completed transactions end before"
+            " Timer J/K to make room (%d so far)",
+        )
         return True
 
     def _reject(self, request: Request, reply_to: Peer, now: float) -> None:
@@ -623,16 +618,20 @@ class TransactionManager:
             request, 503, to_tag=self._ids.new_id(), headers=[("Retry-After", RETRY_AFTER)]
         )
         self._ctx.transmit(to_bytes(response), reply_to)
+        self._count_full(
+            "overload_rejected",
+            now,
+            "transaction table full of live transactions (max_transactions %d): new requests"
+            " are answered 503 (%d so far)",
+        )
+
+    def _count_full(self, counter: str, now: float, warning: str) -> None:
+        """Count what a full table did; warn about it at most once a minute (per counter)."""
         stats = self.stats
-        stats["overload_rejected"] += 1
-        if now >= self._reject_logged + SHED_LOG_INTERVAL:
-            self._reject_logged = now
-            logger.warning(
-                "transaction table full of live transactions (max_transactions %d): new"
-                " requests are answered 503 (%d so far)",
-                self._max,
-                stats["overload_rejected"],
-            )
+        stats[counter] += 1
+        if now >= self._warned.get(counter, float("-inf")) + SHED_LOG_INTERVAL:
+            self._warned[counter] = now
+            logger.warning(warning, self._max, stats[counter])
 
     def _drop(self, source: Peer, message: Request | Response, reason: str) -> None:
         """STYLE.md §4 triage 1: no usable Via/CSeq/To/From -> drop, log at DEBUG, count."""
