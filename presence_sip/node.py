@@ -149,7 +149,9 @@ class Node:
         )
         self.endpoint.cannot_store = self.commits.cannot_store
         self.registrar = Registrar(
-            SqliteBindingStore(self.conn, self.commits, node=config.name),
+            SqliteBindingStore(
+                self.conn, self.commits, node=config.name, claim="registrar" in config.roles
+            ),
             policy=config.registrar,
             now=now,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 
 from presence_sip.registrar.bindings import Binding
@@ -15,6 +16,8 @@ from presence_sip.storage.database import (
 from presence_sip.storage.group_commit import GroupCommit, Statement
 
 COMPONENT = "registrar"
+
+log = logging.getLogger(__name__)
 
 register_migrations(
     COMPONENT,
@@ -40,6 +43,30 @@ register_migrations(
         """
         ALTER TABLE bindings ADD COLUMN node TEXT NOT NULL DEFAULT '';
         """,
+        # The same phone registered at two nodes (one Contact) is a binding of each: the node
+        # joins the key, so that one node's write does not take the other's row.
+        """
+        CREATE TABLE bindings_by_node (
+            node TEXT NOT NULL,
+            aor TEXT NOT NULL,
+            contact TEXT NOT NULL,
+            params TEXT NOT NULL,
+            expires_at REAL NOT NULL,
+            q REAL NOT NULL,
+            call_id TEXT NOT NULL,
+            cseq INTEGER NOT NULL,
+            path TEXT NOT NULL,
+            source TEXT NOT NULL,
+            user_agent TEXT NOT NULL,
+            PRIMARY KEY (node, aor, contact)
+        );
+        INSERT INTO bindings_by_node
+            SELECT node, aor, contact, params, expires_at, q, call_id, cseq, path, source,
+                   user_agent
+            FROM bindings;
+        DROP TABLE bindings;
+        ALTER TABLE bindings_by_node RENAME TO bindings;
+        """,
     ),
 )
 
@@ -47,7 +74,7 @@ _SELECT = (
     "SELECT aor, contact, params, expires_at, q, call_id, cseq, path, source, user_agent"
     " FROM bindings WHERE node = ?"
 )
-_CLAIM = "UPDATE bindings SET node = ? WHERE node = ''"
+_CLAIM = "UPDATE OR IGNORE bindings SET node = ? WHERE node = ''"
 _UPSERT = (
     "INSERT OR REPLACE INTO bindings (aor, contact, params, expires_at, q, call_id, cseq, path,"
     " source, user_agent, node) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
@@ -64,13 +91,20 @@ class SqliteBindingStore:
     """
 
     def __init__(
-        self, conn: sqlite3.Connection, group: GroupCommit | None = None, *, node: str = ""
+        self,
+        conn: sqlite3.Connection,
+        group: GroupCommit | None = None,
+        *,
+        node: str = "",
+        claim: bool = True,
     ) -> None:
         self.conn = conn
         self.group = group
         self.node = node
-        """The node whose bindings these are (rows of other nodes are neither read nor
-        deleted: a REGISTER moving a binding to this node takes the row over)."""
+        """The node whose bindings these are (rows of other nodes are neither read, expired
+        nor deleted)."""
+        self.claim = claim
+        """Take the rows written before nodes owned them (a node with the registrar role)."""
         migrate(conn, COMPONENT)
         self._pending: dict[tuple[str, str], Binding | None] = {}
         """Pending rows by (aor, contact): the binding to write, or None to delete."""
@@ -81,7 +115,8 @@ class SqliteBindingStore:
         if self.group is not None:
             self.group.flush()
         with transaction(self.conn) as conn, map_errors("cannot load bindings"):
-            conn.execute(_CLAIM, (self.node,))
+            if self.claim and conn.execute(_CLAIM, (self.node,)).rowcount:
+                log.info("node %r took the bindings stored before nodes owned rows", self.node)
             rows = conn.execute(_SELECT, (self.node,)).fetchall()
         return [
             Binding(r[0], r[1], r[2], r[3], r[4], r[5], r[6], tuple(json.loads(r[7])), r[8], r[9])

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import sqlite3
 
 from presence_sip.presence.publications import PublicationRecord
@@ -35,6 +36,8 @@ Connection = sqlite3.Connection
 """The database connection type, for core modules that may not import sqlite3 themselves."""
 
 COMPONENT = "presence"
+
+log = logging.getLogger(__name__)
 
 register_migrations(
     COMPONENT,
@@ -135,7 +138,13 @@ class SqlitePresenceStore:
         self._flush()
         node = self.node
         with transaction(self.conn) as conn:
-            conn.execute("UPDATE presence_publications SET node = ? WHERE node = ''", (node,))
+            claimed = conn.execute(
+                "UPDATE presence_publications SET node = ? WHERE node = ''", (node,)
+            ).rowcount
+            if claimed:
+                log.info(
+                    "node %r took %d publications stored before nodes owned rows", node, claimed
+                )
             rows = conn.execute(
                 "SELECT presentity, etag, expires_at, body, seq FROM presence_publications"
                 " WHERE node = ? ORDER BY seq",
@@ -169,7 +178,13 @@ class SqlitePresenceStore:
         self._flush()
         node = self.node
         with transaction(self.conn) as conn:
-            conn.execute("UPDATE presence_subscriptions SET node = ? WHERE node = ''", (node,))
+            claimed = conn.execute(
+                "UPDATE presence_subscriptions SET node = ? WHERE node = ''", (node,)
+            ).rowcount
+            if claimed:
+                log.info(
+                    "node %r took %d subscriptions stored before nodes owned rows", node, claimed
+                )
             conn.execute(
                 "DELETE FROM presence_subscriptions WHERE node = ? AND expires_at <= ?", (node, now)
             )
