@@ -24,6 +24,9 @@ from enum import Enum
 
 from presence_sip.sip.errors import ConfigError, LocalProtocolError, RemoteProtocolError
 
+NONCE_CLOCK_SKEW = 5.0
+"""Seconds a nonce's time may lie ahead of now (nodes of a network sharing the nonce key)."""
+
 # Algorithms and hashes
 
 
@@ -444,8 +447,10 @@ class DigestAuthenticator:
         if not self._response_ok(credentials, algorithm, method, ha1_lookup, body):
             return _failed(user, REASON_INVALID)
         issued, key = opened
-        # RFC 2617 §3.2.1: stale only when the digest itself is valid.
-        if now - issued > self.nonce_lifetime:
+        # RFC 2617 §3.2.1: stale only when the digest itself is valid.  A nonce "issued" ahead
+        # of now came from a process whose clock ran ahead (its system clock was stepped back
+        # while it ran, runtime/clock.py): its replay state is gone, so it is stale too.
+        if now - issued > self.nonce_lifetime or issued > now + NONCE_CLOCK_SKEW:
             return AuthResult(AuthOutcome.STALE, user, REASON_EXPIRED)
         return self._record_use(key, issued, credentials, now)
 

@@ -5,7 +5,8 @@ mean the same after a restart; the node's timers (RFC 3261 retransmissions, Time
 commits, expiries) run on the same clock.  ``time.time()`` would stop them all for as long as
 the system clock is stepped back (an NTP step, a VM resumed, ``date -s``): the TLS/persistence
 audit of 2026-11-27 saw commits and NOTIFY retransmissions stop for the hour of a one-hour step.
-So the node reads the wall clock once, at start, and counts from there with the monotonic clock.
+So the node reads the wall clock once, at start, and counts from there with a clock that never
+steps (CLOCK_BOOTTIME where there is one: it also counts the time a VM was paused).
 A step of the system clock while it runs is logged; what the node stores keeps its own time
 until the next start (the difference is the step).
 """
@@ -24,15 +25,24 @@ CHECK_INTERVAL = 60.0
 """Seconds between two comparisons with the system clock."""
 
 
+def _boot_time() -> float:
+    """Seconds since boot, suspended time included (Linux): unlike CLOCK_MONOTONIC it goes on
+    while a VM is paused or the host sleeps, so the node's clock does not fall behind then."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+_ADVANCING: Callable[[], float] = _boot_time if hasattr(time, "CLOCK_BOOTTIME") else time.monotonic
+
+
 class SteadyWallClock:
-    """Wall-clock seconds from the start, advanced by the monotonic clock (callable)."""
+    """Wall-clock seconds from the start, advanced by a clock that never steps (callable)."""
 
     __slots__ = ("_monotonic", "_next_check", "_origin", "_reported", "_wall")
 
     def __init__(
         self,
         wall: Callable[[], float] = time.time,
-        monotonic: Callable[[], float] = time.monotonic,
+        monotonic: Callable[[], float] = _ADVANCING,
     ) -> None:
         self._wall = wall
         self._monotonic = monotonic

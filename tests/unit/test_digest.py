@@ -295,6 +295,16 @@ def test_stale_nonce_with_wrong_password_is_failed(auth: DigestAuthenticator) ->
     assert (result.outcome, result.reason) == (AuthOutcome.FAILED, REASON_INVALID)
 
 
+def test_a_nonce_from_the_future_is_stale(auth: DigestAuthenticator) -> None:
+    """A process whose clock ran ahead (its system clock stepped back while it ran) gave it
+    out; after a restart its replay state is gone: re-challenge, never accept it as new."""
+    creds = answer(auth.challenge(3600.0)[0])
+    result = auth.verify(creds, "REGISTER", lookup, 10.0)
+    assert (result.outcome, result.reason) == (AuthOutcome.STALE, REASON_EXPIRED)
+    close = answer(auth.challenge(12.0)[0])  # within the skew of nodes sharing the key
+    assert auth.verify(close, "REGISTER", lookup, 10.0).outcome is AuthOutcome.OK
+
+
 def test_nonce_count_must_increase(auth: DigestAuthenticator) -> None:
     challenge = auth.challenge(0.0)[0]
     first = answer(challenge, nc=1)
