@@ -384,9 +384,11 @@ class PresenceServer:
             accept_diff=record.accept_diff,
             event_id=record.event_id,
             display_name=record.display_name,
-            cseq_reserved=record.cseq_reserved,
+            cseq_reserved=start + self.settings.cseq_block - 1,
             via_sent_by=self._sent_by(record.local_contact),
         )
+        # The new block is written before any of it is used (a second crash must not go back).
+        self.store.save_cseq(sub.id, sub.cseq_reserved)
         # Document versions must keep rising in the dialog (RFC 3858 §4: a watcher discards a
         # watcherinfo document not newer than its copy; RFC 5263 §4.4).  They were not stored,
         # but each NOTIFY raised the version by at most one and the CSeq by one, from 0 both:

@@ -129,6 +129,8 @@ class GroupCommit:
         self._taken: list[Statement] | None = None
         """The statements of the group handed to the commit thread and not yet committed."""
         self._writing: Future[None] | None = None
+        self._handed = 0.0
+        """When the group in flight was handed to the commit thread."""
         self.failures = 0
         """Failed commits since the last successful one (for operators and tests)."""
         self.failing_since: float | None = None
@@ -166,10 +168,14 @@ class GroupCommit:
             self._failed(now)
 
     def cannot_store(self, now: float) -> bool:
-        """Commits have failed for :data:`FAILING_GRACE` seconds or more (a full disk, a
-        database locked by another process): changes answered now might never be stored."""
+        """Commits have failed, or the one in flight has hung, for :data:`FAILING_GRACE`
+        seconds or more (a full disk, a stalled disk, a database locked by another process):
+        changes answered now might never be stored."""
         since = self.failing_since
-        return since is not None and now - since >= FAILING_GRACE
+        if since is not None and now - since >= FAILING_GRACE:
+            return True
+        writing = self._writing
+        return writing is not None and not writing.done() and now - self._handed >= FAILING_GRACE
 
     def _failed(self, now: float) -> None:
         """Log a failed commit: the first with its traceback, then once a minute."""
@@ -202,6 +208,7 @@ class GroupCommit:
             self._taken = self._take()
         if self._taken is not None:
             self._writing = self._committer.write(self._taken)
+            self._handed = self._last
 
     def _settle(self) -> None:
         """The group in flight has finished: count it, or raise its ``StoreError``."""

@@ -337,3 +337,19 @@ def test_flush_raises_when_the_group_in_flight_failed_and_forgets_nothing(
     conn.execute("CREATE TABLE missing_table (v INTEGER)")
     group.flush()
     assert kv(conn) == {"alice": "open"}
+
+
+def test_a_commit_hung_on_its_thread_is_cannot_store_after_the_grace(
+    threaded: Threaded, tmp_path: Path
+) -> None:
+    """A commit waiting on another process's lock (or a stalled disk) has not failed yet, but
+    what is answered meanwhile is not stored: the node must say so after the grace."""
+    conn, group, writer = threaded
+    with write_lock(tmp_path / "db.sqlite"):
+        writer.change(group, "a", "1")
+        group.handle_timer(100.0)  # handed over; the thread waits for the lock
+        assert not group.cannot_store(100.0 + FAILING_GRACE - 0.1)
+        assert group.cannot_store(100.0 + FAILING_GRACE)
+    settle(group, 100.0 + FAILING_GRACE)
+    assert kv(conn) == {"a": "1"}
+    assert not group.cannot_store(200.0)

@@ -1403,8 +1403,13 @@ def test_cseq_keeps_rising_when_the_last_reservation_was_lost_in_a_crash() -> No
     store.subscriptions[sid] = dataclasses.replace(store.subscriptions[sid], cseq_reserved=3)
     node.role.close()
     node2 = Node(store=store, settings=PresenceSettings(cseq_block=3), now=node.now + 1)
+    # The block it starts in is stored at once: a second crash cannot send CSeq 7 again.
+    assert store.subscriptions[sid].cseq_reserved == 8  # CSeqs 7-8
     (after,) = published(node2, PIDF_OPEN)[1]
-    assert after.cseq.seq > 4
+    assert after.cseq.seq == 7
+    node2.role.close()
+    node3 = Node(store=store, settings=PresenceSettings(cseq_block=3), now=node.now + 2)
+    assert published(node3, PIDF_CLOSED)[1][0].cseq.seq > 7
 
 
 def test_expired_subscriptions_are_not_loaded_expired_publications_expire_at_once() -> None:
