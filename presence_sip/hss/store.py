@@ -119,6 +119,10 @@ class SubscriberStore(Protocol):
         """All subscribers ordered by MSISDN."""
         ...
 
+    def msisdns(self) -> set[str]:
+        """The MSISDN of every subscriber (one query: a registrar's check after a change)."""
+        ...
+
     def get_ha1(self, username: str, algorithm_name: str) -> str | None:
         """The stored HA1 for a digest username (MSISDN with or without ``+``) and algorithm
         (``MD5``, ``SHA-256``, their ``-sess`` forms); ``None`` for an unknown user or algorithm.

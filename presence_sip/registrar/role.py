@@ -18,8 +18,8 @@ log = logging.getLogger(__name__)
 HSS_POLL_INTERVAL = 1.0
 """Seconds between two reads of the HSS write counter (as the presence server's rules poll)."""
 
-CHECK_BATCH = 1000
-"""AORs checked against the HSS per timer call after it changed (the loop stays responsive)."""
+REMOVAL_BATCH = 1000
+"""AORs whose bindings are removed per timer call (the loop stays responsive)."""
 
 
 class RegistrarRole:
@@ -46,8 +46,8 @@ class RegistrarRole:
         self._watching = hss is not None and guard.enabled
         self._data_version = hss.data_version() if self._watching and hss is not None else 0
         self._next_poll = now + HSS_POLL_INTERVAL
-        self._to_check: list[str] = []
-        """AORs still to check against the HSS after it changed."""
+        self._gone: list[str] = []
+        """AORs whose subscriber left the HSS, bindings still to remove."""
 
     # --- the timed role: drop the bindings of removed subscribers ----------------------------
 
@@ -58,37 +58,32 @@ class RegistrarRole:
         if not self._watching or now < self._next_poll:
             return
         self._next_poll = now + HSS_POLL_INTERVAL
-        if not self._to_check:
+        if not self._gone:
             self._poll()
-        self._check(now)
+        self._remove_gone(now)
 
     def _poll(self) -> None:
         assert self.hss is not None
         try:
             version = self.hss.data_version()
+            if version == self._data_version:
+                return
+            # One query (the numbers of every subscriber) instead of one per AOR: a rule or a
+            # credit changes as often as a subscriber is removed.
+            known = self.hss.msisdns()
         except SipError:
-            log.warning("cannot read the HSS data version", exc_info=True)
+            log.warning("cannot read the HSS: bindings checked again later", exc_info=True)
             return
-        if version != self._data_version:
-            self._data_version = version
-            self._to_check = [aor for aor in self.registrar.aors() if aor.startswith("+")]
+        self._data_version = version
+        self._gone = [a for a in self.registrar.aors() if a.startswith("+") and a not in known]
 
-    def _check(self, now: float) -> None:
-        assert self.hss is not None
-        checked = 0
-        for aor in self._to_check[:CHECK_BATCH]:
-            try:
-                gone = self.hss.get_subscriber(aor) is None
-            except SipError:
-                log.warning("cannot read the HSS: bindings checked again later", exc_info=True)
-                break  # the unchecked AORs stay for the next poll
-            checked += 1
-            if gone:
-                count = self.registrar.remove_aor(aor, now)
-                if count:
-                    log.info("%s left the HSS: %d binding(s) removed", aor, count)
-        del self._to_check[:checked]
-        if self._to_check and checked:
+    def _remove_gone(self, now: float) -> None:
+        batch, self._gone = self._gone[:REMOVAL_BATCH], self._gone[REMOVAL_BATCH:]
+        for aor in batch:
+            count = self.registrar.remove_aor(aor, now)
+            if count:
+                log.info("%s left the HSS: %d binding(s) removed", aor, count)
+        if self._gone:
             self._next_poll = now  # the rest on the next timer call
 
     def handle(self, incoming: Incoming, now: float) -> Response:

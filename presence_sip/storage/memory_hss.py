@@ -160,6 +160,9 @@ class MemorySubscriberStore:
         self._rules.pop(record.msisdn, None)
         self._version += 1
 
+    def msisdns(self) -> set[str]:
+        return set(self._subscribers)
+
     def list_subscribers(self) -> list[Subscriber]:
         """All subscribers ordered by MSISDN."""
         return [self._subscribers[key] for key in sorted(self._subscribers)]

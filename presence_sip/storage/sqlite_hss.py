@@ -295,6 +295,11 @@ class SqliteSubscriberStore:
             rows = self._conn.execute(_SUBSCRIBER_COLUMNS + " ORDER BY s.msisdn").fetchall()
         return [_subscriber(row) for row in rows]
 
+    def msisdns(self) -> set[str]:
+        """The MSISDN of every subscriber."""
+        with map_errors("cannot read subscribers"):
+            return {row[0] for row in self._conn.execute("SELECT msisdn FROM hss_subscribers")}
+
     def get_ha1(self, username: str, algorithm_name: str) -> str | None:
         """The HA1 for a digest username (MSISDN, with or without ``+``) and algorithm."""
         algorithm = normalize_algorithm(algorithm_name)

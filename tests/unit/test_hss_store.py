@@ -287,6 +287,12 @@ def test_remove_cascades(populated: SubscriberStore) -> None:
     assert populated.rules_for(B) == {}
 
 
+def test_msisdns_are_every_subscribers_number(populated: SubscriberStore) -> None:
+    assert populated.msisdns() == {B, C}
+    populated.remove_subscriber(C)
+    assert populated.msisdns() == {B}
+
+
 def test_list_is_ordered(store: SubscriberStore) -> None:
     for msisdn in ("+447700900300", "+15550100", "+447700900100"):
         store.add_subscriber(msisdn, "pw")
