@@ -122,11 +122,11 @@ def _partial_body(old: bytes | None, new: bytes, entity: str) -> bytes:
     """The RFC 5263 body (version 0) taking a watcher from ``old`` to ``new``: a pidf-diff, or
     pidf-full when there is no ``old`` or the diff would not be smaller than the document
     (partial notification exists to make NOTIFYs smaller, RFC 5263 §1)."""
-    full = make_diff(None, new, version=0, entity=entity)
-    if old is None:
-        return full
-    body = make_diff(old, new, version=0, entity=entity)
-    return body if len(body) < len(full) else full
+    if old is not None:
+        body = make_diff(old, new, version=0, entity=entity)
+        if len(body) < len(new):  # (the pidf-full would be the document and its wrapper)
+            return body
+    return make_diff(None, new, version=0, entity=entity)
 
 
 class PresenceStore(SubscriptionStore, PublicationStore, Protocol):

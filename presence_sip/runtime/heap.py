@@ -4,14 +4,14 @@ A TLS connection that never finishes its handshake costs OpenSSL and the event l
 of kilobytes of C heap.  They are freed when the node aborts it, but glibc keeps the pages, and
 a flood of such connections (anyone can open them: they need no certificate) grew a node by
 ~40 KB each, for good (the TLS audit of 2026-11-27 measured 48 MB -> 452 MB over 9,000; every
-byte came back with ``malloc_trim``).  The driver trims after many handshakes; elsewhere (musl,
-macOS) this does nothing.
+byte came back with ``malloc_trim``).  The driver trims after many aborted handshakes, on a
+thread (ctypes releases the GIL; a trim of a large heap takes 5-30 ms); elsewhere (musl, macOS)
+this does nothing.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 from collections.abc import Callable
 
@@ -19,11 +19,8 @@ log = logging.getLogger(__name__)
 
 
 def _load_trim() -> Callable[[int], int] | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    try:
-        trim = ctypes.CDLL(name).malloc_trim
+    try:  # the process's own symbols: no library search (find_library runs ldconfig)
+        trim = ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):
         return None  # not glibc
     trim.argtypes = [ctypes.c_size_t]

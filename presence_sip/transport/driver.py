@@ -44,13 +44,13 @@ logger = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 10.0
 """Seconds an outbound TCP connect plus TLS handshake may take."""
 HANDSHAKE_TIMEOUT = 10.0
+"""Seconds an inbound TLS handshake may take."""
 TRIM_AFTER_HANDSHAKES = 500
-"""Finished TLS handshakes (done or aborted) after which the C heap is trimmed ..."""
+"""Aborted inbound TLS handshakes after which the C heap is trimmed ..."""
 TRIM_INTERVAL = 5.0
-"""... at most once per this many seconds (a trim walks the heap: a few milliseconds) ..."""
+"""... at most once per this many seconds (on a thread: a trim walks the heap, 5-30 ms) ..."""
 TRIM_DELAY = 1.0
 """... and this long after the threshold is reached, once the burst has ended."""
-"""Seconds an inbound TLS handshake may take."""
 STOP_GRACE = 2.0
 """Seconds :meth:`Driver.stop` lets connections close gracefully before aborting them."""
 BACKLOG = 1024
@@ -470,12 +470,17 @@ class Driver:
         self._tasks.discard(task)
         if not task.cancelled() and (error := task.exception()) is not None:
             logger.error("transport task failed (a bug)", exc_info=error)
-        # Each finished handshake (most of them aborted, in a flood) left C heap glibc keeps:
-        # give it back now and then (runtime/heap.py).
+
+    def handshake_aborted(self) -> None:
+        """An aborted handshake left C heap glibc keeps (runtime/heap.py): after many, give it
+        back, a second after the burst (a flood times out together, and trimming in the middle
+        of one gives back only half of it), on a thread (a trim walks the whole heap)."""
         self._handshakes_since_trim += 1
-        if self._handshakes_since_trim >= TRIM_AFTER_HANDSHAKES and self._trim is None:
-            # A second later: handshakes end in bursts (a flood times out together), and
-            # trimming in the middle of one gives back only half of it.
+        if (
+            self._handshakes_since_trim >= TRIM_AFTER_HANDSHAKES
+            and self._trim is None
+            and self._running
+        ):
             delay = max(TRIM_DELAY, self._trimmed_at + TRIM_INTERVAL - time.monotonic())
             self._trim = self._get_loop().call_later(delay, self._trim_heap)
 
@@ -483,7 +488,7 @@ class Driver:
         self._trim = None
         self._handshakes_since_trim = 0
         self._trimmed_at = time.monotonic()
-        trim_heap()
+        self._get_loop().run_in_executor(None, trim_heap)
 
     def _source_host(self, transport: str, peer_host: str) -> str | None:
         """The address a new outbound connection leaves from: one this node listens on with

@@ -55,6 +55,9 @@ class StreamOwner(Protocol):
     def spawn(self, coro: Coroutine[Any, Any, None]) -> bool:
         """Run ``coro`` as a task the owner tracks and cancels on stop; False if it refuses."""
 
+    def handshake_aborted(self) -> None:
+        """An inbound TLS handshake failed or timed out (its connection is aborted)."""
+
 
 class State(enum.Enum):
     """Life of a stream connection."""
@@ -172,6 +175,7 @@ class StreamConnection(asyncio.Protocol):
         self.fail()
         raw.abort()
         self._loop.call_soon(self._released)
+        self._owner.handshake_aborted()
 
     def _released(self) -> None:
         if not self.closed.done():

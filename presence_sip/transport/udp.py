@@ -6,6 +6,7 @@ import asyncio
 import errno
 import logging
 import socket
+import time
 from typing import Any, Protocol, cast
 
 from presence_sip.sip.errors import TransportError
@@ -38,6 +39,9 @@ class UdpListener(asyncio.DatagramProtocol):
         self.host = ""
         self.port = 0
         self.version = 4
+        self.too_large = 0
+        """Messages that did not fit a datagram (EMSGSIZE)."""
+        self._too_large_logged = float("-inf")
 
     # -- asyncio callbacks -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -55,10 +59,17 @@ class UdpListener(asyncio.DatagramProtocol):
     def error_received(self, exc: Exception) -> None:
         if isinstance(exc, OSError) and exc.errno == errno.EMSGSIZE:
             # A message bigger than a datagram (a large NOTIFY): it is lost, an operator must
-            # see why (its transaction retransmits it in vain until Timer F).
-            logger.warning(
-                "udp %s:%s: message too large for a datagram, not sent", self.host, self.port
-            )
+            # see why (its transaction retransmits it in vain until Timer F); once a minute.
+            self.too_large += 1
+            now = time.monotonic()
+            if now >= self._too_large_logged + 60.0:
+                self._too_large_logged = now
+                logger.warning(
+                    "udp %s:%s: message too large for a datagram, not sent (%d so far)",
+                    self.host,
+                    self.port,
+                    self.too_large,
+                )
             return
         # ICMP errors (port unreachable, ...) for an earlier sendto: nothing to do on UDP.
         logger.debug("udp %s:%s: %s", self.host, self.port, exc)
