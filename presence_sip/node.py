@@ -45,7 +45,12 @@ from presence_sip.storage.sqlite_bindings import SqliteBindingStore
 from presence_sip.storage.sqlite_hss import SqliteSubscriberStore
 from presence_sip.transport.driver import Driver
 from presence_sip.transport.listen import ListenSpec
-from presence_sip.transport.tls import certificate_warnings, client_context, server_context
+from presence_sip.transport.tls import (
+    certificate_warnings,
+    client_context,
+    route_context,
+    server_context,
+)
 
 if TYPE_CHECKING:  # the presence modules (and lxml) load only for a node with that role
     from presence_sip.presence.watchers import PresenceSettings
@@ -165,18 +170,20 @@ class Node:
             self._add_presence(now)
         self.endpoint.add_role(self.clock)  # (reports steps of the system clock)
         self.endpoint.add_role(self.commits)  # last: commits what the other timers changed
-        server_ssl, client_ssl = _ssl_contexts(config.tls)
+        server_ssl, client_ssl, route_ssl = _ssl_contexts(config.tls)
         self.driver = Driver(
             self.endpoint,
             limits=config.limits,
             server_ssl=server_ssl,
             client_ssl=client_ssl,
+            route_ssl=route_ssl,
             clock=self.clock,  # stored expiries are wall-clock; timers must not jump with it
         )
         for domain, hops in config.routes.items():
             for hop in hops:
                 if hop.transport == "tls":
-                    self.driver.tls_names.setdefault((hop.host, hop.port), domain)
+                    known = self.driver.tls_names.get((hop.host, hop.port), frozenset())
+                    self.driver.tls_names[(hop.host, hop.port)] = known | {domain}
         # Last (nothing after it can fail): WAL checkpoints leave the loop's thread.
         self.checkpoints = Checkpointer(self.conn, database_path(config.data_dir))
 
@@ -313,11 +320,15 @@ def _hangup_ignored() -> None:
     log.info("SIGHUP received, ignored (SIGTERM or SIGINT stop the node)")
 
 
-def _ssl_contexts(tls: TlsSettings | None) -> tuple[ssl.SSLContext | None, ssl.SSLContext | None]:
+def _ssl_contexts(
+    tls: TlsSettings | None,
+) -> tuple[ssl.SSLContext | None, ssl.SSLContext | None, ssl.SSLContext | None]:
+    """Server, client and route-hop client contexts (all None without TLS settings)."""
     if tls is None:
-        return None, None
+        return None, None, None
     server = server_context(tls.cert, tls.key, tls.ca, require_client_cert=tls.require_client_cert)
     client = client_context(tls.cert, tls.key, tls.ca)
+    route = route_context(tls.cert, tls.key, tls.ca)
     for warning in certificate_warnings(tls.cert, time.time()):
         log.warning("%s", warning)
-    return server, client
+    return server, client, route

@@ -130,6 +130,7 @@ class Driver:
         limits: Limits | None = None,
         server_ssl: ssl.SSLContext | None = None,
         client_ssl: ssl.SSLContext | None = None,
+        route_ssl: ssl.SSLContext | None = None,
         connect_timeout: float = CONNECT_TIMEOUT,
         clock: Callable[[], float] | None = None,
         cpu_clock: Callable[[], float] = time.process_time,
@@ -140,6 +141,9 @@ class Driver:
         self._limits = limits if limits is not None else Limits()
         self._server_ssl = server_ssl
         self._client_ssl = client_ssl
+        self._route_ssl = route_ssl if route_ssl is not None else client_ssl
+        """For route next hops (``tls_names``): ``client_ssl``'s certificates and trust, the
+        name check left to RFC 5922's (a copy made by ``tls.route_context``)."""
         self._connect_timeout = connect_timeout
         self._loop: asyncio.AbstractEventLoop | None = None
         self._running = False
@@ -152,10 +156,11 @@ class Driver:
         self._udp_peers: dict[tuple[Any, ...], Peer] = {}
         """One Peer per remote UDP address (issue 8: not one per datagram)."""
         self._inbound = 0
-        self.tls_names: dict[tuple[str, int], str] = {}
-        """The SIP domain to find in the certificate of a TLS next hop, by (IP, port): the
-        domain of the route that names it (RFC 5922 §4, §7.3: the client matches the domain it
-        is trying to reach, not the address it resolved to).  Other peers: their host."""
+        self.tls_names: dict[tuple[str, int], frozenset[str]] = {}
+        """The SIP domains a TLS next hop's certificate must stand for, by (IP, port): those of
+        the routes that name it (RFC 5922 §4, §7.3: the client matches the domain it is trying
+        to reach, not the address it resolved to; the identities as §7.1 reads them, see
+        ``tls.domain_identities``).  Other peers: Python's host name check of their host."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._refused_handshakes = 0
         self._handshakes_since_trim = 0
@@ -454,6 +459,8 @@ class Driver:
         ident = next(self._ids)
         target = Peer(address.transport, address.host, address.port, ident)
         conn = StreamConnection(self, ident, address.transport, self._limits, target=target)
+        if address.transport == "tls":
+            conn.domains = self.tls_names.get((address.host, address.port), frozenset())
         conn.requested.update((address, requested))
         self._track(conn)
         self._connections[ident] = conn
@@ -515,16 +522,19 @@ class Driver:
     async def _connect(self, conn: StreamConnection) -> None:
         peer, tls = conn.peer, conn.transport_name == "tls"
         source = self._source_host(conn.transport_name, peer.host)
+        context, name = self._client_ssl, peer.host
+        if tls and conn.domains:
+            # A route's next hop: its certificate is checked against the route's domains once
+            # the chain is verified (StreamConnection._up), the domain is the SNI.
+            context, name = self._route_ssl, min(conn.domains)
         try:
             async with asyncio.timeout(self._connect_timeout):
                 await self._get_loop().create_connection(
                     lambda: conn,
                     peer.host,
                     peer.port,
-                    ssl=self._client_ssl if tls else None,
-                    server_hostname=self.tls_names.get((peer.host, peer.port), peer.host)
-                    if tls
-                    else None,
+                    ssl=context if tls else None,
+                    server_hostname=name if tls else None,
                     ssl_handshake_timeout=self._connect_timeout if tls else None,
                     local_addr=None if source is None else (source, 0),
                 )
@@ -532,9 +542,13 @@ class Driver:
             error = TransportError(f"cannot connect to {peer}: {exc or type(exc).__name__}")
             logger.warning("%s", error)
             self._connect_failed(conn)
+            return
         except asyncio.CancelledError:
             conn.fail()
             raise
+        if conn.refused is not None:
+            logger.warning("cannot connect to %s: %s", peer, conn.refused)
+            self._connect_failed(conn)
 
     def _connect_failed(self, conn: StreamConnection) -> None:
         conn.fail()

@@ -14,7 +14,7 @@ from presence_sip.sip.errors import SipParseError, TransportError
 from presence_sip.sip.framing import StreamBuffer
 from presence_sip.sip.peer import Peer
 
-from .tls import PeerIdentity
+from .tls import PeerIdentity, domain_certificate_problem
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +101,12 @@ class StreamConnection(asyncio.Protocol):
         """Verified TLS peer certificate, if any."""
         self.requested: set[Peer] = set()
         """Peers the driver routed messages for onto this connection before it came up."""
+        self.domains: frozenset[str] = frozenset()
+        """Outbound TLS to a route's next hop: the SIP domains its certificate must stand for
+        (RFC 5922), checked before anything is written; empty: the host name check only."""
+        self.refused: str | None = None
+        """Why the peer was refused after its handshake (the driver reports the connection
+        as failed)."""
         self.state = State.CONNECTING
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         """Resolved once asyncio has released the connection (or it never came up)."""
@@ -183,6 +189,12 @@ class StreamConnection(asyncio.Protocol):
 
     def _up(self, transport: asyncio.BaseTransport) -> None:
         """The connection is usable (TLS: handshake done)."""
+        if self.domains:
+            problem = domain_certificate_problem(transport.get_extra_info("peercert"), self.domains)
+            if problem is not None:  # nothing was written: the connection never came up
+                self.refused = problem
+                cast(asyncio.Transport, transport).abort()
+                return
         self._transport = cast(asyncio.Transport, transport)
         if not self.outbound:
             peername = transport.get_extra_info("peername")

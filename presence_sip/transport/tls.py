@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import ssl
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -104,6 +106,18 @@ def client_context(
     return context
 
 
+def route_context(
+    cert: StrPath | None, key: StrPath | None, ca_file: StrPath | None
+) -> ssl.SSLContext:
+    """:func:`client_context` for a route's next hop: the chain is verified as there, the
+    host name check is left out, to be done against the route's SIP domains as RFC 5922 reads
+    a certificate (``domain_certificate_problem``), not as RFC 6125 does."""
+    context = client_context(cert, key, ca_file)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
 def _load_chain(context: ssl.SSLContext, cert: StrPath, key: StrPath) -> None:
     for path, what in ((cert, "certificate"), (key, "key")):
         try:  # an unreadable file is named as what it is, not always as the certificate
@@ -154,3 +168,41 @@ def certificate_warnings(cert: StrPath, now: float) -> list[str]:
             f"TLS certificate {name} expires in {days:.0f} days ({certificate.not_valid_after_utc})"
         ]
     return []
+
+
+def domain_identities(peercert: Mapping[str, Any]) -> frozenset[str]:
+    """The SIP domains a verified peer certificate (``SSLSocket.getpeercert()``) stands for,
+    as RFC 5922 §7.1 reads them: its ``sip:`` URI subjectAltNames without a user part; only
+    when it has none, its dNSNames; only when it has neither, its subject CN.  Lower-case; a
+    wildcard is never an identity (§7.2)."""
+    sans = peercert.get("subjectAltName", ())
+    uris = [value for kind, value in sans if kind == "URI" and value[:4].lower() == "sip:"]
+    if uris:
+        names = [uri[4:].split(";", 1)[0] for uri in uris if "@" not in uri]
+    else:
+        names = [value for kind, value in sans if kind == "DNS"]
+        if not names and not uris:
+            names = [
+                value
+                for rdn in peercert.get("subject", ())
+                for key, value in rdn
+                if key == "commonName"
+            ]
+    return frozenset(name.lower() for name in names if "*" not in name)
+
+
+def domain_certificate_problem(
+    peercert: Mapping[str, Any] | None, domains: Iterable[str]
+) -> str | None:
+    """Why the peer certificate does not stand for any of ``domains`` (RFC 5922 §7.2-7.3: the
+    domain the client is trying to reach), or None when it does."""
+    if not peercert:
+        return "no verified certificate"
+    identities = domain_identities(peercert)
+    wanted = {domain.lower() for domain in domains}
+    if identities & wanted:
+        return None
+    return (
+        f"certificate is for {', '.join(sorted(identities)) or 'no SIP domain'},"
+        f" not {', '.join(sorted(wanted))} (RFC 5922)"
+    )

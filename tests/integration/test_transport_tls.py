@@ -34,6 +34,7 @@ from presence_sip.transport import (
     server_context,
 )
 from presence_sip.transport import driver as driver_module
+from presence_sip.transport.tls import route_context
 
 pytestmark = pytest.mark.integration
 
@@ -64,6 +65,7 @@ async def tls_node(
             pki.server.cert, pki.server.key, pki.ca, require_client_cert=require_client_cert
         ),
         client_ssl=client_context(pki.client.cert, pki.client.key, trust or pki.ca),
+        route_ssl=route_context(pki.client.cert, pki.client.key, trust or pki.ca),
     )
     await drv.start([parse_listen("tls:127.0.0.1:0")])
     return drv
@@ -238,8 +240,15 @@ async def test_outbound_tls_checks_the_routes_domain_not_the_address(
         client.transmit()
         await eventually(lambda: endpoint.lost == [target])
         assert server_ep.made == []
-        client.tls_names[("127.0.0.1", target.port)] = "net-b.test"
+        # A route to another domain through this hop: refused after the handshake, before
+        # anything is written (the server never reads a byte of SIP).
+        client.tls_names[("127.0.0.1", target.port)] = frozenset({"other.test"})
         endpoint.queue(options("127.0.0.1", 5061, "TLS", call_id="d2@test"), target)
+        client.transmit()
+        await eventually(lambda: endpoint.lost == [target, target])
+        assert server_ep.raw == []
+        client.tls_names[("127.0.0.1", target.port)] = frozenset({"other.test", "net-b.test"})
+        endpoint.queue(options("127.0.0.1", 5061, "TLS", call_id="d3@test"), target)
         client.transmit()
         await eventually(lambda: len(endpoint.responses()) == 1)
         ((_, identity),) = endpoint.made
@@ -368,7 +377,7 @@ def test_a_node_checks_tls_routes_against_their_domain(pki: Pki, tmp_path: Path)
     )
     node = Node(config)
     try:
-        assert node.driver.tls_names == {("127.0.2.2", 5061): "net-b.test"}
+        assert node.driver.tls_names == {("127.0.2.2", 5061): frozenset({"net-b.test"})}
     finally:
         node.close()
 
