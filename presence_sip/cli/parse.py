@@ -98,7 +98,11 @@ def describe(name: str, data: bytes, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -
     try:
         message = parse_message(data, datagram=True, max_size=max_size)
     except SipParseError as exc:
-        return {"file": name, "valid": False, "error": {"status": exc.status, "reason": exc.reason}}
+        error: dict[str, Any] = {"status": exc.status, "reason": exc.reason}
+        if b"\n" in data and b"\r\n" not in data:
+            # The usual cause with a hand-written file: an editor's line ends, not SIP's.
+            error["hint"] = "SIP lines end with CRLF; this file has LF only (e.g. unix2dos)"
+        return {"file": name, "valid": False, "error": error}
     record: dict[str, Any] = {"file": name, "valid": True}
     if isinstance(message, Request):
         record.update(kind="request", method=message.method, uri=message.uri)

@@ -140,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+log = logging.getLogger(__name__)
+
 LOOPS = ("auto", "asyncio", "uvloop")
 
 
@@ -186,6 +188,7 @@ async def _serve_nodes(nodes: list[Node]) -> None:
         await first.serve_forever()
     finally:
         for node in others:
+            log.info("%s stopping", node.config.name)
             await node.stop()
 
 
@@ -227,6 +230,7 @@ SHARED_KEYS = frozenset(
 """Keys a ``[network]`` sets for every node and a ``[[node]]`` may set for itself."""
 NETWORK_KEYS = SHARED_KEYS | {"route"}
 NODE_KEYS = SHARED_KEYS | {"name", "roles", "listen", "require_client_cert"}
+ROUTE_KEYS = frozenset({"domain", "transport", "host", "port", "priority", "weight"})
 
 
 _STRING_KEYS = frozenset({"domain", "data", "auth", "default_policy", "ca", "cert", "key", "name"})
@@ -371,6 +375,15 @@ def _routes(entries: object) -> dict[str, tuple[NextHop, ...]]:
         if not isinstance(entry, dict) or not isinstance(entry.get("domain"), str):
             raise ConfigError("every [[network.route]] needs a domain")
         domain = entry["domain"]
+        unknown = sorted(set(entry) - ROUTE_KEYS)
+        if unknown:
+            hints = [
+                f"{key} (did you mean {close[0]}?)"
+                if (close := difflib.get_close_matches(key, sorted(ROUTE_KEYS), n=1))
+                else key
+                for key in unknown
+            ]
+            raise ConfigError(f"route for {domain}: unknown key(s) {', '.join(hints)}")
         transport, host = entry.get("transport", "udp"), entry.get("host")
         if transport not in ("udp", "tcp", "tls") or not isinstance(host, str) or not is_ip(host):
             raise ConfigError(f"route for {domain}: transport udp|tcp|tls and an IP host")

@@ -239,6 +239,25 @@ def make_subscriber(
     return with_password(base, password, realm)
 
 
+def canonical_watcher(text: str) -> str:
+    """The watcher a rule is about, as stored: one identity (``canonical_identity``), or every
+    watcher of a domain, ``sip:*@host`` (also written ``*@host``).  A URI without a user part
+    names no watcher (``sip:host`` would never match one): refused, with the domain form."""
+    stripped = text.strip()
+    if stripped.startswith("*@"):
+        stripped = "sip:" + stripped
+    try:
+        watcher = canonical_identity(stripped)
+    except ValueError as exc:
+        raise InvalidRecord(f"bad watcher URI: {exc}") from None
+    scheme, _, rest = watcher.partition(":")
+    if scheme != "tel" and "@" not in rest:
+        raise InvalidRecord(
+            f"bad watcher URI: {text!r} names no watcher (every watcher of a domain: *@{rest})"
+        )
+    return watcher
+
+
 def with_identities(
     subscriber: Subscriber, add: Iterable[str] = (), remove: Iterable[str] = ()
 ) -> Subscriber:

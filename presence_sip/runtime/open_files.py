@@ -32,11 +32,12 @@ def raise_open_files(connections: int) -> int:
             log.debug("cannot raise the open files limit to %d: %s", target, exc)
     if soft != resource.RLIM_INFINITY and soft < wanted:
         log.warning(
-            "open files limit is %d (hard limit %s), below the %d connections allowed: clients"
-            " beyond about %d connections will be refused (raise it with ulimit -n or"
-            " LimitNOFILE=)",
+            "open files limit is %d (hard limit %s), less than the %d that %d connections and"
+            " the node's own files need: clients beyond about %d connections will be refused"
+            " (raise it with ulimit -n or LimitNOFILE=)",
             soft,
             "unlimited" if hard == resource.RLIM_INFINITY else hard,
+            wanted,
             connections,
             max(0, soft - SPARE_FILES),
         )

@@ -19,13 +19,13 @@ from presence_sip.hss.msisdn import (
 )
 from presence_sip.hss.records import (
     DEFAULT_DOMAIN,
-    InvalidRecord,
     PlanEntry,
     PortEntry,
     PresenceServerRecord,
     Rule,
     RuleAction,
     Subscriber,
+    canonical_watcher,
     check_credit,
     make_subscriber,
     normalize_algorithm,
@@ -42,13 +42,6 @@ from presence_sip.hss.store import (
 from presence_sip.sip.errors import StoreError
 
 __all__ = ["MemorySubscriberStore"]
-
-
-def _canonical_watcher(watcher_uri: str) -> str:
-    try:
-        return canonical_identity(watcher_uri)
-    except ValueError as exc:
-        raise InvalidRecord(f"bad watcher URI: {exc}") from None
 
 
 class MemorySubscriberStore:
@@ -207,7 +200,7 @@ class MemorySubscriberStore:
         """Create or replace *owner*'s rule about *watcher_uri*."""
         rule = Rule(
             owner=normalize_msisdn(owner),
-            watcher_uri=_canonical_watcher(watcher_uri),
+            watcher_uri=canonical_watcher(watcher_uri),
             action=RuleAction.parse(action),
         )
         self._require(rule.owner)
@@ -218,7 +211,7 @@ class MemorySubscriberStore:
     def remove_rule(self, owner: str, watcher_uri: str) -> None:
         """Delete *owner*'s rule about *watcher_uri*."""
         canonical = normalize_msisdn(owner)
-        watcher = _canonical_watcher(watcher_uri)
+        watcher = canonical_watcher(watcher_uri)
         self._require(canonical)
         rules = self._rules.get(canonical, {})
         if watcher not in rules:

@@ -24,13 +24,13 @@ from presence_sip.hss.msisdn import (
 )
 from presence_sip.hss.records import (
     DEFAULT_DOMAIN,
-    InvalidRecord,
     PlanEntry,
     PortEntry,
     PresenceServerRecord,
     Rule,
     RuleAction,
     Subscriber,
+    canonical_watcher,
     check_credit,
     make_subscriber,
     normalize_algorithm,
@@ -126,13 +126,6 @@ def _subscriber(row: Sequence[Any]) -> Subscriber:
         ha1_md5_digits=row[3],
         ha1_sha256_digits=row[4],
     )
-
-
-def _canonical_watcher(watcher_uri: str) -> str:
-    try:
-        return canonical_identity(watcher_uri)
-    except ValueError as exc:
-        raise InvalidRecord(f"bad watcher URI: {exc}") from None
 
 
 class SqliteSubscriberStore:
@@ -352,7 +345,7 @@ class SqliteSubscriberStore:
         """Create or replace *owner*'s rule about *watcher_uri*."""
         rule = Rule(
             owner=normalize_msisdn(owner),
-            watcher_uri=_canonical_watcher(watcher_uri),
+            watcher_uri=canonical_watcher(watcher_uri),
             action=RuleAction.parse(action),
         )
         with transaction(self._conn) as conn:
@@ -368,7 +361,7 @@ class SqliteSubscriberStore:
     def remove_rule(self, owner: str, watcher_uri: str) -> None:
         """Delete *owner*'s rule about *watcher_uri*."""
         canonical_owner = normalize_msisdn(owner)
-        watcher = _canonical_watcher(watcher_uri)
+        watcher = canonical_watcher(watcher_uri)
         with transaction(self._conn) as conn:
             self._require(canonical_owner)
             cursor = conn.execute(

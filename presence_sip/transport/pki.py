@@ -411,20 +411,24 @@ def load_or_create(
     """
     out = Path(out_dir)
     now = _utc_now(now)
-    ca_files = load_or_create_ca(out, spec.network, now=now, force=force)
-    ca = _load_ca(out, spec.network)
-    if ca is None:  # pragma: no cover - just checked or written by load_or_create_ca
-        raise ConfigError(f"cannot read the CA of {spec.network} in {out}")
-    ca_cert, ca_key = ca
     base = out / spec.network
+    ca_path, _ = _ca_paths(out, spec.network)
     files = NodeFiles(
         spec=spec,
         cert=base / f"{spec.name}.pem",
         key=base / f"{spec.name}.key",
         chain=base / f"{spec.name}-chain.pem",
         combined=base / f"{spec.name}-combined.pem",
-        ca=ca_files.cert,
+        ca=ca_path,
     )
+    current_ca = _read_cert(ca_path)
+    if current_ca is not None and not force and _node_files_valid(files, current_ca, now):
+        return files  # (kept: the CA's key is not needed, it may be kept offline)
+    load_or_create_ca(out, spec.network, now=now, force=force)
+    ca = _load_ca(out, spec.network)
+    if ca is None:  # pragma: no cover - just checked or written by load_or_create_ca
+        raise ConfigError(f"cannot read the CA of {spec.network} in {out}")
+    ca_cert, ca_key = ca
     if _node_files_valid(files, ca_cert, now):
         return files
     existing = _read_cert(files.cert)

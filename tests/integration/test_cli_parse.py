@@ -91,6 +91,22 @@ def test_missing_file_is_a_usage_error(tmp_path: Path) -> None:
     assert directory.stderr.decode().count("\n") == 1
 
 
+def test_a_file_with_lf_line_ends_is_invalid_with_a_hint(tmp_path: Path) -> None:
+    text = (
+        b"OPTIONS sip:example.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1\r\n"
+        b"From: <sip:a@example.test>;tag=1\r\nTo: <sip:example.test>\r\nCall-ID: c1\r\n"
+        b"CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+    (tmp_path / "crlf.sip").write_bytes(text)
+    (tmp_path / "lf.sip").write_bytes(text.replace(b"\r\n", b"\n"))
+    result = run(str(tmp_path / "crlf.sip"), str(tmp_path / "lf.sip"))
+    good, bad = records(result)
+    assert good["valid"] is True
+    assert "hint" not in good
+    assert bad["valid"] is False
+    assert "CRLF" in bad["error"]["hint"]
+
+
 def test_thousands_of_files_in_one_call(tmp_path: Path) -> None:
     data = load("sip/subscribe")
     paths = []

@@ -287,6 +287,20 @@ def test_remove_cascades(populated: SubscriberStore) -> None:
     assert populated.rules_for(B) == {}
 
 
+def test_domain_rules_in_either_form_and_no_rule_about_a_bare_domain(
+    populated: SubscriberStore,
+) -> None:
+    assert populated.set_rule(B, "*@Other.test", "block").watcher_uri == "sip:*@other.test"
+    assert populated.set_rule(B, "sip:*@other.test", "allow").watcher_uri == "sip:*@other.test"
+    assert populated.rules_for(B)["sip:*@other.test"] == "allow"
+    before = snapshot(populated)
+    with pytest.raises(InvalidRecord, match=r"names no watcher \(every watcher of a domain: \*@x"):
+        populated.set_rule(B, "sip:x.test", "allow")
+    assert snapshot(populated) == before
+    populated.remove_rule(B, "*@other.test")
+    assert "sip:*@other.test" not in populated.rules_for(B)
+
+
 def test_msisdns_are_every_subscribers_number(populated: SubscriberStore) -> None:
     assert populated.msisdns() == {B, C}
     populated.remove_subscriber(C)

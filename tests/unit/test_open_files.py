@@ -37,7 +37,7 @@ def test_the_soft_limit_is_raised_to_what_the_connections_need() -> None:
 
 def test_a_hard_limit_too_low_is_a_warning_saying_how_many_clients_fit() -> None:
     out = run_with_limits(1024, 2048, 10000).stdout.splitlines()
-    assert out[0].startswith("open files limit is 2048 (hard limit 2048), below the 10000")
+    assert out[0].startswith("open files limit is 2048 (hard limit 2048), less than the 10256")
     assert "beyond about 1792 connections" in out[0]
     assert out[1:] == ["soft 2048", "now 2048"]
 

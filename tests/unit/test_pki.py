@@ -169,9 +169,10 @@ def test_an_unusable_ca_is_never_replaced_silently(tmp_path, gw1, damage, reason
     """The CA is what peer networks trust: a new one would break every node and peer."""
     ca_before = gw1.ca.read_bytes()
     damage(gw1.ca.with_suffix(".key"))
+    assert not pki.load_or_create(tmp_path, GW1, now=NOW).created  # valid: kept, no key needed
     match = f"refusing to replace the CA of net-b.test: .*{re.escape(reason)}"
-    with pytest.raises(ConfigError, match=match):
-        pki.load_or_create(tmp_path, GW1, now=NOW)
+    with pytest.raises(ConfigError, match=match):  # a new node needs the CA's key
+        pki.load_or_create(tmp_path, pki.NodeSpec("net-b.test", "gw2", ("127.0.2.3",)), now=NOW)
     with pytest.raises(ConfigError, match="refusing to replace the CA"):
         pki.load_or_create_ca(tmp_path, "net-b.test", now=NOW)
     assert gw1.ca.read_bytes() == ca_before
