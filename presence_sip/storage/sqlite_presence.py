@@ -138,13 +138,7 @@ class SqlitePresenceStore:
         self._flush()
         node = self.node
         with transaction(self.conn) as conn:
-            claimed = conn.execute(
-                "UPDATE presence_publications SET node = ? WHERE node = ''", (node,)
-            ).rowcount
-            if claimed:
-                log.info(
-                    "node %r took %d publications stored before nodes owned rows", node, claimed
-                )
+            _claim(conn, "presence_publications", node)
             rows = conn.execute(
                 "SELECT presentity, etag, expires_at, body, seq FROM presence_publications"
                 " WHERE node = ? ORDER BY seq",
@@ -178,13 +172,7 @@ class SqlitePresenceStore:
         self._flush()
         node = self.node
         with transaction(self.conn) as conn:
-            claimed = conn.execute(
-                "UPDATE presence_subscriptions SET node = ? WHERE node = ''", (node,)
-            ).rowcount
-            if claimed:
-                log.info(
-                    "node %r took %d subscriptions stored before nodes owned rows", node, claimed
-                )
+            _claim(conn, "presence_subscriptions", node)
             conn.execute(
                 "DELETE FROM presence_subscriptions WHERE node = ? AND expires_at <= ?", (node, now)
             )
@@ -282,6 +270,19 @@ _PUB_INSERT = (  # the field order of PublicationRecord, then the node
 )
 _SUB_DELETE = "DELETE FROM presence_subscriptions WHERE id = ? AND node = ?"
 _SUB_CSEQ = "UPDATE presence_subscriptions SET cseq_reserved = ? WHERE id = ? AND node = ?"
+
+
+_CLAIM = {
+    table: f"UPDATE {table} SET node = ? WHERE node = ''"  # noqa: S608 (two names of ours)
+    for table in ("presence_publications", "presence_subscriptions")
+}
+
+
+def _claim(conn: sqlite3.Connection, table: str, node: str) -> None:
+    """Take the rows of ``table`` written before nodes owned rows (``node = ''``)."""
+    claimed = conn.execute(_CLAIM[table], (node,)).rowcount
+    if claimed:
+        log.info("node %r took %d rows of %s stored before nodes owned rows", node, claimed, table)
 
 
 def _subscription_row(r: SubscriptionRecord, node: str) -> tuple[object, ...]:
