@@ -280,21 +280,21 @@ class Node:
             self.commits.close()
         finally:
             self.checkpoints.close()
-            self.close_early()
+            self._close_database()
 
-    def close_early(self) -> None:
+    def _close_database(self) -> None:
         """Close the database and give the node's lock back."""
         self.conn.close()
         self.lock.release()
 
     def _abandon(self) -> None:
-        """Start-up failed part way: stop what was started, then :meth:`close_early`."""
+        """Start-up failed part way: stop what was started, then :meth:`_close_database`."""
         for part in ("commits", "checkpoints"):
             started = getattr(self, part, None)
             if started is not None:
                 with contextlib.suppress(Exception):
                     started.close()
-        self.close_early()
+        self._close_database()
 
     async def serve_forever(self) -> None:
         """Run until SIGINT/SIGTERM (one signal is enough), then stop cleanly.
