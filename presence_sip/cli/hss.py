@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 from presence_sip.hss.msisdn import InvalidMsisdn
@@ -73,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
                 f"no HSS in {data} ({DATABASE_NAME} does not exist; wrong --data? "
                 "`hss subscriber add`, `plan add` or `server add` creates it)"
             )
-        store = SqliteSubscriberStore.open(data, getattr(args, "domain", None))
+        path = database_path(data)
+        read_only = handler in _READING and path.exists() and not _may_write(path)
+        store = SqliteSubscriberStore.open(data, getattr(args, "domain", None), read_only=read_only)
         try:
             handler(store, args)
         finally:
@@ -433,6 +437,16 @@ def _print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
 
 _CREATING: Final = frozenset({_subscriber_add, _plan_add, _server_add})
 """The commands that may create the database (every other one needs an existing HSS)."""
+
+_READING: Final = frozenset(
+    {_subscriber_list, _subscriber_show, _rule_list, _plan_list, _port_list, _server_list}
+)
+"""The commands that only read: they work on a database this user may not write."""
+
+
+def _may_write(path: Path) -> bool:
+    """This user may write the database and its directory (its WAL and -shm files)."""
+    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
 
 
 if __name__ == "__main__":

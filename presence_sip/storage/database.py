@@ -97,6 +97,26 @@ def connect(path: str | Path, *, check_same_thread: bool = True) -> sqlite3.Conn
     return conn
 
 
+def connect_read_only(path: str | Path) -> sqlite3.Connection:
+    """Open an existing database for reading only, for a user who may not write it (an
+    auditor's account, a backup copy).
+
+    SQLite reads a WAL-mode file read-only only if its ``-shm`` file exists or can be made; in
+    a directory this user may not write, and after a clean close left none, the file is read
+    as immutable instead (a snapshot: changes a node writes meanwhile may be missed)."""
+    location = Path(path).resolve().as_posix()
+    for mode in ("mode=ro", "immutable=1"):
+        conn = sqlite3.connect(f"file:{location}?{mode}", uri=True, isolation_level=None)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.Error as exc:
+            conn.close()
+            last = exc
+            continue
+        return conn
+    raise StoreError(f"cannot read database {path}: {last}")
+
+
 def open_network_database(data_dir: str | Path) -> sqlite3.Connection:
     """Create *data_dir* if needed and open its ``presence.sqlite`` with core tables migrated."""
     with map_errors(f"cannot create data directory {data_dir}"):

@@ -46,6 +46,8 @@ from presence_sip.hss.store import (
 )
 from presence_sip.sip.errors import StoreError
 from presence_sip.storage.database import (
+    connect_read_only,
+    database_path,
     map_errors,
     migrate,
     open_network_database,
@@ -145,9 +147,16 @@ class SqliteSubscriberStore:
         self._domain = resolve_domain(conn, requested, DEFAULT_DOMAIN)
 
     @classmethod
-    def open(cls, data_dir: str | Path, domain: str | None = None) -> SqliteSubscriberStore:
-        """Open ``DATA_DIR/presence.sqlite`` (created if missing); :meth:`close` closes it."""
-        conn = open_network_database(data_dir)
+    def open(
+        cls, data_dir: str | Path, domain: str | None = None, *, read_only: bool = False
+    ) -> SqliteSubscriberStore:
+        """Open ``DATA_DIR/presence.sqlite`` (created if missing); :meth:`close` closes it.
+
+        ``read_only``: an existing database this user may not write (its schema must be
+        current: nothing is migrated)."""
+        conn = connect_read_only(database_path(data_dir)) if read_only else None
+        if conn is None:
+            conn = open_network_database(data_dir)
         try:
             return cls(conn, domain=domain, owns_connection=True)
         except BaseException:

@@ -19,6 +19,9 @@ from typing import Any
 
 import pytest
 
+from presence_sip.cli import hss as hss_cli
+from presence_sip.cli.main import build_parser
+from presence_sip.storage.database import connect_read_only, database_path
 from presence_sip.storage.sqlite_hss import SqliteSubscriberStore
 
 pytestmark = pytest.mark.integration
@@ -301,6 +304,29 @@ def test_usage_errors_exit_2(hss: Hss) -> None:
         result = hss(*args)
         assert result.returncode == 2
         assert "error:" in result.stderr
+
+
+def test_listing_works_for_a_user_who_may_not_write_the_database(
+    hss: Hss, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An auditor's account or a backup copy: the reading commands open the file read-only
+    (the audit saw "attempt to write a readonly database" for `subscriber list`)."""
+    before = hss.dump()
+    monkeypatch.setattr(hss_cli, "_may_write", lambda path: False)
+    args = build_parser().parse_args(["hss", "--data", str(hss.data), "subscriber", "list"])
+    assert hss_cli.run(args) == 0
+    assert B in capsys.readouterr().out
+    assert hss.dump() == before
+
+
+def test_a_read_only_connection_reads_and_cannot_write(hss: Hss) -> None:
+    conn = connect_read_only(database_path(hss.data))
+    try:
+        assert conn.execute("SELECT count(*) FROM hss_subscribers").fetchone()[0] >= 1
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            conn.execute("DELETE FROM hss_subscribers")
+    finally:
+        conn.close()
 
 
 def test_data_option_positions_and_default(tmp_path: Path) -> None:
