@@ -105,6 +105,9 @@ _NOTIFY_ENDS_SUBSCRIPTION: Final = frozenset(
 503, 486, 401, ...) ends only that NOTIFY's transaction: the subscription stays and its next
 NOTIFY carries the state of then (Kamailio and OpenSIPS remove on 481 and 408 only)."""
 
+INTERNED_STRINGS: Final = 100_000
+"""Strings :meth:`PresenceServer._intern` keeps before it starts over."""
+
 _EXPIRES_PREFIX: Final = {state: f"{state.value};expires=" for state in State}
 """Subscription-State up to the remaining seconds, by state (no Enum ``.value`` per NOTIFY)."""
 
@@ -189,6 +192,8 @@ class PresenceServer:
         self._due: list[Subscription] = []
         self._diffs: dict[tuple[bytes, bytes], bytes] = {}
         self._strings: dict[str, str] = {}
+        self.intern_limit = INTERNED_STRINGS
+        """Strings interned before the table starts over (see :meth:`_intern`)."""
         self._via_heads: dict[tuple[str, str], tuple[str, str, tuple[str, int | None] | None]] = {}
         self._next_poll = now
         self._last_now = now
@@ -710,7 +715,17 @@ class PresenceServer:
     # --- helpers ------------------------------------------------------------------------------
 
     def _intern(self, text: str) -> str:
-        return self._strings.setdefault(text, text)
+        """One string object for the URIs many subscriptions repeat (issue 8: memory per
+        subscription).  Bounded: watchers choose these texts (a To URI with parameters that
+        change every time grew the table without end, soak audit of 2026-11-27); starting
+        over costs only the sharing of the strings interned before."""
+        strings = self._strings
+        found = strings.get(text)
+        if found is None:
+            if len(strings) >= self.intern_limit:
+                strings.clear()
+            found = strings[text] = text
+        return found
 
     def _sent_by(self, local_contact: str) -> str:
         """Via sent-by of our NOTIFYs: host[:port] of our Contact for the dialog."""

@@ -36,6 +36,8 @@ import gc
 import logging
 import time
 
+from presence_sip.runtime.heap import trim_heap
+
 __all__ = ["FULL_INTERVAL", "NEVER", "YOUNG_THRESHOLD", "FullCollections", "tune_gc"]
 
 log = logging.getLogger(__name__)
@@ -95,5 +97,9 @@ class FullCollections:
         self.runs += 1
         try:
             collect_all()
+            # What a burst of load left behind (completed transactions of a 32 s Timer J,
+            # ...) is freed by now, but glibc keeps the pages: give them back, on a thread
+            # (the soak audit of 2026-11-27 saw RSS stay at the busiest moment's level).
+            asyncio.get_running_loop().run_in_executor(None, trim_heap)
         finally:
             self.start()

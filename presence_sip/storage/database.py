@@ -69,6 +69,10 @@ def database_path(data_dir: str | Path) -> Path:
     return Path(data_dir) / DATABASE_NAME
 
 
+JOURNAL_SIZE_LIMIT = 16 * 1024 * 1024
+"""Bytes a write-ahead log file keeps once it has been checkpointed and starts over."""
+
+
 def connect(path: str | Path, *, check_same_thread: bool = True) -> sqlite3.Connection:
     """Open (creating if needed) a database file with the project's pragmas.
 
@@ -90,6 +94,8 @@ def connect(path: str | Path, *, check_same_thread: bool = True) -> sqlite3.Conn
             if str(mode).lower() != "wal":
                 raise StoreError(f"cannot open database {path}: WAL mode refused ({mode})")
             conn.execute("PRAGMA synchronous = NORMAL")
+            # When the log starts over, its file is cut back to this (else it keeps its peak).
+            conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
             conn.execute("PRAGMA foreign_keys = ON")
         except BaseException:
             conn.close()

@@ -6,8 +6,11 @@ import sqlite3
 import time
 from pathlib import Path
 
+import pytest
+
+from presence_sip.storage import checkpoint
 from presence_sip.storage.checkpoint import Checkpointer
-from presence_sip.storage.database import connect
+from presence_sip.storage.database import JOURNAL_SIZE_LIMIT, connect
 
 CHUNK = b"x" * 100_000  # ~25 pages per commit
 COMMITS = 40  # ~4 MB written in all
@@ -68,3 +71,31 @@ def test_close_stops_the_thread_and_its_connection(tmp_path: Path) -> None:
     assert not checkpointer._thread.is_alive()
     conn.close()
     checkpointer.close()  # again, with the writer closed: nothing to do
+
+
+def test_a_long_log_is_truncated_and_its_file_given_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Soak audit: under steady writes the log grew to 235 MiB beside a 7 MiB database."""
+    monkeypatch.setattr(checkpoint, "LARGE_LOG_PAGES", 100)
+    conn, path, wal = fresh(tmp_path)
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    write_chunks(conn, wal, pause=0.0)  # ~1,000 pages, no checkpoint yet
+    assert wal.stat().st_size >= len(CHUNK) * COMMITS
+    checkpointer = Checkpointer(conn, path, interval=0.01)
+    try:
+        deadline = time.monotonic() + 5
+        while checkpointer.truncations == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        checkpointer.close()
+    assert checkpointer.truncations >= 1
+    assert wal.stat().st_size < len(CHUNK)  # the file itself is cut back, not only reused
+    assert conn.execute("SELECT count(*) FROM blobs").fetchone()[0] == COMMITS
+    conn.close()
+
+
+def test_connections_cut_the_log_file_back_when_it_starts_over(tmp_path: Path) -> None:
+    conn, _, _ = fresh(tmp_path)
+    assert conn.execute("PRAGMA journal_size_limit").fetchone()[0] == JOURNAL_SIZE_LIMIT
+    conn.close()

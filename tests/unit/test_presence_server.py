@@ -1122,6 +1122,21 @@ def test_winfo_display_name_is_the_text_of_the_quoted_string() -> None:
     assert entry.display_name == 'Alice "The" A\\B'
 
 
+def test_uris_watchers_write_do_not_grow_the_server_without_bound() -> None:
+    """Soak audit: fetches to a To URI with a new parameter each time grew the intern table
+    by ~110 B each, for good."""
+    node = Node()
+    server = node.role.server
+    server.intern_limit = 50
+    for n in range(200):
+        target = f"sip:{BOB}@{DOMAIN};user=phone;x={n}"
+        out = node.receive(subscribe(target=target, expires=0))
+        assert only_response(out).status == 200
+        for notify in notifies(out):
+            node.answer(notify)
+    assert len(server._strings) <= 50
+
+
 def test_full_state_watchers_see_the_presentity_under_one_entity() -> None:
     """RFC 3863 §4.1.1: whichever way the publisher wrote the entity (here without
     ``;user=phone``), watchers see the URI of the presentity, as diff watchers do."""
