@@ -105,10 +105,11 @@ class NodeConfig:
         if unknown:
             raise ConfigError(f"unknown role(s): {', '.join(sorted(unknown))}")
         if self.auth not in ("digest", "none"):
-            raise ConfigError(f"--auth must be digest or none, not {self.auth!r}")
+            raise ConfigError(f"auth (--auth) must be digest or none, not {self.auth!r}")
         if self.default_policy not in ("confirm", "allow", "block"):
             raise ConfigError(
-                f"--default-policy must be confirm, allow or block, not {self.default_policy!r}"
+                "default policy (--default-policy, default_policy) must be confirm, allow or"
+                f" block, not {self.default_policy!r}"
             )
         if any(spec.transport == "tls" for spec in self.listen) and self.tls is None:
             raise ConfigError("a tls: listener needs --cert and --key")
