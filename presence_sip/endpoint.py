@@ -17,6 +17,7 @@ from typing import Final, Protocol
 
 from presence_sip.config import Limits, Timers
 from presence_sip.ids import IdSource
+from presence_sip.log_limit import LogLimit
 from presence_sip.sip import (
     Request,
     Response,
@@ -145,7 +146,7 @@ class Endpoint:
         """Set by the node: True while changes cannot be stored (the group commit keeps
         failing); the methods of :data:`STORING_METHODS` then get 503 instead of a 200 that
         would never be kept."""
-        self._store_refusal_logged = float("-inf")
+        self._store_refusals = LogLimit()
 
     # --- wiring -------------------------------------------------------------------------------
 
@@ -382,8 +383,7 @@ class Endpoint:
         return make_response(request, 501, to_tag=self._to_tag, headers=[("Allow", self.allow)])
 
     def _store_refusal(self, request: Request, now: float) -> Response:
-        if now >= self._store_refusal_logged + 60.0:
-            self._store_refusal_logged = now
+        if self._store_refusals.due(now):
             log.error("changes cannot be stored: REGISTER, PUBLISH and SUBSCRIBE get 503")
         return make_response(
             request,

@@ -29,6 +29,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, Protocol, TypeVar
 
 from presence_sip.config import Limits
+from presence_sip.log_limit import LogLimit
 from presence_sip.runtime.heap import trim_heap
 from presence_sip.sip.errors import ConfigError, SipParseError, TransportError
 from presence_sip.sip.memo import remember
@@ -162,11 +163,10 @@ class Driver:
         to reach, not the address it resolved to; the identities as §7.1 reads them, see
         ``tls.domain_identities``).  Other peers: Python's host name check of their host."""
         self._tasks: set[asyncio.Task[None]] = set()
-        self._refused_handshakes = 0
+        self._refused_handshakes = LogLimit()
         self._handshakes_since_trim = 0
         self._trimmed_at = float("-inf")
         self._trim: asyncio.TimerHandle | None = None
-        self._refusals_logged = float("-inf")
         self._ids = itertools.count(1)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
@@ -576,14 +576,11 @@ class Driver:
     def _warn_pending_cap(self) -> None:
         """Refusing handshakes is when an operator needs to know why peers cannot connect (a
         flood of connections that never finish theirs): once a minute at most."""
-        self._refused_handshakes += 1
-        now = time.monotonic()
-        if now >= self._refusals_logged + 60.0:
-            self._refusals_logged = now
+        if self._refused_handshakes.due(time.monotonic()):
             logger.warning(
                 "refusing TLS connections: %d handshakes pending (max_connections); %d refused",
                 len(self._tasks),
-                self._refused_handshakes,
+                self._refused_handshakes.count,
             )
 
     def stream_made(self, conn: StreamConnection) -> bool:

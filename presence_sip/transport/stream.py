@@ -189,8 +189,11 @@ class StreamConnection(asyncio.Protocol):
 
     def _up(self, transport: asyncio.BaseTransport) -> None:
         """The connection is usable (TLS: handshake done)."""
+        sslobj = transport.get_extra_info("ssl_object")
+        if sslobj is not None:
+            self.identity = PeerIdentity.from_ssl_object(sslobj)
         if self.domains:
-            problem = domain_certificate_problem(transport.get_extra_info("peercert"), self.domains)
+            problem = domain_certificate_problem(self.identity, self.domains)
             if problem is not None:  # nothing was written: the connection never came up
                 self.refused = problem
                 cast(asyncio.Transport, transport).abort()
@@ -199,9 +202,6 @@ class StreamConnection(asyncio.Protocol):
         if not self.outbound:
             peername = transport.get_extra_info("peername")
             self.peer = Peer(self.transport_name, str(peername[0]), int(peername[1]), self.id)
-        sslobj = transport.get_extra_info("ssl_object")
-        if sslobj is not None:
-            self.identity = PeerIdentity.from_ssl_object(sslobj)
         self._transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
         self.state = State.OPEN
         pending, self._pending = self._pending, []

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import os
 import ssl
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -32,6 +31,21 @@ class PeerIdentity:
     """subjectAltName iPAddress entries, as compressed IP literals."""
     issuer_cn: str | None = None
     """Issuer common name (the CA that signed the peer certificate)."""
+    uris: tuple[str, ...] = ()
+    """subjectAltName uniformResourceIdentifier entries, in certificate order."""
+
+    def sip_domains(self) -> frozenset[str]:
+        """The SIP domains the certificate stands for, as RFC 5922 §7.1 reads them: its
+        ``sip:`` URIs without a user part; only when it has no ``sip:`` URI, its dNSNames; only
+        when it has neither, its subject CN.  Lower-case; a wildcard is never one (§7.2)."""
+        sip_uris = [uri for uri in self.uris if uri[:4].lower() == "sip:"]
+        if sip_uris:
+            names = [uri[4:].split(";", 1)[0] for uri in sip_uris if "@" not in uri]
+        elif self.dns_names:
+            names = list(self.dns_names)
+        else:
+            names = [self.subject_cn] if self.subject_cn else []
+        return frozenset(name.lower() for name in names if "*" not in name)
 
     @classmethod
     def from_certificate(cls, der: bytes) -> PeerIdentity:
@@ -42,10 +56,12 @@ class PeerIdentity:
         except x509.ExtensionNotFound:
             dns: tuple[str, ...] = ()
             ips: tuple[str, ...] = ()
+            uris: tuple[str, ...] = ()
         else:
             dns = tuple(san.get_values_for_type(x509.DNSName))
             ips = tuple(ip.compressed for ip in san.get_values_for_type(x509.IPAddress))
-        return cls(_common_name(cert.subject), dns, ips, _common_name(cert.issuer))
+            uris = tuple(san.get_values_for_type(x509.UniformResourceIdentifier))
+        return cls(_common_name(cert.subject), dns, ips, _common_name(cert.issuer), uris)
 
     @classmethod
     def from_ssl_object(cls, sslobj: ssl.SSLObject | ssl.SSLSocket) -> PeerIdentity | None:
@@ -170,35 +186,12 @@ def certificate_warnings(cert: StrPath, now: float) -> list[str]:
     return []
 
 
-def domain_identities(peercert: Mapping[str, Any]) -> frozenset[str]:
-    """The SIP domains a verified peer certificate (``SSLSocket.getpeercert()``) stands for,
-    as RFC 5922 §7.1 reads them: its ``sip:`` URI subjectAltNames without a user part; only
-    when it has none, its dNSNames; only when it has neither, its subject CN.  Lower-case; a
-    wildcard is never an identity (§7.2)."""
-    sans = peercert.get("subjectAltName", ())
-    uris = [value for kind, value in sans if kind == "URI" and value[:4].lower() == "sip:"]
-    if uris:
-        names = [uri[4:].split(";", 1)[0] for uri in uris if "@" not in uri]
-    else:
-        names = [value for kind, value in sans if kind == "DNS"]
-        if not names and not uris:
-            names = [
-                value
-                for rdn in peercert.get("subject", ())
-                for key, value in rdn
-                if key == "commonName"
-            ]
-    return frozenset(name.lower() for name in names if "*" not in name)
-
-
-def domain_certificate_problem(
-    peercert: Mapping[str, Any] | None, domains: Iterable[str]
-) -> str | None:
+def domain_certificate_problem(identity: PeerIdentity | None, domains: Iterable[str]) -> str | None:
     """Why the peer certificate does not stand for any of ``domains`` (RFC 5922 §7.2-7.3: the
     domain the client is trying to reach), or None when it does."""
-    if not peercert:
+    if identity is None:
         return "no verified certificate"
-    identities = domain_identities(peercert)
+    identities = identity.sip_domains()
     wanted = {domain.lower() for domain in domains}
     if identities & wanted:
         return None

@@ -9,6 +9,7 @@ import socket
 import time
 from typing import Any, Protocol, cast
 
+from presence_sip.log_limit import LogLimit
 from presence_sip.sip.errors import TransportError
 
 logger = logging.getLogger(__name__)
@@ -39,9 +40,8 @@ class UdpListener(asyncio.DatagramProtocol):
         self.host = ""
         self.port = 0
         self.version = 4
-        self.too_large = 0
+        self.too_large = LogLimit()
         """Messages that did not fit a datagram (EMSGSIZE)."""
-        self._too_large_logged = float("-inf")
 
     # -- asyncio callbacks -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -60,15 +60,12 @@ class UdpListener(asyncio.DatagramProtocol):
         if isinstance(exc, OSError) and exc.errno == errno.EMSGSIZE:
             # A message bigger than a datagram (a large NOTIFY): it is lost, an operator must
             # see why (its transaction retransmits it in vain until Timer F); once a minute.
-            self.too_large += 1
-            now = time.monotonic()
-            if now >= self._too_large_logged + 60.0:
-                self._too_large_logged = now
+            if self.too_large.due(time.monotonic()):
                 logger.warning(
                     "udp %s:%s: message too large for a datagram, not sent (%d so far)",
                     self.host,
                     self.port,
-                    self.too_large,
+                    self.too_large.count,
                 )
             return
         # ICMP errors (port unreachable, ...) for an earlier sendto: nothing to do on UDP.

@@ -1,17 +1,21 @@
-"""RFC 5922 §7.1-7.2: the SIP domains a peer certificate stands for (getpeercert() dicts)."""
+"""RFC 5922 §7.1-7.2: the SIP domains a peer certificate stands for (its PeerIdentity)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
-from presence_sip.transport.tls import domain_certificate_problem, domain_identities
+from presence_sip.transport.tls import PeerIdentity, domain_certificate_problem
 
 
-def cert(*sans: tuple[str, str], cn: str | None = None) -> dict[str, Any]:
-    subject = ((("commonName", cn),),) if cn else ()
-    return {"subject": subject, "subjectAltName": sans}
+def cert(*sans: tuple[str, str], cn: str | None = None) -> PeerIdentity:
+    def of(kind: str) -> tuple[str, ...]:
+        return tuple(value for k, value in sans if k == kind)
+
+    return PeerIdentity(cn, of("DNS"), of("IP Address"), None, of("URI"))
+
+
+def domain_identities(identity: PeerIdentity) -> frozenset[str]:
+    return identity.sip_domains()
 
 
 @pytest.mark.parametrize(
@@ -32,7 +36,7 @@ def cert(*sans: tuple[str, str], cn: str | None = None) -> dict[str, Any]:
         (cert(cn="net-b.test"), {"net-b.test"}),
     ],
 )
-def test_identities(peercert: dict[str, Any], identities: set[str]) -> None:
+def test_identities(peercert: PeerIdentity, identities: set[str]) -> None:
     assert domain_identities(peercert) == identities
 
 
