@@ -42,6 +42,10 @@ class Limits:
     """A message begun on a stream connection must be whole within this many seconds, else the
     connection is closed: a sender trickling a byte now and then would otherwise hold it (and
     with enough of them every connection slot).  Kamailio's ``tcp_msg_read_timeout``, 20 s."""
+    udp_mtu: int = 1300
+    """A request larger than this many bytes for a UDP destination goes over TCP (RFC 3261
+    §18.1.1, path MTU unknown), and over UDP after all when the TCP connection fails; 0 keeps
+    every request on UDP (Kamailio's ``udp_mtu``, off there by default)."""
     max_transactions: int = 200000
     """Server transactions kept at once, the Completed ones waiting for Timer J/K included.
     When full, the Completed record closest to its end is dropped early to make room; only

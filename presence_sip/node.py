@@ -257,6 +257,7 @@ class Node:
         (profile, fuzzer) needs to drive :attr:`endpoint` without them."""
         for spec in addresses:
             self.endpoint.addresses.setdefault(spec.transport, (spec.host, spec.port))
+        self._move_large_requests(addresses)
         identity = LocalIdentity(
             self.domains | {spec.host for spec in addresses},
             frozenset((spec.host, spec.port) for spec in addresses),
@@ -267,6 +268,19 @@ class Node:
             RouteTable(self.config.routes),
             record_route=self.config.record_route,
         )
+
+    def _move_large_requests(self, addresses: Sequence[ListenSpec]) -> None:
+        """RFC 3261 §18.1.1 for requests sent from a UDP address where TCP is taken too."""
+        mtu = self.config.limits.udp_mtu
+        tcp = frozenset((s.host, s.port) for s in addresses if s.transport == "tcp")
+        self.endpoint.transactions.move_large_requests(mtu, tcp)
+        alone = [str(s) for s in addresses if s.transport == "udp" and (s.host, s.port) not in tcp]
+        if mtu and alone:
+            log.info(
+                "requests over %d bytes from %s stay on UDP: no TCP listener at that address",
+                mtu,
+                ", ".join(alone),
+            )
 
     async def stop(self) -> None:
         await self.driver.stop()

@@ -66,6 +66,9 @@ from presence_sip.transport.listen import ListenSpec
 
 DEFAULT_LISTEN = ("udp:127.0.0.1:5060", "tcp:127.0.0.1:5060")
 
+MAX_UDP_PAYLOAD = 65507
+"""The largest IPv4 UDP datagram payload: a ``udp_mtu`` above it would move nothing."""
+
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
@@ -113,6 +116,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help=f"server transactions kept at once, the Completed ones waiting for Timer J/K "
         f"included (default {Limits().max_transactions}); when full the one closest to its end "
         "goes first, and only with none left do new requests get 503",
+    )
+    parser.add_argument(
+        "--udp-mtu",
+        type=int,
+        metavar="BYTES",
+        help=f"a request larger than this for a UDP destination goes over TCP, and over UDP "
+        f"after all when the connection fails (RFC 3261 §18.1.1; default "
+        f"{Limits().udp_mtu}, 0 keeps every request on UDP)",
     )
     parser.add_argument(
         "--loop",
@@ -225,7 +236,7 @@ def load_configs(args: argparse.Namespace) -> list[NodeConfig]:
 
 SHARED_KEYS = frozenset(
     {"domain", "data", "auth", "default_policy", "digest_algorithms", "max_transactions",
-     "ca", "cert", "key", "aliases", "registrar", "presence"}
+     "udp_mtu", "ca", "cert", "key", "aliases", "registrar", "presence"}
 )  # fmt: skip
 """Keys a ``[network]`` sets for every node and a ``[[node]]`` may set for itself."""
 NETWORK_KEYS = SHARED_KEYS | {"route"}
@@ -317,7 +328,8 @@ def _node_config(
             max_transactions=_positive(
                 "max_transactions",
                 pick(args.max_transactions, "max_transactions", Limits().max_transactions),
-            )
+            ),
+            udp_mtu=_udp_mtu(pick(args.udp_mtu, "udp_mtu", Limits().udp_mtu)),
         ),
         registrar=_settings(RegistrarPolicy, "registrar", pick(None, "registrar", {})),
         presence=_settings(PresenceSettings, "presence", pick(None, "presence", {})),
@@ -363,6 +375,15 @@ def _settings(cls: type[_S], table_name: str, table: object) -> _S:
 def _positive(name: str, value: object) -> int:
     if type(value) is not int or value < 1:
         raise ConfigError(f"{name} must be a whole number of at least 1, not {value!r}")
+    return value
+
+
+def _udp_mtu(value: object) -> int:
+    if type(value) is not int or not 0 <= value <= MAX_UDP_PAYLOAD:
+        raise ConfigError(
+            f"udp_mtu must be a whole number of bytes from 0 (off) to {MAX_UDP_PAYLOAD}, "
+            f"not {value!r}"
+        )
     return value
 
 

@@ -211,6 +211,16 @@ class Headers:
         self._items.insert(index, (cname, value))
         self._keys.insert(index, key)
 
+    def replace_first(self, name: str, value: str) -> bool:
+        """Replace the first field called ``name`` (the others stay); False when there is none."""
+        key = _key(name)
+        if key not in self._keys:
+            return False
+        self._raw = None
+        index = self._keys.index(key)
+        self._items[index] = (self._items[index][0], value)
+        return True
+
     def remove(self, name: str) -> int:
         """Remove every field called ``name``; returns how many were removed."""
         self._raw = None

@@ -7,7 +7,8 @@ events; its timers live in the manager's heap (``Context``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import re
+from typing import TYPE_CHECKING, Final
 
 from presence_sip.sip.errors import LocalProtocolError
 from presence_sip.sip.message import Request, Response
@@ -20,10 +21,41 @@ if TYPE_CHECKING:
     from .manager import Context
 
 
+_VIA_TRANSPORT: Final = re.compile(r"\A(\s*SIP\s*/\s*2\.0\s*/\s*)[^\s,;]+", re.IGNORECASE)
+"""The protocol and transport of a Via value, up to the blank before the sent-by."""
+
+
+def set_via_transport(request: Request, transport: str) -> bool:
+    """Write ``transport`` into the top Via of ``request`` (RFC 3261 §18.1.1: a request that
+    changes transport says so in its top Via); False when the top Via is not in a form to edit."""
+    headers = request.headers
+    first = headers.get("Via")
+    if first is None:
+        return False
+    edited, count = _VIA_TRANSPORT.subn(rf"\g<1>{transport}", first, count=1)
+    if count == 0:
+        return False
+    known = request.known_top_via()
+    headers.replace_first("Via", edited)
+    request.invalidate()
+    if known is not None:
+        request.seed(top_via=known._replace(transport=transport))
+    return True
+
+
 class ClientTransaction(Machine):
     """One request we sent and the responses it gets back."""
 
-    __slots__ = ("_ctx", "armed", "data", "destination", "interval", "key", "request")
+    __slots__ = (
+        "_ctx",
+        "armed",
+        "data",
+        "destination",
+        "fallback",
+        "interval",
+        "key",
+        "request",
+    )
 
     def __init__(
         self,
@@ -33,6 +65,7 @@ class ClientTransaction(Machine):
         data: bytes,
         destination: Peer,
         now: float,
+        fallback: tuple[bytes, Peer] | None = None,
     ) -> None:
         # (Machine's fields set here: one call less per request sent)
         self._table = NON_INVITE_CLIENT_TRANSITIONS
@@ -44,6 +77,10 @@ class ClientTransaction(Machine):
         self.data = data
         """The request exactly as sent (and resent)."""
         self.destination = destination
+        self.fallback = fallback
+        """The request as it would have gone over UDP and where, when it was moved to TCP for
+        its size (RFC 3261 §18.1.1): sent that way should the connection fail before any
+        answer."""
         self.armed: dict[Input, int] = {}
         timers = ctx.timers
         self.interval = timers.t1
@@ -96,8 +133,25 @@ class ClientTransaction(Machine):
 
     def transport_error(self, now: float) -> None:
         """The stream connection carrying the request failed (RFC 3261 §17.1.4)."""
+        if self.fallback is not None and self.state is State.TRYING:
+            self._fall_back(now)
+            return
         self._apply(Input.TRANSPORT_ERROR)
         self._time_out(transport_error=True)
+
+    def _fall_back(self, now: float) -> None:
+        """RFC 3261 §18.1.1: a request moved from UDP to TCP for its size whose connection
+        cannot be made (refused, reset, or not answered) is sent over UDP after all, still
+        within Timer F; its address gets large requests over UDP for a while."""
+        assert self.fallback is not None and self.request is not None
+        ctx = self._ctx
+        ctx.stream_failed(self.destination, now)
+        self.data, self.destination = self.fallback
+        self.fallback = None
+        set_via_transport(self.request, "UDP")
+        ctx.stats["stream_fallbacks"] += 1
+        ctx.transmit(self.data, self.destination)
+        ctx.arm(self, Input.TIMER_E, now + self.interval)
 
     def _time_out(self, *, transport_error: bool) -> None:
         ctx = self._ctx
@@ -129,4 +183,4 @@ class ClientTransaction(Machine):
         return f"<ClientTransaction {self.key.method} {self.key.branch} {self.state.name}>"
 
 
-__all__ = ["ClientTransaction"]
+__all__ = ["ClientTransaction", "set_via_transport"]

@@ -36,7 +36,7 @@ from presence_sip.sip.responses import make_response
 from presence_sip.sip.serializer import to_bytes
 from presence_sip.sip.uri import Via
 
-from .client import ClientTransaction
+from .client import ClientTransaction, set_via_transport
 from .events import Event, RequestReceived, StrayResponse, TransactionKey
 from .server import (
     InviteServerTransaction,
@@ -73,6 +73,8 @@ STAT_NAMES = (
     "overload_rejected",
     "lingering_shed",
     "abandoned",
+    "requests_moved_to_tcp",
+    "stream_fallbacks",
 )
 """The counters in :attr:`TransactionManager.stats`, all starting at 0."""
 
@@ -80,6 +82,13 @@ _COMPACT_MIN: Final = 1024
 
 RETRY_AFTER: Final = "5"
 """Seconds a client refused for a full table is asked to wait (RFC 3261 §20.33)."""
+
+STREAM_FAILED_FOR: Final = 300.0
+"""Seconds an address whose TCP connection failed gets its large requests over UDP directly
+(RFC 3261 §18.1.1 fallback), instead of another attempt that would fail the same way."""
+
+STREAM_FAILED_MAX: Final = 4096
+"""Addresses remembered so at once; the oldest goes first."""
 
 SHED_LOG_INTERVAL: Final = 60.0
 """Seconds between two warnings that the transaction table is full and records are shed."""
@@ -201,6 +210,7 @@ class Context:
         "seq",
         "servers",
         "stats",
+        "stream_failures",
         "timers",
     )
 
@@ -223,12 +233,36 @@ class Context:
         self.live = 0
         """Armed heap timers."""
         self.stats: dict[str, int] = dict.fromkeys(STAT_NAMES, 0)
+        self.stream_failures: dict[tuple[str, int], float] = {}
+        """(host, port) -> until when its large requests go over UDP (:data:`STREAM_FAILED_FOR`)."""
 
     def transmit(self, data: bytes, peer: Peer) -> None:
         self.outbox.append((data, peer))
 
     def emit(self, event: Event) -> None:
         self.events.append(event)
+
+    def stream_failed(self, peer: Peer, now: float) -> None:
+        """A TCP connection to ``peer`` for a request moved off UDP failed (§18.1.1)."""
+        failures = self.stream_failures
+        address = (peer.host, peer.port)
+        failures.pop(address, None)
+        if len(failures) >= STREAM_FAILED_MAX:
+            del failures[next(iter(failures))]
+        failures[address] = now + STREAM_FAILED_FOR
+        logger.info(
+            "no TCP connection to %s for a request over the UDP size limit: sent over UDP", peer
+        )
+
+    def stream_usable(self, host: str, port: int, now: float) -> bool:
+        """False while a failed TCP connection to (host, port) is remembered."""
+        until = self.stream_failures.get((host, port))
+        if until is None:
+            return True
+        if until > now:
+            return False
+        del self.stream_failures[(host, port)]
+        return True
 
     def arm(self, owner: Timed, timer: Input, deadline: float) -> None:
         """(Re)arm ``timer`` of ``owner`` to fire at ``deadline``."""
@@ -309,6 +343,8 @@ class TransactionManager:
         "_ctx",
         "_ids",
         "_max",
+        "_tcp_sent_bys",
+        "_udp_mtu",
         "_warned",
         "events",
         "stats",
@@ -334,6 +370,16 @@ class TransactionManager:
         """Counters by name (:data:`STAT_NAMES`)."""
         self.events = self._ctx.events
         """Events for the TU, oldest first: pop them from the left, or call :meth:`next_event`."""
+        self._udp_mtu = 0
+        self._tcp_sent_bys: frozenset[tuple[str, int]] = frozenset()
+
+    def move_large_requests(self, udp_mtu: int, tcp_sent_bys: frozenset[tuple[str, int]]) -> None:
+        """RFC 3261 §18.1.1: a request over ``udp_mtu`` bytes (0: none) for a UDP destination
+        goes over TCP instead, when its top Via's sent-by is one of ``tcp_sent_bys`` (where this
+        node takes TCP connections: the Via stays true with only its transport changed).  Should
+        the connection fail before any answer, the request goes over UDP after all."""
+        self._udp_mtu = udp_mtu
+        self._tcp_sent_bys = tcp_sent_bys
 
     # -- inputs ------------------------------------------------------------------------------
 
@@ -398,9 +444,34 @@ class TransactionManager:
         ctx = self._ctx
         if key in ctx.clients or key in ctx.lingering:
             raise LocalProtocolError(f"Branch {branch!r} already in use")
-        ctx.clients[key] = ClientTransaction(ctx, key, request, to_bytes(request), destination, now)
+        data = to_bytes(request)
+        if self._udp_mtu and len(data) > self._udp_mtu and not destination.reliable:
+            moved = self._over_tcp(request, destination, now)
+            if moved is not None:
+                ctx.clients[key] = ClientTransaction(
+                    ctx, key, request, moved[0], moved[1], now, fallback=(data, destination)
+                )
+                ctx.stats["requests_sent"] += 1
+                return key
+        ctx.clients[key] = ClientTransaction(ctx, key, request, data, destination, now)
         ctx.stats["requests_sent"] += 1
         return key
+
+    def _over_tcp(
+        self, request: Request, destination: Peer, now: float
+    ) -> tuple[bytes, Peer] | None:
+        """The request as sent over TCP to ``destination``'s address, its top Via saying so, or
+        None when it stays on UDP (see :meth:`move_large_requests`)."""
+        via = request.top_via
+        host = via.host[1:-1] if via.host.startswith("[") else via.host
+        if (host.lower(), via.port or 5060) not in self._tcp_sent_bys:
+            return None
+        if not self._ctx.stream_usable(destination.host, destination.port, now):
+            return None
+        if not set_via_transport(request, "TCP"):
+            return None
+        self.stats["requests_moved_to_tcp"] += 1
+        return to_bytes(request), Peer("tcp", destination.host, destination.port)
 
     def connection_lost(self, peer: Peer, now: float) -> None:
         """A stream connection closed: its client transactions fail at once (RFC 3261 §17.1.4).

@@ -39,6 +39,8 @@ P_412 = "+447700900202"
 P_HOSTILE = "+447700900203"
 P_MISC = "+447700900204"
 P_TCP = "+447700900205"
+P_LARGE_TCP = "+447700900206"
+P_LARGE_UDP = "+447700900207"
 BLOCKED = f"sip:blocked@{DOMAIN}"
 POLITE = f"sip:polite@{DOMAIN}"
 CONFIRM = f"sip:confirm@{DOMAIN}"
@@ -68,7 +70,7 @@ def open_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = tmp_path_factory.mktemp("open") / "data"
     provision(
         data,
-        [OWNER, P_412, P_HOSTILE, P_MISC, P_TCP],
+        [OWNER, P_412, P_HOSTILE, P_MISC, P_TCP, P_LARGE_TCP, P_LARGE_UDP],
         rules=[(OWNER, BLOCKED, "block"), (OWNER, POLITE, "polite-block"),
                (OWNER, CONFIRM, "confirm")],
     )  # fmt: skip
@@ -389,6 +391,63 @@ async def test_notify_goes_to_the_contact_once_the_watchers_connection_closed(
         assert basic_of(notify) == ["closed"]
         contact.sock.sendall(answer_bytes(notify))
         contact.close()
+
+
+# --- a NOTIFY over the UDP size limit (RFC 3261 §18.1.1) -----------------------------------------
+
+LONG_NOTE = "n" * 1500
+"""A note that makes the document, and so the NOTIFY, larger than 1300 bytes."""
+
+
+async def test_a_notify_over_1300_bytes_comes_over_tcp_to_a_udp_watcher_that_takes_tcp(
+    open_node: ServeProcess,
+) -> None:
+    async with SipAgent("publisher", DOMAIN) as publisher, SipAgent("watcher", DOMAIN) as watcher:
+        assert (await publish(publisher, open_node, P_LARGE_TCP, pidf(P_LARGE_TCP))).status == 200
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+            listener.bind((LOOPBACK, watcher.port))  # TCP on the port of its UDP Contact
+            listener.listen(1)
+            listener.settimeout(10)
+            assert (await subscribe(watcher, open_node, P_LARGE_TCP)).status == 200
+            small = await watcher.next_request("NOTIFY", timeout=5)
+            assert small.top_via.transport == "UDP"
+            large = pidf(P_LARGE_TCP, note=LONG_NOTE)
+            assert (await publish(publisher, open_node, P_LARGE_TCP, large)).status == 200
+            accepted, _ = await asyncio.to_thread(listener.accept)
+            connection = TcpClient(sock=accepted)
+            raw = await asyncio.to_thread(connection.read_message, 10.0)
+            assert raw is not None and len(raw) > 1300
+            notify = parse_message(raw)
+            assert isinstance(notify, Request) and notify.method == "NOTIFY"
+            assert notify.top_via.transport == "TCP"
+            assert (notify.top_via.host, notify.top_via.port) == open_node.address
+            assert LONG_NOTE.encode() in notify.body
+            connection.sock.sendall(answer_bytes(notify))
+            # The subscription lives on, and a small NOTIFY goes over UDP again.
+            closed = pidf(P_LARGE_TCP, "closed")
+            assert (await publish(publisher, open_node, P_LARGE_TCP, closed)).status == 200
+            after = await watcher.next_request("NOTIFY", timeout=5)
+            assert state_of(after) == "active"
+            assert basic_of(after) == ["closed"]
+            assert after.top_via.transport == "UDP"
+            connection.close()
+
+
+async def test_a_notify_over_1300_bytes_comes_over_udp_when_the_watcher_takes_no_tcp(
+    open_node: ServeProcess,
+) -> None:
+    """RFC 3261 §18.1.1: the connection is refused (a reset), so the NOTIFY goes over UDP."""
+    async with SipAgent("publisher", DOMAIN) as publisher, SipAgent("watcher", DOMAIN) as watcher:
+        assert (await publish(publisher, open_node, P_LARGE_UDP, pidf(P_LARGE_UDP))).status == 200
+        assert (await subscribe(watcher, open_node, P_LARGE_UDP)).status == 200
+        await watcher.next_request("NOTIFY", timeout=5)
+        large = pidf(P_LARGE_UDP, note=LONG_NOTE)
+        assert (await publish(publisher, open_node, P_LARGE_UDP, large)).status == 200
+        notify = await watcher.next_request("NOTIFY", timeout=5)
+        assert notify.top_via.transport == "UDP"
+        assert LONG_NOTE.encode() in notify.body
+        assert state_of(notify) == "active"
+    assert f"no TCP connection to tcp:{LOOPBACK}:{watcher.port}" in open_node.log_text()
 
 
 def answer_bytes(request: Request) -> bytes:

@@ -26,7 +26,7 @@ from presence_sip.transaction import (
     TransactionManager,
     TransactionTimedOut,
 )
-from presence_sip.transaction.manager import ServerTx, plain_branch
+from presence_sip.transaction.manager import STREAM_FAILED_MAX, ServerTx, plain_branch
 
 UAC = Peer("udp", "127.0.0.1", 5070)
 UAS = Peer("udp", "127.0.0.1", 5060)
@@ -1094,3 +1094,153 @@ def test_response_with_a_plain_branch_matched_without_parsing_its_via() -> None:
     assert isinstance(event, ResponseReceived)
     assert event.key == key
     assert "top_via" not in event.response._cache  # matched from the header text
+
+
+# -- requests over the UDP size limit go over TCP (RFC 3261 §18.1.1) -------------------------
+
+OUR_SENT_BY = frozenset({("127.0.0.1", 5070)})
+"""Where the manager under test takes TCP connections: the sent-by of the requests it sends."""
+WATCHER = Peer("udp", "127.0.0.1", 5060)
+WATCHER_TCP = Peer("tcp", "127.0.0.1", 5060)
+
+
+def notify(branch: str, body_size: int) -> bytes:
+    """A NOTIFY from 127.0.0.1:5070 with a body of ``body_size`` bytes."""
+    body = b"x" * body_size
+    return (
+        f"NOTIFY sip:w@127.0.0.1:5060 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:5070;branch={branch};rport\r\n"
+        "Max-Forwards: 70\r\n"
+        "From: <sip:p@127.0.0.1>;tag=f1\r\n"
+        "To: <sip:w@127.0.0.1>;tag=w1\r\n"
+        "Call-ID: n1@127.0.0.1\r\n"
+        "CSeq: 2 NOTIFY\r\n"
+        "Event: presence\r\n"
+        "Subscription-State: active;expires=600\r\n"
+        f"Content-Length: {body_size}\r\n"
+        "\r\n"
+    ).encode() + body
+
+
+def notify_answer(branch: str, transport: str = "UDP") -> bytes:
+    return (
+        "SIP/2.0 200 OK\r\n"
+        f"Via: SIP/2.0/{transport} 127.0.0.1:5070;branch={branch};rport\r\n"
+        "From: <sip:p@127.0.0.1>;tag=f1\r\n"
+        "To: <sip:w@127.0.0.1>;tag=w1\r\n"
+        "Call-ID: n1@127.0.0.1\r\n"
+        "CSeq: 2 NOTIFY\r\n"
+        "Content-Length: 0\r\n"
+        "\r\n"
+    ).encode()
+
+
+def moving(udp_mtu: int = 1300, tcp: frozenset[tuple[str, int]] = OUR_SENT_BY) -> TransactionManager:
+    mgr = manager()
+    mgr.move_large_requests(udp_mtu, tcp)
+    return mgr
+
+
+def test_a_request_over_1300_bytes_goes_over_tcp_with_its_via_saying_so() -> None:
+    mgr = moving()
+    branch = mgr.new_branch()
+    data = notify(branch, 1200)
+    assert len(data) > 1300
+    key = mgr.send_request(req(data), WATCHER, 0.0)
+    [(sent, peer)] = mgr.outbox()
+    assert peer == WATCHER_TCP
+    assert sent == data.replace(b"Via: SIP/2.0/UDP ", b"Via: SIP/2.0/TCP ", 1)
+    assert mgr.get_timer() == 32.0  # reliable: no Timer E
+    receive(mgr, notify_answer(branch, "TCP"), Peer("tcp", "127.0.0.1", 5060, 4), 0.1)
+    [answered] = events(mgr)
+    assert isinstance(answered, ResponseReceived) and answered.key == key
+    assert answered.request.top_via.transport == "TCP"
+    assert mgr.stats["requests_moved_to_tcp"] == 1
+
+
+@pytest.mark.parametrize(
+    ("body_size", "udp_mtu", "tcp"),
+    [
+        pytest.param(1000, 1300, OUR_SENT_BY, id="small"),
+        pytest.param(1200, 0, OUR_SENT_BY, id="turned-off"),
+        pytest.param(1200, 1300, frozenset({("127.0.0.1", 5071)}), id="no-tcp-at-the-via"),
+        pytest.param(1200, 1300, frozenset(), id="no-tcp-at-all"),
+    ],
+)
+def test_requests_that_stay_on_udp(
+    body_size: int, udp_mtu: int, tcp: frozenset[tuple[str, int]]
+) -> None:
+    mgr = moving(udp_mtu, tcp)
+    data = notify(mgr.new_branch(), body_size)
+    mgr.send_request(req(data), WATCHER, 0.0)
+    assert mgr.outbox() == [(data, WATCHER)]
+    assert mgr.get_timer() == 0.5  # Timer E
+    assert mgr.stats["requests_moved_to_tcp"] == 0
+
+
+def test_a_request_already_on_a_stream_is_not_moved() -> None:
+    mgr = moving()
+    data = notify(mgr.new_branch(), 1200)
+    mgr.send_request(req(data), TCP_UAS, 0.0)
+    assert mgr.outbox() == [(data, TCP_UAS)]
+
+
+def test_a_failed_connection_sends_the_request_over_udp_and_remembers_the_address() -> None:
+    mgr = moving()
+    branch = mgr.new_branch()
+    data = notify(branch, 1200)
+    key = mgr.send_request(req(data), WATCHER, 0.0)
+    mgr.outbox()
+    mgr.connection_lost(Peer("tcp", "127.0.0.1", 5060, 9), 0.01)  # refused: a reset
+    assert events(mgr) == []  # the TU sees no failure
+    assert mgr.outbox() == [(data, WATCHER)]  # exactly as it would have gone over UDP
+    assert mgr.client_request(key).top_via.transport == "UDP"  # type: ignore[union-attr]
+    log = run_until(mgr, 0.6)  # Timer E from the fallback
+    assert log == [(0.51, [(data, WATCHER)], [])]
+    receive(mgr, notify_answer(branch), WATCHER, 0.7)
+    [answered] = events(mgr)
+    assert isinstance(answered, ResponseReceived) and answered.key == key
+    assert mgr.stats["stream_fallbacks"] == 1
+    # The next large request to that address goes over UDP at once, for STREAM_FAILED_FOR
+    later = notify(mgr.new_branch(), 1200)
+    mgr.send_request(req(later), WATCHER, 10.0)
+    assert mgr.outbox() == [(later, WATCHER)]
+    again = notify(mgr.new_branch(), 1200)
+    mgr.send_request(req(again), WATCHER, 10.0 + 300.0)
+    assert mgr.outbox()[0][1] == WATCHER_TCP
+    assert mgr.stats["requests_moved_to_tcp"] == 2
+
+
+def test_timer_f_still_counts_from_the_first_sending_after_a_fallback() -> None:
+    mgr = moving()
+    key = mgr.send_request(req(notify(mgr.new_branch(), 1200)), WATCHER, 0.0)
+    mgr.outbox()
+    mgr.connection_lost(WATCHER_TCP, 10.0)  # a connect timeout
+    log = run_until(mgr, 100.0)
+    assert [instant for instant, _, _ in log][-1] == 32.0
+    assert log[-1][2] == [TransactionTimedOut(key=key, request=log[-1][2][0].request)]
+
+
+def test_a_connection_lost_after_a_provisional_answer_is_a_transport_error() -> None:
+    """Only a request nobody answered yet goes over UDP after all (it may have been taken)."""
+    mgr = moving()
+    branch = mgr.new_branch()
+    key = mgr.send_request(req(notify(branch, 1200)), WATCHER, 0.0)
+    mgr.outbox()
+    trying = notify_answer(branch, "TCP").replace(b"200 OK", b"100 Trying")
+    receive(mgr, trying, Peer("tcp", "127.0.0.1", 5060, 4), 0.1)
+    events(mgr)
+    mgr.connection_lost(Peer("tcp", "127.0.0.1", 5060, 4), 0.2)
+    [failed] = events(mgr)
+    assert failed == TransactionTimedOut(key=key, request=failed.request, transport_error=True)
+    assert mgr.outbox() == []
+    assert mgr.stats["stream_fallbacks"] == 0
+
+
+def test_the_addresses_remembered_are_bounded() -> None:
+    mgr = moving()
+    for port in range(6000, 6000 + STREAM_FAILED_MAX + 10):
+        mgr.send_request(req(notify(mgr.new_branch(), 1200)), Peer("udp", "127.0.0.1", port), 0.0)
+        mgr.connection_lost(Peer("tcp", "127.0.0.1", port), 0.0)
+    assert len(mgr._ctx.stream_failures) == STREAM_FAILED_MAX
+    assert ("127.0.0.1", 6000) not in mgr._ctx.stream_failures  # the oldest went first
