@@ -8,6 +8,7 @@ A config file describes a network and its nodes::
     data = "data/net-b"
     auth = "digest"            # or "none"
     default_policy = "confirm" # or "allow", "block"
+    udp_mtu = 1300             # larger requests for UDP destinations go over TCP (0: never)
     ca = "certs/net-b.test/ca.pem"
 
     [network.registrar]        # optional: Kamailio's registrar knobs (these are the defaults)

@@ -143,7 +143,8 @@ class ClientTransaction(Machine):
         """RFC 3261 §18.1.1: a request moved from UDP to TCP for its size whose connection
         cannot be made (refused, reset, or not answered) is sent over UDP after all, still
         within Timer F; its address gets large requests over UDP for a while."""
-        assert self.fallback is not None and self.request is not None
+        assert self.fallback is not None
+        assert self.request is not None
         ctx = self._ctx
         ctx.stream_failed(self.destination, now)
         self.data, self.destination = self.fallback

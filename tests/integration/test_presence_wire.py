@@ -416,9 +416,11 @@ async def test_a_notify_over_1300_bytes_comes_over_tcp_to_a_udp_watcher_that_tak
             accepted, _ = await asyncio.to_thread(listener.accept)
             connection = TcpClient(sock=accepted)
             raw = await asyncio.to_thread(connection.read_message, 10.0)
-            assert raw is not None and len(raw) > 1300
+            assert raw is not None
+            assert len(raw) > 1300
             notify = parse_message(raw)
-            assert isinstance(notify, Request) and notify.method == "NOTIFY"
+            assert isinstance(notify, Request)
+            assert notify.method == "NOTIFY"
             assert notify.top_via.transport == "TCP"
             assert (notify.top_via.host, notify.top_via.port) == open_node.address
             assert LONG_NOTE.encode() in notify.body

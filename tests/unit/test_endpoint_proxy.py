@@ -219,3 +219,44 @@ def test_a_handler_that_fails_still_answers_500_and_frees_its_transaction() -> N
     assert (response.status, peer) == (500, UAC)
     endpoint.handle_timer(40.0)  # past Timer J
     assert len(endpoint.transactions) == 0
+
+
+def large_publish() -> bytes:
+    body = b"<presence/>" + b" " * 1500
+    return (
+        "PUBLISH sip:+447700900123@net-b.test SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-p1;rport\r\n"
+        "Max-Forwards: 70\r\n"
+        "From: <sip:+447700900123@net-b.test>;tag=f1\r\n"
+        "To: <sip:+447700900123@net-b.test>\r\n"
+        "Call-ID: pub1@127.0.0.1\r\n"
+        "CSeq: 1 PUBLISH\r\n"
+        "Event: presence\r\n"
+        "Expires: 600\r\n"
+        "Content-Type: application/pidf+xml\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+def test_a_forwarded_request_over_1300_bytes_goes_over_tcp_then_udp_if_refused() -> None:
+    """RFC 3261 §18.1.1 on a UDP route: TCP to the same next hop first; a refused connection
+    sends it over UDP to that hop (not a failover to the next record)."""
+    proxy = make_proxy()
+    proxy.transactions.move_large_requests(1300, frozenset({("127.0.1.2", 5060)}))
+    proxy.receive(large_publish(), UAC, 0.0)
+    [(over_tcp, peer)] = sent(proxy)
+    assert isinstance(over_tcp, Request)
+    assert peer == Peer("tcp", GW1.host, GW1.port)
+    assert over_tcp.top_via.transport == "TCP"
+    proxy.connection_lost(Peer("tcp", GW1.host, GW1.port, 3), 0.01)
+    [(over_udp, peer)] = sent(proxy)
+    assert isinstance(over_udp, Request)
+    assert peer == GW1.peer
+    assert over_udp.top_via.transport == "UDP"
+    assert over_udp.top_via.branch == over_tcp.top_via.branch
+    assert over_udp.body == over_tcp.body
+    proxy.receive(answer(over_udp, 200), GW1.peer, 0.1)
+    [(relayed, to)] = sent(proxy)
+    assert isinstance(relayed, Response)
+    assert relayed.status == 200
+    assert to == UAC

@@ -85,6 +85,34 @@ def test_max_transactions_from_file_node_and_flag(tmp_path: Path) -> None:
     assert default.limits.max_transactions == 200000
 
 
+def test_udp_mtu_from_file_node_and_flag(tmp_path: Path) -> None:
+    path = tmp_path / "net-b.toml"
+    path.write_text(
+        CONFIG.replace('auth = "none"', 'auth = "none"\nudp_mtu = 1400').replace(
+            'name = "ps2"', 'name = "ps2"\nudp_mtu = 0'
+        )
+    )
+    ps1, ps2 = load_configs(args_for(str(path)))
+    assert (ps1.limits.udp_mtu, ps2.limits.udp_mtu) == (1400, 0)
+    [flagged] = load_configs(args_for(str(path), "--node", "ps2", "--udp-mtu", "9000"))
+    assert flagged.limits.udp_mtu == 9000
+    [default] = load_configs(args_for("--domain", "a.test"))
+    assert default.limits.udp_mtu == 1300  # RFC 3261 §18.1.1
+
+
+@pytest.mark.parametrize("value", ["-1", "65508"])
+def test_udp_mtu_out_of_range_is_refused(value: str) -> None:
+    with pytest.raises(ConfigError, match="udp_mtu must be a whole number of bytes from 0"):
+        load_configs(args_for("--udp-mtu", value))
+
+
+def test_udp_mtu_in_a_file_must_be_a_number(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(CONFIG.replace('auth = "none"', 'auth = "none"\nudp_mtu = "1300"'))
+    with pytest.raises(ConfigError, match="udp_mtu must be a whole number of bytes"):
+        load_configs(args_for(str(path)))
+
+
 @pytest.mark.parametrize("value", ["0", "-5"])
 def test_max_transactions_must_be_positive(value: str) -> None:
     with pytest.raises(ConfigError, match="max_transactions must be a whole number"):
@@ -264,3 +292,25 @@ def test_a_misspelt_key_is_an_error_not_a_default(tmp_path: Path, text: str, mes
 def test_tls_options_without_a_certificate_are_an_error_not_ignored(flags: tuple[str, ...]) -> None:
     with pytest.raises(ConfigError, match="need --cert and --key"):
         load_configs(args_for(*flags))
+
+
+def test_a_udp_address_without_tcp_beside_it_keeps_large_requests_on_udp(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """RFC 3261 §18.1.1 moves a request only where the Via stays true with TCP in it."""
+    (config,) = load_configs(
+        args_for("--data", str(tmp_path), "--listen", "udp:127.0.2.11:5060",
+                 "--listen", "udp:127.0.2.12:5060", "--listen", "tcp:127.0.2.12:5060")
+    )  # fmt: skip
+    node = Node(config)
+    try:
+        with caplog.at_level("INFO", logger="presence_sip.node"):
+            node.route_for(config.listen)
+    finally:
+        node.close()
+    assert caplog.messages == [
+        "requests over 1300 bytes from udp:127.0.2.11:5060 stay on UDP: no TCP listener at "
+        "that address"
+    ]
+    moving = node.endpoint.transactions
+    assert moving._tcp_sent_bys == frozenset({("127.0.2.12", 5060)})

@@ -1135,7 +1135,9 @@ def notify_answer(branch: str, transport: str = "UDP") -> bytes:
     ).encode()
 
 
-def moving(udp_mtu: int = 1300, tcp: frozenset[tuple[str, int]] = OUR_SENT_BY) -> TransactionManager:
+def moving(
+    udp_mtu: int = 1300, tcp: frozenset[tuple[str, int]] = OUR_SENT_BY
+) -> TransactionManager:
     mgr = manager()
     mgr.move_large_requests(udp_mtu, tcp)
     return mgr
@@ -1153,7 +1155,8 @@ def test_a_request_over_1300_bytes_goes_over_tcp_with_its_via_saying_so() -> Non
     assert mgr.get_timer() == 32.0  # reliable: no Timer E
     receive(mgr, notify_answer(branch, "TCP"), Peer("tcp", "127.0.0.1", 5060, 4), 0.1)
     [answered] = events(mgr)
-    assert isinstance(answered, ResponseReceived) and answered.key == key
+    assert isinstance(answered, ResponseReceived)
+    assert answered.key == key
     assert answered.request.top_via.transport == "TCP"
     assert mgr.stats["requests_moved_to_tcp"] == 1
 
@@ -1199,7 +1202,8 @@ def test_a_failed_connection_sends_the_request_over_udp_and_remembers_the_addres
     assert log == [(0.51, [(data, WATCHER)], [])]
     receive(mgr, notify_answer(branch), WATCHER, 0.7)
     [answered] = events(mgr)
-    assert isinstance(answered, ResponseReceived) and answered.key == key
+    assert isinstance(answered, ResponseReceived)
+    assert answered.key == key
     assert mgr.stats["stream_fallbacks"] == 1
     # The next large request to that address goes over UDP at once, for STREAM_FAILED_FOR
     later = notify(mgr.new_branch(), 1200)
