@@ -31,6 +31,7 @@ from presence_sip.registrar.registrar import Registrar, RegistrarPolicy
 from presence_sip.registrar.role import RegistrarRole
 from presence_sip.runtime.clock import SteadyWallClock
 from presence_sip.sip.errors import ConfigError, StoreError
+from presence_sip.status import NodeStatus, responses_by_class
 from presence_sip.storage.checkpoint import Checkpointer
 from presence_sip.storage.database import (
     database_path,
@@ -139,6 +140,7 @@ class Node:
             raise ConfigError(f"data directory {config.data_dir}: {exc}") from None
         self.clock = SteadyWallClock()
         now = self.clock()
+        self.built_at = now
         self.endpoint = Endpoint(ids=RandomIdSource(), timers=config.timers, limits=config.limits)
         self.domains = frozenset(
             {
@@ -269,6 +271,34 @@ class Node:
             record_route=self.config.record_route,
         )
 
+    def status(self) -> NodeStatus:
+        """What the node holds and has done since start (SIGUSR1 logs :meth:`NodeStatus.line`)."""
+        now = self.clock()
+        endpoint = self.endpoint
+        stats = endpoint.stats
+        transactions = endpoint.transactions
+        server = getattr(self.presence, "server", None)
+        return NodeStatus(
+            name=self.config.name,
+            uptime=now - self.built_at,
+            aors=self.registrar.aor_count,
+            bindings=self.registrar.binding_count(),
+            subscriptions=None if server is None else len(server.subscriptions),
+            publications=None if server is None else len(server.compositor),
+            transactions=len(transactions),
+            connections=self.driver.connection_count(),
+            received=stats.received,
+            responses_sent=stats.responses_sent,
+            by_class=responses_by_class(stats.by_status),
+            requests_sent=stats.requests_sent,
+            timeouts=stats.timeouts,
+            malformed=stats.malformed_answered,
+            retransmitted=transactions.stats["requests_retransmitted"],
+            refused_for_load=transactions.stats["overload_rejected"],
+            moved_to_tcp=transactions.stats["requests_moved_to_tcp"],
+            storage_ok=not self.commits.cannot_store(now),
+        )
+
     def _move_large_requests(self, addresses: Sequence[ListenSpec]) -> None:
         """RFC 3261 §18.1.1 for requests sent from a UDP address where TCP is taken too."""
         mtu = self.config.limits.udp_mtu
@@ -311,8 +341,9 @@ class Node:
                     started.close()
         self._close_database()
 
-    async def serve_forever(self) -> None:
-        """Run until SIGINT/SIGTERM (one signal is enough), then stop cleanly.
+    async def serve_forever(self, alongside: Sequence[Node] = ()) -> None:
+        """Run until SIGINT/SIGTERM (one signal is enough), then stop cleanly; SIGUSR1 logs the
+        status of this node and of the nodes ``alongside`` it in the process.
 
         SIGHUP is ignored, as Kamailio does: a node started from a terminal whose session ends
         must not die without its clean stop (the group commit's last window would be lost)."""
@@ -321,14 +352,24 @@ class Node:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stopping.set)
         loop.add_signal_handler(signal.SIGHUP, _hangup_ignored)
+        loop.add_signal_handler(signal.SIGUSR1, _log_statuses, [self, *alongside])
         await self.start()
         try:
             await stopping.wait()
         finally:
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
                 loop.remove_signal_handler(sig)
             log.info("%s stopping", self.config.name)
             await self.stop()
+
+
+def _log_statuses(nodes: Sequence[Node]) -> None:
+    """SIGUSR1: one INFO line of :meth:`Node.status` per node (``kill -USR1 PID``)."""
+    for node in nodes:
+        try:
+            log.info("%s", node.status().line())
+        except Exception:  # a figure that cannot be read must not stop the node
+            log.exception("cannot report the status of %s", node.config.name)
 
 
 def _hangup_ignored() -> None:

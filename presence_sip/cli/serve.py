@@ -197,7 +197,7 @@ async def _serve_nodes(nodes: list[Node]) -> None:
     for node in others:
         await node.start()
     try:
-        await first.serve_forever()
+        await first.serve_forever(alongside=others)
     finally:
         for node in others:
             log.info("%s stopping", node.config.name)

@@ -107,6 +107,10 @@ class Registrar:
     def aor_count(self) -> int:
         return len(self._bindings)
 
+    def binding_count(self) -> int:
+        """Bindings held (expired ones not yet purged included); one pass over every AOR."""
+        return sum(len(self._bindings[aor]) for aor in self._bindings)
+
     def aors(self) -> list[str]:
         """Every AOR with bindings (expired ones not yet purged included)."""
         return list(self._bindings)

@@ -240,6 +240,11 @@ class Driver:
         self._udp_affinity.clear()
         self._inbound = 0
 
+    def connection_count(self) -> int:
+        """TCP/TLS connections held: inbound ones once up (TLS: handshake done), outbound ones
+        from when they are opened."""
+        return len(self._connections)
+
     @property
     def local_addresses(self) -> list[ListenSpec]:
         """The addresses actually bound (real ports when 0 was asked for)."""

@@ -6,6 +6,7 @@ bytes, and checks the exact status and the headers the RFC names for it.
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import subprocess
@@ -264,6 +265,27 @@ def test_sighup_is_ignored(serve_factory: Callable[..., ServeProcess]) -> None:
     assert node.process.poll() is None
     assert ask(node, "OPTIONS").status == 200
     assert "SIGHUP received, ignored" in node.log_text()
+    node.stop()
+
+
+def test_sigusr1_logs_the_status_and_the_node_serves_on(
+    serve_factory: Callable[..., ServeProcess],
+) -> None:
+    node = serve_factory(domain=DOMAIN)
+    assert node.process is not None
+    assert ask(node, "OPTIONS").status == 200
+    node.process.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 5
+    while "node status: up" not in node.log_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [line] = [text for text in node.log_text().splitlines() if "node status: up" in text]
+    assert "holds 0 AORs (0 bindings), 0 subscriptions, 0 publications" in line
+    answered = re.search(r"; since start \d+ messages in, (\d+) responses out \(2xx (\d+)\)", line)
+    assert answered is not None
+    assert answered[1] == answered[2] != "0"
+    assert line.endswith("; storage ok")
+    assert node.process.poll() is None
+    assert ask(node, "OPTIONS").status == 200
     node.stop()
 
 
