@@ -164,6 +164,9 @@ class Driver:
         ``tls.domain_identities``).  Other peers: Python's host name check of their host."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._refused_handshakes = LogLimit()
+        self._send_failures = LogLimit()
+        self._send_failures_logged = 0
+        """``_send_failures.count`` when the last warning was logged."""
         self._handshakes_since_trim = 0
         self._trimmed_at = float("-inf")
         self._trim: asyncio.TimerHandle | None = None
@@ -426,7 +429,7 @@ class Driver:
                 else:
                     raise TransportError(f"unknown transport {peer.transport!r}")
             except TransportError as exc:
-                logger.warning("cannot send to %s: %s", peer, exc)
+                self._log_failure("cannot send to %s: %s", peer, exc)
                 failed.append(peer)
         return failed
 
@@ -461,6 +464,9 @@ class Driver:
             raise TransportError("driver is stopped")
         if address.transport == "tls" and self._client_ssl is None:
             raise TransportError("no TLS client context to open a TLS connection")
+        outbound = len(self._connections) - self._inbound
+        if outbound >= self._limits.max_connections:
+            raise TransportError(f"{outbound} connections opened by this node are open already")
         ident = next(self._ids)
         target = Peer(address.transport, address.host, address.port, ident)
         conn = StreamConnection(self, ident, address.transport, self._limits, target=target)
@@ -544,16 +550,29 @@ class Driver:
                     local_addr=None if source is None else (source, 0),
                 )
         except (OSError, ssl.SSLError, ssl.CertificateError, ValueError) as exc:  # edge mapping
-            error = TransportError(f"cannot connect to {peer}: {exc or type(exc).__name__}")
-            logger.warning("%s", error)
+            self._log_failure("cannot connect to %s: %s", peer, exc or type(exc).__name__)
             self._connect_failed(conn)
             return
         except asyncio.CancelledError:
             conn.fail()
             raise
         if conn.refused is not None:
-            logger.warning("cannot connect to %s: %s", peer, conn.refused)
+            self._log_failure("cannot connect to %s: %s", peer, conn.refused)
             self._connect_failed(conn)
+
+    def _log_failure(self, message: str, peer: Peer, reason: object) -> None:
+        """A connection or send that failed: a warning at most once a minute (with how many
+        failed since the last one), the others at debug level.  Watchers that take no TCP make
+        one each time a large request is moved to TCP for them (RFC 3261 §18.1.1)."""
+        limit = self._send_failures
+        previous = limit.count
+        if limit.due(time.monotonic()):
+            more = previous - self._send_failures_logged
+            self._send_failures_logged = limit.count
+            suffix = f" ({more} more failed since the last warning)" if more > 0 else ""
+            logger.warning(message + "%s", peer, reason, suffix)
+        else:
+            logger.debug(message, peer, reason)
 
     def _connect_failed(self, conn: StreamConnection) -> None:
         conn.fail()

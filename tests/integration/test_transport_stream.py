@@ -430,6 +430,64 @@ async def test_connect_failure_reports_connection_lost(
     assert only_task_left()
 
 
+def free_port() -> int:
+    spare = socket.socket()
+    spare.bind(("127.0.0.1", 0))
+    port: int = spare.getsockname()[1]
+    spare.close()  # nothing listens there now
+    return port
+
+
+async def test_failed_connections_warn_once_a_minute_with_a_count(
+    endpoint: RecordingEndpoint, driver: Driver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Watchers that take no TCP refuse a connection each time a large request is moved to
+    TCP for them (RFC 3261 §18.1.1): one warning a minute, not one per refusal."""
+    targets = [Peer("tcp", "127.0.0.1", free_port()) for _ in range(3)]
+    with caplog.at_level("DEBUG", logger="presence_sip.transport.driver"):
+        for target in targets:
+            endpoint.queue(b"x", target)
+        driver.transmit()
+        await eventually(lambda: len(endpoint.lost) == 3)
+        driver._send_failures._next = 0.0  # a minute later
+        late = Peer("tcp", "127.0.0.1", free_port())
+        endpoint.queue(b"x", late)
+        driver.transmit()
+        await eventually(lambda: len(endpoint.lost) == 4)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2
+    assert warnings[0].startswith("cannot connect to tcp:127.0.0.1:")
+    assert warnings[1].startswith(f"cannot connect to {late}: ")
+    assert warnings[1].endswith("(2 more failed since the last warning)")
+    debug = [r for r in caplog.records if r.getMessage().startswith("cannot connect")]
+    assert len(debug) == 4
+
+
+async def test_connections_the_node_opens_are_capped_too(endpoint: RecordingEndpoint) -> None:
+    """``max_connections`` bounds the connections opened by the node as well as the ones it
+    accepts: a request beyond them fails at once (and is reported lost) instead of taking one
+    more file descriptor."""
+    one_ep, other_ep = RecordingEndpoint(), RecordingEndpoint()
+    one, other = await started(one_ep), await started(other_ep)
+    client = await started(endpoint, Limits(max_connections=1))
+    try:
+        local = client.local_addresses[0]
+        first = Peer("tcp", "127.0.0.1", tcp_port(one))
+        endpoint.queue(options(local.host, local.port, "TCP", call_id="cap1@test"), first)
+        client.transmit()
+        await eventually(lambda: len(endpoint.responses()) == 1)
+        second = Peer("tcp", "127.0.0.1", tcp_port(other))
+        endpoint.queue(options(local.host, local.port, "TCP", call_id="cap2@test"), second)
+        client.transmit()
+        await eventually(lambda: endpoint.lost == [second])
+        await asyncio.sleep(0.1)
+        assert (len(one_ep.made), len(other_ep.made)) == (1, 0)
+    finally:
+        await client.stop()
+        await one.stop()
+        await other.stop()
+
+
 async def test_peer_closing_reports_connection_lost(
     driver: Driver, endpoint: RecordingEndpoint, connect: Connect
 ) -> None:
