@@ -338,6 +338,10 @@ class Compositor:
             raise PublishRefused("PIDF entity does not match the presentity", 400)
         return entity, xml
 
+    def forget_entity_keys(self) -> None:
+        """``entity_key`` may answer otherwise now (the HSS changed): drop its cached answers."""
+        self._entity_keys = ShardedDict()
+
     def _entity_key(self, entity: str) -> str | None:
         """``entity_key`` with a cache: a presentity publishes the same entity URI every time."""
         cache = self._entity_keys

@@ -399,6 +399,7 @@ class PresenceRole:
         self._keys = ShardedDict()
         self._entity_keys = ShardedDict()
         self._subscribers = ShardedDict()
+        self.server.compositor.forget_entity_keys()  # its cache holds keys made by _entity_key
 
     def _entity_key(self, uri_text: str, parsed: Uri | None = None) -> str | None:
         """:func:`_entity_key` with a cache: watchers subscribe again and again, to many.
@@ -410,6 +411,9 @@ class PresenceRole:
         if key != _UNCACHED:
             return key
         key = aor_key(parsed) if isinstance(parsed, SipUri | TelUri) else _entity_key(uri_text)
+        # An extra identity is its subscriber, as in _presentity_key: Linphone publishes a PIDF
+        # entity of sip:alice@d to sip:alice@d, which is the number's own presence.
+        key = self._subscriber_of(key)
         if key == uri_text:
             key = uri_text  # the usual watcher URI is its own key: one string, not two
         return cache.put_bounded(uri_text, key, _KEY_CACHE_SIZE)

@@ -1027,6 +1027,40 @@ def test_an_identity_added_to_the_hss_is_resolved_anew() -> None:
     assert len(node.role.server.watchers_of("+447700900777")) == 1
 
 
+def _linphone_publish(alias: str) -> bytes:
+    """A PUBLISH as Linphone 5.1 sends it: to its identity, with that identity as PIDF entity."""
+    body = PIDF_OPEN.replace(b"sip:+447700900123@net-b.test", alias.encode())
+    return publish(body).replace(f"sip:{BOB}@{DOMAIN};user=phone".encode(), alias.encode())
+
+
+def test_publish_to_an_extra_identity_with_it_as_entity_is_the_numbers() -> None:
+    """RFC 3903 §6 / RFC 3863 §4.1.1: the entity names the presentity; an extra identity of a
+    subscriber is that subscriber, in the PIDF as in the Request-URI (Linphone 5.1 got 400
+    "PIDF entity does not match the presentity")."""
+    hss = MemorySubscriberStore(DOMAIN)
+    hss.add_subscriber(BOB, "secret", identities=[f"sip:bob@{DOMAIN}"])
+    hss.add_subscriber(ALICE, "secret")
+    node = Node(policy="allow", hss=hss)
+    _ok, notify = subscribed(node)
+    assert basic(notify) == "closed"
+    out = node.receive(_linphone_publish(f"sip:bob@{DOMAIN}"), PUBLISHER)
+    assert only_response(out).status == 200
+    (notify,) = notifies(out)
+    assert basic(notify) == "open"
+    other = _linphone_publish(f"sip:bob@{DOMAIN}").replace(b'entity="sip:bob@', b'entity="sip:eve@')
+    assert only_response(node.receive(other, PUBLISHER)).status == 400  # still checked
+
+
+def test_an_identity_added_to_the_hss_is_a_pidf_entity_anew() -> None:
+    node = Node(policy="allow")
+    alias = f"sip:bob@{DOMAIN}"
+    body = PIDF_OPEN.replace(b"sip:+447700900123@net-b.test", alias.encode())
+    assert only_response(node.receive(publish(body), PUBLISHER)).status == 400  # not his yet
+    node.hss.update_subscriber(BOB, add_identities=[alias])
+    node.advance(node.role.server.settings.rules_poll_interval + 0.1)
+    assert only_response(node.receive(publish(body), PUBLISHER)).status == 200
+
+
 def test_a_subscriber_removed_from_the_hss_is_gone_for_its_watchers() -> None:
     """RFC 6665 §4.1.3: its watchers end with noresource (no body), and a new SUBSCRIBE is 404
     although its publication is still in memory."""
