@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from presence_sip.hss.msisdn import canonical_identity, is_msisdn
+from presence_sip.hss.msisdn import InvalidMsisdn, canonical_identity, is_msisdn, normalize_msisdn
 
 __all__ = [
     "DEFAULT_DOMAIN",
@@ -240,12 +240,18 @@ def make_subscriber(
 
 
 def canonical_watcher(text: str) -> str:
-    """The watcher a rule is about, as stored: one identity (``canonical_identity``), or every
-    watcher of a domain, ``sip:*@host`` (also written ``*@host``).  A URI without a user part
+    """The watcher a rule is about, as stored: one identity (``canonical_identity``; a bare
+    ``+MSISDN`` is ``tel:+MSISDN``), or every watcher of a domain, ``sip:*@host`` (also written
+    ``*@host``).  A URI without a user part
     names no watcher (``sip:host`` would never match one): refused, with the domain form."""
     stripped = text.strip()
     if stripped.startswith("*@"):
         stripped = "sip:" + stripped
+    elif stripped.startswith("+") and ":" not in stripped and "@" not in stripped:
+        try:  # a number as the operator types it: +447700900123 (as `subscriber add` takes)
+            return "tel:" + normalize_msisdn(stripped)
+        except InvalidMsisdn as exc:
+            raise InvalidRecord(f"bad watcher URI: {exc}") from None
     try:
         watcher = canonical_identity(stripped)
     except ValueError as exc:

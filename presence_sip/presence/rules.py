@@ -11,7 +11,7 @@ action means for the subscription, the SUBSCRIBE response and watcherinfo.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from functools import lru_cache
@@ -23,6 +23,7 @@ __all__ = [
     "Aor",
     "SubscriptionOutcome",
     "decide",
+    "most_permissive",
     "normalise_aor",
     "parse_action",
     "subscription_state_for",
@@ -138,7 +139,12 @@ def decide(rules: Mapping[str, Action], watcher_uri: str, default: Action) -> Ac
         elif rule == ("domain", watcher.host) and watcher.user:  # a user of that domain
             domain.append(action)
     matched = exact or domain
-    return max(matched, key=_RANK.__getitem__) if matched else default
+    return most_permissive(matched) if matched else default
+
+
+def most_permissive(actions: Iterable[Action]) -> Action:
+    """RFC 4745 §10.2: the matching rules combine to the largest RFC 5025 value (at least one)."""
+    return max(actions, key=_RANK.__getitem__)
 
 
 @dataclass(frozen=True, slots=True)

@@ -262,9 +262,24 @@ class PresenceServer:
 
     def authorize(self, presentity: str, watcher_uri: str) -> Action:
         """RFC 5025 sub-handling for ``watcher_uri``: own presence is always allowed."""
-        if self.entity_key(watcher_uri) == presentity:
+        watcher_key = self.entity_key(watcher_uri)
+        if watcher_key == presentity:
             return Action.ALLOW
-        return decide_action(self.rules_for(presentity), watcher_uri, self.default_policy)
+        return self._decide(self.rules_for(presentity), watcher_uri, watcher_key)
+
+    def _decide(
+        self, rules: Mapping[str, str], watcher_uri: str, watcher_key: str | None
+    ) -> Action:
+        """:func:`decide_action`, where a watcher that is a subscriber (key ``+MSISDN``) is
+        named by a rule for any identity of that subscriber."""
+        if not rules:
+            return self.default_policy
+        if watcher_key is None or not watcher_key.startswith("+"):
+            return decide_action(rules, watcher_uri, self.default_policy)
+        entity_key = self.entity_key
+        return decide_action(
+            rules, watcher_uri, self.default_policy, lambda key: entity_key(key) == watcher_key
+        )
 
     # --- subscriptions ------------------------------------------------------------------------
 
@@ -517,9 +532,10 @@ class PresenceServer:
             return
         rules = self.rules_for(presentity.key)
         for sub in list(presentity.watchers.values()):
-            if self.entity_key(sub.watcher) == presentity.key:
+            watcher_key = self.entity_key(sub.watcher)
+            if watcher_key == presentity.key:
                 continue
-            action = decide_action(rules, sub.watcher, self.default_policy)
+            action = self._decide(rules, sub.watcher, watcher_key)
             if action is not sub.action:
                 sub.action = action
                 self._apply(sub, _AUTH_INPUT[action], now, immediate=True)
@@ -634,7 +650,12 @@ class PresenceServer:
         if response is not None and response.status < 300:
             return  # the usual answer: nothing to look up
         sub = self.subscriptions.get(sid)
-        if sub is None:
+        if sub is None:  # the subscription has ended: this was its final NOTIFY
+            log.debug(
+                "final NOTIFY of %s failed (%s)",
+                sid,
+                "timeout" if response is None else response.status,
+            )
             return
         if response is not None and response.status not in _NOTIFY_ENDS_SUBSCRIPTION:
             sub.last_body = None  # the watcher missed that state: full state next time

@@ -8,13 +8,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
 from presence_sip.dialog.dialog import Dialog
 from presence_sip.hss.msisdn import canonical_identity
-from presence_sip.presence.rules import Action, decide
+from presence_sip.presence.rules import Action, decide, most_permissive
 from presence_sip.presence.subscriptions import (
     SideEffect,
     SubscriptionMachine,
@@ -190,19 +190,34 @@ class Presentity:
         """The documents of presence derived from registration, by ``<basic>`` value."""
 
 
-def decide_action(rules: Mapping[str, str], watcher_uri: str, default: Action) -> Action:
-    """The HSS rules' action for a watcher: exact identity (``canonical_identity``) first, then
-    domain rules (``*@host``); unknown action text counts as no rule."""
+def decide_action(
+    rules: Mapping[str, str],
+    watcher_uri: str,
+    default: Action,
+    names_watcher: Callable[[str], bool] | None = None,
+) -> Action:
+    """The HSS rules' action for a watcher: exact identity rules first, then domain rules
+    (``*@host``); unknown action text counts as no rule.
+
+    An exact rule is the watcher's own ``canonical_identity``, or any rule key for which
+    ``names_watcher`` says yes: a rule written for one identity of a subscriber (its number,
+    ``tel:+44...``) applies when it watches under another (``sip:bob@net-b.test``), as RFC 4745
+    §5.1 matches the watcher, not the text it wrote.  Several exact rules combine to the most
+    permissive (RFC 4745 §10.2)."""
     if not rules:
         return default  # the common case: nothing to parse (issue 8)
     try:
         canonical = canonical_identity(watcher_uri)
     except ValueError:
         canonical = None
-    if canonical is not None and canonical in rules:
-        action = _action(rules[canonical])
-        if action is not None:
-            return action
+    exact = [
+        action
+        for key, text in rules.items()
+        if (key == canonical or (names_watcher is not None and names_watcher(key)))
+        and (action := _action(text)) is not None
+    ]
+    if exact:
+        return most_permissive(exact)
     parsed = {key: a for key, text in rules.items() if (a := _action(text)) is not None}
     return decide(parsed, watcher_uri, default)
 

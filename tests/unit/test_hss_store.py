@@ -287,6 +287,15 @@ def test_remove_cascades(populated: SubscriberStore) -> None:
     assert populated.rules_for(B) == {}
 
 
+def test_a_rule_about_a_number_as_typed_is_about_its_tel_uri(populated: SubscriberStore) -> None:
+    """README: WATCHER_URI is one watcher, a URI or a number (Linphone audit: `+44...` was
+    refused with "not a URI")."""
+    assert populated.set_rule(B, C, "block").watcher_uri == f"tel:{C}"
+    assert populated.rules_for(B)[f"tel:{C}"] == "block"
+    with pytest.raises(InvalidRecord, match=r"bad watcher URI: not an E\.164 number"):
+        populated.set_rule(B, "+44-x", "block")
+
+
 def test_domain_rules_in_either_form_and_no_rule_about_a_bare_domain(
     populated: SubscriberStore,
 ) -> None:

@@ -1659,3 +1659,58 @@ def test_entity_tags_are_tokens_that_sort_by_creation_time() -> None:
     assert second.sip_etag is not None
     assert first.sip_etag < second.sip_etag  # the time leads (issue 8: index locality)
     assert second.sip_etag.startswith(f"e{int(node.now):09x}.")
+
+
+ALICE_ALIAS = "sip:alice@net-a.test"
+"""An extra identity of Alice's, as the From of a phone that watches under it (Linphone)."""
+
+
+def _alias_node(rule_key: str, action: str, policy: str) -> Node:
+    hss = MemorySubscriberStore(DOMAIN)
+    hss.add_subscriber(BOB, "secret")
+    hss.add_subscriber(ALICE, "secret", identities=[ALICE_ALIAS])
+    hss.set_rule(BOB, rule_key, action)
+    node = Node(policy=policy, hss=hss)
+    published(node, PIDF_OPEN)
+    return node
+
+
+@pytest.mark.parametrize(
+    ("rule_key", "watcher"),
+    [
+        pytest.param(f"tel:{ALICE}", "alice", id="rule-for-the-number-watcher-as-alias"),
+        pytest.param(ALICE_ALIAS, ALICE, id="rule-for-the-alias-watcher-as-number"),
+    ],
+)
+def test_a_rule_for_one_identity_of_a_watcher_applies_under_another(
+    rule_key: str, watcher: str
+) -> None:
+    """RFC 4745 §5.1 matches the watcher, not the URI text it wrote: a block written for Alice's
+    number holds when she watches as sip:alice@... (Linphone audit of 2026-11-27: the blocked
+    watcher saw everything under --default-policy allow)."""
+    node = _alias_node(rule_key, "block", "allow")
+    assert only_response(node.receive(subscribe(watcher=watcher))).status == 403
+    allowed = _alias_node(rule_key, "allow", "confirm")
+    _ok, notify = subscribed(allowed, watcher=watcher)
+    assert (notify.headers.get("Subscription-State") or "").startswith("active")
+    assert basic(notify) == "open"
+
+
+def test_a_rule_added_for_the_number_ends_a_subscription_made_under_an_alias() -> None:
+    node = _alias_node(f"tel:{CAROL}", "block", "allow")  # (a rule for someone else)
+    _ok, notify = subscribed(node, watcher="alice")
+    assert basic(notify) == "open"
+    node.hss.set_rule(BOB, f"tel:{ALICE}", "block")
+    out = node.advance(node.role.server.settings.rules_poll_interval + 0.1)
+    [ended] = notifies(out)
+    assert ended.headers.get("Subscription-State") == "terminated;reason=rejected"
+
+
+def test_exact_rules_for_several_identities_combine_to_the_most_permissive() -> None:
+    """RFC 4745 §10.2, as for rules that normalise alike."""
+    node = _alias_node(f"tel:{ALICE}", "block", "confirm")
+    node.hss.set_rule(BOB, ALICE_ALIAS, "polite-block")
+    node.advance(node.role.server.settings.rules_poll_interval + 0.1)
+    _ok, notify = subscribed(node, watcher=ALICE)
+    assert (notify.headers.get("Subscription-State") or "").startswith("active")
+    assert basic(notify) == "closed"  # polite-block: offline, whatever Bob published
