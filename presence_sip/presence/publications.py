@@ -429,7 +429,15 @@ class Compositor:
         """The publications changed: compose now (True when the document changed), or, for a
         presentity nobody watches (see :attr:`watched`), when it is next asked for (True)."""
         if self.watched is not None and not self.watched(presentity):
-            self._stale.add(presentity)
+            if presentity in self._by_presentity:
+                self._stale.add(presentity)
+            else:
+                # Its last publication is gone: nothing to compose until it publishes again.
+                # Marked stale instead, every presentity that ever published stayed in
+                # `_stale` for good (~100 B each, RSS audit of 2026-11-27), and a document
+                # composed while it was watched stayed in `_composed`.
+                self._stale.discard(presentity)
+                self._composed.pop(presentity, None)
             return True
         return self._compose(presentity)
 

@@ -207,6 +207,35 @@ def test_expiry_in_batches() -> None:
     assert len(c) == 0
 
 
+def test_unwatched_presentity_is_composed_when_asked() -> None:
+    c = compositor()
+    c.watched = lambda key: False
+    put(c, pidf())
+    assert c._composed == {}  # nobody watches: not composed at the PUBLISH
+    assert c.document(BOB) == parse_pidf(pidf()).xml
+
+
+@pytest.mark.parametrize("how", ["expiry", "removal"])
+def test_unwatched_presentity_is_forgotten_with_its_last_publication(how: str) -> None:
+    """RSS audit of 2026-11-27: each presentity nobody watched stayed in the compositor's
+    tables once its publications were gone (~100 B each, for good)."""
+    c = compositor()
+    watchers = {BOB}
+    c.watched = watchers.__contains__
+    first = put(c, pidf(), expires=60)  # composed: watched
+    assert c.document(BOB) is not None
+    watchers.clear()  # its watcher left
+    put(c, pidf("t2"), expires=60)  # a second publication: stale, composed when asked
+    if how == "expiry":
+        assert c.handle_timer(60) == {BOB}
+    else:
+        put(c, etag=first.etag, expires=0)
+        put(c, etag=c.etags(BOB)[0], expires=0)
+    assert len(c) == 0
+    assert (c._stale, c._composed) == (set(), {})  # (before document(): it would clear them)
+    assert c.document(BOB) is None
+
+
 def test_reload_from_store_expires_expired_rows_and_skips_bad_ones() -> None:
     store = MemoryPresenceStore()
     c = compositor(store)
