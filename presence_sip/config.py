@@ -35,9 +35,9 @@ class Limits:
     """Largest SIP message accepted on any transport; larger gets 513 (or a close on streams).
     Below the 65,507-byte UDP payload limit, so an oversize datagram is answered, not cut."""
     max_connections: int = 10000
-    """Open TCP/TLS connections accepted at once, and (apart) opened by the node at once: a
-    request beyond them fails as a transport error (RFC 3261 §18.1.1's move to TCP then sends it
-    over UDP after all)."""
+    """Open TCP/TLS connections accepted at once; the node opens one of its own only while
+    fewer than this are open in all (as Kamailio's ``tcp_max_connections``), else the request
+    fails as a transport error (a request moved to TCP for its size then goes over UDP)."""
     idle_connection_timeout: float = 300.0
     """A stream connection with no traffic for this long is closed."""
     message_read_timeout: float = 20.0

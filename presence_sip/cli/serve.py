@@ -177,8 +177,7 @@ def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 async def _serve(configs: list[NodeConfig]) -> None:
-    # Connections accepted and connections opened are capped apart: room for both.
-    raise_open_files(sum(2 * config.limits.max_connections for config in configs))
+    raise_open_files(sum(config.limits.max_connections for config in configs))
     nodes = [Node(config) for config in configs]
     tune_gc()  # issue 8: after the stored state is loaded
     full_collections = FullCollections()
