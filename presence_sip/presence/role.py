@@ -44,7 +44,7 @@ from presence_sip.sip.errors import RemoteProtocolError, SipError
 from presence_sip.sip.message import Request, Response
 from presence_sip.sip.peer import Peer
 from presence_sip.sip.responses import make_response
-from presence_sip.sip.uri import SipUri, TelUri, Uri, is_ip, parse_uri
+from presence_sip.sip.uri import SipUri, TelUri, Uri, hostport, is_ip, parse_uri
 from presence_sip.storage.sqlite_presence import Connection, SqlitePresenceStore
 
 log = logging.getLogger(__name__)
@@ -497,9 +497,8 @@ class PresenceRole:
                 host, port = uri.host, uri.port
             else:
                 host = self._fallback_host
-        hostport = host if port is None else f"{host}:{port}"
         transport = "" if source.transport == "udp" else f";transport={source.transport}"
-        return f"sip:{hostport}{transport}"
+        return f"sip:{hostport(host, port)}{transport}"
 
 
 def _entity_key(uri_text: str) -> str | None:

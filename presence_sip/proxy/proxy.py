@@ -28,7 +28,7 @@ from presence_sip.proxy.forward import (
 from presence_sip.proxy.routing import RouteTable, uri_peer
 from presence_sip.sip import Request, Response, make_response, parse_uri
 from presence_sip.sip.peer import Peer
-from presence_sip.sip.uri import SipUri, TelUri
+from presence_sip.sip.uri import SipUri, TelUri, hostport
 
 log = logging.getLogger(__name__)
 
@@ -110,13 +110,13 @@ class Proxy:
         if local is None:
             self._give_up(forwarding, 503, "No transport to next hop", now)
             return
-        host, port = local
+        sent_by = hostport(*local)
         request = forwarding.request
         branch = f"{self.endpoint.new_branch()}.{loop_hash(request)}"
-        via = f"SIP/2.0/{peer.transport.upper()} {host}:{port};branch={branch};rport"
+        via = f"SIP/2.0/{peer.transport.upper()} {sent_by};branch={branch};rport"
         record_route = None
         if self.record_route and request.method in ("SUBSCRIBE", "REFER", "INVITE"):
-            record_route = f"<sip:{host}:{port};transport={peer.transport};lr>"
+            record_route = f"<sip:{sent_by};transport={peer.transport};lr>"
         outgoing = forwarded_copy(request, target=None, via=via, record_route=record_route)
 
         def relay(response: Response | None, now: float) -> None:

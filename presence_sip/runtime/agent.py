@@ -24,6 +24,7 @@ from presence_sip.sip import (
     parse_message,
     to_bytes,
 )
+from presence_sip.sip.uri import hostport
 
 T1 = 0.5
 T2 = 4.0
@@ -88,7 +89,7 @@ class SipAgent:
 
     @property
     def contact(self) -> str:
-        return f"<sip:{self.user}@{self.host}:{self.port}>"
+        return f"<sip:{self.user}@{hostport(self.host, self.port)}>"
 
     def new_dialog(self) -> Dialog:
         return Dialog(
@@ -155,7 +156,7 @@ class SipAgent:
         branch = f"z9hG4bK-{secrets.token_hex(6)}-{next(self._branches)}"
         to_value = f"<{to or uri}>" + (f";tag={dialog.remote_tag}" if dialog.remote_tag else "")
         lines = [
-            ("Via", f"SIP/2.0/UDP {self.host}:{self.port};branch={branch};rport"),
+            ("Via", f"SIP/2.0/UDP {hostport(self.host, self.port)};branch={branch};rport"),
             ("Max-Forwards", "70"),
             ("From", f"<{self.aor}>;tag={dialog.local_tag}"),
             ("To", to_value),

@@ -518,6 +518,14 @@ _IP_HOSTS: Final[dict[str, bool]] = {}
 """Answers of :func:`is_ip` (the same few hosts recur: a dict hit instead of a regex match)."""
 
 
+def hostport(host: str, port: int | None = None) -> str:
+    """``host[:port]`` as a SIP URI or Via writes it: an IPv6 address as a ``[reference]``
+    (RFC 3261 §25.1 ``IPv6reference``; ``sip:::1:5060`` is no URI)."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return host if port is None else f"{host}:{port}"
+
+
 def is_ip(host: str) -> bool:
     """Is ``host`` an IPv4 address, or an IPv6 address bare or as a ``[reference]``?"""
     found = _IP_HOSTS.get(host)

@@ -260,3 +260,15 @@ def test_a_forwarded_request_over_1300_bytes_goes_over_tcp_then_udp_if_refused()
     assert isinstance(relayed, Response)
     assert relayed.status == 200
     assert to == UAC
+
+
+def test_a_proxy_on_ipv6_writes_its_via_and_record_route_in_brackets() -> None:
+    endpoint = Endpoint(ids=CountingIdSource())
+    endpoint.addresses["udp"] = ("::1", 5060)
+    identity = LocalIdentity(frozenset({"net-a.test"}), frozenset({("::1", 5060)}))
+    endpoint.router = Proxy(endpoint, identity, RouteTable({"net-b.test": (GW1, GW2)}))
+    endpoint.receive(subscribe(), UAC, 0.0)
+    [(forwarded, _)] = sent(endpoint)
+    assert isinstance(forwarded, Request)
+    assert str(forwarded.top_via).startswith("SIP/2.0/UDP [::1]:5060;branch=z9hG4bK")
+    assert forwarded.headers.get("Record-Route") == "<sip:[::1]:5060;transport=udp;lr>"
