@@ -12,7 +12,10 @@ Where an in-dialog request goes (:meth:`Dialog.destination`) is decided without 
    connection (connection reuse; the first hop is the peer that sent the SUBSCRIBE, RFC 3261
    §18.2.1/RFC 5923 style), which also serves watchers whose Contact is not reachable.  Once
    that connection is gone (:meth:`Dialog.forget_connection`), 2 and 3 apply, until the
-   subscriber's next request brings a connection again.
+   subscriber's next request brings a connection again.  Not when the SUBSCRIBE came through a
+   proxy that did not Record-Route (more than one Via, no route set): the far end of that
+   connection is the proxy, not the next hop, which is the remote target (§12.2.1.1; a
+   Kamailio there answers such a NOTIFY 404, having no Route naming it).
 2. Otherwise the next hop URI (first route, else the remote target): an IP host gives the
    :class:`Peer` directly (``transport=`` parameter, ``sips`` = TLS, default UDP; default port 5060,
    5061 for TLS).
@@ -87,6 +90,7 @@ class Dialog:
         if not remote_tag:
             raise DialogError("Missing From tag", 400)  # RFC 3261 §8.1.1.3: From MUST have a tag
         target = _contact(request)
+        route_set = tuple(request.headers.values("Record-Route"))
         dialog = cls(
             call_id=request.call_id,
             local_tag=local_tag,
@@ -94,10 +98,10 @@ class Dialog:
             local_uri=str(request.to.uri),
             remote_uri=_remote_uri(request.from_),
             remote_target=str(target),
-            route_set=tuple(request.headers.values("Record-Route")),
+            route_set=route_set,
             local_cseq=local_cseq,
             remote_cseq=request.cseq.seq,
-            source=shared_peer(source),
+            source=shared_peer(reusable_source(request, source, route_set)),
             local_contact=local_contact,
         )
         if not dialog.route_set:
@@ -132,6 +136,7 @@ class Dialog:
                 self.next_hop = None
                 self.routing = None
         self.remote_cseq = seq
+        source = reusable_source(request, source, self.route_set)
         if source != self.source:
             self.source = shared_peer(source)
             self.next_hop = None
@@ -251,6 +256,16 @@ class Dialog:
         except RemoteProtocolError:
             return source
         return next_hop_peer(uri, source)
+
+
+def reusable_source(request: Request, source: Peer, route_set: tuple[str, ...]) -> Peer:
+    """``source`` with its connection only where in-dialog requests may go back over it: the
+    request came straight from the UA (one Via), or there is a route set (as before: its first
+    hop is normally the proxy at the far end of that connection).  With several Vias and no route
+    set the far end is a proxy that did not Record-Route: the remote target is the next hop."""
+    if not source.connection or route_set or len(request.headers.values("Via")) == 1:
+        return source
+    return source.without_connection()
 
 
 _PEERS: Final[dict[Peer, Peer]] = {}

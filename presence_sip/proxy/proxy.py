@@ -135,6 +135,12 @@ class Proxy:
             return
         # A 408/503 without a To-tag was made here (RFC 3261 §16.7 step 6): stamp it as ours.
         ours = response.status in (408, 503) and response.to.tag is None
+        if relayed.status == 503:
+            # RFC 3261 §16.7 step 6 (and §16.9 for a transport error): a 503 says the element
+            # behind us is unavailable, not this proxy; when it is the only answer left, the
+            # client gets a 500, so it does not take us for down and fail over or back off
+            # from us for every domain (Kamailio's tm does the same).
+            relayed = Response(500, "Server Internal Error", relayed.headers, relayed.body)
         if ours:
             log.info("forwarding %s failed: %d", forwarding.request.method, response.status)
             if response.status == 408:

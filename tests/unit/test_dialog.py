@@ -147,6 +147,56 @@ def test_destination_rules() -> None:
     assert bad.destination() == SOURCE
 
 
+def proxied(*extra: str, cseq: int = 1, to_tag: str = "") -> Request:
+    """A SUBSCRIBE as a proxy (Kamailio, 127.80.0.1) forwards it over TCP: two Vias."""
+    lines = [
+        "SUBSCRIBE sip:+447700900123@example.test SIP/2.0",
+        "Via: SIP/2.0/TCP 127.80.0.1;branch=z9hG4bKddbb.8bb41c55a5704f7ee88cf85726c363b3.0",
+        "Via: SIP/2.0/UDP 127.80.0.11:5071;received=127.80.0.11;branch=z9hG4bK13d2c5be;rport=5071",
+        "Max-Forwards: 69",
+        "From: <sip:+447700900124@example.test>;tag=9cd7ec95",
+        f"To: <sip:+447700900123@example.test>{';tag=' + to_tag if to_tag else ''}",
+        "Call-ID: 8e0bf21e@b",
+        f"CSeq: {cseq} SUBSCRIBE",
+        "Contact: <sip:b@127.80.0.11:5071>",
+        *extra,
+        "Event: presence",
+        "Content-Length: 0",
+        "",
+        "",
+    ]
+    message = parse_message("\r\n".join(lines).encode())
+    assert isinstance(message, Request)
+    return message
+
+
+PROXY_STREAM = Peer("tcp", "127.80.0.1", 38185, connection=7)
+
+
+def test_a_notify_does_not_go_over_the_connection_of_a_proxy_that_did_not_record_route() -> None:
+    """RFC 3261 §12.2.1.1 and §8.1.2: with no route set the NOTIFY goes to the remote target.
+    Seen with Kamailio as an edge proxy without record_route(), forwarding over TCP: the NOTIFY
+    went back over Kamailio's connection, Kamailio answered 404 (no Route naming it) and the
+    subscription was removed.  A request straight from the UA still reuses its connection, and
+    so does one with a route set (its first hop is the proxy that sent it)."""
+    d = Dialog.from_request(
+        proxied(), local_tag="L1", source=PROXY_STREAM, local_contact="sip:127.80.0.2:5060"
+    )
+    assert d.destination() == Peer("udp", "127.80.0.11", 5071)
+    refresh = proxied(cseq=2, to_tag="L1")
+    d.receive_request(refresh, PROXY_STREAM, target_refresh=True)
+    assert d.destination() == Peer("udp", "127.80.0.11", 5071)
+    routed = Dialog.from_request(
+        proxied("Record-Route: <sip:127.80.0.1;transport=tcp;lr>"),
+        local_tag="L2",
+        source=PROXY_STREAM,
+        local_contact="sip:127.80.0.2:5060",
+    )
+    assert routed.destination() == PROXY_STREAM
+    stream = Peer("tcp", "127.0.0.1", 40001, connection=3)
+    assert dialog(source=stream).destination() == stream
+
+
 def test_in_dialog_request_checks_and_target_refresh() -> None:
     d = dialog()
     refresh = request(cseq=2, to_tag="L1", contact="<sip:alice@127.0.0.1:5999>")

@@ -92,6 +92,28 @@ def test_503_fails_over_to_the_next_record() -> None:
     assert second.top_via.branch != first.top_via.branch
 
 
+def test_a_503_from_the_last_record_goes_upstream_as_500() -> None:
+    """RFC 3261 §16.7 step 6: a proxy does not forward a 503 (it would say this proxy is
+    unavailable, for every domain); the only answer being a 503, the client gets a 500.
+    Seen with Kamailio presence servers behind the node: both records 503, the watcher got 503
+    where a Kamailio proxy in the same place answers 500."""
+    proxy = make_proxy()
+    proxy.receive(subscribe(), UAC, 0.0)
+    [(first, _)] = sent(proxy)
+    assert isinstance(first, Request)
+    proxy.receive(answer(first, 503, "Service Unavailable"), GW1.peer, 0.1)
+    [(second, peer)] = sent(proxy)
+    assert isinstance(second, Request)
+    assert peer == GW2.peer
+    proxy.receive(answer(second, 503, "Service Unavailable"), GW2.peer, 0.2)
+    [(relayed, to)] = sent(proxy)
+    assert isinstance(relayed, Response)
+    assert to == UAC
+    assert (relayed.status, relayed.reason) == (500, "Server Internal Error")
+    assert relayed.to.tag == "ps1"
+    assert [v.branch for v in relayed.vias] == ["z9hG4bK-w1"]
+
+
 def test_no_answer_from_any_hop_sends_nothing_upstream_and_absorbs_retransmissions() -> None:
     """RFC 4320 §4.2: no 408 to a non-INVITE request; the transaction still absorbs the
     client's retransmissions (a late one is not forwarded again) and then ends."""
