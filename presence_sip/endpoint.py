@@ -286,14 +286,16 @@ class Endpoint:
         on_response: ResponseCallback | None = None,
         *,
         synthesize: bool = False,
+        timeout: float | None = None,
     ) -> TransactionKey:
         """Send ``request`` (its top Via must carry a fresh branch) in a client transaction.
 
         ``on_response`` gets the final response, or None when the transaction timed out or the
         transport failed; with ``synthesize`` it gets a locally made 408 (timeout) or 503
-        (transport error) instead, as RFC 3261 §8.1.3.1 describes.
+        (transport error) instead, as RFC 3261 §8.1.3.1 describes.  ``timeout``: seconds
+        before it times out, instead of Timer F.
         """
-        key = self.transactions.send_request(request, destination, now)
+        key = self.transactions.send_request(request, destination, now, timeout)
         self.stats.requests_sent += 1
         if on_response is not None:
             self._pending[key] = on_response

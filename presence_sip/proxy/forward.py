@@ -59,7 +59,7 @@ def is_loop(request: Request, identity: LocalIdentity) -> bool:
 
 
 def process_routes(request: Request, identity: LocalIdentity) -> bool:
-    """RFC 3261 §16.4: strict-router fix-up and removal of our own top Route.
+    """RFC 3261 §16.4: strict-router fix-up and removal of our own top Route(s).
 
     Returns True when a Route naming us was removed (the request was routed through us on purpose,
     e.g. an in-dialog NOTIFY following our Record-Route).
@@ -80,14 +80,17 @@ def process_routes(request: Request, identity: LocalIdentity) -> bool:
             request.headers.add("Route", value)
         request.invalidate()
         return True
-    if not routes:
-        return False
-    top = parse_name_addr(routes[0], "Route").uri
-    if isinstance(top, SipUri) and identity.is_ours(top):
+    removed = False
+    for route in routes:
+        top = parse_name_addr(route, "Route").uri
+        if not (isinstance(top, SipUri) and identity.is_ours(top)):
+            break
+        # (Every one of ours on top: a double Record-Route put two, RFC 5658.)
         request.headers.pop_first_value("Route")
+        removed = True
+    if removed:
         request.invalidate()
-        return True
-    return False
+    return removed
 
 
 def forwarded_copy(

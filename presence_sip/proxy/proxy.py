@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Final
 
 from presence_sip.endpoint import LOCAL, Endpoint, Incoming, RouteDecision
 from presence_sip.proxy.forward import (
@@ -32,12 +33,27 @@ from presence_sip.sip.uri import SipUri, TelUri, hostport
 
 log = logging.getLogger(__name__)
 
+BRANCH_TIMEOUT: Final = 5.0
+"""Seconds a forwarded request waits for its final answer from one next hop while other records
+remain, before it fails over to the next (Kamailio's ``fr_timer`` of a branch): the client's own
+Timer F (32 s) would have ended long before ours, so waiting it out made failover useless over
+UDP.  The last record gets the whole Timer F."""
+
+DOWN_FOR: Final = 30.0
+"""Seconds a next hop that timed out or could not be reached is tried after the other records
+(Kamailio's ``dst_blocklist``), instead of costing each request the wait again."""
+
+DOWN_MAX: Final = 1024
+"""Next hops remembered as down at once; the oldest goes first."""
+
 
 @dataclass(slots=True)
 class _Forwarding:
     incoming: Incoming
     request: Request
     hops: list[Peer]
+    current: Peer | None = None
+    """The next hop of the attempt in flight."""
 
 
 class Proxy:
@@ -55,6 +71,8 @@ class Proxy:
         self.identity = identity
         self.routes = routes or RouteTable()
         self.record_route = record_route
+        self._down: dict[Peer, float] = {}
+        """Next hops that timed out or could not be reached, until when (:data:`DOWN_FOR`)."""
 
     def route(self, incoming: Incoming, now: float) -> RouteDecision:
         request = incoming.request
@@ -75,12 +93,35 @@ class Proxy:
     def _routable(self, uri: object) -> bool:
         return isinstance(uri, SipUri) and uri.host.lower() in self.routes
 
-    def _hops(self, request: Request) -> list[Peer]:
+    def _hops(self, request: Request, now: float) -> list[Peer]:
         target = parse_uri(next_hop_uri(request))
         if isinstance(target, SipUri) and target.host.lower() in self.routes:
-            return [hop.peer for hop in self.routes.hops(target.host)]
+            peers = [hop.peer for hop in self.routes.hops(target.host)]
+            # Records known to be down go last, in their order: still tried when all are.
+            down = [peer for peer in peers if self._is_down(peer, now)]
+            return [peer for peer in peers if peer not in down] + down
         peer = uri_peer(target)
         return [peer] if peer is not None else []
+
+    def _is_down(self, peer: Peer, now: float) -> bool:
+        until = self._down.get(peer)
+        if until is None:
+            return False
+        if until > now:
+            return True
+        del self._down[peer]
+        return False
+
+    def _went_down(self, peer: Peer, status: int, now: float) -> None:
+        if peer not in self._down and len(self._down) >= DOWN_MAX:
+            del self._down[next(iter(self._down))]
+        self._down[peer] = now + DOWN_FOR
+        log.info(
+            "next hop %s %s: tried after the others for %d s",
+            peer,
+            "timed out" if status == 408 else "unreachable",
+            DOWN_FOR,
+        )
 
     def _forward(self, incoming: Incoming, now: float) -> Response | None:
         request = incoming.request
@@ -97,7 +138,7 @@ class Proxy:
         if request.method == "INVITE":
             return make_response(request, 405, headers=[("Allow", self.endpoint.allow)])
         strict_router_fixup(request)
-        hops = self._hops(request)
+        hops = self._hops(request, now)
         if not hops:
             return make_response(request, 404, "No route to destination")
         forwarding = _Forwarding(incoming, request, hops)
@@ -107,25 +148,45 @@ class Proxy:
     def _try_next(self, forwarding: _Forwarding, now: float) -> None:
         peer = forwarding.hops.pop(0)
         local = self.endpoint.local_address(peer.transport)
-        if local is None:
-            self._give_up(forwarding, 503, "No transport to next hop", now)
+        if local is None:  # (a record of a transport this node does not listen on)
+            if forwarding.hops:
+                self._try_next(forwarding, now)
+            else:
+                self._give_up(forwarding, 500, "No transport to next hop", now)
             return
+        forwarding.current = peer
         sent_by = hostport(*local)
         request = forwarding.request
         branch = f"{self.endpoint.new_branch()}.{loop_hash(request)}"
         via = f"SIP/2.0/{peer.transport.upper()} {sent_by};branch={branch};rport"
         record_route = None
         if self.record_route and request.method in ("SUBSCRIBE", "REFER", "INVITE"):
-            record_route = f"<sip:{sent_by};transport={peer.transport};lr>"
+            record_route = self._record_route(forwarding.incoming.source, peer, sent_by)
         outgoing = forwarded_copy(request, target=None, via=via, record_route=record_route)
 
         def relay(response: Response | None, now: float) -> None:
             self._relay(forwarding, response, now)
 
-        self.endpoint.send_request(outgoing, peer, now, relay, synthesize=True)
+        timeout = BRANCH_TIMEOUT if forwarding.hops else None
+        self.endpoint.send_request(outgoing, peer, now, relay, synthesize=True, timeout=timeout)
+
+    def _record_route(self, source: Peer, peer: Peer, sent_by: str) -> str:
+        """Our Record-Route: the address the next hop reaches us at; when the request came in
+        over another transport (a UDP phone, a TLS peer network), also the one the previous
+        hop reaches us at, below it (RFC 5658 double Record-Route, as Kamailio's ``r2``): each
+        side of the dialog then sends its in-dialog requests to us over its own transport."""
+        outward = f"<sip:{sent_by};transport={peer.transport};lr>"
+        inbound = self.endpoint.local_address(source.transport)
+        if source.transport == peer.transport or inbound is None:
+            return outward
+        return f"{outward}, <sip:{hostport(*inbound)};transport={source.transport};lr>"
 
     def _relay(self, forwarding: _Forwarding, response: Response | None, now: float) -> None:
         assert response is not None  # sent with synthesize=True
+        # A 408/503 without a To-tag was made here (RFC 3261 §16.7 step 6): stamp it as ours.
+        ours = response.status in (408, 503) and response.to.tag is None
+        if ours and forwarding.current is not None:
+            self._went_down(forwarding.current, response.status, now)
         if response.status in (408, 503) and forwarding.hops:
             # RFC 3263 §4.3: a timeout, a transport error or a 503 fails over to the next record
             self._try_next(forwarding, now)
@@ -133,8 +194,6 @@ class Proxy:
         relayed = relayed_response(response)
         if relayed is None:
             return
-        # A 408/503 without a To-tag was made here (RFC 3261 §16.7 step 6): stamp it as ours.
-        ours = response.status in (408, 503) and response.to.tag is None
         if relayed.status == 503:
             # RFC 3261 §16.7 step 6 (and §16.9 for a transport error): a 503 says the element
             # behind us is unavailable, not this proxy; when it is the only answer left, the

@@ -66,6 +66,7 @@ class ClientTransaction(Machine):
         destination: Peer,
         now: float,
         fallback: tuple[bytes, Peer] | None = None,
+        timeout: float | None = None,
     ) -> None:
         # (Machine's fields set here: one call less per request sent)
         self._table = NON_INVITE_CLIENT_TRANSITIONS
@@ -88,7 +89,8 @@ class ClientTransaction(Machine):
         # RFC 3261 §17.1.2.2: Timer E (T1, unreliable transports only) and Timer F (64*T1).
         if not destination.reliable:
             ctx.arm(self, Input.TIMER_E, now + timers.t1)
-        ctx.arm(self, Input.TIMER_F, now + timers.timer_f)
+        # (``timeout``: a proxy's shorter wait on one branch, Kamailio's fr_timer)
+        ctx.arm(self, Input.TIMER_F, now + (timers.timer_f if timeout is None else timeout))
 
     def receive_response(self, response: Response, source: Peer, now: float) -> None:
         """A response whose top Via branch and CSeq method match this transaction (§17.1.3)."""

@@ -418,8 +418,11 @@ class TransactionManager:
         txn.abandon(now)
         self.stats["abandoned"] += 1
 
-    def send_request(self, request: Request, destination: Peer, now: float) -> TransactionKey:
-        """Start a non-INVITE client transaction: send ``request`` to ``destination``.
+    def send_request(
+        self, request: Request, destination: Peer, now: float, timeout: float | None = None
+    ) -> TransactionKey:
+        """Start a non-INVITE client transaction: send ``request`` to ``destination``; it times
+        out after ``timeout`` seconds instead of Timer F when given (a proxy failing over).
 
         The caller has put a top Via whose branch came from :meth:`new_branch`.  Raises
         :class:`LocalProtocolError` for INVITE/ACK, a missing or non-RFC 3261 branch, a CSeq method
@@ -449,11 +452,13 @@ class TransactionManager:
             moved = self._over_tcp(request, destination, now)
             if moved is not None:
                 ctx.clients[key] = ClientTransaction(
-                    ctx, key, request, moved[0], moved[1], now, fallback=(data, destination)
+                    ctx, key, request, moved[0], moved[1], now, (data, destination), timeout
                 )
                 ctx.stats["requests_sent"] += 1
                 return key
-        ctx.clients[key] = ClientTransaction(ctx, key, request, data, destination, now)
+        ctx.clients[key] = ClientTransaction(
+            ctx, key, request, data, destination, now, None, timeout
+        )
         ctx.stats["requests_sent"] += 1
         return key
 

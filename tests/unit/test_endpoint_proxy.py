@@ -5,7 +5,7 @@ from __future__ import annotations
 from presence_sip.endpoint import Endpoint
 from presence_sip.ids import CountingIdSource
 from presence_sip.proxy.forward import LocalIdentity
-from presence_sip.proxy.proxy import Proxy
+from presence_sip.proxy.proxy import BRANCH_TIMEOUT, DOWN_FOR, Proxy
 from presence_sip.proxy.routing import NextHop, RouteTable
 from presence_sip.sip import parse_message
 from presence_sip.sip.message import Request, Response
@@ -122,7 +122,7 @@ def test_no_answer_from_any_hop_sends_nothing_upstream_and_absorbs_retransmissio
     now = 0.0
     upstream: list[Request | Response] = []
     forwarded = 0
-    while now < 64.0:  # two Timer F periods, one per record
+    while now < BRANCH_TIMEOUT + 32.0:  # the first record's wait, then the last's Timer F
         timer = proxy.get_timer()
         assert timer is not None
         now = timer
@@ -294,3 +294,114 @@ def test_a_proxy_on_ipv6_writes_its_via_and_record_route_in_brackets() -> None:
     assert isinstance(forwarded, Request)
     assert str(forwarded.top_via).startswith("SIP/2.0/UDP [::1]:5060;branch=z9hG4bK")
     assert forwarded.headers.get("Record-Route") == "<sip:[::1]:5060;transport=udp;lr>"
+
+
+def run_to(proxy: Endpoint, end: float) -> list[tuple[Request | Response, Peer]]:
+    """Fire every timer up to ``end``; what was sent on the way."""
+    out: list[tuple[Request | Response, Peer]] = []
+    while (timer := proxy.get_timer()) is not None and timer <= end:
+        proxy.handle_timer(timer)
+        out += sent(proxy)
+    return out
+
+
+def test_a_silent_udp_record_fails_over_after_the_branch_timeout_not_timer_f() -> None:
+    """Over UDP a dead next hop answers nothing: waiting its 32 s Timer F outlasted the
+    client's own (Kamailio audit: the 200 came after 32 s). The next record is tried after
+    BRANCH_TIMEOUT, well within the client's retransmissions."""
+    proxy = make_proxy()
+    proxy.receive(subscribe(), UAC, 0.0)
+    [(first, peer)] = sent(proxy)
+    assert peer == GW1.peer
+    resent = run_to(proxy, BRANCH_TIMEOUT - 0.01)
+    assert {p for _, p in resent} == {GW1.peer}  # Timer E retransmissions to the first record
+    failover = run_to(proxy, BRANCH_TIMEOUT)
+    [(second, peer)] = [(m, p) for m, p in failover if p == GW2.peer]
+    assert isinstance(second, Request)
+    assert isinstance(first, Request)
+    assert second.top_via.branch != first.top_via.branch
+    proxy.receive(answer(second, 200), GW2.peer, BRANCH_TIMEOUT + 0.1)
+    [(relayed, to)] = sent(proxy)
+    assert isinstance(relayed, Response)
+    assert (relayed.status, to) == (200, UAC)
+    assert run_to(proxy, BRANCH_TIMEOUT + 0.5) == []  # nothing more to the first record
+
+
+def test_a_record_that_timed_out_is_tried_last_for_a_while() -> None:
+    proxy = make_proxy()
+    proxy.receive(subscribe(), UAC, 0.0)
+    sent(proxy)
+    run_to(proxy, BRANCH_TIMEOUT)  # the first record timed out: down now
+    later = BRANCH_TIMEOUT + 1.0
+    proxy.receive(subscribe().replace(b"sub1@", b"sub2@").replace(b"-w1", b"-w2"), UAC, later)
+    [(_, peer)] = sent(proxy)
+    assert peer == GW2.peer  # the live record first
+    proxy.handle_timer(later)
+    # Once DOWN_FOR has passed, the configured order again
+    again = BRANCH_TIMEOUT + DOWN_FOR + 1.0
+    proxy.receive(subscribe().replace(b"sub1@", b"sub3@").replace(b"-w1", b"-w3"), UAC, again)
+    third = [p for m, p in sent(proxy) if isinstance(m, Request) and m.call_id.startswith("sub3")]
+    assert third == [GW1.peer]
+
+
+def test_records_of_a_transport_the_node_does_not_listen_on_are_skipped() -> None:
+    endpoint = Endpoint(ids=CountingIdSource())
+    endpoint.addresses["udp"] = ("127.0.1.2", 5060)
+    identity = LocalIdentity(frozenset({"net-a.test"}), frozenset({("127.0.1.2", 5060)}))
+    tls_first = NextHop("tls", "127.0.2.9", 5061, priority=1)
+    endpoint.router = Proxy(endpoint, identity, RouteTable({"net-b.test": (tls_first, GW1)}))
+    endpoint.receive(subscribe(), UAC, 0.0)
+    assert [p for _, p in sent(endpoint)] == [GW1.peer]
+    only_tls = Endpoint(ids=CountingIdSource())
+    only_tls.addresses["udp"] = ("127.0.1.2", 5060)
+    only_tls.router = Proxy(only_tls, identity, RouteTable({"net-b.test": (tls_first,)}))
+    only_tls.receive(subscribe(), UAC, 0.0)
+    [(refused, to)] = sent(only_tls)
+    assert isinstance(refused, Response)
+    assert (refused.status, refused.reason, to) == (500, "No transport to next hop", UAC)
+
+
+def test_double_record_route_when_the_transport_changes() -> None:
+    """RFC 5658: a SUBSCRIBE from a UDP phone forwarded over TLS carries two Record-Routes, the
+    TLS one on top (the far side's way back to us) and the UDP one (the phone's); the NOTIFY
+    coming back over TLS with both as Route is forwarded to the phone over UDP (Kamailio audit:
+    with one Record-Route the phone was told to reach us over the next hop's transport)."""
+    endpoint = Endpoint(ids=CountingIdSource())
+    endpoint.addresses["udp"] = ("127.0.1.2", 5060)
+    endpoint.addresses["tls"] = ("127.0.1.2", 5061)
+    identity = LocalIdentity(
+        frozenset({"net-a.test"}), frozenset({("127.0.1.2", 5060), ("127.0.1.2", 5061)})
+    )
+    gateway = NextHop("tls", "127.0.2.2", 5061)
+    endpoint.router = Proxy(endpoint, identity, RouteTable({"net-b.test": (gateway,)}))
+    endpoint.receive(subscribe(), UAC, 0.0)
+    [(forwarded, peer)] = sent(endpoint)
+    assert isinstance(forwarded, Request)
+    assert peer == gateway.peer
+    assert forwarded.headers.get_all("Record-Route") == [
+        "<sip:127.0.1.2:5061;transport=tls;lr>, <sip:127.0.1.2:5060;transport=udp;lr>"
+    ]
+    notify = (
+        b"NOTIFY sip:+447700900001@127.0.0.1:5070 SIP/2.0\r\n"
+        b"Via: SIP/2.0/TLS 127.0.2.2:5061;branch=z9hG4bK-n1\r\n"
+        b"Route: <sip:127.0.1.2:5061;transport=tls;lr>, <sip:127.0.1.2:5060;transport=udp;lr>\r\n"
+        b"Max-Forwards: 70\r\n"
+        b"From: <sip:+447700900123@net-b.test>;tag=ps1\r\n"
+        b"To: <sip:+447700900001@net-a.test>;tag=f1\r\n"
+        b"Call-ID: sub1@127.0.0.1\r\nCSeq: 1 NOTIFY\r\nEvent: presence\r\n"
+        b"Subscription-State: active;expires=600\r\nContent-Length: 0\r\n\r\n"
+    )
+    endpoint.receive(notify, Peer("tls", "127.0.2.2", 5061, 7), 0.2)
+    [(relayed, to)] = sent(endpoint)
+    assert isinstance(relayed, Request)
+    assert to == UAC
+    assert relayed.headers.get("Route") is None
+    assert relayed.top_via.transport == "UDP"
+
+
+def test_one_record_route_when_the_transport_stays() -> None:
+    proxy = make_proxy()
+    proxy.receive(subscribe(), UAC, 0.0)
+    [(forwarded, _)] = sent(proxy)
+    assert isinstance(forwarded, Request)
+    assert forwarded.headers.get_all("Record-Route") == ["<sip:127.0.1.2:5060;transport=udp;lr>"]
