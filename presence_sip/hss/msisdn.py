@@ -19,11 +19,13 @@ Which inputs are accepted where (one decision, documented once):
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from urllib.parse import unquote
 
 __all__ = [
     "InvalidMsisdn",
     "canonical_identity",
+    "identity_in_domain",
     "is_msisdn",
     "msisdn_from_identity",
     "msisdn_from_uri",
@@ -139,6 +141,19 @@ def canonical_identity(uri_text: str) -> str:
     if not host or (at and not user):
         raise ValueError(f"not a URI: {uri_text!r} (expected e.g. sip:alice@net-a.test)")
     return f"{scheme}:{user}{at}{host.lower()}"
+
+
+def identity_in_domain(identity: str, hosts: Collection[str], domain: str) -> str | None:
+    """``sip:dave@HOST`` -> ``sip:dave@DOMAIN`` when HOST is another of the hosts a node serves
+    as its own (its listen address, a configured alias; RFC 3261 §10.3 step 1): the identity the
+    HSS knows under the network domain, as a number at such a host is the number already.
+    ``None`` when HOST is ``domain`` or not one of ``hosts``.  ``identity`` is in the form
+    :func:`canonical_identity` gives (host lowercased, no parameters)."""
+    scheme, _, rest = identity.partition(":")
+    user, at, host = rest.rpartition("@")
+    if not at or host == domain or host not in hosts:
+        return None
+    return f"{scheme}:{user}@{domain}"
 
 
 def _strip_name_addr(text: str) -> str:

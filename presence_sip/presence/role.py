@@ -22,7 +22,7 @@ from typing import Final
 
 from presence_sip.auth.guard import RequestGuard, Verdict
 from presence_sip.endpoint import Endpoint, Incoming, ResponseCallback
-from presence_sip.hss.msisdn import canonical_identity
+from presence_sip.hss.msisdn import canonical_identity, identity_in_domain
 from presence_sip.hss.store import SubscriberStore
 from presence_sip.presence.pidf import (
     PIDF_CONTENT_TYPE,
@@ -119,6 +119,8 @@ class PresenceRole:
         """Presentity key by URI text of watchers (From) and PIDF entities (issue 8)."""
         self._aliases = hss.extra_identities()
         """Extra identities of subscribers (canonical form -> MSISDN), reread on HSS changes."""
+        self._home = hss.domain.lower()
+        """The network domain the HSS keys extra identities under."""
         self._subscribers: ShardedDict[str, bool] = ShardedDict()
         """Whether a ``+MSISDN`` key is an HSS subscriber, until the HSS changes."""
         self._contacts: ShardedDict[tuple[str, tuple[str, int] | None, str | None], str] = (
@@ -391,7 +393,13 @@ class PresenceRole:
             identity = canonical_identity(key)
         except ValueError:
             return key
-        return self._aliases.get(identity, key)
+        owner = self._aliases.get(identity)
+        if owner is None:
+            # The identity written with another host of ours (Twinkle with the node's address
+            # as its domain): the one the HSS knows.
+            moved = identity_in_domain(identity, self.domains, self._home)
+            owner = self._aliases.get(moved) if moved is not None else None
+        return key if owner is None else owner
 
     def _forget_keys(self) -> None:
         """The HSS changed (an identity may have been added or removed): resolve URIs anew."""

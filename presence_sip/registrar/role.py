@@ -6,6 +6,7 @@ import logging
 
 from presence_sip.auth.guard import RequestGuard
 from presence_sip.endpoint import Incoming
+from presence_sip.hss.msisdn import canonical_identity, identity_in_domain
 from presence_sip.hss.store import SubscriberStore
 from presence_sip.registrar.registrar import Registrar, aor_key
 from presence_sip.sip import Response, make_response
@@ -115,6 +116,17 @@ class RegistrarRole:
         if aor is None or aor.startswith("+") or self.hss is None or not self.guard.enabled:
             return aor  # lab mode (no authentication): no store read per REGISTER
         owner = self.hss.find_by_identity(aor)
+        if owner is None:
+            # Written with another host of ours (Twinkle with the node's address as its
+            # domain): the identity the HSS knows under the network domain.
+            try:
+                moved = identity_in_domain(
+                    canonical_identity(aor), self.domains, self.hss.domain.lower()
+                )
+            except ValueError:
+                moved = None
+            if moved is not None:
+                owner = self.hss.find_by_identity(moved)
         return aor if owner is None else owner.msisdn
 
     def _authorise(self, username: str | None, aor: str) -> tuple[int, str] | None:

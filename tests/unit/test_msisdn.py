@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from presence_sip.hss.msisdn import (
     InvalidMsisdn,
     canonical_identity,
+    identity_in_domain,
     is_msisdn,
     msisdn_from_identity,
     msisdn_from_uri,
@@ -174,6 +175,22 @@ def test_canonical_identity(uri: str, expected: str) -> None:
 def test_canonical_identity_rejects(uri: str) -> None:
     with pytest.raises(ValueError, match="URI"):
         canonical_identity(uri)
+
+
+@pytest.mark.parametrize(
+    ("identity", "expected"),
+    [
+        ("sip:alice@127.90.0.1", "sip:alice@net-a.test"),  # Twinkle: the node's address
+        ("sips:alice@gw.net-a.test", "sips:alice@net-a.test"),  # a configured alias
+        ("sip:alice@net-a.test", None),  # already the domain
+        ("sip:alice@net-b.test", None),  # another network's
+        ("sip:alice@127.90.0.1:5060", None),  # a port: not compared as one of our hosts
+        ("sip:net-a.test", None),  # no user
+    ],
+)
+def test_identity_in_domain(identity: str, expected: str | None) -> None:
+    hosts = frozenset({"net-a.test", "127.90.0.1", "gw.net-a.test"})
+    assert identity_in_domain(identity, hosts, "net-a.test") == expected
 
 
 @given(msisdns)

@@ -1017,6 +1017,34 @@ def test_a_subscriber_registers_with_an_extra_identity_as_its_number() -> None:
     assert refused.status == 403  # not Alice's identity
 
 
+def test_an_extra_identity_at_the_nodes_own_address_is_the_subscriber() -> None:
+    """Twinkle 1.10 set up with the node's address as its domain writes ``sip:bob@<node IP>``.
+    The node serves that host as its own (RFC 3261 §10.3 step 1), and a number at it is the
+    number already: an extra identity at it is the subscriber too (it got 403 "Not allowed to
+    register this AOR" and 404 "Unknown presentity"; Kamailio's default use_domain=0 ignores
+    the host). Another domain stays another domain's, and an unknown user at our address 404."""
+    hss = MemorySubscriberStore(DOMAIN)
+    hss.add_subscriber(BOB, "secret", identities=[f"sip:bob@{DOMAIN}"])
+    hss.add_subscriber(ALICE, "secret")
+    node = Node(auth=True, hss=hss)
+    data = register(aor=f"sip:bob@{PS}")
+    challenge = only_response(node.receive(data))
+    assert challenge.status == 401
+    assert only_response(node.receive(authorized(data, challenge, BOB))).status == 200
+    assert node.registrar.is_registered(BOB, node.now)
+    watch = subscribe(target=f"sip:bob@{PS}")
+    challenge = only_response(node.receive(watch))
+    out = node.receive(authorized(watch, challenge, ALICE))
+    assert only_response(out).status == 200
+    (notify,) = notifies(out)
+    assert basic(notify) == "open"  # the number's registration
+    assert len(node.role.server.watchers_of(BOB)) == 1
+    assert only_response(node.receive(subscribe(target="sip:bob@net-a.test"))).status == 403
+    stranger = subscribe(target=f"sip:eve@{PS}")  # nobody's identity, at our address
+    challenge = only_response(node.receive(stranger))
+    assert only_response(node.receive(authorized(stranger, challenge, ALICE))).status == 404
+
+
 def test_an_identity_added_to_the_hss_is_resolved_anew() -> None:
     node = Node(policy="allow")
     dave = f"sip:dave@{DOMAIN}"
