@@ -139,6 +139,8 @@ class Endpoint:
         self._synthesize: set[TransactionKey] = set()
         self._stateless: list[tuple[bytes, Peer]] = []
         self._to_tag = ids.new_id("t")
+        """The random part (64 bits) of the To-tags of responses outside a dialog."""
+        self._tags = 0
         self.router: Router | None = None
         self.addresses: dict[str, tuple[str, int]] = {}
         """Our (host, port) per transport, for Via sent-by and Record-Route (set by the node)."""
@@ -259,7 +261,7 @@ class Endpoint:
     ) -> None:
         """Shorthand: build with :func:`make_response` (adding our To-tag) and send."""
         response = make_response(
-            incoming.request, status, reason, to_tag=self._to_tag, headers=headers, body=body
+            incoming.request, status, reason, to_tag=self.response_tag(), headers=headers, body=body
         )
         self.respond(incoming.key, response, now)
 
@@ -270,13 +272,20 @@ class Endpoint:
             to = headers.get("To")
             # (";tag=" as written is the usual case: normalise only when it is not found)
             if to is not None and ";tag=" not in to and ";tag=" not in to.replace(" ", "").lower():
-                headers.set("To", f"{to};tag={self._to_tag}")
+                headers.set("To", f"{to};tag={self.response_tag()}")
                 response.invalidate()
         if self.user_agent and "Server" not in headers:
             headers.add("Server", self.user_agent)
 
     def new_branch(self) -> str:
         return self.transactions.new_branch()
+
+    def response_tag(self) -> str:
+        """A To-tag for a response outside a dialog: the node's random part and a count, so
+        that each is globally unique (RFC 3261 §19.3; one tag for them all broke the letter
+        of it, Linphone and Twinkle audits) at the cost of one addition."""
+        self._tags += 1
+        return f"{self._to_tag}{self._tags:x}"
 
     def send_request(
         self,
@@ -343,12 +352,12 @@ class Endpoint:
             response = self._check_and_handle(incoming, now)
         except SipParseError as exc:
             # A typed accessor found a defect the role needed: answer with what it names.
-            response = make_response(request, exc.status, exc.reason, to_tag=self._to_tag)
+            response = make_response(request, exc.status, exc.reason, to_tag=self.response_tag())
         except Exception:
             # A fault of ours (a bug): still answer, so the server transaction ends and its
             # slot in the table is freed (an unanswered INVITE one would stay for ever).
             log.exception("%s %s from %s: 500", request.method, request.uri, event.source)
-            response = make_response(request, 500, to_tag=self._to_tag)
+            response = make_response(request, 500, to_tag=self.response_tag())
         if response is not None:
             self.respond(incoming.key, response, now)
 
@@ -356,7 +365,7 @@ class Endpoint:
         request = incoming.request
         if isinstance(request.request_uri, AbsoluteUri):
             # RFC 3261 §8.2.2.1 (RFC 4475 unkscm, novelsc)
-            return make_response(request, 416, to_tag=self._to_tag)
+            return make_response(request, 416, to_tag=self.response_tag())
         unsupported = (
             [opt for opt in request.token_list("Require") if opt not in self.supported]
             if "Require" in request.headers
@@ -365,7 +374,7 @@ class Endpoint:
         if unsupported and request.method != "CANCEL":
             # RFC 3261 §8.2.2.3 (RFC 4475 bext01)
             return make_response(
-                request, 420, to_tag=self._to_tag, headers=[("Unsupported", ", ".join(unsupported))]
+                request, 420, to_tag=self.response_tag(), headers=[("Unsupported", ", ".join(unsupported))]
             )
         if self.router is not None and request.method != "CANCEL":
             decision = self.router.route(incoming, now)
@@ -379,10 +388,10 @@ class Endpoint:
             return handler(incoming, now)
         if request.method == "CANCEL":
             # RFC 3261 §9.2: nothing of ours is cancellable (no INVITE is served)
-            return make_response(request, 481, to_tag=self._to_tag)
+            return make_response(request, 481, to_tag=self.response_tag())
         if request.method in KNOWN_NOT_ALLOWED:
-            return make_response(request, 405, to_tag=self._to_tag, headers=[("Allow", self.allow)])
-        return make_response(request, 501, to_tag=self._to_tag, headers=[("Allow", self.allow)])
+            return make_response(request, 405, to_tag=self.response_tag(), headers=[("Allow", self.allow)])
+        return make_response(request, 501, to_tag=self.response_tag(), headers=[("Allow", self.allow)])
 
     def _store_refusal(self, request: Request, now: float) -> Response:
         if self._store_refusals.due(now):
@@ -391,7 +400,7 @@ class Endpoint:
             request,
             503,
             "Storage unavailable",
-            to_tag=self._to_tag,
+            to_tag=self.response_tag(),
             headers=[("Retry-After", "30")],
         )
 
@@ -403,7 +412,7 @@ class Endpoint:
         if self.accept:
             headers.append(("Accept", ", ".join(self.accept)))
         headers.append(("Supported", ", ".join(self.supported)))
-        return make_response(incoming.request, 200, to_tag=self._to_tag, headers=headers)
+        return make_response(incoming.request, 200, to_tag=self.response_tag(), headers=headers)
 
     def _answer_malformed(self, partial: Message, error: SipParseError, source: Peer) -> None:
         """STYLE.md §4 triage: answer an addressable bad request statelessly, drop the rest."""
@@ -416,7 +425,7 @@ class Endpoint:
             return
         # The reply goes back where the request came from (the source address on UDP, the same
         # connection on streams), so even a malformed Via (RFC 4475 badinv01) can be answered.
-        response = make_response(partial, error.status, error.reason, to_tag=self._to_tag)
+        response = make_response(partial, error.status, error.reason, to_tag=self.response_tag())
         self._send_stateless(response, reply_peer(source))
         self.stats.malformed_answered += 1
         log.info("malformed %s from %s: %d %s", partial.method, source, error.status, error.reason)

@@ -112,7 +112,6 @@ class PresenceRole:
         self.trusted = trusted or _verified_peer
         literals = sorted(d for d in self.domains if is_ip(d))
         self._fallback_host = literals[0] if literals else hss.domain
-        self._tag = endpoint.ids.new_id("t")
         self._keys: ShardedDict[str, str | None] = ShardedDict()
         """Presentity key by Request-URI text (watchers and publishers repeat the same URIs)."""
         self._entity_keys: ShardedDict[str, str | None] = ShardedDict()
@@ -187,14 +186,14 @@ class PresenceRole:
             response = body(incoming, now)
         except _Refusal as refusal:
             return make_response(
-                request, refusal.status, refusal.reason, to_tag=self._tag, headers=refusal.headers
+                request, refusal.status, refusal.reason, to_tag=self.endpoint.response_tag(), headers=refusal.headers
             )
         except RemoteProtocolError as exc:
             return make_response(
                 request,
                 exc.status,
                 exc.reason,
-                to_tag=self._tag,
+                to_tag=self.endpoint.response_tag(),
                 headers=getattr(exc, "headers", ()),
             )
         self._answer(incoming, response, now)
@@ -343,14 +342,14 @@ class PresenceRole:
         headers = [("Expires", str(outcome.expires))]
         if outcome.etag is not None:
             headers.insert(0, ("SIP-ETag", outcome.etag))
-        return make_response(request, 200, to_tag=self._tag, headers=headers)
+        return make_response(request, 200, to_tag=self.endpoint.response_tag(), headers=headers)
 
     # --- NOTIFY -------------------------------------------------------------------------------
 
     def handle_notify(self, incoming: Incoming, now: float) -> Response:
         """We subscribe to nothing: a NOTIFY matches no subscription of ours (RFC 6665 §4.1.3)."""
         request = incoming.request
-        return make_response(request, 481, "Subscription does not exist", to_tag=self._tag)
+        return make_response(request, 481, "Subscription does not exist", to_tag=self.endpoint.response_tag())
 
     # --- shared checks ------------------------------------------------------------------------
 

@@ -1742,3 +1742,21 @@ def test_exact_rules_for_several_identities_combine_to_the_most_permissive() -> 
     _ok, notify = subscribed(node, watcher=ALICE)
     assert (notify.headers.get("Subscription-State") or "").startswith("active")
     assert basic(notify) == "closed"  # polite-block: offline, whatever Bob published
+
+
+def test_responses_outside_a_dialog_each_get_their_own_to_tag() -> None:
+    """RFC 3261 §19.3: a tag MUST be globally unique (one per process for every PUBLISH 200 and
+    every refusal broke the letter of it: Linphone and Twinkle audits); a retransmitted request
+    still gets the very same response."""
+    node = Node(policy="allow")
+    first_data = publish(PIDF_OPEN)
+    first = only_response(node.receive(first_data, PUBLISHER))
+    second = only_response(node.receive(publish(PIDF_CLOSED), PUBLISHER))
+    refused = only_response(node.receive(subscribe(event="dialog")))
+    refused_too = only_response(node.receive(subscribe(event="dialog")))
+    tags = [r.to.tag for r in (first, second, refused, refused_too)]
+    assert all(tag is not None for tag in tags)
+    assert len(set(tags)) == 4
+    assert (first.status, refused.status) == (200, 489)
+    again = only_response(node.receive(first_data, PUBLISHER))
+    assert again.to.tag == first.to.tag
