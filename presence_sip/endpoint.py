@@ -374,7 +374,10 @@ class Endpoint:
         if unsupported and request.method != "CANCEL":
             # RFC 3261 §8.2.2.3 (RFC 4475 bext01)
             return make_response(
-                request, 420, to_tag=self.response_tag(), headers=[("Unsupported", ", ".join(unsupported))]
+                request,
+                420,
+                to_tag=self.response_tag(),
+                headers=[("Unsupported", ", ".join(unsupported))],
             )
         if self.router is not None and request.method != "CANCEL":
             decision = self.router.route(incoming, now)
@@ -390,8 +393,12 @@ class Endpoint:
             # RFC 3261 §9.2: nothing of ours is cancellable (no INVITE is served)
             return make_response(request, 481, to_tag=self.response_tag())
         if request.method in KNOWN_NOT_ALLOWED:
-            return make_response(request, 405, to_tag=self.response_tag(), headers=[("Allow", self.allow)])
-        return make_response(request, 501, to_tag=self.response_tag(), headers=[("Allow", self.allow)])
+            return make_response(
+                request, 405, to_tag=self.response_tag(), headers=[("Allow", self.allow)]
+            )
+        return make_response(
+            request, 501, to_tag=self.response_tag(), headers=[("Allow", self.allow)]
+        )
 
     def _store_refusal(self, request: Request, now: float) -> Response:
         if self._store_refusals.due(now):

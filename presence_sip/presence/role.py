@@ -186,7 +186,11 @@ class PresenceRole:
             response = body(incoming, now)
         except _Refusal as refusal:
             return make_response(
-                request, refusal.status, refusal.reason, to_tag=self.endpoint.response_tag(), headers=refusal.headers
+                request,
+                refusal.status,
+                refusal.reason,
+                to_tag=self.endpoint.response_tag(),
+                headers=refusal.headers,
             )
         except RemoteProtocolError as exc:
             return make_response(
@@ -349,7 +353,9 @@ class PresenceRole:
     def handle_notify(self, incoming: Incoming, now: float) -> Response:
         """We subscribe to nothing: a NOTIFY matches no subscription of ours (RFC 6665 §4.1.3)."""
         request = incoming.request
-        return make_response(request, 481, "Subscription does not exist", to_tag=self.endpoint.response_tag())
+        return make_response(
+            request, 481, "Subscription does not exist", to_tag=self.endpoint.response_tag()
+        )
 
     # --- shared checks ------------------------------------------------------------------------
 
