@@ -51,7 +51,10 @@ def is_loop(request: Request, identity: LocalIdentity) -> bool:
     """
     digest = loop_hash(request)
     for via in request.vias:
-        if (via.host.lower(), via.port or 5060) in identity.addresses:
+        host = via.host.lower()
+        if host.startswith("["):  # an IPv6 reference: the addresses hold it bare (hostport)
+            host = host[1:-1]
+        if (host, via.port or 5060) in identity.addresses:
             branch = via.branch or ""
             if branch.endswith("." + digest):
                 return True
@@ -66,6 +69,7 @@ def process_routes(request: Request, identity: LocalIdentity) -> bool:
     """
     ruri = request.request_uri
     routes = request.headers.values("Route")
+    removed = False
     if (
         isinstance(ruri, SipUri)
         and identity.is_ours(ruri)
@@ -76,11 +80,13 @@ def process_routes(request: Request, identity: LocalIdentity) -> bool:
         last = parse_name_addr(routes[-1], "Route")
         request.uri = str(last.uri)
         request.headers.remove("Route")
-        for value in routes[:-1]:
+        routes = routes[:-1]
+        for value in routes:
             request.headers.add("Route", value)
         request.invalidate()
-        return True
-    removed = False
+        # (The Request-URI was the first of a double Record-Route: the second, ours too, is
+        # next; left there, the request went to this node again and was answered 482.)
+        removed = True
     for route in routes:
         top = parse_name_addr(route, "Route").uri
         if not (isinstance(top, SipUri) and identity.is_ours(top)):

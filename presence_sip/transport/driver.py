@@ -43,10 +43,9 @@ from .udp import UdpListener
 logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10.0
-
+"""Seconds an outbound TCP connect plus TLS handshake may take."""
 CLOSED_REMEMBERED = 4096
 """Inbound connections remembered after they close (see ``Driver._stream_for``)."""
-"""Seconds an outbound TCP connect plus TLS handshake may take."""
 HANDSHAKE_TIMEOUT = 10.0
 """Seconds an inbound TLS handshake may take."""
 TRIM_AFTER_HANDSHAKES = 500

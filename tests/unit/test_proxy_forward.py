@@ -60,6 +60,18 @@ def test_strict_router_previous_hop_restores_request_uri() -> None:
     assert req.headers.get("Route") is None
 
 
+def test_strict_router_previous_hop_with_our_double_record_route() -> None:
+    # RFC 5658: a strict router put the first of our two Record-Route URIs in the Request-URI;
+    # the second, ours too, is the top Route now: removed as well, not forwarded to ourselves.
+    req = request(
+        "Route: <sip:127.0.2.2:5060;transport=udp;lr>, <sip:+447700900123@127.0.2.11>\r\n",
+        uri="sip:127.0.2.2:5061;transport=tls;lr",
+    )
+    assert process_routes(req, ME) is True
+    assert req.uri == "sip:+447700900123@127.0.2.11"
+    assert req.headers.get("Route") is None
+
+
 def test_strict_router_next_hop_takes_the_request_uri_place() -> None:
     req = request("Route: <sip:127.0.2.11>, <sip:127.0.2.12;lr>\r\n")
     strict_router_fixup(req)
@@ -93,6 +105,16 @@ def test_loop_detected_only_for_the_same_request_not_a_spiral() -> None:
     assert is_loop(looped, ME)
     spiral = request(via=ours, uri="sip:+447700900123@127.0.2.11")
     assert not is_loop(spiral, ME)
+
+
+def test_loop_detected_through_an_ipv6_via() -> None:
+    # Our Via writes an IPv6 address as a reference ([::1], sip.uri.hostport); the identity
+    # holds it bare.
+    me6 = LocalIdentity(frozenset({"net-b.test"}), frozenset({("::1", 5060)}))
+    req = request()
+    ours = f"Via: SIP/2.0/UDP [::1]:5060;branch=z9hG4bKx.{loop_hash(req)}\r\n"
+    assert is_loop(request(via=ours), me6)
+    assert not is_loop(request(via=ours, uri="sip:+447700900123@127.0.2.11"), me6)
 
 
 def test_relayed_response_drops_our_via_only() -> None:
