@@ -135,6 +135,8 @@ class Endpoint:
         self.roles: list[TimedRole] = []
         self.stats = EndpointStats()
         self.identities: dict[int, object] = {}
+        self.connections: set[int] = set()
+        """Ids of the stream connections up now (the driver reports them made and lost)."""
         self._pending: dict[TransactionKey, ResponseCallback] = {}
         self._synthesize: set[TransactionKey] = set()
         self._stateless: list[tuple[bytes, Peer]] = []
@@ -189,10 +191,12 @@ class Endpoint:
         self._answer_oversize(data, error, source)
 
     def connection_made(self, peer: Peer, identity: object | None, now: float) -> None:
+        self.connections.add(peer.connection)
         if identity is not None:
             self.identities[peer.connection] = identity
 
     def connection_lost(self, peer: Peer, now: float) -> None:
+        self.connections.discard(peer.connection)
         self.identities.pop(peer.connection, None)
         self.transactions.connection_lost(peer, now)
         self._drain(now)

@@ -141,6 +141,7 @@ class PresenceRole:
             default_policy=parse_action(default_policy),
             settings=settings,
             now=now,
+            connections=endpoint.connections,
         )
         endpoint.register("SUBSCRIBE", self.handle_subscribe)
         endpoint.register("PUBLISH", self.handle_publish)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import heapq
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from typing import Final, Protocol
 
 from presence_sip.deadlines import DeadlineHeap
@@ -108,6 +108,16 @@ NOTIFY carries the state of then (Kamailio and OpenSIPS remove on 481 and 408 on
 INTERNED_STRINGS: Final = 100_000
 """Strings :meth:`PresenceServer._intern` keeps before it starts over."""
 
+
+class _AllConnections:
+    """Every connection counts as up (a server built without an endpoint's table)."""
+
+    def __contains__(self, connection: object) -> bool:
+        return True
+
+
+_ANY: Final = _AllConnections()
+
 _EXPIRES_PREFIX: Final = {state: f"{state.value};expires=" for state in State}
 """Subscription-State up to the remaining seconds, by state (no Enum ``.value`` per NOTIFY)."""
 
@@ -156,6 +166,7 @@ class PresenceServer:
         default_policy: Action = Action.CONFIRM,
         settings: PresenceSettings | None = None,
         now: float = 0.0,
+        connections: Container[int] | None = None,
     ) -> None:
         self.settings = settings or PresenceSettings()
         self.store = store
@@ -172,6 +183,9 @@ class PresenceServer:
         """Whether a presentity still exists, asked when the HSS changes (None: always)."""
         self.domain = domain
         self.default_policy = default_policy
+        self.connections: Container[int] = connections if connections is not None else _ANY
+        """Ids of the stream connections up now (the endpoint's): a dialog bound to one that
+        has closed sends by its route set / Contact."""
         s = self.settings
         self.compositor = Compositor(
             store,
@@ -575,6 +589,12 @@ class PresenceServer:
         if content_type:
             headers.append(("Content-Type", content_type))
         destination = sub.dialog.destination()
+        if destination.connection and destination.connection not in self.connections:
+            # The watcher's connection has closed: by its route set / Contact at once (RFC 3261
+            # §12.2.1.1), not by a new connection to the port that one came from, which takes
+            # none (Twinkle audit: a refused connect per vanished watcher).
+            sub.dialog.forget_connection()
+            destination = sub.dialog.destination()
         transport, head, sent_by = self._via_head(destination.transport, sub.via_sent_by)
         branch = self.new_branch()
         via = f"{head}{branch};rport"

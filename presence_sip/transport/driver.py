@@ -44,8 +44,6 @@ logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10.0
 """Seconds an outbound TCP connect plus TLS handshake may take."""
-CLOSED_REMEMBERED = 4096
-"""Inbound connections remembered after they close (see ``Driver._stream_for``)."""
 HANDSHAKE_TIMEOUT = 10.0
 """Seconds an inbound TLS handshake may take."""
 TRIM_AFTER_HANDSHAKES = 500
@@ -118,10 +116,6 @@ class Endpoint(Protocol):
         """The deadline from :meth:`get_timer` has passed."""
 
 
-class ConnectionClosed(TransportError):
-    """The connection a message was for has closed, and its address takes no new one."""
-
-
 class Driver:
     """Owns an endpoint and its UDP/TCP/TLS transports and pumps data and timers between them.
 
@@ -170,8 +164,6 @@ class Driver:
         ``tls.domain_identities``).  Other peers: Python's host name check of their host."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._refused_handshakes = LogLimit()
-        self._closed_inbound: dict[int, tuple[str, int]] = {}
-        """Inbound connections that closed lately: id -> the address they came from."""
         self._send_failures = LogLimit()
         self._send_failures_logged = 0
         """``_send_failures.count`` when the last warning was logged."""
@@ -247,7 +239,6 @@ class Driver:
         self._servers.clear()
         self._udp.clear()
         self._connections.clear()
-        self._closed_inbound.clear()
         self._by_address.clear()
         self._udp_affinity.clear()
         self._inbound = 0
@@ -437,9 +428,6 @@ class Driver:
                     self._stream_for(peer).send(data)
                 else:
                     raise TransportError(f"unknown transport {peer.transport!r}")
-            except ConnectionClosed as exc:  # (a watcher that went away: nothing to warn of)
-                logger.debug("cannot send to %s: %s", peer, exc)
-                failed.append(peer)
             except TransportError as exc:
                 self._log_failure("cannot send to %s: %s", peer, exc)
                 failed.append(peer)
@@ -459,18 +447,11 @@ class Driver:
         listener.send(data, host, peer.port)
 
     def _stream_for(self, peer: Peer) -> StreamConnection:
-        """RFC 3261 §18.2.2: the connection asked for, else one to that address, else a new one.
-
-        Not a new one to the very address an inbound connection that has closed came from: a
-        client's source port takes no connections (a NOTIFY for a watcher whose connection
-        closed goes by its Contact instead, dialog.py); a response's address is the Via's
-        sent-by port, which is another."""
+        """RFC 3261 §18.2.2: the connection asked for, else one to that address, else a new one."""
         if peer.connection:
             conn = self._connections.get(peer.connection)
             if conn is not None and conn.usable and conn.transport_name == peer.transport:
                 return conn
-            if self._closed_inbound.get(peer.connection) == (peer.host, peer.port):
-                raise ConnectionClosed(f"connection {peer.connection} from there has closed")
         host, _ = _ip_literal(peer.host)
         conn = self._by_address.get((peer.transport, host, peer.port))
         if conn is not None and conn.usable:
@@ -657,10 +638,6 @@ class Driver:
         self._forget(conn)
         if not conn.outbound:
             self._inbound -= 1
-            closed = self._closed_inbound
-            if len(closed) >= CLOSED_REMEMBERED:
-                del closed[next(iter(closed))]
-            closed[conn.id] = (conn.peer.host, conn.peer.port)
         if self._running:
             self._call(self._endpoint.connection_lost, conn.peer, self._now())
             self.transmit()

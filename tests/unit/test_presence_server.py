@@ -800,6 +800,7 @@ def test_notify_after_the_watchers_connection_closed_goes_to_its_contact() -> No
     end."""
     node = Node()
     flow = Peer("tcp", "127.0.0.1", 40001, 7)
+    node.endpoint.connection_made(flow, None, node.now)  # (the driver says so first)
     contact = "<sip:alice@127.0.0.1:5070;transport=tcp>"
     out = node.receive(subscribe(contact=contact), flow)
     (notify,) = notifies(out)
@@ -815,6 +816,23 @@ def test_notify_after_the_watchers_connection_closed_goes_to_its_contact() -> No
     node.endpoint.connection_lost(Peer("tcp", "127.0.0.1", 5070, 9), node.now)  # no one there
     node.drain()
     assert len(node.role.server.subscriptions) == 0
+
+
+def test_a_notify_after_the_connection_closed_goes_to_the_contact_at_once() -> None:
+    """The connection closed while no NOTIFY was in flight: the next goes by the remote
+    target straight away, not by a new connection to the port the old one came from, which
+    takes none (Twinkle audit: a refused connect and a warning per vanished watcher)."""
+    node = Node()
+    flow = Peer("tcp", "127.0.0.1", 40002, 8)
+    node.endpoint.connection_made(flow, None, node.now)
+    out = node.receive(subscribe(contact="<sip:alice@127.0.0.1:5070;transport=tcp>"), flow)
+    (notify,) = notifies(out)
+    node.answer(notify, source=flow)
+    node.endpoint.connection_lost(flow, node.now)
+    assert node.drain() == []  # nothing was in flight
+    (changed,) = notifies(node.receive(publish(PIDF_CLOSED), PUBLISHER))
+    assert node.sent[-1][1] == Peer("tcp", "127.0.0.1", 5070)
+    assert basic(changed) == "closed"
 
 
 def test_stray_notify_is_481() -> None:
@@ -1350,6 +1368,7 @@ def test_notify_follows_record_route_back_through_the_gateway() -> None:
 def test_tcp_subscription_reuses_the_connection() -> None:
     node = Node()
     conn = Peer("tcp", "127.0.0.1", 40000, connection=7)
+    node.endpoint.connection_made(conn, None, node.now)  # (the driver says so first)
     data = subscribe(contact="<sip:alice@127.0.0.1:5070;transport=tcp>").replace(
         b"SIP/2.0/UDP", b"SIP/2.0/TCP"
     )
