@@ -35,19 +35,22 @@ class Limits:
     """Largest SIP message accepted on any transport; larger gets 513 (or a close on streams).
     Below the 65,507-byte UDP payload limit, so an oversize datagram is answered, not cut."""
     max_connections: int = 10000
-    """Open TCP/TLS connections accepted at once; the node opens one of its own only while
-    fewer than this are open in all (as Kamailio's ``tcp_max_connections``), else the request
-    fails as a transport error (a request moved to TCP for its size then goes over UDP)."""
+    """Open TCP/TLS connections accepted at once, and (counted apart, so that a flood of
+    inbound ones cannot stop the node reaching its next hops) opened by the node at once:
+    beyond them a request fails as a transport error."""
     idle_connection_timeout: float = 300.0
     """A stream connection with no traffic for this long is closed."""
     message_read_timeout: float = 20.0
     """A message begun on a stream connection must be whole within this many seconds, else the
     connection is closed: a sender trickling a byte now and then would otherwise hold it (and
     with enough of them every connection slot).  Kamailio's ``tcp_msg_read_timeout``, 20 s."""
-    udp_mtu: int = 1300
+    udp_mtu: int = 0
     """A request larger than this many bytes for a UDP destination goes over TCP (RFC 3261
-    §18.1.1, path MTU unknown), and over UDP after all when the TCP connection fails; 0 keeps
-    every request on UDP (Kamailio's ``udp_mtu``, off there by default)."""
+    §18.1.1 says 1300 when the path MTU is unknown), and over UDP after all when the TCP
+    connection fails.  0, the default as in Kamailio (``udp_mtu``) and OpenSIPS, keeps every
+    request on UDP: a UDP watcher behind NAT takes no TCP, and a connect whose SYN is dropped
+    holds that watcher's NOTIFY for the 10 s connect timeout (the next, smaller one overtakes
+    it over UDP)."""
     max_transactions: int = 200000
     """Server transactions kept at once, the Completed ones waiting for Timer J/K included.
     When full, the Completed record closest to its end is dropped early to make room; only

@@ -306,7 +306,7 @@ class Node:
         self.endpoint.transactions.move_large_requests(mtu, tcp)
         alone = [str(s) for s in addresses if s.transport == "udp" and (s.host, s.port) not in tcp]
         if mtu and alone:
-            log.info(
+            log.warning(
                 "requests over %d bytes from %s stay on UDP: no TCP listener at that address",
                 mtu,
                 ", ".join(alone),

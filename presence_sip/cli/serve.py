@@ -8,7 +8,7 @@ A config file describes a network and its nodes::
     data = "data/net-b"
     auth = "digest"            # or "none"
     default_policy = "confirm" # or "allow", "block"
-    udp_mtu = 1300             # larger requests for UDP destinations go over TCP (0: never)
+    udp_mtu = 0                # 1300: larger requests for UDP destinations go over TCP
     ca = "certs/net-b.test/ca.pem"
 
     [network.registrar]        # optional: Kamailio's registrar knobs (these are the defaults)
@@ -122,9 +122,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--udp-mtu",
         type=int,
         metavar="BYTES",
-        help=f"a request larger than this for a UDP destination goes over TCP, and over UDP "
-        f"after all when the connection fails (RFC 3261 §18.1.1; default "
-        f"{Limits().udp_mtu}, 0 keeps every request on UDP)",
+        help="a request larger than this for a UDP destination goes over TCP, and over UDP "
+        "after all when the connection fails (RFC 3261 §18.1.1 says 1300; default 0: every "
+        "request stays on UDP, as Kamailio's udp_mtu)",
     )
     parser.add_argument(
         "--loop",
@@ -177,7 +177,8 @@ def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 async def _serve(configs: list[NodeConfig]) -> None:
-    raise_open_files(sum(config.limits.max_connections for config in configs))
+    connections = sum(config.limits.max_connections for config in configs)
+    raise_open_files(connections, opened=connections)  # accepted and opened are capped apart
     nodes = [Node(config) for config in configs]
     tune_gc()  # issue 8: after the stored state is loaded
     full_collections = FullCollections()

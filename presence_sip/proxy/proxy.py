@@ -54,6 +54,8 @@ class _Forwarding:
     hops: list[Peer]
     current: Peer | None = None
     """The next hop of the attempt in flight."""
+    records: bool = False
+    """The hops are a domain's route records (not an in-dialog target, never marked down)."""
 
 
 class Proxy:
@@ -93,15 +95,16 @@ class Proxy:
     def _routable(self, uri: object) -> bool:
         return isinstance(uri, SipUri) and uri.host.lower() in self.routes
 
-    def _hops(self, request: Request, now: float) -> list[Peer]:
+    def _hops(self, request: Request, now: float) -> tuple[list[Peer], bool]:
+        """The next hops to try in order, and whether they are a domain's route records."""
         target = parse_uri(next_hop_uri(request))
         if isinstance(target, SipUri) and target.host.lower() in self.routes:
             peers = [hop.peer for hop in self.routes.hops(target.host)]
             # Records known to be down go last, in their order: still tried when all are.
             down = [peer for peer in peers if self._is_down(peer, now)]
-            return [peer for peer in peers if peer not in down] + down
+            return [peer for peer in peers if peer not in down] + down, True
         peer = uri_peer(target)
-        return [peer] if peer is not None else []
+        return ([peer] if peer is not None else []), False
 
     def _is_down(self, peer: Peer, now: float) -> bool:
         until = self._down.get(peer)
@@ -138,10 +141,10 @@ class Proxy:
         if request.method == "INVITE":
             return make_response(request, 405, headers=[("Allow", self.endpoint.allow)])
         strict_router_fixup(request)
-        hops = self._hops(request, now)
+        hops, records = self._hops(request, now)
         if not hops:
             return make_response(request, 404, "No route to destination")
-        forwarding = _Forwarding(incoming, request, hops)
+        forwarding = _Forwarding(incoming, request, hops, records=records)
         self._try_next(forwarding, now)
         return None
 
@@ -185,7 +188,7 @@ class Proxy:
         assert response is not None  # sent with synthesize=True
         # A 408/503 without a To-tag was made here (RFC 3261 §16.7 step 6): stamp it as ours.
         ours = response.status in (408, 503) and response.to.tag is None
-        if ours and forwarding.current is not None:
+        if ours and forwarding.records and forwarding.current is not None:
             self._went_down(forwarding.current, response.status, now)
         if response.status in (408, 503) and forwarding.hops:
             # RFC 3263 §4.3: a timeout, a transport error or a 503 fails over to the next record

@@ -18,16 +18,21 @@ SPARE_FILES = 256
 """Descriptors beyond the connections: listening sockets, the database, its WAL, logs, pipes."""
 
 
-def raise_open_files(connections: int) -> int:
-    """Raise the soft RLIMIT_NOFILE towards ``connections`` + :data:`SPARE_FILES` (never above
-    the hard limit); warn when it stays below.  Returns the soft limit in force."""
+def raise_open_files(connections: int, opened: int = 0) -> int:
+    """Raise the soft RLIMIT_NOFILE towards ``connections`` + ``opened`` + :data:`SPARE_FILES`
+    (never above the hard limit); warn when it stays below what the ``connections`` accepted
+    need (the ``opened`` ones, which the node makes itself, fail one by one beyond it, each a
+    transport error).  Returns the soft limit in force."""
     wanted = connections + SPARE_FILES
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < wanted + opened:
+        target = wanted + opened
+        if hard != resource.RLIM_INFINITY:
+            target = min(target, hard)
         try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
+            if target > soft:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+                soft = target
         except (OSError, ValueError) as exc:
             log.debug("cannot raise the open files limit to %d: %s", target, exc)
     if soft != resource.RLIM_INFINITY and soft < wanted:

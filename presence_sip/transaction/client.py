@@ -131,6 +131,11 @@ class ClientTransaction(Machine):
                 self.interval = min(2 * self.interval, t2)
             ctx.arm(self, Input.TIMER_E, now + self.interval)
         elif effect is SideEffect.TIME_OUT:
+            if self.fallback is not None:
+                # Moved to TCP and the connection never answered within the transaction's time
+                # (a proxy's branch timeout is shorter than the connect timeout): that address
+                # gets large requests over UDP for a while too.
+                ctx.stream_failed(self.destination, now)
             self._time_out(transport_error=False)
 
     def transport_error(self, now: float) -> None:

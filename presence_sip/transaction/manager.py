@@ -250,9 +250,8 @@ class Context:
         if len(failures) >= STREAM_FAILED_MAX:
             del failures[next(iter(failures))]
         failures[address] = now + STREAM_FAILED_FOR
-        logger.info(
-            "no TCP connection to %s for a request over the UDP size limit: sent over UDP", peer
-        )
+        # (Debug: one per watcher that takes no TCP; the driver's warning counts them.)
+        logger.debug("no TCP connection to %s for a request over the UDP size limit", peer)
 
     def stream_usable(self, host: str, port: int, now: float) -> bool:
         """False while a failed TCP connection to (host, port) is remembered."""

@@ -464,8 +464,9 @@ class Driver:
             raise TransportError("driver is stopped")
         if address.transport == "tls" and self._client_ssl is None:
             raise TransportError("no TLS client context to open a TLS connection")
-        if len(self._connections) >= self._limits.max_connections:
-            raise TransportError(f"{len(self._connections)} connections open (max_connections)")
+        opened = len(self._connections) - self._inbound
+        if opened >= self._limits.max_connections:
+            raise TransportError(f"{opened} connections opened by this node are open already")
         ident = next(self._ids)
         target = Peer(address.transport, address.host, address.port, ident)
         conn = StreamConnection(self, ident, address.transport, self._limits, target=target)

@@ -79,7 +79,8 @@ def open_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def open_node(open_data: Path) -> Iterator[ServeProcess]:
-    with ServeProcess(open_data, auth="none", extra_args=["--default-policy", "allow"]) as node:
+    args = ["--default-policy", "allow", "--udp-mtu", "1300"]  # (RFC 3261 §18.1.1 tests)
+    with ServeProcess(open_data, auth="none", extra_args=args, log_level="DEBUG") as node:
         yield node
 
 
@@ -402,12 +403,18 @@ LONG_NOTE = "n" * 1500
 async def test_a_notify_over_1300_bytes_comes_over_tcp_to_a_udp_watcher_that_takes_tcp(
     open_node: ServeProcess,
 ) -> None:
-    async with SipAgent("publisher", DOMAIN) as publisher, SipAgent("watcher", DOMAIN) as watcher:
-        assert (await publish(publisher, open_node, P_LARGE_TCP, pidf(P_LARGE_TCP))).status == 200
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
-            listener.bind((LOOPBACK, watcher.port))  # TCP on the port of its UDP Contact
-            listener.listen(1)
-            listener.settimeout(10)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind((LOOPBACK, 0))  # TCP first (a port a connection may hold), then UDP on it
+        listener.listen(1)
+        listener.settimeout(10)
+        port = listener.getsockname()[1]
+        async with (
+            SipAgent("publisher", DOMAIN) as publisher,
+            SipAgent("watcher", DOMAIN, port=port) as watcher,
+        ):
+            assert (
+                await publish(publisher, open_node, P_LARGE_TCP, pidf(P_LARGE_TCP))
+            ).status == 200
             assert (await subscribe(watcher, open_node, P_LARGE_TCP)).status == 200
             small = await watcher.next_request("NOTIFY", timeout=5)
             assert small.top_via.transport == "UDP"

@@ -464,9 +464,9 @@ async def test_failed_connections_warn_once_a_minute_with_a_count(
 
 
 async def test_connections_the_node_opens_are_capped_too(endpoint: RecordingEndpoint) -> None:
-    """The node opens a connection only while fewer than ``max_connections`` are open in all:
-    a request beyond them fails at once (and is reported lost) instead of taking one more file
-    descriptor."""
+    """``max_connections`` bounds the connections the node opens (apart from those it
+    accepts): a request beyond them fails at once (and is reported lost) instead of taking one
+    more file descriptor."""
     one_ep, other_ep = RecordingEndpoint(), RecordingEndpoint()
     one, other = await started(one_ep), await started(other_ep)
     client = await started(endpoint, Limits(max_connections=1))

@@ -405,3 +405,26 @@ def test_one_record_route_when_the_transport_stays() -> None:
     [(forwarded, _)] = sent(proxy)
     assert isinstance(forwarded, Request)
     assert forwarded.headers.get_all("Record-Route") == ["<sip:127.0.1.2:5060;transport=udp;lr>"]
+
+
+def test_an_in_dialog_target_that_fails_is_not_marked_down() -> None:
+    """Only a domain's route records are tried last after a failure: a watcher's Contact that
+    went away must not fill the table (and push out the records' marks)."""
+    proxy = make_proxy()
+    notify = (
+        b"NOTIFY sip:w@127.0.0.9:5099 SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 127.0.2.2:5060;branch=z9hG4bK-n9\r\n"
+        b"Route: <sip:127.0.1.2:5060;transport=udp;lr>\r\n"
+        b"Max-Forwards: 70\r\n"
+        b"From: <sip:+447700900123@net-b.test>;tag=ps1\r\n"
+        b"To: <sip:+447700900001@net-a.test>;tag=f1\r\n"
+        b"Call-ID: n9@127.0.0.1\r\nCSeq: 2 NOTIFY\r\nEvent: presence\r\n"
+        b"Subscription-State: active;expires=600\r\nContent-Length: 0\r\n\r\n"
+    )
+    proxy.receive(notify, GW1.peer, 0.0)
+    [(_, peer)] = sent(proxy)
+    assert peer == Peer("udp", "127.0.0.9", 5099)
+    run_to(proxy, 40.0)  # no answer: Timer F
+    router = proxy.router
+    assert isinstance(router, Proxy)
+    assert router._down == {}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from presence_sip.config import Limits
 from presence_sip.node import Node, NodeConfig
 from presence_sip.sip import Request, Response, parse_message
 from presence_sip.sip.peer import Peer
@@ -29,7 +30,7 @@ def node(tmp_path: Path) -> Iterator[Node]:
     built = Node(
         NodeConfig(
             domain=DOMAIN, listen=listen, data_dir=str(tmp_path), auth="none",
-            default_policy="allow",
+            default_policy="allow", limits=Limits(udp_mtu=1300),
         )
     )  # fmt: skip
     built.route_for(listen)

@@ -1248,3 +1248,15 @@ def test_the_addresses_remembered_are_bounded() -> None:
         mgr.connection_lost(Peer("tcp", "127.0.0.1", port), 0.0)
     assert len(mgr._ctx.stream_failures) == STREAM_FAILED_MAX
     assert ("127.0.0.1", 6000) not in mgr._ctx.stream_failures  # the oldest went first
+
+
+def test_a_moved_request_that_times_out_before_its_connection_does_marks_the_address() -> None:
+    """A proxy's branch timeout (5 s) ends the transaction before the connect timeout (10 s):
+    the address still gets its large requests over UDP afterwards (review of 2026-11-27)."""
+    mgr = moving()
+    mgr.send_request(req(notify(mgr.new_branch(), 1200)), WATCHER, 0.0, timeout=5.0)
+    assert mgr.outbox()[0][1] == WATCHER_TCP
+    run_until(mgr, 5.0)
+    later = notify(mgr.new_branch(), 1200)
+    mgr.send_request(req(later), WATCHER, 6.0)
+    assert mgr.outbox() == [(later, WATCHER)]
