@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from presence_sip.endpoint import LOCAL, Endpoint, Incoming, RouteDecision
+from presence_sip.log_limit import LogLimit
 from presence_sip.proxy.forward import (
     LocalIdentity,
     forwarded_copy,
@@ -75,6 +76,8 @@ class Proxy:
         self.record_route = record_route
         self._down: dict[Peer, float] = {}
         """Next hops that timed out or could not be reached, until when (:data:`DOWN_FOR`)."""
+        self._viasless = LogLimit()
+        """Answers that carried no Via but ours (a next hop that copied only the top Via)."""
 
     def route(self, incoming: Incoming, now: float) -> RouteDecision:
         request = incoming.request
@@ -196,6 +199,18 @@ class Proxy:
             return
         relayed = relayed_response(response)
         if relayed is None:
+            # RFC 3261 §16.7 step 3: no Via left under ours, so the answer cannot go upstream
+            # (the next hop copied only the top Via).  The server transaction still has to end,
+            # or it would stay in the table for good: 502, the answer was unusable.
+            if self._viasless.due(now):
+                log.warning(
+                    "%s answer to a forwarded %s from %s carries no Via but ours (%d so far): 502",
+                    response.status,
+                    forwarding.request.method,
+                    forwarding.current,
+                    self._viasless.count,
+                )
+            self.endpoint.reply(forwarding.incoming, 502, "Bad Gateway", now=now)
             return
         if relayed.status == 503:
             # RFC 3261 §16.7 step 6 (and §16.9 for a transport error): a 503 says the element

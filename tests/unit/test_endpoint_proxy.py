@@ -428,3 +428,39 @@ def test_an_in_dialog_target_that_fails_is_not_marked_down() -> None:
     router = proxy.router
     assert isinstance(router, Proxy)
     assert router._down == {}
+
+
+def test_an_answer_with_only_our_via_ends_the_server_transaction_with_502() -> None:
+    """A next hop that copies only the top Via into its answer (seen with a SIPp watcher's 200
+    to a relayed NOTIFY): the answer cannot be relayed (RFC 3261 §16.7 step 3), but the server
+    transaction must still end; it used to stay in the table for good (96,000 of them after
+    4 minutes of SUBSCRIBE/NOTIFY cycles through the proxy)."""
+    proxy = make_proxy()
+    notify = (
+        b"NOTIFY sip:+447700900001@127.0.0.1:5070 SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 127.0.2.11:5060;branch=z9hG4bK-n1\r\n"
+        b"Route: <sip:127.0.1.2:5060;transport=udp;lr>\r\n"
+        b"Max-Forwards: 70\r\n"
+        b"From: <sip:+447700900123@net-b.test>;tag=ps1\r\n"
+        b"To: <sip:+447700900001@net-a.test>;tag=f1\r\n"
+        b"Call-ID: sub1@127.0.0.1\r\nCSeq: 2 NOTIFY\r\nEvent: presence\r\n"
+        b"Subscription-State: active;expires=600\r\nContent-Length: 0\r\n\r\n"
+    )
+    notifier = Peer("udp", "127.0.2.11", 5060)
+    proxy.receive(notify, notifier, 0.0)
+    [(forwarded, peer)] = sent(proxy)
+    assert isinstance(forwarded, Request)
+    assert peer == UAC
+    only_ours = (
+        "SIP/2.0 200 OK\r\n"
+        f"Via: {forwarded.headers.get('Via')}\r\n"
+        "From: <sip:+447700900123@net-b.test>;tag=ps1\r\n"
+        "To: <sip:+447700900001@net-a.test>;tag=f1\r\n"
+        "Call-ID: sub1@127.0.0.1\r\nCSeq: 2 NOTIFY\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    proxy.receive(only_ours, UAC, 0.1)
+    [(answer_, to)] = sent(proxy)
+    assert isinstance(answer_, Response)
+    assert (answer_.status, to) == (502, notifier)
+    proxy.handle_timer(40.0)  # past Timer J and Timer K
+    assert len(proxy.transactions) == 0
