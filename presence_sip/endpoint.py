@@ -135,6 +135,10 @@ class Endpoint:
         self.roles: list[TimedRole] = []
         self.stats = EndpointStats()
         self.identities: dict[int, object] = {}
+        self.made_here: Response | None = None
+        """While a response callback runs: the 408/503 the endpoint made itself for it (a
+        timeout or transport error, ``synthesize``), else None.  (A To-tag cannot tell: an
+        in-dialog request's own is copied into it.)"""
         self.connections: set[int] = set()
         """Ids of the stream connections up now (the driver reports them made and lost)."""
         self._pending: dict[TransactionKey, ResponseCallback] = {}
@@ -334,7 +338,10 @@ class Endpoint:
                 self.stats.timeouts += 1
                 callback = self._pending.pop(event.key, None)
                 if callback is not None:
-                    callback(self._failure(event), now)
+                    failure = self._failure(event)
+                    self.made_here = failure
+                    callback(failure, now)
+                    self.made_here = None
             elif isinstance(event, StrayResponse):
                 self.stats.dropped += 1
 

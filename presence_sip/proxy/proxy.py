@@ -119,9 +119,12 @@ class Proxy:
         return False
 
     def _went_down(self, peer: Peer, status: int, now: float) -> None:
+        known = self._is_down(peer, now)  # (then each request still waiting on it says so too)
         if peer not in self._down and len(self._down) >= DOWN_MAX:
             del self._down[next(iter(self._down))]
         self._down[peer] = now + DOWN_FOR
+        if known:
+            return
         log.info(
             "next hop %s %s: tried after the others for %d s",
             peer,
@@ -189,8 +192,9 @@ class Proxy:
 
     def _relay(self, forwarding: _Forwarding, response: Response | None, now: float) -> None:
         assert response is not None  # sent with synthesize=True
-        # A 408/503 without a To-tag was made here (RFC 3261 §16.7 step 6): stamp it as ours.
-        ours = response.status in (408, 503) and response.to.tag is None
+        # A 408/503 the endpoint made for a timeout or a transport error (RFC 3261 §16.7 step
+        # 6): ours, stamped as such (an in-dialog request's To-tag is in it: not a way to tell).
+        ours = response is self.endpoint.made_here
         if ours and forwarding.records and forwarding.current is not None:
             self._went_down(forwarding.current, response.status, now)
         if response.status in (408, 503) and forwarding.hops:

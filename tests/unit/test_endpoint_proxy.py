@@ -464,3 +464,26 @@ def test_an_answer_with_only_our_via_ends_the_server_transaction_with_502() -> N
     assert (answer_.status, to) == (502, notifier)
     proxy.handle_timer(40.0)  # past Timer J and Timer K
     assert len(proxy.transactions) == 0
+
+
+def test_an_in_dialog_request_that_times_out_gets_no_408_upstream() -> None:
+    """RFC 4320 §4.2 for in-dialog requests too: the 408 the endpoint makes for the timeout
+    carries the request's own To-tag, so "no To-tag" could not tell it was ours (forward-soak
+    audit: thousands of late 408s relayed back to the notifier)."""
+    proxy = make_proxy()
+    notify = (
+        b"NOTIFY sip:w@127.0.0.9:5099 SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 127.0.2.11:5060;branch=z9hG4bK-n10\r\n"
+        b"Route: <sip:127.0.1.2:5060;transport=udp;lr>\r\n"
+        b"Max-Forwards: 70\r\n"
+        b"From: <sip:+447700900123@net-b.test>;tag=ps1\r\n"
+        b"To: <sip:+447700900001@net-a.test>;tag=f1\r\n"
+        b"Call-ID: n10@127.0.0.1\r\nCSeq: 3 NOTIFY\r\nEvent: presence\r\n"
+        b"Subscription-State: active;expires=600\r\nContent-Length: 0\r\n\r\n"
+    )
+    notifier = Peer("udp", "127.0.2.11", 5060)
+    proxy.receive(notify, notifier, 0.0)
+    sent(proxy)
+    upstream = [m for m, p in run_to(proxy, 33.0) if p == notifier]
+    assert upstream == []
+    assert proxy.transactions.stats["abandoned"] == 1
