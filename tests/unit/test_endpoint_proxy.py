@@ -162,18 +162,29 @@ def test_max_forwards_zero_gets_483() -> None:
     assert response.status == 483
 
 
+def in_dialog_notify(
+    target: str = "sip:+447700900001@127.0.0.1:5070",
+    *,
+    branch: str = "z9hG4bK-n1",
+    call_id: str = "sub1@127.0.0.1",
+    cseq: int = 2,
+) -> bytes:
+    """A NOTIFY from the presence server behind us, following our Record-Route."""
+    return (
+        f"NOTIFY {target} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.2.11:5060;branch={branch}\r\n"
+        "Route: <sip:127.0.1.2:5060;transport=udp;lr>\r\n"
+        "Max-Forwards: 70\r\n"
+        "From: <sip:+447700900123@net-b.test>;tag=ps1\r\n"
+        "To: <sip:+447700900001@net-a.test>;tag=f1\r\n"
+        f"Call-ID: {call_id}\r\nCSeq: {cseq} NOTIFY\r\nEvent: presence\r\n"
+        "Subscription-State: active;expires=600\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
 def test_in_dialog_request_following_our_record_route_is_forwarded_to_its_target() -> None:
     proxy = make_proxy()
-    notify = (
-        b"NOTIFY sip:+447700900001@127.0.0.1:5070 SIP/2.0\r\n"
-        b"Via: SIP/2.0/UDP 127.0.2.11:5060;branch=z9hG4bK-n1\r\n"
-        b"Route: <sip:127.0.1.2:5060;transport=udp;lr>\r\n"
-        b"Max-Forwards: 70\r\n"
-        b"From: <sip:+447700900123@net-b.test>;tag=ps1\r\n"
-        b"To: <sip:+447700900001@net-a.test>;tag=f1\r\n"
-        b"Call-ID: sub1@127.0.0.1\r\nCSeq: 2 NOTIFY\r\nEvent: presence\r\n"
-        b"Subscription-State: active;expires=600\r\nContent-Length: 0\r\n\r\n"
-    )
+    notify = in_dialog_notify()
     proxy.receive(notify, Peer("udp", "127.0.2.11", 5060), 0.0)
     [(forwarded, peer)] = sent(proxy)
     assert isinstance(forwarded, Request)
@@ -411,16 +422,7 @@ def test_an_in_dialog_target_that_fails_is_not_marked_down() -> None:
     """Only a domain's route records are tried last after a failure: a watcher's Contact that
     went away must not fill the table (and push out the records' marks)."""
     proxy = make_proxy()
-    notify = (
-        b"NOTIFY sip:w@127.0.0.9:5099 SIP/2.0\r\n"
-        b"Via: SIP/2.0/UDP 127.0.2.2:5060;branch=z9hG4bK-n9\r\n"
-        b"Route: <sip:127.0.1.2:5060;transport=udp;lr>\r\n"
-        b"Max-Forwards: 70\r\n"
-        b"From: <sip:+447700900123@net-b.test>;tag=ps1\r\n"
-        b"To: <sip:+447700900001@net-a.test>;tag=f1\r\n"
-        b"Call-ID: n9@127.0.0.1\r\nCSeq: 2 NOTIFY\r\nEvent: presence\r\n"
-        b"Subscription-State: active;expires=600\r\nContent-Length: 0\r\n\r\n"
-    )
+    notify = in_dialog_notify("sip:w@127.0.0.9:5099", branch="z9hG4bK-n9", call_id="n9@127.0.0.1")
     proxy.receive(notify, GW1.peer, 0.0)
     [(_, peer)] = sent(proxy)
     assert peer == Peer("udp", "127.0.0.9", 5099)
@@ -436,16 +438,7 @@ def test_an_answer_with_only_our_via_ends_the_server_transaction_with_502() -> N
     transaction must still end; it used to stay in the table for good (96,000 of them after
     4 minutes of SUBSCRIBE/NOTIFY cycles through the proxy)."""
     proxy = make_proxy()
-    notify = (
-        b"NOTIFY sip:+447700900001@127.0.0.1:5070 SIP/2.0\r\n"
-        b"Via: SIP/2.0/UDP 127.0.2.11:5060;branch=z9hG4bK-n1\r\n"
-        b"Route: <sip:127.0.1.2:5060;transport=udp;lr>\r\n"
-        b"Max-Forwards: 70\r\n"
-        b"From: <sip:+447700900123@net-b.test>;tag=ps1\r\n"
-        b"To: <sip:+447700900001@net-a.test>;tag=f1\r\n"
-        b"Call-ID: sub1@127.0.0.1\r\nCSeq: 2 NOTIFY\r\nEvent: presence\r\n"
-        b"Subscription-State: active;expires=600\r\nContent-Length: 0\r\n\r\n"
-    )
+    notify = in_dialog_notify()
     notifier = Peer("udp", "127.0.2.11", 5060)
     proxy.receive(notify, notifier, 0.0)
     [(forwarded, peer)] = sent(proxy)
@@ -471,15 +464,8 @@ def test_an_in_dialog_request_that_times_out_gets_no_408_upstream() -> None:
     carries the request's own To-tag, so "no To-tag" could not tell it was ours (forward-soak
     audit: thousands of late 408s relayed back to the notifier)."""
     proxy = make_proxy()
-    notify = (
-        b"NOTIFY sip:w@127.0.0.9:5099 SIP/2.0\r\n"
-        b"Via: SIP/2.0/UDP 127.0.2.11:5060;branch=z9hG4bK-n10\r\n"
-        b"Route: <sip:127.0.1.2:5060;transport=udp;lr>\r\n"
-        b"Max-Forwards: 70\r\n"
-        b"From: <sip:+447700900123@net-b.test>;tag=ps1\r\n"
-        b"To: <sip:+447700900001@net-a.test>;tag=f1\r\n"
-        b"Call-ID: n10@127.0.0.1\r\nCSeq: 3 NOTIFY\r\nEvent: presence\r\n"
-        b"Subscription-State: active;expires=600\r\nContent-Length: 0\r\n\r\n"
+    notify = in_dialog_notify(
+        "sip:w@127.0.0.9:5099", branch="z9hG4bK-n10", call_id="n10@127.0.0.1", cseq=3
     )
     notifier = Peer("udp", "127.0.2.11", 5060)
     proxy.receive(notify, notifier, 0.0)
