@@ -340,8 +340,10 @@ class Endpoint:
                 if callback is not None:
                     failure = self._failure(event)
                     self.made_here = failure
-                    callback(failure, now)
-                    self.made_here = None
+                    try:
+                        callback(failure, now)
+                    finally:
+                        self.made_here = None
             elif isinstance(event, StrayResponse):
                 self.stats.dropped += 1
 
