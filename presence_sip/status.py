@@ -34,6 +34,8 @@ class NodeStatus:
     """Responses sent by class (2 for 2xx ...)."""
     requests_sent: int = 0
     timeouts: int = 0
+    transport_errors: int = 0
+    """Requests whose connection could not be made or failed (not counted as timed out)."""
     malformed: int = 0
     retransmitted: int = 0
     refused_for_load: int = 0
@@ -53,6 +55,7 @@ class NodeStatus:
             f"{self.responses_sent} responses out" + (f" ({classes})" if classes else ""),
             f"{self.requests_sent} requests out",
             f"{self.timeouts} timed out",
+            f"{self.transport_errors} unreachable",
             f"{self.malformed} malformed answered",
             f"{self.retransmitted} retransmitted",
             f"{self.refused_for_load} refused for load",
