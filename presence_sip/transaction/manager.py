@@ -447,16 +447,14 @@ class TransactionManager:
         if key in ctx.clients or key in ctx.lingering:
             raise LocalProtocolError(f"Branch {branch!r} already in use")
         data = to_bytes(request)
+        fallback = None
         if self._udp_mtu and len(data) > self._udp_mtu and not destination.reliable:
             moved = self._over_tcp(request, destination, now)
             if moved is not None:
-                ctx.clients[key] = ClientTransaction(
-                    ctx, key, request, moved[0], moved[1], now, (data, destination), timeout
-                )
-                ctx.stats["requests_sent"] += 1
-                return key
+                fallback = (data, destination)
+                data, destination = moved
         ctx.clients[key] = ClientTransaction(
-            ctx, key, request, data, destination, now, None, timeout
+            ctx, key, request, data, destination, now, fallback, timeout
         )
         ctx.stats["requests_sent"] += 1
         return key
