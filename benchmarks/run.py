@@ -203,6 +203,31 @@ class Bench:
 
     def fanout(self) -> None:
         n = self.s.fanout_watchers
+        run, stamps, t0 = self._fanout_once(n)
+        retried = ""
+        if len(stamps) < n and run.successful == n:
+            # Every watcher's call completes only after answering the NOTIFY with the new state,
+            # so SIPp counting all n successful while a NOTIFIED line is missing is a line its
+            # log lost (once in ~20 full runs), not a watcher the server missed: measure again.
+            retried = f"; measured twice: the first run's log had {len(stamps)}/{n} lines"
+            self.log(
+                f"fan-out: SIPp completed all {n} watcher calls but {len(stamps)} NOTIFIED lines "
+                "were read (a lost log line): measuring again"
+            )
+            run, stamps, t0 = self._fanout_once(n)
+        if len(stamps) < n:
+            raise BenchError(f"fan-out: only {len(stamps)}/{n} watchers got the new state")
+        spread = max(stamps) - t0
+        self.result.fanout_rate = n / spread
+        self.result.fanout_detail = (
+            f"{n} watchers, last NOTIFY answered {spread * 1000:.0f} ms after the PUBLISH, "
+            f"SIPp retransmissions {run.retrans}{retried}"
+        )
+        self.log(f"fan-out {self.result.fanout_rate:.0f} NOTIFY/s ({self.result.fanout_detail})")
+
+    def _fanout_once(self, n: int) -> tuple[SippRun, list[float], float]:
+        """One fan-out run on a fresh server: the SIPp run, the NOTIFIED stamps, the PUBLISH's
+        wall-clock time."""
         self.server.start()
         try:
             etag = publish(self.server.port, "fanout", "closed", "fanout-start")
@@ -234,15 +259,7 @@ class Bench:
             self.server.stop()
         stamps = notified_stamps(run.workdir / "actions.log")
         self.log(run.describe(verdict=False) + f"; {len(stamps)}/{n} NOTIFYs with the new state")
-        if len(stamps) < n:
-            raise BenchError(f"fan-out: only {len(stamps)}/{n} watchers got the new state")
-        spread = max(stamps) - t0
-        self.result.fanout_rate = n / spread
-        self.result.fanout_detail = (
-            f"{n} watchers, last NOTIFY answered {spread * 1000:.0f} ms after the PUBLISH, "
-            f"SIPp retransmissions {run.retrans}"
-        )
-        self.log(f"fan-out {self.result.fanout_rate:.0f} NOTIFY/s ({self.result.fanout_detail})")
+        return run, stamps, t0
 
     # ---- latency
 

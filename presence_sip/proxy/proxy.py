@@ -78,6 +78,9 @@ class Proxy:
         """Next hops that timed out or could not be reached, until when (:data:`DOWN_FOR`)."""
         self._viasless = LogLimit()
         """Answers that carried no Via but ours (a next hop that copied only the top Via)."""
+        self._failures = LogLimit()
+        """Forwarded requests that got no answer from any next hop (one line a minute: while
+        every next hop is down, that is every request)."""
 
     def route(self, incoming: Incoming, now: float) -> RouteDecision:
         request = incoming.request
@@ -223,7 +226,7 @@ class Proxy:
             # from us for every domain (Kamailio's tm does the same).
             relayed = Response(500, "Server Internal Error", relayed.headers, relayed.body)
         if ours:
-            log.info("forwarding %s failed: %d", forwarding.request.method, response.status)
+            self._log_failure(forwarding, response.status, response.reason, now)
             if response.status == 408:
                 # RFC 4320 §4.2: no 408 to a non-INVITE request; the client's own transaction
                 # has timed out by now (it started first), a late 408 would only be dropped.
@@ -232,5 +235,17 @@ class Proxy:
         self.endpoint.respond(forwarding.incoming.key, relayed, now, stamp=ours)
 
     def _give_up(self, forwarding: _Forwarding, status: int, reason: str, now: float) -> None:
-        log.info("forwarding %s failed: %d %s", forwarding.request.method, status, reason)
+        self._log_failure(forwarding, status, reason, now)
         self.endpoint.reply(forwarding.incoming, status, reason, now=now)
+
+    def _log_failure(self, forwarding: _Forwarding, status: int, reason: str, now: float) -> None:
+        if self._failures.due(now):
+            hop = forwarding.current
+            log.warning(
+                "forwarding %s to %s failed: %d %s (%d forwarded requests failed so far)",
+                forwarding.request.method,
+                "its next hops" if hop is None else hop,
+                status,
+                reason,
+                self._failures.count,
+            )

@@ -154,6 +154,7 @@ class ClientTransaction(Machine):
         assert self.request is not None
         ctx = self._ctx
         ctx.stream_failed(self.destination, now)
+        ctx.uncarry(self)
         self.data, self.destination = self.fallback
         self.fallback = None
         set_via_transport(self.request, "UDP")
@@ -186,6 +187,8 @@ class ClientTransaction(Machine):
         ctx.forget(self)
         if ctx.clients.get(self.key) is self:
             del ctx.clients[self.key]
+        if self.destination.reliable:
+            ctx.uncarry(self)
 
     def __repr__(self) -> str:
         return f"<ClientTransaction {self.key.method} {self.key.branch} {self.state.name}>"

@@ -211,6 +211,7 @@ class Context:
         "servers",
         "stats",
         "stream_failures",
+        "streams",
         "timers",
     )
 
@@ -235,12 +236,34 @@ class Context:
         self.stats: dict[str, int] = dict.fromkeys(STAT_NAMES, 0)
         self.stream_failures: dict[tuple[str, int], float] = {}
         """(host, port) -> until when its large requests go over UDP (:data:`STREAM_FAILED_FOR`)."""
+        self.streams: dict[tuple[str, str, int], dict[PlainKey, ClientTransaction]] = {}
+        """Client transactions in flight over a stream transport, by (transport, host, port) of
+        their destination: what a lost connection fails without a scan of every transaction."""
 
     def transmit(self, data: bytes, peer: Peer) -> None:
         self.outbox.append((data, peer))
 
     def emit(self, event: Event) -> None:
         self.events.append(event)
+
+    def carry(self, txn: ClientTransaction) -> None:
+        """Index ``txn``, sent over a stream transport, by its destination's address."""
+        dest = txn.destination
+        address = (dest.transport, dest.host, dest.port)
+        carried = self.streams.get(address)
+        if carried is None:
+            carried = self.streams[address] = {}
+        carried[txn.key] = txn
+
+    def uncarry(self, txn: ClientTransaction) -> None:
+        """Drop ``txn`` from the index of :meth:`carry` (it ended or left its stream)."""
+        dest = txn.destination
+        address = (dest.transport, dest.host, dest.port)
+        carried = self.streams.get(address)
+        if carried is not None and carried.get(txn.key) is txn:
+            del carried[txn.key]
+            if not carried:
+                del self.streams[address]
 
     def stream_failed(self, peer: Peer, now: float) -> None:
         """A TCP connection to ``peer`` for a request moved off UDP failed (§18.1.1)."""
@@ -453,9 +476,11 @@ class TransactionManager:
             if moved is not None:
                 fallback = (data, destination)
                 data, destination = moved
-        ctx.clients[key] = ClientTransaction(
+        txn = ctx.clients[key] = ClientTransaction(
             ctx, key, request, data, destination, now, fallback, timeout
         )
+        if destination.reliable:
+            ctx.carry(txn)
         ctx.stats["requests_sent"] += 1
         return key
 
@@ -484,14 +509,11 @@ class TransactionManager:
         """
         if not peer.reliable:
             return
-        for txn in list(self._ctx.clients.values()):
-            dest = txn.destination
-            if (
-                dest.transport == peer.transport
-                and dest.host == peer.host
-                and dest.port == peer.port
-                and dest.connection in (0, peer.connection)
-            ):
+        carried = self._ctx.streams.get((peer.transport, peer.host, peer.port))
+        if carried is None:
+            return
+        for txn in list(carried.values()):
+            if txn.destination.connection in (0, peer.connection):
                 # Reliable client transactions never linger in Completed (Timer K = 0).
                 txn.transport_error(now)
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
+import pytest
+
 from presence_sip.endpoint import Endpoint
 from presence_sip.ids import CountingIdSource
 from presence_sip.proxy.forward import LocalIdentity
@@ -370,6 +374,40 @@ def test_records_of_a_transport_the_node_does_not_listen_on_are_skipped() -> Non
     [(refused, to)] = sent(only_tls)
     assert isinstance(refused, Response)
     assert (refused.status, refused.reason, to) == (500, "No transport to next hop", UAC)
+
+
+def test_failed_forwarding_is_a_warning_a_minute_with_a_count(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """While every next hop is down each forwarded request fails: one line per request was a
+    flood (both records refusing under 330 requests/s); now a warning a minute, counted."""
+    endpoint = Endpoint(ids=CountingIdSource())
+    endpoint.addresses["udp"] = ("127.0.1.2", 5060)
+    identity = LocalIdentity(frozenset({"net-a.test"}), frozenset({("127.0.1.2", 5060)}))
+    only_tls = NextHop("tls", "127.0.2.9", 5061)
+    endpoint.router = Proxy(endpoint, identity, RouteTable({"net-b.test": (only_tls,)}))
+
+    def fail(n: int, now: float) -> None:
+        request = (
+            subscribe().replace(b"sub1@", f"sub{n}@".encode()).replace(b"-w1", f"-w{n}".encode())
+        )
+        endpoint.receive(request, UAC, now)
+        [(refused, _)] = sent(endpoint)
+        assert isinstance(refused, Response)
+        assert refused.status == 500
+
+    with caplog.at_level(logging.INFO, logger="presence_sip.proxy.proxy"):
+        for n in range(1, 4):
+            fail(n, n * 0.1)
+        fail(4, 61.0)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "forwarding SUBSCRIBE to its next hops failed: 500 No transport to next hop "
+        "(1 forwarded requests failed so far)",
+        "forwarding SUBSCRIBE to its next hops failed: 500 No transport to next hop "
+        "(4 forwarded requests failed so far)",
+    ]
+    assert {r.levelno for r in caplog.records} == {logging.WARNING}
 
 
 def test_double_record_route_when_the_transport_changes() -> None:

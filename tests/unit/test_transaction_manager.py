@@ -248,6 +248,40 @@ def test_connection_lost_only_for_matching_connection_id() -> None:
     assert [e.key for e in events(mgr)] == [key]
 
 
+def test_the_index_of_stream_transactions_empties_as_they_end() -> None:
+    """connection_lost finds a connection's transactions through an index by address (no scan
+    of every transaction in flight: a NAT box dropping thousands of connections under a
+    fan-out was quadratic); whatever way a transaction ends, it leaves the index."""
+    mgr = manager()
+    answered = mgr.send_request(client_request(mgr), TCP_UAS, 0.0)
+    timed_out = mgr.send_request(client_request(mgr), Peer("tcp", "127.0.0.1", 5061), 0.0)
+    lost = [
+        mgr.send_request(client_request(mgr), Peer("tls", "127.0.0.1", port, 7), 0.0)
+        for port in range(6000, 6100)
+    ]
+    mgr.outbox()
+    receive(mgr, response(200, "OK", branch=answered.branch), TCP_UAS, 0.1)
+    for port in range(6000, 6100):
+        mgr.connection_lost(Peer("tls", "127.0.0.1", port, 7), 0.2)
+    assert [e.key for e in events(mgr)][1:] == lost  # in the order they were sent
+    assert list(mgr._ctx.streams) == [("tcp", "127.0.0.1", 5061)]
+    run_until(mgr, 100.0)
+    assert mgr.client_request(timed_out) is None
+    assert mgr._ctx.streams == {}
+
+
+def test_a_request_fallen_back_to_udp_is_not_failed_by_its_old_connection() -> None:
+    mgr = moving()
+    branch = mgr.new_branch()
+    key = mgr.send_request(req(notify(branch, 1200)), WATCHER, 0.0)
+    mgr.outbox()
+    mgr.connection_lost(WATCHER_TCP, 0.01)  # refused: over UDP now
+    assert mgr._ctx.streams == {}
+    mgr.connection_lost(WATCHER_TCP, 0.02)  # a second report of that connection
+    assert events(mgr) == []
+    assert mgr.client_request(key) is not None
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [
