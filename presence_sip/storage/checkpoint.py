@@ -17,6 +17,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from presence_sip.runtime.priority import lower_thread_priority
 from presence_sip.storage.database import connect
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class Checkpointer:
         self._writer.execute("PRAGMA wal_autocheckpoint = 1000")
 
     def _run(self) -> None:
+        lower_thread_priority()
         while not self._stop.wait(self._interval):
             try:
                 _, pages, copied = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()

@@ -50,6 +50,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
+from presence_sip.runtime.priority import lower_thread_priority
 from presence_sip.sip.errors import StoreError
 from presence_sip.storage.database import connect, map_errors, transaction
 
@@ -280,7 +281,9 @@ class CommitThread:
         self._conn = connect(path, check_same_thread=False)  # used by the thread only
         with map_errors(f"cannot open database {path}"):
             self._conn.execute("PRAGMA wal_autocheckpoint = 0")
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="group-commit")
+        self._pool = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="group-commit", initializer=lower_thread_priority
+        )
 
     def write(self, statements: list[Statement]) -> Future[None]:
         """Run ``statements`` in one transaction on the thread; the future raises
