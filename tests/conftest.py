@@ -40,8 +40,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if stale:
         pytest.exit(
             "compiled modules are older than their source, so the tests would run the old code: "
-            f"{', '.join(stale)}. Rebuild with `make venv` (or build pure Python with "
-            "`PRESENCE_SIP_PURE=1 .venv/bin/pip install -e .`).",
+            f"{', '.join(stale)}. Rebuild with `make venv` (or, for pure Python, `make clean` "
+            "then `PRESENCE_SIP_PURE=1 .venv/bin/pip install -e .`).",
             returncode=3,
         )
 
