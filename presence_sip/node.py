@@ -365,10 +365,13 @@ class Node:
 
 
 def _log_statuses(nodes: Sequence[Node]) -> None:
-    """SIGUSR1: one INFO line of :meth:`Node.status` per node (``kill -USR1 PID``)."""
+    """SIGUSR1: one line of :meth:`Node.status` per node (``kill -USR1 PID``), at INFO, or at
+    the level the node logs at when that is higher: asked for, it shows at ``--log-level
+    WARNING`` too (the new-user audit found nothing printed there)."""
+    level = max(logging.INFO, log.getEffectiveLevel())
     for node in nodes:
         try:
-            log.info("%s", node.status().line())
+            log.log(level, "%s", node.status().line())
         except Exception:  # a figure that cannot be read must not stop the node
             log.exception("cannot report the status of %s", node.config.name)
 

@@ -22,6 +22,7 @@ with nothing written.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import sys
@@ -179,7 +180,8 @@ def _password_options(parser: argparse.ArgumentParser, *, required: bool) -> Non
     choice.add_argument(
         "--password-file",
         metavar="FILE",
-        help="read the password from the first line of FILE (- for standard input)",
+        help="read the password from the first line of FILE (- for standard input; at a "
+        "terminal it is asked for and not echoed)",
     )
 
 
@@ -193,7 +195,9 @@ def _password(args: argparse.Namespace) -> str | None:
         return args.password  # type: ignore[no-any-return]
     source_name: str = args.password_file
     try:
-        if source_name == STDIN:
+        if source_name == STDIN and sys.stdin.isatty():
+            line = getpass.getpass("Password: ")  # typed at a terminal: not echoed
+        elif source_name == STDIN:
             line = sys.stdin.readline()
         else:
             with open(source_name, encoding="utf-8") as source:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pty
+import select
 import shutil
 import sqlite3
 import subprocess
@@ -170,6 +172,47 @@ def test_password_from_a_file_or_standard_input(hss: Hss, tmp_path: Path) -> Non
     refused = hss("subscriber", "set", B, "--password-file", str(empty))
     assert refused.returncode == 2
     assert f"no password in the first line of {empty}" in refused.stderr
+
+
+def test_a_password_typed_at_a_terminal_is_not_echoed(hss: Hss) -> None:
+    """``--password-file -`` at a terminal asks for the password with echo off (it showed on
+    the screen as it was typed: new-user audit)."""
+    primary, secondary = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "presence_sip.cli.hss", "--data", str(hss.data),
+         "subscriber", "set", B, "--password-file", "-"],
+        stdin=secondary, stdout=secondary, stderr=secondary, close_fds=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
+    )  # fmt: skip
+    os.close(secondary)
+    screen = b""
+    try:
+        while b"Password: " not in screen:
+            ready, _, _ = select.select([primary], [], [], 30)
+            assert ready, f"no prompt; the terminal showed {screen!r}"
+            screen += os.read(primary, 1024)
+        os.write(primary, b"typed secret\n")
+        assert process.wait(timeout=30) == 0, screen
+        while select.select([primary], [], [], 0.2)[0]:
+            try:
+                chunk = os.read(primary, 1024)
+            except OSError:  # (Linux: EIO once the last writer has gone)
+                break
+            if not chunk:
+                break
+            screen += chunk
+    finally:
+        os.close(primary)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert b"typed secret" not in screen
+    store = SqliteSubscriberStore.open(hss.data)
+    try:
+        expected = hashlib.sha256(f"{B}:net-b.test:typed secret".encode()).hexdigest()
+        assert store.get_ha1(B, "SHA-256") == expected
+    finally:
+        store.close()
 
 
 def test_a_mistyped_data_directory_is_an_error_and_stays_empty(tmp_path: Path) -> None:

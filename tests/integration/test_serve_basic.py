@@ -268,10 +268,11 @@ def test_sighup_is_ignored(serve_factory: Callable[..., ServeProcess]) -> None:
     node.stop()
 
 
+@pytest.mark.parametrize("log_level", ["INFO", "WARNING"])
 def test_sigusr1_logs_the_status_and_the_node_serves_on(
-    serve_factory: Callable[..., ServeProcess],
+    serve_factory: Callable[..., ServeProcess], log_level: str
 ) -> None:
-    node = serve_factory(domain=DOMAIN)
+    node = serve_factory(domain=DOMAIN, log_level=log_level)
     assert node.process is not None
     assert ask(node, "OPTIONS").status == 200
     node.process.send_signal(signal.SIGUSR1)

@@ -8,6 +8,8 @@ publishes, and a watcher must see what it published.
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +39,31 @@ DOMAIN = "example.test"
 BOB = ("+447700900123", "bob-secret")
 WATCHER = ("+447700900124", "watcher-secret")
 BOB_URI = f"sip:{BOB[0]}@{DOMAIN}"
+
+
+def _has_global_ipv4() -> bool | None:
+    """Whether some interface has an IPv4 address beyond loopback (None: cannot tell)."""
+    ip = shutil.which("ip")
+    if ip is None:
+        return None
+    listing = subprocess.run(
+        [ip, "-4", "-o", "addr", "show", "scope", "global"],
+        capture_output=True, text=True, timeout=10, check=False,
+    )  # fmt: skip
+    return None if listing.returncode else bool(listing.stdout.strip())
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _network_baresip_can_use() -> None:
+    """baresip 1.0 takes its local address from the interfaces and registers nothing where
+    only ``lo`` has one ("SIP register failed: Protocol not supported", new-user audit in a
+    bare network namespace): say so at once instead of failing on that later."""
+    if _has_global_ipv4() is False:
+        pytest.fail(
+            "baresip needs an IPv4 address beyond loopback on some interface (no default "
+            "route needed); in a bare network namespace add one, e.g. a veth pair "
+            "(README, Tests)"
+        )
 
 
 @pytest.fixture
