@@ -152,7 +152,10 @@ def parse_xml(
     except etree.LxmlError as exc:
         if _OTHER_ENCODING.match(body):
             raise PidfError(f"Invalid {what}: only UTF-8 is accepted", 400) from None
-        detail = str(exc).splitlines()[0][:80] if str(exc) else "parse error"
+        # An XMLSyntaxError's str() adds "(<string>, line N)" after its message (SyntaxError's
+        # form): noise in a reason phrase, which UAs show (pjsua: "PUBLISH failed (400/...)").
+        text = getattr(exc, "msg", None) or str(exc)
+        detail = text.splitlines()[0][:80] if text else "parse error"
         raise PidfError(f"Invalid {what}: not well-formed XML ({detail})", 400) from None
     return root
 

@@ -689,10 +689,17 @@ class PresenceServer:
             self._queue(sub)
             self.flush(now)
             return
-        log.debug(
-            "NOTIFY of %s failed (%s): subscription removed",
+        # INFO, not DEBUG: the watcher cannot be told (it learns at its next refresh, 481), so
+        # this line is all an operator has when a watcher stops getting updates (a TCP/TLS
+        # watcher whose Contact is its closed connection's port, after a restart).
+        log.info(
+            "NOTIFY of %s (%s watching %s) %s: subscription removed",
             sid,
-            "timeout" if response is None else response.status,
+            sub.watcher,
+            sub.entity,
+            f"got no answer from {sub.dialog.destination()} (timed out or unreachable)"
+            if response is None
+            else f"answered {response.status}",
         )
         self._apply(sub, Input.NOTIFY_FAILED, now, immediate=True)
         self.flush(now)

@@ -1779,3 +1779,83 @@ def test_responses_outside_a_dialog_each_get_their_own_to_tag() -> None:
     assert (first.status, refused.status) == (200, 489)
     again = only_response(node.receive(first_data, PUBLISHER))
     assert again.to.tag == first.to.tag
+
+
+# --- PJSIP interop (pjsua2 2.15.1 audit) ----------------------------------------------------------
+
+PJSUA_PUBLISH_UNESCAPED = (
+    "PUBLISH sip:+447700900123@net-b.test SIP/2.0\r\n"
+    "Via: SIP/2.0/UDP 127.0.0.1:5080;rport;branch=z9hG4bKPjxAtzR.0Yf.dz8-4uuQxc.gYtsGqyXoJZ\r\n"
+    "Max-Forwards: 70\r\n"
+    "From: <sip:+447700900123@net-b.test>;tag=o4Gt33vIuXNDc4zbdufV4rxeQGqvoHN8\r\n"
+    "To: <sip:+447700900123@net-b.test>\r\n"
+    "Call-ID: D06DBW.bpK7FeECKq59Hx0gis6c3H2L3\r\n"
+    "CSeq: 56853 PUBLISH\r\n"
+    "Event: presence\r\n"
+    "User-Agent: pjaudit-pjsua2/2.15.1\r\n"
+    "Content-Type: application/pidf+xml\r\n"
+    "Content-Length:   {length}\r\n"
+    "\r\n"
+    "{body}"
+)
+"""pjsua's PUBLISH for ``setOnlineStatus`` with the note ``Ünïcödé & <xml> "quotes"``: pjlib's
+XML printer escapes nothing, so the body is not well-formed (a PJSIP bug, not ours)."""
+
+PJSUA_PIDF_UNESCAPED = (
+    '<?xml version="1.0" encoding="UTF-8"?>\r\n'
+    '<presence entity="sip:+447700900123@net-b.test" xmlns="urn:ietf:params:xml:ns:pidf"'
+    ' xmlns:dm="urn:ietf:params:xml:ns:pidf:data-model"'
+    ' xmlns:rpid="urn:ietf:params:xml:ns:pidf:rpid">\r\n'
+    ' <tuple id="pj7ynSyCwCmrAp6e0jMs5NywaKOXh1lWSt">\r\n'
+    "  <status>\r\n"
+    "   <basic>open</basic>\r\n"
+    "  </status>\r\n"
+    "  <timestamp>2026-11-27T16:45:10.644Z</timestamp>\r\n"
+    '  <note>Ünïcödé & <xml> "quotes"</note>\r\n'
+    " </tuple>\r\n"
+    ' <dm:person id="pjBUVjN0IPGMO5hoEvDTZFVLsq4ApHfdqR">\r\n'
+    "  <rpid:activities>\r\n"
+    "   <rpid:busy />\r\n"
+    "  </rpid:activities>\r\n"
+    '  <dm:note>Ünïcödé & <xml> "quotes"</dm:note>\r\n'
+    " </dm:person>\r\n"
+    "</presence>\r\n"
+)
+
+
+def test_pjsua_unescaped_note_gets_400_with_a_clean_reason() -> None:
+    """The 400 is right (RFC 3903 §6 step 5: the body must be valid); its reason phrase, which
+    pjsua shows ("Client publication (PUBLISH) failed (400/...)"), carries libxml2's message
+    without lxml's "(<string>, line 8)" after it."""
+    node = Node()
+    body = PJSUA_PIDF_UNESCAPED.encode()
+    data = PJSUA_PUBLISH_UNESCAPED.format(length=len(body), body="").encode() + body
+    node.endpoint.receive(data, PUBLISHER, node.now)
+    ((raw, _),) = node.endpoint.outbox()
+    assert raw.split(b"\r\n", 1)[0] == (
+        b"SIP/2.0 400 Invalid PIDF: not well-formed XML"
+        b" (xmlParseEntityRef: no name, line 8, column 18)"
+    )
+    assert node.store.publications == {}  # type: ignore[attr-defined]
+    assert node.role.server.compositor.document(BOB) is None
+
+
+def test_unanswered_notify_logs_the_subscription_it_removes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A watcher whose NOTIFY goes unanswered (timed out, or a TCP/TLS Contact nobody listens
+    on, as pjsua's after the node restarted) cannot be told its subscription ended: the log
+    must say which one went, at INFO (it said "failed (timeout)" at DEBUG)."""
+    node = Node()
+    out = node.receive(subscribe())
+    sid = responses(out)[0].to.tag
+    with caplog.at_level("INFO", logger="presence_sip.presence.server"):
+        node.advance(40, answer=None)  # Timer F = 64*T1 = 32 s
+    assert len(node.role.server.subscriptions) == 0
+    (record,) = [r for r in caplog.records if "subscription removed" in r.getMessage()]
+    assert record.levelname == "INFO"
+    assert record.getMessage() == (
+        f"NOTIFY of {sid} (sip:{ALICE}@net-a.test;user=phone watching"
+        f" sip:{BOB}@{DOMAIN};user=phone) got no answer from udp:127.0.0.1:5070"
+        " (timed out or unreachable): subscription removed"
+    )
