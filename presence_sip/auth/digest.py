@@ -295,6 +295,9 @@ class AuthResult:
     username: str
     reason: str
     """Why; identical for an unknown user and a wrong password (no user enumeration)."""
+    unknown_user: bool = False
+    """With ``REASON_INVALID``: the username has no credentials here.  For the operator's log
+    only (``auth failed ... reason="unknown user"``); never put on the wire."""
 
 
 REASON_OK = "OK"
@@ -444,8 +447,9 @@ class DigestAuthenticator:
         problem = self._qop_problem(credentials, algorithm)
         if problem:
             return _failed(user, problem)
-        if not self._response_ok(credentials, algorithm, method, ha1_lookup, body):
-            return _failed(user, REASON_INVALID)
+        matched, known = self._response_ok(credentials, algorithm, method, ha1_lookup, body)
+        if not matched:
+            return AuthResult(AuthOutcome.FAILED, user, REASON_INVALID, unknown_user=not known)
         issued, key = opened
         # RFC 2617 §3.2.1: stale only when the digest itself is valid.  A nonce "issued" ahead
         # of now came from a process whose clock ran ahead (its system clock was stepped back
@@ -477,7 +481,8 @@ class DigestAuthenticator:
         method: str,
         ha1_lookup: Callable[[str, DigestAlgorithm], str | None],
         body: bytes,
-    ) -> bool:
+    ) -> tuple[bool, bool]:
+        """(the response is right, the user is known)."""
         c = credentials
         stored = ha1_lookup(c.username, algorithm.base)
         # No user enumeration: an unknown user costs the same and fails the same way.
@@ -486,7 +491,8 @@ class DigestAuthenticator:
         expected = _digest_response(
             ha1, algorithm, method, c.uri, body, nonce=c.nonce, qop=c.qop, nc=c.nc, cnonce=c.cnonce
         )
-        return hmac.compare_digest(expected.encode(), c.response.lower().encode()) and bool(stored)
+        same = hmac.compare_digest(expected.encode(), c.response.lower().encode())
+        return same and bool(stored), stored is not None
 
     def _record_use(
         self, key: bytes, issued: float, credentials: Credentials, now: float

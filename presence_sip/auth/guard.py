@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from presence_sip.auth.digest import (
+    REASON_INVALID,
     AuthOutcome,
+    AuthResult,
     DigestAlgorithm,
     DigestAuthenticator,
     parse_credentials,
@@ -16,8 +19,30 @@ from presence_sip.auth.digest import (
 )
 from presence_sip.sip.errors import RemoteProtocolError
 from presence_sip.sip.message import Request
+from presence_sip.sip.peer import Peer
 
 log = logging.getLogger(__name__)
+
+FAILED_LINE = "auth failed: src=%s port=%d transport=%s method=%s user=%s realm=%s reason=%s"
+"""The one WARNING line per request whose credentials fail (wrong password, unknown user, a
+nonce not ours, a replayed nonce-count, malformed credentials): fail2ban-style filters match
+``auth failed: src=<HOST> ``.  Values the client wrote are JSON-quoted (no CR/LF, no quote can
+end them early) and cut to :data:`LOGGED_CHARS`; the password and the response never appear."""
+
+STALE_LINE = "auth stale: src=%s port=%d transport=%s method=%s user=%s realm=%s reason=%s"
+"""INFO: the right password with a nonce no longer usable (answered ``stale=true``), which a
+phone meets in normal operation: not a failure, and kept apart from :data:`FAILED_LINE`."""
+
+LOGGED_CHARS = 64
+"""Characters of a client-written value (user, realm) that are logged."""
+
+_UNKNOWN_SOURCE = Peer("udp", "-", 0)
+
+
+def _quoted(value: str) -> str:
+    text = value if len(value) <= LOGGED_CHARS else value[:LOGGED_CHARS] + "..."
+    return json.dumps(text)
+
 
 DEFAULT_CHALLENGED = frozenset({"REGISTER", "SUBSCRIBE", "PUBLISH"})
 """Methods challenged by default (issue 4): everything that creates state."""
@@ -71,24 +96,30 @@ class RequestGuard:
     def enabled(self) -> bool:
         return self.authenticator is not None
 
-    def check(self, request: Request, now: float) -> Verdict:
+    def check(self, request: Request, now: float, source: Peer | None = None) -> Verdict:
+        """The verdict on ``request`` from ``source`` (the address the operator's log names
+        when its credentials fail: one line per request, :data:`FAILED_LINE`)."""
         authenticator = self.authenticator
         if authenticator is None or request.method not in self.challenged:
             return _LET_THROUGH
         header = "Proxy-Authorization" if self.proxy else "Authorization"
         stale = False
         reason = "Credentials required"
+        failed: tuple[str, str, str] | None = None  # (user, realm, why): for the log
         for value in request.headers.get_all(header):
             try:
                 credentials = parse_credentials(value)
             except RemoteProtocolError:
+                self._log_failure(request, source, "", "", "Malformed Authorization")
                 return self._refuse(request, "Malformed Authorization")
             if credentials.realm == authenticator.realm and not self._names_us(
                 credentials.uri, request
             ):
                 # RFC 7616 §3.4.6: the server MUST make sure the digest names the resource of
                 # the Request-Line (a response computed for another URI is not replayed here).
-                return self._refuse(request, "Digest uri does not match the Request-URI")
+                why = "Digest uri does not match the Request-URI"
+                self._log_failure(request, source, credentials.username, credentials.realm, why)
+                return self._refuse(request, why)
             result = authenticator.verify(
                 credentials, request.method, self.ha1_lookup, now, body=request.body
             )
@@ -96,10 +127,33 @@ class RequestGuard:
                 return Verdict(result.username)
             if result.outcome is AuthOutcome.STALE:
                 stale = True
+                self._log(STALE_LINE, logging.INFO, request, source, result.username,
+                          credentials.realm, result.reason)  # fmt: skip
             if result.outcome is not AuthOutcome.MISSING:
                 reason = result.reason
-        log.debug("%s %s challenged: %s", request.method, request.uri, reason)
+            if result.outcome is AuthOutcome.FAILED:
+                failed = (result.username, credentials.realm, _why(result))
+        if failed is not None:
+            self._log_failure(request, source, *failed)
+        else:
+            log.debug("%s %s challenged: %s", request.method, request.uri, reason)
         return self._challenge(now, stale, reason)
+
+    def _log_failure(
+        self, request: Request, source: Peer | None, user: str, realm: str, why: str
+    ) -> None:
+        self._log(FAILED_LINE, logging.WARNING, request, source, user, realm, why)
+
+    @staticmethod
+    def _log(
+        line: str, level: int, request: Request, source: Peer | None, user: str, realm: str,
+        why: str,
+    ) -> None:  # fmt: skip
+        if not log.isEnabledFor(level):
+            return
+        peer = source or _UNKNOWN_SOURCE
+        log.log(level, line, peer.host, peer.port, peer.transport, request.method,
+                _quoted(user), _quoted(realm), json.dumps(why))  # fmt: skip
 
     def _names_us(self, digest_uri: str, request: Request) -> bool:
         """The credentials' ``uri`` is the Request-URI, or names this node itself."""
@@ -107,7 +161,6 @@ class RequestGuard:
 
     @staticmethod
     def _refuse(request: Request, reason: str) -> Verdict:
-        log.info("%s %s refused: 400 %s", request.method, request.uri, reason)
         return Verdict(None, 400, (), reason)
 
     def _challenge(self, now: float, stale: bool, reason: str) -> Verdict:
@@ -115,3 +168,11 @@ class RequestGuard:
         name = "Proxy-Authenticate" if self.proxy else "WWW-Authenticate"
         values = self.authenticator.challenge(now, stale=stale)
         return Verdict(None, 407 if self.proxy else 401, tuple((name, v) for v in values), reason)
+
+
+def _why(result: AuthResult) -> str:
+    """The log's reason: an unknown user and a wrong password told apart (the log is the
+    operator's; the client gets the same answer for both)."""
+    if result.reason == REASON_INVALID:
+        return "unknown user" if result.unknown_user else "wrong password"
+    return result.reason

@@ -369,7 +369,7 @@ class PresenceRole:
         """Digest (RFC 3261 §22) unless the request comes from a trusted node."""
         if not self.guard.enabled or self.trusted(incoming):
             return _LET_THROUGH
-        verdict = self.guard.check(incoming.request, now)
+        verdict = self.guard.check(incoming.request, now, incoming.source)
         if verdict.status:
             raise _Refusal(verdict.status, verdict.reason or None, verdict.challenge_headers)
         return verdict

@@ -93,7 +93,7 @@ class RegistrarRole:
         # Step 1: the registrar serves its own domains only (never an open relay).
         if isinstance(ruri, SipUri) and ruri.host.lower() not in self.domains:
             return make_response(request, 403, "Domain not served here")
-        verdict = self.guard.check(request, now)
+        verdict = self.guard.check(request, now, incoming.source)
         if verdict.status:
             reason = verdict.reason if verdict.status == 400 else None  # 401: no hints
             return make_response(request, verdict.status, reason, headers=verdict.challenge_headers)
