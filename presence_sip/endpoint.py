@@ -37,6 +37,7 @@ from presence_sip.transaction.events import (
     TransactionTimedOut,
 )
 from presence_sip.transaction.manager import TransactionKey, TransactionManager
+from presence_sip.transaction.server import response_destination, server_key, stamp_via
 
 log = logging.getLogger(__name__)
 
@@ -186,8 +187,47 @@ class Endpoint:
                 return
             self._drop(data, exc.reason, source)
             return
+        if isinstance(message, Request) and message.method == "INVITE":
+            self._answer_invite(message, source, now)
+            return
         self.transactions.receive(message, source, now)
         self._drain(now)
+
+    def _answer_invite(self, request: Request, source: Peer, now: float) -> None:
+        """RFC 3261 §8.2.7: no INVITE is served here (405, or an earlier check's answer), so
+        it is answered as a stateless UAS does: once per INVITE received (a retransmission is
+        answered again), without a server transaction.  A transaction would resend its answer
+        ~11 times over 32 s (Timer G until Timer H) to a source that never ACKs, a spoofed one
+        included (12x the bytes it was sent), and hold ~5 KB for those 32 s: an INVITE flood
+        of 6,250/s from one source filled the 200,000-transaction table, and every request of
+        every client got 503.  (Kamailio's default configuration answers with ``sl``, likewise
+        stateless.)  The ACK to the answer matches nothing and is dropped."""
+        try:
+            via = request.top_via
+            key = server_key(request, via)
+        except SipParseError as exc:
+            self._drop(b"", exc.reason, source)
+            return
+        reply_to = response_destination(stamp_via(request, via, source), source)
+        incoming = Incoming(request, source, key, self.identities.get(source.connection))
+        response = self._answer(incoming, now)
+        if response is not None:
+            self._stamp(response)
+            self._stateless_tag(request, response, key)
+            self._count(response)
+            self._send_stateless(response, reply_to)
+
+    def _stateless_tag(self, request: Request, response: Response, key: TransactionKey) -> None:
+        """RFC 3261 §8.2.7: a stateless UAS gives the same To-tag to the same request (its
+        retransmissions): the node's random part and a hash of the transaction key, in place
+        of the counted tag the response was given."""
+        sent = request.headers.get("To")
+        to = response.headers.get("To")
+        if sent is None or to is None or not to.startswith(sent + ";tag="):
+            return  # the request had its own To-tag (or no To): nothing was added
+        digest = hash(key) & 0xFFFFFFFF
+        response.headers.set("To", f"{sent};tag={self._to_tag}i{digest:x}")
+        response.invalidate()
 
     def receive_malformed(
         self, data: bytes, error: SipParseError, source: Peer, now: float
@@ -241,6 +281,10 @@ class Endpoint:
         if stamp:
             self._stamp(response)
         self.transactions.respond(key, response, now)
+        self._count(response)
+
+    def _count(self, response: Response) -> None:
+        """The statistics and the log line of a response sent."""
         self.stats.responses_sent += 1
         self.stats.by_status[response.status] = self.stats.by_status.get(response.status, 0) + 1
         if response.status >= 200 and log.isEnabledFor(logging.INFO):
@@ -361,18 +405,23 @@ class Endpoint:
         incoming = Incoming(
             request, event.source, event.key, self.identities.get(event.source.connection)
         )
-        try:
-            response = self._check_and_handle(incoming, now)
-        except SipParseError as exc:
-            # A typed accessor found a defect the role needed: answer with what it names.
-            response = make_response(request, exc.status, exc.reason, to_tag=self.response_tag())
-        except Exception:
-            # A fault of ours (a bug): still answer, so the server transaction ends and its
-            # slot in the table is freed (an unanswered INVITE one would stay for ever).
-            log.exception("%s %s from %s: 500", request.method, request.uri, event.source)
-            response = make_response(request, 500, to_tag=self.response_tag())
+        response = self._answer(incoming, now)
         if response is not None:
             self.respond(incoming.key, response, now)
+
+    def _answer(self, incoming: Incoming, now: float) -> Response | None:
+        """The checks and the role's answer (None: the role answers later)."""
+        request = incoming.request
+        try:
+            return self._check_and_handle(incoming, now)
+        except SipParseError as exc:
+            # A typed accessor found a defect the role needed: answer with what it names.
+            return make_response(request, exc.status, exc.reason, to_tag=self.response_tag())
+        except Exception:
+            # A fault of ours (a bug): still answer, so the server transaction ends and its
+            # slot in the table is freed.
+            log.exception("%s %s from %s: 500", request.method, request.uri, incoming.source)
+            return make_response(request, 500, to_tag=self.response_tag())
 
     def _check_and_handle(self, incoming: Incoming, now: float) -> Response | None:
         request = incoming.request

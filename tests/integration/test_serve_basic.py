@@ -156,16 +156,20 @@ def test_invite_gets_405_with_allow_and_the_ack_is_absorbed(shared_serve: ServeP
         assert "INVITE" not in allow
         assert {"OPTIONS", "REGISTER"} <= allow
         client.send(ack_for(request, response), shared_serve)
-        # RFC 3261 §17.2.1: the ACK stops Timer G (no 405 retransmission) and gets no response.
+        # The ACK matches nothing (the 405 was sent statelessly) and gets no response.
         assert client.recv_all(quiet=1.3) == []
 
 
-def test_invite_405_is_retransmitted_until_acked(shared_serve: ServeProcess) -> None:
-    """The counterpart of the test above: without the ACK, Timer G (T1 = 0.5 s) resends the 405."""
+def test_invite_405_is_stateless(shared_serve: ServeProcess) -> None:
+    """RFC 3261 §8.2.7: without the ACK nothing is resent (no Timer G: a source that never ACKs,
+    a spoofed one, got the 405 11 times over 32 s); the INVITE's retransmission gets the same
+    405 again, To-tag included."""
     with UdpClient() as client:
-        _, response = invite_exchange(client, shared_serve)
-        again = client.recv(1.3)
-        assert again is not None, "405 not retransmitted without an ACK"
+        request, response = invite_exchange(client, shared_serve)
+        assert client.recv_all(quiet=1.3) == []
+        client.send(request, shared_serve)
+        again = client.recv(5.0)
+        assert again is not None, "no answer to the INVITE's retransmission"
         assert parse_response(again).status == 405
         assert parse_response(again).to.tag == response.to.tag
 
