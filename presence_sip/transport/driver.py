@@ -164,6 +164,7 @@ class Driver:
         ``tls.domain_identities``).  Other peers: Python's host name check of their host."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._refused_handshakes = LogLimit()
+        self._refused_connections = LogLimit()
         self._send_failures = LogLimit()
         self._send_failures_logged = 0
         """``_send_failures.count`` when the last warning was logged."""
@@ -613,7 +614,17 @@ class Driver:
             return False
         if not conn.outbound:
             if self._inbound >= self._limits.max_connections:
-                logger.warning("refusing %s: %d connections open", conn.peer, self._inbound)
+                # Once a minute, with the count and the latest peer: one connection flooder
+                # holding every slot made one WARNING line per connection it (or anyone)
+                # opened next (2,182 lines in 20 s in the hostile-client audit).
+                if self._refused_connections.due(time.monotonic()):
+                    logger.warning(
+                        "refusing connections: %d open (max_connections); %d refused so far,"
+                        " the latest from %s",
+                        self._inbound,
+                        self._refused_connections.count,
+                        conn.peer,
+                    )
                 return False
             self._inbound += 1
             self._connections[conn.id] = conn

@@ -333,6 +333,29 @@ async def test_connection_limit(endpoint: RecordingEndpoint, connect: Connect) -
         await drv.stop()
 
 
+async def test_connections_refused_at_the_cap_are_logged_once_a_minute(
+    endpoint: RecordingEndpoint, connect: Connect, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A flood of connections beyond ``max_connections`` is one warning with a count, not a
+    line per connection (hostile-client audit: 2,182 lines in 20 s from one source)."""
+    drv = await started(endpoint, Limits(max_connections=1))
+    try:
+        with caplog.at_level(logging.WARNING, logger="presence_sip.transport.driver"):
+            await connect(tcp_port(drv))
+            await eventually(lambda: len(endpoint.made) == 1)
+            for _ in range(5):
+                reader, _ = await connect(tcp_port(drv))
+                assert await read_eof(reader) == b""
+        warnings = [r.getMessage() for r in caplog.records if "refusing" in r.getMessage()]
+        assert len(warnings) == 1
+        assert warnings[0].startswith(
+            "refusing connections: 1 open (max_connections); 1 refused so far, the latest from"
+            " tcp:127.0.0.1:"
+        )
+    finally:
+        await drv.stop()
+
+
 async def test_response_on_same_connection_by_id(
     driver: Driver, endpoint: RecordingEndpoint, connect: Connect
 ) -> None:
