@@ -71,6 +71,12 @@ class TlsSettings:
     require_client_cert: bool = False
 
 
+DEFAULT_SERVER_HEADER = "presence-sip"
+"""The Server header of a node's responses: the product, no version (Kamailio's default
+``server_header`` gives its version and platform, which scanners such as SIPVicious svmap
+read)."""
+
+
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
     """Everything one node needs; built by ``presence-sip serve`` from flags or a TOML file."""
@@ -100,6 +106,8 @@ class NodeConfig:
     """Static next hops per foreign domain (SRV-like); nothing else is ever forwarded."""
     record_route: bool = True
     """Record-Route forwarded SUBSCRIBEs so in-dialog requests come back through us."""
+    server_header: str = DEFAULT_SERVER_HEADER
+    """The Server header of the node's responses; "" leaves it out."""
 
     def __post_init__(self) -> None:
         unknown = self.roles - ROLES
@@ -141,7 +149,12 @@ class Node:
         self.clock = SteadyWallClock()
         now = self.clock()
         self.built_at = now
-        self.endpoint = Endpoint(ids=RandomIdSource(), timers=config.timers, limits=config.limits)
+        self.endpoint = Endpoint(
+            ids=RandomIdSource(),
+            timers=config.timers,
+            limits=config.limits,
+            user_agent=config.server_header,
+        )
         self.domains = frozenset(
             {
                 config.domain.lower(),

@@ -9,6 +9,7 @@ A config file describes a network and its nodes::
     auth = "digest"            # or "none"
     default_policy = "confirm" # or "allow", "block"
     udp_mtu = 0                # 1300: larger requests for UDP destinations go over TCP
+    server_header = "presence-sip"  # "" leaves the Server header out
     ca = "certs/net-b.test/ca.pem"
 
     [network.registrar]        # optional: Kamailio's registrar knobs (these are the defaults)
@@ -47,6 +48,7 @@ import asyncio
 import difflib
 import importlib
 import logging
+import re
 import tomllib
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -55,7 +57,7 @@ from typing import Any, TypeVar
 from presence_sip.auth.digest import DigestAlgorithm
 from presence_sip.config import Limits
 from presence_sip.hss.records import normalize_algorithm
-from presence_sip.node import ROLES, Node, NodeConfig, TlsSettings
+from presence_sip.node import DEFAULT_SERVER_HEADER, ROLES, Node, NodeConfig, TlsSettings
 from presence_sip.presence.watchers import PresenceSettings
 from presence_sip.proxy.routing import NextHop
 from presence_sip.registrar.registrar import RegistrarPolicy
@@ -125,6 +127,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="a request larger than this for a UDP destination goes over TCP, and over UDP "
         "after all when the connection fails (RFC 3261 §18.1.1 says 1300; default 0: every "
         "request stays on UDP, as Kamailio's udp_mtu)",
+    )
+    parser.add_argument(
+        "--server-header",
+        metavar="TEXT",
+        help=f"the Server header of the node's responses (default {DEFAULT_SERVER_HEADER!r}, "
+        "no version); an empty string leaves it out, as Kamailio's server_signature=no",
     )
     parser.add_argument(
         "--loop",
@@ -238,7 +246,7 @@ def load_configs(args: argparse.Namespace) -> list[NodeConfig]:
 
 SHARED_KEYS = frozenset(
     {"domain", "data", "auth", "default_policy", "digest_algorithms", "max_transactions",
-     "udp_mtu", "ca", "cert", "key", "aliases", "registrar", "presence"}
+     "udp_mtu", "ca", "cert", "key", "aliases", "registrar", "presence", "server_header"}
 )  # fmt: skip
 """Keys a ``[network]`` sets for every node and a ``[[node]]`` may set for itself."""
 NETWORK_KEYS = SHARED_KEYS | {"route"}
@@ -267,6 +275,8 @@ def _check_types(path: Path, where: str, table: dict[str, Any]) -> None:
             kind = "a string or a list of strings"
         elif key == "require_client_cert":
             ok, kind = isinstance(value, bool), "true or false"
+        elif key == "server_header":
+            ok, kind = isinstance(value, str), "a string"
         else:
             continue  # (tables and numbers are checked where they are read)
         if not ok:
@@ -335,7 +345,24 @@ def _node_config(
         ),
         registrar=_settings(RegistrarPolicy, "registrar", pick(None, "registrar", {})),
         presence=_settings(PresenceSettings, "presence", pick(None, "presence", {})),
+        server_header=_server_header(
+            pick(args.server_header, "server_header", DEFAULT_SERVER_HEADER)
+        ),
     )
+
+
+_HEADER_TEXT = re.compile(r"[\x20-\x7e]{0,256}")
+
+
+def _server_header(value: str) -> str:
+    """RFC 3261 §20.35 ``Server``: printable ASCII (the TEXT of product tokens and comments),
+    one line; "" leaves the header out."""
+    text = value.strip()
+    if _HEADER_TEXT.fullmatch(text) is None:
+        raise ConfigError(
+            f"server_header must be at most 256 printable ASCII characters, not {value!r}"
+        )
+    return text
 
 
 _S = TypeVar("_S", RegistrarPolicy, PresenceSettings)

@@ -13,7 +13,9 @@ from presence_sip.cli.serve import load_configs
 from presence_sip.node import Node
 from presence_sip.presence.role import PresenceRole
 from presence_sip.proxy.routing import NextHop
+from presence_sip.sip import Response, parse_message
 from presence_sip.sip.errors import ConfigError
+from presence_sip.sip.peer import Peer
 
 CONFIG = """
 [network]
@@ -98,6 +100,57 @@ def test_udp_mtu_from_file_node_and_flag(tmp_path: Path) -> None:
     assert flagged.limits.udp_mtu == 9000
     [default] = load_configs(args_for("--domain", "a.test"))
     assert default.limits.udp_mtu == 0  # off, as Kamailio: watchers behind NAT take no TCP
+
+
+def test_server_header_from_file_node_and_flag(tmp_path: Path) -> None:
+    path = tmp_path / "net-b.toml"
+    path.write_text(
+        CONFIG.replace('auth = "none"', 'auth = "none"\nserver_header = "acme-sbc"').replace(
+            'name = "ps2"', 'name = "ps2"\nserver_header = ""'
+        )
+    )
+    ps1, ps2 = load_configs(args_for(str(path)))
+    assert (ps1.server_header, ps2.server_header) == ("acme-sbc", "")
+    [flagged] = load_configs(args_for(str(path), "--node", "ps2", "--server-header", "x/1"))
+    assert flagged.server_header == "x/1"
+    [default] = load_configs(args_for("--domain", "a.test"))
+    assert default.server_header == "presence-sip"  # the product, no version
+
+
+@pytest.mark.parametrize("value", ["a\r\nX-Injected: 1", "é", "x" * 257])
+def test_server_header_must_be_one_printable_line(value: str) -> None:
+    with pytest.raises(ConfigError, match="server_header must be at most 256 printable ASCII"):
+        load_configs(args_for("--server-header", value))
+
+
+def test_the_server_header_reaches_the_responses(tmp_path: Path) -> None:
+    for header, expected in (("", None), ("acme-sbc", "acme-sbc")):
+        [config] = load_configs(
+            args_for("--data", str(tmp_path / (header or "none")), "--server-header", header)
+        )
+        node = Node(config)  # not started: no socket
+        try:
+            node.endpoint.receive(OPTIONS, Peer("udp", "127.0.0.1", 5070), 0.0)
+            [(data, _)] = node.endpoint.outbox()
+            response = parse_message(data)
+            assert isinstance(response, Response)
+            assert response.status == 200
+            assert response.headers.get("Server") == expected
+        finally:
+            node.close()
+
+
+OPTIONS = (
+    b"OPTIONS sip:example.test SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-o1\r\n"
+    b"Max-Forwards: 70\r\n"
+    b"From: <sip:svmap@127.0.0.1>;tag=f1\r\n"
+    b"To: <sip:example.test>\r\n"
+    b"Call-ID: o1@127.0.0.1\r\n"
+    b"CSeq: 1 OPTIONS\r\n"
+    b"User-Agent: friendly-scanner\r\n"
+    b"Content-Length: 0\r\n\r\n"
+)
 
 
 @pytest.mark.parametrize("value", ["-1", "65508"])
