@@ -51,6 +51,12 @@ class Limits:
     request on UDP: a UDP watcher behind NAT takes no TCP, and a connect whose SYN is dropped
     holds that watcher's NOTIFY for the 10 s connect timeout (the next, smaller one overtakes
     it over UDP)."""
+    auth_failures: int = 30
+    """Failed digest authentications from one source address within a minute after which
+    its requests that need authentication get 403 for :attr:`auth_block` seconds (no password
+    guess is answered then); 0 turns it off (``presence_sip.auth.throttle``)."""
+    auth_block: float = 300.0
+    """Seconds a source address stays blocked after :attr:`auth_failures`."""
     max_transactions: int = 200000
     """Server transactions kept at once, the Completed ones waiting for Timer J/K included.
     When full, the Completed record closest to its end is dropped early to make room; only

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from presence_sip import native
 from presence_sip.auth.digest import DigestAlgorithm, DigestAuthenticator
 from presence_sip.auth.guard import RequestGuard
+from presence_sip.auth.throttle import AuthThrottle
 from presence_sip.config import Limits, Timers
 from presence_sip.endpoint import Endpoint
 from presence_sip.ids import RandomIdSource
@@ -162,7 +163,17 @@ class Node:
                 *(s.host for s in config.listen),
             }
         )
-        self.guard = RequestGuard(self._authenticator(), self._ha1, hosts=self.domains)
+        limits = config.limits
+        self.guard = RequestGuard(
+            self._authenticator(),
+            self._ha1,
+            hosts=self.domains,
+            throttle=(
+                AuthThrottle(limits.auth_failures, block=limits.auth_block)
+                if limits.auth_failures
+                else None
+            ),
+        )
         # Issue 8: row changes leave the request path and are committed together (group commit),
         # on a thread with a connection of its own.
         self.commits = GroupCommit(

@@ -17,6 +17,7 @@ from presence_sip.auth.digest import (
     uri_host,
     uri_matches,
 )
+from presence_sip.auth.throttle import AuthThrottle
 from presence_sip.sip.errors import RemoteProtocolError
 from presence_sip.sip.message import Request
 from presence_sip.sip.peer import Peer
@@ -67,6 +68,9 @@ class Verdict:
 _LET_THROUGH = Verdict(None)
 """The verdict when authentication does not apply (immutable: one for all requests)."""
 
+_BLOCKED = Verdict(None, 403, (), "Too many failed authentications")
+"""The verdict for a source blocked after too many failed authentications (:mod:`throttle`)."""
+
 
 class RequestGuard:
     """Applies digest authentication (RFC 3261 §22) to the methods in ``challenged``.
@@ -83,8 +87,11 @@ class RequestGuard:
         challenged: frozenset[str] = DEFAULT_CHALLENGED,
         proxy: bool = False,
         hosts: frozenset[str] = frozenset(),
+        throttle: AuthThrottle | None = None,
     ) -> None:
         self.authenticator = authenticator
+        self.throttle = throttle
+        """Failed authentications per source address and the blocks they start (None: off)."""
         self.ha1_lookup = ha1_lookup
         self.challenged = challenged
         self.proxy = proxy
@@ -102,6 +109,9 @@ class RequestGuard:
         authenticator = self.authenticator
         if authenticator is None or request.method not in self.challenged:
             return _LET_THROUGH
+        throttle = self.throttle
+        if throttle is not None and source is not None and throttle.blocked(source.host, now):
+            return _BLOCKED  # its credentials are not even checked: no guess gets an answer
         header = "Proxy-Authorization" if self.proxy else "Authorization"
         stale = False
         reason = "Credentials required"
@@ -110,7 +120,7 @@ class RequestGuard:
             try:
                 credentials = parse_credentials(value)
             except RemoteProtocolError:
-                self._log_failure(request, source, "", "", "Malformed Authorization")
+                self._log_failure(request, source, now, "", "", "Malformed Authorization")
                 return self._refuse(request, "Malformed Authorization")
             if credentials.realm == authenticator.realm and not self._names_us(
                 credentials.uri, request
@@ -118,7 +128,9 @@ class RequestGuard:
                 # RFC 7616 §3.4.6: the server MUST make sure the digest names the resource of
                 # the Request-Line (a response computed for another URI is not replayed here).
                 why = "Digest uri does not match the Request-URI"
-                self._log_failure(request, source, credentials.username, credentials.realm, why)
+                self._log_failure(
+                    request, source, now, credentials.username, credentials.realm, why
+                )
                 return self._refuse(request, why)
             result = authenticator.verify(
                 credentials, request.method, self.ha1_lookup, now, body=request.body
@@ -134,14 +146,16 @@ class RequestGuard:
             if result.outcome is AuthOutcome.FAILED:
                 failed = (result.username, credentials.realm, _why(result))
         if failed is not None:
-            self._log_failure(request, source, *failed)
+            self._log_failure(request, source, now, *failed)
         else:
             log.debug("%s %s challenged: %s", request.method, request.uri, reason)
         return self._challenge(now, stale, reason)
 
     def _log_failure(
-        self, request: Request, source: Peer | None, user: str, realm: str, why: str
+        self, request: Request, source: Peer | None, now: float, user: str, realm: str, why: str
     ) -> None:
+        if self.throttle is not None and source is not None:
+            self.throttle.failed(source.host, now)
         self._log(FAILED_LINE, logging.WARNING, request, source, user, realm, why)
 
     @staticmethod

@@ -9,6 +9,8 @@ A config file describes a network and its nodes::
     auth = "digest"            # or "none"
     default_policy = "confirm" # or "allow", "block"
     udp_mtu = 0                # 1300: larger requests for UDP destinations go over TCP
+    auth_failures = 30         # failed digests from one address in a minute: 403 for
+    auth_block_seconds = 300   # this long (no guess answered); 0 turns it off
     server_header = "presence-sip"  # "" leaves the Server header out
     ca = "certs/net-b.test/ca.pem"
 
@@ -129,6 +131,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "request stays on UDP, as Kamailio's udp_mtu)",
     )
     parser.add_argument(
+        "--auth-failures",
+        type=int,
+        metavar="N",
+        help=f"failed digest authentications from one source address within a minute after "
+        f"which its requests needing authentication get 403 for auth_block_seconds "
+        f"(default {Limits().auth_failures}, {Limits().auth_block:.0f} s; 0: off)",
+    )
+    parser.add_argument(
         "--server-header",
         metavar="TEXT",
         help=f"the Server header of the node's responses (default {DEFAULT_SERVER_HEADER!r}, "
@@ -246,7 +256,8 @@ def load_configs(args: argparse.Namespace) -> list[NodeConfig]:
 
 SHARED_KEYS = frozenset(
     {"domain", "data", "auth", "default_policy", "digest_algorithms", "max_transactions",
-     "udp_mtu", "ca", "cert", "key", "aliases", "registrar", "presence", "server_header"}
+     "udp_mtu", "ca", "cert", "key", "aliases", "registrar", "presence", "server_header",
+     "auth_failures", "auth_block_seconds"}
 )  # fmt: skip
 """Keys a ``[network]`` sets for every node and a ``[[node]]`` may set for itself."""
 NETWORK_KEYS = SHARED_KEYS | {"route"}
@@ -342,6 +353,13 @@ def _node_config(
                 pick(args.max_transactions, "max_transactions", Limits().max_transactions),
             ),
             udp_mtu=_udp_mtu(pick(args.udp_mtu, "udp_mtu", Limits().udp_mtu)),
+            auth_failures=_count(
+                "auth_failures", pick(args.auth_failures, "auth_failures", Limits().auth_failures)
+            ),
+            auth_block=_positive(
+                "auth_block_seconds",
+                pick(None, "auth_block_seconds", int(Limits().auth_block)),
+            ),
         ),
         registrar=_settings(RegistrarPolicy, "registrar", pick(None, "registrar", {})),
         presence=_settings(PresenceSettings, "presence", pick(None, "presence", {})),
@@ -399,6 +417,12 @@ def _settings(cls: type[_S], table_name: str, table: object) -> _S:
             f"({low}, {default}, {high})"
         )
     return settings
+
+
+def _count(name: str, value: object) -> int:
+    if type(value) is not int or value < 0:
+        raise ConfigError(f"{name} must be a whole number, 0 or more, not {value!r}")
+    return value
 
 
 def _positive(name: str, value: object) -> int:

@@ -190,6 +190,30 @@ async def test_wrong_password_is_challenged_again_never_200(
     assert bound_contacts(query) == []
 
 
+def test_a_password_guesser_is_blocked_after_auth_failures(
+    serve_factory: Callable[..., ServeProcess], tmp_path: Path
+) -> None:
+    """``--auth-failures 3``: the third wrong password from one address starts a block; then
+    even the right one gets 403 (no guess is answered), logged once for fail2ban too."""
+    user = provisioned(0)
+    node = serve_factory(
+        data_dir=provision(tmp_path / "net"), domain=DOMAIN, extra_args=["--auth-failures", "3"]
+    )
+    with UdpClient() as client:
+        for guess in range(3):
+            _, wrong = register(
+                client, node, user=user.msisdn, password=f"guess-{guess}", domain=DOMAIN
+            )
+            assert wrong.status == 401
+        challenge, _ = register(
+            client, node, user=user.msisdn, password=user.password, domain=DOMAIN
+        )
+    assert (challenge.status, challenge.reason) == (403, "Too many failed authentications")
+    assert "auth blocked: src=127.0.0.1 for 300 s after 3 failed authentications" in (
+        node.log_text()
+    )
+
+
 async def test_unknown_user_is_challenged_like_a_known_one(
     shared: ServeProcess, alice: User
 ) -> None:

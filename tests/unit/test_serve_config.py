@@ -153,6 +153,37 @@ OPTIONS = (
 )
 
 
+def test_auth_throttle_from_file_node_and_flag(tmp_path: Path) -> None:
+    path = tmp_path / "net-b.toml"
+    path.write_text(
+        CONFIG.replace(
+            'auth = "none"', 'auth = "none"\nauth_failures = 100\nauth_block_seconds = 60'
+        ).replace('name = "ps2"', 'name = "ps2"\nauth_failures = 0')
+    )
+    ps1, ps2 = load_configs(args_for(str(path)))
+    assert (ps1.limits.auth_failures, ps1.limits.auth_block) == (100, 60)
+    assert ps2.limits.auth_failures == 0  # off
+    [flagged] = load_configs(args_for(str(path), "--node", "ps2", "--auth-failures", "7"))
+    assert flagged.limits.auth_failures == 7
+    [default] = load_configs(args_for("--domain", "a.test"))
+    assert (default.limits.auth_failures, default.limits.auth_block) == (30, 300)
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("auth_failures = -1", "auth_failures must be a whole number, 0 or more"),
+        ('auth_failures = "30"', "auth_failures must be a whole number, 0 or more"),
+        ("auth_block_seconds = 0", "auth_block_seconds must be a whole number of at least 1"),
+    ],
+)
+def test_auth_throttle_values_are_checked(tmp_path: Path, setting: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(CONFIG.replace('auth = "none"', f'auth = "none"\n{setting}'))
+    with pytest.raises(ConfigError, match=message):
+        load_configs(args_for(str(path)))
+
+
 @pytest.mark.parametrize("value", ["-1", "65508"])
 def test_udp_mtu_out_of_range_is_refused(value: str) -> None:
     with pytest.raises(ConfigError, match="udp_mtu must be a whole number of bytes from 0"):
