@@ -302,6 +302,7 @@ class Node:
         stats = endpoint.stats
         transactions = endpoint.transactions
         server = getattr(self.presence, "server", None)
+        throttle = self.guard.throttle
         return NodeStatus(
             name=self.config.name,
             uptime=now - self.built_at,
@@ -321,6 +322,8 @@ class Node:
             retransmitted=transactions.stats["requests_retransmitted"],
             refused_for_load=transactions.stats["overload_rejected"],
             moved_to_tcp=transactions.stats["requests_moved_to_tcp"],
+            auth_failed=self.guard.failures,
+            auth_blocked=0 if throttle is None else throttle.blocked_requests,
             storage_ok=not self.commits.cannot_store(now),
         )
 

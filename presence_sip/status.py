@@ -40,6 +40,10 @@ class NodeStatus:
     retransmitted: int = 0
     refused_for_load: int = 0
     moved_to_tcp: int = 0
+    auth_failed: int = 0
+    """Requests whose digest credentials failed."""
+    auth_blocked: int = 0
+    """Requests refused (403) while their source was blocked for failed authentications."""
     storage_ok: bool = True
 
     def line(self) -> str:
@@ -60,6 +64,7 @@ class NodeStatus:
             f"{self.retransmitted} retransmitted",
             f"{self.refused_for_load} refused for load",
             f"{self.moved_to_tcp} moved to TCP",
+            f"{self.auth_failed} failed authentications ({self.auth_blocked} refused blocked)",
         ]
         storage = "storage ok" if self.storage_ok else "STORAGE FAILING"
         return (

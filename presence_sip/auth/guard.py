@@ -91,6 +91,8 @@ class RequestGuard:
     ) -> None:
         self.authenticator = authenticator
         self.throttle = throttle
+        self.failures = 0
+        """Requests whose credentials failed, since start (for the status line)."""
         """Failed authentications per source address and the blocks they start (None: off)."""
         self.ha1_lookup = ha1_lookup
         self.challenged = challenged
@@ -154,6 +156,7 @@ class RequestGuard:
     def _log_failure(
         self, request: Request, source: Peer | None, now: float, user: str, realm: str, why: str
     ) -> None:
+        self.failures += 1
         if self.throttle is not None and source is not None:
             self.throttle.failed(source.host, now)
         self._log(FAILED_LINE, logging.WARNING, request, source, user, realm, why)

@@ -48,6 +48,7 @@ def test_a_guesser_is_blocked_after_the_limit_and_then_not_even_the_password_wor
     assert node.send(source=Peer("udp", SOURCE.host, 40000)).status == 403
     assert node.guard.throttle is not None
     assert node.guard.throttle.blocks == 1
+    assert (node.guard.failures, node.guard.throttle.blocked_requests) == (5, 3)
 
 
 def test_the_block_ends_and_the_right_password_registers_again() -> None:
