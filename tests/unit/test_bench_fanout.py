@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.harness.config import QUICK
+from benchmarks.harness.config import QUICK, BenchError
 from benchmarks.harness.servers import Ours
 from benchmarks.harness.sipp import SippRun
-from benchmarks.run import Bench, BenchError
+from benchmarks.run import Bench
 
 T0 = 1000.0
 
