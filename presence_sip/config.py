@@ -57,6 +57,9 @@ class Limits:
     guess is answered then); 0 turns it off (``presence_sip.auth.throttle``)."""
     auth_block: float = 300.0
     """Seconds a source address stays blocked after :attr:`auth_failures`."""
+    auth_failures_exempt: tuple[str, ...] = ()
+    """Addresses or networks (``"192.0.2.10"``, ``"10.0.0.0/8"``) never blocked: edge proxies
+    and SBCs, whose address is everyone's behind them."""
     max_transactions: int = 200000
     """Server transactions kept at once, the Completed ones waiting for Timer J/K included.
     When full, the Completed record closest to its end is dropped early to make room; only

@@ -169,7 +169,11 @@ class Node:
             self._ha1,
             hosts=self.domains,
             throttle=(
-                AuthThrottle(limits.auth_failures, block=limits.auth_block)
+                AuthThrottle(
+                    limits.auth_failures,
+                    block=limits.auth_block,
+                    exempt=limits.auth_failures_exempt,
+                )
                 if limits.auth_failures
                 else None
             ),

@@ -8,15 +8,19 @@ for :attr:`AuthThrottle.block` seconds, their credentials not even checked; one 
 the block starts (``auth blocked: src=...``, for fail2ban as well).  An address, not an address
 and port: scanners change ports.  IPv6 sources count per /64 (one subscriber's prefix).
 
-The price is paid by whoever shares the address (a NAT, a carrier-grade NAT, an SBC): set
-``auth_failures`` above what their misconfigured phones make together, or 0 to turn it off.
-Kamailio leaves this to the ``pike`` module or fail2ban; both still work beside it.
+The price is paid by whoever shares the address (a NAT, a carrier-grade NAT): set
+``auth_failures`` above what their misconfigured phones make together, or 0 to turn it off.  An
+edge proxy or SBC in front of the node sends everyone's requests from its own address: list it
+in ``auth_failures_exempt`` (its own protection does the job there), or every user behind it is
+blocked by a few misconfigured phones.  Kamailio leaves this to the ``pike`` module or fail2ban;
+both still work beside it.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+from collections.abc import Iterable
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +31,26 @@ MAX_SOURCES = 65536
 class AuthThrottle:
     """Counts failures per source address in fixed windows; sans-IO (``now`` is given)."""
 
-    __slots__ = ("_sources", "block", "blocked_requests", "blocks", "failures", "window")
+    __slots__ = (
+        "_sources",
+        "block",
+        "blocked_requests",
+        "blocks",
+        "exempt",
+        "failures",
+        "window",
+    )
 
-    def __init__(self, failures: int, window: float = 60.0, block: float = 300.0) -> None:
+    def __init__(
+        self,
+        failures: int,
+        window: float = 60.0,
+        block: float = 300.0,
+        exempt: Iterable[str] = (),
+    ) -> None:
         self.failures = failures
+        self.exempt = tuple(ipaddress.ip_network(net, strict=False) for net in exempt)
+        """Addresses never counted nor blocked (edge proxies, SBCs: everyone's address)."""
         """Failed authentications from one address within :attr:`window` that start a block."""
         self.window = window
         self.block = block
@@ -51,6 +71,8 @@ class AuthThrottle:
 
     def failed(self, host: str, now: float) -> None:
         """One failed authentication from ``host``."""
+        if self.exempt and self._exempt(host):
+            return
         address = _address(host)
         sources = self._sources
         entry = sources.get(address)
@@ -72,6 +94,13 @@ class AuthThrottle:
                 self.failures,
                 self.window,
             )
+
+    def _exempt(self, host: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            return False
+        return any(ip in network for network in self.exempt)
 
 
 def _address(host: str) -> str:

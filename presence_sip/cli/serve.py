@@ -11,6 +11,7 @@ A config file describes a network and its nodes::
     udp_mtu = 0                # 1300: larger requests for UDP destinations go over TCP
     auth_failures = 30         # failed digests from one address in a minute: 403 for
     auth_block_seconds = 300   # this long (no guess answered); 0 turns it off
+    auth_failures_exempt = []  # edge proxies / SBCs (everyone's address): never blocked
     server_header = "presence-sip"  # "" leaves the Server header out
     ca = "certs/net-b.test/ca.pem"
 
@@ -49,6 +50,7 @@ import argparse
 import asyncio
 import difflib
 import importlib
+import ipaddress
 import logging
 import re
 import tomllib
@@ -257,7 +259,7 @@ def load_configs(args: argparse.Namespace) -> list[NodeConfig]:
 SHARED_KEYS = frozenset(
     {"domain", "data", "auth", "default_policy", "digest_algorithms", "max_transactions",
      "udp_mtu", "ca", "cert", "key", "aliases", "registrar", "presence", "server_header",
-     "auth_failures", "auth_block_seconds"}
+     "auth_failures", "auth_block_seconds", "auth_failures_exempt"}
 )  # fmt: skip
 """Keys a ``[network]`` sets for every node and a ``[[node]]`` may set for itself."""
 NETWORK_KEYS = SHARED_KEYS | {"route"}
@@ -266,7 +268,7 @@ ROUTE_KEYS = frozenset({"domain", "transport", "host", "port", "priority", "weig
 
 
 _STRING_KEYS = frozenset({"domain", "data", "auth", "default_policy", "ca", "cert", "key", "name"})
-_LIST_KEYS = frozenset({"aliases", "roles", "listen"})
+_LIST_KEYS = frozenset({"aliases", "roles", "listen", "auth_failures_exempt"})
 
 
 def _check_types(path: Path, where: str, table: dict[str, Any]) -> None:
@@ -360,6 +362,9 @@ def _node_config(
                 "auth_block_seconds",
                 pick(None, "auth_block_seconds", int(Limits().auth_block)),
             ),
+            auth_failures_exempt=_networks(
+                "auth_failures_exempt", pick(None, "auth_failures_exempt", [])
+            ),
         ),
         registrar=_settings(RegistrarPolicy, "registrar", pick(None, "registrar", {})),
         presence=_settings(PresenceSettings, "presence", pick(None, "presence", {})),
@@ -417,6 +422,16 @@ def _settings(cls: type[_S], table_name: str, table: object) -> _S:
             f"({low}, {default}, {high})"
         )
     return settings
+
+
+def _networks(name: str, values: list[str]) -> tuple[str, ...]:
+    """Addresses or networks in CIDR form, each checked (a typo must not exempt nothing)."""
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise ConfigError(f"{name}: {value!r} is not an address or a network") from None
+    return tuple(values)
 
 
 def _count(name: str, value: object) -> int:

@@ -86,3 +86,17 @@ def test_ipv6_sources_count_per_slash_64_and_the_table_is_bounded() -> None:
     for n in range(MAX_SOURCES + 10):
         throttle.failed(f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}", T0)
     assert len(throttle._sources) == MAX_SOURCES
+
+
+def test_an_exempt_edge_proxy_is_never_blocked() -> None:
+    """Behind an edge proxy every user's request comes from its address: a few misconfigured
+    phones would block them all. Listed, it is never counted (its own protection applies)."""
+    throttle = AuthThrottle(2, exempt=["203.0.113.0/28", "2001:db8::1"])
+    for _ in range(10):
+        throttle.failed(SOURCE.host, T0)  # 203.0.113.5: in the /28
+        throttle.failed("2001:db8::1", T0)
+    assert not throttle.blocked(SOURCE.host, T0)
+    assert not throttle.blocked("2001:db8::1", T0)
+    throttle.failed("203.0.113.20", T0)
+    throttle.failed("203.0.113.20", T0)
+    assert throttle.blocked("203.0.113.20", T0)  # outside the /28

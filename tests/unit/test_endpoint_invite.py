@@ -40,8 +40,8 @@ def ack(branch: str = "z9hG4bK-inv1") -> bytes:
     ).encode()
 
 
-def endpoint(**limits: int) -> Endpoint:
-    return Endpoint(ids=CountingIdSource(), limits=Limits(**limits))
+def endpoint(max_transactions: int = Limits().max_transactions) -> Endpoint:
+    return Endpoint(ids=CountingIdSource(), limits=Limits(max_transactions=max_transactions))
 
 
 def test_an_invite_gets_one_405_and_leaves_no_transaction() -> None:

@@ -157,11 +157,14 @@ def test_auth_throttle_from_file_node_and_flag(tmp_path: Path) -> None:
     path = tmp_path / "net-b.toml"
     path.write_text(
         CONFIG.replace(
-            'auth = "none"', 'auth = "none"\nauth_failures = 100\nauth_block_seconds = 60'
+            'auth = "none"',
+            'auth = "none"\nauth_failures = 100\nauth_block_seconds = 60\n'
+            'auth_failures_exempt = ["192.0.2.10", "10.0.0.0/8"]',
         ).replace('name = "ps2"', 'name = "ps2"\nauth_failures = 0')
     )
     ps1, ps2 = load_configs(args_for(str(path)))
     assert (ps1.limits.auth_failures, ps1.limits.auth_block) == (100, 60)
+    assert ps1.limits.auth_failures_exempt == ("192.0.2.10", "10.0.0.0/8")
     assert ps2.limits.auth_failures == 0  # off
     [flagged] = load_configs(args_for(str(path), "--node", "ps2", "--auth-failures", "7"))
     assert flagged.limits.auth_failures == 7
@@ -175,6 +178,8 @@ def test_auth_throttle_from_file_node_and_flag(tmp_path: Path) -> None:
         ("auth_failures = -1", "auth_failures must be a whole number, 0 or more"),
         ('auth_failures = "30"', "auth_failures must be a whole number, 0 or more"),
         ("auth_block_seconds = 0", "auth_block_seconds must be a whole number of at least 1"),
+        ('auth_failures_exempt = ["10.0.0.0/33"]', "'10.0.0.0/33' is not an address or a network"),
+        ('auth_failures_exempt = "10.0.0.1"', "auth_failures_exempt must be a list"),
     ],
 )
 def test_auth_throttle_values_are_checked(tmp_path: Path, setting: str, message: str) -> None:
