@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 from presence_sip.auth.guard import RequestGuard
@@ -107,6 +108,16 @@ class RegistrarRole:
             return make_response(request, 400, "Invalid AOR")
         refusal = self._authorise(verdict.username, aor)
         if refusal:
+            # An authenticated user registering someone else's number: the operator's log
+            # names who and from where, as a failed authentication's line does (fail2ban).
+            log.warning(
+                "register forbidden: src=%s port=%d transport=%s user=%s aor=%s",
+                incoming.source.host.strip("[]"),
+                incoming.source.port,
+                incoming.source.transport,
+                json.dumps((verdict.username or "")[:64]),
+                json.dumps(aor[:64]),
+            )
             return make_response(request, refusal[0], refusal[1])
         return self.registrar.register(request, aor, str(incoming.source), now)
 

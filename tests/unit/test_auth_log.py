@@ -220,3 +220,21 @@ def test_a_subscribe_with_a_wrong_password_is_logged_by_the_presence_role(
         'auth failed: src=127.0.0.1 port=5070 transport=udp method=SUBSCRIBE '
         'user="+447700900001" realm="net-b.test" reason="wrong password"',
     )]  # fmt: skip
+
+
+def test_registering_someone_elses_number_is_one_warning_with_source_and_user(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Valid credentials for another number: 403, and the operator's log says who and from
+    where (it said nothing; hostile-client audit)."""
+    node = Registrar1()
+    node.hss.add_subscriber("+447700900999", "mallory-pw")
+    credentials = node.credentials(user="+447700900999", password="mallory-pw")
+    with caplog.at_level(logging.INFO, logger="presence_sip.registrar.role"):
+        refused = node.send(credentials)
+    assert (refused.status, refused.reason) == (403, "Not allowed to register this AOR")
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [(
+        logging.WARNING,
+        'register forbidden: src=203.0.113.5 port=5062 transport=udp user="+447700900999" '
+        'aor="+447700900123"',
+    )]  # fmt: skip
