@@ -27,14 +27,19 @@ from collections.abc import Iterable
 log = logging.getLogger(__name__)
 
 MAX_SOURCES = 65536
-"""Addresses followed at once; when full, the one followed longest is forgotten first."""
+"""Addresses followed at once, and addresses blocked at once (two tables).  When the first is
+full the address whose window started first is forgotten; when the second is, the block that
+ends first (all last as long).  Blocks are kept apart so that failures from 65,536 other
+addresses (spoofed datagrams, or the /64s of one IPv6 /48) cannot push a blocked guesser out of
+the table and unblock it."""
 
 
 class AuthThrottle:
     """Counts failures per source address in fixed windows; sans-IO (``now`` is given)."""
 
     __slots__ = (
-        "_sources",
+        "_blocked",
+        "_counts",
         "block",
         "blocked_requests",
         "blocks",
@@ -51,23 +56,35 @@ class AuthThrottle:
         exempt: Iterable[str] = (),
     ) -> None:
         self.failures = failures
-        self.exempt = tuple(ipaddress.ip_network(net, strict=False) for net in exempt)
-        """Addresses never counted nor blocked (edge proxies, SBCs: everyone's address)."""
         """Failed authentications from one address within :attr:`window` that start a block."""
+        self.exempt = tuple(ipaddress.ip_network(net, strict=False) for net in exempt)
+        """Addresses never counted nor blocked (edge proxies, SBCs: everyone's address), not
+        even when another address of their IPv6 /64 is."""
         self.window = window
         self.block = block
         self.blocks = 0
         """Blocks started (for operators and tests)."""
         self.blocked_requests = 0
         """Requests refused while their address was blocked."""
-        self._sources: dict[str, list[float]] = {}
-        """address -> [window start, failures in it, blocked until]."""
+        self._counts: dict[str, list[float]] = {}
+        """address -> [window start, failures in it], in the order the windows started."""
+        self._blocked: dict[str, float] = {}
+        """address -> blocked until, in the order the blocks started."""
 
     def blocked(self, host: str, now: float) -> bool:
         """Whether requests from ``host`` are refused now (counted when they are)."""
-        entry = self._sources.get(_address(host))
-        if entry is None or entry[2] <= now:
+        blocked = self._blocked
+        if not blocked:
             return False
+        address = _address(host)
+        until = blocked.get(address)
+        if until is None:
+            return False
+        if until <= now:
+            del blocked[address]
+            return False
+        if self.exempt and self._exempt(host):
+            return False  # (an IPv6 neighbour in its /64 got the /64 blocked)
         self.blocked_requests += 1
         return True
 
@@ -76,26 +93,30 @@ class AuthThrottle:
         if self.exempt and self._exempt(host):
             return
         address = _address(host)
-        sources = self._sources
-        entry = sources.get(address)
-        if entry is None:
-            if len(sources) >= MAX_SOURCES:
-                del sources[next(iter(sources))]
-            entry = sources[address] = [now, 0.0, 0.0]
-        elif now - entry[0] >= self.window:
-            entry[0], entry[1] = now, 0.0
+        counts = self._counts
+        entry = counts.get(address)
+        if entry is None or now - entry[0] >= self.window:
+            if entry is not None:
+                del counts[address]  # a new window: to the end of the order
+            elif len(counts) >= MAX_SOURCES:
+                del counts[next(iter(counts))]
+            entry = counts[address] = [now, 0.0]
         entry[1] += 1
-        if entry[1] >= self.failures and entry[2] <= now:
-            entry[2] = now + self.block
-            entry[0], entry[1] = now, 0.0  # after the block, a fresh window
-            self.blocks += 1
-            log.warning(
-                "auth blocked: src=%s for %d s after %d failed authentications within %d s",
-                address,
-                self.block,
-                self.failures,
-                self.window,
-            )
+        if entry[1] < self.failures:
+            return
+        del counts[address]  # after the block, a fresh window
+        blocked = self._blocked
+        if blocked.pop(address, None) is None and len(blocked) >= MAX_SOURCES:
+            del blocked[next(iter(blocked))]
+        blocked[address] = now + self.block
+        self.blocks += 1
+        log.warning(
+            "auth blocked: src=%s for %d s after %d failed authentications within %d s",
+            address,
+            self.block,
+            self.failures,
+            self.window,
+        )
 
     def _exempt(self, host: str) -> bool:
         try:

@@ -85,7 +85,22 @@ def test_ipv6_sources_count_per_slash_64_and_the_table_is_bounded() -> None:
     assert not throttle.blocked("2001:db8:1:3::10", T0)
     for n in range(MAX_SOURCES + 10):
         throttle.failed(f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}", T0)
-    assert len(throttle._sources) == MAX_SOURCES
+    assert len(throttle._counts) == MAX_SOURCES
+
+
+def test_failures_from_other_addresses_cannot_push_a_block_out_of_the_table() -> None:
+    """A blocked guesser sending one failure from each of 65,536 other addresses (spoofed
+    datagrams, or the /64s of its IPv6 /48) must not unblock itself: the oldest entry of one
+    table held both counts and blocks, and it was the guesser's."""
+    throttle = AuthThrottle(2)
+    throttle.failed("2001:db8:1:2::10", T0)
+    throttle.failed("2001:db8:1:2::10", T0)
+    for n in range(MAX_SOURCES + 10):
+        throttle.failed(f"2001:db8:1:{n:x}:1::1", T0 + 1.0)
+    assert throttle.blocked("2001:db8:1:2::10", T0 + 2.0)
+    assert len(throttle._counts) == MAX_SOURCES
+    assert not throttle.blocked("2001:db8:1:2::10", T0 + 300.0)  # the block still ends
+    assert throttle._blocked == {}
 
 
 def test_an_exempt_edge_proxy_is_never_blocked() -> None:
@@ -100,3 +115,14 @@ def test_an_exempt_edge_proxy_is_never_blocked() -> None:
     throttle.failed("203.0.113.20", T0)
     throttle.failed("203.0.113.20", T0)
     assert throttle.blocked("203.0.113.20", T0)  # outside the /28
+
+
+def test_an_exempt_ipv6_proxy_is_not_blocked_by_a_neighbour_in_its_slash_64() -> None:
+    """Blocks are per /64, exemptions per address: a host next to the edge proxy (or a datagram
+    forged from such an address) must not get the proxy's /64, and so the proxy, a 403."""
+    throttle = AuthThrottle(2, exempt=["2001:db8::1"])
+    throttle.failed("2001:db8::66", T0)
+    throttle.failed("2001:db8::66", T0)
+    assert throttle.blocked("2001:db8::66", T0)
+    assert not throttle.blocked("2001:db8::1", T0)
+    assert throttle.blocked_requests == 1
