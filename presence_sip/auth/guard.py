@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from presence_sip.auth.digest import (
     REASON_INVALID,
+    REASON_REPLAY,
     AuthOutcome,
     AuthResult,
     DigestAlgorithm,
@@ -117,7 +118,7 @@ class RequestGuard:
         header = "Proxy-Authorization" if self.proxy else "Authorization"
         stale = False
         reason = "Credentials required"
-        failed: tuple[str, str, str] | None = None  # (user, realm, why): for the log
+        failed: tuple[str, str, str, bool] | None = None  # (user, realm, why, guess): the log
         for value in request.headers.get_all(header):
             try:
                 credentials = parse_credentials(value)
@@ -146,7 +147,12 @@ class RequestGuard:
             if result.outcome is not AuthOutcome.MISSING:
                 reason = result.reason
             if result.outcome is AuthOutcome.FAILED:
-                failed = (result.username, credentials.realm, _why(result))
+                # A replayed nonce-count comes with the right digest (checked first): whoever
+                # sent it knows the password or resent a captured request, and cannot guess
+                # with it; a phone whose requests arrive out of order (a burst of SUBSCRIBEs
+                # over UDP) sends these too, so they do not count towards a block.
+                guess = result.reason != REASON_REPLAY
+                failed = (result.username, credentials.realm, _why(result), guess)
         if failed is not None:
             self._log_failure(request, source, now, *failed)
         else:
@@ -154,10 +160,17 @@ class RequestGuard:
         return self._challenge(now, stale, reason)
 
     def _log_failure(
-        self, request: Request, source: Peer | None, now: float, user: str, realm: str, why: str
+        self,
+        request: Request,
+        source: Peer | None,
+        now: float,
+        user: str,
+        realm: str,
+        why: str,
+        guess: bool = True,
     ) -> None:
         self.failures += 1
-        if self.throttle is not None and source is not None:
+        if guess and self.throttle is not None and source is not None:
             self.throttle.failed(source.host, now)
         self._log(FAILED_LINE, logging.WARNING, request, source, user, realm, why)
 

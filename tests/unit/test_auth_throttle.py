@@ -77,6 +77,19 @@ def test_a_right_password_or_a_missing_one_counts_nothing() -> None:
         assert node.send(node.credentials()).status == 200
 
 
+def test_a_replayed_nonce_count_with_the_right_password_counts_nothing() -> None:
+    """The digest is checked before the nonce-count: a replay is no password guess (a phone
+    whose requests arrive out of order sends them too), so it never starts a block."""
+    node = throttled(failures=2)
+    credentials = node.credentials()
+    assert node.send(credentials).status == 200
+    for _ in range(5):
+        assert node.send(credentials).status == 401  # Replayed nonce count
+    assert node.guard.failures == 5
+    assert node.guard.throttle is not None
+    assert node.guard.throttle.blocks == 0
+
+
 def test_ipv6_sources_count_per_slash_64_and_the_table_is_bounded() -> None:
     throttle = AuthThrottle(2)
     throttle.failed("2001:db8:1:2::10", T0)
