@@ -9,7 +9,6 @@ from dataclasses import dataclass
 
 from presence_sip.auth.digest import (
     REASON_INVALID,
-    REASON_REPLAY,
     AuthOutcome,
     AuthResult,
     DigestAlgorithm,
@@ -123,7 +122,9 @@ class RequestGuard:
             try:
                 credentials = parse_credentials(value)
             except RemoteProtocolError:
-                self._log_failure(request, source, now, "", "", "Malformed Authorization")
+                self._log_failure(
+                    request, source, now, "", "", "Malformed Authorization", guess=False
+                )
                 return self._refuse(request, "Malformed Authorization")
             if credentials.realm == authenticator.realm and not self._names_us(
                 credentials.uri, request
@@ -132,7 +133,7 @@ class RequestGuard:
                 # the Request-Line (a response computed for another URI is not replayed here).
                 why = "Digest uri does not match the Request-URI"
                 self._log_failure(
-                    request, source, now, credentials.username, credentials.realm, why
+                    request, source, now, credentials.username, credentials.realm, why, False
                 )
                 return self._refuse(request, why)
             result = authenticator.verify(
@@ -147,11 +148,12 @@ class RequestGuard:
             if result.outcome is not AuthOutcome.MISSING:
                 reason = result.reason
             if result.outcome is AuthOutcome.FAILED:
-                # A replayed nonce-count comes with the right digest (checked first): whoever
-                # sent it knows the password or resent a captured request, and cannot guess
-                # with it; a phone whose requests arrive out of order (a burst of SUBSCRIBEs
-                # over UDP) sends these too, so they do not count towards a block.
-                guess = result.reason != REASON_REPLAY
+                # Only a digest compared with the password's is a guess, and only a guess
+                # counts towards a block: a replayed nonce-count comes with the right digest
+                # (a phone whose requests arrive out of order sends them too), and a nonce not
+                # ours (or another check failing first) was never compared, so a forged UDP
+                # source needs at least a nonce of ours to get an address blocked.
+                guess = result.reason == REASON_INVALID
                 failed = (result.username, credentials.realm, _why(result), guess)
         if failed is not None:
             self._log_failure(request, source, now, *failed)

@@ -8,6 +8,7 @@ Byte-exact REGISTERs through a real Endpoint + RegistrarRole (``test_auth_log.Re
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 from test_auth_log import SOURCE, T0, Registrar1
@@ -88,6 +89,24 @@ def test_a_replayed_nonce_count_with_the_right_password_counts_nothing() -> None
     assert node.guard.failures == 5
     assert node.guard.throttle is not None
     assert node.guard.throttle.blocks == 0
+
+
+def test_credentials_never_compared_with_the_password_count_nothing() -> None:
+    """A nonce not ours is refused before the digest is compared: no guess, and no need to
+    have been challenged, so a datagram forged from someone else's address needs at least a
+    nonce of ours to count against it.  Malformed credentials, likewise."""
+    node = throttled(failures=2)
+    forged = re.sub(r'nonce="[^"]+"', 'nonce="AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"',
+                    node.credentials(password="guess"))  # fmt: skip
+    for _ in range(5):
+        assert node.send(forged).status == 401  # Invalid nonce
+        assert node.send("Digest realm=").status == 400  # Malformed Authorization
+    assert node.guard.failures == 10
+    assert node.guard.throttle is not None
+    assert node.guard.throttle.blocks == 0
+    node.send(node.credentials(password="guess-1"))
+    node.send(node.credentials(password="guess-2"))
+    assert node.guard.throttle.blocks == 1
 
 
 def test_ipv6_sources_count_per_slash_64_and_the_table_is_bounded() -> None:
