@@ -53,8 +53,9 @@ class Limits:
     it over UDP)."""
     auth_failures: int = 30
     """Failed digest authentications from one source address within a minute after which
-    its requests that need authentication get 403 for :attr:`auth_block` seconds (no password
-    guess is answered then); 0 turns it off (``presence_sip.auth.throttle``)."""
+    its requests that need authentication get 503 + Retry-After for :attr:`auth_block`
+    seconds (no password guess is answered then); 0 turns it off
+    (``presence_sip.auth.throttle``)."""
     auth_block: float = 300.0
     """Seconds a source address stays blocked after :attr:`auth_failures`."""
     auth_failures_exempt: tuple[str, ...] = ()

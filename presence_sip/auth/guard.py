@@ -18,6 +18,7 @@ from presence_sip.auth.digest import (
     uri_matches,
 )
 from presence_sip.auth.throttle import AuthThrottle
+from presence_sip.log_limit import LogLimit
 from presence_sip.sip.errors import RemoteProtocolError
 from presence_sip.sip.message import Request
 from presence_sip.sip.peer import Peer
@@ -68,8 +69,8 @@ class Verdict:
 _LET_THROUGH = Verdict(None)
 """The verdict when authentication does not apply (immutable: one for all requests)."""
 
-_BLOCKED = Verdict(None, 403, (), "Too many failed authentications")
-"""The verdict for a source blocked after too many failed authentications (:mod:`throttle`)."""
+BLOCKED_REASON = "Too many failed authentications"
+"""The reason phrase of the 503 (with Retry-After) to a source blocked by :mod:`throttle`."""
 
 
 class RequestGuard:
@@ -91,9 +92,12 @@ class RequestGuard:
     ) -> None:
         self.authenticator = authenticator
         self.throttle = throttle
+        """Failed authentications per source address and the blocks they start (None: off)."""
         self.failures = 0
         """Requests whose credentials failed, since start (for the status line)."""
-        """Failed authentications per source address and the blocks they start (None: off)."""
+        self._quiet: dict[str, LogLimit] = {}
+        """Failures that are no password guess, by reason (a fixed set of ours): logged once a
+        minute each."""
         self.ha1_lookup = ha1_lookup
         self.challenged = challenged
         self.proxy = proxy
@@ -112,8 +116,10 @@ class RequestGuard:
         if authenticator is None or request.method not in self.challenged:
             return _LET_THROUGH
         throttle = self.throttle
-        if throttle is not None and source is not None and throttle.blocked(source.host, now):
-            return _BLOCKED  # its credentials are not even checked: no guess gets an answer
+        if throttle is not None and source is not None:
+            wait = throttle.retry_after(source.host, now)
+            if wait:  # its credentials are not even checked: no guess gets an answer
+                return Verdict(None, 503, (("Retry-After", str(wait)),), BLOCKED_REASON)
         header = "Proxy-Authorization" if self.proxy else "Authorization"
         stale = False
         reason = "Credentials required"
@@ -172,8 +178,20 @@ class RequestGuard:
         guess: bool = True,
     ) -> None:
         self.failures += 1
-        if guess and self.throttle is not None and source is not None:
-            self.throttle.failed(source.host, now)
+        if guess:
+            if self.throttle is not None and source is not None:
+                self.throttle.failed(source.host, now)
+        else:
+            # Not a password guess (a nonce not ours, malformed credentials, a replayed
+            # nonce-count): anyone can forge these from any address over UDP, without a
+            # challenge, so a line each would be a log flood; one line a minute per reason.
+            limit = self._quiet.get(why)
+            if limit is None:
+                limit = self._quiet[why] = LogLimit()
+            if not limit.due(now):
+                return
+            if limit.count > 1:
+                why = f"{why} ({limit.count} so far, one line a minute)"
         self._log(FAILED_LINE, logging.WARNING, request, source, user, realm, why)
 
     @staticmethod

@@ -3,8 +3,10 @@
 Without it one source tried ~9,400 passwords a second against one account, every guess answered
 (hostile-client audit of 2026-11-27; ``sipvicious_svcrack`` found a 3,001st-word password in
 16.6 s).  After :attr:`AuthThrottle.failures` failed authentications from one address within
-:attr:`AuthThrottle.window` seconds, that address's requests that need authentication get 403
-for :attr:`AuthThrottle.block` seconds, their credentials not even checked; one WARNING line when
+:attr:`AuthThrottle.window` seconds, that address's requests that need authentication get 503
+with Retry-After (the seconds left) for :attr:`AuthThrottle.block` seconds, their credentials
+not even checked (503, not 403: a 403 SHOULD NOT be repeated, RFC 3261 §21.4.4, and a phone
+behind the same NAT that obeys it would stay unregistered after the block); one WARNING line when
 the block starts (``auth blocked: src=...``, for fail2ban as well).  An address, not an address
 and port: scanners change ports.  IPv6 sources count per /64 (one subscriber's prefix).
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 from collections.abc import Iterable
 
 log = logging.getLogger(__name__)
@@ -73,20 +76,25 @@ class AuthThrottle:
 
     def blocked(self, host: str, now: float) -> bool:
         """Whether requests from ``host`` are refused now (counted when they are)."""
+        return self.retry_after(host, now) > 0
+
+    def retry_after(self, host: str, now: float) -> int:
+        """Whole seconds until requests from ``host`` are taken again (0: now; counted as a
+        refused request when not 0)."""
         blocked = self._blocked
         if not blocked:
-            return False
+            return 0
         address = _address(host)
         until = blocked.get(address)
         if until is None:
-            return False
+            return 0
         if until <= now:
             del blocked[address]
-            return False
+            return 0
         if self.exempt and self._exempt(host):
-            return False  # (an IPv6 neighbour in its /64 got the /64 blocked)
+            return 0  # (an IPv6 neighbour in its /64 got the /64 blocked)
         self.blocked_requests += 1
-        return True
+        return max(1, math.ceil(until - now))
 
     def failed(self, host: str, now: float) -> None:
         """One failed authentication from ``host``."""

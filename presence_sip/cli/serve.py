@@ -9,7 +9,7 @@ A config file describes a network and its nodes::
     auth = "digest"            # or "none"
     default_policy = "confirm" # or "allow", "block"
     udp_mtu = 0                # 1300: larger requests for UDP destinations go over TCP
-    auth_failures = 30         # failed digests from one address in a minute: 403 for
+    auth_failures = 30         # failed digests from one address in a minute: 503 for
     auth_block_seconds = 300   # this long (no guess answered); 0 turns it off
     auth_failures_exempt = []  # edge proxies / SBCs (everyone's address): never blocked
     server_header = "presence-sip"  # "" leaves the Server header out
@@ -137,7 +137,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=int,
         metavar="N",
         help=f"failed digest authentications from one source address within a minute after "
-        f"which its requests needing authentication get 403 for auth_block_seconds "
+        f"which its requests needing authentication get 503 for auth_block_seconds "
         f"(default {Limits().auth_failures}, {Limits().auth_block:.0f} s; 0: off)",
     )
     parser.add_argument(

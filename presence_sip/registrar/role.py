@@ -96,7 +96,7 @@ class RegistrarRole:
             return make_response(request, 403, "Domain not served here")
         verdict = self.guard.check(request, now, incoming.source)
         if verdict.status:
-            reason = verdict.reason if verdict.status in (400, 403) else None  # 401: no hints
+            reason = None if verdict.status in (401, 407) else verdict.reason  # 401: no hints
             return make_response(request, verdict.status, reason, headers=verdict.challenge_headers)
         to_uri = request.to.uri
         if isinstance(to_uri, AbsoluteUri):

@@ -194,7 +194,8 @@ def test_a_password_guesser_is_blocked_after_auth_failures(
     serve_factory: Callable[..., ServeProcess], tmp_path: Path
 ) -> None:
     """``--auth-failures 3``: the third wrong password from one address starts a block; then
-    even the right one gets 403 (no guess is answered), logged once for fail2ban too."""
+    even the right one gets 503 with Retry-After (no guess is answered), logged once for
+    fail2ban too."""
     user = provisioned(0)
     node = serve_factory(
         data_dir=provision(tmp_path / "net"), domain=DOMAIN, extra_args=["--auth-failures", "3"]
@@ -208,7 +209,8 @@ def test_a_password_guesser_is_blocked_after_auth_failures(
         challenge, _ = register(
             client, node, user=user.msisdn, password=user.password, domain=DOMAIN
         )
-    assert (challenge.status, challenge.reason) == (403, "Too many failed authentications")
+    assert (challenge.status, challenge.reason) == (503, "Too many failed authentications")
+    assert 0 < int(challenge.headers.get("Retry-After") or "0") <= 300
     assert "auth blocked: src=127.0.0.1 for 300 s after 3 failed authentications" in (
         node.log_text()
     )

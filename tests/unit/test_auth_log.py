@@ -238,3 +238,19 @@ def test_registering_someone_elses_number_is_one_warning_with_source_and_user(
         'register forbidden: src=203.0.113.5 port=5062 transport=udp user="+447700900999" '
         'aor="+447700900123"',
     )]  # fmt: skip
+
+
+def test_failures_that_are_no_guess_are_one_line_a_minute_per_reason(
+    node: Registrar1, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A nonce not ours needs no challenge: anyone can send floods of them from any address
+    (review: a WARNING line each was the per-request log cost moved to DEBUG)."""
+    credentials = node.credentials()
+    forged = re.sub(r'nonce="[^"]+"', 'nonce="AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"', credentials)
+    caplog.clear()
+    for _ in range(50):
+        assert node.send(forged).status == 401
+    assert node.send(forged, now=T0 + 61.0).status == 401
+    reasons = [line.rsplit("reason=", 1)[1] for level, line in auth_lines(caplog)]
+    assert reasons == ['"Invalid nonce"', '"Invalid nonce (51 so far, one line a minute)"']
+    assert node.guard.failures == 51

@@ -1,5 +1,5 @@
 """Password guessing from one address: after ``failures`` failed authentications within a
-minute, the address's requests that need authentication get 403 for ``block`` seconds, their
+minute, the address's requests that need authentication get 503 + Retry-After for ``block`` s, their
 credentials unchecked (hostile-client audit: ~9,400 guesses a second were all answered).
 
 Byte-exact REGISTERs through a real Endpoint + RegistrarRole (``test_auth_log.Registrar1``).
@@ -37,8 +37,9 @@ def test_a_guesser_is_blocked_after_the_limit_and_then_not_even_the_password_wor
         assert node.send(node.credentials(password="guess-4")).status == 401
         right = node.send(right_password)
         challenge = node.send()
-    assert (right.status, right.reason) == (403, "Too many failed authentications")
-    assert (challenge.status, challenge.headers.get_all("WWW-Authenticate")) == (403, [])
+    assert (right.status, right.reason) == (503, "Too many failed authentications")
+    assert right.headers.get("Retry-After") == "300"
+    assert (challenge.status, challenge.headers.get_all("WWW-Authenticate")) == (503, [])
     blocks = [r for r in caplog.records if r.name == "presence_sip.auth.throttle"]
     assert [(r.levelno, r.getMessage()) for r in blocks] == [(
         logging.WARNING,
@@ -46,7 +47,7 @@ def test_a_guesser_is_blocked_after_the_limit_and_then_not_even_the_password_wor
     )]  # fmt: skip
     # Another address (another port of the same one would not be) is not blocked
     assert node.send(source=NEIGHBOUR).status == 401
-    assert node.send(source=Peer("udp", SOURCE.host, 40000)).status == 403
+    assert node.send(source=Peer("udp", SOURCE.host, 40000)).status == 503
     assert node.guard.throttle is not None
     assert node.guard.throttle.blocks == 1
     assert (node.guard.failures, node.guard.throttle.blocked_requests) == (5, 3)
@@ -56,7 +57,8 @@ def test_the_block_ends_and_the_right_password_registers_again() -> None:
     node = throttled(failures=3, block=300.0)
     for guess in range(3):
         node.send(node.credentials(password=f"guess-{guess}"))
-    assert node.send(now=T0 + 299.0).status == 403
+    late = node.send(now=T0 + 299.5)
+    assert (late.status, late.headers.get("Retry-After")) == (503, "1")  # the seconds left
     later = T0 + 300.0
     assert node.send(node.credentials(now=later), now=later).status == 200
 
@@ -151,7 +153,7 @@ def test_an_exempt_edge_proxy_is_never_blocked() -> None:
 
 def test_an_exempt_ipv6_proxy_is_not_blocked_by_a_neighbour_in_its_slash_64() -> None:
     """Blocks are per /64, exemptions per address: a host next to the edge proxy (or a datagram
-    forged from such an address) must not get the proxy's /64, and so the proxy, a 403."""
+    forged from such an address) must not get the proxy's /64, and so the proxy, blocked."""
     throttle = AuthThrottle(2, exempt=["2001:db8::1"])
     throttle.failed("2001:db8::66", T0)
     throttle.failed("2001:db8::66", T0)
