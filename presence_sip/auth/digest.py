@@ -298,6 +298,10 @@ class AuthResult:
     unknown_user: bool = False
     """With ``REASON_INVALID``: the username has no credentials here.  For the operator's log
     only (``auth failed ... reason="unknown user"``); never put on the wire."""
+    nonce_from_source: bool = True
+    """With ``REASON_INVALID``: the nonce was issued to the address the credentials came from
+    (:meth:`DigestAuthenticator.source_tag`).  A forged UDP source cannot have received one, so
+    only such a failure counts against that address (``auth/throttle.py``)."""
 
 
 REASON_OK = "OK"
@@ -320,6 +324,9 @@ REASON_STATE_LOST = "Nonce state forgotten"
 _TIME = struct.Struct("!d")
 _MAC_LEN = 16
 _RANDOM_LEN = 12
+_TAG_LEN = 4
+"""Bytes of the source tag after a nonce's issue time (:meth:`DigestAuthenticator.source_tag`)."""
+NO_SOURCE = bytes(_TAG_LEN)
 _MAX_NONCE_CHARS = 256
 _NONCE_RE = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -382,25 +389,37 @@ class DigestAuthenticator:
         ]
         self._realm_part = f'Digest realm={_quote(realm)}, nonce="'
 
-    def challenge(self, now: float, *, stale: bool = False) -> list[str]:
-        """WWW-Authenticate / Proxy-Authenticate values, one per algorithm, strongest first."""
-        nonce = self.make_nonce(now)
+    def challenge(
+        self, now: float, *, stale: bool = False, source_tag: bytes = NO_SOURCE
+    ) -> list[str]:
+        """WWW-Authenticate / Proxy-Authenticate values, one per algorithm, strongest first;
+        the nonce carries ``source_tag`` (the address the challenge goes to)."""
+        nonce = self.make_nonce(now, source_tag)
         extra = ", stale=true" if stale else ""
         return [f"{self._realm_part}{nonce}{tail}{extra}" for tail in self._challenge_tails]
 
-    def make_nonce(self, now: float) -> str:
-        """base64url(issue time + random + HMAC-SHA256(secret, realm + time + random)[:16])."""
+    def make_nonce(self, now: float, source_tag: bytes = NO_SOURCE) -> str:
+        """base64url(issue time + source tag + random + HMAC-SHA256(secret, realm + time + tag
+        + random)[:16])."""
         ids = self._id_source
-        payload = _TIME.pack(now) + (ids().encode() if ids else secrets.token_bytes(_RANDOM_LEN))
+        randomness = ids().encode() if ids else secrets.token_bytes(_RANDOM_LEN)
+        payload = _TIME.pack(now) + source_tag[:_TAG_LEN].ljust(_TAG_LEN, b"\0") + randomness
         raw = payload + self._mac(payload)
         return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+    def source_tag(self, host: str) -> bytes:
+        """A short keyed tag of a client's address, put into the nonces sent to it: whoever
+        answers with a nonce that carries another address's tag did not receive it there."""
+        mac = hmac.new(self._secret, b"source:" + host.encode(), hashlib.sha256)
+        return mac.digest()[:_TAG_LEN]
 
     def _mac(self, payload: bytes) -> bytes:
         mac = hmac.new(self._secret, self._mac_prefix + payload, hashlib.sha256)
         return mac.digest()[:_MAC_LEN]
 
-    def _open_nonce(self, nonce: str) -> tuple[float, bytes] | None:
-        """(issue time, key) of a nonce we made, or None if it is not ours or was altered."""
+    def _open_nonce(self, nonce: str) -> tuple[float, bytes, bytes] | None:
+        """(issue time, key, source tag) of a nonce we made, or None if it is not ours or was
+        altered."""
         if len(nonce) > _MAX_NONCE_CHARS or _NONCE_RE.fullmatch(nonce) is None:
             return None
         try:
@@ -413,7 +432,7 @@ class DigestAuthenticator:
         if not hmac.compare_digest(mac, self._mac(payload)):
             return None
         (issued,) = _TIME.unpack_from(payload)
-        return issued, mac
+        return issued, mac, payload[_TIME.size : _TIME.size + _TAG_LEN]
 
     def verify(
         self,
@@ -423,10 +442,13 @@ class DigestAuthenticator:
         now: float,
         *,
         body: bytes = b"",
+        source_tag: bytes | None = None,
     ) -> AuthResult:
         """Check ``credentials`` for a request with ``method`` (and ``body``, for auth-int).
 
         ``ha1_lookup(username, algorithm)`` returns the stored HA1 or None for an unknown user.
+        ``source_tag``: the :meth:`source_tag` of the address the request came from, to say in
+        a failure whether the nonce was issued there (None: not asked).
         """
         user = credentials.username
         if not credentials.is_digest:
@@ -449,8 +471,15 @@ class DigestAuthenticator:
             return _failed(user, problem)
         matched, known = self._response_ok(credentials, algorithm, method, ha1_lookup, body)
         if not matched:
-            return AuthResult(AuthOutcome.FAILED, user, REASON_INVALID, unknown_user=not known)
-        issued, key = opened
+            from_source = source_tag is None or hmac.compare_digest(opened[2], source_tag)
+            return AuthResult(
+                AuthOutcome.FAILED,
+                user,
+                REASON_INVALID,
+                unknown_user=not known,
+                nonce_from_source=from_source,
+            )
+        issued, key, _ = opened
         # RFC 2617 §3.2.1: stale only when the digest itself is valid.  A nonce "issued" ahead
         # of now came from a process whose clock ran ahead (its system clock was stepped back
         # while it ran, runtime/clock.py): its replay state is gone, so it is stale too.

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from presence_sip.auth.digest import (
+    NO_SOURCE,
     REASON_INVALID,
     AuthOutcome,
     AuthResult,
@@ -120,6 +121,9 @@ class RequestGuard:
             wait = throttle.retry_after(source.host, now)
             if wait:  # its credentials are not even checked: no guess gets an answer
                 return Verdict(None, 503, (("Retry-After", str(wait)),), BLOCKED_REASON)
+        # A tag of the client's address in our nonces: over UDP a source can be forged, and a
+        # wrong password with a nonce issued elsewhere is counted and logged as no guess.
+        tag = NO_SOURCE if source is None else authenticator.source_tag(source.host)
         header = "Proxy-Authorization" if self.proxy else "Authorization"
         stale = False
         reason = "Credentials required"
@@ -143,8 +147,9 @@ class RequestGuard:
                 )
                 return self._refuse(request, why)
             result = authenticator.verify(
-                credentials, request.method, self.ha1_lookup, now, body=request.body
-            )
+                credentials, request.method, self.ha1_lookup, now, body=request.body,
+                source_tag=tag,
+            )  # fmt: skip
             if result.outcome is AuthOutcome.OK:
                 return Verdict(result.username)
             if result.outcome is AuthOutcome.STALE:
@@ -158,14 +163,20 @@ class RequestGuard:
                 # counts towards a block: a replayed nonce-count comes with the right digest
                 # (a phone whose requests arrive out of order sends them too), and a nonce not
                 # ours (or another check failing first) was never compared, so a forged UDP
-                # source needs at least a nonce of ours to get an address blocked.
+                # source needs at least a nonce of ours to get an address blocked; and that
+                # nonce must have been sent to that address, unless the source cannot be
+                # forged (TCP, TLS).
+                why = _why(result)
                 guess = result.reason == REASON_INVALID
-                failed = (result.username, credentials.realm, _why(result), guess)
+                if guess and not result.nonce_from_source and not _unforgeable(source):
+                    guess = False
+                    why += " (nonce issued to another address)"
+                failed = (result.username, credentials.realm, why, guess)
         if failed is not None:
             self._log_failure(request, source, now, *failed)
         else:
             log.debug("%s %s challenged: %s", request.method, request.uri, reason)
-        return self._challenge(now, stale, reason)
+        return self._challenge(now, stale, reason, tag)
 
     def _log_failure(
         self,
@@ -213,11 +224,16 @@ class RequestGuard:
     def _refuse(request: Request, reason: str) -> Verdict:
         return Verdict(None, 400, (), reason)
 
-    def _challenge(self, now: float, stale: bool, reason: str) -> Verdict:
+    def _challenge(self, now: float, stale: bool, reason: str, tag: bytes) -> Verdict:
         assert self.authenticator is not None
         name = "Proxy-Authenticate" if self.proxy else "WWW-Authenticate"
-        values = self.authenticator.challenge(now, stale=stale)
+        values = self.authenticator.challenge(now, stale=stale, source_tag=tag)
         return Verdict(None, 407 if self.proxy else 401, tuple((name, v) for v in values), reason)
+
+
+def _unforgeable(source: Peer | None) -> bool:
+    """A stream's source address cannot be forged (its handshake went both ways)."""
+    return source is not None and source.reliable
 
 
 def _why(result: AuthResult) -> str:

@@ -15,9 +15,9 @@ The price is paid by whoever shares the address (a NAT, a carrier-grade NAT): se
 edge proxy or SBC in front of the node sends everyone's requests from its own address: list it
 in ``auth_failures_exempt`` (its own protection does the job there), or every user behind it is
 blocked by a few misconfigured phones.  Kamailio leaves this to the ``pike`` module or fail2ban;
-both still work beside it.  Over UDP a source address can be forged, so whoever can send
-spoofed datagrams can get an address blocked for :attr:`AuthThrottle.block` seconds (as with
-fail2ban or pike on UDP; the nonces are not bound to the client's address).
+both still work beside it.  Over UDP a source address can be forged: the guard counts a UDP
+failure only when its nonce was sent to that address (a keyed tag in the nonce, ``auth.digest``),
+so forging a victim's address blocks it only for someone who can read the victim's traffic.
 """
 
 from __future__ import annotations

@@ -11,8 +11,9 @@ import logging
 import re
 
 import pytest
-from test_auth_log import SOURCE, T0, Registrar1
+from test_auth_log import BOB, SOURCE, T0, Registrar1
 
+from presence_sip.auth.digest import build_authorization
 from presence_sip.auth.throttle import MAX_SOURCES, AuthThrottle
 from presence_sip.sip.peer import Peer
 
@@ -160,3 +161,29 @@ def test_an_exempt_ipv6_proxy_is_not_blocked_by_a_neighbour_in_its_slash_64() ->
     assert throttle.blocked("2001:db8::66", T0)
     assert not throttle.blocked("2001:db8::1", T0)
     assert throttle.blocked_requests == 1
+
+
+def test_a_forged_udp_source_with_a_nonce_sent_elsewhere_blocks_nobody(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Nonces carry a tag of the address they were sent to: guesses forged from a victim's
+    address over UDP with a nonce the attacker fetched from its own cannot block the victim
+    (review of 2026-11-27); over TCP the source cannot be forged, so they count."""
+    node = throttled(failures=3)
+    challenge = node.send(source=NEIGHBOUR).headers.get_all("WWW-Authenticate")[-1]
+    forged = build_authorization(
+        challenge, username=BOB, password="guess", method="REGISTER", uri="sip:net-b.test",
+        cnonce="c0ffee", nc=1,
+    )  # fmt: skip
+    with caplog.at_level(logging.INFO):
+        for _ in range(10):
+            assert node.send(forged).status == 401  # from SOURCE, the victim
+    assert node.guard.throttle is not None
+    assert node.guard.throttle.blocks == 0
+    failed = [r.getMessage() for r in caplog.records if "auth failed" in r.getMessage()]
+    assert len(failed) == 1  # no guess: a line a minute, not one each
+    assert 'reason="wrong password (nonce issued to another address)"' in failed[0]
+    over_tcp = Peer("tcp", SOURCE.host, 5062, 3)
+    for _ in range(3):
+        assert node.send(forged, source=over_tcp).status == 401
+    assert node.guard.throttle.blocks == 1

@@ -173,7 +173,7 @@ def test_rfc2069_example_response() -> None:
 
 def test_challenge_values_exact() -> None:
     auth = DigestAuthenticator(REALM, SECRET, id_source=lambda: "id-1")
-    payload = struct.pack("!d", 1000.0) + b"id-1"
+    payload = struct.pack("!d", 1000.0) + bytes(4) + b"id-1"  # time, no source tag, random
     mac = hmac.new(SECRET, REALM.encode() + b"\0" + payload, hashlib.sha256).digest()[:16]
     nonce = base64.urlsafe_b64encode(payload + mac).rstrip(b"=").decode()
     opaque = auth.opaque
@@ -716,3 +716,27 @@ def test_uri_matches(a: str, b: str, same: bool) -> None:
 )
 def test_uri_host(uri: str, host: str) -> None:
     assert uri_host(uri) == host
+
+
+def test_a_wrong_password_says_whether_its_nonce_was_issued_to_its_source() -> None:
+    """A nonce carries a keyed tag of the address it was sent to: a forged UDP source cannot
+    have received one for the address it forges (``auth/throttle.py`` counts only those)."""
+    auth = DigestAuthenticator(REALM, SECRET, id_source=lambda: "id-1")
+    here, there = auth.source_tag("203.0.113.5"), auth.source_tag("198.51.100.7")
+    assert here != there
+    assert len(here) == 4
+    assert auth.source_tag("203.0.113.5") == here  # keyed, stable
+    challenge = auth.challenge(1000.0, source_tag=here)[0]
+    header = build_authorization(
+        challenge, username="alice", password="wrong", method="REGISTER", uri=f"sip:{REALM}",
+        cnonce="c0ffee", nc=1,
+    )  # fmt: skip
+    credentials = parse_credentials(header)
+
+    def lookup(user: str, algorithm: DigestAlgorithm) -> str | None:
+        return "0" * 64
+
+    from_here = auth.verify(credentials, "REGISTER", lookup, 1000.0, source_tag=here)
+    from_there = auth.verify(credentials, "REGISTER", lookup, 1000.0, source_tag=there)
+    assert (from_here.reason, from_here.nonce_from_source) == (REASON_INVALID, True)
+    assert (from_there.reason, from_there.nonce_from_source) == (REASON_INVALID, False)
