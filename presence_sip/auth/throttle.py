@@ -31,14 +31,14 @@ log = logging.getLogger(__name__)
 
 MAX_SOURCES = 65536
 """Addresses followed at once, and addresses blocked at once (two tables).  When the first is
-full the address whose window started first is forgotten; when the second is, the block that
+full the address that failed longest ago is forgotten; when the second is, the block that
 ends first (all last as long).  Blocks are kept apart so that failures from 65,536 other
 addresses (spoofed datagrams, or the /64s of one IPv6 /48) cannot push a blocked guesser out of
 the table and unblock it."""
 
 
 class AuthThrottle:
-    """Counts failures per source address in fixed windows; sans-IO (``now`` is given)."""
+    """Counts failures per source address (a leaky bucket each); sans-IO (``now`` is given)."""
 
     __slots__ = (
         "_blocked",
@@ -70,7 +70,7 @@ class AuthThrottle:
         self.blocked_requests = 0
         """Requests refused while their address was blocked."""
         self._counts: dict[str, list[float]] = {}
-        """address -> [window start, failures in it], in the order the windows started."""
+        """address -> [time of its last failure, bucket level], the stalest first."""
         self._blocked: dict[str, float] = {}
         """address -> blocked until, in the order the blocks started."""
 
@@ -97,22 +97,29 @@ class AuthThrottle:
         return max(1, math.ceil(until - now))
 
     def failed(self, host: str, now: float) -> None:
-        """One failed authentication from ``host``."""
+        """One failed authentication from ``host``.
+
+        A leaky bucket per address: each failure adds one, :attr:`failures` leak away per
+        :attr:`window`, and a bucket that reaches :attr:`failures` starts a block.  So a burst
+        of :attr:`failures` blocks at once, a steady rate under :attr:`failures` a window
+        never does, and a burst split across the boundary of a fixed window (which let up to
+        twice as many through, review of 2026-11-27) is no way around it."""
         if self.exempt and self._exempt(host):
             return
         address = _address(host)
         counts = self._counts
-        entry = counts.get(address)
-        if entry is None or now - entry[0] >= self.window:
-            if entry is not None:
-                del counts[address]  # a new window: to the end of the order
-            elif len(counts) >= MAX_SOURCES:
+        entry = counts.pop(address, None)  # (re-inserted last: the table drops the stalest)
+        if entry is None:
+            if len(counts) >= MAX_SOURCES:
                 del counts[next(iter(counts))]
-            entry = counts[address] = [now, 0.0]
-        entry[1] += 1
-        if entry[1] < self.failures:
+            level = 0.0
+        else:
+            leaked = (now - entry[0]) * self.failures / self.window
+            level = max(0.0, entry[1] - leaked)
+        level += 1
+        if level < self.failures:
+            counts[address] = [now, level]
             return
-        del counts[address]  # after the block, a fresh window
         blocked = self._blocked
         if blocked.pop(address, None) is None and len(blocked) >= MAX_SOURCES:
             del blocked[next(iter(blocked))]

@@ -187,3 +187,15 @@ def test_a_forged_udp_source_with_a_nonce_sent_elsewhere_blocks_nobody(
     for _ in range(3):
         assert node.send(forged, source=over_tcp).status == 401
     assert node.guard.throttle.blocks == 1
+
+
+def test_a_burst_split_across_a_minute_boundary_still_blocks() -> None:
+    """Fixed one-minute windows let up to twice the limit through around a window's end
+    (review of 2026-11-27): one failure, then five within a second about a minute later, two
+    before the first window's end and three after (a fixed window saw 3 and 3 of 4)."""
+    throttle = AuthThrottle(4)
+    throttle.failed(SOURCE.host, T0)
+    for offset in (59.5, 59.7, 60.1, 60.3, 60.5):
+        throttle.failed(SOURCE.host, T0 + offset)
+    assert throttle.blocks == 1
+    assert throttle.blocked(SOURCE.host, T0 + 61.0)
