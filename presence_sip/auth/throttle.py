@@ -100,7 +100,7 @@ class AuthThrottle:
         """One failed authentication from ``host``.
 
         A leaky bucket per address: each failure adds one, :attr:`failures` leak away per
-        :attr:`window`, and a bucket that reaches :attr:`failures` starts a block.  So a burst
+        :attr:`window`, and a bucket that goes above ``failures - 1`` starts a block.  So a burst
         of :attr:`failures` blocks at once, a steady rate under :attr:`failures` a window
         never does, and a burst split across the boundary of a fixed window (which let up to
         twice as many through, review of 2026-11-27) is no way around it."""
@@ -117,8 +117,8 @@ class AuthThrottle:
             leaked = (now - entry[0]) * self.failures / self.window
             level = max(0.0, entry[1] - leaked)
         level += 1
-        if level < self.failures:
-            counts[address] = [now, level]
+        if level <= self.failures - 1:  # (not "< failures": what leaked in between the
+            counts[address] = [now, level]  # burst's own requests must not save it)
             return
         blocked = self._blocked
         if blocked.pop(address, None) is None and len(blocked) >= MAX_SOURCES:

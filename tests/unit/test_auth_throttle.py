@@ -199,3 +199,16 @@ def test_a_burst_split_across_a_minute_boundary_still_blocks() -> None:
         throttle.failed(SOURCE.host, T0 + offset)
     assert throttle.blocks == 1
     assert throttle.blocked(SOURCE.host, T0 + 61.0)
+
+
+def test_the_limit_in_a_quick_burst_blocks_though_a_little_leaked_in_between() -> None:
+    """Three failures a few milliseconds apart with a limit of 3: what leaked between them
+    must not keep the bucket just under the limit (the first leaky bucket did)."""
+    throttle = AuthThrottle(3)
+    for offset in (0.0, 0.004, 0.009):
+        throttle.failed(SOURCE.host, T0 + offset)
+    assert throttle.blocks == 1
+    two = AuthThrottle(3)
+    two.failed(SOURCE.host, T0)
+    two.failed(SOURCE.host, T0)
+    assert two.blocks == 0
