@@ -52,9 +52,10 @@ class Limits:
     holds that watcher's NOTIFY for the 10 s connect timeout (the next, smaller one overtakes
     it over UDP)."""
     auth_failures: int = 30
-    """Failed digest authentications from one source address within a minute after which
-    its requests that need authentication get 503 + Retry-After for :attr:`auth_block`
-    seconds (no password guess is answered then); 0 turns it off
+    """Failed password checks (wrong password, unknown user) from one source address that
+    start a block: that many in a burst, or more than that many a minute (a leaky bucket).
+    Blocked, its requests that need authentication get 503 + Retry-After for
+    :attr:`auth_block` seconds (no password guess is answered then); 0 turns it off
     (``presence_sip.auth.throttle``)."""
     auth_block: float = 300.0
     """Seconds a source address stays blocked after :attr:`auth_failures`."""

@@ -136,7 +136,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--auth-failures",
         type=int,
         metavar="N",
-        help=f"failed digest authentications from one source address within a minute after "
+        help=f"failed password checks from one source address (in a burst, or a minute) after "
         f"which its requests needing authentication get 503 for auth_block_seconds "
         f"(default {Limits().auth_failures}, {Limits().auth_block:.0f} s; 0: off)",
     )
