@@ -196,7 +196,10 @@ def _password(args: argparse.Namespace) -> str | None:
     source_name: str = args.password_file
     try:
         if source_name == STDIN and sys.stdin.isatty():
-            line = getpass.getpass("Password: ")  # typed at a terminal: not echoed
+            # Typed at a terminal: not echoed, and asked twice (a typo would be stored unseen).
+            line = getpass.getpass("Password: ")
+            if line and getpass.getpass("Again: ") != line:
+                raise ConfigError("the two passwords differ: nothing changed")
         elif source_name == STDIN:
             line = sys.stdin.readline()
         else:

@@ -174,9 +174,9 @@ def test_password_from_a_file_or_standard_input(hss: Hss, tmp_path: Path) -> Non
     assert f"no password in the first line of {empty}" in refused.stderr
 
 
-def test_a_password_typed_at_a_terminal_is_not_echoed(hss: Hss) -> None:
-    """``--password-file -`` at a terminal asks for the password with echo off (it showed on
-    the screen as it was typed: new-user audit)."""
+def type_password_at_a_terminal(hss: Hss, first: bytes, second: bytes) -> tuple[int, bytes]:
+    """``subscriber set B --password-file -`` on a pseudo-terminal, answering its two prompts;
+    the exit status and everything the terminal showed."""
     primary, secondary = pty.openpty()
     process = subprocess.Popen(
         [sys.executable, "-m", "presence_sip.cli.hss", "--data", str(hss.data),
@@ -187,12 +187,13 @@ def test_a_password_typed_at_a_terminal_is_not_echoed(hss: Hss) -> None:
     os.close(secondary)
     screen = b""
     try:
-        while b"Password: " not in screen:
-            ready, _, _ = select.select([primary], [], [], 30)
-            assert ready, f"no prompt; the terminal showed {screen!r}"
-            screen += os.read(primary, 1024)
-        os.write(primary, b"typed secret\n")
-        assert process.wait(timeout=30) == 0, screen
+        for prompt, answer in ((b"Password: ", first), (b"Again: ", second)):
+            while prompt not in screen:
+                ready, _, _ = select.select([primary], [], [], 30)
+                assert ready, f"no {prompt!r}; the terminal showed {screen!r}"
+                screen += os.read(primary, 1024)
+            os.write(primary, answer + b"\n")
+        status = process.wait(timeout=30)
         while select.select([primary], [], [], 0.2)[0]:
             try:
                 chunk = os.read(primary, 1024)
@@ -206,13 +207,29 @@ def test_a_password_typed_at_a_terminal_is_not_echoed(hss: Hss) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
-    assert b"typed secret" not in screen
+    return status, screen
+
+
+def ha1_of_b(hss: Hss) -> str | None:
     store = SqliteSubscriberStore.open(hss.data)
     try:
-        expected = hashlib.sha256(f"{B}:net-b.test:typed secret".encode()).hexdigest()
-        assert store.get_ha1(B, "SHA-256") == expected
+        return store.get_ha1(B, "SHA-256")
     finally:
         store.close()
+
+
+def test_a_password_typed_at_a_terminal_is_not_echoed_and_asked_twice(hss: Hss) -> None:
+    """``--password-file -`` at a terminal asks for the password with echo off (it showed on
+    the screen as it was typed: new-user audit), and twice: a typo is not stored unseen."""
+    status, screen = type_password_at_a_terminal(hss, b"typed secret", b"typed secret")
+    assert status == 0, screen
+    assert b"typed secret" not in screen
+    assert ha1_of_b(hss) == hashlib.sha256(f"{B}:net-b.test:typed secret".encode()).hexdigest()
+    before = ha1_of_b(hss)
+    status, screen = type_password_at_a_terminal(hss, b"new secret", b"new secrte")
+    assert status == 2
+    assert b"the two passwords differ: nothing changed" in screen
+    assert ha1_of_b(hss) == before
 
 
 def test_a_mistyped_data_directory_is_an_error_and_stays_empty(tmp_path: Path) -> None:
