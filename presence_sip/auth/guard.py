@@ -42,7 +42,9 @@ LOGGED_CHARS = 64
 _UNKNOWN_SOURCE = Peer("udp", "-", 0)
 
 
-def _quoted(value: str) -> str:
+def quoted_for_log(value: str) -> str:
+    """A client-written value as the auth log lines write it: JSON-quoted (no CR/LF, no quote
+    ends it early), cut to :data:`LOGGED_CHARS`."""
     text = value if len(value) <= LOGGED_CHARS else value[:LOGGED_CHARS] + "..."
     return json.dumps(text)
 
@@ -214,7 +216,7 @@ class RequestGuard:
             return
         peer = source or _UNKNOWN_SOURCE
         log.log(level, line, peer.host, peer.port, peer.transport, request.method,
-                _quoted(user), _quoted(realm), json.dumps(why))  # fmt: skip
+                quoted_for_log(user), quoted_for_log(realm), json.dumps(why))  # fmt: skip
 
     def _names_us(self, digest_uri: str, request: Request) -> bool:
         """The credentials' ``uri`` is the Request-URI, or names this node itself."""

@@ -355,7 +355,7 @@ def _node_config(
                 pick(args.max_transactions, "max_transactions", Limits().max_transactions),
             ),
             udp_mtu=_udp_mtu(pick(args.udp_mtu, "udp_mtu", Limits().udp_mtu)),
-            auth_failures=_count(
+            auth_failures=_non_negative(
                 "auth_failures", pick(args.auth_failures, "auth_failures", Limits().auth_failures)
             ),
             auth_block=_positive(
@@ -434,7 +434,7 @@ def _networks(name: str, values: list[str]) -> tuple[str, ...]:
     return tuple(values)
 
 
-def _count(name: str, value: object) -> int:
+def _non_negative(name: str, value: object) -> int:
     if type(value) is not int or value < 0:
         raise ConfigError(f"{name} must be a whole number, 0 or more, not {value!r}")
     return value

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
-from presence_sip.auth.guard import RequestGuard
+from presence_sip.auth.guard import RequestGuard, quoted_for_log
 from presence_sip.endpoint import Incoming
 from presence_sip.hss.msisdn import canonical_identity, identity_in_domain
 from presence_sip.hss.store import SubscriberStore
@@ -112,11 +111,11 @@ class RegistrarRole:
             # names who and from where, as a failed authentication's line does (fail2ban).
             log.warning(
                 "register forbidden: src=%s port=%d transport=%s user=%s aor=%s",
-                incoming.source.host.strip("[]"),
+                incoming.source.host,
                 incoming.source.port,
                 incoming.source.transport,
-                json.dumps((verdict.username or "")[:64]),
-                json.dumps(aor[:64]),
+                quoted_for_log(verdict.username or ""),
+                quoted_for_log(aor),
             )
             return make_response(request, refusal[0], refusal[1])
         return self.registrar.register(request, aor, str(incoming.source), now)

@@ -24,11 +24,13 @@ def request(*extra: str, cseq: int = 1, to_tag: str = "", contact: str | None = 
         f"Contact: {contact or '<sip:alice@127.0.0.1:5070>'}",
         "Event: presence",
         *extra,
-        "Content-Length: 0",
-        "",
-        "",
     ]
-    message = parse_message("\r\n".join(lines).encode())
+    return parsed(lines)
+
+
+def parsed(header_lines: list[str]) -> Request:
+    """The request of a start line and headers (no body)."""
+    message = parse_message("\r\n".join([*header_lines, "Content-Length: 0", "", ""]).encode())
     assert isinstance(message, Request)
     return message
 
@@ -161,13 +163,8 @@ def proxied(*extra: str, cseq: int = 1, to_tag: str = "") -> Request:
         "Contact: <sip:b@127.80.0.11:5071>",
         *extra,
         "Event: presence",
-        "Content-Length: 0",
-        "",
-        "",
     ]
-    message = parse_message("\r\n".join(lines).encode())
-    assert isinstance(message, Request)
-    return message
+    return parsed(lines)
 
 
 PROXY_STREAM = Peer("tcp", "127.80.0.1", 38185, connection=7)

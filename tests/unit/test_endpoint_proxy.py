@@ -84,8 +84,9 @@ def test_forwards_with_via_record_route_and_relays_the_answer() -> None:
     ]
 
 
-def test_503_fails_over_to_the_next_record() -> None:
-    proxy = make_proxy()
+def failed_over_by_a_503(proxy: Endpoint) -> tuple[Request, Request]:
+    """A SUBSCRIBE forwarded to the first record, answered 503 there, so sent to the second:
+    the two requests forwarded."""
     proxy.receive(subscribe(), UAC, 0.0)
     [(first, _)] = sent(proxy)
     assert isinstance(first, Request)
@@ -93,6 +94,11 @@ def test_503_fails_over_to_the_next_record() -> None:
     [(second, peer)] = sent(proxy)
     assert peer == GW2.peer
     assert isinstance(second, Request)
+    return first, second
+
+
+def test_503_fails_over_to_the_next_record() -> None:
+    first, second = failed_over_by_a_503(make_proxy())
     assert second.top_via.branch != first.top_via.branch
 
 
@@ -102,13 +108,7 @@ def test_a_503_from_the_last_record_goes_upstream_as_500() -> None:
     Seen with Kamailio presence servers behind the node: both records 503, the watcher got 503
     where a Kamailio proxy in the same place answers 500."""
     proxy = make_proxy()
-    proxy.receive(subscribe(), UAC, 0.0)
-    [(first, _)] = sent(proxy)
-    assert isinstance(first, Request)
-    proxy.receive(answer(first, 503, "Service Unavailable"), GW1.peer, 0.1)
-    [(second, peer)] = sent(proxy)
-    assert isinstance(second, Request)
-    assert peer == GW2.peer
+    _, second = failed_over_by_a_503(proxy)
     proxy.receive(answer(second, 503, "Service Unavailable"), GW2.peer, 0.2)
     [(relayed, to)] = sent(proxy)
     assert isinstance(relayed, Response)

@@ -1019,18 +1019,30 @@ def test_an_extra_identity_stands_for_its_subscriber_rules_included() -> None:
     ]
 
 
-def test_a_subscriber_registers_with_an_extra_identity_as_its_number() -> None:
-    """RFC 3261 §10.3 step 6: the identity is the subscriber's own, so it may register it; the
-    binding is the number's (presence and routing look there)."""
+def _bob_with_an_extra_identity() -> Node:
+    """A node with digest auth: Bob with the extra identity ``sip:bob@DOMAIN``, and Alice."""
     hss = MemorySubscriberStore(DOMAIN)
     hss.add_subscriber(BOB, "secret", identities=[f"sip:bob@{DOMAIN}"])
     hss.add_subscriber(ALICE, "secret")
-    node = Node(auth=True, hss=hss)
-    data = register(aor=f"sip:bob@{DOMAIN}")
+    return Node(auth=True, hss=hss)
+
+
+def _register_bob_as(node: Node, aor: str) -> tuple[bytes, Response]:
+    """Bob registers ``aor`` with digest; it must bind his number. The REGISTER and the
+    challenge it got."""
+    data = register(aor=aor)
     challenge = only_response(node.receive(data))
     assert challenge.status == 401
     assert only_response(node.receive(authorized(data, challenge, BOB))).status == 200
     assert node.registrar.is_registered(BOB, node.now)
+    return data, challenge
+
+
+def test_a_subscriber_registers_with_an_extra_identity_as_its_number() -> None:
+    """RFC 3261 §10.3 step 6: the identity is the subscriber's own, so it may register it; the
+    binding is the number's (presence and routing look there)."""
+    node = _bob_with_an_extra_identity()
+    data, challenge = _register_bob_as(node, f"sip:bob@{DOMAIN}")
     refused = only_response(node.receive(authorized(data, challenge, ALICE)))
     assert refused.status == 403  # not Alice's identity
 
@@ -1041,15 +1053,8 @@ def test_an_extra_identity_at_the_nodes_own_address_is_the_subscriber() -> None:
     number already: an extra identity at it is the subscriber too (it got 403 "Not allowed to
     register this AOR" and 404 "Unknown presentity"; Kamailio's default use_domain=0 ignores
     the host). Another domain stays another domain's, and an unknown user at our address 404."""
-    hss = MemorySubscriberStore(DOMAIN)
-    hss.add_subscriber(BOB, "secret", identities=[f"sip:bob@{DOMAIN}"])
-    hss.add_subscriber(ALICE, "secret")
-    node = Node(auth=True, hss=hss)
-    data = register(aor=f"sip:bob@{PS}")
-    challenge = only_response(node.receive(data))
-    assert challenge.status == 401
-    assert only_response(node.receive(authorized(data, challenge, BOB))).status == 200
-    assert node.registrar.is_registered(BOB, node.now)
+    node = _bob_with_an_extra_identity()
+    _register_bob_as(node, f"sip:bob@{PS}")
     watch = subscribe(target=f"sip:bob@{PS}")
     challenge = only_response(node.receive(watch))
     out = node.receive(authorized(watch, challenge, ALICE))
