@@ -62,6 +62,19 @@ class Limits:
     auth_failures_exempt: tuple[str, ...] = ()
     """Addresses or networks (``"192.0.2.10"``, ``"10.0.0.0/8"``) never blocked: edge proxies
     and SBCs, whose address is everyone's behind them."""
+    flood_requests: int = 0
+    """Requests from one source address in a burst, or more than this many a second (a leaky
+    bucket), that start a block: its requests are dropped unread and its new connections
+    refused for :attr:`flood_block` seconds (``presence_sip.transport.flood``, Kamailio's
+    ``pike``).  0, the default as pike is off in Kamailio's default config, turns it off."""
+    flood_block: float = 60.0
+    """Seconds a source address stays blocked after :attr:`flood_requests`."""
+    max_connections_per_source: int = 0
+    """Inbound TCP/TLS connections open at once from one source address (IPv6: one /64); 0,
+    the default, leaves only :attr:`max_connections`."""
+    flood_exempt: tuple[str, ...] = ()
+    """Addresses or networks never counted by :attr:`flood_requests` nor
+    :attr:`max_connections_per_source`: edge proxies, SBCs and the network's other nodes."""
     max_transactions: int = 200000
     """Server transactions kept at once, the Completed ones waiting for Timer J/K included.
     When full, the Completed record closest to its end is dropped early to make room; only

@@ -307,6 +307,7 @@ class Node:
         transactions = endpoint.transactions
         server = getattr(self.presence, "server", None)
         throttle = self.guard.throttle
+        flood = self.driver.flood
         return NodeStatus(
             name=self.config.name,
             uptime=now - self.built_at,
@@ -328,6 +329,8 @@ class Node:
             moved_to_tcp=transactions.stats["requests_moved_to_tcp"],
             auth_failed=self.guard.failures,
             auth_blocked=0 if throttle is None else throttle.blocked_requests,
+            flood_dropped=None if flood is None else flood.dropped,
+            source_refused=0 if flood is None else flood.refused_connections,
             storage_ok=not self.commits.cannot_store(now),
         )
 

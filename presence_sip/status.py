@@ -43,7 +43,11 @@ class NodeStatus:
     auth_failed: int = 0
     """Requests whose digest credentials failed."""
     auth_blocked: int = 0
-    """Requests refused (403) while their source was blocked for failed authentications."""
+    """Requests refused (503) while their source was blocked for failed authentications."""
+    flood_dropped: int | None = None
+    """Requests dropped from sources blocked for flooding (None: the flood guard is off)."""
+    source_refused: int = 0
+    """Connections refused for a block or ``max_connections_per_source``."""
     storage_ok: bool = True
 
     def line(self) -> str:
@@ -66,6 +70,11 @@ class NodeStatus:
             f"{self.moved_to_tcp} moved to TCP",
             f"{self.auth_failed} failed authentications ({self.auth_blocked} refused blocked)",
         ]
+        if self.flood_dropped is not None:
+            done.append(
+                f"{self.flood_dropped} dropped for flooding "
+                f"({self.source_refused} connections refused)"
+            )
         storage = "storage ok" if self.storage_ok else "STORAGE FAILING"
         return (
             f"{self.name} status: up {_duration(self.uptime)}; holds {', '.join(held)}; "

@@ -22,34 +22,18 @@ so forging a victim's address blocks it only for someone who can read the victim
 
 from __future__ import annotations
 
-import ipaddress
 import logging
-import math
 from collections.abc import Iterable
+
+from presence_sip.source_limits import MAX_SOURCES, SourceBuckets
 
 log = logging.getLogger(__name__)
 
-MAX_SOURCES = 65536
-"""Addresses followed at once, and addresses blocked at once (two tables).  When the first is
-full the address that failed longest ago is forgotten; when the second is, the block that
-ends first (all last as long).  Blocks are kept apart so that failures from 65,536 other
-addresses (spoofed datagrams, or the /64s of one IPv6 /48) cannot push a blocked guesser out of
-the table and unblock it."""
 
+class AuthThrottle(SourceBuckets):
+    """Failed password checks per source address (``source_limits``, a leaky bucket each)."""
 
-class AuthThrottle:
-    """Counts failures per source address (a leaky bucket each); sans-IO (``now`` is given)."""
-
-    __slots__ = (
-        "_blocked",
-        "_counts",
-        "block",
-        "blocked_requests",
-        "blocks",
-        "exempt",
-        "failures",
-        "window",
-    )
+    __slots__ = ()
 
     def __init__(
         self,
@@ -58,95 +42,32 @@ class AuthThrottle:
         block: float = 300.0,
         exempt: Iterable[str] = (),
     ) -> None:
-        self.failures = failures
+        super().__init__(failures, window, block, exempt)
+
+    @property
+    def failures(self) -> int:
         """Failed authentications from one address within :attr:`window` that start a block."""
-        self.exempt = tuple(ipaddress.ip_network(net, strict=False) for net in exempt)
-        """Addresses never counted nor blocked (edge proxies, SBCs: everyone's address), not
-        even when another address of their IPv6 /64 is."""
-        self.window = window
-        self.block = block
-        self.blocks = 0
-        """Blocks started (for operators and tests)."""
-        self.blocked_requests = 0
+        return self.limit
+
+    @property
+    def blocked_requests(self) -> int:
         """Requests refused while their address was blocked."""
-        self._counts: dict[str, list[float]] = {}
-        """address -> [time of its last failure, bucket level], the stalest first."""
-        self._blocked: dict[str, float] = {}
-        """address -> blocked until, in the order the blocks started."""
+        return self.refused
 
     def blocked(self, host: str, now: float) -> bool:
         """Whether requests from ``host`` are refused now (counted when they are)."""
         return self.retry_after(host, now) > 0
 
-    def retry_after(self, host: str, now: float) -> int:
-        """Whole seconds until requests from ``host`` are taken again (0: now; counted as a
-        refused request when not 0)."""
-        blocked = self._blocked
-        if not blocked:
-            return 0
-        address = _address(host)
-        until = blocked.get(address)
-        if until is None:
-            return 0
-        if until <= now:
-            del blocked[address]
-            return 0
-        if self.exempt and self._exempt(host):
-            return 0  # (an IPv6 neighbour in its /64 got the /64 blocked)
-        self.blocked_requests += 1
-        return max(1, math.ceil(until - now))
-
     def failed(self, host: str, now: float) -> None:
-        """One failed authentication from ``host``.
-
-        A leaky bucket per address: each failure adds one, :attr:`failures` leak away per
-        :attr:`window`, and a bucket that goes above ``failures - 1`` starts a block.  So a burst
-        of :attr:`failures` blocks at once, a steady rate under :attr:`failures` a window
-        never does, and a burst split across the boundary of a fixed window (which let up to
-        twice as many through, review of 2026-11-27) is no way around it."""
-        if self.exempt and self._exempt(host):
-            return
-        address = _address(host)
-        counts = self._counts
-        entry = counts.pop(address, None)  # (re-inserted last: the table drops the stalest)
-        if entry is None:
-            if len(counts) >= MAX_SOURCES:
-                del counts[next(iter(counts))]
-            level = 0.0
-        else:
-            leaked = (now - entry[0]) * self.failures / self.window
-            level = max(0.0, entry[1] - leaked)
-        level += 1
-        if level <= self.failures - 1:  # (not "< failures": what leaked in between the
-            counts[address] = [now, level]  # burst's own requests must not save it)
-            return
-        blocked = self._blocked
-        if blocked.pop(address, None) is None and len(blocked) >= MAX_SOURCES:
-            del blocked[next(iter(blocked))]
-        blocked[address] = now + self.block
-        self.blocks += 1
-        log.warning(
-            "auth blocked: src=%s for %d s after %d failed authentications within %d s",
-            address,
-            self.block,
-            self.failures,
-            self.window,
-        )
-
-    def _exempt(self, host: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(host.strip("[]"))
-        except ValueError:
-            return False
-        return any(ip in network for network in self.exempt)
+        """One failed authentication from ``host``: one WARNING line when it starts a block."""
+        if self.add(host, now):
+            log.warning(
+                "auth blocked: src=%s for %d s after %d failed authentications within %d s",
+                self.address(host),
+                self.block,
+                self.limit,
+                self.window,
+            )
 
 
-def _address(host: str) -> str:
-    """The unit counted: the IPv4 address, or the /64 of an IPv6 one."""
-    if ":" not in host:
-        return host
-    try:
-        network = ipaddress.IPv6Network(f"{host.strip('[]')}/64", strict=False)
-    except ValueError:
-        return host
-    return str(network)
+__all__ = ["MAX_SOURCES", "AuthThrottle"]

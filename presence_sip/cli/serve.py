@@ -12,6 +12,10 @@ A config file describes a network and its nodes::
     auth_failures = 30         # failed digests from one address in a minute: 503 for
     auth_block_seconds = 300   # this long (no guess answered); 0 turns it off
     auth_failures_exempt = []  # edge proxies / SBCs (everyone's address): never blocked
+    flood_requests = 0         # requests from one address in a burst or a second that get
+    flood_block_seconds = 60   # it dropped this long (Kamailio's pike); 0: off (the default)
+    max_connections_per_source = 0  # TCP/TLS connections open from one address; 0: no cap
+    flood_exempt = []          # edge proxies / SBCs; the nodes of this file are exempt anyway
     server_header = "presence-sip"  # "" leaves the Server header out
     ca = "certs/net-b.test/ca.pem"
 
@@ -141,6 +145,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         f"(default {Limits().auth_failures}, {Limits().auth_block:.0f} s; 0: off)",
     )
     parser.add_argument(
+        "--flood-requests",
+        type=int,
+        metavar="N",
+        help=f"requests from one source address in a burst, or more than N a second, after "
+        f"which its requests are dropped unanswered and its connections refused for "
+        f"flood_block_seconds (Kamailio's pike; default 0: off; "
+        f"{Limits().flood_block:.0f} s)",
+    )
+    parser.add_argument(
+        "--max-connections-per-source",
+        type=int,
+        metavar="N",
+        help="TCP/TLS connections open at once from one source address (default 0: no cap but "
+        f"max_connections, {Limits().max_connections})",
+    )
+    parser.add_argument(
         "--server-header",
         metavar="TEXT",
         help=f"the Server header of the node's responses (default {DEFAULT_SERVER_HEADER!r}, "
@@ -253,13 +273,28 @@ def load_configs(args: argparse.Namespace) -> list[NodeConfig]:
     chosen = [n for n in nodes if not args.node or n.get("name") == args.node]
     if not chosen:
         raise ConfigError(f"{path}: no node named {args.node!r}")
-    return [_node_config(network, node, args) for node in chosen]
+    siblings = _node_hosts(nodes)
+    return [_node_config(network, node, args, siblings) for node in chosen]
+
+
+def _node_hosts(nodes: list[dict[str, Any]]) -> tuple[str, ...]:
+    """The addresses the file's nodes listen on (not 0.0.0.0 or ::, which say nothing of where
+    their requests come from): a node's requests to another (a gateway's to a presence
+    server) are everyone's, never a flood of one source."""
+    hosts: dict[str, None] = {}
+    for node in nodes:
+        for uri in node.get("listen", []):
+            host = ListenSpec.parse(uri).host
+            if not ipaddress.ip_address(host).is_unspecified:
+                hosts[host] = None
+    return tuple(hosts)
 
 
 SHARED_KEYS = frozenset(
     {"domain", "data", "auth", "default_policy", "digest_algorithms", "max_transactions",
      "udp_mtu", "ca", "cert", "key", "aliases", "registrar", "presence", "server_header",
-     "auth_failures", "auth_block_seconds", "auth_failures_exempt"}
+     "auth_failures", "auth_block_seconds", "auth_failures_exempt", "flood_requests",
+     "flood_block_seconds", "max_connections_per_source", "flood_exempt"}
 )  # fmt: skip
 """Keys a ``[network]`` sets for every node and a ``[[node]]`` may set for itself."""
 NETWORK_KEYS = SHARED_KEYS | {"route"}
@@ -268,7 +303,7 @@ ROUTE_KEYS = frozenset({"domain", "transport", "host", "port", "priority", "weig
 
 
 _STRING_KEYS = frozenset({"domain", "data", "auth", "default_policy", "ca", "cert", "key", "name"})
-_LIST_KEYS = frozenset({"aliases", "roles", "listen", "auth_failures_exempt"})
+_LIST_KEYS = frozenset({"aliases", "roles", "listen", "auth_failures_exempt", "flood_exempt"})
 
 
 def _check_types(path: Path, where: str, table: dict[str, Any]) -> None:
@@ -310,7 +345,10 @@ def _check_keys(path: Path, where: str, table: dict[str, Any], known: Iterable[s
 
 
 def _node_config(
-    network: dict[str, Any], node: dict[str, Any], args: argparse.Namespace
+    network: dict[str, Any],
+    node: dict[str, Any],
+    args: argparse.Namespace,
+    siblings: tuple[str, ...] = (),
 ) -> NodeConfig:
     def pick(flag: str | None, key: str, default: Any, table: dict[str, Any] = network) -> Any:
         if flag is not None:
@@ -365,6 +403,17 @@ def _node_config(
             auth_failures_exempt=_networks(
                 "auth_failures_exempt", pick(None, "auth_failures_exempt", [])
             ),
+            flood_requests=_non_negative(
+                "flood_requests", pick(args.flood_requests, "flood_requests", 0)
+            ),
+            flood_block=_positive(
+                "flood_block_seconds", pick(None, "flood_block_seconds", int(Limits().flood_block))
+            ),
+            max_connections_per_source=_non_negative(
+                "max_connections_per_source",
+                pick(args.max_connections_per_source, "max_connections_per_source", 0),
+            ),
+            flood_exempt=_networks("flood_exempt", pick(None, "flood_exempt", [])) + siblings,
         ),
         registrar=_settings(RegistrarPolicy, "registrar", pick(None, "registrar", {})),
         presence=_settings(PresenceSettings, "presence", pick(None, "presence", {})),

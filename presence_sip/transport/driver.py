@@ -35,6 +35,7 @@ from presence_sip.sip.errors import ConfigError, SipParseError, TransportError
 from presence_sip.sip.memo import remember
 from presence_sip.sip.peer import Peer
 
+from .flood import FloodGuard
 from .listen import ListenSpec
 from .stream import StreamConnection
 from .tls import PeerIdentity
@@ -157,6 +158,19 @@ class Driver:
         self._udp_peers: dict[tuple[Any, ...], Peer] = {}
         """One Peer per remote UDP address (issue 8: not one per datagram)."""
         self._inbound = 0
+        limits = self._limits
+        self.flood = (
+            FloodGuard(
+                limits.flood_requests,
+                block=limits.flood_block,
+                max_connections=limits.max_connections_per_source,
+                exempt=limits.flood_exempt,
+            )
+            if limits.flood_requests or limits.max_connections_per_source
+            else None
+        )
+        """Requests and connections per source address (``transport.flood``); None: off."""
+        self._refused_by_source = LogLimit()
         self.tls_names: dict[tuple[str, int], frozenset[str]] = {}
         """The SIP domains a TLS next hop's certificate must stand for, by (IP, port): those of
         the routes that name it (RFC 5922 §4, §7.3: the client matches the domain it is trying
@@ -626,6 +640,12 @@ class Driver:
                         conn.peer,
                     )
                 return False
+            flood = self.flood
+            if flood is not None:
+                refusal = flood.connection_refusal(conn.peer.host, self._now())
+                if refusal is not None:
+                    self._warn_source_refused(conn, refusal)
+                    return False
             self._inbound += 1
             self._connections[conn.id] = conn
             self._by_address.setdefault(_key(conn.peer), conn)
@@ -633,9 +653,22 @@ class Driver:
         self.transmit()
         return True
 
+    def _warn_source_refused(self, conn: StreamConnection, refusal: str) -> None:
+        """Once a minute, with the count: one source opening connection after connection."""
+        if self._refused_by_source.due(time.monotonic()):
+            logger.warning(
+                "refusing connections from %s: %s; %d refused so far",
+                conn.peer.host,
+                refusal,
+                self._refused_by_source.count,
+            )
+
     def stream_message(self, conn: StreamConnection, data: bytes) -> None:
         """One framed message from a connection."""
         now = self._time()
+        if self.flood is not None and self.flood.drop(data, conn.peer.host, now):
+            conn.close()  # (and new connections from its address are refused while blocked)
+            return
         self._call(self._endpoint.receive, data, conn.peer, now)
         if self._running:  # at once: the connection may write a pong right after this message
             self._pump(now)
@@ -650,6 +683,8 @@ class Driver:
         self._forget(conn)
         if not conn.outbound:
             self._inbound -= 1
+            if self.flood is not None:
+                self.flood.connection_closed(conn.peer.host)
         if self._running:
             self._call(self._endpoint.connection_lost, conn.peer, self._now())
             self.transmit()
@@ -657,11 +692,13 @@ class Driver:
     # -- DatagramOwner -----------------------------------------------------------------------
     def datagram_received(self, listener: UdpListener, data: bytes, addr: tuple[Any, ...]) -> None:
         """One datagram; remembers which socket the peer talks to when there are several."""
+        now = self._time()
+        if self.flood is not None and self.flood.drop(data, addr[0], now):
+            return  # (unanswered: forged sources are what a flood of them wants answered)
         if len(self._udp) > 1:
             self._remember_udp(listener, str(addr[0]), int(addr[1]))
         # Keyed by the address tuple asyncio gives: no conversion or new key per datagram.
         peer = self._udp_peers.get(addr) or self._udp_peer(addr)
-        now = self._time()
         try:
             self._endpoint.receive(data, peer, now)
         except Exception:  # STYLE.md §4: see _call

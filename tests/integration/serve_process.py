@@ -269,12 +269,13 @@ class Address(Protocol):
 
 
 class UdpClient:
-    """A UDP socket on 127.0.0.1 (port 0 by default) sending raw datagrams with timeouts."""
+    """A UDP socket on 127.0.0.1 (or ``host``, another loopback address; port 0 by default)
+    sending raw datagrams with timeouts."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, host: str = LOOPBACK) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((LOOPBACK, port))
-        self.host, self.port = LOOPBACK, int(self.sock.getsockname()[1])
+        self.sock.bind((host, port))
+        self.host, self.port = host, int(self.sock.getsockname()[1])
 
     def __enter__(self) -> UdpClient:
         return self

@@ -74,14 +74,14 @@ def test_failures_spread_wider_than_the_window_never_block() -> None:
     assert node.guard.throttle.blocks == 0
 
 
-def test_a_right_password_or_a_missing_one_counts_nothing() -> None:
+def test_a_right_password_or_a_missing_one_levels_nothing() -> None:
     node = throttled(failures=2)
     for _ in range(5):
         assert node.send().status == 401  # no credentials: a challenge, not a failure
         assert node.send(node.credentials()).status == 200
 
 
-def test_a_replayed_nonce_count_with_the_right_password_counts_nothing() -> None:
+def test_a_replayed_nonce_count_with_the_right_password_levels_nothing() -> None:
     """The digest is checked before the nonce-count: a replay is no password guess (a phone
     whose requests arrive out of order sends them too), so it never starts a block."""
     node = throttled(failures=2)
@@ -120,7 +120,7 @@ def test_ipv6_sources_count_per_slash_64_and_the_table_is_bounded() -> None:
     assert not throttle.blocked("2001:db8:1:3::10", T0)
     for n in range(MAX_SOURCES + 10):
         throttle.failed(f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}", T0)
-    assert len(throttle._counts) == MAX_SOURCES
+    assert len(throttle._levels) == MAX_SOURCES
 
 
 def test_failures_from_other_addresses_cannot_push_a_block_out_of_the_table() -> None:
@@ -133,7 +133,7 @@ def test_failures_from_other_addresses_cannot_push_a_block_out_of_the_table() ->
     for n in range(MAX_SOURCES + 10):
         throttle.failed(f"2001:db8:1:{n:x}:1::1", T0 + 1.0)
     assert throttle.blocked("2001:db8:1:2::10", T0 + 2.0)
-    assert len(throttle._counts) == MAX_SOURCES
+    assert len(throttle._levels) == MAX_SOURCES
     assert not throttle.blocked("2001:db8:1:2::10", T0 + 300.0)  # the block still ends
     assert throttle._blocked == {}
 

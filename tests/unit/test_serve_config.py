@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -172,9 +173,49 @@ def test_auth_throttle_from_file_node_and_flag(tmp_path: Path) -> None:
     assert (default.limits.auth_failures, default.limits.auth_block) == (30, 300)
 
 
+def test_flood_limits_from_file_node_and_flag_with_the_files_nodes_exempt(tmp_path: Path) -> None:
+    """A node's requests to another node of its network carry everyone's traffic: the
+    addresses the file's nodes listen on are never counted as one flooding source."""
+    path = tmp_path / "net-b.toml"
+    path.write_text(
+        CONFIG.replace(
+            'auth = "none"',
+            'auth = "none"\nflood_requests = 500\nflood_block_seconds = 120\n'
+            'max_connections_per_source = 50\nflood_exempt = ["192.0.2.10"]',
+        )
+        .replace('name = "ps2"', 'name = "ps2"\nflood_requests = 0')
+        .replace('["udp:127.0.2.12:5060"]', '["udp:127.0.2.12:5060", "tcp:0.0.0.0:5060"]')
+    )
+    ps1, ps2 = load_configs(args_for(str(path)))
+    limits = ps1.limits
+    assert (limits.flood_requests, limits.flood_block, limits.max_connections_per_source) == (
+        500, 120, 50,
+    )  # fmt: skip
+    assert limits.flood_exempt == ("192.0.2.10", "127.0.2.11", "127.0.2.12")  # not 0.0.0.0
+    assert (ps2.limits.flood_requests, ps2.limits.max_connections_per_source) == (0, 50)
+    [flagged] = load_configs(
+        args_for(str(path), "--node", "ps2", "--flood-requests", "9",
+                 "--max-connections-per-source", "3")
+    )  # fmt: skip
+    assert (flagged.limits.flood_requests, flagged.limits.max_connections_per_source) == (9, 3)
+    assert flagged.limits.flood_exempt == ("192.0.2.10", "127.0.2.11", "127.0.2.12")
+    [default] = load_configs(args_for("--domain", "a.test", "--data", str(tmp_path / "default")))
+    assert (default.limits.flood_requests, default.limits.max_connections_per_source) == (0, 0)
+    for config, guarded in ((default, False), (replace(flagged, data_dir=str(tmp_path)), True)):
+        node = Node(config)  # not started: no socket
+        try:  # off: nothing is checked per datagram
+            assert (node.driver.flood is not None) is guarded
+        finally:
+            node.close()
+
+
 @pytest.mark.parametrize(
     ("setting", "message"),
     [
+        ("flood_requests = -5", "flood_requests must be a whole number, 0 or more"),
+        ("flood_block_seconds = 0", "flood_block_seconds must be a whole number of at least 1"),
+        ("max_connections_per_source = 1.5", "max_connections_per_source must be a whole"),
+        ('flood_exempt = ["proxy.example"]', "'proxy.example' is not an address or a network"),
         ("auth_failures = -1", "auth_failures must be a whole number, 0 or more"),
         ('auth_failures = "30"', "auth_failures must be a whole number, 0 or more"),
         ("auth_block_seconds = 0", "auth_block_seconds must be a whole number of at least 1"),

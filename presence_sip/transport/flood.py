@@ -1,0 +1,121 @@
+"""Flood protection per source address: too many requests, or connections, from one address.
+
+Kamailio's ``pike`` module (loaded by its default config under ``WITH_ANTIFLOOD``, off by default)
+counts the requests of each source address and drops them while the address goes above a
+density; OpenSIPS has the same module.  Without it one source could take a node's whole CPU
+(the hostile-client audit of 2026-11-27: 15,000 OPTIONS a second from one address took 25 % of a
+CPU after per-request logging went to DEBUG), and one source could hold every one of
+``max_connections`` TCP/TLS slots until their idle timeout, shutting out every TCP client.
+
+:class:`FloodGuard` is checked by the driver before a message is parsed:
+
+* ``flood_requests``: more than that many requests from one address in a burst, or a second (a
+  leaky bucket, ``source_limits``), block the address for ``flood_block`` seconds.  Its requests
+  are dropped unread meanwhile, unanswered (an answer is what a flood of forged UDP sources
+  wants from us), its new connections refused; one WARNING line when the block starts,
+  ``flood blocked: src=...`` (fail2ban can take it from there, with a firewall's cost per
+  packet instead of ours).  Responses are not counted: they answer our own requests.
+* ``max_connections_per_source``: inbound connections open at once from one address.
+
+Both are off by default, as pike is in Kamailio's default config: the right figures depend on
+what stands in front of a node.  Whoever shares an address (a NAT, a carrier-grade NAT) shares its
+budget; an edge proxy, SBC or another node of the network sends everyone's requests from its own
+address: list those in ``flood_exempt``.  A phone starting up sends a REGISTER and a SUBSCRIBE per
+buddy at once, so ``flood_requests`` must be well above a phone's buddy count.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from presence_sip.source_limits import SourceBuckets
+
+log = logging.getLogger(__name__)
+
+RESPONSE_START = b"SIP/"
+"""How a response begins (RFC 3261 §7.2); a request begins with its method."""
+
+
+class FloodGuard:
+    """Requests and inbound connections per source address; sans-IO (``now`` is given)."""
+
+    __slots__ = ("_connections", "_requests", "max_connections", "refused_connections")
+
+    def __init__(
+        self,
+        requests: int,
+        *,
+        block: float = 60.0,
+        max_connections: int = 0,
+        exempt: Iterable[str] = (),
+    ) -> None:
+        self._requests = SourceBuckets(requests, 1.0, block, exempt)
+        """Requests per address (a limit of 0: not counted)."""
+        self.max_connections = max_connections
+        """Inbound connections open at once from one address; 0: no limit but the node's."""
+        self._connections: dict[str, int] = {}
+        """address -> inbound connections open from it (no entry: none)."""
+        self.refused_connections = 0
+        """Connections refused for :attr:`max_connections` or a block."""
+
+    @property
+    def blocks(self) -> int:
+        """Blocks started."""
+        return self._requests.blocks
+
+    @property
+    def dropped(self) -> int:
+        """Requests dropped unread while their address was blocked, the ones that started
+        a block included."""
+        return self._requests.refused + self._requests.blocks
+
+    def drop(self, data: bytes, host: str, now: float) -> bool:
+        """Whether the message ``data`` from ``host`` is to be dropped unread (a request from an
+        address that is blocked, or that this request makes blocked)."""
+        buckets = self._requests
+        if not buckets.limit or data.startswith(RESPONSE_START):
+            return False
+        if buckets.retry_after(host, now):
+            return True
+        if not buckets.add(host, now):
+            return False
+        log.warning(
+            "flood blocked: src=%s for %d s after more than %d requests within 1 s",
+            buckets.address(host),
+            buckets.block,
+            buckets.limit,
+        )
+        return True
+
+    def connection_refusal(self, host: str, now: float) -> str | None:
+        """An inbound connection from ``host``: None when it is taken (then
+        :meth:`connection_closed` must follow), else why it is refused."""
+        buckets = self._requests
+        address = buckets.address(host)
+        if not address:  # exempt
+            return None
+        if buckets.limit and buckets.retry_after(host, now):
+            buckets.refused -= 1  # (a refused connection is not a dropped request)
+            self.refused_connections += 1
+            return "blocked for flooding"
+        count = self._connections.get(address, 0)
+        if self.max_connections and count >= self.max_connections:
+            self.refused_connections += 1
+            return f"{count} open from it (max_connections_per_source)"
+        self._connections[address] = count + 1
+        return None
+
+    def connection_closed(self, host: str) -> None:
+        """An inbound connection :meth:`connection_refusal` took has closed."""
+        address = self._requests.address(host)
+        if not address:
+            return
+        count = self._connections.get(address, 0) - 1
+        if count > 0:
+            self._connections[address] = count
+        else:
+            self._connections.pop(address, None)
+
+
+__all__ = ["FloodGuard"]

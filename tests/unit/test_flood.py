@@ -1,0 +1,118 @@
+"""Flood protection per source address (``transport.flood``, Kamailio's pike): requests beyond
+``flood_requests`` in a burst or a second block their address; connections per address capped.
+
+The guard sees raw bytes as the driver does, before parsing: byte-exact messages here.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from presence_sip.transport.flood import FloodGuard
+
+T0 = 1000.0
+OPTIONS = (
+    b"OPTIONS sip:example.test SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 192.0.2.5:5060;branch=z9hG4bKflood1\r\n"
+    b"Max-Forwards: 70\r\nFrom: <sip:a@example.test>;tag=1\r\nTo: <sip:example.test>\r\n"
+    b"Call-ID: flood-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+)
+RESPONSE = (
+    b"SIP/2.0 200 OK\r\n"
+    b"Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKnotify1\r\n"
+    b"From: <sip:alice@example.test>;tag=9\r\nTo: <sip:bob@example.test>;tag=8\r\n"
+    b"Call-ID: n-1\r\nCSeq: 7 NOTIFY\r\nContent-Length: 0\r\n\r\n"
+)
+SOURCE = "192.0.2.5"
+
+
+def dropped(guard: FloodGuard, count: int, host: str = SOURCE, now: float = T0) -> int:
+    """How many of ``count`` requests sent at once from ``host`` the guard drops."""
+    return sum(guard.drop(OPTIONS, host, now) for _ in range(count))
+
+
+def test_a_burst_above_the_limit_blocks_the_address_with_one_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    guard = FloodGuard(10, block=60.0)
+    with caplog.at_level(logging.INFO, logger="presence_sip.transport.flood"):
+        assert dropped(guard, 9) == 0
+        assert dropped(guard, 5) == 5  # the tenth starts the block, the rest are dropped
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [(
+        logging.WARNING,
+        "flood blocked: src=192.0.2.5 for 60 s after more than 10 requests within 1 s",
+    )]  # fmt: skip
+    assert (guard.blocks, guard.dropped) == (1, 5)
+    assert dropped(guard, 3, host="192.0.2.6") == 0  # another address is not blocked
+
+
+def test_a_steady_rate_under_the_limit_is_never_blocked() -> None:
+    guard = FloodGuard(10)
+    for tick in range(200):
+        assert not guard.drop(OPTIONS, SOURCE, T0 + tick * 0.11)  # 9 a second
+    assert guard.blocks == 0
+
+
+def test_a_steady_rate_over_the_limit_is_blocked() -> None:
+    guard = FloodGuard(10)
+    answered = [not guard.drop(OPTIONS, SOURCE, T0 + tick * 0.05) for tick in range(100)]
+    assert guard.blocks == 1
+    assert 10 <= answered.index(False) <= 30  # 20 a second: the bucket fills within ~1 s
+    assert not any(answered[answered.index(False) :])
+
+
+def test_the_block_ends_after_its_seconds_and_the_bucket_starts_empty() -> None:
+    guard = FloodGuard(5, block=30.0)
+    assert dropped(guard, 10) == 6
+    assert dropped(guard, 1, now=T0 + 29.9) == 1
+    assert dropped(guard, 4, now=T0 + 30.0) == 0
+    assert guard.blocks == 1
+
+
+def test_responses_are_never_counted_nor_dropped() -> None:
+    """They answer the node's own requests (a watcher's 200s to a fan-out of NOTIFYs)."""
+    guard = FloodGuard(3)
+    assert not any(guard.drop(RESPONSE, SOURCE, T0) for _ in range(50))
+    assert dropped(guard, 3) == 1  # the third request is the first counted to fill it
+    assert not guard.drop(RESPONSE, SOURCE, T0)  # nor dropped from a blocked address
+
+
+def test_ipv6_sources_count_per_slash_64_and_exempt_addresses_not_at_all() -> None:
+    guard = FloodGuard(4, exempt=["203.0.113.0/28", "2001:db8:1::1"])
+    sources = [f"2001:db8:2::{n}" for n in range(1, 5)]
+    assert [guard.drop(OPTIONS, host, T0) for host in sources] == [False] * 3 + [True]
+    assert guard.drop(OPTIONS, "2001:db8:2::ffff", T0)  # the whole /64 is blocked
+    assert dropped(guard, 100, host="203.0.113.9") == 0  # an edge proxy, everyone's address
+    assert dropped(guard, 3, host="2001:db8:1::2") == 0
+    assert dropped(guard, 1, host="2001:db8:1::2") == 1  # its /64 neighbour is counted...
+    assert dropped(guard, 100, host="2001:db8:1::1") == 0  # ...the proxy itself never
+
+
+def test_connections_per_source_are_capped_and_counted_down_when_they_close() -> None:
+    guard = FloodGuard(0, max_connections=2)
+    assert [guard.connection_refusal(SOURCE, T0) for _ in range(3)] == [
+        None, None, "2 open from it (max_connections_per_source)",
+    ]  # fmt: skip
+    assert guard.connection_refusal("192.0.2.6", T0) is None
+    guard.connection_closed(SOURCE)
+    assert guard.connection_refusal(SOURCE, T0) is None
+    assert guard.connection_refusal(SOURCE, T0) is not None
+    assert guard.refused_connections == 2
+    assert dropped(guard, 1000) == 0  # flood_requests 0: requests are not counted
+
+
+def test_a_blocked_address_gets_no_new_connection_until_the_block_ends() -> None:
+    guard = FloodGuard(2, block=10.0)
+    assert dropped(guard, 2) == 1
+    assert guard.connection_refusal(SOURCE, T0 + 1) == "blocked for flooding"
+    assert (guard.refused_connections, guard.dropped) == (1, 1)  # not a dropped request
+    assert guard.connection_refusal(SOURCE, T0 + 10) is None
+
+
+def test_the_per_source_cap_leaves_exempt_addresses_alone() -> None:
+    guard = FloodGuard(0, max_connections=1, exempt=["192.0.2.0/24"])
+    assert [guard.connection_refusal(SOURCE, T0) for _ in range(5)] == [None] * 5
+    guard.connection_closed(SOURCE)  # (nothing was counted, nothing goes below zero)
+    assert [guard.connection_refusal(SOURCE, T0) for _ in range(5)] == [None] * 5
