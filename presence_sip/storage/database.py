@@ -12,6 +12,7 @@ This module is an IO edge: ``sqlite3.Error`` and ``OSError`` become ``StoreError
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -123,11 +124,22 @@ def connect_read_only(path: str | Path) -> sqlite3.Connection:
     raise StoreError(f"cannot read database {path}: {last}")
 
 
+DATA_DIR_MODE = 0o750
+"""A data directory made here: no access for others (its database holds credentials)."""
+DATABASE_MODE = 0o640
+"""A database file made here: the HA1 digests it keeps are as good as the passwords for the
+network's realm, so others may not read it (a group may: an auditor's account, a backup job);
+SQLite gives its ``-wal`` and ``-shm`` files the same mode.  Existing files keep theirs."""
+
+
 def open_network_database(data_dir: str | Path) -> sqlite3.Connection:
     """Create *data_dir* if needed and open its ``presence.sqlite`` with core tables migrated."""
+    path = database_path(data_dir)
     with map_errors(f"cannot create data directory {data_dir}"):
-        Path(data_dir).mkdir(parents=True, exist_ok=True)
-    conn = connect(database_path(data_dir))
+        Path(data_dir).mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)
+        if not path.exists():
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, DATABASE_MODE))
+    conn = connect(path)
     try:
         migrate(conn, "core")
     except BaseException:

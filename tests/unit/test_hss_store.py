@@ -700,3 +700,23 @@ def test_nested_transaction_is_a_savepoint(tmp_path: Path) -> None:
         assert not conn.in_transaction
     finally:
         conn.close()
+
+
+def test_a_new_data_directory_and_its_database_are_closed_to_other_users(tmp_path: Path) -> None:
+    """The HA1 digests are as good as the passwords for the realm: not world-readable."""
+    data = tmp_path / "net"
+    store = SqliteSubscriberStore.open(data, "example.test")
+    try:
+        store.add_subscriber("+447700900123", "secret")
+        modes = {
+            path.name: path.stat().st_mode & 0o777
+            for path in (data, *data.glob("presence.sqlite*"))
+        }
+    finally:
+        store.close()
+    assert modes == {
+        "net": 0o750,
+        "presence.sqlite": 0o640,
+        "presence.sqlite-wal": 0o640,
+        "presence.sqlite-shm": 0o640,
+    }
