@@ -59,6 +59,7 @@ import logging
 import re
 import tomllib
 from collections.abc import Callable, Iterable
+from logging.handlers import WatchedFileHandler
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -178,15 +179,30 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
         help="default INFO",
     )
+    parser.add_argument(
+        "--log-file",
+        metavar="PATH",
+        help="log to this file instead of standard error (reopened when logrotate moves it)",
+    )
     parser.set_defaults(func=run)
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
 def run(args: argparse.Namespace) -> int:
+    configs = load_configs(args)  # (a config error goes to the terminal, not to the log file)
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    if args.log_file:
+        try:
+            # Reopened when the file is moved or removed: logrotate needs no copytruncate
+            # (which loses the lines written during the copy) and no signal.
+            handlers = [WatchedFileHandler(args.log_file, encoding="utf-8")]
+        except OSError as exc:
+            raise ConfigError(f"cannot open log file {args.log_file}: {exc.strerror}") from None
     logging.basicConfig(
-        level=getattr(logging, args.log_level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=getattr(logging, args.log_level), format=LOG_FORMAT, handlers=handlers
     )
-    configs = load_configs(args)
     with asyncio.Runner(loop_factory=loop_factory(getattr(args, "loop", "auto"))) as runner:
         runner.run(_serve(configs))
     return 0

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from serve_process import (
@@ -309,3 +310,37 @@ def test_a_second_process_of_the_same_node_on_its_data_directory_is_refused(
     assert lines[-1].startswith("presence-sip: error: node 'node' already runs on data directory")
     assert "Traceback" not in second.stderr
     assert ask(shared_serve, "OPTIONS").status == 200
+
+
+def test_log_file_is_written_and_reopened_after_logrotate_moved_it(
+    serve_factory: Callable[..., ServeProcess], tmp_path: Path
+) -> None:
+    """``--log-file``: the lines go to the file, not to standard error; once logrotate has
+    renamed it, the next line opens a new file at the same path (no copytruncate, no signal)."""
+    log_file = tmp_path / "node.log"
+    node = serve_factory(domain=DOMAIN, extra_args=["--log-file", str(log_file)])
+    assert node.process is not None
+    assert "node serving domain example.test" in log_file.read_text()
+    assert "node serving domain" not in node.log_text()  # (its standard error)
+    rotated = log_file.rename(tmp_path / "node.log.1")
+    node.process.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 5
+    while not log_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert re.search(r"^\S+ \S+ INFO presence_sip\.node: node status: up", log_file.read_text())
+    assert "node status" not in rotated.read_text()
+    assert ask(node, "OPTIONS").status == 200
+    node.stop()
+
+
+def test_a_log_file_that_cannot_be_opened_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*serve_command(), "serve", "--domain", DOMAIN, "--data", str(tmp_path / "data"),
+         "--listen", "udp:127.0.0.1:0", "--log-file", str(tmp_path / "no" / "such" / "x.log")],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert (result.returncode, result.stderr) == (
+        2,
+        f"presence-sip: error: cannot open log file {tmp_path / 'no' / 'such' / 'x.log'}: "
+        "No such file or directory\n",
+    )
