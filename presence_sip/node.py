@@ -12,7 +12,6 @@ import logging
 import secrets
 import signal
 import sqlite3
-import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -47,12 +46,7 @@ from presence_sip.storage.sqlite_bindings import SqliteBindingStore
 from presence_sip.storage.sqlite_hss import SqliteSubscriberStore
 from presence_sip.transport.driver import Driver
 from presence_sip.transport.listen import ListenSpec
-from presence_sip.transport.tls import (
-    certificate_warnings,
-    client_context,
-    route_context,
-    server_context,
-)
+from presence_sip.transport.tls import TlsContexts, certificate_warnings, load_contexts
 
 if TYPE_CHECKING:  # the presence modules (and lxml) load only for a node with that role
     from presence_sip.presence.watchers import PresenceSettings
@@ -201,15 +195,16 @@ class Node:
             self._add_presence(now)
         self.endpoint.add_role(self.clock)  # (reports steps of the system clock)
         self.endpoint.add_role(self.commits)  # last: commits what the other timers changed
-        server_ssl, client_ssl, route_ssl = _ssl_contexts(config.tls)
         self.driver = Driver(
             self.endpoint,
             limits=config.limits,
-            server_ssl=server_ssl,
-            client_ssl=client_ssl,
-            route_ssl=route_ssl,
             clock=self.clock,  # stored expiries are wall-clock; timers must not jump with it
         )
+        if config.tls is not None:
+            contexts, warnings = _load_tls(config.tls)
+            for warning in warnings:
+                log.warning("%s", warning)
+            self.driver.use_tls(contexts)
         for domain, hops in config.routes.items():
             for hop in hops:
                 if hop.transport == "tls":
@@ -414,15 +409,8 @@ def _hangup_ignored() -> None:
     log.info("SIGHUP received, ignored (SIGTERM or SIGINT stop the node)")
 
 
-def _ssl_contexts(
-    tls: TlsSettings | None,
-) -> tuple[ssl.SSLContext | None, ssl.SSLContext | None, ssl.SSLContext | None]:
-    """Server, client and route-hop client contexts (all None without TLS settings)."""
-    if tls is None:
-        return None, None, None
-    server = server_context(tls.cert, tls.key, tls.ca, require_client_cert=tls.require_client_cert)
-    client = client_context(tls.cert, tls.key, tls.ca)
-    route = route_context(tls.cert, tls.key, tls.ca)
-    for warning in certificate_warnings(tls.cert, time.time()):
-        log.warning("%s", warning)
-    return server, client, route
+def _load_tls(tls: TlsSettings) -> tuple[TlsContexts, list[str]]:
+    """The contexts of the node's TLS files and what to warn about its certificate (an expired
+    one, one about to expire); blocks while it reads them, :class:`ConfigError` if one fails."""
+    contexts = load_contexts(tls.cert, tls.key, tls.ca, require_client_cert=tls.require_client_cert)
+    return contexts, certificate_warnings(tls.cert, time.time())

@@ -38,7 +38,7 @@ from presence_sip.sip.peer import Peer
 from .flood import FloodGuard
 from .listen import ListenSpec
 from .stream import StreamConnection
-from .tls import PeerIdentity
+from .tls import PeerIdentity, TlsContexts
 from .udp import UdpListener
 
 logger = logging.getLogger(__name__)
@@ -121,8 +121,9 @@ class Driver:
     """Owns an endpoint and its UDP/TCP/TLS transports and pumps data and timers between them.
 
     ``server_ssl`` serves ``tls:`` listeners; ``client_ssl`` opens outbound TLS connections
-    (client certificate + verification against the CA bundle).  ``cpu_clock`` gives the CPU
-    seconds the process has used (tests pass their own).
+    (client certificate + verification against the CA bundle); :meth:`use_tls` replaces them
+    for the connections that come after.  ``cpu_clock`` gives the CPU seconds the process has
+    used (tests pass their own).
     """
 
     def __init__(
@@ -258,6 +259,13 @@ class Driver:
         self._udp_affinity.clear()
         self._inbound = 0
 
+    def use_tls(self, contexts: TlsContexts) -> None:
+        """TLS connections accepted or opened from now on use ``contexts`` (SIGHUP reloads the
+        node's files); those up, or in their handshake, keep the context they began with."""
+        self._server_ssl = contexts.server
+        self._client_ssl = contexts.client
+        self._route_ssl = contexts.route
+
     def connection_count(self) -> int:
         """TCP/TLS connections held: inbound ones once up (TLS: handshake done), outbound ones
         from when they are opened."""
@@ -280,8 +288,8 @@ class Driver:
             _, listener = await loop.create_datagram_endpoint(lambda: UdpListener(self), sock=sock)
             self._udp.append(listener)
             return
-        context = self._server_ssl if spec.transport == "tls" else None
-        if spec.transport == "tls" and context is None:
+        tls = spec.transport == "tls"
+        if tls and self._server_ssl is None:
             raise ConfigError(f"{spec} needs a TLS certificate (server context)")
 
         def accept() -> StreamConnection:
@@ -290,7 +298,7 @@ class Driver:
                 next(self._ids),
                 spec.transport,
                 self._limits,
-                server_tls=context,
+                server_tls=self._server_ssl if tls else None,  # per connection: see use_tls
                 handshake_timeout=HANDSHAKE_TIMEOUT,
             )
             self._track(conn)

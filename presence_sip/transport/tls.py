@@ -134,6 +134,47 @@ def route_context(
     return context
 
 
+@dataclass(frozen=True, slots=True)
+class TlsContexts:
+    """Every context a node's TLS files make, loaded together by :func:`load_contexts`."""
+
+    server: ssl.SSLContext
+    """Serves ``tls:`` listeners (:func:`server_context`)."""
+    client: ssl.SSLContext
+    """Opens TLS connections, the host name checked (:func:`client_context`)."""
+    route: ssl.SSLContext
+    """Opens TLS connections to a route's next hop (:func:`route_context`)."""
+    certificate: str
+    """The certificate presented, for the log: subject, serial and end of validity."""
+
+
+def load_contexts(
+    cert: StrPath, key: StrPath, ca_file: StrPath | None, *, require_client_cert: bool
+) -> TlsContexts:
+    """The server, client and route contexts of a node's files, at start and on SIGHUP; blocks
+    while it reads them.  :class:`ConfigError` naming the file and the reason when one is
+    missing, cannot be parsed or the key is not the certificate's: nothing is returned then, so
+    a reload keeps every context in use (all or nothing)."""
+    server = server_context(cert, key, ca_file, require_client_cert=require_client_cert)
+    client = client_context(cert, key, ca_file)
+    route = route_context(cert, key, ca_file)
+    return TlsContexts(server, client, route, _summary(cert))
+
+
+def _summary(cert: StrPath) -> str:
+    """Subject, serial (hex, as ``presence-sip certs show`` writes it) and end of validity of
+    the first certificate in ``cert`` (a chain file begins with the node's own)."""
+    try:
+        with open(cert, "rb") as pem:
+            certificate = x509.load_pem_x509_certificate(pem.read())
+    except (OSError, ValueError) as exc:  # (OpenSSL took it: it is not ours to refuse)
+        return f"{os.fspath(cert)} (not read back: {exc})"
+    return (
+        f"{os.fspath(cert)} ({certificate.subject.rfc4514_string()}, serial"
+        f" {certificate.serial_number:x}, not after {certificate.not_valid_after_utc})"
+    )
+
+
 def _load_chain(context: ssl.SSLContext, cert: StrPath, key: StrPath) -> None:
     for path, what in ((cert, "certificate"), (key, "key")):
         try:  # an unreadable file is named as what it is, not always as the certificate
