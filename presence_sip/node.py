@@ -2,6 +2,10 @@
 
 A role is configuration over the same core: ``registrar`` serves REGISTER, ``presence`` serves
 PUBLISH/SUBSCRIBE for the node's domain; later waves add ``gateway`` and ``watcher``.
+
+Signals (:meth:`Node.serve_forever`): SIGINT/SIGTERM stop the node cleanly, SIGUSR1 logs its
+status, SIGHUP reads its TLS files again (:meth:`Node.reload_tls`), so a rotated certificate is
+taken without a restart and a hang-up of the terminal it was started from does not stop it.
 """
 
 from __future__ import annotations
@@ -342,6 +346,27 @@ class Node:
                 ", ".join(alone),
             )
 
+    async def reload_tls(self) -> None:
+        """SIGHUP: read the TLS files again, on a thread, and give the connections accepted and
+        opened from now on the contexts they make; connections up keep theirs.  All or
+        nothing: when a file fails, every context in use is kept and one ERROR line says which
+        file and why.  Logged at INFO, or at the node's level when higher (asked for, it shows,
+        as the SIGUSR1 status does)."""
+        name, tls = self.config.name, self.config.tls
+        level = max(logging.INFO, log.getEffectiveLevel())
+        if tls is None:
+            log.log(level, "%s: SIGHUP: no TLS certificates to reload", name)
+            return
+        try:
+            contexts, warnings = await asyncio.to_thread(_load_tls, tls)
+        except ConfigError as exc:
+            log.error("%s: TLS reload failed, the certificates in use are kept: %s", name, exc)
+            return
+        self.driver.use_tls(contexts)
+        log.log(level, "%s: TLS reloaded: new connections get %s", name, contexts.certificate)
+        for warning in warnings:
+            log.warning("%s: %s", name, warning)
+
     async def stop(self) -> None:
         await self.driver.stop()
         self.close()
@@ -373,15 +398,17 @@ class Node:
 
     async def serve_forever(self, alongside: Sequence[Node] = ()) -> None:
         """Run until SIGINT/SIGTERM (one signal is enough), then stop cleanly; SIGUSR1 logs the
-        status of this node and of the nodes ``alongside`` it in the process.
+        status of this node and of the nodes ``alongside`` it in the process, SIGHUP reloads
+        their TLS files (:meth:`reload_tls`, as nginx and Postfix reload on it).
 
-        SIGHUP is ignored, as Kamailio does: a node started from a terminal whose session ends
-        must not die without its clean stop (the group commit's last window would be lost)."""
+        SIGHUP does not stop the node: one started from a terminal whose session ends must not
+        die without its clean stop (the group commit's last window would be lost)."""
         loop = asyncio.get_running_loop()
         stopping = asyncio.Event()
+        reloads = TlsReloads([self, *alongside])
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stopping.set)
-        loop.add_signal_handler(signal.SIGHUP, _hangup_ignored)
+        loop.add_signal_handler(signal.SIGHUP, reloads.hangup)
         loop.add_signal_handler(signal.SIGUSR1, _log_statuses, [self, *alongside])
         await self.start()
         try:
@@ -389,8 +416,47 @@ class Node:
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
                 loop.remove_signal_handler(sig)
+            await reloads.close()
             log.info("%s stopping", self.config.name)
             await self.stop()
+
+
+class TlsReloads:
+    """SIGHUP for the nodes of a process: :meth:`Node.reload_tls` of each, one reload at a time.
+    A SIGHUP during a reload asks for one more after it (the files may have changed since that
+    one read them); more SIGHUPs meanwhile add nothing."""
+
+    def __init__(self, nodes: Sequence[Node]) -> None:
+        self._nodes = list(nodes)
+        self._task: asyncio.Task[None] | None = None
+        self._again = False
+
+    def hangup(self) -> None:
+        """A SIGHUP (the signal handler's callback, on the event loop)."""
+        if self._task is not None:
+            self._again = True
+            return
+        self._task = asyncio.get_running_loop().create_task(self._reload())
+        self._task.add_done_callback(_reload_done)
+
+    async def _reload(self) -> None:
+        try:
+            again = True
+            while again:
+                self._again = False
+                for node in self._nodes:
+                    await node.reload_tls()
+                again = self._again
+        finally:
+            self._task = None
+
+    async def close(self) -> None:
+        """Stop a reload under way (the node is stopping): nothing more is swapped."""
+        task = self._task
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 def _log_statuses(nodes: Sequence[Node]) -> None:
@@ -405,8 +471,9 @@ def _log_statuses(nodes: Sequence[Node]) -> None:
             log.exception("cannot report the status of %s", node.config.name)
 
 
-def _hangup_ignored() -> None:
-    log.info("SIGHUP received, ignored (SIGTERM or SIGINT stop the node)")
+def _reload_done(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (error := task.exception()) is not None:
+        log.error("TLS reload failed (a bug)", exc_info=error)
 
 
 def _load_tls(tls: TlsSettings) -> tuple[TlsContexts, list[str]]:

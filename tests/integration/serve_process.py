@@ -82,7 +82,9 @@ class ServeProcess:
     """One ``presence-sip serve`` subprocess; see the module docstring.
 
     Unpacks as ``host, port, data_dir``.  ``domain``/``auth``/``roles`` become ``--domain``,
-    ``--auth`` and ``--roles`` only when given (``None``: the command's own defaults).
+    ``--auth`` and ``--roles`` only when given (``None``: the command's own defaults).  With
+    ``config`` (a TOML file) the nodes listen where the file says, and ``port`` must be the
+    UDP and TCP port of its first node on 127.0.0.1 (``--listen`` would replace every node's).
     """
 
     def __init__(
@@ -96,8 +98,12 @@ class ServeProcess:
         log_level: str = "INFO",
         port: int | None = None,
         log_dir: Path | None = None,
+        config: Path | None = None,
     ) -> None:
+        if config is not None and port is None:
+            raise ValueError("a config file needs the port its first node listens on")
         self.host = LOOPBACK
+        self.config = config
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.domain = domain
@@ -124,14 +130,15 @@ class ServeProcess:
 
     @property
     def command(self) -> list[str]:
-        listen = [f"udp:{self.host}:{self.port}", f"tcp:{self.host}:{self.port}"]
+        if self.config is not None:
+            where = [str(self.config)]
+        else:
+            where = ["--listen", f"udp:{self.host}:{self.port}"]
+            where += ["--listen", f"tcp:{self.host}:{self.port}"]
         return [
             *serve_command(),
             "serve",
-            "--listen",
-            listen[0],
-            "--listen",
-            listen[1],
+            *where,
             "--data",
             str(self.data_dir),
             *self._options,

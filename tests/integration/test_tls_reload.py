@@ -1,16 +1,22 @@
-"""TLS contexts replaced while a driver runs: new connections, accepted and opened, get the new
-certificate, connections up keep theirs.  Certificates by ``transport.pki``."""
+"""TLS contexts replaced while a driver or node runs (what SIGHUP does): new connections, accepted
+and opened, get the new certificate, connections up keep theirs, a reload that fails replaces
+nothing, and overlapping reloads run one after the other.  Certificates by ``transport.pki``."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
+import threading
+import time
 from pathlib import Path
 
 import pytest
 from certs_helper import RecordingEndpoint, eventually, expected_200, only_task_left, options
 from cryptography import x509
 
+from presence_sip import node as node_module
+from presence_sip.node import Node, NodeConfig, TlsReloads, TlsSettings
 from presence_sip.sip.peer import Peer
 from presence_sip.transport import Driver, parse_listen, pki
 from presence_sip.transport.tls import TlsContexts, load_contexts
@@ -132,4 +138,129 @@ async def test_opened_connections_present_the_new_client_certificate(tmp_path: P
     finally:
         await client.stop()
         await server.stop()
+    assert only_task_left(), asyncio.all_tasks()
+
+
+def node_config(tmp_path: Path, name: str, files: pki.NodeFiles | None) -> NodeConfig:
+    tls = None if files is None else TlsSettings(str(files.cert), str(files.key), str(files.ca))
+    return NodeConfig(
+        name=name,
+        domain=NETWORK,
+        data_dir=str(tmp_path / "data"),
+        auth="none",
+        listen=(parse_listen("tls:127.0.0.1:0" if tls else "udp:127.0.0.1:0"),),
+        tls=tls,
+    )
+
+
+def in_use(node: Node) -> tuple[object, object, object]:
+    driver = node.driver
+    return driver._server_ssl, driver._client_ssl, driver._route_ssl
+
+
+async def test_a_reload_that_fails_replaces_nothing_and_a_good_one_replaces_all(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    files, client = issue(tmp_path / "certs", "ps1"), issue(tmp_path / "certs", "watcher")
+    node = Node(node_config(tmp_path, "ps1", files))
+    await node.start()
+    try:
+        before = in_use(node)
+        good = files.key.read_bytes()
+        files.key.write_bytes(issue(tmp_path / "certs", "ps2").key.read_bytes())  # not its key
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="presence_sip.node"):
+            await node.reload_tls()
+        [failed] = [r for r in caplog.records if r.name == "presence_sip.node"]
+        assert failed.levelno == logging.ERROR
+        assert failed.getMessage().startswith(
+            "ps1: TLS reload failed, the certificates in use are kept: cannot load TLS"
+            f" certificate {files.cert} with key {files.key}: "
+        )
+        assert in_use(node) == before
+        _, writer, seen = await connect(tls_port(node.driver), client)
+        assert seen == serial(files)
+        await close(writer)
+
+        files.key.write_bytes(good)
+        renewed = issue(tmp_path / "certs", "ps1", again=True)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="presence_sip.node"):
+            await node.reload_tls()
+        [done] = [r for r in caplog.records if r.name == "presence_sip.node"]
+        assert done.levelno == logging.INFO
+        assert f"serial {serial(renewed):x}," in done.getMessage()
+        assert done.getMessage().startswith(f"ps1: TLS reloaded: new connections get {files.cert}")
+        assert all(now is not then for now, then in zip(in_use(node), before, strict=True))
+        _, writer, seen = await connect(tls_port(node.driver), client)
+        assert seen == serial(renewed)
+        await close(writer)
+    finally:
+        await node.stop()
+
+
+async def test_reloads_do_not_overlap_and_a_hangup_during_one_asks_for_one_more(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every node of the process, one reload at a time: SIGHUPs during a reload make one
+    more after it, not one each, and none alongside it."""
+    nodes = [
+        Node(node_config(tmp_path, "ps1", issue(tmp_path / "certs", "ps1"))),
+        Node(node_config(tmp_path, "ps2", issue(tmp_path / "certs", "ps2"))),
+        Node(node_config(tmp_path, "plain", None)),
+    ]
+    loading, most, loads = 0, 0, 0
+    lock = threading.Lock()
+    slow_load = node_module._load_tls
+
+    def counted(tls: TlsSettings) -> tuple[TlsContexts, list[str]]:
+        nonlocal loading, most, loads
+        with lock:
+            loading += 1
+            loads += 1
+            most = max(most, loading)
+        try:
+            time.sleep(0.1)  # long enough for the hangups below to come during it
+            return slow_load(tls)
+        finally:
+            with lock:
+                loading -= 1
+
+    monkeypatch.setattr(node_module, "_load_tls", counted)
+    reloads = TlsReloads(nodes)
+    try:
+        with caplog.at_level(logging.INFO, logger="presence_sip.node"):
+            reloads.hangup()
+            await asyncio.sleep(0.05)
+            reloads.hangup()
+            reloads.hangup()
+            await eventually(lambda: caplog.text.count("plain: SIGHUP: no TLS") == 2)
+            await asyncio.sleep(0.3)  # (no third round)
+        assert (most, loads) == (1, 4)
+        lines = [r.getMessage().split(":", 2)[:2] for r in caplog.records]
+        assert (
+            lines
+            == [
+                ["ps1", " TLS reloaded"],
+                ["ps2", " TLS reloaded"],
+                ["plain", " SIGHUP"],
+            ]
+            * 2
+        )
+    finally:
+        await reloads.close()
+        for node in nodes:
+            node.close()
+
+
+async def test_a_stop_during_a_reload_swaps_nothing_and_leaves_no_task(tmp_path: Path) -> None:
+    node = Node(node_config(tmp_path, "ps1", issue(tmp_path / "certs", "ps1")))
+    await node.start()
+    before = in_use(node)
+    reloads = TlsReloads([node])
+    reloads.hangup()
+    await asyncio.sleep(0)  # the reload task has started its load on a thread
+    await reloads.close()
+    await node.stop()
+    assert in_use(node) == before
     assert only_task_left(), asyncio.all_tasks()
