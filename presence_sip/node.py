@@ -57,6 +57,13 @@ if TYPE_CHECKING:  # the presence modules (and lxml) load only for a node with t
 
 log = logging.getLogger(__name__)
 
+answers = logging.getLogger("presence_sip.signals")
+"""What a node answers to a signal an operator sent (the SIGUSR1 status, the SIGHUP reload's
+result): INFO lines shown whatever ``--log-level`` says, since they were asked for (the
+new-user audit found nothing printed at WARNING; logging them at the node's level instead made
+a status line an ERROR under ``--log-level ERROR``, review of 2026-11-27)."""
+answers.setLevel(logging.INFO)
+
 ROLES = frozenset({"registrar", "presence"})
 
 
@@ -350,12 +357,10 @@ class Node:
         """SIGHUP: read the TLS files again, on a thread, and give the connections accepted and
         opened from now on the contexts they make; connections up keep theirs.  All or
         nothing: when a file fails, every context in use is kept and one ERROR line says which
-        file and why.  Logged at INFO, or at the node's level when higher (asked for, it shows,
-        as the SIGUSR1 status does)."""
+        file and why; else one line of :data:`answers` names the certificate."""
         name, tls = self.config.name, self.config.tls
-        level = max(logging.INFO, log.getEffectiveLevel())
         if tls is None:
-            log.log(level, "%s: SIGHUP: no TLS certificates to reload", name)
+            answers.info("%s: SIGHUP: no TLS certificates to reload", name)
             return
         try:
             contexts, warnings = await asyncio.to_thread(_load_tls, tls)
@@ -363,7 +368,7 @@ class Node:
             log.error("%s: TLS reload failed, the certificates in use are kept: %s", name, exc)
             return
         self.driver.use_tls(contexts)
-        log.log(level, "%s: TLS reloaded: new connections get %s", name, contexts.certificate)
+        answers.info("%s: TLS reloaded: new connections get %s", name, contexts.certificate)
         for warning in warnings:
             log.warning("%s: %s", name, warning)
 
@@ -460,13 +465,11 @@ class TlsReloads:
 
 
 def _log_statuses(nodes: Sequence[Node]) -> None:
-    """SIGUSR1: one line of :meth:`Node.status` per node (``kill -USR1 PID``), at INFO, or at
-    the level the node logs at when that is higher: asked for, it shows at ``--log-level
-    WARNING`` too (the new-user audit found nothing printed there)."""
-    level = max(logging.INFO, log.getEffectiveLevel())
+    """SIGUSR1: one line of :meth:`Node.status` per node (``kill -USR1 PID``) in
+    :data:`answers`."""
     for node in nodes:
         try:
-            log.log(level, "%s", node.status().line())
+            answers.info("%s", node.status().line())
         except Exception:  # a figure that cannot be read must not stop the node
             log.exception("cannot report the status of %s", node.config.name)
 

@@ -274,12 +274,13 @@ def test_sighup_without_tls_reloads_nothing_and_the_node_serves_on(
         time.sleep(0.05)
     assert node.process.poll() is None
     assert ask(node, "OPTIONS").status == 200
-    assert "INFO presence_sip.node: node: SIGHUP: no TLS certificates to reload" in node.log_text()
+    reloaded = "INFO presence_sip.signals: node: SIGHUP: no TLS certificates to reload"
+    assert reloaded in node.log_text()
     assert " ERROR " not in node.log_text()
     node.stop()
 
 
-@pytest.mark.parametrize("log_level", ["INFO", "WARNING"])
+@pytest.mark.parametrize("log_level", ["INFO", "WARNING", "ERROR"])
 def test_sigusr1_logs_the_status_and_the_node_serves_on(
     serve_factory: Callable[..., ServeProcess], log_level: str
 ) -> None:
@@ -291,6 +292,7 @@ def test_sigusr1_logs_the_status_and_the_node_serves_on(
     while "node status: up" not in node.log_text() and time.monotonic() < deadline:
         time.sleep(0.05)
     [line] = [text for text in node.log_text().splitlines() if "node status: up" in text]
+    assert " INFO presence_sip.signals: node status: up " in line  # asked for: at any level
     assert "holds 0 AORs (0 bindings), 0 subscriptions, 0 publications" in line
     answered = re.search(r"; since start \d+ messages in, (\d+) responses out \(2xx (\d+)\)", line)
     assert answered is not None
@@ -333,7 +335,7 @@ def test_log_file_is_written_and_reopened_after_logrotate_moved_it(
     deadline = time.monotonic() + 5
     while not log_file.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert re.search(r"^\S+ \S+ INFO presence_sip\.node: node status: up", log_file.read_text())
+    assert re.search(r"^\S+ \S+ INFO presence_sip\.signals: node status: up", log_file.read_text())
     assert "node status" not in rotated.read_text()
     assert ask(node, "OPTIONS").status == 200
     node.stop()

@@ -187,7 +187,7 @@ async def test_a_reload_that_fails_replaces_nothing_and_a_good_one_replaces_all(
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="presence_sip.node"):
             await node.reload_tls()
-        [done] = [r for r in caplog.records if r.name == "presence_sip.node"]
+        [done] = [r for r in caplog.records if r.name == "presence_sip.signals"]
         assert done.levelno == logging.INFO
         assert f"serial {serial(renewed):x}," in done.getMessage()
         assert done.getMessage().startswith(f"ps1: TLS reloaded: new connections get {files.cert}")
