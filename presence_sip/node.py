@@ -114,6 +114,9 @@ class NodeConfig:
     """Record-Route forwarded SUBSCRIBEs so in-dialog requests come back through us."""
     server_header: str = DEFAULT_SERVER_HEADER
     """The Server header of the node's responses; "" leaves it out."""
+    metrics_listen: tuple[str, int] | None = None
+    """Where ``serve`` answers ``GET /metrics`` (Prometheus) for the nodes of its process that
+    name this address (``runtime/metrics_http.py``); None: nowhere."""
 
     def __post_init__(self) -> None:
         unknown = self.roles - ROLES

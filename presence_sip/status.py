@@ -9,7 +9,7 @@ nothing is counted for this on the request path.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 
@@ -82,6 +82,87 @@ class NodeStatus:
         )
 
 
+METRICS: tuple[tuple[str, str, str, str], ...] = (
+    ("uptime_seconds", "gauge", "uptime", "Seconds since the node was built."),
+    ("aors", "gauge", "aors", "Addresses of record with bindings."),
+    ("bindings", "gauge", "bindings", "Registrar bindings held."),
+    ("subscriptions", "gauge", "subscriptions", "Presence subscriptions held."),
+    ("publications", "gauge", "publications", "Presence publications held."),
+    ("transactions", "gauge", "transactions", "Server and client transactions held."),
+    ("connections", "gauge", "connections", "TCP/TLS connections held."),
+    ("messages_received_total", "counter", "received", "Requests and responses taken in."),
+    ("requests_sent_total", "counter", "requests_sent", "Requests sent (NOTIFYs, forwarded)."),
+    ("timeouts_total", "counter", "timeouts", "Requests sent that timed out."),
+    ("transport_errors_total", "counter", "transport_errors",
+     "Requests sent whose connection could not be made or failed."),
+    ("malformed_total", "counter", "malformed", "Malformed requests answered."),
+    ("retransmissions_total", "counter", "retransmitted", "Requests retransmitted."),
+    ("refused_for_load_total", "counter", "refused_for_load",
+     "Requests refused with 503 for a full transaction table."),
+    ("moved_to_tcp_total", "counter", "moved_to_tcp",
+     "Requests moved from UDP to TCP for their size (udp_mtu)."),
+    ("auth_failures_total", "counter", "auth_failed", "Failed digest authentications."),
+    ("auth_blocked_total", "counter", "auth_blocked",
+     "Requests refused while their source was blocked for failed authentications."),
+)  # fmt: skip
+"""(name after ``presence_sip_``, type, :class:`NodeStatus` field, help) of each figure
+:meth:`NodeStatus.metrics` writes besides the per-class responses, the flood guard's and the
+storage's."""
+
+
+def metrics_text(statuses: Iterable[NodeStatus]) -> str:
+    """The Prometheus text exposition (format 0.0.4) of the nodes' figures: a sample per node
+    of each metric, labelled with the node's name (a metric no node has is left out)."""
+    lines: list[str] = []
+    for name, kind, text, samples in _families(list(statuses)):
+        if not samples:
+            continue
+        lines += (f"# HELP presence_sip_{name} {text}", f"# TYPE presence_sip_{name} {kind}")
+        lines += (f"presence_sip_{name}{{{labels}}} {_number(v)}" for labels, v in samples)
+    return "\n".join(lines) + "\n"
+
+
+_Samples = list[tuple[str, float]]
+
+
+def _families(statuses: list[NodeStatus]) -> Iterator[tuple[str, str, str, _Samples]]:
+    """(name, type, help, [(labels, value)]) of every metric."""
+    nodes = [(f'node="{_label(s.name)}"', s) for s in statuses]
+    for name, kind, attribute, text in METRICS:
+        samples = [(labels, getattr(s, attribute)) for labels, s in nodes]
+        yield name, kind, text, [(labels, v) for labels, v in samples if v is not None]
+    by_class = [
+        (f'{labels},class="{c}xx"', float(n))
+        for labels, s in nodes
+        for c, n in sorted(s.by_class.items())
+    ]
+    yield "responses_sent_total", "counter", "Responses sent, by class.", by_class
+    guarded = [(labels, s) for labels, s in nodes if s.flood_dropped is not None]
+    yield (
+        "flood_dropped_total", "counter",
+        "Requests dropped from sources blocked for flooding (the flood guard on).",
+        [(labels, float(s.flood_dropped or 0)) for labels, s in guarded],
+    )  # fmt: skip
+    yield (
+        "source_connections_refused_total", "counter",
+        "Connections refused for a flood block or max_connections_per_source.",
+        [(labels, float(s.source_refused)) for labels, s in guarded],
+    )  # fmt: skip
+    yield (
+        "storage_ok", "gauge", "1 while changes are committed, 0 while commits fail.",
+        [(labels, 1.0 if s.storage_ok else 0.0) for labels, s in nodes],
+    )  # fmt: skip
+
+
+def _label(value: str) -> str:
+    """A label value as the exposition format escapes it."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:.3f}"
+
+
 def responses_by_class(by_status: Mapping[int, int]) -> dict[int, int]:
     """``{200: 5, 202: 1, 404: 2}`` -> ``{2: 6, 4: 2}``."""
     classes: dict[int, int] = {}
@@ -103,4 +184,4 @@ def _duration(seconds: float) -> str:
     return f"{minutes}m{secs:02d}s"
 
 
-__all__ = ["NodeStatus", "responses_by_class"]
+__all__ = ["METRICS", "NodeStatus", "metrics_text", "responses_by_class"]

@@ -16,6 +16,7 @@ A config file describes a network and its nodes::
     flood_block_seconds = 60   # it dropped this long (Kamailio's pike); 0: off (the default)
     max_connections_per_source = 0  # TCP/TLS connections open from one address; 0: no cap
     flood_exempt = []          # edge proxies / SBCs; the nodes of this file are exempt anyway
+    metrics_listen = "127.0.0.1:9091"  # GET /metrics (Prometheus) for this process's nodes
     server_header = "presence-sip"  # "" leaves the Server header out
     ca = "certs/net-b.test/ca.pem"
 
@@ -59,6 +60,7 @@ import logging
 import re
 import tomllib
 from collections.abc import Callable, Iterable
+from functools import partial
 from logging.handlers import WatchedFileHandler
 from pathlib import Path
 from typing import Any, TypeVar
@@ -71,9 +73,11 @@ from presence_sip.presence.watchers import PresenceSettings
 from presence_sip.proxy.routing import NextHop
 from presence_sip.registrar.registrar import RegistrarPolicy
 from presence_sip.runtime.gc_policy import FullCollections, tune_gc
+from presence_sip.runtime.metrics_http import MetricsServer
 from presence_sip.runtime.open_files import raise_open_files
-from presence_sip.sip.errors import ConfigError
+from presence_sip.sip.errors import ConfigError, TransportError
 from presence_sip.sip.uri import is_ip
+from presence_sip.status import metrics_text
 from presence_sip.transport.listen import ListenSpec
 
 DEFAULT_LISTEN = ("udp:127.0.0.1:5060", "tcp:127.0.0.1:5060")
@@ -180,6 +184,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="default INFO",
     )
     parser.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="answer GET /metrics (Prometheus text format) there for the nodes of this process "
+        "(an IP address; no authentication: loopback or a management network)",
+    )
+    parser.add_argument(
         "--log-file",
         metavar="PATH",
         help="log to this file instead of standard error (reopened when logrotate moves it)",
@@ -239,10 +249,36 @@ async def _serve(configs: list[NodeConfig]) -> None:
     tune_gc()  # issue 8: after the stored state is loaded
     full_collections = FullCollections()
     full_collections.start()
+    metrics = _metrics_servers(nodes)
     try:
+        for server in metrics:
+            try:
+                await server.start()
+            except OSError as exc:
+                raise TransportError(
+                    f"cannot listen on metrics_listen {server.host}:{server.port}: {exc.strerror}"
+                ) from None
         await _serve_nodes(nodes)
     finally:
+        for server in metrics:
+            await server.stop()
         full_collections.close()
+
+
+def _metrics_servers(nodes: list[Node]) -> list[MetricsServer]:
+    """One server per ``metrics_listen`` address, for the nodes that name it."""
+    by_address: dict[tuple[str, int], list[Node]] = {}
+    for node in nodes:
+        if node.config.metrics_listen is not None:
+            by_address.setdefault(node.config.metrics_listen, []).append(node)
+    return [
+        MetricsServer(host, port, partial(_render_metrics, named))
+        for (host, port), named in by_address.items()
+    ]
+
+
+def _render_metrics(nodes: list[Node]) -> str:
+    return metrics_text(node.status() for node in nodes)
 
 
 async def _serve_nodes(nodes: list[Node]) -> None:
@@ -310,7 +346,7 @@ SHARED_KEYS = frozenset(
     {"domain", "data", "auth", "default_policy", "digest_algorithms", "max_transactions",
      "udp_mtu", "ca", "cert", "key", "aliases", "registrar", "presence", "server_header",
      "auth_failures", "auth_block_seconds", "auth_failures_exempt", "flood_requests",
-     "flood_block_seconds", "max_connections_per_source", "flood_exempt"}
+     "flood_block_seconds", "max_connections_per_source", "flood_exempt", "metrics_listen"}
 )  # fmt: skip
 """Keys a ``[network]`` sets for every node and a ``[[node]]`` may set for itself."""
 NETWORK_KEYS = SHARED_KEYS | {"route"}
@@ -318,7 +354,9 @@ NODE_KEYS = SHARED_KEYS | {"name", "roles", "listen", "require_client_cert"}
 ROUTE_KEYS = frozenset({"domain", "transport", "host", "port", "priority", "weight"})
 
 
-_STRING_KEYS = frozenset({"domain", "data", "auth", "default_policy", "ca", "cert", "key", "name"})
+_STRING_KEYS = frozenset(
+    {"domain", "data", "auth", "default_policy", "ca", "cert", "key", "name", "metrics_listen"}
+)
 _LIST_KEYS = frozenset({"aliases", "roles", "listen", "auth_failures_exempt", "flood_exempt"})
 
 
@@ -436,7 +474,24 @@ def _node_config(
         server_header=_server_header(
             pick(args.server_header, "server_header", DEFAULT_SERVER_HEADER)
         ),
+        metrics_listen=_metrics_address(pick(args.metrics_listen, "metrics_listen", None)),
     )
+
+
+def _metrics_address(value: str | None) -> tuple[str, int] | None:
+    """``127.0.0.1:9091`` or ``[::1]:9091``: an IP literal and a port (no name resolved)."""
+    if value is None:
+        return None
+    host, sep, port = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    try:
+        ipaddress.ip_address(host)
+        number = int(port)
+    except ValueError:
+        number = -1
+    if not sep or not 0 <= number <= 65535:
+        raise ConfigError(f"metrics_listen must be IP:PORT (e.g. 127.0.0.1:9091), not {value!r}")
+    return host, number
 
 
 _HEADER_TEXT = re.compile(r"[\x20-\x7e]{0,256}")

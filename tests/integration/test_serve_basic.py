@@ -11,6 +11,8 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -352,3 +354,38 @@ def test_a_log_file_that_cannot_be_opened_is_one_line_and_exit_2(tmp_path: Path)
         f"presence-sip: error: cannot open log file {tmp_path / 'no' / 'such' / 'x.log'}: "
         "No such file or directory\n",
     )
+
+
+def test_metrics_are_served_over_http_for_prometheus(
+    serve_factory: Callable[..., ServeProcess],
+) -> None:
+    """``--metrics-listen``: what a Prometheus scrape reads, and it follows the traffic."""
+    node = serve_factory(domain=DOMAIN, extra_args=["--metrics-listen", "127.0.0.1:0"])
+    found = re.search(r"metrics on (http://127\.0\.0\.1:\d+/metrics)", node.log_text())
+    assert found is not None, node.log_text()
+
+    def scrape() -> dict[str, float]:
+        with urllib.request.urlopen(found[1], timeout=5) as answer:
+            assert answer.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+            text = answer.read().decode()
+        return {
+            name: float(value)
+            for line in text.splitlines()
+            if not line.startswith("#")
+            for name, value in [line.rsplit(" ", 1)]
+        }
+
+    before = scrape()
+    for _ in range(3):
+        assert ask(node, "OPTIONS").status == 200
+    after = scrape()
+    received = 'presence_sip_messages_received_total{node="node"}'
+    answered = 'presence_sip_responses_sent_total{node="node",class="2xx"}'
+    assert after[received] == before[received] + 3
+    assert after[answered] == before.get(answered, 0) + 3
+    assert after['presence_sip_storage_ok{node="node"}'] == 1
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(found[1].replace("/metrics", "/"), timeout=5)
+    missing.value.close()
+    assert missing.value.code == 404
+    node.stop()
