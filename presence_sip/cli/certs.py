@@ -4,14 +4,15 @@
 
     presence-sip certs ca NETWORK [--out certs/] [--force]
     presence-sip certs node NETWORK NODE_NAME --ip 127.0.1.1 [--ip IP] [--dns NAME] [--out certs/]
-                            [--force]
+                            [--force] [--renew]
     presence-sip certs demo [--out certs/]     # both demo networks, every node of DESIGN.md
     presence-sip certs show FILE
 
 Existing valid files are kept (each line says ``kept`` or ``created``), so the commands can be
 run again safely.  A CA that exists but cannot be used (its key missing or not its own, expiring)
 and a node certificate naming other identities or addresses are never replaced silently: that is
-an error, unless ``--force``.  Errors are one line and exit status 2.
+an error, unless ``--force``.  ``--renew`` makes a node a new key and certificate even when its
+are valid (a running node takes them on SIGHUP).  Errors are one line and exit status 2.
 """
 
 from __future__ import annotations
@@ -47,6 +48,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     _add_out(node)
     _add_force(node)
+    node.add_argument(
+        "--renew",
+        action="store_true",
+        help="a new key and certificate even when the current ones are valid (a key that may "
+        "have leaked, a scheduled rotation); SIGHUP the node afterwards",
+    )
 
     demo = commands.add_parser("demo", help="CAs and every node certificate of the demo networks")
     _add_out(demo)
@@ -86,7 +93,7 @@ def _run_ca(args: argparse.Namespace) -> int:
 
 def _run_node(args: argparse.Namespace) -> int:
     spec = pki.NodeSpec(args.network, args.node, tuple(args.ip), tuple(args.dns))
-    _print_node(pki.load_or_create(args.out, spec, force=args.force))
+    _print_node(pki.load_or_create(args.out, spec, force=args.force, renew=args.renew))
     return 0
 
 

@@ -400,14 +400,21 @@ def load_or_create_ca(
 
 
 def load_or_create(
-    out_dir: Path | str, spec: NodeSpec, *, now: dt.datetime | None = None, force: bool = False
+    out_dir: Path | str,
+    spec: NodeSpec,
+    *,
+    now: dt.datetime | None = None,
+    force: bool = False,
+    renew: bool = False,
 ) -> NodeFiles:
     """Credentials for the node ``spec`` under ``out_dir`` (its network's CA made if missing).
 
     Existing files are kept when the certificate is signed by the network's current CA, matches
     the key, names exactly the identities and addresses of ``spec`` and is not about to expire.
     One about to expire, or signed by a CA that was replaced, is renewed; one naming other
-    identities or addresses (a typo of ``--ip``?) is replaced only with ``force``.
+    identities or addresses (a typo of ``--ip``?) is replaced only with ``force``.  ``renew``
+    makes a new key and certificate even for valid ones (a key that may have leaked, a
+    rotation on the operator's schedule); the CA is kept.
     """
     out = Path(out_dir)
     now = _utc_now(now)
@@ -422,14 +429,15 @@ def load_or_create(
         ca=ca_path,
     )
     current_ca = _read_cert(ca_path)
-    if current_ca is not None and not force and _node_files_valid(files, current_ca, now):
+    keep = not (force or renew)
+    if current_ca is not None and keep and _node_files_valid(files, current_ca, now):
         return files  # (kept: the CA's key is not needed, it may be kept offline)
     load_or_create_ca(out, spec.network, now=now, force=force)
     ca = _load_ca(out, spec.network)
     if ca is None:  # pragma: no cover - just checked or written by load_or_create_ca
         raise ConfigError(f"cannot read the CA of {spec.network} in {out}")
     ca_cert, ca_key = ca
-    if _node_files_valid(files, ca_cert, now):
+    if not renew and _node_files_valid(files, ca_cert, now):
         return files
     existing = _read_cert(files.cert)
     if existing is not None and not force and _alt_name_set(existing) != _alt_name_set_of(spec):

@@ -146,6 +146,24 @@ def test_a_certificate_near_expiry_is_renewed(tmp_path, gw1):
     assert _cert(again.cert).not_valid_after_utc > late + dt.timedelta(days=700)
 
 
+def test_renew_makes_a_new_key_for_a_valid_certificate_and_keeps_the_ca(tmp_path, gw1):
+    """``certs node --renew``: a key that may have leaked is replaced at once, by the same CA
+    (its peers keep trusting the node); the identities are still checked."""
+    ca_before, key_before = gw1.ca.read_bytes(), gw1.key.read_bytes()
+    serial_before = _cert(gw1.cert).serial_number
+    again = pki.load_or_create(tmp_path, GW1, now=NOW, renew=True)
+    assert again.created
+    assert gw1.key.read_bytes() != key_before
+    assert _cert(again.cert).serial_number != serial_before
+    assert gw1.ca.read_bytes() == ca_before
+    _policy(gw1.ca).build_server_verifier(DNSName("gateway.net-b.test")).verify(
+        _cert(again.cert), []
+    )
+    moved = pki.NodeSpec("net-b.test", "gw1", ("127.0.2.9",), GW1.dns_names)
+    with pytest.raises(ConfigError, match="refusing to replace"):
+        pki.load_or_create(tmp_path, moved, now=NOW, renew=True)
+
+
 def test_a_damaged_key_is_replaced(tmp_path, gw1):
     gw1.key.write_bytes(b"not a key")
     again = pki.load_or_create(tmp_path, GW1, now=NOW)
