@@ -11,6 +11,7 @@ malformed input instead of raising; writes and operator lookups raise ``InvalidM
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 from presence_sip.hss.records import (
@@ -62,6 +63,11 @@ class SubscriberStore(Protocol):
     @property
     def domain(self) -> str:
         """The network domain, also the digest realm the HA1s are computed for."""
+        ...
+
+    def batch(self) -> AbstractContextManager[None]:
+        """The changes made inside the ``with`` block are kept all, or none when it raises (a
+        bulk import)."""
         ...
 
     def get_subscriber(self, msisdn: str) -> Subscriber | None:

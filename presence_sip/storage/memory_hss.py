@@ -6,8 +6,10 @@ write changes nothing (the memory counterpart of a rolled-back transaction).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from presence_sip.gateway.numbering import NumberPlan
 from presence_sip.hss.msisdn import (
@@ -64,6 +66,16 @@ class MemorySubscriberStore:
 
     def close(self) -> None:
         """Nothing to release."""
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """All the changes inside, or none: the tables are put back when the block raises."""
+        saved = copy.deepcopy(vars(self))
+        try:
+            yield
+        except BaseException:
+            vars(self).update(saved)
+            raise
 
     # -- subscribers -------------------------------------------------------------------------
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -181,6 +182,14 @@ class SqliteSubscriberStore:
         """Close the connection if this store opened it."""
         if self._owns_connection:
             self._conn.close()
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """One SQLite transaction around the changes inside (each one a savepoint in it): all
+        of them committed at the end, or none when the block raises; a running node sees them
+        at once, when it is committed."""
+        with transaction(self._conn):
+            yield
 
     # -- subscribers -------------------------------------------------------------------------
 

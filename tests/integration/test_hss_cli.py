@@ -144,6 +144,71 @@ def test_subscriber_round_trip(hss: Hss) -> None:
     assert [s["msisdn"] for s in hss.json("subscriber", "list")] == [B]
 
 
+def test_subscribers_are_imported_from_a_csv_file_all_in_one_transaction(
+    hss: Hss, tmp_path: Path
+) -> None:
+    table = tmp_path / "subscribers.csv"
+    table.write_text(
+        "msisdn,password,credit,presence_server,identities\n"
+        "+447700900601,pw-601,5,ps1,sip:dora@net-b.test sip:d@x.test\n"
+        'tel:+44-7700-900602,"pw,602",,,\n'
+    )
+    assert hss.ok("subscriber", "import", str(table)) == "imported 2 subscribers\n"
+    listed = {s["msisdn"]: s for s in hss.json("subscriber", "list")}
+    assert listed["+447700900601"]["identities"][2:] == ["sip:dora@net-b.test", "sip:d@x.test"]
+    assert (listed["+447700900601"]["credit"], listed["+447700900601"]["presence_server"]) == (
+        5, "ps1",
+    )  # fmt: skip
+    assert (listed["+447700900602"]["credit"], listed["+447700900602"]["presence_server"]) == (
+        0, None,
+    )  # fmt: skip
+    store = SqliteSubscriberStore.open(hss.data)
+    try:  # the password is the digest's: a quoted comma is part of it
+        expected = hashlib.sha256(b"+447700900602:net-b.test:pw,602").hexdigest()
+        assert store.get_ha1("+447700900602", "SHA-256") == expected
+    finally:
+        store.close()
+    from_stdin = subprocess.run(
+        [sys.executable, "-m", "presence_sip.cli.hss", "--data", str(hss.data),
+         "subscriber", "import", "-"],
+        input="msisdn,password\n+447700900603,pw\n", capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60, check=False,
+    )  # fmt: skip
+    assert (from_stdin.returncode, from_stdin.stdout) == (0, "imported 1 subscribers\n")
+
+
+@pytest.mark.parametrize(
+    ("content", "error"),
+    [
+        ("msisdn,password\n+447700900611,pw\nnot-a-number,pw\n",
+         "line 3: "),
+        (f"msisdn,password\n+447700900611,pw\n{B},pw\n",
+         f"line 3: subscriber {B} already exists"),
+        ("msisdn,password\n+447700900611,pw\n+447700900612,pw,extra\n",
+         "line 3: not as many fields as the header names"),
+        ("msisdn,password\n+447700900611,\n",
+         "line 2: empty password"),
+        ("msisdn,password,credit\n+447700900611,pw,-3\n",
+         "line 2: "),
+        ("msisdn,password,presence_server\n+447700900611,pw,ps9\n",
+         "line 2: "),
+        ("number,password\n+447700900611,pw\n",
+         "the first line must name the columns"),
+    ],
+)  # fmt: skip
+def test_an_import_with_a_bad_line_names_it_and_imports_nothing(
+    hss: Hss, tmp_path: Path, content: str, error: str
+) -> None:
+    before = hss.dump()
+    table = tmp_path / "subscribers.csv"
+    table.write_text(content)
+    result = hss("subscriber", "import", str(table))
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"presence-sip: error: {table}"), result.stderr
+    assert error in result.stderr
+    assert hss.dump() == before
+
+
 def test_password_from_a_file_or_standard_input(hss: Hss, tmp_path: Path) -> None:
     """Neither in the process list nor in the shell history: the first line of a file, or
     standard input with ``-``."""
