@@ -720,3 +720,22 @@ def test_a_new_data_directory_and_its_database_are_closed_to_other_users(tmp_pat
         "presence.sqlite-wal": 0o640,
         "presence.sqlite-shm": 0o640,
     }
+
+
+def test_a_batch_keeps_all_its_changes_or_none(populated: SubscriberStore) -> None:
+    before = snapshot(populated)
+
+    def import_twice() -> None:
+        with populated.batch():
+            populated.add_subscriber("+447700900701", "pw")
+            populated.set_rule("+447700900701", "sip:x@net-a.test", RuleAction.BLOCK)
+            populated.add_subscriber("+447700900701", "pw")  # the second time: refused
+
+    with pytest.raises(DuplicateRecord):
+        import_twice()
+    assert snapshot(populated) == before
+    with populated.batch():
+        populated.add_subscriber("+447700900701", "pw")
+        populated.add_subscriber("+447700900702", "pw")
+    assert populated.get_subscriber("+447700900702") is not None
+    assert snapshot(populated) != before
