@@ -58,6 +58,7 @@ import importlib
 import ipaddress
 import logging
 import re
+import time
 import tomllib
 from collections.abc import Callable, Iterable
 from functools import partial
@@ -79,6 +80,7 @@ from presence_sip.sip.errors import ConfigError, TransportError
 from presence_sip.sip.uri import is_ip
 from presence_sip.status import metrics_text
 from presence_sip.transport.listen import ListenSpec
+from presence_sip.transport.tls import certificate_warnings, load_contexts
 
 DEFAULT_LISTEN = ("udp:127.0.0.1:5060", "tcp:127.0.0.1:5060")
 
@@ -190,6 +192,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "(an IP address; no authentication: loopback or a management network)",
     )
     parser.add_argument(
+        "--check",
+        action="store_true",
+        help="check the configuration and the TLS files it names, print what each node would "
+        "run, and exit (0: fine, 2: the error) without serving (as kamailio -c, nginx -t)",
+    )
+    parser.add_argument(
         "--log-file",
         metavar="PATH",
         help="log to this file instead of standard error (reopened when logrotate moves it)",
@@ -202,6 +210,8 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 def run(args: argparse.Namespace) -> int:
     configs = load_configs(args)  # (a config error goes to the terminal, not to the log file)
+    if args.check:
+        return check(configs)
     handlers: list[logging.Handler] = [logging.StreamHandler()]
     if args.log_file:
         try:
@@ -215,6 +225,30 @@ def run(args: argparse.Namespace) -> int:
     )
     with asyncio.Runner(loop_factory=loop_factory(getattr(args, "loop", "auto"))) as runner:
         runner.run(_serve(configs))
+    return 0
+
+
+def check(configs: list[NodeConfig]) -> int:
+    """``serve --check``: load what a start would load before its sockets and database (the
+    config, every TLS file) and say what each node would run; a ConfigError reaches ``main``
+    as one line and exit status 2.  The database is not opened (a running node holds it)."""
+    for config in configs:
+        tls = "no TLS"
+        if config.tls is not None:
+            settings = config.tls
+            contexts = load_contexts(
+                settings.cert, settings.key, settings.ca,
+                require_client_cert=settings.require_client_cert,
+            )  # fmt: skip
+            tls = f"TLS {contexts.certificate}"
+            for warning in certificate_warnings(settings.cert, time.time()):
+                print(f"{config.name}: warning: {warning}")
+        listen = " ".join(str(spec) for spec in config.listen)
+        print(
+            f"{config.name}: {config.domain}, roles {','.join(sorted(config.roles))}, "
+            f"listens {listen}, data {config.data_dir}, auth {config.auth}; {tls}"
+        )
+    print(f"configuration ok: {len(configs)} node{'' if len(configs) == 1 else 's'}")
     return 0
 
 

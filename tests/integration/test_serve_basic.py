@@ -28,6 +28,7 @@ from serve_process import (
 )
 
 from presence_sip.sip import Response
+from presence_sip.transport import pki
 
 DOMAIN = "example.test"
 UDP_MAX_PAYLOAD = 65_507
@@ -389,3 +390,36 @@ def test_metrics_are_served_over_http_for_prometheus(
     missing.value.close()
     assert missing.value.code == 404
     node.stop()
+
+
+def test_check_loads_the_config_and_its_tls_files_and_serves_nothing(tmp_path: Path) -> None:
+    """``serve --check`` (as ``kamailio -c``, ``nginx -t``) before a restart or a reload."""
+    files = pki.load_or_create(tmp_path / "certs", pki.NodeSpec(DOMAIN, "ps1", ("127.0.0.1",)))
+    config = tmp_path / "net.toml"
+    config.write_text(
+        f'[network]\ndomain = "{DOMAIN}"\ndata = "{tmp_path / "data"}"\nca = "{files.ca}"\n'
+        f'[[node]]\nname = "ps1"\nlisten = ["udp:127.0.0.1:5060", "tls:127.0.0.1:5061"]\n'
+        f'cert = "{files.cert}"\nkey = "{files.key}"\n'
+    )
+
+    def check() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*serve_command(), "serve", str(config), "--check"],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+
+    good = check()
+    assert (good.returncode, good.stderr) == (0, ""), good.stderr
+    [node, verdict] = good.stdout.splitlines()
+    assert node.startswith(
+        f"ps1: {DOMAIN}, roles presence,registrar, listens udp:127.0.0.1:5060 tls:127.0.0.1:5061,"
+        f" data {tmp_path / 'data'}, auth digest; TLS {files.cert} (CN=ps1.{DOMAIN}"
+    )
+    assert verdict == "configuration ok: 1 node"
+    assert not (tmp_path / "data").exists()  # nothing opened, nothing served
+    files.key.write_text("not a key")
+    bad = check()
+    assert bad.returncode == 2
+    assert bad.stderr.startswith(
+        f"presence-sip: error: cannot load TLS certificate {files.cert} with key {files.key}: "
+    )
