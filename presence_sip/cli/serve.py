@@ -12,8 +12,8 @@ A config file describes a network and its nodes::
     auth_failures = 30         # failed digests from one address in a minute: 503 for
     auth_block_seconds = 300   # this long (no guess answered); 0 turns it off
     auth_failures_exempt = []  # edge proxies / SBCs (everyone's address): never blocked
-    flood_requests = 0         # requests from one address in a burst or a second that get
-    flood_block_seconds = 60   # it dropped this long (Kamailio's pike); 0: off (the default)
+    flood_requests = 0         # requests from one address at once, or more a second, that get
+    flood_block_seconds = 60   # it dropped this long (Kamailio's pike); flood_requests 0: off
     max_connections_per_source = 0  # TCP/TLS connections open from one address; 0: no cap
     flood_exempt = []          # edge proxies / SBCs; the nodes of this file are exempt anyway
     metrics_listen = "127.0.0.1:9091"  # GET /metrics (Prometheus) for this process's nodes

@@ -9,8 +9,8 @@ CPU after per-request logging went to DEBUG), and one source could hold every on
 
 :class:`FloodGuard` is checked by the driver before a message is parsed:
 
-* ``flood_requests``: more than that many requests from one address in a burst, or a second (a
-  leaky bucket, ``source_limits``), block the address for ``flood_block`` seconds.  Its requests
+* ``flood_requests``: that many requests from one address at once, or more than that many a
+  second (a leaky bucket, ``source_limits``), block the address for ``flood_block`` seconds.  Its requests
   are dropped unread meanwhile, unanswered (an answer is what a flood of forged UDP sources
   wants from us), its new connections refused; one WARNING line when the block starts,
   ``flood blocked: src=...`` (fail2ban can take it from there, with a firewall's cost per
@@ -81,9 +81,10 @@ class FloodGuard:
         if not buckets.add(host, now):
             return False
         log.warning(
-            "flood blocked: src=%s for %d s after more than %d requests within 1 s",
+            "flood blocked: src=%s for %d s after %d requests at once or more than %d a second",
             buckets.address(host),
             buckets.block,
+            buckets.limit,
             buckets.limit,
         )
         return True

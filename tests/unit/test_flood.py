@@ -42,7 +42,7 @@ def test_a_burst_above_the_limit_blocks_the_address_with_one_warning(
         assert dropped(guard, 5) == 5  # the tenth starts the block, the rest are dropped
     assert [(r.levelno, r.getMessage()) for r in caplog.records] == [(
         logging.WARNING,
-        "flood blocked: src=192.0.2.5 for 60 s after more than 10 requests within 1 s",
+        "flood blocked: src=192.0.2.5 for 60 s after 10 requests at once or more than 10 a second",
     )]  # fmt: skip
     assert (guard.blocks, guard.dropped) == (1, 5)
     assert dropped(guard, 3, host="192.0.2.6") == 0  # another address is not blocked
