@@ -674,7 +674,7 @@ class Driver:
     def stream_message(self, conn: StreamConnection, data: bytes) -> None:
         """One framed message from a connection."""
         now = self._time()
-        if self.flood is not None and self.flood.drop(data, conn.peer.host, now):
+        if self.flood is not None and self.flood.drop_streamed(data, conn.peer.host, now):
             conn.close()  # (and new connections from its address are refused while blocked)
             return
         self._call(self._endpoint.receive, data, conn.peer, now)

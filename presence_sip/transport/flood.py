@@ -10,11 +10,17 @@ CPU after per-request logging went to DEBUG), and one source could hold every on
 :class:`FloodGuard` is checked by the driver before a message is parsed:
 
 * ``flood_requests``: that many requests from one address at once, or more than that many a
-  second (a leaky bucket, ``source_limits``), block the address for ``flood_block`` seconds.  Its requests
-  are dropped unread meanwhile, unanswered (an answer is what a flood of forged UDP sources
-  wants from us), its new connections refused; one WARNING line when the block starts,
-  ``flood blocked: src=...`` (fail2ban can take it from there, with a firewall's cost per
-  packet instead of ours).  Responses are not counted: they answer our own requests.
+  second (a leaky bucket, ``source_limits``), block the address for ``flood_block`` seconds.
+  Its requests are dropped unread meanwhile, unanswered (an answer is what a flood of forged UDP
+  sources wants from us); one WARNING line when the block starts, ``flood blocked: src=...``
+  (fail2ban can take it from there, with a firewall's cost per packet instead of ours).
+  Responses are not counted: they answer our own requests.
+* UDP and TCP/TLS requests are counted apart.  Anyone can forge a datagram's source address, so
+  a block that UDP requests started drops that address's UDP requests only: datagrams forged
+  with a peer's address (a peering network's gateway on mutual TLS) must not close its
+  connections nor refuse its new ones.  A connection's address is the peer's own (the handshake
+  proved it): a block started over TCP/TLS drops all the address's requests, closes the
+  connection it flooded over and refuses its new connections.
 * ``max_connections_per_source``: inbound connections open at once from one address.
 
 Both are off by default, as pike is in Kamailio's default config: the right figures depend on
@@ -40,7 +46,7 @@ RESPONSE_START = b"SIP/"
 class FloodGuard:
     """Requests and inbound connections per source address; sans-IO (``now`` is given)."""
 
-    __slots__ = ("_connections", "_requests", "max_connections", "refused_connections")
+    __slots__ = ("_connections", "_datagrams", "_streams", "max_connections", "refused_connections")
 
     def __init__(
         self,
@@ -50,8 +56,11 @@ class FloodGuard:
         max_connections: int = 0,
         exempt: Iterable[str] = (),
     ) -> None:
-        self._requests = SourceBuckets(requests, 1.0, block, exempt)
-        """Requests per address (a limit of 0: not counted)."""
+        self._datagrams = SourceBuckets(requests, 1.0, block, exempt)
+        """UDP requests per address (a limit of 0: not counted); their blocks drop UDP only."""
+        self._streams = SourceBuckets(requests, 1.0, block, exempt)
+        """TCP/TLS requests per address; their blocks drop everything from it and refuse its
+        connections."""
         self.max_connections = max_connections
         """Inbound connections open at once from one address; 0: no limit but the node's."""
         self._connections: dict[str, int] = {}
@@ -62,37 +71,55 @@ class FloodGuard:
     @property
     def blocks(self) -> int:
         """Blocks started."""
-        return self._requests.blocks
+        return self._datagrams.blocks + self._streams.blocks
 
     @property
     def dropped(self) -> int:
         """Requests dropped unread while their address was blocked, the ones that started
         a block included."""
-        return self._requests.refused + self._requests.blocks
+        return self._datagrams.refused + self._streams.refused + self.blocks
 
     def drop(self, data: bytes, host: str, now: float) -> bool:
-        """Whether the message ``data`` from ``host`` is to be dropped unread (a request from an
-        address that is blocked, or that this request makes blocked)."""
-        buckets = self._requests
-        if not buckets.limit or data.startswith(RESPONSE_START):
+        """Whether the datagram ``data`` from ``host`` is to be dropped unread (a request from an
+        address that is blocked, or that this request makes blocked for UDP)."""
+        datagrams = self._datagrams
+        if not datagrams.limit or data.startswith(RESPONSE_START):
             return False
-        if buckets.retry_after(host, now):
+        if self._streams.retry_after(host, now) or datagrams.retry_after(host, now):
             return True
+        return self._started(datagrams, host, now, "UDP")
+
+    def drop_streamed(self, data: bytes, host: str, now: float) -> bool:
+        """Whether the message ``data`` from a connection with ``host`` is to be dropped unread,
+        and its connection closed (a request from an address blocked over TCP/TLS, or that this
+        request makes blocked)."""
+        streams = self._streams
+        if not streams.limit or data.startswith(RESPONSE_START):
+            return False
+        if streams.retry_after(host, now):
+            return True
+        return self._started(streams, host, now, "TCP/TLS")
+
+    @staticmethod
+    def _started(buckets: SourceBuckets, host: str, now: float, transport: str) -> bool:
+        """Count one request; True, with the WARNING line, when it starts a block."""
         if not buckets.add(host, now):
             return False
         log.warning(
-            "flood blocked: src=%s for %d s after %d requests at once or more than %d a second",
+            "flood blocked: src=%s for %d s after %d requests at once or more than %d a second"
+            " over %s",
             buckets.address(host),
             buckets.block,
             buckets.limit,
             buckets.limit,
+            transport,
         )
         return True
 
     def connection_refusal(self, host: str, now: float) -> str | None:
         """An inbound connection from ``host``: None when it is taken (then
         :meth:`connection_closed` must follow), else why it is refused."""
-        buckets = self._requests
+        buckets = self._streams
         address = buckets.address(host)
         if not address:  # exempt
             return None
@@ -109,7 +136,7 @@ class FloodGuard:
 
     def connection_closed(self, host: str) -> None:
         """An inbound connection :meth:`connection_refusal` took has closed."""
-        address = self._requests.address(host)
+        address = self._streams.address(host)
         if not address:
             return
         count = self._connections.get(address, 0) - 1

@@ -46,6 +46,21 @@ def status_over(client: TcpClient) -> int | None:
     return None if reply is None else parse_response(reply).status
 
 
+def flood_over(client: TcpClient, count: int) -> tuple[int, bool]:
+    """Send ``count`` OPTIONS at once over ``client``'s connection: how many got a 200, and
+    whether the node closed the connection."""
+    client.sock.sendall(b"".join(options(client, "TCP") for _ in range(count)))
+    answered = 0
+    try:
+        while (reply := client.read_message(timeout=2.0)) is not None:
+            answered += parse_response(reply).status == 200
+    except ConnectionResetError:
+        pass  # (closed with our unread requests in its buffer: a reset)
+    except TimeoutError:
+        return answered, False
+    return answered, True
+
+
 def wait_for_log(node: ServeProcess, text: str, timeout: float = 5.0) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -71,11 +86,21 @@ def test_a_flooding_source_is_dropped_and_its_neighbour_still_served(
     line = wait_for_log(node, "flood blocked:")
     assert re.search(
         rf"WARNING \S+: flood blocked: src={FLOODER} for 60 s after {LIMIT} requests at once or"
-        rf" more than {LIMIT} a second$",
+        rf" more than {LIMIT} a second over UDP$",
         line,
     ), line
     # Blocked by address, whatever the port; unanswered, not even a 503.
     assert answered_of_burst(node, 1) == 0
+    # Its connections are not: datagrams may carry a forged source (a peer's address).
+    flooder_tcp = tcp_from(node, FLOODER)
+    assert status_over(flooder_tcp) == 200
+    # A flood over a connection, from an address the handshake proved: the connection is
+    # closed and new ones refused.
+    over_tcp, closed = flood_over(flooder_tcp, 3 * LIMIT)
+    flooder_tcp.close()
+    assert closed
+    assert over_tcp < LIMIT, over_tcp
+    wait_for_log(node, f"more than {LIMIT} a second over TCP/TLS")
     blocked_tcp = tcp_from(node, FLOODER)
     assert blocked_tcp.closed_by_peer()
     blocked_tcp.close()
@@ -102,6 +127,6 @@ def test_a_flooding_source_is_dropped_and_its_neighbour_still_served(
     line = wait_for_log(node, "node status: up")
     dropped = re.search(r"(\d+) dropped for flooding \((\d+) connections refused\)", line)
     assert dropped is not None, line
-    assert int(dropped[1]) >= 3 * LIMIT - answered
+    assert int(dropped[1]) >= 3 * LIMIT - answered + 1  # (+ the one that started the TCP block)
     assert int(dropped[2]) >= 2  # (the fourth may have been early for the freed slot)
     assert node.process.poll() is None

@@ -29,8 +29,14 @@ SOURCE = "192.0.2.5"
 
 
 def dropped(guard: FloodGuard, count: int, host: str = SOURCE, now: float = T0) -> int:
-    """How many of ``count`` requests sent at once from ``host`` the guard drops."""
+    """How many of ``count`` UDP requests sent at once from ``host`` the guard drops."""
     return sum(guard.drop(OPTIONS, host, now) for _ in range(count))
+
+
+def streamed(guard: FloodGuard, count: int, host: str = SOURCE, now: float = T0) -> int:
+    """How many of ``count`` requests sent at once over a connection from ``host`` the guard
+    drops (closing the connection)."""
+    return sum(guard.drop_streamed(OPTIONS, host, now) for _ in range(count))
 
 
 def test_a_burst_above_the_limit_blocks_the_address_with_one_warning(
@@ -42,7 +48,8 @@ def test_a_burst_above_the_limit_blocks_the_address_with_one_warning(
         assert dropped(guard, 5) == 5  # the tenth starts the block, the rest are dropped
     assert [(r.levelno, r.getMessage()) for r in caplog.records] == [(
         logging.WARNING,
-        "flood blocked: src=192.0.2.5 for 60 s after 10 requests at once or more than 10 a second",
+        "flood blocked: src=192.0.2.5 for 60 s after 10 requests at once or more than 10 a second"
+        " over UDP",
     )]  # fmt: skip
     assert (guard.blocks, guard.dropped) == (1, 5)
     assert dropped(guard, 3, host="192.0.2.6") == 0  # another address is not blocked
@@ -101,14 +108,35 @@ def test_connections_per_source_are_capped_and_counted_down_when_they_close() ->
     assert guard.connection_refusal(SOURCE, T0) is not None
     assert guard.refused_connections == 2
     assert dropped(guard, 1000) == 0  # flood_requests 0: requests are not counted
+    assert streamed(guard, 1000) == 0
 
 
-def test_a_blocked_address_gets_no_new_connection_until_the_block_ends() -> None:
+def test_an_address_blocked_over_tcp_gets_no_new_connection_until_the_block_ends(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     guard = FloodGuard(2, block=10.0)
-    assert dropped(guard, 2) == 1
+    with caplog.at_level(logging.WARNING, logger="presence_sip.transport.flood"):
+        assert streamed(guard, 2) == 1
+    assert caplog.records[0].getMessage().endswith(" a second over TCP/TLS")
     assert guard.connection_refusal(SOURCE, T0 + 1) == "blocked for flooding"
     assert (guard.refused_connections, guard.dropped) == (1, 1)  # not a dropped request
+    assert dropped(guard, 3, now=T0 + 1) == 3  # its datagrams too: it proved its address
+    assert streamed(guard, 1, now=T0 + 1) == 1
     assert guard.connection_refusal(SOURCE, T0 + 10) is None
+    assert (dropped(guard, 1, now=T0 + 10), streamed(guard, 1, now=T0 + 10)) == (0, 0)
+
+
+def test_a_block_over_udp_leaves_the_addresses_connections_alone() -> None:
+    """Anyone can forge a datagram's source: a flood of datagrams forged with a peer's address
+    (a peering network's gateway on mutual TLS) must not close its connections nor refuse its
+    new ones; its own UDP requests are dropped as any from that address."""
+    guard = FloodGuard(2, block=10.0, max_connections=1)
+    assert dropped(guard, 5) == 4
+    assert guard.connection_refusal(SOURCE, T0 + 1) is None
+    assert streamed(guard, 1, now=T0 + 1) == 0
+    assert guard.refused_connections == 0
+    assert dropped(guard, 1, now=T0 + 1) == 1
+    assert guard.blocks == 1
 
 
 def test_the_per_source_cap_leaves_exempt_addresses_alone() -> None:
