@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import importlib
 import os
 import sqlite3
 import time
@@ -26,7 +27,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from presence_sip.sip.errors import ConfigError, StoreError
-from presence_sip.storage.database import DATABASE_NAME, database_path, map_errors
+from presence_sip.storage.database import (
+    DATABASE_NAME,
+    database_path,
+    map_errors,
+    newer_schemas,
+)
 
 DEFAULT_DATA_DIR = "./data"
 
@@ -39,6 +45,14 @@ COUNTED_TABLES = (
 """What the summary line counts, when the database has the table (a node creates its own)."""
 
 WAL_FILES = ("-wal", "-shm")
+
+STORES = (
+    "presence_sip.storage.sqlite_bindings",
+    "presence_sip.storage.sqlite_hss",
+    "presence_sip.storage.sqlite_presence",
+)
+"""The modules whose tables a database holds, each registering its migrations when imported (on
+demand: every command builds this one's parser, and the presence stores load lxml)."""
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -88,7 +102,7 @@ def run_restore(args: argparse.Namespace) -> int:
     if not data.is_dir():
         raise ConfigError(f"no data directory {data}")
     with _nodes_stopped(data):
-        counts = check_backup(backup)
+        counts = check_backup(backup, runnable=True)
         current = database_path(data)
         saved = None
         if current.exists():
@@ -140,9 +154,10 @@ def _online_copy(source: Path, target: Path) -> None:
         os.fsync(handle.fileno())
 
 
-def check_backup(path: Path) -> dict[str, int]:
-    """A presence-sip database SQLite finds whole: the counts of :data:`COUNTED_TABLES`;
-    :class:`StoreError` otherwise."""
+def check_backup(path: Path, *, runnable: bool = False) -> dict[str, int]:
+    """A presence-sip database SQLite finds whole (``runnable``: and not written by a later
+    release, which a node of this one would refuse to open): the counts of
+    :data:`COUNTED_TABLES`; :class:`StoreError` otherwise."""
     try:
         conn = sqlite3.connect(f"file:{path.resolve().as_posix()}?mode=ro", uri=True)
     except sqlite3.Error as exc:
@@ -155,6 +170,8 @@ def check_backup(path: Path) -> dict[str, int]:
             tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
             if "schema_versions" not in tables:
                 raise StoreError(f"{path} is not a presence-sip database (no schema_versions)")
+            if runnable:
+                _refuse_later_release(conn, path)
             counts = {}
             for table, label in COUNTED_TABLES:
                 if table in tables:  # (a name of ours, never input)
@@ -163,6 +180,19 @@ def check_backup(path: Path) -> dict[str, int]:
             return counts
     finally:
         conn.close()
+
+
+def _refuse_later_release(conn: sqlite3.Connection, path: Path) -> None:
+    """:class:`StoreError` when a later release wrote the database (a node of this one would
+    refuse to open it: a restore must not put it in place of one that runs)."""
+    for module in STORES:
+        importlib.import_module(module)
+    newer = newer_schemas(conn)
+    if newer:
+        raise StoreError(
+            f"{path} was written by a later presence-sip ({'; '.join(newer)}): "
+            "restore it with that release"
+        )
 
 
 def summary(counts: dict[str, int]) -> str:

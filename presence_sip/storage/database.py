@@ -28,6 +28,7 @@ __all__ = [
     "get_setting",
     "map_errors",
     "migrate",
+    "newer_schemas",
     "open_network_database",
     "register_migrations",
     "resolve_domain",
@@ -202,6 +203,21 @@ def schema_version(conn: sqlite3.Connection, component: str) -> int:
             "SELECT version FROM schema_versions WHERE component = ?", (component,)
         ).fetchone()
     return 0 if row is None else int(row[0])
+
+
+def newer_schemas(conn: sqlite3.Connection) -> list[str]:
+    """What in this database a later release wrote: each component whose version is past the
+    migrations registered here, or that has none registered (a component added later), as
+    ``"hss version 9 (this release knows up to 4)"``.  What :func:`migrate` would refuse, once
+    every store module is imported (each registers its migrations)."""
+    with map_errors("cannot read schema versions"):
+        rows = conn.execute("SELECT component, version FROM schema_versions").fetchall()
+    newer = []
+    for component, version in sorted(rows):
+        known = len(_MIGRATIONS.get(component, ()))
+        if int(version) > known:
+            newer.append(f"{component} version {version} (this release knows up to {known})")
+    return newer
 
 
 def migrate(conn: sqlite3.Connection, component: str) -> int:

@@ -26,7 +26,7 @@ from serve_process import (
 
 from presence_sip.sip import Request, parse_message
 from presence_sip.storage.database import database_path
-from presence_sip.storage.sqlite_hss import SqliteSubscriberStore
+from presence_sip.storage.sqlite_hss import HSS_MIGRATIONS, SqliteSubscriberStore
 
 DOMAIN = "example.test"
 ALICE, BOB = "+447700900601", "+447700900602"
@@ -163,3 +163,23 @@ def test_backup_and_restore_refuse_what_is_not_a_database(tmp_path: Path) -> Non
     assert result.returncode == 1
     assert result.stderr.startswith(f"presence-sip: error: {junk} is not a presence-sip database")
     assert list((tmp_path / "data").iterdir()) == []  # nothing written
+
+
+def test_restore_refuses_a_backup_of_a_later_release(tmp_path: Path) -> None:
+    """A node of this release would refuse to open it: it must not replace the database."""
+    data, backup = tmp_path / "net", tmp_path / "later.sqlite"
+    provision(data)
+    assert cli("backup", "--data", str(data), str(backup)).returncode == 0
+    with sqlite3.connect(backup) as later:
+        later.execute("UPDATE schema_versions SET version = 99 WHERE component = 'hss'")
+        later.execute("INSERT INTO schema_versions VALUES ('billing', 1)")
+    before = database_path(data).read_bytes()
+    result = cli("restore", "--data", str(data), str(backup))
+    assert (result.returncode, result.stderr) == (
+        1,
+        f"presence-sip: error: {backup} was written by a later presence-sip (billing version 1"
+        " (this release knows up to 0); hss version 99 (this release knows up to "
+        f"{len(HSS_MIGRATIONS)})): restore it with that release\n",
+    )
+    assert database_path(data).read_bytes() == before
+    assert not list(data.glob("presence.sqlite.before-restore-*"))
