@@ -5,8 +5,9 @@ monitoring scrapes them every 15 s or so instead of sending SIGUSR1 and reading 
 the smallest HTTP/1.1 server that does the job, on the event loop beside the nodes: one request
 per connection (``Connection: close``), a request head of at most 8 KiB within 5 s, at most 16
 connections at once, ``GET``/``HEAD /metrics`` only (404 for another path, 405 for another
-method).  The figures are read from the parts' own counters when asked for: nothing is counted
-for this on the request path.  It has no authentication: listen on loopback or a management
+method, 400 for a request line it cannot read or an HTTP/1.1 request without one ``Host``).
+The figures are read from the parts' own counters when asked for: nothing is counted for this
+on the request path.  It has no authentication: listen on loopback or a management
 network only (``serve`` warns about any other address).
 """
 
@@ -85,11 +86,15 @@ class MetricsServer:
 
     def respond(self, head: bytes) -> bytes:
         """The whole response to a request head (sans-IO: the tests call it with bytes)."""
-        request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+        request_line, *fields = head.decode("latin-1").split("\r\n")
         parts = request_line.split(" ")
         if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
             return _response(400, "Bad Request")
-        method, target, _ = parts
+        method, target, version = parts
+        hosts = sum(f.split(":", 1)[0].strip().lower() == "host" for f in fields if f)
+        if hosts > 1 or (version != "HTTP/1.0" and hosts != 1):
+            # RFC 9112 §3.2: a 400 to an HTTP/1.1 request without one Host, to any with two
+            return _response(400, "Bad Request")
         if target.split("?", 1)[0] != "/metrics":
             return _response(404, "Not Found")
         if method not in ("GET", "HEAD"):

@@ -82,13 +82,20 @@ def test_get_metrics_is_the_exposition_with_its_media_type() -> None:
     ("request_head", "status_line", "extra"),
     [
         (
-            b"POST /metrics HTTP/1.1\r\n\r\n",
+            b"POST /metrics HTTP/1.1\r\nHost: a\r\n\r\n",
             b"HTTP/1.1 405 Method Not Allowed",
             b"Allow: GET, HEAD",
         ),
-        (b"GET / HTTP/1.1\r\n\r\n", b"HTTP/1.1 404 Not Found", None),
-        (b"GET /metrics/x HTTP/1.1\r\n\r\n", b"HTTP/1.1 404 Not Found", None),
+        (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", b"HTTP/1.1 404 Not Found", None),
+        (b"GET /metrics/x HTTP/1.0\r\n\r\n", b"HTTP/1.1 404 Not Found", None),
         (b"GET /metrics\r\n\r\n", b"HTTP/1.1 400 Bad Request", None),
+        # RFC 9112 §3.2: an HTTP/1.1 request needs exactly one Host, any request at most one
+        (b"GET /metrics HTTP/1.1\r\nAccept: */*\r\n\r\n", b"HTTP/1.1 400 Bad Request", None),
+        (
+            b"GET /metrics HTTP/1.0\r\nHost: a\r\nhost: b\r\n\r\n",
+            b"HTTP/1.1 400 Bad Request",
+            None,
+        ),
         (
             b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
             b"HTTP/1.1 400 Bad Request",
@@ -110,7 +117,7 @@ def test_a_figure_that_cannot_be_read_is_a_500_not_a_crash() -> None:
     def broken() -> str:
         raise RuntimeError("a bug")
 
-    answer = MetricsServer("127.0.0.1", 0, broken).respond(b"GET /metrics HTTP/1.1\r\n\r\n")
+    answer = MetricsServer("127.0.0.1", 0, broken).respond(b"GET /metrics HTTP/1.0\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
 
 
