@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -256,6 +257,15 @@ async def eventually(predicate: Callable[[], bool], within: float = 5.0) -> None
     async with asyncio.timeout(within):
         while not predicate():  # noqa: ASYNC110 -- polls state spread over several endpoints
             await asyncio.sleep(0.005)
+
+
+async def close(writer: asyncio.StreamWriter) -> None:
+    """Close a client connection and wait for it, whatever the server did to it first."""
+    writer.close()
+    try:
+        await writer.wait_closed()
+    except (ssl.SSLError, ConnectionError):
+        pass
 
 
 def only_task_left() -> bool:

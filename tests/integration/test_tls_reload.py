@@ -12,7 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
-from certs_helper import RecordingEndpoint, eventually, expected_200, only_task_left, options
+from certs_helper import (
+    RecordingEndpoint,
+    close,
+    eventually,
+    expected_200,
+    only_task_left,
+    options,
+)
 from cryptography import x509
 
 from presence_sip import node as node_module
@@ -70,14 +77,6 @@ async def ask(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, call_i
     async with asyncio.timeout(5):
         head = await reader.readuntil(b"\r\n\r\n")
     assert head == expected_200(request)  # (an OPTIONS 200 has no body)
-
-
-async def close(writer: asyncio.StreamWriter) -> None:
-    writer.close()
-    try:
-        await writer.wait_closed()
-    except (ssl.SSLError, ConnectionError):
-        pass
 
 
 async def test_a_listener_gives_new_connections_the_new_certificate(tmp_path: Path) -> None:

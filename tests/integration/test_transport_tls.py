@@ -13,6 +13,7 @@ import pytest
 from certs_helper import (
     Pki,
     RecordingEndpoint,
+    close,
     eventually,
     expected_200,
     make_pki,
@@ -92,14 +93,6 @@ async def read_message(reader: asyncio.StreamReader) -> bytes:
             if line.lower().startswith(b"content-length:")
         )
         return head + await reader.readexactly(length)
-
-
-async def close(writer: asyncio.StreamWriter) -> None:
-    writer.close()
-    try:
-        await writer.wait_closed()
-    except (ssl.SSLError, ConnectionError):
-        pass
 
 
 async def test_mutual_auth_ok_and_identity_reported(
