@@ -106,14 +106,23 @@ def run_restore(args: argparse.Namespace) -> int:
         current = database_path(data)
         saved = None
         if current.exists():
-            saved = current.with_name(
-                f"{DATABASE_NAME}.before-restore-{time.strftime('%Y%m%d-%H%M%S')}"
-            )
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            saved = _unused(current.with_name(f"{DATABASE_NAME}.before-restore-{stamp}"))
             copy_database(current, saved)
         copy_database(backup, current, replace_log=True)
     kept = f"; the database it replaced is {saved}" if saved is not None else ""
     print(f"restored {backup} to {current}: {summary(counts)}{kept}")
     return 0
+
+
+def _unused(path: Path) -> Path:
+    """``path``, or the first of ``path-2``, ``path-3``... that does not exist: a second restore
+    within the same second must not write over the database the first one set aside."""
+    candidate, number = path, 1
+    while candidate.exists():
+        number += 1
+        candidate = path.with_name(f"{path.name}-{number}")
+    return candidate
 
 
 def copy_database(source: Path, target: Path, *, replace_log: bool = False) -> dict[str, int]:

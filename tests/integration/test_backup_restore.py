@@ -8,14 +8,17 @@ and the database it replaced is kept.
 
 from __future__ import annotations
 
+import argparse
 import re
 import sqlite3
 import stat
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from serve_process import (
     ServeProcess,
     UdpClient,
@@ -24,6 +27,7 @@ from serve_process import (
     serve_command,
 )
 
+from presence_sip.cli import backup as backup_module
 from presence_sip.sip import Request, parse_message
 from presence_sip.storage.database import database_path
 from presence_sip.storage.sqlite_hss import HSS_MIGRATIONS, SqliteSubscriberStore
@@ -183,3 +187,30 @@ def test_restore_refuses_a_backup_of_a_later_release(tmp_path: Path) -> None:
     )
     assert database_path(data).read_bytes() == before
     assert not list(data.glob("presence.sqlite.before-restore-*"))
+
+
+def test_two_restores_within_a_second_keep_both_replaced_databases(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first restore sets the original database aside; a second one in the same second
+    (a script that restored the wrong file first) must not write over it."""
+    data, first, second = tmp_path / "net", tmp_path / "first.sqlite", tmp_path / "second.sqlite"
+    provision(data)
+    for backup in (first, second):
+        assert cli("backup", "--data", str(data), str(backup)).returncode == 0
+    original = SqliteSubscriberStore.open(data, DOMAIN)
+    try:
+        original.add_subscriber("+447700900603", "secret")  # only in the original
+    finally:
+        original.close()
+    monkeypatch.setattr(time, "strftime", lambda _: "20261127-120000")
+    for backup in (first, second):
+        assert backup_module.run_restore(argparse.Namespace(file=str(backup), data=str(data))) == 0
+    kept = sorted(p.name for p in data.glob("presence.sqlite.before-restore-*"))
+    assert kept == [
+        "presence.sqlite.before-restore-20261127-120000",
+        "presence.sqlite.before-restore-20261127-120000-2",
+    ]
+    with sqlite3.connect(data / kept[0]) as old:
+        [(count,)] = old.execute("SELECT count(*) FROM hss_subscribers").fetchall()
+    assert count == 3  # the original's
