@@ -22,12 +22,14 @@ import fcntl
 import importlib
 import os
 import sqlite3
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from presence_sip.sip.errors import ConfigError, StoreError
 from presence_sip.storage.database import (
+    DATABASE_MODE,
     DATABASE_NAME,
     database_path,
     map_errors,
@@ -104,12 +106,13 @@ def run_restore(args: argparse.Namespace) -> int:
     with _nodes_stopped(data):
         counts = check_backup(backup, runnable=True)
         current = database_path(data)
-        saved = None
+        saved, mode = None, DATABASE_MODE
         if current.exists():
             stamp = time.strftime("%Y%m%d-%H%M%S")
             saved = _unused(current.with_name(f"{DATABASE_NAME}.before-restore-{stamp}"))
             copy_database(current, saved)
-        copy_database(backup, current, replace_log=True)
+            mode = stat.S_IMODE(current.stat().st_mode)  # (an operator's choice is kept)
+        copy_database(backup, current, replace_log=True, mode=mode)
     kept = f"; the database it replaced is {saved}" if saved is not None else ""
     print(f"restored {backup} to {current}: {summary(counts)}{kept}")
     return 0
@@ -125,9 +128,12 @@ def _unused(path: Path) -> Path:
     return candidate
 
 
-def copy_database(source: Path, target: Path, *, replace_log: bool = False) -> dict[str, int]:
-    """Copy ``source`` (its log's commits included) to ``target`` through a temporary file and
-    a rename, checked first; the counts of :data:`COUNTED_TABLES` in the copy.
+def copy_database(
+    source: Path, target: Path, *, replace_log: bool = False, mode: int = 0o600
+) -> dict[str, int]:
+    """Copy ``source`` (its log's commits included) to ``target``, mode ``mode`` (0600: it
+    holds credentials), through a temporary file and a rename, checked first; the counts of
+    :data:`COUNTED_TABLES` in the copy.
 
     ``replace_log``: ``target`` is a live database path whose old ``-wal``/``-shm`` files must
     go with the old file (SQLite would replay the old log into the new file)."""
@@ -136,6 +142,7 @@ def copy_database(source: Path, target: Path, *, replace_log: bool = False) -> d
         with map_errors(f"cannot back up {source} to {target}"):
             _online_copy(source, temporary)
             counts = check_backup(temporary)
+            os.chmod(temporary, mode)
             if replace_log:
                 for suffix in WAL_FILES:
                     Path(f"{target}{suffix}").unlink(missing_ok=True)

@@ -142,8 +142,10 @@ def test_backup_while_serving_then_restore_after_the_node_stopped(
     assert fetched_notes(node, ALICE) == ["after the backup"]  # nothing was touched
     node.stop()
 
+    database_path(data).chmod(0o660)  # an operator's choice, kept by the restore
     restored = cli("restore", "--data", str(data), str(backup))
     assert restored.returncode == 0, restored.stderr
+    assert stat.S_IMODE(database_path(data).stat().st_mode) == 0o660
     [kept] = data.glob("presence.sqlite.before-restore-*")
     assert f"the database it replaced is {kept}" in restored.stdout
     node.start()
