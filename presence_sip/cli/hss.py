@@ -297,7 +297,8 @@ def _subscriber_import(store: SubscriberStore, args: argparse.Namespace) -> None
         text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {name}: {getattr(exc, 'strerror', None) or exc}") from None
-    rows = csv.DictReader(io.StringIO(text, newline=""))
+    # A spreadsheet's "CSV UTF-8" begins with a byte order mark, which would be in the first name
+    rows = csv.DictReader(io.StringIO(text.removeprefix("\ufeff"), newline=""))
     columns = rows.fieldnames or ()
     if {"msisdn", "password"} - set(columns) or set(columns) - set(IMPORT_COLUMNS):
         raise ConfigError(

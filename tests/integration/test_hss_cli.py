@@ -177,6 +177,14 @@ def test_subscribers_are_imported_from_a_csv_file_all_in_one_transaction(
     assert (from_stdin.returncode, from_stdin.stdout) == (0, "imported 1 subscribers\n")
 
 
+def test_an_import_saved_by_a_spreadsheet_is_read(hss: Hss, tmp_path: Path) -> None:
+    """A spreadsheet's "CSV UTF-8" export: a byte order mark first, CRLF line ends."""
+    table = tmp_path / "subscribers.csv"
+    table.write_bytes(b"\xef\xbb\xbfmsisdn,password\r\n+447700900604,pw\r\n")
+    assert hss.ok("subscriber", "import", str(table)) == "imported 1 subscribers\n"
+    assert "+447700900604" in [s["msisdn"] for s in hss.json("subscriber", "list")]
+
+
 @pytest.mark.parametrize(
     ("content", "error"),
     [
