@@ -58,6 +58,7 @@ import importlib
 import ipaddress
 import logging
 import re
+import signal
 import time
 import tomllib
 from collections.abc import Callable, Iterable
@@ -212,6 +213,12 @@ def run(args: argparse.Namespace) -> int:
     configs = load_configs(args)  # (a config error goes to the terminal, not to the log file)
     if args.check:
         return check(configs)
+    # Until a node's handlers are installed (after its stored state is loaded, ~1 s with
+    # 100,000 bindings), SIGHUP and SIGUSR1 would kill the process with their default action:
+    # a `systemctl reload` right after a start left the node down, and systemd counts a death
+    # by SIGHUP as a clean exit (no restart; operator audit).  Ignored until then.
+    for early in (signal.SIGHUP, signal.SIGUSR1):
+        signal.signal(early, signal.SIG_IGN)
     handlers: list[logging.Handler] = [logging.StreamHandler()]
     if args.log_file:
         try:
