@@ -215,7 +215,7 @@ class Node:
             clock=self.clock,  # stored expiries are wall-clock; timers must not jump with it
         )
         if config.tls is not None:
-            contexts, warnings = _load_tls(config.tls)
+            contexts, warnings = load_tls(config.tls)
             for warning in warnings:
                 log.warning("%s", warning)
             self.driver.use_tls(contexts)
@@ -366,7 +366,7 @@ class Node:
             answers.info("%s: SIGHUP: no TLS certificates to reload", name)
             return
         try:
-            contexts, warnings = await asyncio.to_thread(_load_tls, tls)
+            contexts, warnings = await asyncio.to_thread(load_tls, tls)
         except ConfigError as exc:
             log.error("%s: TLS reload failed, the certificates in use are kept: %s", name, exc)
             return
@@ -482,7 +482,7 @@ def _reload_done(task: asyncio.Task[None]) -> None:
         log.error("TLS reload failed (a bug)", exc_info=error)
 
 
-def _load_tls(tls: TlsSettings) -> tuple[TlsContexts, list[str]]:
+def load_tls(tls: TlsSettings) -> tuple[TlsContexts, list[str]]:
     """The contexts of the node's TLS files and what to warn about its certificate (an expired
     one, one about to expire); blocks while it reads them, :class:`ConfigError` if one fails."""
     contexts = load_contexts(tls.cert, tls.key, tls.ca, require_client_cert=tls.require_client_cert)

@@ -82,6 +82,13 @@ class SourceBuckets:
     def retry_after(self, host: str, now: float) -> int:
         """Whole seconds until events from ``host`` are taken again (0: now; counted as
         refused when not 0)."""
+        wait = self.blocked_for(host, now)
+        if wait:
+            self.refused += 1
+        return wait
+
+    def blocked_for(self, host: str, now: float) -> int:
+        """Whole seconds ``host`` stays blocked (0: it is not), counting nothing."""
         blocked = self._blocked
         if not blocked:
             return 0
@@ -92,7 +99,6 @@ class SourceBuckets:
         if until <= now:  # may have got the /64 blocked)
             del blocked[address]
             return 0
-        self.refused += 1
         return max(1, math.ceil(until - now))
 
     def add(self, host: str, now: float) -> bool:

@@ -59,7 +59,6 @@ import ipaddress
 import logging
 import re
 import signal
-import time
 import tomllib
 from collections.abc import Callable, Iterable
 from functools import partial
@@ -70,7 +69,14 @@ from typing import Any, TypeVar
 from presence_sip.auth.digest import DigestAlgorithm
 from presence_sip.config import Limits
 from presence_sip.hss.records import normalize_algorithm
-from presence_sip.node import DEFAULT_SERVER_HEADER, ROLES, Node, NodeConfig, TlsSettings
+from presence_sip.node import (
+    DEFAULT_SERVER_HEADER,
+    ROLES,
+    Node,
+    NodeConfig,
+    TlsSettings,
+    load_tls,
+)
 from presence_sip.presence.watchers import PresenceSettings
 from presence_sip.proxy.routing import NextHop
 from presence_sip.registrar.registrar import RegistrarPolicy
@@ -81,7 +87,6 @@ from presence_sip.sip.errors import ConfigError, TransportError
 from presence_sip.sip.uri import is_ip
 from presence_sip.status import metrics_text
 from presence_sip.transport.listen import ListenSpec
-from presence_sip.transport.tls import certificate_warnings, load_contexts
 
 DEFAULT_LISTEN = ("udp:127.0.0.1:5060", "tcp:127.0.0.1:5060")
 
@@ -242,13 +247,9 @@ def check(configs: list[NodeConfig]) -> int:
     for config in configs:
         tls = "no TLS"
         if config.tls is not None:
-            settings = config.tls
-            contexts = load_contexts(
-                settings.cert, settings.key, settings.ca,
-                require_client_cert=settings.require_client_cert,
-            )  # fmt: skip
+            contexts, warnings = load_tls(config.tls)
             tls = f"TLS {contexts.certificate}"
-            for warning in certificate_warnings(settings.cert, time.time()):
+            for warning in warnings:
                 print(f"{config.name}: warning: {warning}")
         listen = " ".join(str(spec) for spec in config.listen)
         print(

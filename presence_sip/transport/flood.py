@@ -123,8 +123,7 @@ class FloodGuard:
         address = buckets.address(host)
         if not address:  # exempt
             return None
-        if buckets.limit and buckets.retry_after(host, now):
-            buckets.refused -= 1  # (a refused connection is not a dropped request)
+        if buckets.limit and buckets.blocked_for(host, now):  # (not a dropped request)
             self.refused_connections += 1
             return "blocked for flooding"
         count = self._connections.get(address, 0)

@@ -210,7 +210,7 @@ async def test_reloads_do_not_overlap_and_a_hangup_during_one_asks_for_one_more(
     ]
     loading, most, loads = 0, 0, 0
     lock = threading.Lock()
-    slow_load = node_module._load_tls
+    slow_load = node_module.load_tls
 
     def counted(tls: TlsSettings) -> tuple[TlsContexts, list[str]]:
         nonlocal loading, most, loads
@@ -225,7 +225,7 @@ async def test_reloads_do_not_overlap_and_a_hangup_during_one_asks_for_one_more(
             with lock:
                 loading -= 1
 
-    monkeypatch.setattr(node_module, "_load_tls", counted)
+    monkeypatch.setattr(node_module, "load_tls", counted)
     reloads = TlsReloads(nodes)
     try:
         with caplog.at_level(logging.INFO, logger="presence_sip.node"):
