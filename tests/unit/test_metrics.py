@@ -8,7 +8,7 @@ import re
 import pytest
 
 from presence_sip.cli.main import build_parser
-from presence_sip.cli.serve import load_configs
+from presence_sip.cli.serve_config import load_configs
 from presence_sip.runtime.metrics_http import MetricsServer
 from presence_sip.sip.errors import ConfigError
 from presence_sip.status import METRICS, NodeStatus, metrics_text

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from presence_sip.cli.main import build_parser
-from presence_sip.cli.serve import load_configs
+from presence_sip.cli.serve_config import load_configs
 from presence_sip.node import Node
 from presence_sip.presence.role import PresenceRole
 from presence_sip.proxy.routing import NextHop
