@@ -47,7 +47,7 @@ from presence_sip.presence.subscriptions import (
     SubscriptionRecord,
     SubscriptionStore,
 )
-from presence_sip.presence.watcherinfo import compose_watcherinfo
+from presence_sip.presence.watcherinfo import WatcherEntry, compose_watcherinfo
 from presence_sip.presence.watchers import (
     PresenceSettings,
     Presentity,
@@ -105,6 +105,8 @@ _NOTIFY_ENDS_SUBSCRIPTION: Final = frozenset(
 503, 486, 401, ...) ends only that NOTIFY's transaction: the subscription stays and its next
 NOTIFY carries the state of then (Kamailio and OpenSIPS remove on 481 and 408 only)."""
 
+ENDED_WATCHERS_KEPT: Final = 256
+"""Ended watchers kept per winfo subscription until its next document lists them."""
 INTERNED_STRINGS: Final = 100_000
 """Strings :meth:`PresenceServer._intern` keeps before it starts over."""
 
@@ -212,6 +214,9 @@ class PresenceServer:
         self._next_poll = now
         self._last_now = now
         self._reauth: list[str] = []
+        self._ended_watchers: dict[str, list[WatcherEntry]] = {}
+        """Winfo subscription id -> the watchers ended since its last document, listed once as
+        ``terminated`` with the event that ended them (RFC 3857 §3.2, RFC 3858 §4)."""
         self._data_version = self._read_data_version()
         for record in store.load_subscriptions(now):
             self._restore(record)
@@ -477,8 +482,21 @@ class PresenceServer:
         presentity.watchers.pop(sub.id, None)
         presentity.winfo.pop(sub.id, None)
         if sub.event == PRESENCE:
+            self._list_ended(presentity, sub.ended_entry(now))
             self._winfo_changed(sub.presentity, now)
+        else:
+            self._ended_watchers.pop(sub.id, None)
         self._forget_if_idle(presentity)
+
+    def _list_ended(self, presentity: Presentity, entry: WatcherEntry) -> None:
+        """Keep an ended watcher for the next document of each of the presentity's winfo
+        subscriptions (at most :data:`ENDED_WATCHERS_KEPT` each: a full-state document that
+        leaves a watcher out ends it too, RFC 3858 §4, only without saying why)."""
+        for wid in presentity.winfo:
+            ended = self._ended_watchers.setdefault(wid, [])
+            if len(ended) >= ENDED_WATCHERS_KEPT:
+                del ended[0]
+            ended.append(entry)
 
     # --- changes ------------------------------------------------------------------------------
 
@@ -660,6 +678,7 @@ class PresenceServer:
             if presentity is None
             else [w.watcher_entry(now) for w in presentity.watchers.values()]
         )
+        watchers.extend(self._ended_watchers.pop(sub.id, ()))
         body = compose_watcherinfo(sub.entity, watchers, version=sub.winfo_version)
         sub.winfo_version += 1  # RFC 3857 §5.4: +1 per document sent in this subscription
         return body

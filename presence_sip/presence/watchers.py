@@ -175,6 +175,18 @@ class Subscription(SubscriptionMachine):
             expiration=max(0, int(self.expires_at - now + 0.5)),
         )
 
+    def ended_entry(self, now: float) -> WatcherEntry:
+        """This ended subscription as a ``terminated`` ``<watcher>``: the event says why
+        (``timeout`` also for an unsubscribe, ``rejected``, ``giveup``, ``noresource``)."""
+        return WatcherEntry(
+            id=self.id,
+            uri=self.watcher,
+            status="terminated",
+            event=self.winfo_event,
+            display_name=self.display_name,
+            duration_subscribed=max(0, int(now - self.created_at)),
+        )
+
 
 class Presentity:
     """A watched presentity: its watchers and cached documents."""

@@ -41,6 +41,7 @@ PS = "127.0.2.11"
 BOB = "+447700900123"
 ALICE = "+447700900001"
 CAROL = "+447700900002"
+DAVE = "+447700900003"
 WATCHER = Peer("udp", "127.0.0.1", 5070)
 PUBLISHER = Peer("udp", "127.0.0.1", 5080)
 PHONE = Peer("udp", "127.0.0.1", 5090)
@@ -1192,6 +1193,35 @@ def test_winfo_lists_watchers_including_pending_and_follows_changes() -> None:
     statuses = {e.uri: (e.status, e.event) for e in parse_watcherinfo(winfo[-1].body)}
     assert statuses[f"sip:{CAROL}@net-a.test;user=phone"] == ("active", "approved")
     assert statuses[f"sip:{ALICE}@net-a.test;user=phone"] == ("pending", "subscribe")
+
+
+def test_winfo_lists_an_ended_watcher_once_as_terminated_with_why() -> None:
+    """RFC 3857 §3.2 / RFC 3858 §4: a watcher whose subscription ends is listed once as
+    ``terminated`` with the event that ended it (an unsubscribe is ``timeout``, a rule that
+    now blocks it ``rejected``), then left out of the following full-state documents."""
+    node = Node(policy="allow")
+    carol_ok, carol_first = subscribed(node, watcher=CAROL, contact="<sip:carol@127.0.0.1:5071>")
+    subscribed(node)  # Alice
+    _ok, notify = subscribed(
+        node, watcher=BOB, event=WINFO, accept=WINFO_TYPE, contact="<sip:bob@127.0.0.1:5090>"
+    )
+    assert {e.status for e in parse_watcherinfo(notify.body)} == {"active"}
+    carol = f"sip:{CAROL}@net-a.test;user=phone"
+    alice = f"sip:{ALICE}@net-a.test;user=phone"
+
+    def next_winfo(out: list[Request | Response]) -> dict[str, tuple[str, str]]:
+        (winfo,) = [n for n in notifies(out) if n.headers.get("Event") == WINFO]
+        for n in notifies(out):
+            node.answer(n)
+        return {e.uri: (e.status, e.event) for e in parse_watcherinfo(winfo.body)}
+
+    out = node.receive(in_dialog(carol_ok, carol_first, expires=0, cseq=2))
+    assert next_winfo(out) == {carol: ("terminated", "timeout"), alice: ("active", "approved")}
+    node.hss.set_rule(BOB, f"tel:{ALICE}", "block")
+    out = node.advance(1.0)
+    assert next_winfo(out) == {alice: ("terminated", "rejected")}  # Carol is gone for good
+    out = node.receive(subscribe(watcher=DAVE, contact="<sip:dave@127.0.0.1:5073>", port=5073))
+    assert next_winfo(out) == {f"sip:{DAVE}@net-a.test;user=phone": ("active", "approved")}
 
 
 def test_winfo_display_name_is_the_text_of_the_quoted_string() -> None:
