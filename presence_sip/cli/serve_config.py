@@ -62,7 +62,7 @@ from typing import Any, TypeVar
 
 from presence_sip.auth.digest import DigestAlgorithm
 from presence_sip.config import Limits
-from presence_sip.hss.records import normalize_algorithm
+from presence_sip.hss.records import InvalidRecord, normalize_algorithm, normalize_domain
 from presence_sip.node import DEFAULT_SERVER_HEADER, ROLES, NodeConfig, TlsSettings
 from presence_sip.presence.watchers import PresenceSettings
 from presence_sip.proxy.routing import NextHop
@@ -209,7 +209,7 @@ def _node_config(
     roles = args.roles.split(",") if args.roles else node.get("roles", sorted(ROLES))
     return NodeConfig(
         name=node.get("name", "node"),
-        domain=pick(args.domain, "domain", "example.test"),
+        domain=_domain(pick(args.domain, "domain", "example.test")),
         aliases=tuple(node.get("aliases", network.get("aliases", ()))),
         listen=tuple(ListenSpec.parse(uri) for uri in listen_uris),
         data_dir=pick(args.data, "data", "data"),
@@ -390,6 +390,16 @@ def _routes(entries: object) -> dict[str, tuple[NextHop, ...]]:
         hop = NextHop(transport=transport, host=host, port=port, priority=priority, weight=weight)
         routes.setdefault(entry["domain"].lower(), []).append(hop)
     return {domain: tuple(hops) for domain, hops in routes.items()}
+
+
+def _domain(value: str) -> str:
+    """The network domain as given, when it is a domain name (the HSS refuses any other: the
+    start stopped with a traceback)."""
+    try:
+        normalize_domain(value)
+    except InvalidRecord as exc:
+        raise ConfigError(f"domain (--domain): {exc}") from None
+    return value
 
 
 def _algorithms(value: str | list[str]) -> tuple[str, ...]:

@@ -236,6 +236,13 @@ def test_udp_mtu_out_of_range_is_refused(value: str) -> None:
         load_configs(args_for("--udp-mtu", value))
 
 
+@pytest.mark.parametrize("value", ["Bad_domain", "net b.test", "net..test"])
+def test_a_domain_that_is_not_a_domain_name_is_one_clear_error(value: str) -> None:
+    """The HSS refuses it as the realm: the start stopped with a traceback."""
+    with pytest.raises(ConfigError, match=re.escape("domain (--domain): bad network domain")):
+        load_configs(args_for("--domain", value))
+
+
 def test_udp_mtu_in_a_file_must_be_a_number(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(CONFIG.replace('auth = "none"', 'auth = "none"\nudp_mtu = "1300"'))
