@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
-import importlib
 import os
 import sqlite3
 import stat
@@ -35,26 +34,11 @@ from presence_sip.storage.database import (
     map_errors,
     newer_schemas,
 )
+from presence_sip.storage.database_check import register_every_store, table_counts
 
 DEFAULT_DATA_DIR = "./data"
 
-COUNTED_TABLES = (
-    ("hss_subscribers", "subscribers"),
-    ("bindings", "bindings"),
-    ("presence_publications", "publications"),
-    ("presence_subscriptions", "subscriptions"),
-)
-"""What the summary line counts, when the database has the table (a node creates its own)."""
-
 WAL_FILES = ("-wal", "-shm")
-
-STORES = (
-    "presence_sip.storage.sqlite_bindings",
-    "presence_sip.storage.sqlite_hss",
-    "presence_sip.storage.sqlite_presence",
-)
-"""The modules whose tables a database holds, each registering its migrations when imported (on
-demand: every command builds this one's parser, and the presence stores load lxml)."""
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -133,7 +117,7 @@ def copy_database(
 ) -> dict[str, int]:
     """Copy ``source`` (its log's commits included) to ``target``, mode ``mode`` (0600: it
     holds credentials), through a temporary file and a rename, checked first; the counts of
-    :data:`COUNTED_TABLES` in the copy.
+    :data:`~presence_sip.storage.database_check.COUNTED_TABLES` in the copy.
 
     ``replace_log``: ``target`` is a live database path whose old ``-wal``/``-shm`` files must
     go with the old file (SQLite would replay the old log into the new file)."""
@@ -173,7 +157,7 @@ def _online_copy(source: Path, target: Path) -> None:
 def check_backup(path: Path, *, runnable: bool = False) -> dict[str, int]:
     """A presence-sip database SQLite finds whole (``runnable``: and not written by a later
     release, which a node of this one would refuse to open): the counts of
-    :data:`COUNTED_TABLES`; :class:`StoreError` otherwise."""
+    :data:`~presence_sip.storage.database_check.COUNTED_TABLES`; :class:`StoreError` otherwise."""
     try:
         conn = sqlite3.connect(f"file:{path.resolve().as_posix()}?mode=ro", uri=True)
     except sqlite3.Error as exc:
@@ -188,12 +172,7 @@ def check_backup(path: Path, *, runnable: bool = False) -> dict[str, int]:
                 raise StoreError(f"{path} is not a presence-sip database (no schema_versions)")
             if runnable:
                 _refuse_later_release(conn, path)
-            counts = {}
-            for table, label in COUNTED_TABLES:
-                if table in tables:  # (a name of ours, never input)
-                    query = f"SELECT count(*) FROM {table}"  # noqa: S608
-                    counts[label] = int(conn.execute(query).fetchone()[0])
-            return counts
+            return table_counts(conn)
     finally:
         conn.close()
 
@@ -201,8 +180,7 @@ def check_backup(path: Path, *, runnable: bool = False) -> dict[str, int]:
 def _refuse_later_release(conn: sqlite3.Connection, path: Path) -> None:
     """:class:`StoreError` when a later release wrote the database (a node of this one would
     refuse to open it: a restore must not put it in place of one that runs)."""
-    for module in STORES:
-        importlib.import_module(module)
+    register_every_store()
     newer = newer_schemas(conn)
     if newer:
         raise StoreError(

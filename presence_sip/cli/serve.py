@@ -15,9 +15,10 @@ from collections.abc import Callable
 from functools import partial
 from logging.handlers import WatchedFileHandler
 
+from presence_sip.cli.serve_check import check
 from presence_sip.cli.serve_config import load_configs
 from presence_sip.config import Limits
-from presence_sip.node import DEFAULT_SERVER_HEADER, ROLES, Node, NodeConfig, load_tls
+from presence_sip.node import DEFAULT_SERVER_HEADER, ROLES, Node, NodeConfig
 from presence_sip.runtime.gc_policy import FullCollections, tune_gc
 from presence_sip.runtime.metrics_http import MetricsServer
 from presence_sip.runtime.open_files import raise_open_files
@@ -131,8 +132,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--check",
         action="store_true",
-        help="check the configuration and the TLS files it names, print what each node would "
-        "run, and exit (0: fine, 2: the error) without serving (as kamailio -c, nginx -t)",
+        help="check what a start would refuse (the configuration; the TLS files, expired, not "
+        "yet valid or not issued by the CA bundle; the data directory and database, as this "
+        "user), print what each node would run, and exit (0: fine, 2: the error) without "
+        "serving (as kamailio -c, nginx -t)",
     )
     parser.add_argument(
         "--log-file",
@@ -168,26 +171,6 @@ def run(args: argparse.Namespace) -> int:
     )
     with asyncio.Runner(loop_factory=loop_factory(getattr(args, "loop", "auto"))) as runner:
         runner.run(_serve(configs))
-    return 0
-
-
-def check(configs: list[NodeConfig]) -> int:
-    """``serve --check``: load what a start would load before its sockets and database (the
-    config, every TLS file) and say what each node would run; a ConfigError reaches ``main``
-    as one line and exit status 2.  The database is not opened (a running node holds it)."""
-    for config in configs:
-        tls = "no TLS"
-        if config.tls is not None:
-            contexts, warnings = load_tls(config.tls)
-            tls = f"TLS {contexts.certificate}"
-            for warning in warnings:
-                print(f"{config.name}: warning: {warning}")
-        listen = " ".join(str(spec) for spec in config.listen)
-        print(
-            f"{config.name}: {config.domain}, roles {','.join(sorted(config.roles))}, "
-            f"listens {listen}, data {config.data_dir}, auth {config.auth}; {tls}"
-        )
-    print(f"configuration ok: {len(configs)} node{'' if len(configs) == 1 else 's'}")
     return 0
 
 

@@ -19,11 +19,16 @@ from presence_sip.sip.errors import StoreError
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
+def lock_path(data_dir: str | Path, name: str) -> Path:
+    """``DATA_DIR/NAME.lock``, the name made safe for a file name."""
+    return Path(data_dir) / f"{_UNSAFE.sub('_', name) or '_'}.lock"
+
+
 class NodeLock:
     """Holds ``DATA_DIR/NAME.lock`` until :meth:`release` (or the process ends)."""
 
     def __init__(self, data_dir: str | Path, name: str) -> None:
-        self.path = Path(data_dir) / f"{_UNSAFE.sub('_', name) or '_'}.lock"
+        self.path = lock_path(data_dir, name)
         try:
             self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:

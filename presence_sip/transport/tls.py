@@ -11,6 +11,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from presence_sip.sip.errors import ConfigError
+from presence_sip.transport.certificate_check import validity_problem
 
 StrPath = str | os.PathLike[str]
 
@@ -210,16 +211,11 @@ def certificate_warnings(cert: StrPath, now: float) -> list[str]:
             certificate = x509.load_pem_x509_certificate(pem.read())
     except (OSError, ValueError):
         return []  # (loading the context has already said what is wrong with the file)
-    begins = certificate.not_valid_before_utc.timestamp()
-    ends = certificate.not_valid_after_utc.timestamp()
     name = os.fspath(cert)
-    if now < begins:
-        return [f"TLS certificate {name} is not valid before {certificate.not_valid_before_utc}"]
-    if now >= ends:
-        return [
-            f"TLS certificate {name} expired on {certificate.not_valid_after_utc}: peers refuse it"
-        ]
-    days = (ends - now) / 86400
+    problem = validity_problem(certificate, f"TLS certificate {name}", now)
+    if problem is not None:
+        return [problem]
+    days = (certificate.not_valid_after_utc.timestamp() - now) / 86400
     if days < EXPIRY_WARNING_DAYS:
         return [
             f"TLS certificate {name} expires in {days:.0f} days ({certificate.not_valid_after_utc})"

@@ -1,0 +1,198 @@
+"""Would a node start on its data directory?  Read without a trace, for ``serve --check``.
+
+What a start needs of ``DATA_DIR`` and its ``presence.sqlite``, checked as the user running the
+check (the service's, under the systemd unit) while the node may be running:
+
+* the directory and the files the node opens (the database, its ``-wal`` and ``-shm`` files, the
+  node's lock file) readable and writable: after a ``restore`` or an ``hss`` command run as root
+  they may be root's, and the node cannot open them;
+* a data directory that does not exist yet can be made (its first existing parent writable);
+* the schema not written by a later release (a node of this one refuses it: a downgrade);
+* the domain recorded in the database the node's own (the HSS keeps digest HA1s, bound to the
+  realm: with another, every subscriber would fail authentication; the node refuses it).
+
+Nothing is written, no lock is taken: the database is read through the write-ahead log a running
+node keeps (``mode=ro``, a reader that never blocks its writer), or, when no node has it open
+(no ``-wal``/``-shm`` beside it), as an immutable file, so that no log file is left behind
+(owned by whoever ran the check).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pwd
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from presence_sip.hss.records import InvalidRecord, normalize_domain
+from presence_sip.sip.errors import ConfigError, StoreError
+from presence_sip.storage.database import DATABASE_NAME, database_path, newer_schemas
+from presence_sip.storage.node_lock import lock_path
+
+STORES = (
+    "presence_sip.storage.sqlite_bindings",
+    "presence_sip.storage.sqlite_hss",
+    "presence_sip.storage.sqlite_presence",
+)
+"""The modules whose tables a database holds, each registering its migrations when imported (on
+demand: the presence stores load lxml)."""
+
+COUNTED_TABLES = (
+    ("hss_subscribers", "subscribers"),
+    ("bindings", "bindings"),
+    ("presence_publications", "publications"),
+    ("presence_subscriptions", "subscriptions"),
+)
+"""What a summary of a database counts, when it has the table (a node creates its own)."""
+
+LOG_SUFFIXES = ("-wal", "-shm")
+
+
+def register_every_store() -> None:
+    """Import :data:`STORES`, so that every component's migrations are known."""
+    for module in STORES:
+        importlib.import_module(module)
+
+
+def table_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """The rows of each table of :data:`COUNTED_TABLES` the database has, by label."""
+    tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+    counts = {}
+    for table, label in COUNTED_TABLES:
+        if table in tables:  # (a name of ours, never input)
+            query = f"SELECT count(*) FROM {table}"  # noqa: S608
+            counts[label] = int(conn.execute(query).fetchone()[0])
+    return counts
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseState:
+    """What :func:`check_database` found."""
+
+    path: Path
+    """The database file."""
+    counts: dict[str, int] | None
+    """Rows of :data:`COUNTED_TABLES`; None for a database the node's first start creates."""
+
+    def describe(self) -> str:
+        """``new database``, or what the database holds."""
+        if self.counts is None:
+            return "new database"
+        held = ", ".join(
+            f"{count} {label if count != 1 else label.removesuffix('s')}"
+            for label, count in self.counts.items()
+        )
+        return f"database: {held or 'empty'}"
+
+
+def check_database(data_dir: str | Path, domain: str, node: str) -> DatabaseState:
+    """Whether node ``node`` of network ``domain`` could start on ``data_dir``; a
+    :class:`ConfigError` saying why not."""
+    path = database_path(data_dir)
+    if not _directory_usable(Path(data_dir)) or not path.exists():
+        return DatabaseState(path, None)
+    for name in (DATABASE_NAME, *(DATABASE_NAME + s for s in LOG_SUFFIXES)):
+        _require_access(Path(data_dir) / name, os.R_OK | os.W_OK, "database file")
+    _require_access(lock_path(data_dir, node), os.R_OK | os.W_OK, "lock file")
+    conn = _connect_without_trace(path)
+    try:
+        counts = _read(conn, path, data_dir, domain)
+    except (sqlite3.Error, StoreError) as exc:
+        raise ConfigError(f"cannot read database {path}: {exc}") from None
+    finally:
+        conn.close()
+    return DatabaseState(path, counts)
+
+
+def _directory_usable(data_dir: Path) -> bool:
+    """True when ``data_dir`` exists and the node may work in it, False when it does not
+    exist and the node may make it; :class:`ConfigError` otherwise."""
+    if data_dir.exists():
+        if not data_dir.is_dir():
+            raise ConfigError(f"data directory {data_dir} is not a directory")
+        _require_access(data_dir, os.R_OK | os.W_OK | os.X_OK, "data directory")
+        return True
+    parent = next(p for p in data_dir.absolute().parents if p.exists())
+    if not parent.is_dir() or not _allowed(parent, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"cannot create data directory {data_dir}: {parent} is not a directory"
+            f" {_user()} may write ({_ownership(parent)})"
+        )
+    return False
+
+
+def _require_access(path: Path, mode: int, what: str) -> None:
+    """:class:`ConfigError` unless ``path`` is missing or allows ``mode`` to this user."""
+    if path.exists() and not _allowed(path, mode):
+        wanted = "readable and writable" if mode & os.W_OK else "readable"
+        raise ConfigError(
+            f"{what} {path} is not {wanted} by user {_user()} ({_ownership(path)}): a node run"
+            " as this user cannot open it (made as root, by a restore or an hss command?)"
+        )
+
+
+def _allowed(path: Path, mode: int) -> bool:
+    return os.access(path, mode, effective_ids=os.access in os.supports_effective_ids)
+
+
+def _user() -> str:
+    return _user_name(os.geteuid())
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _ownership(path: Path) -> str:
+    status = path.stat()
+    return f"owner {_user_name(status.st_uid)}, mode {status.st_mode & 0o7777:04o}"
+
+
+def _connect_without_trace(path: Path) -> sqlite3.Connection:
+    """A read-only connection that writes nothing beside ``path``: through the log of the node
+    that has it open, else as an immutable file (SQLite would make ``-wal`` and ``-shm`` files
+    for a read-only reader, and leave them)."""
+    running = all(Path(f"{path}{suffix}").exists() for suffix in LOG_SUFFIXES)
+    mode = "mode=ro" if running else "immutable=1"
+    try:
+        return sqlite3.connect(
+            f"file:{path.resolve().as_posix()}?{mode}", uri=True, isolation_level=None
+        )
+    except sqlite3.Error as exc:
+        raise ConfigError(f"cannot read database {path}: {exc}") from None
+
+
+def _read(
+    conn: sqlite3.Connection, path: Path, data_dir: str | Path, domain: str
+) -> dict[str, int]:
+    """The counts of the database; :class:`ConfigError` when a node would refuse it."""
+    tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+    if "schema_versions" in tables:
+        register_every_store()
+        newer = newer_schemas(conn)
+        if newer:
+            raise ConfigError(
+                f"database {path} was written by a later presence-sip ({'; '.join(newer)}):"
+                " a node of this release refuses it"
+            )
+    if "settings" in tables:
+        row = conn.execute("SELECT value FROM settings WHERE key = 'domain'").fetchone()
+        if row is not None and str(row[0]) != _normalized(domain):
+            # (the node's own words: Node._build, resolve_domain)
+            raise ConfigError(
+                f"data directory {data_dir}: database belongs to domain {row[0]},"
+                f" not {_normalized(domain)}"
+            )
+    return table_counts(conn)
+
+
+def _normalized(domain: str) -> str:
+    try:
+        return normalize_domain(domain)
+    except InvalidRecord as exc:
+        raise ConfigError(str(exc)) from None
