@@ -91,11 +91,13 @@ def check_database(data_dir: str | Path, domain: str, node: str) -> DatabaseStat
     """Whether node ``node`` of network ``domain`` could start on ``data_dir``; a
     :class:`ConfigError` saying why not."""
     path = database_path(data_dir)
-    if not _directory_usable(Path(data_dir)) or not path.exists():
+    if not _directory_usable(Path(data_dir)):
+        return DatabaseState(path, None)
+    _require_access(lock_path(data_dir, node), os.R_OK | os.W_OK, "lock file")
+    if not path.exists():
         return DatabaseState(path, None)
     for name in (DATABASE_NAME, *(DATABASE_NAME + s for s in LOG_SUFFIXES)):
         _require_access(Path(data_dir) / name, os.R_OK | os.W_OK, "database file")
-    _require_access(lock_path(data_dir, node), os.R_OK | os.W_OK, "lock file")
     conn = _connect_without_trace(path)
     try:
         counts = _read(conn, path, data_dir, domain)
@@ -124,12 +126,13 @@ def _directory_usable(data_dir: Path) -> bool:
 
 
 def _require_access(path: Path, mode: int, what: str) -> None:
-    """:class:`ConfigError` unless ``path`` is missing or allows ``mode`` to this user."""
+    """:class:`ConfigError` unless ``path`` is missing or allows ``mode`` (reading and writing,
+    and for a directory entering it) to this user."""
     if path.exists() and not _allowed(path, mode):
-        wanted = "readable and writable" if mode & os.W_OK else "readable"
         raise ConfigError(
-            f"{what} {path} is not {wanted} by user {_user()} ({_ownership(path)}): a node run"
-            " as this user cannot open it (made as root, by a restore or an hss command?)"
+            f"{what} {path} is not readable and writable by user {_user()} ({_ownership(path)}):"
+            " a node run as this user cannot open it (left by a restore, an hss command or a"
+            " serve run as another user?)"
         )
 
 

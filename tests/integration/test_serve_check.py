@@ -227,8 +227,8 @@ def test_a_database_the_checking_user_cannot_write_fails_until_it_is_given_back(
     mode = database_path(data).stat().st_mode & 0o777
     assert refused(check(config, prefix=prefix)) == (
         f"ps1: database file {database_path(data)} is not readable and writable by user {user}"
-        f" (owner {owner}, mode {mode:04o}): a node run as this user cannot open it (made as"
-        " root, by a restore or an hss command?)"
+        f" (owner {owner}, mode {mode:04o}): a node run as this user cannot open it (left by a"
+        " restore, an hss command or a serve run as another user?)"
     )
     give_back()
     assert check(config, prefix=prefix).stdout.endswith(
