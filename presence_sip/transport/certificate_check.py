@@ -56,6 +56,8 @@ def _chain_problem(
     ca_file: StrPath,
     now: float,
 ) -> str | None:
+    """Why ``own`` does not chain to a valid CA of ``ca_file`` through ``intermediates`` (the
+    rest of its file, in any order), or None when it does."""
     anchors = _read_certificates(ca_file, "CA bundle")
     current = own
     for _ in range(MAX_CHAIN):
