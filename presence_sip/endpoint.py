@@ -41,6 +41,9 @@ from presence_sip.transaction.server import response_destination, server_key, st
 
 log = logging.getLogger(__name__)
 
+RESPONSE_START: Final = b"SIP/"
+"""How a response begins (RFC 3261 §7.2): what the flood guard lets through uncounted."""
+
 KNOWN_NOT_ALLOWED: Final = ("INVITE", "BYE", "MESSAGE", "INFO", "PRACK", "UPDATE", "REFER")
 """Methods we recognise but do not serve: 405 + Allow (RFC 3261 §8.2.1)."""
 
@@ -156,6 +159,10 @@ class Endpoint:
         failing); the methods of :data:`STORING_METHODS` then get 503 instead of a 200 that
         would never be kept."""
         self._store_refusals = LogLimit()
+        self.report_stray: Callable[[Peer, float], None] | None = None
+        """Set by the node while its flood guard counts requests: told of each response that
+        matches no transaction of ours (RFC 3261 §18.1.2, §17.1.3) or could not be parsed,
+        both dropped, with its source.  A response that matches one never calls it."""
 
     # --- wiring -------------------------------------------------------------------------------
 
@@ -180,18 +187,27 @@ class Endpoint:
             )
         except ParseFailure as failure:  # (its own name: mypyc types a handler's name once)
             self._answer_malformed(failure.partial, failure, source)
+            self._unparsed(data, source, now)
             return
         except SipParseError as exc:
-            if exc.status == 513 and data[:4] != b"SIP/":
+            if exc.status == 513 and not data.startswith(RESPONSE_START):
                 self._answer_oversize(data, exc, source)
                 return
             self._drop(data, exc.reason, source)
+            self._unparsed(data, source, now)
             return
         if isinstance(message, Request) and message.method == "INVITE":
             self._answer_invite(message, source, now)
             return
         self.transactions.receive(message, source, now)
         self._drain(now)
+
+    def _unparsed(self, data: bytes, source: Peer, now: float) -> None:
+        """A message that failed to parse: a response (what the flood guard did not count)
+        matches no transaction, so it is reported as a stray."""
+        report = self.report_stray
+        if report is not None and data.startswith(RESPONSE_START):
+            report(source, now)
 
     def _answer_invite(self, request: Request, source: Peer, now: float) -> None:
         """RFC 3261 §8.2.7: no INVITE is served here (405, or an earlier check's answer), so
@@ -392,7 +408,10 @@ class Endpoint:
                     finally:
                         self.made_here = None
             elif isinstance(event, StrayResponse):
-                self.stats.dropped += 1
+                self.stats.dropped += 1  # (RFC 3261 §18.1.2: dropped, no log line per stray)
+                report = self.report_stray
+                if report is not None:
+                    report(event.source, now)
 
     def _failure(self, event: TransactionTimedOut) -> Response | None:
         if event.key not in self._synthesize:

@@ -214,6 +214,8 @@ class Node:
             limits=config.limits,
             clock=self.clock,  # stored expiries are wall-clock; timers must not jump with it
         )
+        if config.limits.flood_requests:  # stray responses count as requests (transport.flood)
+            self.endpoint.report_stray = self.driver.stray_response
         if config.tls is not None:
             contexts, warnings = load_tls(config.tls)
             for warning in warnings:

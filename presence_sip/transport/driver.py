@@ -46,7 +46,9 @@ logger = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 10.0
 """Seconds an outbound TCP connect plus TLS handshake may take."""
 HANDSHAKE_TIMEOUT = 10.0
-"""Seconds an inbound TLS handshake may take."""
+"""Seconds an inbound TLS handshake may take, from its start (one timer, which a ClientHello
+trickled a byte at a time does not push back); the connection counts towards
+``max_connections_per_source`` meanwhile."""
 TRIM_AFTER_HANDSHAKES = 500
 """Aborted inbound TLS handshakes after which the C heap is trimmed ..."""
 TRIM_INTERVAL = 5.0
@@ -512,10 +514,13 @@ class Driver:
         if not task.cancelled() and (error := task.exception()) is not None:
             logger.error("transport task failed (a bug)", exc_info=error)
 
-    def handshake_aborted(self) -> None:
-        """An aborted handshake left C heap glibc keeps (runtime/heap.py): after many, give it
+    def handshake_aborted(self, conn: StreamConnection, *, failed: bool) -> None:
+        """A failed handshake counts towards its source's flood bucket (``transport.flood``).
+        An aborted one left C heap glibc keeps (runtime/heap.py): after many, give it
         back, a second after the burst (a flood times out together, and trimming in the middle
         of one gives back only half of it), on a thread (a trim walks the whole heap)."""
+        if failed and self.flood is not None and self._running:
+            self.flood.handshake_failed(conn.peer.host, self._now())
         self._handshakes_since_trim += 1
         if (
             self._handshakes_since_trim >= TRIM_AFTER_HANDSHAKES
@@ -630,6 +635,25 @@ class Driver:
                 self._refused_handshakes.count,
             )
 
+    def stream_accepted(self, conn: StreamConnection) -> bool:
+        """An inbound connection, before anything else (TLS: before its handshake): the flood
+        guard's block and per-source cap apply from here."""
+        if not self._running:
+            return False
+        flood = self.flood
+        if flood is None:
+            return True
+        refusal = flood.connection_refusal(conn.peer.host, self._now())
+        if refusal is None:
+            return True
+        self._warn_source_refused(conn, refusal)
+        return False
+
+    def stream_released(self, conn: StreamConnection) -> None:
+        """An inbound connection :meth:`stream_accepted` took is gone."""
+        if self.flood is not None:
+            self.flood.connection_closed(conn.peer.host)
+
     def stream_made(self, conn: StreamConnection) -> bool:
         """A connection is up: register it and tell the endpoint."""
         if not self._running:
@@ -648,12 +672,6 @@ class Driver:
                         conn.peer,
                     )
                 return False
-            flood = self.flood
-            if flood is not None:
-                refusal = flood.connection_refusal(conn.peer.host, self._now())
-                if refusal is not None:
-                    self._warn_source_refused(conn, refusal)
-                    return False
             self._inbound += 1
             self._connections[conn.id] = conn
             self._by_address.setdefault(_key(conn.peer), conn)
@@ -691,11 +709,22 @@ class Driver:
         self._forget(conn)
         if not conn.outbound:
             self._inbound -= 1
-            if self.flood is not None:
-                self.flood.connection_closed(conn.peer.host)
         if self._running:
             self._call(self._endpoint.connection_lost, conn.peer, self._now())
             self.transmit()
+
+    def stray_response(self, source: Peer, now: float) -> None:
+        """A response from ``source`` matched no transaction (or could not be parsed): the
+        endpoint's ``report_stray``, set when the flood guard counts requests.  Counted as a
+        request is; a connection it came over is closed when its address is blocked."""
+        flood = self.flood
+        if flood is None:
+            return
+        streamed = source.transport != "udp"
+        if flood.stray_response(source.host, streamed, now) and streamed:
+            conn = self._connections.get(source.connection)
+            if conn is not None:
+                conn.close()
 
     # -- DatagramOwner -----------------------------------------------------------------------
     def datagram_received(self, listener: UdpListener, data: bytes, addr: tuple[Any, ...]) -> None:

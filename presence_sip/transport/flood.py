@@ -14,14 +14,25 @@ CPU after per-request logging went to DEBUG), and one source could hold every on
   Its requests are dropped unread meanwhile, unanswered (an answer is what a flood of forged UDP
   sources wants from us); one WARNING line when the block starts, ``flood blocked: src=...``
   (fail2ban can take it from there, with a firewall's cost per packet instead of ours).
-  Responses are not counted: they answer our own requests.
+  Responses are not counted here: most answer our own requests (a watcher's 200s to a burst of
+  NOTIFYs).  Those that answer none, strays (RFC 3261 §18.1.2, §17.1.3: dropped), and those too
+  malformed to match one, are counted as requests once the transaction layer has found no
+  match (:meth:`FloodGuard.stray_response`): a flood of ``SIP/2.0 200 OK`` is no way around the
+  guard, and a response that matches a transaction never costs a lookup here.
+* A TLS handshake that fails or times out counts as a request over TCP/TLS
+  (:meth:`FloodGuard.handshake_failed`): the server's half of a handshake costs a key exchange
+  and a signature, so a source opening connection after connection to fail them (a scanner, a
+  slow-handshake flood) is blocked as a request flood is, while a phone that does not trust our
+  certificate and retries every few seconds stays far below any sensible ``flood_requests``.
 * UDP and TCP/TLS requests are counted apart.  Anyone can forge a datagram's source address, so
   a block that UDP requests started drops that address's UDP requests only: datagrams forged
   with a peer's address (a peering network's gateway on mutual TLS) must not close its
   connections nor refuse its new ones.  A connection's address is the peer's own (the handshake
   proved it): a block started over TCP/TLS drops all the address's requests, closes the
   connection it flooded over and refuses its new connections.
-* ``max_connections_per_source``: inbound connections open at once from one address.
+* ``max_connections_per_source``: inbound connections open at once from one address, counted
+  from the moment the TCP connection is accepted (a TLS one before its handshake), until it is
+  gone (a failed or timed-out handshake included).
 
 Both are off by default, as pike is in Kamailio's default config: the right figures depend on
 what stands in front of a node.  Whoever shares an address (a NAT, a carrier-grade NAT) shares its
@@ -100,6 +111,32 @@ class FloodGuard:
             return True
         return self._started(streams, host, now, "TCP/TLS")
 
+    def stray_response(self, host: str, streamed: bool, now: float) -> bool:
+        """A response from ``host`` that matched no transaction of ours, or could not be
+        parsed (dropped either way), counted as a request over UDP or, ``streamed``, over
+        TCP/TLS.  True when the address is blocked for it (now, or already): a connection it
+        came over is then to be closed.  Not counted while the address is blocked (nor as a
+        dropped request: it was read)."""
+        streams = self._streams
+        if not streams.limit:
+            return False
+        if streamed:
+            return bool(streams.blocked_for(host, now)) or self._started(
+                streams, host, now, "TCP/TLS"
+            )
+        datagrams = self._datagrams
+        if streams.blocked_for(host, now) or datagrams.blocked_for(host, now):
+            return True
+        return self._started(datagrams, host, now, "UDP")
+
+    def handshake_failed(self, host: str, now: float) -> bool:
+        """An inbound TLS handshake from ``host`` failed or timed out: counted as a request over
+        TCP/TLS (see the module docstring); True when it starts a block."""
+        streams = self._streams
+        if not streams.limit or streams.blocked_for(host, now):
+            return False
+        return self._started(streams, host, now, "TCP/TLS")
+
     @staticmethod
     def _started(buckets: SourceBuckets, host: str, now: float, transport: str) -> bool:
         """Count one request; True, with the WARNING line, when it starts a block."""
@@ -117,8 +154,9 @@ class FloodGuard:
         return True
 
     def connection_refusal(self, host: str, now: float) -> str | None:
-        """An inbound connection from ``host``: None when it is taken (then
-        :meth:`connection_closed` must follow), else why it is refused."""
+        """An inbound connection from ``host``, just accepted (TLS: before its handshake): None
+        when it is taken (then :meth:`connection_closed` must follow, however it ends), else
+        why it is refused."""
         buckets = self._streams
         address = buckets.address(host)
         if not address:  # exempt
@@ -134,7 +172,8 @@ class FloodGuard:
         return None
 
     def connection_closed(self, host: str) -> None:
-        """An inbound connection :meth:`connection_refusal` took has closed."""
+        """An inbound connection :meth:`connection_refusal` took is gone (closed, refused later,
+        or its handshake failed)."""
         address = self._streams.address(host)
         if not address:
             return

@@ -40,6 +40,15 @@ PONG = b"\r\n"
 class StreamOwner(Protocol):
     """Who a :class:`StreamConnection` reports to (the driver)."""
 
+    def stream_accepted(self, conn: StreamConnection) -> bool:
+        """An inbound connection was accepted (TLS: before its handshake starts; ``conn.peer``
+        is known).  False refuses it (it is aborted at once); after True,
+        :meth:`stream_released` follows once the connection is gone, however it ends."""
+
+    def stream_released(self, conn: StreamConnection) -> None:
+        """An inbound connection :meth:`stream_accepted` took is gone (closed, refused later,
+        or its handshake failed, timed out or was cancelled)."""
+
     def stream_made(self, conn: StreamConnection) -> bool:
         """The connection is up (TLS: handshake done). False refuses it (it is aborted)."""
 
@@ -55,8 +64,9 @@ class StreamOwner(Protocol):
     def spawn(self, coro: Coroutine[Any, Any, None]) -> bool:
         """Run ``coro`` as a task the owner tracks and cancels on stop; False if it refuses."""
 
-    def handshake_aborted(self) -> None:
-        """An inbound TLS handshake failed or timed out (its connection is aborted)."""
+    def handshake_aborted(self, conn: StreamConnection, *, failed: bool) -> None:
+        """An inbound TLS handshake ended without a connection (it is aborted): ``failed`` when
+        the peer's handshake failed or timed out, False when we cancelled it (a stop)."""
 
 
 class State(enum.Enum):
@@ -104,6 +114,9 @@ class StreamConnection(asyncio.Protocol):
         self.domains: frozenset[str] = frozenset()
         """Outbound TLS to a route's next hop: the SIP domains its certificate must stand for
         (RFC 5922), checked before anything is written; empty: the host name check only."""
+        self.accepted = False
+        """Inbound: the owner took the connection (:meth:`StreamOwner.stream_accepted`) and is
+        yet to hear it is gone."""
         self.refused: str | None = None
         """Why the peer was refused after its handshake (the driver reports the connection
         as failed)."""
@@ -136,6 +149,10 @@ class StreamConnection(asyncio.Protocol):
 
     # -- asyncio callbacks -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if not self.outbound and not self._accept(transport):
+            self.state = State.CLOSED
+            cast(asyncio.Transport, transport).abort()
+            return
         if self._server_tls is not None:
             self._raw = transport
             raw = cast(asyncio.Transport, transport)
@@ -145,6 +162,16 @@ class StreamConnection(asyncio.Protocol):
                 raw.abort()
             return
         self._up(transport)
+
+    def _accept(self, transport: asyncio.BaseTransport) -> bool:
+        """An inbound connection: learn the peer and ask the owner (its per-source limits hold
+        from here, before any TLS handshake)."""
+        peername = transport.get_extra_info("peername")
+        if not peername:  # (gone before asyncio could ask: ENOTCONN)
+            return False
+        self.peer = Peer(self.transport_name, str(peername[0]), int(peername[1]), self.id)
+        self.accepted = self._owner.stream_accepted(self)
+        return self.accepted
 
     async def _accept_tls(self, context: ssl.SSLContext) -> None:
         raw = cast(asyncio.Transport, self._raw)
@@ -165,27 +192,32 @@ class StreamConnection(asyncio.Protocol):
         except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
             peer = raw.get_extra_info("peername")
             logger.info("TLS handshake from %s failed: %s", peer, exc or type(exc).__name__)
-            self._handshake_failed(raw)
+            self._handshake_failed(raw, failed=True)
             return
         except asyncio.CancelledError:
-            self._handshake_failed(raw)
+            self._handshake_failed(raw, failed=False)
             raise
         if tls is None or tls.is_closing() or self.state is not State.CONNECTING:
-            self._handshake_failed(raw)
+            # (closed by the peer as the handshake ended, or by us: a stop)
+            self._handshake_failed(raw, failed=self.state is State.CONNECTING)
             return
         self._up(tls)
 
-    def _handshake_failed(self, raw: asyncio.Transport) -> None:
+    def _handshake_failed(self, raw: asyncio.Transport, *, failed: bool) -> None:
         # asyncio does not call connection_lost for a connection that died in the handshake:
         # resolve `closed` ourselves, after asyncio's own close callbacks have run.
         self.fail()
         raw.abort()
-        self._loop.call_soon(self._released)
-        self._owner.handshake_aborted()
+        self._loop.call_soon(self._set_closed)
+        self._owner.handshake_aborted(self, failed=failed)
 
-    def _released(self) -> None:
+    def _set_closed(self) -> None:
+        """Resolve :attr:`closed` (once) and tell the owner an accepted connection is gone."""
         if not self.closed.done():
             self.closed.set_result(None)
+        if self.accepted:
+            self.accepted = False
+            self._owner.stream_released(self)
 
     def _up(self, transport: asyncio.BaseTransport) -> None:
         """The connection is usable (TLS: handshake done)."""
@@ -199,9 +231,6 @@ class StreamConnection(asyncio.Protocol):
                 cast(asyncio.Transport, transport).abort()
                 return
         self._transport = cast(asyncio.Transport, transport)
-        if not self.outbound:
-            peername = transport.get_extra_info("peername")
-            self.peer = Peer(self.transport_name, str(peername[0]), int(peername[1]), self.id)
         self._transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
         self.state = State.OPEN
         pending, self._pending = self._pending, []
@@ -274,8 +303,7 @@ class StreamConnection(asyncio.Protocol):
         previous, self.state = self.state, State.CLOSED
         self._cancel_timer()
         self._pending.clear()
-        if not self.closed.done():
-            self.closed.set_result(None)
+        self._set_closed()
         if previous in (State.OPEN, State.LINGERING, State.CLOSING):
             logger.debug("connection %s closed (%s)", self, exc or "clean")
             self._owner.stream_lost(self)
@@ -325,8 +353,8 @@ class StreamConnection(asyncio.Protocol):
         if self.state is State.CONNECTING:
             self.state = State.CLOSED
             self._pending.clear()
-        if self._transport is None and self._raw is None and not self.closed.done():
-            self.closed.set_result(None)  # no transport: connection_lost will never come
+        if self._transport is None and self._raw is None:
+            self._set_closed()  # no transport: connection_lost will never come
 
     # -- internals ---------------------------------------------------------------------------
     def _write(self, data: bytes) -> None:

@@ -144,3 +144,71 @@ def test_the_per_source_cap_leaves_exempt_addresses_alone() -> None:
     assert [guard.connection_refusal(SOURCE, T0) for _ in range(5)] == [None] * 5
     guard.connection_closed(SOURCE)  # (nothing was counted, nothing goes below zero)
     assert [guard.connection_refusal(SOURCE, T0) for _ in range(5)] == [None] * 5
+
+
+def test_stray_responses_count_as_requests_and_block_the_address(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A response that matched no transaction of ours (the transaction layer said so) counts
+    as a request: a flood of them blocks its address, whose requests are then dropped."""
+    guard = FloodGuard(10, block=60.0)
+    with caplog.at_level(logging.WARNING, logger="presence_sip.transport.flood"):
+        verdicts = [guard.stray_response(SOURCE, False, T0) for _ in range(12)]
+    assert verdicts == [False] * 9 + [True] * 3  # the tenth starts the block
+    assert [r.getMessage() for r in caplog.records] == [
+        "flood blocked: src=192.0.2.5 for 60 s after 10 requests at once or more than 10 a second"
+        " over UDP"
+    ]
+    assert dropped(guard, 1) == 1  # its next request
+    assert streamed(guard, 1) == 0  # a block over UDP: its connections are left alone
+    assert (guard.blocks, guard.dropped) == (1, 2)  # strays are read, not dropped unread
+    assert not guard.drop(RESPONSE, SOURCE, T0)  # its responses are still read (ours may match)
+
+
+def test_strays_and_requests_fill_one_bucket_per_transport() -> None:
+    guard = FloodGuard(10)
+    assert dropped(guard, 5) == 0
+    assert [guard.stray_response(SOURCE, False, T0) for _ in range(5)] == [False] * 4 + [True]
+    assert streamed(guard, 9) == 0  # TCP/TLS is counted apart
+    assert guard.stray_response(SOURCE, True, T0)  # the caller closes that connection
+    assert guard.connection_refusal(SOURCE, T0) == "blocked for flooding"
+
+
+def test_strays_at_a_watchers_pace_and_with_the_guard_off_block_nothing() -> None:
+    """A late answer now and then (a NOTIFY that timed out) is a stray too: far below the
+    limit.  With flood_requests 0 nothing is counted."""
+    guard = FloodGuard(10)
+    assert not any(guard.stray_response(SOURCE, False, T0 + tick * 0.2) for tick in range(500))
+    off = FloodGuard(0, max_connections=2)
+    assert not any(off.stray_response(SOURCE, streamed, T0) for streamed in [False, True] * 50)
+    assert not any(off.handshake_failed(SOURCE, T0) for _ in range(100))
+    assert (guard.blocks, off.blocks) == (0, 0)
+
+
+def test_failed_tls_handshakes_count_as_requests_over_tcp_tls(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A scanner failing handshake after handshake is blocked (its new connections refused);
+    the address is the peer's own (TCP proved it), so its datagrams are dropped too."""
+    guard = FloodGuard(10, block=30.0)
+    with caplog.at_level(logging.WARNING, logger="presence_sip.transport.flood"):
+        verdicts = [guard.handshake_failed(SOURCE, T0) for _ in range(12)]
+    assert verdicts == [False] * 9 + [True] + [False] * 2  # counted once the block is on: no
+    assert caplog.records[0].getMessage().endswith(" a second over TCP/TLS")
+    assert len(caplog.records) == 1
+    assert guard.connection_refusal(SOURCE, T0 + 1) == "blocked for flooding"
+    assert dropped(guard, 1, now=T0 + 1) == 1
+    assert guard.connection_refusal("192.0.2.6", T0 + 1) is None
+    assert guard.connection_refusal(SOURCE, T0 + 30) is None
+
+
+def test_a_phone_retrying_a_handshake_it_cannot_finish_is_never_blocked() -> None:
+    """A phone that does not trust the node's certificate retries, every few seconds at the
+    most: one count each, far below a flood_requests that is above a phone's burst."""
+    guard = FloodGuard(10, max_connections=1)
+    for attempt in range(300):
+        now = T0 + attempt * 2.0
+        assert guard.connection_refusal(SOURCE, now) is None
+        assert not guard.handshake_failed(SOURCE, now)
+        guard.connection_closed(SOURCE)
+    assert (guard.blocks, guard.refused_connections) == (0, 0)
