@@ -1,0 +1,142 @@
+"""The flood guard on a ``tls:`` listener of a real ``presence-sip serve``: a connection counts
+towards ``--max-connections-per-source`` from its TCP accept, before its TLS handshake, and is
+released however it ends; failed handshakes count as requests towards ``--flood-requests``.
+
+Sources on loopback: 127.0.0.1 holds handshakes open, 127.0.0.2 is a neighbour that must not
+notice, 127.0.0.3 fails handshake after handshake (a scanner).
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from serve_process import LOOPBACK, ServeProcess, TcpClient, UdpClient, build_request, free_port
+
+from presence_sip.transport import pki
+
+DOMAIN = "example.test"
+HOLDER, NEIGHBOUR, SCANNER = "127.0.0.1", "127.0.0.2", "127.0.0.3"
+CAP = 3
+LIMIT = 20
+NOT_TLS = b"OPTIONS sip:example.test SIP/2.0\r\n\r\n"
+"""What a client that speaks plain SIP to a TLS port sends: the handshake fails at once."""
+
+
+def start_tls_node(
+    serve_factory: Callable[..., ServeProcess], certs: Path
+) -> tuple[ServeProcess, int, Path]:
+    """A node with a tls: listener, the per-source cap and the flood guard; its TLS port and
+    the CA that signed its certificate."""
+    files = pki.load_or_create(certs, pki.NodeSpec("net-b.test", "ps1", (LOOPBACK,)))
+    tls_port = free_port()
+    node = serve_factory(
+        domain=DOMAIN,
+        auth="none",
+        extra_args=[
+            "--listen", f"tls:{LOOPBACK}:{tls_port}", "--cert", str(files.cert),
+            "--key", str(files.key), "--max-connections-per-source", str(CAP),
+            "--flood-requests", str(LIMIT),
+        ],
+    )  # fmt: skip
+    return node, tls_port, files.ca
+
+
+def connect_from(host: str, port: int) -> socket.socket:
+    return socket.create_connection((LOOPBACK, port), timeout=5.0, source_address=(host, 0))
+
+
+def closed_by_node(sock: socket.socket, within: float) -> bool:
+    """Whether the node closes ``sock`` (or resets it) within ``within`` seconds."""
+    sock.settimeout(within)
+    try:
+        return sock.recv(4096) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def fail_handshake(host: str, port: int) -> None:
+    """A connection that sends no ClientHello but plain SIP: the node ends it at once."""
+    with connect_from(host, port) as sock:
+        sock.sendall(NOT_TLS)
+        assert closed_by_node(sock, within=5.0)
+
+
+def tls_options(host: str, port: int, ca: Path) -> int:
+    """OPTIONS over a new TLS connection from ``host``: the answer's status."""
+    context = ssl.create_default_context(cafile=str(ca))
+    with context.wrap_socket(connect_from(host, port), server_hostname=LOOPBACK) as sock:
+        client = TcpClient(sock=sock)
+        sock.sendall(build_request("OPTIONS", f"sip:{DOMAIN}", client, transport="TLS"))
+        reply = client.read_message()
+    assert reply is not None, "the node closed the connection"
+    return int(reply.split(b" ", 2)[1])
+
+
+def wait_for_count(node: ServeProcess, text: str, count: int, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while node.log_text().count(text) < count:
+        assert time.monotonic() < deadline, f"{text!r} not logged {count} times"
+        time.sleep(0.02)
+
+
+def test_handshakes_held_open_count_per_source_from_the_accept_and_are_released(
+    serve_factory: Callable[..., ServeProcess], tmp_path: Path
+) -> None:
+    node, port, ca = start_tls_node(serve_factory, tmp_path / "certs")
+    # CAP connections that never send a ClientHello: each is held in its handshake...
+    held = [connect_from(HOLDER, port) for _ in range(CAP)]
+    started = time.monotonic()
+    extra = [connect_from(HOLDER, port) for _ in range(5)]
+    # ...and the source's next ones are closed at once, not at the 10 s handshake timeout.
+    assert all(closed_by_node(sock, within=3.0) for sock in extra)
+    assert time.monotonic() - started < 3.0
+    assert not any(closed_by_node(sock, within=0.2) for sock in held)
+    wait_for_count(node, "refusing connections from 127.0.0.1: 3 open from it", 1)
+    # Another source's TLS connection works meanwhile.
+    assert tls_options(NEIGHBOUR, port, ca) == 200
+    # The held ones end in a failed handshake (EOF): released.
+    for sock in held + extra:
+        sock.close()
+    wait_for_count(node, "TLS handshake from ('127.0.0.1'", CAP)
+    # Failed handshakes, twice the cap of them, each released: no slot leaks.
+    for _ in range(2 * CAP):
+        fail_handshake(HOLDER, port)
+    wait_for_count(node, "TLS handshake from ('127.0.0.1'", 3 * CAP)
+    again = [connect_from(HOLDER, port) for _ in range(CAP - 1)]
+    assert tls_options(HOLDER, port, ca) == 200  # the CAP-th slot is free
+    over = connect_from(HOLDER, port)
+    assert closed_by_node(over, within=3.0)  # (the cap still holds)
+    for sock in [*again, over]:
+        sock.close()
+    assert "flood blocked" not in node.log_text()  # 9 failed handshakes, under LIMIT
+
+
+def test_a_source_failing_handshake_after_handshake_is_blocked(
+    serve_factory: Callable[..., ServeProcess], tmp_path: Path
+) -> None:
+    """A failed handshake counts as a request over TCP/TLS: a scanner is blocked, its new
+    connections refused (TLS before any handshake, TCP too) and its datagrams dropped; a
+    neighbour is served."""
+    node, port, ca = start_tls_node(serve_factory, tmp_path / "certs")
+    for _ in range(LIMIT):
+        fail_handshake(SCANNER, port)
+    wait_for_count(
+        node,
+        f"flood blocked: src={SCANNER} for 60 s after {LIMIT} requests at once or more than"
+        f" {LIMIT} a second over TCP/TLS",
+        1,
+    )
+    with connect_from(SCANNER, port) as tls, connect_from(SCANNER, node.port) as tcp:
+        assert closed_by_node(tls, within=3.0)
+        assert closed_by_node(tcp, within=3.0)
+    with UdpClient(host=SCANNER) as client:
+        client.send(build_request("OPTIONS", f"sip:{DOMAIN}", client), node)
+        assert client.recv_all(quiet=1.0) == []
+    wait_for_count(node, "refusing connections from 127.0.0.3: blocked for flooding", 1)
+    assert tls_options(NEIGHBOUR, port, ca) == 200
