@@ -66,12 +66,15 @@ class Limits:
     """Requests from one source address in a burst, or more than this many a second (a leaky
     bucket), that start a block: its requests are dropped unread and its new connections
     refused for :attr:`flood_block` seconds (``presence_sip.transport.flood``, Kamailio's
-    ``pike``).  0, the default as pike is off in Kamailio's default config, turns it off."""
+    ``pike``).  A response that matches no transaction (or does not parse) and a failed TLS
+    handshake count as a request; a response that matches one never does.  0, the default as
+    pike is off in Kamailio's default config, turns it off."""
     flood_block: float = 60.0
     """Seconds a source address stays blocked after :attr:`flood_requests`."""
     max_connections_per_source: int = 0
-    """Inbound TCP/TLS connections open at once from one source address (IPv6: one /64); 0,
-    the default, leaves only :attr:`max_connections`."""
+    """Inbound TCP/TLS connections open at once from one source address (IPv6: one /64), each
+    from its TCP accept (TLS: before its handshake) until it is gone; 0, the default, leaves
+    only :attr:`max_connections`."""
     flood_exempt: tuple[str, ...] = ()
     """Addresses or networks never counted by :attr:`flood_requests` nor
     :attr:`max_connections_per_source`: edge proxies, SBCs and the network's other nodes."""

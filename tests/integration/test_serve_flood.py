@@ -210,7 +210,7 @@ async def test_stray_responses_block_their_source_answers_to_notifies_never(
     serve_factory: Callable[..., ServeProcess], tmp_path: Path
 ) -> None:
     node = presence_node(serve_factory, tmp_path / "data")
-    # A watcher answering a burst of NOTIFYs: 45 responses and 17 requests in about a second
+    # A watcher answering a burst of NOTIFYs: 45 responses and 16 requests in about a second
     # from one address, more than LIMIT at once; responses that match a transaction never count.
     assert await notify_burst(node) == 3 * SUBSCRIPTIONS
     assert "flood blocked" not in node.log_text()
