@@ -67,15 +67,27 @@ def fail_handshake(host: str, port: int) -> None:
         assert closed_by_node(sock, within=5.0)
 
 
-def tls_options(host: str, port: int, ca: Path) -> int:
-    """OPTIONS over a new TLS connection from ``host``: the answer's status."""
+def tls_from(host: str, port: int, ca: Path) -> TcpClient:
+    """A TLS connection from ``host`` that verifies the node's certificate."""
     context = ssl.create_default_context(cafile=str(ca))
-    with context.wrap_socket(connect_from(host, port), server_hostname=LOOPBACK) as sock:
-        client = TcpClient(sock=sock)
-        sock.sendall(build_request("OPTIONS", f"sip:{DOMAIN}", client, transport="TLS"))
-        reply = client.read_message()
+    return TcpClient(sock=context.wrap_socket(connect_from(host, port), server_hostname=LOOPBACK))
+
+
+def options_over(client: TcpClient) -> int:
+    """OPTIONS over ``client``'s connection: the answer's status."""
+    client.sock.sendall(build_request("OPTIONS", f"sip:{DOMAIN}", client, transport="TLS"))
+    reply = client.read_message()
     assert reply is not None, "the node closed the connection"
     return int(reply.split(b" ", 2)[1])
+
+
+def tls_options(host: str, port: int, ca: Path) -> int:
+    """OPTIONS over a new TLS connection from ``host``: the answer's status."""
+    client = tls_from(host, port, ca)
+    try:
+        return options_over(client)
+    finally:
+        client.close()
 
 
 def wait_for_count(node: ServeProcess, text: str, count: int, timeout: float = 5.0) -> None:
@@ -109,9 +121,11 @@ def test_handshakes_held_open_count_per_source_from_the_accept_and_are_released(
         fail_handshake(HOLDER, port)
     wait_for_count(node, "TLS handshake from ('127.0.0.1'", 3 * CAP)
     again = [connect_from(HOLDER, port) for _ in range(CAP - 1)]
-    assert tls_options(HOLDER, port, ca) == 200  # the CAP-th slot is free
+    last = tls_from(HOLDER, port, ca)  # the CAP-th slot is free
+    assert options_over(last) == 200
     over = connect_from(HOLDER, port)
     assert closed_by_node(over, within=3.0)  # (the cap still holds)
+    last.close()
     for sock in [*again, over]:
         sock.close()
     assert "flood blocked" not in node.log_text()  # 9 failed handshakes, under LIMIT
