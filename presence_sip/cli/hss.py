@@ -4,7 +4,8 @@ Forms scripts rely on (DESIGN.md "The outside contract")::
 
     hss subscriber add MSISDN --password PW|--password-file FILE [--credit N]
                               [--presence-server NAME] [--identity URI]
-    hss subscriber import FILE.csv|-     (msisdn,password[,credit,presence_server,identities])
+    hss subscriber import FILE.csv|- [--update]
+                              (msisdn,password[,credit,presence_server,identities])
     hss subscriber list [--json] | show MSISDN [--json] | remove MSISDN
     hss subscriber set MSISDN [--password PW|--password-file FILE] [--credit N]
                               [--presence-server NAME] [--identity URI]
@@ -23,9 +24,7 @@ with nothing written.
 from __future__ import annotations
 
 import argparse
-import csv
 import getpass
-import io
 import json
 import os
 import sys
@@ -36,6 +35,13 @@ from typing import TYPE_CHECKING, Any, Final, TypeAlias
 from presence_sip.hss.msisdn import InvalidMsisdn
 from presence_sip.hss.records import InvalidRecord, RuleAction, Subscriber
 from presence_sip.hss.store import SubscriberStore
+from presence_sip.hss.subscriber_import import (
+    ImportHeaderError,
+    check_against_store,
+    describe_bad_lines,
+    read_import_table,
+    split_new_and_existing,
+)
 from presence_sip.sip.errors import ConfigError, StoreError
 from presence_sip.storage.database import DATABASE_NAME, database_path
 from presence_sip.storage.sqlite_hss import SqliteSubscriberStore
@@ -159,9 +165,16 @@ def _register_subscriber(groups: Subparsers, common: argparse.ArgumentParser) ->
         common,
         _subscriber_import,
         "add subscribers from a CSV file with a header (msisdn,password and optionally credit,"
-        "presence_server,identities): all of them in one transaction, or none",
+        "presence_server,identities): all of them in one transaction, or none, every bad line"
+        " named",
     )
     bulk.add_argument("file", metavar="FILE", help="the CSV file (- reads standard input)")
+    bulk.add_argument(
+        "--update",
+        action="store_true",
+        help="a subscriber that exists gets the line's password, and its values of the optional"
+        " columns the header names (without it, an existing subscriber is a bad line)",
+    )
     _leaf(group, "list", common, _subscriber_list, "list subscribers", json_output=True)
     show = _leaf(group, "show", common, _subscriber_show, "show a subscriber", json_output=True)
     show.add_argument("msisdn", metavar="MSISDN")
@@ -284,53 +297,42 @@ def _subscriber_add(store: SubscriberStore, args: argparse.Namespace) -> None:
     print(f"added subscriber {record.msisdn}")
 
 
-IMPORT_COLUMNS: Final = ("msisdn", "password", "credit", "presence_server", "identities")
-"""The columns ``subscriber import`` knows; the first two are required."""
-
-
 def _subscriber_import(store: SubscriberStore, args: argparse.Namespace) -> None:
-    """One transaction for the whole file (an operator moving 100,000 subscribers in: one
-    ``subscriber add`` each took a process start each); the first bad line names itself and
-    nothing is written."""
-    name = "standard input" if args.file == "-" else args.file
+    """All of the file in one transaction, or nothing.  Every line is parsed, checked and given
+    its HA1s first, so the write lock is held only while the rows are written (a running node
+    that must write meanwhile waits that long), and every bad line is named at once."""
+    name = "standard input" if args.file == STDIN else args.file
     try:
-        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text("utf-8")
+        table = read_import_table(_import_text(args.file, name), store.domain)
+    except ImportHeaderError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+    existing = store.msisdns()
+    bad = [
+        *table.bad,
+        *check_against_store(
+            table,
+            existing=existing,
+            identity_owners=store.extra_identities(),
+            servers={server.name for server in store.presence_servers()},
+            update=args.update,
+        ),
+    ]
+    if bad:
+        for line in describe_bad_lines(bad):
+            print(f"presence-sip: error: {name} {line}", file=sys.stderr)
+        raise ConfigError(f"{name}: {len(bad)} bad line(s); nothing was imported")
+    new, replacing = split_new_and_existing(table, existing)
+    store.import_subscribers(new, replacing, fields=table.fields)
+    updated = f" ({len(new)} added, {len(replacing)} updated)" if args.update else ""
+    print(f"imported {len(table.rows)} subscribers{updated}")
+
+
+def _import_text(source: str, name: str) -> str:
+    """The whole text of an import file (``-``: standard input)."""
+    try:
+        return sys.stdin.read() if source == STDIN else Path(source).read_text("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {name}: {getattr(exc, 'strerror', None) or exc}") from None
-    # A spreadsheet's "CSV UTF-8" begins with a byte order mark, which would be in the first name
-    rows = csv.DictReader(io.StringIO(text.removeprefix("\ufeff"), newline=""))
-    columns = rows.fieldnames or ()
-    if {"msisdn", "password"} - set(columns) or set(columns) - set(IMPORT_COLUMNS):
-        raise ConfigError(
-            f"{name}: the first line must name the columns: msisdn,password and optionally"
-            f" credit,presence_server,identities (not {','.join(columns)!r})"
-        )
-    count = 0
-    with store.batch():
-        for row in rows:
-            try:
-                _import_row(store, row)
-            except (StoreError, InvalidMsisdn, InvalidRecord) as exc:
-                raise ConfigError(
-                    f"{name} line {rows.line_num}: {exc}; nothing was imported"
-                ) from None
-            count += 1
-    print(f"imported {count} subscribers")
-
-
-def _import_row(store: SubscriberStore, row: dict[str, str | None]) -> None:
-    if None in row or any(value is None for value in row.values()):
-        raise InvalidRecord("not as many fields as the header names")
-    password = row.get("password") or ""
-    if not password:
-        raise InvalidRecord("empty password")
-    store.add_subscriber(
-        row["msisdn"] or "",
-        password,
-        credit=_credit(row.get("credit") or "0"),
-        presence_server=row.get("presence_server") or None,
-        identities=(row.get("identities") or "").split(),
-    )
 
 
 def _subscriber_list(store: SubscriberStore, args: argparse.Namespace) -> None:

@@ -25,6 +25,7 @@ __all__ = [
     "Rule",
     "RuleAction",
     "Subscriber",
+    "SubscriberField",
     "check_credit",
     "default_identities",
     "digest_ha1",
@@ -70,6 +71,15 @@ class RuleAction(StrEnum):
         except ValueError:
             names = "|".join(action.value for action in cls)
             raise InvalidRecord(f"bad action {text!r} (expected {names})") from None
+
+
+class SubscriberField(StrEnum):
+    """A subscriber's field a bulk import may replace besides the password (the optional
+    columns of ``hss subscriber import``)."""
+
+    CREDIT = "credit"
+    PRESENCE_SERVER = "presence_server"
+    IDENTITIES = "identities"
 
 
 @dataclass(frozen=True, slots=True)

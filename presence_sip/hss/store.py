@@ -10,7 +10,7 @@ malformed input instead of raising; writes and operator lookups raise ``InvalidM
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
 
@@ -21,6 +21,7 @@ from presence_sip.hss.records import (
     Rule,
     RuleAction,
     Subscriber,
+    SubscriberField,
 )
 from presence_sip.sip.errors import StoreError
 
@@ -100,6 +101,21 @@ class SubscriberStore(Protocol):
     ) -> Subscriber:
         """Create a subscriber (``DuplicateRecord`` if the MSISDN or an identity is taken,
         ``UnknownRecord`` for an unknown presence server)."""
+        ...
+
+    def import_subscribers(
+        self,
+        new: Sequence[Subscriber],
+        replacing: Sequence[Subscriber] = (),
+        *,
+        fields: Collection[SubscriberField] = (),
+    ) -> None:
+        """A bulk import of records built and checked by the caller (``hss subscriber
+        import``): add *new*, and give the existing subscribers *replacing* names their
+        password (HA1s) and their values of *fields* (the others are kept, rules too); all of
+        it or none.  A change that makes it impossible since the caller's checks (a subscriber
+        or identity now taken, an updated one removed, a presence server removed) is a
+        ``StoreError`` and nothing is written."""
         ...
 
     def update_subscriber(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 
 from presence_sip.gateway.numbering import NumberPlan
@@ -27,6 +27,7 @@ from presence_sip.hss.records import (
     Rule,
     RuleAction,
     Subscriber,
+    SubscriberField,
     canonical_watcher,
     check_credit,
     make_subscriber,
@@ -124,6 +125,26 @@ class MemorySubscriberStore:
         self._identities.update(dict.fromkeys(record.identities, record.msisdn))
         self._version += 1
         return record
+
+    def import_subscribers(
+        self,
+        new: Sequence[Subscriber],
+        replacing: Sequence[Subscriber] = (),
+        *,
+        fields: Collection[SubscriberField] = (),
+    ) -> None:
+        """Add *new*, overwrite the subscribers *replacing* names: all checked, then written."""
+        with self.batch():
+            replaced = [self._replace(record, fields) for record in replacing]
+            for record in replaced:
+                self._take_identities(record)
+            for record in new:
+                self._check_server(record.presence_server)
+                if record.msisdn in self._subscribers:
+                    raise DuplicateRecord(f"subscriber {record.msisdn} already exists")
+                self._take_identities(record)
+                self._subscribers[record.msisdn] = record
+            self._version += 1
 
     def update_subscriber(
         self,
@@ -335,6 +356,35 @@ class MemorySubscriberStore:
         if record is None:
             raise UnknownRecord(f"unknown subscriber {msisdn}")
         return record
+
+    def _replace(self, record: Subscriber, fields: Collection[SubscriberField]) -> Subscriber:
+        """An import's update of an existing subscriber, its identities let go (to be taken
+        again once every updated subscriber let go of its own)."""
+        before = self._require(record.msisdn)
+        replaced = dataclasses.replace(
+            record,
+            credit=record.credit if SubscriberField.CREDIT in fields else before.credit,
+            presence_server=(
+                record.presence_server
+                if SubscriberField.PRESENCE_SERVER in fields
+                else before.presence_server
+            ),
+            identities=(
+                record.identities if SubscriberField.IDENTITIES in fields else before.identities
+            ),
+        )
+        self._check_server(replaced.presence_server)
+        for uri in before.identities:
+            self._identities.pop(uri, None)
+        self._subscribers[record.msisdn] = replaced
+        return replaced
+
+    def _take_identities(self, record: Subscriber) -> None:
+        for uri in record.identities:
+            owner = self._identities.get(uri)
+            if owner is not None:
+                raise DuplicateRecord(f"identity {uri} already belongs to {owner}")
+            self._identities[uri] = record.msisdn
 
     def _check_server(self, name: str | None) -> None:
         if name is not None and name not in self._servers:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from presence_sip.hss.records import (
     Rule,
     RuleAction,
     Subscriber,
+    SubscriberField,
     canonical_watcher,
     check_credit,
     make_subscriber,
@@ -56,6 +57,7 @@ from presence_sip.storage.database import (
     resolve_domain,
     transaction,
 )
+from presence_sip.storage.sqlite_import import import_rows, insert_subscribers, write_import
 
 __all__ = ["HSS_MIGRATIONS", "SqliteSubscriberStore"]
 
@@ -244,21 +246,25 @@ class SqliteSubscriberStore:
             if self._load(record.msisdn) is not None:
                 raise DuplicateRecord(f"subscriber {record.msisdn} already exists")
             self._check_server(presence_server)
-            conn.execute(
-                "INSERT INTO hss_subscribers VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    record.msisdn,
-                    record.ha1_md5,
-                    record.ha1_sha256,
-                    record.ha1_md5_digits,
-                    record.ha1_sha256_digits,
-                    record.presence_server,
-                    record.credit,
-                ),
-            )
+            insert_subscribers(conn, [record])
             self._insert_identities(record)
             self._bump()
         return record
+
+    def import_subscribers(
+        self,
+        new: Sequence[Subscriber],
+        replacing: Sequence[Subscriber] = (),
+        *,
+        fields: Collection[SubscriberField] = (),
+    ) -> None:
+        """Add *new* and overwrite the subscribers *replacing* names (their password and
+        *fields*), in one transaction that only writes (:func:`write_import`): all or none."""
+        if new or replacing:
+            rows = import_rows(new, replacing, fields)  # before the write lock is taken
+            with transaction(self._conn) as conn:
+                write_import(conn, rows)
+                self._bump()
 
     def update_subscriber(
         self,

@@ -202,6 +202,8 @@ def test_an_import_saved_by_a_spreadsheet_is_read(hss: Hss, tmp_path: Path) -> N
          "line 2: "),
         ("number,password\n+447700900611,pw\n",
          "the first line must name the columns"),
+        ("msisdn,password\n+447700900611," + "x" * 200_000 + "\n",
+         "line 2: not readable as CSV: field larger than field limit"),
     ],
 )  # fmt: skip
 def test_an_import_with_a_bad_line_names_it_and_imports_nothing(
@@ -215,6 +217,55 @@ def test_an_import_with_a_bad_line_names_it_and_imports_nothing(
     assert result.stderr.startswith(f"presence-sip: error: {table}"), result.stderr
     assert error in result.stderr
     assert hss.dump() == before
+
+
+def test_an_import_names_every_bad_line_up_to_20_and_imports_nothing(
+    hss: Hss, tmp_path: Path
+) -> None:
+    """An operator fixing a 50,000-line export sees every bad line at once, not one a run."""
+    before = hss.dump()
+    lines = ["msisdn,password"]
+    lines += [f"+4477009007{i:02d},pw" for i in range(40)]
+    lines[3] = "+447700900702,"  # line 4: empty password
+    lines[10] = f"{B},pw"  # line 11: exists
+    # lines 42-46: on lines 2-6 too (but line 44: line 4 was bad, so it is line 44's own)
+    lines += [f"+4477009007{i:02d},again" for i in range(5)]
+    lines += [f"bad-{i},pw" for i in range(20)]  # lines 47-66
+    table = tmp_path / "subscribers.csv"
+    table.write_text("\n".join(lines) + "\n")
+    result = hss("subscriber", "import", str(table))
+    assert (result.returncode, result.stdout) == (2, "")
+    errors = result.stderr.splitlines()
+    prefix = f"presence-sip: error: {table}"
+    assert all(line.startswith(prefix) for line in errors), result.stderr
+    assert errors[0] == f"{prefix} line 4: empty password"
+    assert errors[1] == (
+        f"{prefix} line 11: subscriber {B} already exists (--update replaces existing ones)"
+    )
+    assert errors[3] == f"{prefix} line 43: subscriber +447700900701 is on line 3 too"
+    assert errors[6].startswith(f"{prefix} line 47: not an E.164 number: 'bad-0'")
+    assert len(errors) == 22
+    assert errors[20] == f"{prefix} and 6 more bad lines"
+    assert errors[21] == f"{prefix}: 26 bad line(s); nothing was imported"
+    assert hss.dump() == before
+
+
+def test_an_import_with_update_replaces_existing_subscribers(hss: Hss, tmp_path: Path) -> None:
+    """A re-imported export: ``--update`` replaces the password and the named columns of the
+    subscribers that exist (their rules and unnamed columns kept), and adds the others."""
+    hss.ok("rule", "add", B, "sip:ann@net-a.test", "allow")
+    table = tmp_path / "export.csv"
+    table.write_text(f"msisdn,password,identities\n{B},renewed,sip:bob@net-b.test\n{C},pw,\n")
+    assert hss("subscriber", "import", str(table)).returncode == 2  # the default refuses B
+    assert hss.ok("subscriber", "import", "--update", str(table)) == (
+        "imported 2 subscribers (1 added, 1 updated)\n"
+    )
+    shown = hss.json("subscriber", "show", B)
+    assert shown["identities"][2:] == ["sip:bob@net-b.test"]
+    assert (shown["credit"], shown["presence_server"]) == (10, "ps2")  # not in the file: kept
+    assert shown["rules"] == {"sip:ann@net-a.test": "allow"}
+    assert ha1_of_b(hss) == hashlib.sha256(f"{B}:net-b.test:renewed".encode()).hexdigest()
+    assert [s["msisdn"] for s in hss.json("subscriber", "list")] == [B, C]
 
 
 def test_password_from_a_file_or_standard_input(hss: Hss, tmp_path: Path) -> None:

@@ -422,3 +422,48 @@ def test_subscriber_removed_while_serving_loses_its_bindings(
     assert alice.msisdn not in _stored_aors(shared.data_dir)
     assert bob.msisdn in _stored_aors(shared.data_dir)
     assert f"{alice.msisdn} left the HSS: 1 binding(s) removed" in shared.log_text()
+
+
+IMPORTED = 100_000
+"""Subscribers of the big import below (its write transaction held SQLite's write lock for
+~4 s before the import checked and hashed every line first; ~1 s now)."""
+
+
+def test_a_big_import_leaves_a_running_node_answering_register(
+    node: ServeProcess, tmp_path: Path
+) -> None:
+    """An operator imports 100,000 subscribers into the HSS of a running node: REGISTERs
+    made all the while are answered 200 (a node whose commits wait on the import's write lock
+    over 5 s answers 503), their bindings are stored, and the import is complete."""
+    table = tmp_path / "subscribers.csv"
+    rows = (f"+4478{index:08d},pw-{index}\n" for index in range(IMPORTED))
+    table.write_text("msisdn,password\n" + "".join(rows))
+    importing = subprocess.Popen(
+        [sys.executable, "-m", "presence_sip.cli.hss", "--data", str(node.data_dir),
+         "subscriber", "import", str(table)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )  # fmt: skip
+    statuses: list[int] = []
+    users = itertools.cycle(provisioned(index) for index in range(1, SUBSCRIBERS + 1))
+    with UdpClient() as client:
+        while importing.poll() is None:
+            user = next(users)
+            _, final = register(
+                client, node, user=user.msisdn, password=user.password, domain=DOMAIN,
+                contact=f"<sip:{user.msisdn}@127.0.0.1:{client.port}>",
+            )  # fmt: skip
+            statuses.append(final.status)
+    out, err = importing.communicate(timeout=60)
+    assert (importing.returncode, out, err) == (0, f"imported {IMPORTED} subscribers\n", "")
+    assert len(statuses) >= 20, "the REGISTERs did not overlap the import"
+    assert set(statuses) == {200}
+    deadline = time.monotonic() + 5.0
+    while len(_stored_aors(node.data_dir)) < min(len(statuses), SUBSCRIBERS):
+        assert time.monotonic() < deadline, "the bindings were not stored"
+        time.sleep(0.1)
+    store = SqliteSubscriberStore.open(node.data_dir)
+    try:
+        assert len(store.msisdns()) == SUBSCRIBERS + IMPORTED
+    finally:
+        store.close()

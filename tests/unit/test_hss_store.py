@@ -23,7 +23,9 @@ from presence_sip.hss.records import (
     Rule,
     RuleAction,
     Subscriber,
+    SubscriberField,
     digest_ha1,
+    make_subscriber,
 )
 from presence_sip.hss.store import (
     DuplicateRecord,
@@ -739,3 +741,63 @@ def test_a_batch_keeps_all_its_changes_or_none(populated: SubscriberStore) -> No
         populated.add_subscriber("+447700900702", "pw")
     assert populated.get_subscriber("+447700900702") is not None
     assert snapshot(populated) != before
+
+
+def test_an_import_adds_and_replaces_in_one_write(populated: SubscriberStore) -> None:
+    """``--update``: the password and the named fields are replaced, the rest (presence
+    server, rules) kept; an identity an updated subscriber gives up may go to a new one."""
+    populated.update_subscriber(B, add_identities=["sip:bob@net-b.test"])
+    version = populated.data_version()
+    bob = make_subscriber(B, "new secret", DOMAIN, credit=3, identities=["sip:robert@net-b.test"])
+    dave = make_subscriber("+447700900700", "pw", DOMAIN, identities=["sip:bob@net-b.test"])
+    fields = {SubscriberField.CREDIT, SubscriberField.IDENTITIES}
+    populated.import_subscribers([dave], [bob], fields=fields)
+
+    updated = populated.get_subscriber(B)
+    assert updated is not None
+    assert (updated.credit, updated.presence_server) == (3, "ps2")
+    assert updated.identities[2:] == ("sip:robert@net-b.test",)
+    expected = digest_ha1(B, DOMAIN, "new secret", "SHA-256")
+    assert populated.get_ha1(B, "SHA-256") == expected
+    assert populated.rules_for(B) == {"tel:+447700900789": "allow"}
+    found = populated.find_by_identity("sip:bob@net-b.test")
+    assert found is not None
+    assert found.msisdn == "+447700900700"
+    assert populated.data_version() == version + 1
+
+
+def test_an_import_without_fields_keeps_identities_and_credit(populated: SubscriberStore) -> None:
+    bob = make_subscriber(B, "new secret", DOMAIN)
+    populated.import_subscribers([], [bob])
+    updated = populated.get_subscriber(B)
+    assert updated is not None
+    assert (updated.credit, updated.presence_server) == (10, "ps2")
+    assert populated.get_ha1(B, "MD5") == digest_ha1(B, DOMAIN, "new secret", "MD5")
+
+
+@pytest.mark.parametrize(
+    ("new", "replacing"),
+    [
+        ([B], []),  # added by another process since the checks
+        (["+447700900700"], ["+447700900701"]),  # an updated one removed meanwhile
+    ],
+)
+def test_an_import_the_store_refuses_writes_nothing(
+    populated: SubscriberStore, new: list[str], replacing: list[str]
+) -> None:
+    before = snapshot(populated)
+    records = [make_subscriber(msisdn, "pw", DOMAIN) for msisdn in new]
+    others = [make_subscriber(msisdn, "pw", DOMAIN) for msisdn in replacing]
+    with pytest.raises(StoreError):
+        populated.import_subscribers(records, others)
+    assert snapshot(populated) == before
+
+
+def test_an_import_with_an_unknown_presence_server_writes_nothing(
+    populated: SubscriberStore,
+) -> None:
+    before = snapshot(populated)
+    record = make_subscriber("+447700900700", "pw", DOMAIN, presence_server="ps9")
+    with pytest.raises(StoreError):
+        populated.import_subscribers([record])
+    assert snapshot(populated) == before
