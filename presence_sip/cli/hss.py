@@ -17,8 +17,10 @@ Forms scripts rely on (DESIGN.md "The outside contract")::
     hss server add NAME URI | list [--json] | remove NAME
 
 ``--data DIR`` (default ``./data``) and ``--domain DOMAIN`` are accepted after ``hss`` and after
-the command.  Every write is one transaction; any error is one line on stderr and exit status 2,
-with nothing written.
+the command; the command that creates the HSS needs ``--domain`` (the digest realm of every
+password, recorded then and checked afterwards: there is no default).  Every write is one
+transaction; any error is one line on stderr and exit status 2, with nothing written (an import
+with bad lines names each on a line of its own first).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from presence_sip.hss.subscriber_import import (
     split_new_and_existing,
 )
 from presence_sip.sip.errors import ConfigError, StoreError
-from presence_sip.storage.database import DATABASE_NAME, database_path
+from presence_sip.storage.database import DATABASE_NAME, DomainNotRecorded, database_path
 from presence_sip.storage.sqlite_hss import SqliteSubscriberStore
 
 __all__ = ["main", "register", "run"]
@@ -87,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
             )
         path = database_path(data)
         read_only = handler in _READING and path.exists() and not _may_write(path)
-        store = SqliteSubscriberStore.open(data, getattr(args, "domain", None), read_only=read_only)
+        store = _open_store(data, getattr(args, "domain", None), read_only=read_only)
         try:
             handler(store, args)
         finally:
@@ -97,6 +99,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"presence-sip: error: {message}", file=sys.stderr)
         return EXIT_ERROR
     return 0
+
+
+def _open_store(data: str, domain: str | None, *, read_only: bool) -> SqliteSubscriberStore:
+    """The HSS of *data*; a new one needs ``--domain`` (no default: the HA1s of a guessed realm
+    would be refused by the network's node, and cannot be recomputed without the passwords)."""
+    try:
+        return SqliteSubscriberStore.open(data, domain, read_only=read_only)
+    except DomainNotRecorded as exc:
+        raise ConfigError(
+            f"{data}: {exc}: give --domain DOMAIN, the network's domain (as `serve` has it: the"
+            " digest realm the passwords are stored for, recorded now and checked afterwards)"
+        ) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -123,7 +137,8 @@ def _common_options() -> argparse.ArgumentParser:
     common.add_argument(
         "--domain",
         default=argparse.SUPPRESS,
-        help="network domain and digest realm (recorded on first use; default example.test)",
+        help="network domain and digest realm: required by the command that creates the HSS,"
+        " recorded then and checked afterwards",
     )
     return common
 

@@ -23,6 +23,7 @@ from presence_sip.sip.errors import ConfigError, StoreError
 __all__ = [
     "BUSY_TIMEOUT_MS",
     "DATABASE_NAME",
+    "DomainNotRecorded",
     "connect",
     "database_path",
     "get_setting",
@@ -265,18 +266,28 @@ def set_setting(conn: sqlite3.Connection, key: str, value: str) -> None:
         )
 
 
-def resolve_domain(conn: sqlite3.Connection, requested: str | None, default: str) -> str:
+class DomainNotRecorded(ConfigError):
+    """A new database opened without a domain: nothing may guess it (its HA1s would be
+    computed for the wrong realm, and a node of the right domain would refuse the database)."""
+
+
+def resolve_domain(conn: sqlite3.Connection, requested: str | None) -> str:
     """The network domain this database belongs to.
 
-    The first opener records *requested* (or *default*); later openers get the recorded one, and
-    a *requested* domain that differs is a ``ConfigError`` (HA1s are tied to the realm).
+    The first opener records *requested*; later openers get the recorded one, and a *requested*
+    domain that differs is a ``ConfigError`` (HA1s are tied to the realm).  No domain recorded
+    and none requested: :class:`DomainNotRecorded`.
     """
     stored = get_setting(conn, "domain")
     if stored is None:
+        if requested is None:
+            raise DomainNotRecorded(
+                "this database records no network domain yet: the first use must name it"
+            )
         with transaction(conn):
             stored = get_setting(conn, "domain")  # another process may have just written it
             if stored is None:
-                stored = requested or default
+                stored = requested
                 set_setting(conn, "domain", stored)
     if requested is not None and requested != stored:
         raise ConfigError(f"database belongs to domain {stored}, not {requested}")

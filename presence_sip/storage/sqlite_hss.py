@@ -24,7 +24,6 @@ from presence_sip.hss.msisdn import (
     normalize_prefix,
 )
 from presence_sip.hss.records import (
-    DEFAULT_DOMAIN,
     PlanEntry,
     PortEntry,
     PresenceServerRecord,
@@ -48,6 +47,7 @@ from presence_sip.hss.store import (
 )
 from presence_sip.sip.errors import StoreError
 from presence_sip.storage.database import (
+    DomainNotRecorded,
     connect_read_only,
     database_path,
     map_errors,
@@ -145,7 +145,8 @@ def _subscriber(row: Sequence[Any]) -> Subscriber:
 class SqliteSubscriberStore:
     """``SubscriberStore`` on a SQLite connection (see :mod:`presence_sip.storage.database`).
 
-    *domain* is checked against (or, on a new database, recorded as) the network domain.
+    *domain* is checked against (or, on a new database, recorded as) the network domain; a new
+    database needs one (``DomainNotRecorded``: it is the realm of every HA1 stored).
     """
 
     def __init__(
@@ -156,16 +157,19 @@ class SqliteSubscriberStore:
         self._owns_connection = owns_connection
         migrate(conn, "core")
         migrate(conn, "hss")
-        self._domain = resolve_domain(conn, requested, DEFAULT_DOMAIN)
+        self._domain = resolve_domain(conn, requested)
 
     @classmethod
     def open(
         cls, data_dir: str | Path, domain: str | None = None, *, read_only: bool = False
     ) -> SqliteSubscriberStore:
-        """Open ``DATA_DIR/presence.sqlite`` (created if missing); :meth:`close` closes it.
+        """Open ``DATA_DIR/presence.sqlite`` (created if missing, which needs *domain*: else
+        ``DomainNotRecorded`` and nothing made); :meth:`close` closes it.
 
         ``read_only``: an existing database this user may not write (its schema must be
         current: nothing is migrated)."""
+        if domain is None and not database_path(data_dir).exists():
+            raise DomainNotRecorded("no database yet, and making one needs the network domain")
         conn = connect_read_only(database_path(data_dir)) if read_only else None
         if conn is None:
             conn = open_network_database(data_dir)

@@ -366,7 +366,7 @@ def test_a_mistyped_data_directory_is_an_error_and_stays_empty(tmp_path: Path) -
         assert "no HSS in" in result.stderr
         assert "wrong --data?" in result.stderr
     assert not (tmp_path / "dtaa" / "presence.sqlite").exists()
-    typo.ok("subscriber", "add", B, "--password", "pw")  # adding one creates it
+    typo.ok("--domain", "net-b.test", "subscriber", "add", B, "--password", "pw")  # creates it
     assert [s["msisdn"] for s in typo.json("subscriber", "list")] == [B]
 
 
@@ -514,18 +514,65 @@ def test_a_read_only_connection_reads_and_cannot_write(hss: Hss) -> None:
 
 
 def test_data_option_positions_and_default(tmp_path: Path) -> None:
-    added = run_hss("plan", "add", "+44", "net-b.test", "--data", str(tmp_path / "d"))
+    added = run_hss(
+        "plan", "add", "+44", "net-b.test", "--data", str(tmp_path / "d"), "--domain", "net-b.test"
+    )
     assert added.returncode == 0
     listed = run_hss("--data", str(tmp_path / "d"), "plan", "list", "--json")
     assert json.loads(listed.stdout) == [{"prefix": "+44", "network": "net-b.test"}]
-    # Without --data: ./data under the working directory, domain example.test.
-    assert run_hss("server", "add", "ps1", "sip:ps1.example.test", cwd=tmp_path).returncode == 0
+    # Without --data: ./data under the working directory.
+    made = run_hss(
+        "--domain", "net-c.test", "server", "add", "ps1", "sip:ps1.net-c.test", cwd=tmp_path
+    )
+    assert made.returncode == 0
     assert (tmp_path / "data" / "presence.sqlite").is_file()
     store = SqliteSubscriberStore.open(tmp_path / "data")
     try:
-        assert store.domain == "example.test"
+        assert store.domain == "net-c.test"
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("subscriber", "add", B, "--password", "pw"),
+        ("subscriber", "import", "-"),
+        ("plan", "add", "+44", "net-b.test"),
+        ("server", "add", "ps1", "sip:127.0.2.11"),
+    ],
+)
+def test_the_command_that_would_create_the_hss_needs_the_domain(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """No default realm: HA1s stored for example.test would make the net-b.test node refuse
+    the database (and they cannot be recomputed without the passwords)."""
+    fresh = Hss(tmp_path / "net-b")
+    result = fresh(*command)
+    assert (result.returncode, result.stdout) == (2, "")
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"presence-sip: error: {fresh.data}: no database yet")
+    assert "give --domain DOMAIN" in lines[0]
+    assert not fresh.data.exists()
+
+
+def test_the_recorded_domain_is_kept_and_another_refused(tmp_path: Path) -> None:
+    fresh = Hss(tmp_path / "net-b")
+    fresh.ok("subscriber", "add", B, "--password", "pw", "--domain", "net-b.test")
+    fresh.ok("subscriber", "add", C, "--password", "pw")  # the recorded domain
+    assert ha1_of_b(fresh) == hashlib.sha256(f"{B}:net-b.test:pw".encode()).hexdigest()
+    shown = fresh.json("subscriber", "show", C)
+    assert shown["identities"][0] == f"sip:{C}@net-b.test;user=phone"
+    before = fresh.dump()
+    refused = fresh(
+        "--domain", "example.test", "subscriber", "add", "+447700900777", "--password", "pw"
+    )
+    assert refused.returncode == 2
+    assert refused.stderr == (
+        "presence-sip: error: database belongs to domain net-b.test, not example.test\n"
+    )
+    assert fresh.dump() == before
 
 
 def test_concurrent_processes_share_one_database(tmp_path: Path) -> None:

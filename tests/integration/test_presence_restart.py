@@ -95,7 +95,7 @@ async def publish(node: ServeProcess, body: bytes, if_match: str | None = None) 
 def data(tmp_path: Path) -> Path:
     directory = tmp_path / "data"
     directory.mkdir()
-    store = SqliteSubscriberStore.open(directory)
+    store = SqliteSubscriberStore.open(directory, DOMAIN)  # the node's: serve's default
     try:
         store.add_subscriber(PRESENTITY, "secret")
     finally:

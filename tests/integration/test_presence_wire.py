@@ -55,7 +55,7 @@ def provision(
 ) -> None:
     """Subscribers and rules straight into the HSS store (what ``presence-sip hss`` calls)."""
     data.mkdir(parents=True, exist_ok=True)
-    store = SqliteSubscriberStore.open(data)
+    store = SqliteSubscriberStore.open(data, DOMAIN)
     try:
         for msisdn in subscribers:
             store.add_subscriber(msisdn, PASSWORD)

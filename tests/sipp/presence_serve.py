@@ -4,7 +4,7 @@ The process itself is ``tests/integration/serve_process.py``'s :class:`ServeProc
 wait for OPTIONS 200, one SIGTERM, exit 0 asserted, log dumped on failure); this module adds
 what the presence scenarios need around it::
 
-    hss(data, "subscriber", "add", "+447700900123", "--password", "pw")
+    hss(data, "--domain", "example.test", "subscriber", "add", "+447700900123", "--password", "pw")
     with presence_node(data, auth="none", default_policy="allow") as node:
         run_scenario(FETCH_XML, node.address, keys={...})
         assert wait_for_subscriptions(data, "+447700900123", 0, timeout=5) == 0
@@ -40,6 +40,9 @@ __all__ = [
     "wait_for_subscriptions",
 ]
 
+SERVE_DEFAULT_DOMAIN = "example.test"
+"""The domain of a node started without ``--domain`` (:func:`presence_node`'s default), which
+its HSS must be made for."""
 CLI_TIMEOUT = 30.0
 """Seconds one ``presence-sip hss ...`` command may take."""
 
@@ -73,10 +76,11 @@ def provision(
     *,
     password: str = "secret",
     rules: Iterable[tuple[str, str, str]] = (),
+    domain: str = SERVE_DEFAULT_DOMAIN,
 ) -> None:
     """Add subscribers (MSISDNs) and rules ``(owner, watcher URI, action)`` to DATA's HSS
     in-process (the library call behind ``presence-sip hss``; a CLI start per row is slow)."""
-    store = SqliteSubscriberStore.open(data)
+    store = SqliteSubscriberStore.open(data, domain)
     try:
         for msisdn in subscribers:
             store.add_subscriber(msisdn, password)

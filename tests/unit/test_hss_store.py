@@ -604,12 +604,19 @@ def test_sqlite_other_domain_is_refused(tmp_path: Path) -> None:
         SqliteSubscriberStore.open(tmp_path, "bad domain")
 
 
-def test_sqlite_default_domain(tmp_path: Path) -> None:
-    store = SqliteSubscriberStore.open(tmp_path)
+def test_a_new_sqlite_store_needs_a_domain_and_makes_nothing_without(tmp_path: Path) -> None:
+    """No guessed realm: HA1s stored for example.test would be refused by a net-b.test node."""
+    data = tmp_path / "data"
+    with pytest.raises(database.DomainNotRecorded, match="needs the network domain"):
+        SqliteSubscriberStore.open(data)
+    assert not data.exists()
+    conn = database.open_network_database(data)  # a database made by another component
     try:
-        assert store.domain == "example.test"
+        with pytest.raises(database.DomainNotRecorded, match="no network domain yet"):
+            SqliteSubscriberStore(conn)
+        assert database.get_setting(conn, "domain") is None
     finally:
-        store.close()
+        conn.close()
 
 
 def test_sqlite_rejects_a_file_that_is_not_a_database(tmp_path: Path) -> None:
