@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from serve_process import serve_command
 
 from presence_sip.cli import hss as hss_cli
 from presence_sip.cli.main import build_parser
@@ -614,3 +615,16 @@ def test_concurrent_processes_share_one_database(tmp_path: Path) -> None:
         assert store.data_version() == len(numbers)
     finally:
         store.close()
+
+
+def test_a_node_of_another_domain_refuses_the_hss(tmp_path: Path) -> None:
+    """What the realm trap did: an HSS made for example.test, a node for net-b.test."""
+    made = Hss(tmp_path / "net")
+    made.ok("--domain", "example.test", "subscriber", "add", B, "--password", "pw")
+    before = made.dump()
+    argv = [*serve_command(), "serve", "--data", str(made.data), "--domain", "net-b.test",
+            "--listen", "udp:127.0.0.1:0"]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert "database belongs to domain example.test, not net-b.test" in done.stderr
+    assert made.dump() == before
