@@ -129,9 +129,8 @@ def check_against_store(
     *existing*: the store's MSISDNs; *identity_owners*: its extra identities -> MSISDN;
     *servers*: its presence servers' names.  With *update* and an ``identities`` column, the
     extra identities of the updated subscribers are replaced, so theirs are free to move."""
-    moving = frozenset(row.subscriber.msisdn for row in table.rows) if (
-        update and SubscriberField.IDENTITIES in table.fields
-    ) else frozenset()  # fmt: skip
+    replaces_identities = update and SubscriberField.IDENTITIES in table.fields
+    moving = {row.subscriber.msisdn for row in table.rows} if replaces_identities else set()
     bad: list[BadLine] = []
     for row in table.rows:
         record = row.subscriber
