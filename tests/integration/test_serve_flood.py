@@ -157,7 +157,7 @@ def stray(number: int) -> bytes:
 
 def presence_node(serve_factory: Callable[..., ServeProcess], data: Path) -> ServeProcess:
     data.mkdir(parents=True)
-    store = SqliteSubscriberStore.open(data)
+    store = SqliteSubscriberStore.open(data, DOMAIN)
     try:
         store.add_subscriber(PRESENTITY, "secret-pw")
     finally:
