@@ -482,7 +482,8 @@ class PresenceServer:
         presentity.watchers.pop(sub.id, None)
         presentity.winfo.pop(sub.id, None)
         if sub.event == PRESENCE:
-            self._list_ended(presentity, sub.ended_entry(now))
+            if presentity.winfo:  # (no entry made on the usual path: nobody reads one)
+                self._list_ended(presentity, sub.ended_entry(now))
             self._winfo_changed(sub.presentity, now)
         else:
             self._ended_watchers.pop(sub.id, None)
