@@ -61,11 +61,11 @@ def _chain_problem(
     anchors = _read_certificates(ca_file, "CA bundle")
     current = own
     for _ in range(MAX_CHAIN):
-        anchor = _issuer_among(current, anchors)
+        anchor = _issuer_among(current, anchors, now)
         if anchor is not None:
             what = f"CA certificate {_subject(anchor)} of {os.fspath(ca_file)}"
             return validity_problem(anchor, what, now)
-        issuer = _issuer_among(current, intermediates)
+        issuer = _issuer_among(current, intermediates, now)
         if issuer is None or issuer == current:
             break
         what = f"CA certificate {_subject(issuer)} in {os.fspath(cert)}"
@@ -81,9 +81,12 @@ def _chain_problem(
 
 
 def _issuer_among(
-    certificate: x509.Certificate, candidates: Sequence[x509.Certificate]
+    certificate: x509.Certificate, candidates: Sequence[x509.Certificate], now: float
 ) -> x509.Certificate | None:
-    """The candidate whose key signed ``certificate``, if any."""
+    """The candidate whose key signed ``certificate``, if any: one valid at ``now`` when there
+    is one, as OpenSSL's issuer lookup prefers (a CA certificate issued again with the same
+    name and key, its expired predecessor still in the bundle), else the first."""
+    found: x509.Certificate | None = None
     for candidate in candidates:
         if certificate.issuer != candidate.subject:
             continue
@@ -91,8 +94,11 @@ def _issuer_among(
             certificate.verify_directly_issued_by(candidate)
         except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
             continue
-        return candidate
-    return None
+        if validity_problem(candidate, "", now) is None:
+            return candidate
+        if found is None:
+            found = candidate
+    return found
 
 
 def _subject(certificate: x509.Certificate) -> str:

@@ -183,3 +183,39 @@ def test_an_expired_ca_of_the_bundle_is_refused(tmp_path: Path) -> None:
     assert certificate_problem(cert, ca, at(NOW)) == (
         f"CA certificate CN=Root CA of {ca} expired on {root.not_valid_after_utc}: peers refuse it"
     )
+
+
+def _reissue(
+    ca: x509.Certificate, key: ec.EllipticCurvePrivateKey, by: ec.EllipticCurvePrivateKey
+) -> x509.Certificate:
+    """``ca`` issued again by its issuer (the key ``by``) with the same name and key, valid
+    from yesterday."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(ca.subject)
+        .issuer_name(ca.issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(NOW + dt.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(by, hashes.SHA256())
+    )
+
+
+def test_a_ca_issued_again_with_its_key_is_taken_beside_its_expired_predecessor(
+    tmp_path: Path,
+) -> None:
+    """An operator's CA renewed with the same name and key: the bundle (and a chain file) may
+    keep the expired certificate before the new one; OpenSSL picks the valid one, so must we."""
+    root, root_key = _issue("Root CA", None, ca=True, days=(-400, -1))
+    middle, middle_key = _issue("Issuing CA", (root.subject, root_key), ca=True, days=(-400, -2))
+    leaf, _ = _issue("ps1.net-b.test", (middle.subject, middle_key), ca=False)
+    cert, ca = tmp_path / "ps1-chain.pem", tmp_path / "bundle.pem"
+    cert.write_bytes(_pem(leaf, middle, _reissue(middle, middle_key, root_key)))
+    ca.write_bytes(_pem(root, _reissue(root, root_key, root_key)))
+    assert certificate_problem(cert, ca, at(NOW)) is None
+    ca.write_bytes(_pem(root))  # only the expired one: still refused, naming it
+    assert certificate_problem(cert, ca, at(NOW)) == (
+        f"CA certificate CN=Root CA of {ca} expired on {root.not_valid_after_utc}: peers refuse it"
+    )
