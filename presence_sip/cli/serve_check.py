@@ -44,8 +44,11 @@ def _check_tls(config: NodeConfig) -> str:
     when peers would refuse the certificate."""
     if config.tls is None:
         return "no TLS"
-    contexts, warnings = load_tls(config.tls)
-    problem = certificate_problem(config.tls.cert, config.tls.ca, time.time())
+    try:
+        contexts, warnings = load_tls(config.tls)
+        problem = certificate_problem(config.tls.cert, config.tls.ca, time.time())
+    except ConfigError as exc:  # (a file that does not load: named, as the node is)
+        raise ConfigError(f"{config.name}: {exc}") from None
     if problem is not None:
         raise ConfigError(f"{config.name}: {problem}")
     for warning in warnings:  # (what is left: a certificate about to expire)

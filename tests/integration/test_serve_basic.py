@@ -421,5 +421,5 @@ def test_check_loads_the_config_and_its_tls_files_and_serves_nothing(tmp_path: P
     bad = check()
     assert bad.returncode == 2
     assert bad.stderr.startswith(
-        f"presence-sip: error: cannot load TLS certificate {files.cert} with key {files.key}: "
+        f"presence-sip: error: ps1: cannot load TLS certificate {files.cert} with key {files.key}: "
     )

@@ -165,7 +165,7 @@ def test_a_key_that_is_not_the_certificates_fails(tmp_path: Path) -> None:
     ps1, ps2 = issue(tmp_path / "certs", "ps1"), issue(tmp_path / "certs", "ps2")
     mixed = pki.NodeFiles(ps1.spec, ps1.cert, ps2.key, ps1.chain, ps1.combined, ps1.ca)
     line = refused(check(write_config(tmp_path, tmp_path / "data", {"ps1": mixed}, ca=ps1.ca)))
-    assert line.startswith(f"cannot load TLS certificate {ps1.cert} with key {ps2.key}: ")
+    assert line.startswith(f"ps1: cannot load TLS certificate {ps1.cert} with key {ps2.key}: ")
     assert "KEY_VALUES_MISMATCH" in line
 
 
