@@ -659,6 +659,10 @@ class Driver:
         if not self._running:
             return False
         if not conn.outbound:
+            flood = self.flood
+            if flood is not None and flood.refused_when_up(conn.peer.host, self._now()):
+                self._warn_source_refused(conn, "blocked for flooding")
+                return False
             if self._inbound >= self._limits.max_connections:
                 # Once a minute, with the count and the latest peer: one connection flooder
                 # holding every slot made one WARNING line per connection it (or anyone)

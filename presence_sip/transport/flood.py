@@ -171,6 +171,16 @@ class FloodGuard:
         self._connections[address] = count + 1
         return None
 
+    def refused_when_up(self, host: str, now: float) -> bool:
+        """An inbound connection :meth:`connection_refusal` took is up (TLS: its handshake,
+        which may last seconds, is done): True, counted as refused, when its address was
+        blocked meanwhile (it is then closed, as a new connection from it is refused)."""
+        buckets = self._streams
+        if not buckets.limit or not buckets.blocked_for(host, now):
+            return False
+        self.refused_connections += 1
+        return True
+
     def connection_closed(self, host: str) -> None:
         """An inbound connection :meth:`connection_refusal` took is gone (closed, refused later,
         or its handshake failed)."""

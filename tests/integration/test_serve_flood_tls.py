@@ -154,3 +154,33 @@ def test_a_source_failing_handshake_after_handshake_is_blocked(
         assert client.recv_all(quiet=1.0) == []
     wait_for_count(node, "refusing connections from 127.0.0.3: blocked for flooding", 1)
     assert tls_options(NEIGHBOUR, port, ca) == 200
+
+
+def refused_once_up(sock: socket.socket, ca: Path) -> bool:
+    """Whether the node ends the connection ``sock`` held open when its handshake is done
+    (or fails it)."""
+    context = ssl.create_default_context(cafile=str(ca))
+    try:
+        tls = context.wrap_socket(sock, server_hostname=LOOPBACK)
+    except OSError:  # (ssl.SSLError included: aborted before the client was done)
+        return True
+    with tls:
+        try:
+            return closed_by_node(tls, within=3.0)
+        except OSError:
+            return True
+
+
+def test_a_handshake_that_ends_after_its_address_was_blocked_is_refused(
+    serve_factory: Callable[..., ServeProcess], tmp_path: Path
+) -> None:
+    """A connection accepted before the block, its handshake held open meanwhile: done, it is
+    closed as a new one from the blocked address would be refused (it held a slot of the
+    node's max_connections until its idle timeout)."""
+    node, port, ca = start_tls_node(serve_factory, tmp_path / "certs")
+    held = connect_from(SCANNER, port)  # no ClientHello yet: its handshake is pending
+    for _ in range(LIMIT):
+        fail_handshake(SCANNER, port)
+    wait_for_count(node, f"flood blocked: src={SCANNER}", 1)
+    assert refused_once_up(held, ca)
+    assert tls_options(NEIGHBOUR, port, ca) == 200

@@ -212,3 +212,19 @@ def test_a_phone_retrying_a_handshake_it_cannot_finish_is_never_blocked() -> Non
         assert not guard.handshake_failed(SOURCE, now)
         guard.connection_closed(SOURCE)
     assert (guard.blocks, guard.refused_connections) == (0, 0)
+
+
+def test_a_connection_taken_before_its_address_was_blocked_is_refused_once_up() -> None:
+    """A TLS connection is taken at its accept; its handshake may end seconds later, after
+    its address was blocked (by its other connections' failed handshakes): refused then."""
+    guard = FloodGuard(10, max_connections=5)
+    assert guard.connection_refusal(SOURCE, T0) is None
+    assert not guard.refused_when_up(SOURCE, T0)  # (not blocked: taken)
+    assert guard.connection_refusal(SOURCE, T0) is None
+    for _ in range(10):
+        guard.handshake_failed(SOURCE, T0)
+    assert guard.refused_when_up(SOURCE, T0 + 1)
+    assert guard.refused_connections == 1
+    assert not guard.refused_when_up("192.0.2.6", T0 + 1)
+    assert not guard.refused_when_up(SOURCE, T0 + 60)  # the block is over
+    assert not FloodGuard(0, max_connections=5).refused_when_up(SOURCE, T0)
