@@ -13,8 +13,10 @@ check (the service's, under the systemd unit) while the node may be running:
 
 Nothing is written, no lock is taken: the database is read through the write-ahead log a running
 node keeps (``mode=ro``, a reader that never blocks its writer), or, when no node has it open
-(no ``-wal``/``-shm`` beside it), as an immutable file, so that no log file is left behind
-(owned by whoever ran the check).
+(no ``-wal`` beside it), as an immutable file, so that no log file is left behind (owned by
+whoever ran the check).  A ``-wal`` without its ``-shm`` (a stop without a checkpoint) still
+holds commits, the schema and the domain among them: it is read with ``mode=ro`` too (SQLite
+then makes the ``-shm`` beside it; an immutable reader would not see them).
 """
 
 from __future__ import annotations
@@ -157,11 +159,11 @@ def _ownership(path: Path) -> str:
 
 
 def _connect_without_trace(path: Path) -> sqlite3.Connection:
-    """A read-only connection that writes nothing beside ``path``: through the log of the node
-    that has it open, else as an immutable file (SQLite would make ``-wal`` and ``-shm`` files
-    for a read-only reader, and leave them)."""
-    running = all(Path(f"{path}{suffix}").exists() for suffix in LOG_SUFFIXES)
-    mode = "mode=ro" if running else "immutable=1"
+    """A read-only connection that writes nothing beside ``path``: through its write-ahead log
+    when there is one (the node's that has it open), else as an immutable file (SQLite would
+    make ``-wal`` and ``-shm`` files for a read-only reader, and leave them)."""
+    logged = Path(f"{path}-wal").exists()  # (immutable=1 would not read what it holds)
+    mode = "mode=ro" if logged else "immutable=1"
     try:
         return sqlite3.connect(
             f"file:{path.resolve().as_posix()}?{mode}", uri=True, isolation_level=None

@@ -76,6 +76,27 @@ def test_a_database_in_use_is_read_through_its_log(tmp_path: Path) -> None:
         running.close()
 
 
+def test_a_log_left_without_its_shm_file_is_read(tmp_path: Path) -> None:
+    """A ``-wal`` holding commits (here the whole schema and the domain: nothing was
+    checkpointed) with no ``-shm`` beside it, as a copy of a live data directory may leave:
+    read through it, not as an immutable file that would find an empty database."""
+    live, copied = tmp_path / "live", tmp_path / "copy"
+    live.mkdir()
+    copied.mkdir()
+    writer = connect(database_path(live))
+    try:
+        writer.execute("PRAGMA wal_autocheckpoint = 0")
+        SqliteSubscriberStore(writer, domain="net-a.test").add_subscriber("+447700900602", "pw")
+        for name in ("presence.sqlite", "presence.sqlite-wal"):
+            (copied / name).write_bytes((live / name).read_bytes())
+    finally:
+        writer.close()
+    refusal = re.escape("database belongs to domain net-a.test, not net-b.test")
+    with pytest.raises(ConfigError, match=refusal):
+        check_database(copied, DOMAIN, "ps1")
+    assert check_database(copied, "net-a.test", "ps1").describe() == "database: 1 subscriber"
+
+
 def test_a_database_of_another_domain_is_refused_as_the_node_refuses_it(tmp_path: Path) -> None:
     data = tmp_path / "net-b"
     provision(data, "+447700900601", domain="net-a.test")
