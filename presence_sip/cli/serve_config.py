@@ -15,7 +15,7 @@ make one all-in-one node.  A config file::
     flood_requests = 0         # requests from one address at once, or more a second, that get
     flood_block_seconds = 60   # it dropped this long (Kamailio's pike); flood_requests 0: off
     max_connections_per_source = 0  # TCP/TLS connections open from one address; 0: no cap
-    flood_exempt = []          # edge proxies / SBCs; the nodes of this file are exempt anyway
+    flood_exempt = []          # edge proxies / SBCs; this file's nodes and routes are exempt anyway
     metrics_listen = "127.0.0.1:9091"  # GET /metrics (Prometheus) for this process's nodes
     server_header = "presence-sip"  # "" leaves the Server header out
     ca = "certs/net-b.test/ca.pem"
@@ -207,6 +207,10 @@ def _node_config(
             ),
         )
     roles = args.roles.split(",") if args.roles else node.get("roles", sorted(ROLES))
+    routes = _routes(network.get("route", []))
+    # The next hops of the routes are peers, as the file's own nodes are: a burst of their late
+    # answers (strays once our transactions have timed out) must not block a peering network.
+    peers = tuple(dict.fromkeys(hop.host for hops in routes.values() for hop in hops))
     return NodeConfig(
         name=node.get("name", "node"),
         domain=_domain(pick(args.domain, "domain", "example.test")),
@@ -220,7 +224,7 @@ def _node_config(
         ),
         default_policy=pick(args.default_policy, "default_policy", "confirm"),
         tls=tls,
-        routes=_routes(network.get("route", [])),
+        routes=routes,
         limits=Limits(
             max_transactions=_positive(
                 "max_transactions",
@@ -247,7 +251,9 @@ def _node_config(
                 "max_connections_per_source",
                 pick(args.max_connections_per_source, "max_connections_per_source", 0),
             ),
-            flood_exempt=_networks("flood_exempt", pick(None, "flood_exempt", [])) + siblings,
+            flood_exempt=_networks("flood_exempt", pick(None, "flood_exempt", []))
+            + siblings
+            + peers,
         ),
         registrar=_settings(RegistrarPolicy, "registrar", pick(None, "registrar", {})),
         presence=_settings(PresenceSettings, "presence", pick(None, "presence", {})),
