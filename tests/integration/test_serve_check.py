@@ -169,6 +169,25 @@ def test_a_key_that_is_not_the_certificates_fails(tmp_path: Path) -> None:
     assert "KEY_VALUES_MISMATCH" in line
 
 
+def test_a_key_the_checking_user_cannot_read_fails_naming_the_node(tmp_path: Path) -> None:
+    """The key ``certs node --renew`` wrote as root (mode 0600), before it is given back to the
+    service's group: the line names the node, as every other refusal does (operator walkthrough:
+    it was the only one that did not)."""
+    ps1, ps2 = issue(tmp_path / "certs", "ps1"), issue(tmp_path / "certs", "ps2")
+    config = write_config(tmp_path, tmp_path / "data", {"ps1": ps1, "ps2": ps2}, ca=ps1.ca)
+    ps2.key.chmod(0o600)
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        nobody = pwd.getpwnam("nobody")
+        os.chown(ps2.key, nobody.pw_uid, nobody.pw_gid)
+        prefix = WITHOUT_OVERRIDE
+    else:
+        ps2.key.chmod(0o000)
+    assert refused(check(config, prefix=prefix)) == (
+        f"ps2: cannot read TLS key {ps2.key}: Permission denied"
+    )
+
+
 # -- the database ----------------------------------------------------------------------------
 
 
