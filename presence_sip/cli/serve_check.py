@@ -13,6 +13,7 @@ node (exit status 2); else one line per node and ``configuration ok``.
 
 from __future__ import annotations
 
+import os
 import time
 
 from presence_sip.node import NodeConfig, load_tls
@@ -32,7 +33,7 @@ def check(configs: list[NodeConfig]) -> int:
         listen = " ".join(str(spec) for spec in config.listen)
         print(
             f"{config.name}: {config.domain}, roles {','.join(sorted(config.roles))}, "
-            f"listens {listen}, data {config.data_dir}, auth {config.auth}; {tls};"
+            f"listens {listen}, data {os.path.abspath(config.data_dir)}, auth {config.auth}; {tls};"
             f" {database.describe()}"
         )
     print(f"configuration ok: {len(configs)} node{'' if len(configs) == 1 else 's'}")

@@ -111,6 +111,28 @@ def test_a_good_network_is_ok_with_a_line_per_node(tmp_path: Path) -> None:
     assert sorted(p.name for p in data.iterdir()) == ["presence.sqlite"]  # nothing left
 
 
+def test_the_line_names_the_data_directory_checked_as_an_absolute_path(tmp_path: Path) -> None:
+    """A relative ``data`` is taken from where the check runs (the unit's WorkingDirectory):
+    run from elsewhere it checks another directory, and the line must show which (operator
+    walkthrough: run from the clone, ``data data/net-b`` looked like the network's own)."""
+    home, elsewhere = tmp_path / "lib", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    provision(home / "data" / "net-b", ALICE)
+    config = tmp_path / "net.toml"
+    config.write_text(
+        f'[network]\ndomain = "{NETWORK}"\ndata = "data/net-b"\n[[node]]\nname = "ps1"\n'
+    )
+    for cwd, database in ((home, "database: 1 subscriber"), (elsewhere, "new database")):
+        result = subprocess.run(
+            [*serve_command(), "serve", str(config), "--check"],
+            capture_output=True, text=True, timeout=60, check=False, cwd=cwd,
+        )  # fmt: skip
+        assert result.returncode == 0, result
+        assert f", data {cwd / 'data' / 'net-b'}, auth digest; no TLS; {database}\n" in (
+            result.stdout
+        )
+
+
 def test_a_certificate_expiring_within_30_days_is_a_warning_with_its_date(tmp_path: Path) -> None:
     ps1 = issue(tmp_path / "certs", "ps1", days_ago=805)
     result = check(write_config(tmp_path, tmp_path / "data", {"ps1": ps1}, ca=ps1.ca))
