@@ -90,16 +90,27 @@ def run_restore(args: argparse.Namespace) -> int:
     with _nodes_stopped(data):
         counts = check_backup(backup, runnable=True)
         current = database_path(data)
-        saved, mode = None, DATABASE_MODE
+        saved, mode, owner = None, DATABASE_MODE, _owner(data)
         if current.exists():
             stamp = time.strftime("%Y%m%d-%H%M%S")
             saved = _unused(current.with_name(f"{DATABASE_NAME}.before-restore-{stamp}"))
             copy_database(current, saved)
             mode = stat.S_IMODE(current.stat().st_mode)  # (an operator's choice is kept)
-        copy_database(backup, current, replace_log=True, mode=mode)
+            owner = _owner(current)
+        copy_database(backup, current, replace_log=True, mode=mode, owner=owner)
     kept = f"; the database it replaced is {saved}" if saved is not None else ""
     print(f"restored {backup} to {current}: {summary(counts)}{kept}")
     return 0
+
+
+def _owner(path: Path) -> tuple[int, int] | None:
+    """Who the restored database is to belong to when root restores it: the owner of the one
+    it replaces (else of the data directory), so that the nodes' user can still open it; None
+    for any other user, whose files are its own."""
+    if os.geteuid() != 0:
+        return None
+    status = path.stat()
+    return status.st_uid, status.st_gid
 
 
 def _unused(path: Path) -> Path:
@@ -113,10 +124,16 @@ def _unused(path: Path) -> Path:
 
 
 def copy_database(
-    source: Path, target: Path, *, replace_log: bool = False, mode: int = 0o600
+    source: Path,
+    target: Path,
+    *,
+    replace_log: bool = False,
+    mode: int = 0o600,
+    owner: tuple[int, int] | None = None,
 ) -> dict[str, int]:
     """Copy ``source`` (its log's commits included) to ``target``, mode ``mode`` (0600: it
-    holds credentials), through a temporary file and a rename, checked first; the counts of
+    holds credentials) and, given, ``owner`` (uid, gid), through a temporary file and a rename,
+    checked first; the counts of
     :data:`~presence_sip.storage.database_check.COUNTED_TABLES` in the copy.
 
     ``replace_log``: ``target`` is a live database path whose old ``-wal``/``-shm`` files must
@@ -127,6 +144,8 @@ def copy_database(
             _online_copy(source, temporary)
             counts = check_backup(temporary)
             os.chmod(temporary, mode)
+            if owner is not None:
+                os.chown(temporary, *owner)
             if replace_log:
                 for suffix in WAL_FILES:
                     Path(f"{target}{suffix}").unlink(missing_ok=True)

@@ -4,7 +4,7 @@ What a start needs of ``DATA_DIR`` and its ``presence.sqlite``, checked as the u
 check (the service's, under the systemd unit) while the node may be running:
 
 * the directory and the files the node opens (the database, its ``-wal`` and ``-shm`` files, the
-  node's lock file) readable and writable: after a ``restore`` or an ``hss`` command run as root
+  node's lock file) readable and writable: after an ``hss`` command that made them as root
   they may be root's, and the node cannot open them;
 * a data directory that does not exist yet can be made (its first existing parent writable);
 * the schema not written by a later release (a node of this one refuses it: a downgrade);

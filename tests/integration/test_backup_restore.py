@@ -9,6 +9,7 @@ and the database it replaced is kept.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sqlite3
 import stat
@@ -216,3 +217,17 @@ def test_two_restores_within_a_second_keep_both_replaced_databases(
     with sqlite3.connect(data / kept[0]) as old:
         [(count,)] = old.execute("SELECT count(*) FROM hss_subscribers").fetchall()
     assert count == 3  # the original's
+
+
+def test_a_restore_as_root_leaves_the_database_to_the_nodes_user(tmp_path: Path) -> None:
+    """Root restoring (a restore in a root shell, as an operator does) gives the restored
+    database the replaced one's owner: left root's, the nodes' user could not open it and the
+    next start failed.  Run as another user, the file is simply that user's."""
+    data, backup = tmp_path / "net", tmp_path / "backup.sqlite"
+    provision(data)
+    assert cli("backup", "--data", str(data), str(backup)).returncode == 0
+    nodes_user = (65534, 65534) if os.geteuid() == 0 else (os.getuid(), os.getgid())
+    os.chown(database_path(data), *nodes_user)
+    assert backup_module.run_restore(argparse.Namespace(file=str(backup), data=str(data))) == 0
+    restored = database_path(data).stat()
+    assert (restored.st_uid, restored.st_gid) == nodes_user
