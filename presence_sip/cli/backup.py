@@ -34,7 +34,11 @@ from presence_sip.storage.database import (
     map_errors,
     newer_schemas,
 )
-from presence_sip.storage.database_check import register_every_store, table_counts
+from presence_sip.storage.database_check import (
+    describe_counts,
+    register_every_store,
+    table_counts,
+)
 
 DEFAULT_DATA_DIR = "./data"
 
@@ -76,7 +80,7 @@ def run_backup(args: argparse.Namespace) -> int:
     if target.resolve() == source.resolve():
         raise ConfigError(f"{target} is the database itself")
     counts = copy_database(source, target)
-    print(f"backed up {source} to {target}: {summary(counts)}, {_size(target)}")
+    print(f"backed up {source} to {target}: {describe_counts(counts)}, {_size(target)}")
     return 0
 
 
@@ -99,7 +103,7 @@ def run_restore(args: argparse.Namespace) -> int:
             owner = _owner(current)
         copy_database(backup, current, replace_log=True, mode=mode, owner=owner)
     kept = f"; the database it replaced is {saved}" if saved is not None else ""
-    print(f"restored {backup} to {current}: {summary(counts)}{kept}")
+    print(f"restored {backup} to {current}: {describe_counts(counts)}{kept}")
     return 0
 
 
@@ -206,10 +210,6 @@ def _refuse_later_release(conn: sqlite3.Connection, path: Path) -> None:
             f"{path} was written by a later presence-sip ({'; '.join(newer)}): "
             "restore it with that release"
         )
-
-
-def summary(counts: dict[str, int]) -> str:
-    return ", ".join(f"{count} {label}" for label, count in counts.items()) or "empty"
 
 
 @contextlib.contextmanager

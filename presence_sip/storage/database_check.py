@@ -69,6 +69,15 @@ def table_counts(conn: sqlite3.Connection) -> dict[str, int]:
     return counts
 
 
+def describe_counts(counts: dict[str, int]) -> str:
+    """``2 subscribers, 1 binding, ...`` of :func:`table_counts`, or ``empty``."""
+    held = ", ".join(
+        f"{count} {label if count != 1 else label.removesuffix('s')}"
+        for label, count in counts.items()
+    )
+    return held or "empty"
+
+
 @dataclass(frozen=True, slots=True)
 class DatabaseState:
     """What :func:`check_database` found."""
@@ -82,11 +91,7 @@ class DatabaseState:
         """``new database``, or what the database holds."""
         if self.counts is None:
             return "new database"
-        held = ", ".join(
-            f"{count} {label if count != 1 else label.removesuffix('s')}"
-            for label, count in self.counts.items()
-        )
-        return f"database: {held or 'empty'}"
+        return f"database: {describe_counts(self.counts)}"
 
 
 def check_database(data_dir: str | Path, domain: str, node: str) -> DatabaseState:
