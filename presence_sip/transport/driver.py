@@ -32,11 +32,13 @@ from presence_sip.config import Limits
 from presence_sip.log_limit import LogLimit
 from presence_sip.runtime.heap import trim_heap
 from presence_sip.sip.errors import ConfigError, SipParseError, TransportError
-from presence_sip.sip.memo import remember
 from presence_sip.sip.peer import Peer
 
 from .flood import FloodGuard
 from .listen import ListenSpec
+from .sockets import IP_LITERALS as _LITERALS  # (the send path's names, kept)
+from .sockets import bound_socket
+from .sockets import ip_literal as _ip_literal
 from .stream import StreamConnection
 from .tls import PeerIdentity, TlsContexts
 from .udp import UdpListener
@@ -286,7 +288,7 @@ class Driver:
     async def _listen(self, spec: ListenSpec) -> None:
         loop = self._get_loop()
         if spec.transport == "udp":
-            sock = _bound_socket(spec, socket.SOCK_DGRAM)
+            sock = bound_socket(spec, socket.SOCK_DGRAM)
             _, listener = await loop.create_datagram_endpoint(lambda: UdpListener(self), sock=sock)
             self._udp.append(listener)
             return
@@ -306,7 +308,7 @@ class Driver:
             self._track(conn)
             return conn
 
-        sock = _bound_socket(spec, socket.SOCK_STREAM)
+        sock = bound_socket(spec, socket.SOCK_STREAM)
         server = await loop.create_server(accept, sock=sock, backlog=BACKLOG)
         self._servers.append((spec.transport, server))
 
@@ -776,37 +778,3 @@ def _not_started() -> float:
 
 def _key(peer: Peer) -> AddressKey:
     return (peer.transport, peer.host, peer.port)
-
-
-_LITERALS: dict[str, tuple[str, int]] = {}
-
-
-def _ip_literal(host: str) -> tuple[str, int]:
-    """Normalised IP literal and its version; names are refused (the driver never resolves DNS).
-
-    Cached: every datagram sent goes through here, and ``ipaddress`` costs microseconds."""
-    found = _LITERALS.get(host)
-    if found is not None:
-        return found
-    try:
-        address = ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))
-    except ValueError:
-        raise TransportError(f"{host!r} is not an IP address (no DNS in the transport)") from None
-    return remember(_LITERALS, host, (address.compressed, address.version))
-
-
-def _bound_socket(spec: ListenSpec, kind: socket.SocketKind) -> socket.socket:
-    """A socket bound to ``spec`` without any name resolution."""
-    family = socket.AF_INET6 if spec.family_version == 6 else socket.AF_INET
-    sock = socket.socket(family, kind)
-    try:
-        if kind == socket.SOCK_STREAM:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind((spec.host, spec.port))
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
