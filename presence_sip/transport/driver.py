@@ -18,7 +18,6 @@ busy, and in groups of at most :data:`BURST_SEND_EVERY` while it has CPU time to
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import itertools
 import logging
 import math
@@ -36,6 +35,7 @@ from presence_sip.sip.peer import Peer
 
 from .flood import FloodGuard
 from .listen import ListenSpec
+from .outbound import CONNECT_TIMEOUT, FailureLog, connect, source_host
 from .sockets import IP_LITERALS as _LITERALS  # (the send path's names, kept)
 from .sockets import bound_socket
 from .sockets import ip_literal as _ip_literal
@@ -45,8 +45,6 @@ from .udp import UdpListener
 
 logger = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT = 10.0
-"""Seconds an outbound TCP connect plus TLS handshake may take."""
 HANDSHAKE_TIMEOUT = 10.0
 """Seconds an inbound TLS handshake may take, from its start (one timer, which a ClientHello
 trickled a byte at a time does not push back); the connection counts towards
@@ -184,9 +182,7 @@ class Driver:
         self._tasks: set[asyncio.Task[None]] = set()
         self._refused_handshakes = LogLimit()
         self._refused_connections = LogLimit()
-        self._send_failures = LogLimit()
-        self._send_failures_logged = 0
-        """``_send_failures.count`` when the last warning was logged."""
+        self._send_failures = FailureLog()
         self._handshakes_since_trim = 0
         self._trimmed_at = float("-inf")
         self._trim: asyncio.TimerHandle | None = None
@@ -538,71 +534,22 @@ class Driver:
         self._trimmed_at = time.monotonic()
         self._get_loop().run_in_executor(None, trim_heap)
 
-    def _source_host(self, transport: str, peer_host: str) -> str | None:
-        """The address a new outbound connection leaves from: one this node listens on with
-        that transport (as Kamailio binds them to its socket), so the peer sees the address the
-        node serves on.  Only a listen address of the peer's family and kind (loopback or not)
-        is used; None (the kernel's choice) otherwise, e.g. behind a wildcard listener."""
-        try:
-            peer = ipaddress.ip_address(peer_host)
-        except ValueError:
-            return None
-        for name, server in self._servers:
-            if name != transport:
-                continue
-            for sock in server.sockets:
-                host = ipaddress.ip_address(str(sock.getsockname()[0]).partition("%")[0])
-                if (
-                    not host.is_unspecified
-                    and host.version == peer.version
-                    and host.is_loopback == peer.is_loopback
-                ):
-                    return str(host)
-        return None
-
     async def _connect(self, conn: StreamConnection) -> None:
-        peer, tls = conn.peer, conn.transport_name == "tls"
-        source = self._source_host(conn.transport_name, peer.host)
-        context, name = self._client_ssl, peer.host
-        if tls and conn.domains:
-            # A route's next hop: its certificate is checked against the route's domains once
-            # the chain is verified (StreamConnection._up), the domain is the SNI.
-            context, name = self._route_ssl, min(conn.domains)
-        try:
-            async with asyncio.timeout(self._connect_timeout):
-                await self._get_loop().create_connection(
-                    lambda: conn,
-                    peer.host,
-                    peer.port,
-                    ssl=context if tls else None,
-                    server_hostname=name if tls else None,
-                    ssl_handshake_timeout=self._connect_timeout if tls else None,
-                    local_addr=None if source is None else (source, 0),
-                )
-        except (OSError, ssl.SSLError, ssl.CertificateError, ValueError) as exc:  # edge mapping
-            self._log_failure("cannot connect to %s: %s", peer, exc or type(exc).__name__)
-            self._connect_failed(conn)
-            return
-        except asyncio.CancelledError:
-            conn.fail()
-            raise
-        if conn.refused is not None:
-            self._log_failure("cannot connect to %s: %s", peer, conn.refused)
+        failure = await connect(
+            self._get_loop(),
+            conn,
+            source_host(self._servers, conn.transport_name, conn.peer.host),
+            client_ssl=self._client_ssl,
+            route_ssl=self._route_ssl,
+            timeout=self._connect_timeout,
+        )
+        if failure is not None:
+            self._log_failure("cannot connect to %s: %s", conn.peer, failure)
             self._connect_failed(conn)
 
     def _log_failure(self, message: str, peer: Peer, reason: object) -> None:
-        """A connection or send that failed: a warning at most once a minute (with how many
-        failed since the last one), the others at debug level.  Watchers that take no TCP make
-        one each time a large request is moved to TCP for them (RFC 3261 §18.1.1)."""
-        limit = self._send_failures
-        previous = limit.count
-        if limit.due(time.monotonic()):
-            more = previous - self._send_failures_logged
-            self._send_failures_logged = limit.count
-            suffix = f" ({more} more failed since the last warning)" if more > 0 else ""
-            logger.warning(message + "%s", peer, reason, suffix)
-        else:
-            logger.debug(message, peer, reason)
+        """A connection or send that failed (see :class:`~.outbound.FailureLog`)."""
+        self._send_failures.log(message, peer, reason)
 
     def _connect_failed(self, conn: StreamConnection) -> None:
         conn.fail()

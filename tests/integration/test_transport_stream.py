@@ -13,6 +13,7 @@ from certs_helper import RecordingEndpoint, eventually, expected_200, only_task_
 from presence_sip.config import Limits
 from presence_sip.sip.peer import Peer
 from presence_sip.transport import Driver, parse_listen, stream
+from presence_sip.transport.outbound import source_host
 from presence_sip.transport.stream import LINGER_MAX_BYTES, WRITE_HIGH_WATER, WRITE_LOW_WATER
 
 pytestmark = pytest.mark.integration
@@ -413,9 +414,9 @@ async def test_outbound_connection_leaves_from_the_listen_address(
         ((accepted, _),) = server_ep.made
         assert accepted.host == "127.0.0.7"
         # Never a loopback source towards another address, nor one of another transport.
-        assert client._source_host("tcp", "192.0.2.1") is None  # not contacted: a lookup
-        assert client._source_host("tcp", "::1") is None
-        assert client._source_host("tls", "127.0.0.1") is None
+        assert source_host(client._servers, "tcp", "192.0.2.1") is None  # not contacted: a lookup
+        assert source_host(client._servers, "tcp", "::1") is None
+        assert source_host(client._servers, "tls", "127.0.0.1") is None
     finally:
         await client.stop()
         await server.stop()
@@ -472,7 +473,7 @@ async def test_failed_connections_warn_once_a_minute_with_a_count(
             endpoint.queue(b"x", target)
         driver.transmit()
         await eventually(lambda: len(endpoint.lost) == 3)
-        driver._send_failures._next = 0.0  # a minute later
+        driver._send_failures.limit._next = 0.0  # a minute later
         late = Peer("tcp", "127.0.0.1", free_port())
         endpoint.queue(b"x", late)
         driver.transmit()
