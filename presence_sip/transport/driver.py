@@ -29,11 +29,11 @@ from typing import Any, ParamSpec, Protocol, TypeVar
 
 from presence_sip.config import Limits
 from presence_sip.log_limit import LogLimit
-from presence_sip.runtime.heap import trim_heap
 from presence_sip.sip.errors import ConfigError, SipParseError, TransportError
 from presence_sip.sip.peer import Peer
 
 from .flood import FloodGuard
+from .handshakes import HANDSHAKE_TIMEOUT, HandshakeBookkeeping
 from .listen import ListenSpec
 from .outbound import CONNECT_TIMEOUT, FailureLog, connect, source_host
 from .sockets import IP_LITERALS as _LITERALS  # (the send path's names, kept)
@@ -45,16 +45,6 @@ from .udp import UdpListener
 
 logger = logging.getLogger(__name__)
 
-HANDSHAKE_TIMEOUT = 10.0
-"""Seconds an inbound TLS handshake may take, from its start (one timer, which a ClientHello
-trickled a byte at a time does not push back); the connection counts towards
-``max_connections_per_source`` meanwhile."""
-TRIM_AFTER_HANDSHAKES = 500
-"""Aborted inbound TLS handshakes after which the C heap is trimmed ..."""
-TRIM_INTERVAL = 5.0
-"""... at most once per this many seconds (on a thread: a trim walks the heap, 5-30 ms) ..."""
-TRIM_DELAY = 1.0
-"""... and this long after the threshold is reached, once the burst has ended."""
 STOP_GRACE = 2.0
 """Seconds :meth:`Driver.stop` lets connections close gracefully before aborting them."""
 BACKLOG = 1024
@@ -180,12 +170,9 @@ class Driver:
         to reach, not the address it resolved to; the identities as §7.1 reads them, see
         ``tls.domain_identities``).  Other peers: Python's host name check of their host."""
         self._tasks: set[asyncio.Task[None]] = set()
-        self._refused_handshakes = LogLimit()
+        self._handshakes = HandshakeBookkeeping()
         self._refused_connections = LogLimit()
         self._send_failures = FailureLog()
-        self._handshakes_since_trim = 0
-        self._trimmed_at = float("-inf")
-        self._trim: asyncio.TimerHandle | None = None
         self._ids = itertools.count(1)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
@@ -228,9 +215,7 @@ class Driver:
         """Close every socket and connection; leaves no task, timer or open transport behind."""
         self._running = False
         self._cancel_timer()
-        if self._trim is not None:
-            self._trim.cancel()
-            self._trim = None
+        self._handshakes.cancel()
         for _, server in self._servers:
             server.close()
         tasks = list(self._tasks)
@@ -513,26 +498,11 @@ class Driver:
             logger.error("transport task failed (a bug)", exc_info=error)
 
     def handshake_aborted(self, conn: StreamConnection, *, failed: bool) -> None:
-        """A failed handshake counts towards its source's flood bucket (``transport.flood``).
-        An aborted one left C heap glibc keeps (runtime/heap.py): after many, give it
-        back, a second after the burst (a flood times out together, and trimming in the middle
-        of one gives back only half of it), on a thread (a trim walks the whole heap)."""
+        """A failed handshake counts towards its source's flood bucket (``transport.flood``);
+        an aborted one towards a trim of the C heap (:meth:`.HandshakeBookkeeping.aborted`)."""
         if failed and self.flood is not None and self._running:
             self.flood.handshake_failed(conn.peer.host, self._now())
-        self._handshakes_since_trim += 1
-        if (
-            self._handshakes_since_trim >= TRIM_AFTER_HANDSHAKES
-            and self._trim is None
-            and self._running
-        ):
-            delay = max(TRIM_DELAY, self._trimmed_at + TRIM_INTERVAL - time.monotonic())
-            self._trim = self._get_loop().call_later(delay, self._trim_heap)
-
-    def _trim_heap(self) -> None:
-        self._trim = None
-        self._handshakes_since_trim = 0
-        self._trimmed_at = time.monotonic()
-        self._get_loop().run_in_executor(None, trim_heap)
+        self._handshakes.aborted(self._loop if self._running else None)
 
     async def _connect(self, conn: StreamConnection) -> None:
         failure = await connect(
@@ -569,20 +539,10 @@ class Driver:
         if not self._running or len(self._tasks) >= self._limits.max_connections:
             coro.close()
             if self._running:
-                self._warn_pending_cap()
+                self._handshakes.refused(len(self._tasks))
             return False
         self._start_task(coro)
         return True
-
-    def _warn_pending_cap(self) -> None:
-        """Refusing handshakes is when an operator needs to know why peers cannot connect (a
-        flood of connections that never finish theirs): once a minute at most."""
-        if self._refused_handshakes.due(time.monotonic()):
-            logger.warning(
-                "refusing TLS connections: %d handshakes pending (max_connections); %d refused",
-                len(self._tasks),
-                self._refused_handshakes.count,
-            )
 
     def stream_accepted(self, conn: StreamConnection) -> bool:
         """An inbound connection, before anything else (TLS: before its handshake): the flood

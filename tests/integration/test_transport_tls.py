@@ -31,10 +31,10 @@ from presence_sip.transport import (
     Driver,
     PeerIdentity,
     client_context,
+    handshakes,
     parse_listen,
     server_context,
 )
-from presence_sip.transport import driver as driver_module
 from presence_sip.transport.tls import route_context
 
 pytestmark = pytest.mark.integration
@@ -410,9 +410,9 @@ async def test_the_c_heap_is_trimmed_after_a_burst_of_handshakes(
     """Aborted handshakes leave C heap glibc keeps (40 KB each in the audit): after a burst
     the driver gives it back (runtime/heap.py), once, after the burst."""
     trims: list[float] = []
-    monkeypatch.setattr(driver_module, "trim_heap", lambda: trims.append(time.monotonic()))
-    monkeypatch.setattr(driver_module, "TRIM_AFTER_HANDSHAKES", 3)
-    monkeypatch.setattr(driver_module, "TRIM_DELAY", 0.05)
+    monkeypatch.setattr(handshakes, "trim_heap", lambda: trims.append(time.monotonic()))
+    monkeypatch.setattr(handshakes, "TRIM_AFTER_HANDSHAKES", 3)
+    monkeypatch.setattr(handshakes, "TRIM_DELAY", 0.05)
     drv = await tls_node(endpoint, pki)
     try:
         for _ in range(5):
