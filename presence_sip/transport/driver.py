@@ -28,10 +28,10 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, Protocol, TypeVar
 
 from presence_sip.config import Limits
-from presence_sip.log_limit import LogLimit
 from presence_sip.sip.errors import ConfigError, SipParseError, TransportError
 from presence_sip.sip.peer import Peer
 
+from .connection_limits import ConnectionLimits
 from .flood import FloodGuard
 from .handshakes import HANDSHAKE_TIMEOUT, HandshakeBookkeeping
 from .listen import ListenSpec
@@ -163,7 +163,7 @@ class Driver:
             else None
         )
         """Requests and connections per source address (``transport.flood``); None: off."""
-        self._refused_by_source = LogLimit()
+        self._connection_limits = ConnectionLimits(self.flood, limits.max_connections, self._now)
         self.tls_names: dict[tuple[str, int], frozenset[str]] = {}
         """The SIP domains a TLS next hop's certificate must stand for, by (IP, port): those of
         the routes that name it (RFC 5922 §4, §7.3: the client matches the domain it is trying
@@ -171,7 +171,6 @@ class Driver:
         ``tls.domain_identities``).  Other peers: Python's host name check of their host."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._handshakes = HandshakeBookkeeping()
-        self._refused_connections = LogLimit()
         self._send_failures = FailureLog()
         self._ids = itertools.count(1)
         self._timer: asyncio.TimerHandle | None = None
@@ -546,44 +545,19 @@ class Driver:
 
     def stream_accepted(self, conn: StreamConnection) -> bool:
         """An inbound connection, before anything else (TLS: before its handshake): the flood
-        guard's block and per-source cap apply from here."""
-        if not self._running:
-            return False
-        flood = self.flood
-        if flood is None:
-            return True
-        refusal = flood.connection_refusal(conn.peer.host, self._now())
-        if refusal is None:
-            return True
-        self._warn_source_refused(conn, refusal)
-        return False
+        guard's block and per-source cap apply from here (:class:`.ConnectionLimits`)."""
+        return self._running and self._connection_limits.accepted(conn)
 
     def stream_released(self, conn: StreamConnection) -> None:
         """An inbound connection :meth:`stream_accepted` took is gone."""
-        if self.flood is not None:
-            self.flood.connection_closed(conn.peer.host)
+        self._connection_limits.released(conn)
 
     def stream_made(self, conn: StreamConnection) -> bool:
         """A connection is up: register it and tell the endpoint."""
         if not self._running:
             return False
         if not conn.outbound:
-            flood = self.flood
-            if flood is not None and flood.refused_when_up(conn.peer.host, self._now()):
-                self._warn_source_refused(conn, "blocked for flooding")
-                return False
-            if self._inbound >= self._limits.max_connections:
-                # Once a minute, with the count and the latest peer: one connection flooder
-                # holding every slot made one WARNING line per connection it (or anyone)
-                # opened next (2,182 lines in 20 s in the hostile-client audit).
-                if self._refused_connections.due(time.monotonic()):
-                    logger.warning(
-                        "refusing connections: %d open (max_connections); %d refused so far,"
-                        " the latest from %s",
-                        self._inbound,
-                        self._refused_connections.count,
-                        conn.peer,
-                    )
+            if not self._connection_limits.admits_up(conn, self._inbound):
                 return False
             self._inbound += 1
             self._connections[conn.id] = conn
@@ -591,16 +565,6 @@ class Driver:
         self._call(self._endpoint.connection_made, conn.peer, conn.identity, self._now())
         self.transmit()
         return True
-
-    def _warn_source_refused(self, conn: StreamConnection, refusal: str) -> None:
-        """Once a minute, with the count: one source opening connection after connection."""
-        if self._refused_by_source.due(time.monotonic()):
-            logger.warning(
-                "refusing connections from %s: %s; %d refused so far",
-                conn.peer.host,
-                refusal,
-                self._refused_by_source.count,
-            )
 
     def stream_message(self, conn: StreamConnection, data: bytes) -> None:
         """One framed message from a connection."""
@@ -630,11 +594,7 @@ class Driver:
         """A response from ``source`` matched no transaction (or could not be parsed): the
         endpoint's ``report_stray``, set when the flood guard counts requests.  Counted as a
         request is; a connection it came over is closed when its address is blocked."""
-        flood = self.flood
-        if flood is None:
-            return
-        streamed = source.transport != "udp"
-        if flood.stray_response(source.host, streamed, now) and streamed:
+        if self._connection_limits.stray_response(source, now):
             conn = self._connections.get(source.connection)
             if conn is not None:
                 conn.close()
