@@ -21,7 +21,6 @@ import asyncio
 import itertools
 import logging
 import math
-import socket
 import ssl
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -35,9 +34,9 @@ from .connection_limits import ConnectionLimits
 from .flood import FloodGuard
 from .handshakes import HANDSHAKE_TIMEOUT, HandshakeBookkeeping
 from .listen import ListenSpec
+from .listeners import Listeners
 from .outbound import CONNECT_TIMEOUT, FailureLog, connect, source_host
 from .sockets import IP_LITERALS as _LITERALS  # (the send path's names, kept)
-from .sockets import bound_socket
 from .sockets import ip_literal as _ip_literal
 from .stream import StreamConnection
 from .tls import PeerIdentity, TlsContexts
@@ -47,8 +46,6 @@ logger = logging.getLogger(__name__)
 
 STOP_GRACE = 2.0
 """Seconds :meth:`Driver.stop` lets connections close gracefully before aborting them."""
-BACKLOG = 1024
-"""listen() backlog of TCP/TLS servers."""
 MAX_SEND_ROUNDS = 16
 """Bound on outbox -> send failure -> connection_lost -> outbox rounds within one input."""
 UDP_AFFINITY_SIZE = 4096
@@ -142,8 +139,8 @@ class Driver:
         self._connect_timeout = connect_timeout
         self._loop: asyncio.AbstractEventLoop | None = None
         self._running = False
-        self._udp: list[UdpListener] = []
-        self._servers: list[tuple[str, asyncio.Server]] = []
+        self._listeners = Listeners()
+        self._udp = self._listeners.udp  # the same list: the send path reads it directly
         self._connections: dict[int, StreamConnection] = {}
         self._by_address: dict[AddressKey, StreamConnection] = {}
         self._live: set[StreamConnection] = set()  # every connection until asyncio released it
@@ -215,8 +212,7 @@ class Driver:
         self._running = False
         self._cancel_timer()
         self._handshakes.cancel()
-        for _, server in self._servers:
-            server.close()
+        self._listeners.stop_accepting()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -224,20 +220,15 @@ class Driver:
         conns = list(self._live)
         for conn in conns:
             conn.close()
-        for listener in self._udp:
-            listener.close()
         waiting = [c.closed for c in conns if not c.closed.done()]
-        waiting += [u.closed for u in self._udp if not u.closed.done()]
+        waiting += self._listeners.close_udp()
         if waiting:
             _, late = await asyncio.wait(waiting, timeout=STOP_GRACE)
             if late:
                 for conn in conns:
                     conn.abort()
                 await asyncio.wait(late, timeout=STOP_GRACE)
-        for _, server in self._servers:
-            await server.wait_closed()
-        self._servers.clear()
-        self._udp.clear()
+        await self._listeners.wait_closed()
         self._connections.clear()
         self._by_address.clear()
         self._udp_affinity.clear()
@@ -258,20 +249,10 @@ class Driver:
     @property
     def local_addresses(self) -> list[ListenSpec]:
         """The addresses actually bound (real ports when 0 was asked for)."""
-        out = [ListenSpec("udp", u.host, u.port) for u in self._udp]
-        for name, server in self._servers:
-            for sock in server.sockets:
-                host, port = sock.getsockname()[:2]
-                out.append(ListenSpec(name, host, port))
-        return out
+        return self._listeners.addresses
 
     async def _listen(self, spec: ListenSpec) -> None:
         loop = self._get_loop()
-        if spec.transport == "udp":
-            sock = bound_socket(spec, socket.SOCK_DGRAM)
-            _, listener = await loop.create_datagram_endpoint(lambda: UdpListener(self), sock=sock)
-            self._udp.append(listener)
-            return
         tls = spec.transport == "tls"
         if tls and self._server_ssl is None:
             raise ConfigError(f"{spec} needs a TLS certificate (server context)")
@@ -288,9 +269,7 @@ class Driver:
             self._track(conn)
             return conn
 
-        sock = bound_socket(spec, socket.SOCK_STREAM)
-        server = await loop.create_server(accept, sock=sock, backlog=BACKLOG)
-        self._servers.append((spec.transport, server))
+        await self._listeners.open(loop, spec, self, accept)
 
     def _track(self, conn: StreamConnection) -> None:
         self._live.add(conn)
@@ -507,7 +486,7 @@ class Driver:
         failure = await connect(
             self._get_loop(),
             conn,
-            source_host(self._servers, conn.transport_name, conn.peer.host),
+            source_host(self._listeners.servers, conn.transport_name, conn.peer.host),
             client_ssl=self._client_ssl,
             route_ssl=self._route_ssl,
             timeout=self._connect_timeout,

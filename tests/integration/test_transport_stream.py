@@ -414,9 +414,10 @@ async def test_outbound_connection_leaves_from_the_listen_address(
         ((accepted, _),) = server_ep.made
         assert accepted.host == "127.0.0.7"
         # Never a loopback source towards another address, nor one of another transport.
-        assert source_host(client._servers, "tcp", "192.0.2.1") is None  # not contacted: a lookup
-        assert source_host(client._servers, "tcp", "::1") is None
-        assert source_host(client._servers, "tls", "127.0.0.1") is None
+        servers = client._listeners.servers
+        assert source_host(servers, "tcp", "192.0.2.1") is None  # not contacted: a lookup
+        assert source_host(servers, "tcp", "::1") is None
+        assert source_host(servers, "tls", "127.0.0.1") is None
     finally:
         await client.stop()
         await server.stop()
