@@ -39,6 +39,7 @@ from .outbound import CONNECT_TIMEOUT, FailureLog, connect, source_host
 from .sockets import IP_LITERALS as _LITERALS  # (the send path's names, kept)
 from .sockets import ip_literal as _ip_literal
 from .stream import StreamConnection
+from .tasks import Tasks
 from .tls import PeerIdentity, TlsContexts
 from .udp import UdpListener
 
@@ -166,7 +167,7 @@ class Driver:
         the routes that name it (RFC 5922 §4, §7.3: the client matches the domain it is trying
         to reach, not the address it resolved to; the identities as §7.1 reads them, see
         ``tls.domain_identities``).  Other peers: Python's host name check of their host."""
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = Tasks()
         self._handshakes = HandshakeBookkeeping()
         self._send_failures = FailureLog()
         self._ids = itertools.count(1)
@@ -213,10 +214,7 @@ class Driver:
         self._cancel_timer()
         self._handshakes.cancel()
         self._listeners.stop_accepting()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.cancel()
         conns = list(self._live)
         for conn in conns:
             conn.close()
@@ -462,18 +460,8 @@ class Driver:
         self._track(conn)
         self._connections[ident] = conn
         self._by_address[_key(target)] = conn
-        self._start_task(self._connect(conn))
+        self._tasks.start(self._get_loop(), self._connect(conn))
         return conn
-
-    def _start_task(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = self._get_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and (error := task.exception()) is not None:
-            logger.error("transport task failed (a bug)", exc_info=error)
 
     def handshake_aborted(self, conn: StreamConnection, *, failed: bool) -> None:
         """A failed handshake counts towards its source's flood bucket (``transport.flood``);
@@ -519,7 +507,7 @@ class Driver:
             if self._running:
                 self._handshakes.refused(len(self._tasks))
             return False
-        self._start_task(coro)
+        self._tasks.start(self._get_loop(), coro)
         return True
 
     def stream_accepted(self, conn: StreamConnection) -> bool:
