@@ -31,7 +31,7 @@ from presence_sip.sip.errors import ConfigError, SipParseError, TransportError
 from presence_sip.sip.peer import Peer
 
 from .connection_limits import ConnectionLimits
-from .flood import FloodGuard
+from .flood import flood_guard_for
 from .handshakes import HANDSHAKE_TIMEOUT, HandshakeBookkeeping
 from .listen import ListenSpec
 from .listeners import Listeners
@@ -149,19 +149,10 @@ class Driver:
         self._udp_peers: dict[tuple[Any, ...], Peer] = {}
         """One Peer per remote UDP address (issue 8: not one per datagram)."""
         self._inbound = 0
-        limits = self._limits
-        self.flood = (
-            FloodGuard(
-                limits.flood_requests,
-                block=limits.flood_block,
-                max_connections=limits.max_connections_per_source,
-                exempt=limits.flood_exempt,
-            )
-            if limits.flood_requests or limits.max_connections_per_source
-            else None
-        )
+        self.flood = flood_guard_for(self._limits)
         """Requests and connections per source address (``transport.flood``); None: off."""
-        self._connection_limits = ConnectionLimits(self.flood, limits.max_connections, self._now)
+        max_connections = self._limits.max_connections
+        self._connection_limits = ConnectionLimits(self.flood, max_connections, self._now)
         self.tls_names: dict[tuple[str, int], frozenset[str]] = {}
         """The SIP domains a TLS next hop's certificate must stand for, by (IP, port): those of
         the routes that name it (RFC 5922 §4, §7.3: the client matches the domain it is trying

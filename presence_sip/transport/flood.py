@@ -46,6 +46,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
+from presence_sip.config import Limits
 from presence_sip.source_limits import SourceBuckets
 
 log = logging.getLogger(__name__)
@@ -194,4 +195,17 @@ class FloodGuard:
             self._connections.pop(address, None)
 
 
-__all__ = ["FloodGuard"]
+def flood_guard_for(limits: Limits) -> FloodGuard | None:
+    """The guard ``limits`` ask for (``flood_requests``, ``max_connections_per_source`` and
+    their block and exemptions); None when they ask for neither: the guard is off."""
+    if not (limits.flood_requests or limits.max_connections_per_source):
+        return None
+    return FloodGuard(
+        limits.flood_requests,
+        block=limits.flood_block,
+        max_connections=limits.max_connections_per_source,
+        exempt=limits.flood_exempt,
+    )
+
+
+__all__ = ["FloodGuard", "flood_guard_for"]
