@@ -37,6 +37,7 @@ from .listen import ListenSpec
 from .listeners import Listeners
 from .outbound import CONNECT_TIMEOUT, FailureLog, connect, source_host
 from .sockets import IP_LITERALS as _LITERALS  # (the send path's names, kept)
+from .sockets import AddressKey, address_key
 from .sockets import ip_literal as _ip_literal
 from .stream import StreamConnection
 from .tasks import Tasks
@@ -64,7 +65,6 @@ LOAD_WINDOW = 0.25
 
 P = ParamSpec("P")
 R = TypeVar("R")
-AddressKey = tuple[str, str, int]
 
 
 class Endpoint(Protocol):
@@ -450,7 +450,7 @@ class Driver:
         conn.requested.update((address, requested))
         self._track(conn)
         self._connections[ident] = conn
-        self._by_address[_key(target)] = conn
+        self._by_address[address_key(target)] = conn
         self._tasks.start(self._get_loop(), self._connect(conn))
         return conn
 
@@ -487,8 +487,8 @@ class Driver:
 
     def _forget(self, conn: StreamConnection) -> None:
         self._connections.pop(conn.id, None)
-        if self._by_address.get(_key(conn.peer)) is conn:
-            del self._by_address[_key(conn.peer)]
+        if self._by_address.get(address_key(conn.peer)) is conn:
+            del self._by_address[address_key(conn.peer)]
 
     # -- StreamOwner -------------------------------------------------------------------------
     def spawn(self, coro: Coroutine[Any, Any, None]) -> bool:
@@ -519,7 +519,7 @@ class Driver:
                 return False
             self._inbound += 1
             self._connections[conn.id] = conn
-            self._by_address.setdefault(_key(conn.peer), conn)
+            self._by_address.setdefault(address_key(conn.peer), conn)
         self._call(self._endpoint.connection_made, conn.peer, conn.identity, self._now())
         self.transmit()
         return True
@@ -599,7 +599,3 @@ class Driver:
 
 def _not_started() -> float:
     raise TransportError("driver not started")
-
-
-def _key(peer: Peer) -> AddressKey:
-    return (peer.transport, peer.host, peer.port)

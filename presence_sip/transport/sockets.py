@@ -1,7 +1,8 @@
 """Sockets and addresses without name resolution: the driver never resolves DNS.
 
 :func:`bound_socket` binds a listen address; :func:`ip_literal` normalises the host of a
-:class:`~presence_sip.sip.peer.Peer` before a send and refuses names.
+:class:`~presence_sip.sip.peer.Peer` before a send and refuses names; :func:`address_key` keys
+the driver's connections by address.
 """
 
 from __future__ import annotations
@@ -11,8 +12,12 @@ import socket
 
 from presence_sip.sip.errors import TransportError
 from presence_sip.sip.memo import remember
+from presence_sip.sip.peer import Peer
 
 from .listen import ListenSpec
+
+AddressKey = tuple[str, str, int]
+"""(transport, IP literal, port): a connection's address, as the driver looks it up."""
 
 IP_LITERALS: dict[str, tuple[str, int]] = {}
 """The cache of :func:`ip_literal`: host as given -> (normalised literal, IP version)."""
@@ -30,6 +35,11 @@ def ip_literal(host: str) -> tuple[str, int]:
     except ValueError:
         raise TransportError(f"{host!r} is not an IP address (no DNS in the transport)") from None
     return remember(IP_LITERALS, host, (address.compressed, address.version))
+
+
+def address_key(peer: Peer) -> AddressKey:
+    """The key of ``peer``'s address (its connection id left out)."""
+    return (peer.transport, peer.host, peer.port)
 
 
 def bound_socket(spec: ListenSpec, kind: socket.SocketKind) -> socket.socket:
