@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from presence_sip.config import Limits
 from presence_sip.log_limit import LogLimit
 from presence_sip.sip.peer import Peer
 
@@ -30,10 +31,11 @@ class ConnectionLimits:
     __slots__ = ("_clock", "_refused_at_cap", "_refused_by_source", "flood", "max_connections")
 
     def __init__(
-        self, flood: FloodGuard | None, max_connections: int, clock: Callable[[], float]
+        self, flood: FloodGuard | None, limits: Limits, clock: Callable[[], float]
     ) -> None:
         self.flood = flood
-        self.max_connections = max_connections
+        self.max_connections = limits.max_connections
+        """Inbound connections up at once (``Limits.max_connections``)."""
         self._clock = clock
         self._refused_by_source = LogLimit()
         self._refused_at_cap = LogLimit()

@@ -151,8 +151,7 @@ class Driver:
         self._inbound = 0
         self.flood = flood_guard_for(self._limits)
         """Requests and connections per source address (``transport.flood``); None: off."""
-        max_connections = self._limits.max_connections
-        self._connection_limits = ConnectionLimits(self.flood, max_connections, self._now)
+        self._connection_limits = ConnectionLimits(self.flood, self._limits, self._now)
         self.tls_names: dict[tuple[str, int], frozenset[str]] = {}
         """The SIP domains a TLS next hop's certificate must stand for, by (IP, port): those of
         the routes that name it (RFC 5922 §4, §7.3: the client matches the domain it is trying
