@@ -547,10 +547,7 @@ def _remove_new_database(path: Path, directories: Sequence[Path]) -> None:
     lines): "nothing written" holds for the database too, or its recorded domain (a mistyped
     --domain) would refuse the corrected command.  ``directories``: those it made.  Kept when
     it holds any row (another command made it meanwhile and wrote to it): checked under the
-    write lock, which is held until the files are gone; kept too when a node has a lock file
-    beside it (one started on the new directory meanwhile: its files must not go under it)."""
-    if any(path.parent.glob("*.lock")):
-        return
+    write lock, which is held until the files are gone."""
     try:
         conn = sqlite3.connect(path, timeout=5, isolation_level=None)
     except sqlite3.Error:

@@ -589,16 +589,6 @@ def test_a_creating_command_that_fails_leaves_no_hss(
     assert [s["msisdn"] for s in fresh.json("subscriber", "list")] == [B]  # (kept: not new)
 
 
-def test_a_new_hss_a_node_started_on_is_never_removed(tmp_path: Path) -> None:
-    """The clean-up of a failed creating command leaves the files alone once a node has a lock
-    file beside them (a node started on the new directory meanwhile writes to them)."""
-    data = tmp_path / "net-b"
-    SqliteSubscriberStore.open(data, "net-b.test").close()
-    (data / "ps1.lock").touch()
-    hss_cli._remove_new_database(database_path(data), [data])
-    assert database_path(data).exists()
-
-
 def test_the_recorded_domain_is_kept_and_another_refused(tmp_path: Path) -> None:
     fresh = Hss(tmp_path / "net-b")
     fresh.ok("subscriber", "add", B, "--password", "pw", "--domain", "net-b.test")
