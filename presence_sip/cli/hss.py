@@ -26,11 +26,9 @@ with bad lines names each on a line of its own first).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import getpass
 import json
 import os
-import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -82,7 +80,6 @@ def run(args: argparse.Namespace) -> int:
     """Execute a parsed ``hss`` command; 0 on success, 2 after a one-line error on stderr."""
     handler: Handler = args.hss_handler
     data = getattr(args, "data", DEFAULT_DATA_DIR)
-    new_paths: list[Path] | None = None  # what a creating command made, undone when it fails
     try:
         if handler not in _CREATING and not database_path(data).exists():
             # A mistyped --data must not answer with an empty table (nor leave a database).
@@ -92,16 +89,12 @@ def run(args: argparse.Namespace) -> int:
             )
         path = database_path(data)
         read_only = handler in _READING and path.exists() and not _may_write(path)
-        to_make = None if path.exists() else _paths_to_make(Path(data))
         store = _open_store(data, getattr(args, "domain", None), read_only=read_only)
-        new_paths = to_make  # (opened: not when the open failed, another command's maybe)
         try:
             handler(store, args)
         finally:
             store.close()
     except (StoreError, ConfigError, InvalidMsisdn, InvalidRecord) as exc:
-        if new_paths is not None:
-            _remove_new_database(path, new_paths)
         message = " ".join(str(exc).split())
         print(f"presence-sip: error: {message}", file=sys.stderr)
         return EXIT_ERROR
@@ -534,52 +527,6 @@ _READING: Final = frozenset(
     {_subscriber_list, _subscriber_show, _rule_list, _plan_list, _port_list, _server_list}
 )
 """The commands that only read: they work on a database this user may not write."""
-
-
-def _paths_to_make(data: Path) -> list[Path]:
-    """The directories of ``data`` that do not exist yet, innermost first."""
-    chain = [data, *data.parents]
-    return chain[: next(i for i, p in enumerate(chain) if p.exists())]
-
-
-def _remove_new_database(path: Path, directories: Sequence[Path]) -> None:
-    """Undo the HSS a creating command made before it failed (a bad number, an import with bad
-    lines): "nothing written" holds for the database too, or its recorded domain (a mistyped
-    --domain) would refuse the corrected command.  ``directories``: those it made.  Kept when
-    it holds any row (another command made it meanwhile and wrote to it): checked under the
-    write lock, which is held until the files are gone."""
-    try:
-        conn = sqlite3.connect(path, timeout=5, isolation_level=None)
-    except sqlite3.Error:
-        return
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        if not _holds_nothing(conn):
-            return
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
-    except sqlite3.Error:
-        return
-    finally:
-        conn.close()
-    for directory in directories:
-        with contextlib.suppress(OSError):  # (not empty: something else is in it now)
-            directory.rmdir()
-
-
-KEPT_TABLES: Final = frozenset({"settings", "schema_versions", "hss_state"})
-"""What a new HSS holds before any command has written to it (its domain, its schema)."""
-
-
-def _holds_nothing(conn: sqlite3.Connection) -> bool:
-    """No table of the database has a row but those every new HSS has."""
-    query = "SELECT name FROM sqlite_master WHERE type = 'table'"
-    tables = [name for (name,) in conn.execute(query)]
-    return not any(
-        conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone()  # noqa: S608 (ours)
-        for table in tables
-        if table not in KEPT_TABLES and not table.startswith("sqlite_")
-    )
 
 
 def _may_write(path: Path) -> bool:
