@@ -29,6 +29,7 @@ import argparse
 import getpass
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -45,7 +46,13 @@ from presence_sip.hss.subscriber_import import (
     split_new_and_existing,
 )
 from presence_sip.sip.errors import ConfigError, StoreError
-from presence_sip.storage.database import DATABASE_NAME, DomainNotRecorded, database_path
+from presence_sip.storage.database import (
+    DATABASE_NAME,
+    DomainMismatch,
+    DomainNotRecorded,
+    connect_read_only,
+    database_path,
+)
 from presence_sip.storage.sqlite_hss import SqliteSubscriberStore
 
 __all__ = ["main", "register", "run"]
@@ -111,6 +118,29 @@ def _open_store(data: str, domain: str | None, *, read_only: bool) -> SqliteSubs
             f"{data}: {exc}: give --domain DOMAIN, the network's domain (as `serve` has it: the"
             " digest realm the passwords are stored for, recorded now and checked afterwards)"
         ) from None
+    except DomainMismatch as exc:
+        if _subscriber_count(data) == 0:
+            # A first command with a mistyped --domain that failed (a bad number) or added
+            # nothing yet: nothing is lost by starting again, which only the operator may do.
+            raise ConfigError(
+                f"{data}: {exc}; it holds no subscriber yet: if {exc.stored} was a mistake,"
+                f" remove {database_path(data)} and run the command again"
+            ) from None
+        raise
+
+
+def _subscriber_count(data: str) -> int | None:
+    """The subscribers the HSS of *data* holds (None when it cannot be read)."""
+    try:
+        conn = connect_read_only(database_path(data))
+    except (sqlite3.Error, StoreError):
+        return None
+    try:
+        return int(conn.execute("SELECT count(*) FROM hss_subscribers").fetchone()[0])
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -271,6 +271,14 @@ class DomainNotRecorded(ConfigError):
     computed for the wrong realm, and a node of the right domain would refuse the database)."""
 
 
+class DomainMismatch(ConfigError):
+    """The database records another network domain than the one asked for."""
+
+    def __init__(self, stored: str, requested: str) -> None:
+        super().__init__(f"database belongs to domain {stored}, not {requested}")
+        self.stored = stored
+
+
 def resolve_domain(conn: sqlite3.Connection, requested: str | None) -> str:
     """The network domain this database belongs to.
 
@@ -290,7 +298,7 @@ def resolve_domain(conn: sqlite3.Connection, requested: str | None) -> str:
                 stored = requested
                 set_setting(conn, "domain", stored)
     if requested is not None and requested != stored:
-        raise ConfigError(f"database belongs to domain {stored}, not {requested}")
+        raise DomainMismatch(stored, requested)
     return stored
 
 

@@ -558,6 +558,30 @@ def test_the_command_that_would_create_the_hss_needs_the_domain(
     assert not fresh.data.exists()
 
 
+def test_a_mistyped_first_domain_is_named_with_the_way_out_while_nothing_is_stored(
+    tmp_path: Path,
+) -> None:
+    """A first command with a mistyped --domain that failed (a bad number) leaves an HSS that
+    records it: the corrected command is refused, and says the database holds no subscriber
+    and which file to remove; once a subscriber is stored, only the refusal (nothing is
+    removed by the tool itself)."""
+    fresh = Hss(tmp_path / "net-b")
+    failed = fresh("--domain", "net-b.tset", "subscriber", "add", "not-a-number", "--password", "p")
+    assert failed.returncode == 2
+    refused = fresh("--domain", "net-b.test", "subscriber", "add", B, "--password", "pw")
+    assert refused.returncode == 2
+    assert "database belongs to domain net-b.tset, not net-b.test" in refused.stderr
+    assert "it holds no subscriber yet" in refused.stderr
+    assert str(database_path(fresh.data)) in refused.stderr
+    database_path(fresh.data).unlink()
+    fresh.ok("--domain", "net-b.test", "subscriber", "add", B, "--password", "pw")
+    other = fresh("--domain", "net-a.test", "subscriber", "list")
+    assert other.returncode == 2
+    assert "belongs to domain net-b.test" in other.stderr
+    assert "holds no subscriber" not in other.stderr
+    assert [s["msisdn"] for s in fresh.json("subscriber", "list")] == [B]
+
+
 def test_the_recorded_domain_is_kept_and_another_refused(tmp_path: Path) -> None:
     fresh = Hss(tmp_path / "net-b")
     fresh.ok("subscriber", "add", B, "--password", "pw", "--domain", "net-b.test")
