@@ -59,9 +59,14 @@ class ConnectionLimits:
 
     def admits_up(self, conn: StreamConnection, inbound: int) -> bool:
         """An inbound connection is up while ``inbound`` others are: False refuses it (its
-        address was blocked meanwhile, or ``max_connections`` are up)."""
+        address was blocked meanwhile, or by its TLS handshake, which counts as a request, or
+        ``max_connections`` are up)."""
         flood = self.flood
-        if flood is not None and flood.refused_when_up(conn.peer.host, self._clock()):
+        if flood is not None and (
+            flood.handshake_done(conn.peer.host, self._clock())
+            if conn.transport_name == "tls"
+            else flood.refused_when_up(conn.peer.host, self._clock())
+        ):
             self._warn_source_refused(conn, "blocked for flooding")
             return False
         if inbound >= self.max_connections:

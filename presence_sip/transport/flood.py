@@ -19,11 +19,14 @@ CPU after per-request logging went to DEBUG), and one source could hold every on
   malformed to match one, are counted as requests once the transaction layer has found no
   match (:meth:`FloodGuard.stray_response`): a flood of ``SIP/2.0 200 OK`` is no way around the
   guard, and a response that matches a transaction never costs a lookup here.
-* A TLS handshake that fails or times out counts as a request over TCP/TLS
-  (:meth:`FloodGuard.handshake_failed`): the server's half of a handshake costs a key exchange
-  and a signature, so a source opening connection after connection to fail them (a scanner, a
-  slow-handshake flood) is blocked as a request flood is, while a phone that does not trust our
-  certificate and retries every few seconds stays far below any sensible ``flood_requests``.
+* A TLS handshake, done (:meth:`FloodGuard.handshake_done`) or failed or timed out
+  (:meth:`FloodGuard.handshake_failed`), counts as a request over TCP/TLS: the server's half of
+  a handshake costs a key exchange and a signature, so a source opening connection after
+  connection to fail them (a scanner, a slow-handshake flood) or to complete them and close
+  (``openssl s_client`` in a loop: 745 handshakes a second from one address went uncounted,
+  hostile test of 2026-11-27) is blocked as a request flood is, while a phone that does not
+  trust our certificate and retries every few seconds stays far below any sensible
+  ``flood_requests``, and one connection's handshake counts once among its requests.
 * UDP and TCP/TLS requests are counted apart.  Anyone can forge a datagram's source address, so
   a block that UDP requests started drops that address's UDP requests only: datagrams forged
   with a peer's address (a peering network's gateway on mutual TLS) must not close its
@@ -171,6 +174,21 @@ class FloodGuard:
             return f"{count} open from it (max_connections_per_source)"
         self._connections[address] = count + 1
         return None
+
+    def handshake_done(self, host: str, now: float) -> bool:
+        """An inbound TLS handshake from ``host`` is done: counted as a request over TCP/TLS,
+        as a failed one is (the node paid the key exchange and the signature either way: a
+        source completing handshake after handshake and closing, ``openssl s_client`` in a
+        loop, is a flood too).  True, counted as refused, when its address is blocked,
+        already or by this handshake: the connection is then closed, as
+        :meth:`refused_when_up` closes one."""
+        streams = self._streams
+        if not streams.limit:
+            return False
+        if streams.blocked_for(host, now) or self._started(streams, host, now, "TCP/TLS"):
+            self.refused_connections += 1
+            return True
+        return False
 
     def refused_when_up(self, host: str, now: float) -> bool:
         """An inbound connection :meth:`connection_refusal` took is up (TLS: its handshake,

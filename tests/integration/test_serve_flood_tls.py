@@ -184,3 +184,23 @@ def test_a_handshake_that_ends_after_its_address_was_blocked_is_refused(
     wait_for_count(node, f"flood blocked: src={SCANNER}", 1)
     assert refused_once_up(held, ca)
     assert tls_options(NEIGHBOUR, port, ca) == 200
+
+
+def test_a_source_completing_handshake_after_handshake_is_blocked(
+    serve_factory: Callable[..., ServeProcess], tmp_path: Path
+) -> None:
+    """Connect, finish the handshake, close (``openssl s_client`` in a loop): each handshake
+    costs the node a key exchange and a signature as a failed one does, so it counts as a
+    request over TCP/TLS (the hostile test of 2026-11-27: 745 a second from one address were
+    never blocked).  A neighbour is served meanwhile."""
+    node, port, ca = start_tls_node(serve_factory, tmp_path / "certs")
+    context = ssl.create_default_context(cafile=str(ca))
+    for _ in range(LIMIT + 5):
+        try:
+            context.wrap_socket(connect_from(SCANNER, port), server_hostname=LOOPBACK).close()
+        except OSError:  # (refused once blocked)
+            break
+    wait_for_count(node, f"flood blocked: src={SCANNER} for 60 s after {LIMIT} requests", 1)
+    with connect_from(SCANNER, port) as sock:
+        assert closed_by_node(sock, within=3.0)
+    assert tls_options(NEIGHBOUR, port, ca) == 200

@@ -228,3 +228,18 @@ def test_a_connection_taken_before_its_address_was_blocked_is_refused_once_up() 
     assert not guard.refused_when_up("192.0.2.6", T0 + 1)
     assert not guard.refused_when_up(SOURCE, T0 + 60)  # the block is over
     assert not FloodGuard(0, max_connections=5).refused_when_up(SOURCE, T0)
+
+
+def test_completed_tls_handshakes_count_as_requests_over_tcp_tls() -> None:
+    """A handshake done costs the node what a failed one does: a source completing handshake
+    after handshake and closing (``openssl s_client`` in a loop) is blocked, the one that
+    starts the block refused; a phone's handshake counts once, among its requests."""
+    guard = FloodGuard(10, block=30.0, max_connections=5)
+    verdicts = [guard.handshake_done(SOURCE, T0) for _ in range(12)]
+    assert verdicts == [False] * 9 + [True] * 3
+    assert guard.refused_connections == 3
+    assert guard.connection_refusal(SOURCE, T0 + 1) == "blocked for flooding"
+    assert not guard.handshake_done("192.0.2.6", T0 + 1)
+    assert not guard.handshake_done(SOURCE, T0 + 30)  # the block is over
+    assert not any(guard.handshake_done("192.0.2.7", T0 + i * 0.2) for i in range(100))
+    assert not any(FloodGuard(0).handshake_done(SOURCE, T0) for _ in range(100))
