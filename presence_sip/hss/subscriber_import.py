@@ -95,7 +95,9 @@ class ImportTable:
 def read_import_table(text: str, realm: str) -> ImportTable:
     """Parse and check every line of *text*; :class:`ImportHeaderError` for a wrong header."""
     # A spreadsheet's "CSV UTF-8" begins with a byte order mark, which would be in the first name
-    reader = csv.DictReader(io.StringIO(text.removeprefix("\ufeff"), newline=""))
+    # strict: a quote left open (a file cut mid-line) or text after a closing quote is a bad
+    # line, not a password with a line end in it
+    reader = csv.DictReader(io.StringIO(text.removeprefix("\ufeff"), newline=""), strict=True)
     columns = _check_header(reader)
     fields = frozenset(SubscriberField(name) for name in columns - REQUIRED_COLUMNS)
     rows: list[ImportRow] = []

@@ -160,3 +160,18 @@ def test_bad_lines_are_described_in_order_up_to_a_cap() -> None:
         "line 29: reason 29",
         "line 30: reason 30",
     ]
+
+
+def test_a_quote_left_open_or_text_after_a_closing_quote_is_a_bad_line() -> None:
+    """A file cut in the middle of a quoted password, or a stray quote, is a bad line (hostile
+    test: the non-strict reader imported the password ``"unterminated\\n"`` and ``pwx``); a
+    quoted field with a line end in it, closed, is still a field."""
+    table = read_import_table(
+        'msisdn,password\n+447700900001,"pw"x\n+447700900002,"p\nw"\n+447700900003,"cut\n',
+        REALM,
+    )
+    assert [row.subscriber.msisdn for row in table.rows] == ["+447700900002"]
+    assert [(bad.line, bad.reason) for bad in table.bad] == [
+        (2, "not readable as CSV: ',' expected after '\"'"),
+        (5, "not readable as CSV: unexpected end of data"),
+    ]
