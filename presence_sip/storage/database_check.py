@@ -101,8 +101,15 @@ def check_database(data_dir: str | Path, domain: str, node: str) -> DatabaseStat
     if not _directory_usable(Path(data_dir)):
         return DatabaseState(path, None)
     _require_access(lock_path(data_dir, node), os.R_OK | os.W_OK, "lock file")
+    if path.is_symlink() and not path.exists():
+        raise ConfigError(
+            f"database {path} is a link to {os.readlink(path)}, which does not exist"
+            " (a start would make a new, empty database there)"
+        )
     if not path.exists():
         return DatabaseState(path, None)
+    if not path.is_file():
+        raise ConfigError(f"database {path} is not a regular file")
     for name in (DATABASE_NAME, *(DATABASE_NAME + s for s in LOG_SUFFIXES)):
         _require_access(Path(data_dir) / name, os.R_OK | os.W_OK, "database file")
     conn = _connect_without_trace(path)

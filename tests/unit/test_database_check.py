@@ -8,6 +8,7 @@ runs them.)
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 from pathlib import Path
@@ -144,3 +145,22 @@ def test_a_data_directory_that_is_a_file_is_refused(tmp_path: Path) -> None:
         ConfigError, match=re.escape(f"cannot create data directory {data / 'x'}: {data} is")
     ):
         check_database(data / "x", DOMAIN, "ps1")
+
+
+def test_a_database_that_is_a_dangling_link_or_not_a_file_is_refused(tmp_path: Path) -> None:
+    """A link to a file that is gone is no "new database" (the start would make an empty one
+    where the link points); a directory or a FIFO in its place is named as such, not by
+    SQLite's "disk I/O error"."""
+    data = tmp_path / "net-b"
+    data.mkdir()
+    database_path(data).symlink_to(tmp_path / "moved-away.sqlite")
+    with pytest.raises(ConfigError, match=r"is a link to .*moved-away\.sqlite, which does not"):
+        check_database(data, DOMAIN, "ps1")
+    database_path(data).unlink()
+    database_path(data).mkdir()
+    with pytest.raises(ConfigError, match="is not a regular file"):
+        check_database(data, DOMAIN, "ps1")
+    database_path(data).rmdir()
+    os.mkfifo(database_path(data))
+    with pytest.raises(ConfigError, match="is not a regular file"):
+        check_database(data, DOMAIN, "ps1")
