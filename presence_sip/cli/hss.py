@@ -53,6 +53,7 @@ from presence_sip.storage.database import (
     connect_read_only,
     database_path,
 )
+from presence_sip.storage.database_check import table_counts
 from presence_sip.storage.sqlite_hss import SqliteSubscriberStore
 
 __all__ = ["main", "register", "run"]
@@ -136,7 +137,7 @@ def _subscriber_count(data: str) -> int | None:
     except (sqlite3.Error, StoreError):
         return None
     try:
-        return int(conn.execute("SELECT count(*) FROM hss_subscribers").fetchone()[0])
+        return table_counts(conn).get("subscribers")
     except sqlite3.Error:
         return None
     finally:

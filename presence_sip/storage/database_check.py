@@ -30,7 +30,13 @@ from pathlib import Path
 
 from presence_sip.hss.records import InvalidRecord, normalize_domain
 from presence_sip.sip.errors import ConfigError, StoreError
-from presence_sip.storage.database import DATABASE_NAME, database_path, newer_schemas
+from presence_sip.storage.database import (
+    DATABASE_NAME,
+    DomainMismatch,
+    database_path,
+    get_setting,
+    newer_schemas,
+)
 from presence_sip.storage.node_lock import lock_path
 
 STORES = (
@@ -198,13 +204,10 @@ def _read(
                 " a node of this release refuses it"
             )
     if "settings" in tables:
-        row = conn.execute("SELECT value FROM settings WHERE key = 'domain'").fetchone()
-        if row is not None and str(row[0]) != _normalized(domain):
+        stored, requested = get_setting(conn, "domain"), _normalized(domain)
+        if stored is not None and stored != requested:
             # (the node's own words: Node._build, resolve_domain)
-            raise ConfigError(
-                f"data directory {data_dir}: database belongs to domain {row[0]},"
-                f" not {_normalized(domain)}"
-            )
+            raise ConfigError(f"data directory {data_dir}: {DomainMismatch(stored, requested)}")
     return table_counts(conn)
 
 

@@ -57,7 +57,12 @@ from presence_sip.storage.database import (
     resolve_domain,
     transaction,
 )
-from presence_sip.storage.sqlite_import import import_rows, insert_subscribers, write_import
+from presence_sip.storage.sqlite_import import (
+    import_rows,
+    insert_subscribers,
+    overwrite_subscribers,
+    write_import,
+)
 
 __all__ = ["HSS_MIGRATIONS", "SqliteSubscriberStore"]
 
@@ -295,19 +300,7 @@ class SqliteSubscriberStore:
             if presence_server is not None:
                 self._check_server(presence_server)
                 record = dataclasses.replace(record, presence_server=presence_server)
-            conn.execute(
-                "UPDATE hss_subscribers SET ha1_md5 = ?, ha1_sha256 = ?, ha1_md5_digits = ?,"
-                " ha1_sha256_digits = ?, presence_server = ?, credit = ? WHERE msisdn = ?",
-                (
-                    record.ha1_md5,
-                    record.ha1_sha256,
-                    record.ha1_md5_digits,
-                    record.ha1_sha256_digits,
-                    record.presence_server,
-                    record.credit,
-                    record.msisdn,
-                ),
-            )
+            overwrite_subscribers(conn, [record])
             self._bump()
         return record
 

@@ -25,7 +25,14 @@ from typing import Any, Final
 from presence_sip.hss.records import Subscriber, SubscriberField
 from presence_sip.sip.errors import StoreError
 
-__all__ = ["ChangedMeanwhile", "ImportRows", "import_rows", "insert_subscribers", "write_import"]
+__all__ = [
+    "ChangedMeanwhile",
+    "ImportRows",
+    "import_rows",
+    "insert_subscribers",
+    "overwrite_subscribers",
+    "write_import",
+]
 
 _HA1_COLUMNS: Final = ("ha1_md5", "ha1_sha256", "ha1_md5_digits", "ha1_sha256_digits")
 _OVERWRITTEN_COLUMNS: Final = (SubscriberField.CREDIT, SubscriberField.PRESENCE_SERVER)
@@ -101,6 +108,13 @@ def insert_subscribers(conn: sqlite3.Connection, records: Sequence[Subscriber]) 
     conn.executemany(
         _INSERT_SUBSCRIBER, [_subscriber_row(record) for record in sorted(records, key=_msisdn)]
     )
+
+
+def overwrite_subscribers(conn: sqlite3.Connection, records: Sequence[Subscriber]) -> None:
+    """Every ``hss_subscribers`` column of existing subscribers (HA1s, credit, presence
+    server) from *records*; not their identities."""
+    rows = import_rows((), records, _OVERWRITTEN_COLUMNS)
+    conn.executemany(rows.overwrite_sql, rows.overwritten)
 
 
 def _msisdn(record: Subscriber) -> str:

@@ -58,14 +58,15 @@ class ConnectionLimits:
             self.flood.connection_closed(conn.peer.host)
 
     def admits_up(self, conn: StreamConnection, inbound: int) -> bool:
-        """An inbound connection is up while ``inbound`` others are: False refuses it (its
-        address was blocked meanwhile, or by its TLS handshake, which counts as a request, or
-        ``max_connections`` are up)."""
+        """An inbound connection is up while ``inbound`` others are: False refuses it (a TLS
+        one's address blocked during its handshake, or by it, a handshake counting as a
+        request; or ``max_connections`` up).  A plain TCP connection is up in the callback that
+        :meth:`accepted` it: the flood guard has had its say."""
         flood = self.flood
-        if flood is not None and (
-            flood.handshake_done(conn.peer.host, self._clock())
-            if conn.transport_name == "tls"
-            else flood.refused_when_up(conn.peer.host, self._clock())
+        if (
+            flood is not None
+            and conn.transport_name == "tls"
+            and flood.handshake_done(conn.peer.host, self._clock())
         ):
             self._warn_source_refused(conn, "blocked for flooding")
             return False

@@ -182,13 +182,13 @@ class FloodGuard:
         loop, is a flood too).  True, counted as refused, when its address is blocked,
         already or by this handshake: the connection is then closed, as
         :meth:`refused_when_up` closes one."""
-        streams = self._streams
-        if not streams.limit:
-            return False
-        if streams.blocked_for(host, now) or self._started(streams, host, now, "TCP/TLS"):
-            self.refused_connections += 1
+        if self.refused_when_up(host, now):
             return True
-        return False
+        streams = self._streams
+        if not streams.limit or not self._started(streams, host, now, "TCP/TLS"):
+            return False
+        self.refused_connections += 1
+        return True
 
     def refused_when_up(self, host: str, now: float) -> bool:
         """An inbound connection :meth:`connection_refusal` took is up (TLS: its handshake,
