@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -93,7 +94,7 @@ def connect(path: str | Path, *, check_same_thread: bool = True) -> sqlite3.Conn
         )
         try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = _enter_wal_mode(conn)
             if str(mode).lower() != "wal":
                 raise StoreError(f"cannot open database {path}: WAL mode refused ({mode})")
             conn.execute("PRAGMA synchronous = NORMAL")
@@ -104,6 +105,29 @@ def connect(path: str | Path, *, check_same_thread: bool = True) -> sqlite3.Conn
             conn.close()
             raise
     return conn
+
+
+_WAL_SWITCH_PAUSE_S = 0.005
+"""The pause between tries of a WAL switch that found the file busy."""
+
+
+def _enter_wal_mode(conn: sqlite3.Connection) -> str:
+    """Switch the file to WAL (a no-op when it is already) and return the mode it is in.
+
+    The switch of a new file needs its exclusive lock, and SQLite answers "database is locked"
+    at once, without the busy handler, to a connection that holds the shared lock and asks for
+    it while another does the same (its deadlock rule): processes creating one database
+    together (a node and an ``hss`` command at first start) would see it.  So it is tried again
+    for up to :data:`BUSY_TIMEOUT_MS`, as any other write waits."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+            if not busy or time.monotonic() >= deadline:
+                raise
+        time.sleep(_WAL_SWITCH_PAUSE_S)
 
 
 def connect_read_only(path: str | Path) -> sqlite3.Connection:

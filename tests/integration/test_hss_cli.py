@@ -629,9 +629,9 @@ def test_concurrent_processes_share_one_database(tmp_path: Path) -> None:
         )
         for number in numbers
     ]
-    for process in processes:
-        _out, err = process.communicate(timeout=60)
-        assert process.returncode == 0, err
+    # Every process is waited for (its pipes closed) before a failure is reported.
+    errors = [process.communicate(timeout=60)[1] for process in processes]
+    assert [p.returncode for p in processes] == [0] * len(numbers), errors
     listed = Hss(data).json("subscriber", "list")
     assert [s["msisdn"] for s in listed] == numbers
     store = SqliteSubscriberStore.open(data)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import re
 import sqlite3
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -632,6 +634,41 @@ def test_sqlite_rejects_a_newer_schema(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(StoreError, match="version 99"):
         SqliteSubscriberStore.open(tmp_path, DOMAIN)
+
+
+def test_a_new_file_waits_for_a_writer_before_it_switches_to_wal(tmp_path: Path) -> None:
+    # Two processes creating one database (a node and an `hss` command at first start): the
+    # one that asks for WAL while the other writes was refused at once ("database is locked",
+    # SQLite's deadlock rule skips the busy handler); it waits now, as any write does.
+    path = tmp_path / "presence.sqlite"
+    path.touch()
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("CREATE TABLE first_writer (x)")
+    commit = threading.Timer(0.3, writer.execute, ("COMMIT",))
+    commit.start()
+    started = time.monotonic()
+    try:
+        conn = database.connect(path)
+        waited = time.monotonic() - started
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        tables = conn.execute("SELECT name FROM sqlite_master").fetchall()
+        conn.close()
+    finally:
+        commit.join()
+        writer.close()
+    assert waited >= 0.25
+    assert tables == [("first_writer",)]
+
+
+def test_a_file_that_is_not_a_database_is_refused_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "presence.sqlite"
+    path.write_bytes(b"not an sqlite file, " * 100)
+    started = time.monotonic()
+    with pytest.raises(StoreError, match=r"cannot open database .*not a database"):
+        database.connect(path)
+    assert time.monotonic() - started < database.BUSY_TIMEOUT_MS / 1000 / 2  # not retried
+    assert path.read_bytes() == b"not an sqlite file, " * 100
 
 
 def test_migrations_apply_once_and_in_order(tmp_path: Path) -> None:
