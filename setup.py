@@ -26,6 +26,7 @@ NATIVE_MODULES = [
     "presence_sip/dialog/dialog.py",
     "presence_sip/endpoint.py",
     "presence_sip/ids.py",
+    "presence_sip/presence/notifier.py",
     "presence_sip/presence/pidf.py",
     "presence_sip/presence/publications.py",
     "presence_sip/presence/role.py",

@@ -7,10 +7,8 @@ watcherinfo (RFC 3857/3858), and decides every NOTIFY:
 * a presentity's document is composed once per change (publications, else its registration:
   registered = ``open``), and the same bytes go to every watcher;
 * NOTIFYs are queued and sent by :meth:`PresenceServer.flush`, so the caller answers the SUBSCRIBE
-  first; each subscription gets at most one state NOTIFY per ``min_notify_interval`` (RFC 3856
-  §6.10: the newest state wins when the interval ends); first, refresh and final NOTIFYs are never
-  delayed;
-* NOTIFY CSeqs rise strictly per dialog, across restarts too: the store keeps a reserved block;
+  first, at most one state NOTIFY per ``min_notify_interval`` (first, refresh and final NOTIFYs
+  are never delayed), their CSeqs rising across restarts: :mod:`presence_sip.presence.notifier`;
 * subscriptions and publications expire from heaps, at most ``purge_batch`` per timer call.
 
 The SIP side (parsing SUBSCRIBE/PUBLISH, answering them) is :mod:`presence_sip.presence.role`.
@@ -18,7 +16,6 @@ The SIP side (parsing SUBSCRIBE/PUBLISH, answering them) is :mod:`presence_sip.p
 
 from __future__ import annotations
 
-import heapq
 import logging
 from collections.abc import Callable, Container, Mapping
 from typing import Final, Protocol
@@ -26,13 +23,13 @@ from typing import Final, Protocol
 from presence_sip.deadlines import DeadlineHeap
 from presence_sip.dialog.dialog import Dialog
 from presence_sip.ids import IdSource
-from presence_sip.presence.pidf import (
-    PIDF_CONTENT_TYPE,
-    PIDF_DIFF_CONTENT_TYPE,
-    WATCHERINFO_CONTENT_TYPE,
-    status_document,
+from presence_sip.presence.notifier import (
+    END_REASONS,
+    NOTIFY_ENDS_SUBSCRIPTION,
+    WINFO,
+    Notifier,
+    NotifySender,
 )
-from presence_sip.presence.pidf_diff import make_diff
 from presence_sip.presence.publications import (
     Compositor,
     EntityKey,
@@ -47,7 +44,7 @@ from presence_sip.presence.subscriptions import (
     SubscriptionRecord,
     SubscriptionStore,
 )
-from presence_sip.presence.watcherinfo import WatcherEntry, compose_watcherinfo
+from presence_sip.presence.watcherinfo import WatcherEntry
 from presence_sip.presence.watchers import (
     PresenceSettings,
     Presentity,
@@ -55,12 +52,12 @@ from presence_sip.presence.watchers import (
     decide_action,
     display_name,
     peer_from_text,
+    restore_subscription,
 )
 from presence_sip.sharded import ShardedDict
 from presence_sip.sip.errors import LocalProtocolError, SipError
 from presence_sip.sip.message import Request, Response
 from presence_sip.sip.peer import Peer
-from presence_sip.sip.uri import SipUri, Via, parse_uri, parse_via
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +73,6 @@ __all__ = [
 ]
 
 PRESENCE = "presence"
-WINFO = "presence.winfo"
-
-ResponseCallback = Callable[[Response | None, float], None]
-NotifySender = Callable[[Request, Peer, float, ResponseCallback], None]
-"""Sends one NOTIFY in a client transaction; the callback gets the final response or None."""
 
 _AUTH_INPUT: Final = {
     Action.ALLOW: Input.AUTH_ALLOW,
@@ -88,60 +80,11 @@ _AUTH_INPUT: Final = {
     Action.CONFIRM: Input.AUTH_CONFIRM,
     Action.BLOCK: Input.AUTH_BLOCK,
 }
-_REASONS: Final = {
-    SideEffect.NOTIFY_REJECTED: "rejected",
-    SideEffect.NOTIFY_TIMEOUT: "timeout",
-    SideEffect.NOTIFY_NORESOURCE: "noresource",
-}
-_TERMINATED: Final = {effect: f"terminated;reason={reason}" for effect, reason in _REASONS.items()}
-"""Subscription-State of a final NOTIFY, by the side effect that ended the subscription."""
-_NO_FINAL_STATE: Final = frozenset({SideEffect.NOTIFY_REJECTED, SideEffect.NOTIFY_NORESOURCE})
-"""Final NOTIFYs without a body: a refused watcher learns nothing, a gone presentity has none."""
-_NOTIFY_ENDS_SUBSCRIPTION: Final = frozenset(
-    {404, 405, 408, 410, 416, 481, 482, 483, 484, 485, 489, 501, 502, 604}
-)
-"""Answers to a NOTIFY that remove the subscription: those that end the dialog or its usage
-(RFC 5057 §5.1), and 408 as the Timer F timeout of RFC 6665 §4.2.2.  Any other failure (500,
-503, 486, 401, ...) ends only that NOTIFY's transaction: the subscription stays and its next
-NOTIFY carries the state of then (Kamailio and OpenSIPS remove on 481 and 408 only)."""
 
 ENDED_WATCHERS_KEPT: Final = 256
 """Ended watchers kept per winfo subscription until its next document lists them."""
 INTERNED_STRINGS: Final = 100_000
 """Strings :meth:`PresenceServer._intern` keeps before it starts over."""
-
-
-class _AllConnections:
-    """Every connection counts as up (a server built without an endpoint's table)."""
-
-    def __contains__(self, connection: object) -> bool:
-        return True
-
-
-_ANY: Final = _AllConnections()
-
-_EXPIRES_PREFIX: Final = {state: f"{state.value};expires=" for state in State}
-"""Subscription-State up to the remaining seconds, by state (no Enum ``.value`` per NOTIFY)."""
-
-
-def _shared_remote_uri(record: SubscriptionRecord) -> str:
-    """A stored remote URI that is the watcher's URI, alone or in ``<>`` (as rows written before
-    2026-11-27 have it), as the watcher's string: one string per subscription, not two."""
-    remote, watcher = record.remote_uri, record.watcher
-    if remote == watcher or (remote[1:-1] == watcher and remote[:1] == "<" and remote[-1:] == ">"):
-        return watcher
-    return remote
-
-
-def _partial_body(old: bytes | None, new: bytes, entity: str) -> bytes:
-    """The RFC 5263 body (version 0) taking a watcher from ``old`` to ``new``: a pidf-diff, or
-    pidf-full when there is no ``old`` or the diff would not be smaller than the document
-    (partial notification exists to make NOTIFYs smaller, RFC 5263 §1)."""
-    if old is not None:
-        body = make_diff(old, new, version=0, entity=entity)
-        if len(body) < len(new):  # (the pidf-full would be the document and its wrapper)
-            return body
-    return make_diff(None, new, version=0, entity=entity)
 
 
 class PresenceStore(SubscriptionStore, PublicationStore, Protocol):
@@ -173,8 +116,6 @@ class PresenceServer:
         self.settings = settings or PresenceSettings()
         self.store = store
         self.ids = ids
-        self.new_branch = new_branch
-        self.send = send
         self.is_registered = is_registered
         self.rules_for = rules_for
         self.data_version = data_version
@@ -185,10 +126,16 @@ class PresenceServer:
         """Whether a presentity still exists, asked when the HSS changes (None: always)."""
         self.domain = domain
         self.default_policy = default_policy
-        self.connections: Container[int] = connections if connections is not None else _ANY
-        """Ids of the stream connections up now (the endpoint's): a dialog bound to one that
-        has closed sends by its route set / Contact."""
         s = self.settings
+        self.notifier = Notifier(
+            self,
+            settings=s,
+            store=store,
+            new_branch=new_branch,
+            send=send,
+            connections=connections,
+            domain=domain,
+        )
         self.compositor = Compositor(
             store,
             ids,
@@ -204,13 +151,9 @@ class PresenceServer:
         self._presentities: dict[str, Presentity] = {}
         self._expiry: DeadlineHeap[str] = DeadlineHeap()
         """Subscription id -> its expiry."""
-        self._throttle: list[tuple[float, str]] = []
-        self._due: list[Subscription] = []
-        self._diffs: dict[tuple[bytes, bytes], bytes] = {}
         self._strings: dict[str, str] = {}
         self.intern_limit = INTERNED_STRINGS
         """Strings interned before the table starts over (see :meth:`_intern`)."""
-        self._via_heads: dict[tuple[str, str], tuple[str, str, tuple[str, int | None] | None]] = {}
         self._next_poll = now
         self._last_now = now
         self._reauth: list[str] = []
@@ -259,19 +202,7 @@ class PresenceServer:
         published = self.compositor.document(key)
         if published is not None:
             return published
-        presentity = self._peek(key)
-        return self._registration_doc(presentity, self.is_registered(key, now))
-
-    @staticmethod
-    def _registration_doc(presentity: Presentity, registered: bool) -> bytes:
-        """Presence derived from registration, made once per presentity and state."""
-        basic = "open" if registered else "closed"
-        doc = presentity.reg_docs.get(basic)
-        if doc is None:
-            note = "registered" if registered else "not registered"
-            doc = status_document(presentity.entity, basic, tuple_id="reg", note=note)
-            presentity.reg_docs[basic] = doc
-        return doc
+        return self._peek(key).registration_document(self.is_registered(key, now))
 
     def watchers_of(self, key: str) -> list[Subscription]:
         presentity = self._presentities.get(key)
@@ -351,7 +282,7 @@ class PresenceServer:
             event_id=event_header.id if event_header else None,
             display_name=display_name(request),
             cseq_reserved=self.settings.cseq_block,
-            via_sent_by=self._sent_by(local_contact),
+            via_sent_by=self.notifier.sent_by(local_contact),
         )
         sub.action = action
         effect = sub.process(_AUTH_INPUT[action])
@@ -362,11 +293,11 @@ class PresenceServer:
             # RFC 3856 §6.3 / RFC 6665 §4.4.3: fetch = one NOTIFY, then the subscription is over
             sub.final = sub.process(Input.UNSUBSCRIBE)
             sub.winfo_event = "timeout"
-            self._queue(sub)
+            self.notifier.queue(sub)
             return sub
         self._install(sub)
         self.store.save_subscription(sub)
-        self._queue(sub)
+        self.notifier.queue(sub)
         self._winfo_changed(presentity, now)
         return sub
 
@@ -393,52 +324,14 @@ class PresenceServer:
         self._expiry.set(sub.id, sub.expires_at)
 
     def _restore(self, record: SubscriptionRecord) -> None:
-        # The stored block of CSeqs was reserved when a NOTIFY first went past the one before,
-        # and is written by the group commit after that NOTIFY left: a crash in between leaves
-        # the previous block on disk while CSeqs of the new one were used.  One block further
-        # is past every CSeq sent (RFC 3261 §12.2.1.1: the local CSeq only rises).
-        start = record.cseq_reserved + self.settings.cseq_block
-        dialog = Dialog(
-            call_id=record.call_id,
-            local_tag=record.id,
-            remote_tag=record.remote_tag,
-            local_uri=self._intern(record.local_uri),
-            remote_uri=_shared_remote_uri(record),
-            remote_target=record.remote_target,
-            route_set=record.route_set,
-            local_cseq=start,
-            remote_cseq=record.remote_cseq,
-            source=peer_from_text(record.source),
-            local_contact=self._intern(record.local_contact),
-        )
-        sub = Subscription(
-            id=record.id,
-            presentity=record.presentity,
-            entity=record.entity,
-            event=record.event,
-            watcher=record.watcher,
-            dialog=dialog,
-            expires_at=record.expires_at,
-            created_at=record.created_at,
-            accept_diff=record.accept_diff,
-            event_id=record.event_id,
-            display_name=record.display_name,
-            cseq_reserved=start + self.settings.cseq_block - 1,
-            via_sent_by=self._sent_by(record.local_contact),
+        sub = restore_subscription(
+            record,
+            cseq_block=self.settings.cseq_block,
+            intern=self._intern,
+            via_sent_by=self.notifier.sent_by(record.local_contact),
         )
         # The new block is written before any of it is used (a second crash must not go back).
         self.store.save_cseq(sub.id, sub.cseq_reserved)
-        # Document versions must keep rising in the dialog (RFC 3858 §4: a watcher discards a
-        # watcherinfo document not newer than its copy; RFC 5263 §4.4).  They were not stored,
-        # but each NOTIFY raised the version by at most one and the CSeq by one, from 0 both:
-        # ``start`` is above every version sent (a full document may jump ahead).
-        sub.diff_version = sub.winfo_version = start
-        active = record.state == State.ACTIVE.value
-        sub.action = (
-            Action.POLITE_BLOCK if record.polite else (Action.ALLOW if active else Action.CONFIRM)
-        )
-        sub.state = State.ACTIVE if active else State.PENDING
-        sub.winfo_event = "approved" if active else "subscribe"
         self._presentity(record.presentity, record.entity)
         self._install(sub)
 
@@ -452,10 +345,10 @@ class PresenceServer:
             effect = None
         if sub.state is State.TERMINATED:
             sub.final = effect
-            sub.winfo_event = _REASONS.get(effect, "giveup") if effect else "giveup"
+            sub.winfo_event = END_REASONS.get(effect, "giveup") if effect else "giveup"
             self._end(sub, now)
             if effect is not None:
-                self._queue(sub)
+                self.notifier.queue(sub)
             return
         if sub.state is not before:
             sub.winfo_event = "approved" if sub.state is State.ACTIVE else "subscribe"
@@ -463,9 +356,9 @@ class PresenceServer:
             self._winfo_changed(sub.presentity, now)
         if effect is SideEffect.NOTIFY:
             if immediate:
-                self._queue(sub)
+                self.notifier.queue(sub)
             else:
-                self._changed(sub, now)
+                self.notifier.changed(sub, now)
 
     def _terminate(self, sub: Subscription, event: Input, now: float) -> None:
         self._apply(sub, event, now, immediate=True)
@@ -542,7 +435,7 @@ class PresenceServer:
         presentity = self._presentities.get(key)
         if presentity is not None:
             for sub in presentity.winfo.values():
-                self._changed(sub, now)
+                self.notifier.changed(sub, now)
 
     def reauthorize(self, now: float, limit: int | None = None) -> None:
         """Re-evaluate watchers against the current rules (after an HSS change), at most
@@ -573,106 +466,19 @@ class PresenceServer:
                 sub.action = action
                 self._apply(sub, _AUTH_INPUT[action], now, immediate=True)
 
-    # --- NOTIFY scheduling --------------------------------------------------------------------
-
-    def _queue(self, sub: Subscription) -> None:
-        if not sub.queued:
-            sub.queued = True
-            self._due.append(sub)
-
-    def _changed(self, sub: Subscription, now: float) -> None:
-        """RFC 3856 §6.10 rate limit: send now, or once the interval since the last one ends."""
-        if sub.queued or sub.throttled:
-            return  # the NOTIFY already planned will carry the newest state
-        ready_at = sub.last_notify_at + self.settings.min_notify_interval
-        if ready_at <= now:
-            self._queue(sub)
-            return
-        sub.throttled = True
-        heapq.heappush(self._throttle, (ready_at, sub.id))
+    # --- NOTIFYs ------------------------------------------------------------------------------
 
     def flush(self, now: float) -> None:
         """Send every queued NOTIFY (call after answering the request that caused them)."""
-        due, self._due = self._due, []
-        for sub in due:
-            sub.queued = False
-            sub.throttled = False
-            try:
-                self._send_notify(sub, now)
-            except SipError:
-                log.exception("cannot build NOTIFY for subscription %s", sub.id)
-        self._diffs.clear()
+        self.notifier.flush(now)
 
-    def _send_notify(self, sub: Subscription, now: float) -> None:
-        headers, content_type, body = self._content(sub, now)
-        if content_type:
-            headers.append(("Content-Type", content_type))
-        destination = sub.dialog.destination()
-        if destination.connection and destination.connection not in self.connections:
-            # The watcher's connection has closed: by its route set / Contact at once (RFC 3261
-            # §12.2.1.1), not by a new connection to the port that one came from, which takes
-            # none (Twinkle audit: a refused connect per vanished watcher).
-            sub.dialog.forget_connection()
-            destination = sub.dialog.destination()
-        transport, head, sent_by = self._via_head(destination.transport, sub.via_sent_by)
-        branch = self.new_branch()
-        via = f"{head}{branch};rport"
-        params = (("branch", branch), ("rport", None))
-        parsed = None if sent_by is None else Via(transport, *sent_by, params)
-        request = sub.dialog.build_request(
-            "NOTIFY", via=via, headers=headers, body=body, parsed_via=parsed
-        )
-        sub.last_notify_at = now
-        if sub.final is None and sub.dialog.local_cseq > sub.cseq_reserved:
-            sub.cseq_reserved = sub.dialog.local_cseq + self.settings.cseq_block - 1
-            self.store.save_cseq(sub.id, sub.cseq_reserved)
-        sid = sub.id
-        self.send(
-            request, destination, now, lambda response, when: self._answered(sid, response, when)
-        )
+    def offline_document(self, sub: Subscription) -> bytes:
+        """The presentity as neither registered nor publishing, for a politely blocked watcher."""
+        return self._peek(sub.presentity, sub.entity).registration_document(False)
 
-    def _content(self, sub: Subscription, now: float) -> tuple[list[tuple[str, str]], str, bytes]:
-        """Event, Subscription-State (RFC 6665 §4.1.3) and body of the next NOTIFY."""
-        event = sub.event if sub.event_id is None else f"{sub.event};id={sub.event_id}"
-        headers = [("Event", event)]
-        if sub.final is not None:
-            headers.append(("Subscription-State", _TERMINATED[sub.final]))
-            if sub.final in _NO_FINAL_STATE or sub.action is Action.CONFIRM:
-                return headers, "", b""  # RFC 5025: nothing is revealed to a refused watcher
-        else:
-            remaining = max(0, int(sub.expires_at - now + 0.5))
-            headers.append(("Subscription-State", f"{_EXPIRES_PREFIX[sub.state]}{remaining}"))
-            if sub.state is State.PENDING:
-                return headers, "", b""  # RFC 3856 §6.6.2: no state while pending
-        if sub.event == WINFO:
-            return headers, WATCHERINFO_CONTENT_TYPE, self._winfo_body(sub, now)
-        if sub.polite:
-            # RFC 5025 §3.2.1: what an allowed watcher sees of the presentity offline (neither
-            # registered nor publishing), so that it cannot tell it is blocked; in the content
-            # type this watcher asked for (a diff watcher then holds that document).
-            doc = self._registration_doc(self._peek(sub.presentity, sub.entity), False)
-        else:
-            doc = self.document(sub.presentity, now)
-        if not sub.accept_diff:
-            return headers, PIDF_CONTENT_TYPE, doc
-        return headers, PIDF_DIFF_CONTENT_TYPE, self._diff_body(sub, doc)
-
-    def _diff_body(self, sub: Subscription, doc: bytes) -> bytes:
-        """RFC 5263: full state first (pidf-full), then pidf-diff; one diff per (old, new) pair.
-
-        The watcher's copy (``last_body``) and version change only once the body is made."""
-        old = sub.last_body
-        key = (old or b"", doc)
-        template = self._diffs.get(key)
-        if template is None:
-            template = self._diffs[key] = _partial_body(old, doc, sub.entity)
-        sub.diff_version += 1
-        sub.last_body = doc
-        # The root's version attribute, whether the root has children or not (an empty diff is
-        # `<p:pidf-diff ... version="0"/>`); the XML declaration's is version='1.0'.
-        return template.replace(b' version="0"', f' version="{sub.diff_version}"'.encode(), 1)
-
-    def _winfo_body(self, sub: Subscription, now: float) -> bytes:
+    def watcher_entries(self, sub: Subscription, now: float) -> list[WatcherEntry]:
+        """What the next watcherinfo document of winfo subscription ``sub`` lists: the
+        presentity's watchers, and those ended since the last one (listed this once)."""
         presentity = self._presentities.get(sub.presentity)
         watchers = (
             []
@@ -680,11 +486,9 @@ class PresenceServer:
             else [w.watcher_entry(now) for w in presentity.watchers.values()]
         )
         watchers.extend(self._ended_watchers.pop(sub.id, ()))
-        body = compose_watcherinfo(sub.entity, watchers, version=sub.winfo_version)
-        sub.winfo_version += 1  # RFC 3857 §5.4: +1 per document sent in this subscription
-        return body
+        return watchers
 
-    def _answered(self, sid: str, response: Response | None, now: float) -> None:
+    def answered(self, sid: str, response: Response | None, now: float) -> None:
         """RFC 6665 §4.2.2: a NOTIFY that timed out, or whose answer ends the dialog or its
         usage, removes the subscription; other failures end only that NOTIFY's transaction."""
         if response is not None and response.status < 300:
@@ -697,7 +501,7 @@ class PresenceServer:
                 "timeout" if response is None else response.status,
             )
             return
-        if response is not None and response.status not in _NOTIFY_ENDS_SUBSCRIPTION:
+        if response is not None and response.status not in NOTIFY_ENDS_SUBSCRIPTION:
             sub.last_body = None  # the watcher missed that state: full state next time
             log.debug("NOTIFY of %s answered %d: subscription kept", sid, response.status)
             return
@@ -706,7 +510,7 @@ class PresenceServer:
             # route set / Contact, as a UA that sent no connection of its own would get.
             log.info("NOTIFY of %s: connection gone, trying %s", sid, sub.dialog.destination())
             sub.last_body = None
-            self._queue(sub)
+            self.notifier.queue(sub)
             self.flush(now)
             return
         # INFO, not DEBUG: the watcher cannot be told (it learns at its next refresh, 481), so
@@ -732,8 +536,9 @@ class PresenceServer:
         expiry = self._expiry.next_deadline()
         if expiry is not None and expiry < deadline:
             deadline = expiry
-        if self._throttle and self._throttle[0][0] < deadline:
-            deadline = self._throttle[0][0]
+        throttled = self.notifier.next_throttled()
+        if throttled is not None and throttled < deadline:
+            deadline = throttled
         publication = self.compositor.get_timer()
         if publication is not None and publication < deadline:
             deadline = publication
@@ -750,12 +555,7 @@ class PresenceServer:
                 break
             batch -= 1
             self._apply(self.subscriptions[sid], Input.EXPIRE, now, immediate=True)
-        heap = self._throttle
-        while heap and heap[0][0] <= now:
-            _, sid = heapq.heappop(heap)
-            sub = self.subscriptions.get(sid)
-            if sub is not None and sub.throttled:
-                self._queue(sub)
+        self.notifier.release_throttled(now, self.subscriptions)
         if now >= self._next_poll:
             self._next_poll = now + self.settings.rules_poll_interval
             self._poll_rules(now)
@@ -795,43 +595,6 @@ class PresenceServer:
             found = strings[text] = text
         return found
 
-    def _sent_by(self, local_contact: str) -> str:
-        """Via sent-by of our NOTIFYs: host[:port] of our Contact for the dialog."""
-        cached = self._strings.get("via:" + local_contact)
-        if cached is None:
-            try:
-                uri = parse_uri(local_contact)
-            except SipError:
-                uri = None
-            if isinstance(uri, SipUri):
-                cached = uri.host if uri.port is None else f"{uri.host}:{uri.port}"
-            else:
-                cached = self.domain
-            self._strings["via:" + local_contact] = cached
-        return cached
-
-    def _via_head(
-        self, transport: str, sent_by: str
-    ) -> tuple[str, str, tuple[str, int | None] | None]:
-        """Our Via's transport, its text up to the branch value, and the sent-by as the Via
-        parser gives it (None: unparsable); worked out once per transport and sent-by."""
-        try:
-            return self._via_heads[transport, sent_by]
-        except KeyError:
-            pass
-        name = transport.upper()
-        head = (name, f"SIP/2.0/{name} {sent_by};branch=", self._via_sent_by(sent_by))
-        self._via_heads[transport, sent_by] = head
-        return head
-
-    def _via_sent_by(self, sent_by: str) -> tuple[str, int | None] | None:
-        """Host and port of a Via sent-by as the Via parser gives them (None: unparsable)."""
-        try:
-            via = parse_via(f"SIP/2.0/UDP {sent_by}")
-        except SipError:
-            return None
-        return (via.host, via.port)
-
     def close(self) -> None:
         """Everything is written through; nothing to release."""
-        self._due.clear()
+        self.notifier.clear()

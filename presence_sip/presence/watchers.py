@@ -2,6 +2,7 @@
 
 :class:`Subscription` is one watcher's subscription (dialog, machine, pacing state);
 :class:`Presentity` groups the watchers of one presentity with its cached documents.
+:func:`restore_subscription` makes one again from its stored record after a restart.
 :func:`decide_action` maps the HSS rules onto RFC 5025 sub-handling for one watcher.
 """
 
@@ -14,9 +15,11 @@ from typing import Final
 
 from presence_sip.dialog.dialog import Dialog
 from presence_sip.hss.msisdn import canonical_identity
+from presence_sip.presence.pidf import status_document
 from presence_sip.presence.rules import Action, decide, most_permissive
 from presence_sip.presence.subscriptions import (
     SideEffect,
+    State,
     SubscriptionMachine,
     SubscriptionRecord,
 )
@@ -31,6 +34,7 @@ __all__ = [
     "decide_action",
     "display_name",
     "peer_from_text",
+    "restore_subscription",
 ]
 
 
@@ -188,6 +192,73 @@ class Subscription(SubscriptionMachine):
         )
 
 
+def restore_subscription(
+    record: SubscriptionRecord,
+    *,
+    cseq_block: int,
+    intern: Callable[[str], str],
+    via_sent_by: str,
+) -> Subscription:
+    """The subscription ``record`` was saved from, in its state (active or pending), with a new
+    block of NOTIFY CSeqs reserved (``cseq_reserved``: the caller stores it before any is used,
+    so that a second crash does not go back).
+
+    The stored block was reserved when a NOTIFY first went past the one before, and is written
+    by the group commit after that NOTIFY left: a crash in between leaves the previous block on
+    disk while CSeqs of the new one were used.  One block further is past every CSeq sent
+    (RFC 3261 §12.2.1.1: the local CSeq only rises)."""
+    start = record.cseq_reserved + cseq_block
+    dialog = Dialog(
+        call_id=record.call_id,
+        local_tag=record.id,
+        remote_tag=record.remote_tag,
+        local_uri=intern(record.local_uri),
+        remote_uri=_shared_remote_uri(record),
+        remote_target=record.remote_target,
+        route_set=record.route_set,
+        local_cseq=start,
+        remote_cseq=record.remote_cseq,
+        source=peer_from_text(record.source),
+        local_contact=intern(record.local_contact),
+    )
+    sub = Subscription(
+        id=record.id,
+        presentity=record.presentity,
+        entity=record.entity,
+        event=record.event,
+        watcher=record.watcher,
+        dialog=dialog,
+        expires_at=record.expires_at,
+        created_at=record.created_at,
+        accept_diff=record.accept_diff,
+        event_id=record.event_id,
+        display_name=record.display_name,
+        cseq_reserved=start + cseq_block - 1,
+        via_sent_by=via_sent_by,
+    )
+    # Document versions must keep rising in the dialog (RFC 3858 §4: a watcher discards a
+    # watcherinfo document not newer than its copy; RFC 5263 §4.4).  They were not stored, but
+    # each NOTIFY raised the version by at most one and the CSeq by one, from 0 both: ``start``
+    # is above every version sent (a full document may jump ahead).
+    sub.diff_version = sub.winfo_version = start
+    active = record.state == State.ACTIVE.value
+    sub.action = (
+        Action.POLITE_BLOCK if record.polite else (Action.ALLOW if active else Action.CONFIRM)
+    )
+    sub.state = State.ACTIVE if active else State.PENDING
+    sub.winfo_event = "approved" if active else "subscribe"
+    return sub
+
+
+def _shared_remote_uri(record: SubscriptionRecord) -> str:
+    """A stored remote URI that is the watcher's URI, alone or in ``<>`` (as rows written before
+    2026-11-27 have it), as the watcher's string: one string per subscription, not two."""
+    remote, watcher = record.remote_uri, record.watcher
+    if remote == watcher or (remote[1:-1] == watcher and remote[:1] == "<" and remote[-1:] == ">"):
+        return watcher
+    return remote
+
+
 class Presentity:
     """A watched presentity: its watchers and cached documents."""
 
@@ -200,6 +271,17 @@ class Presentity:
         self.winfo: dict[str, Subscription] = {}
         self.reg_docs: dict[str, bytes] = {}
         """The documents of presence derived from registration, by ``<basic>`` value."""
+
+    def registration_document(self, registered: bool) -> bytes:
+        """Presence derived from registration (``open`` when registered), made once per
+        state."""
+        basic = "open" if registered else "closed"
+        doc = self.reg_docs.get(basic)
+        if doc is None:
+            note = "registered" if registered else "not registered"
+            doc = status_document(self.entity, basic, tuple_id="reg", note=note)
+            self.reg_docs[basic] = doc
+        return doc
 
 
 def decide_action(

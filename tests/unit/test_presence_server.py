@@ -313,13 +313,13 @@ def test_notify_via_and_cseq_are_given_as_parsing_would_give_them() -> None:
     them): they must be exactly what parsing its header text gives."""
     node = Node()
     built: list[Request] = []
-    send = node.role.server.send
+    send = node.role.server.notifier.send
 
     def keep(request: Request, *rest: object) -> None:
         built.append(request)
         send(request, *rest)  # type: ignore[arg-type]
 
-    node.role.server.send = keep
+    node.role.server.notifier.send = keep
     tcp = subscribe(contact="<sip:alice@127.0.0.1:5070;transport=tcp>", call_id="c-tcp")
     node.receive(tcp.replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP"), Peer("tcp", "127.0.0.1", 4000, 3))
     subscribed(node)
