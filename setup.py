@@ -28,6 +28,7 @@ NATIVE_MODULES = [
     "presence_sip/ids.py",
     "presence_sip/presence/notifier.py",
     "presence_sip/presence/pidf.py",
+    "presence_sip/presence/pidf_compose.py",
     "presence_sip/presence/publications.py",
     "presence_sip/presence/role.py",
     "presence_sip/presence/server.py",

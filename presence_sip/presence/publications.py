@@ -14,13 +14,8 @@ from typing import Final, NamedTuple, Protocol
 
 from presence_sip.deadlines import DeadlineHeap
 from presence_sip.ids import IdSource
-from presence_sip.presence.pidf import (
-    PIDF_CONTENT_TYPE,
-    PIDF_DIFF_CONTENT_TYPE,
-    compose_documents,
-    validate_pidf,
-    with_entity,
-)
+from presence_sip.presence.pidf import PIDF_CONTENT_TYPE, PIDF_DIFF_CONTENT_TYPE, validate_pidf
+from presence_sip.presence.pidf_compose import compose_documents, with_entity
 from presence_sip.presence.pidf_diff import apply_diff
 from presence_sip.sharded import ShardedDict
 from presence_sip.sip.errors import LocalProtocolError, PidfError, RemoteProtocolError

@@ -15,7 +15,7 @@ from typing import Final
 
 from presence_sip.dialog.dialog import Dialog
 from presence_sip.hss.msisdn import canonical_identity
-from presence_sip.presence.pidf import status_document
+from presence_sip.presence.pidf_compose import status_document
 from presence_sip.presence.rules import Action, decide, most_permissive
 from presence_sip.presence.subscriptions import (
     SideEffect,

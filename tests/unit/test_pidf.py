@@ -22,16 +22,14 @@ from presence_sip.presence.pidf import (
     RPID_NS,
     WATCHERINFO_CONTENT_TYPE,
     PresenceDocument,
-    compose_documents,
     document_basic,
     documents_equivalent,
     parse_pidf,
     parse_pidf_tree,
     parse_xml,
-    status_document,
     validate_pidf,
-    with_entity,
 )
+from presence_sip.presence.pidf_compose import compose_documents, status_document, with_entity
 from presence_sip.sip.errors import LocalProtocolError, PidfError
 
 VECTORS = Path(__file__).resolve().parent.parent / "vectors" / "pidf"
