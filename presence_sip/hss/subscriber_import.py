@@ -63,7 +63,8 @@ class BadLine:
     """A line of the table that cannot be imported."""
 
     line: int
-    """Its line number in the file (the header is line 1)."""
+    """The number of the line it starts on in the file (the header is line 1): a quoted field
+    may hold line ends."""
     reason: str
     """What is wrong with it, as an operator fixes it."""
 
@@ -73,7 +74,7 @@ class ImportRow:
     """A line of the table that makes a valid subscriber record."""
 
     line: int
-    """Its line number in the file."""
+    """The number of the line it starts on in the file."""
     subscriber: Subscriber
     """The record, its HA1s computed for the table's realm."""
 
@@ -97,13 +98,14 @@ def read_import_table(text: str, realm: str) -> ImportTable:
     # A spreadsheet's "CSV UTF-8" begins with a byte order mark, which would be in the first name
     # strict: a quote left open (a file cut mid-line) or text after a closing quote is a bad
     # line, not a password with a line end in it
-    reader = csv.DictReader(io.StringIO(text.removeprefix("\ufeff"), newline=""), strict=True)
+    lines = _NumberedLines(text.removeprefix("\ufeff"))
+    reader = csv.DictReader(lines, strict=True)
     columns = _check_header(reader)
     fields = frozenset(SubscriberField(name) for name in columns - REQUIRED_COLUMNS)
     rows: list[ImportRow] = []
     bad: list[BadLine] = []
     first_line: dict[str, int] = {}  # MSISDN or extra identity -> the line that has it
-    for line, cells in _records(reader, bad):
+    for line, cells in _records(reader, lines, bad):
         try:
             record = _subscriber(cells, realm)
         except (InvalidMsisdn, InvalidRecord) as exc:
@@ -186,22 +188,53 @@ def _check_header(reader: csv.DictReader[str]) -> frozenset[str]:
     return names
 
 
+class _NumberedLines:
+    """The lines of the table as the CSV reader takes them, noting the line each record starts
+    on: a quoted field may hold line ends, so a record can span lines, and the reader's own
+    ``line_num`` is the number of its last one (and is not updated for a record it refuses)."""
+
+    def __init__(self, text: str) -> None:
+        self._lines = iter(io.StringIO(text, newline=""))
+        self._count = 0  # lines read so far
+        self._start: int | None = None  # the first line of the record being read, once read
+
+    def __iter__(self) -> _NumberedLines:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._lines)
+        self._count += 1
+        if self._start is None and line.strip("\r\n"):  # (the reader skips blank lines)
+            self._start = self._count
+        return line
+
+    def next_record(self) -> None:
+        """The next line read with text in it starts a record."""
+        self._start = None
+
+    @property
+    def start(self) -> int:
+        """The line the record read last starts on."""
+        return self._count if self._start is None else self._start
+
+
 def _records(
-    reader: csv.DictReader[str], bad: list[BadLine]
+    reader: csv.DictReader[str], lines: _NumberedLines, bad: list[BadLine]
 ) -> Sequence[tuple[int, dict[str, str | None]]]:
-    """``(line number, cells)`` of every record; a line the CSV reader refuses (a field over
-    its size limit, a stray NUL) goes to *bad* and reading goes on after it."""
+    """``(line number, cells)`` of every record, numbered by the line it starts on (what an
+    operator opens in an editor); a record the CSV reader refuses (a field over its size limit,
+    a quote left open) goes to *bad* and reading goes on after it."""
     records: list[tuple[int, dict[str, str | None]]] = []
     while True:
-        previous = reader.line_num  # where the last record ended
+        lines.next_record()
         try:
             cells = next(reader)
         except StopIteration:
             return records
-        except csv.Error as exc:  # (raised before the reader counts the line it refuses)
-            bad.append(BadLine(previous + 1, f"not readable as CSV: {exc}"))
+        except csv.Error as exc:
+            bad.append(BadLine(lines.start, f"not readable as CSV: {exc}"))
             continue
-        records.append((reader.line_num, cells))
+        records.append((lines.start, cells))
 
 
 def _subscriber(cells: dict[str, str | None], realm: str) -> Subscriber:

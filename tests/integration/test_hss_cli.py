@@ -205,6 +205,9 @@ def test_an_import_saved_by_a_spreadsheet_is_read(hss: Hss, tmp_path: Path) -> N
          "the first line must name the columns"),
         ("msisdn,password\n+447700900611," + "x" * 200_000 + "\n",
          "line 2: not readable as CSV: field larger than field limit"),
+        ('msisdn,password,credit,identities\n'
+         '+447700900611,pw,many,"sip:a@x.test\nsip:b@x.test"\n',
+         "line 2: bad credit 'many'"),  # a record spanning lines: the line it starts on
     ],
 )  # fmt: skip
 def test_an_import_with_a_bad_line_names_it_and_imports_nothing(

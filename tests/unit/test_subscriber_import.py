@@ -175,3 +175,30 @@ def test_a_quote_left_open_or_text_after_a_closing_quote_is_a_bad_line() -> None
         (2, "not readable as CSV: ',' expected after '\"'"),
         (5, "not readable as CSV: unexpected end of data"),
     ]
+
+
+def test_a_record_spanning_lines_is_named_by_the_line_it_starts_on() -> None:
+    """A quoted field with line ends in it (a spreadsheet cell of several lines): the record is
+    reported at its first line, the one an operator opens in an editor (it was its last); blank
+    lines before it are not its start, and records the CSV reader refuses one after another
+    each get their own line."""
+    text = (
+        "msisdn,password,credit,identities\n"  # 1
+        '+447700900001,pw,many,"sip:a@x.test\nsip:b@x.test"\n'  # 2-3: bad credit
+        '+447700900002,pw,,"sip:c@x.test\nsip:d@x.test"\n'  # 4-5: good
+        "\n"  # 6: blank
+        '+447700900002,pw,,"sip:e@x.test\nsip:f@x.test\nsip:g@x.test"\n'  # 7-9: line 4's number
+        '+447700900010,"a"x,,\n'  # 10: refused by the reader
+        '+447700900011,"b"y,,\n'  # 11: refused by the reader
+        "+447700900012,pw,-1,\n"  # 12: bad credit, one line as before
+    )
+    table = read_import_table(text, REALM)
+    assert [row.line for row in table.rows] == [4]
+    assert table.rows[0].subscriber.identities[2:] == ("sip:c@x.test", "sip:d@x.test")
+    assert sorted((bad.line, bad.reason) for bad in table.bad) == [
+        (2, "bad credit 'many' (expected a whole number >= 0)"),
+        (7, "subscriber +447700900002 is on line 4 too"),
+        (10, "not readable as CSV: ',' expected after '\"'"),
+        (11, "not readable as CSV: ',' expected after '\"'"),
+        (12, "bad credit -1 (expected a whole number >= 0)"),
+    ]
