@@ -46,6 +46,9 @@ _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _SERVER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 _SERVER_URI = re.compile(r"sips?:[^\s<>\"]+", re.IGNORECASE)
 _HASHES = {"MD5": "md5", "SHA-256": "sha256"}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+"""A C0 control character or DEL: no softphone's password field takes one, and a NUL cuts the
+password short in the tools that handle it as a C string."""
 
 
 class InvalidRecord(ValueError):
@@ -302,9 +305,14 @@ def with_identities(
 
 
 def with_password(subscriber: Subscriber, password: str, realm: str) -> Subscriber:
-    """*subscriber* with every HA1 recomputed for *password* in *realm*."""
+    """*subscriber* with every HA1 recomputed for *password* in *realm*; an empty password, or
+    one with a control character in it, is an :class:`InvalidRecord` (naming the character, not
+    the password)."""
     if not password:
         raise InvalidRecord("empty password")
+    control = _CONTROL.search(password)
+    if control is not None:
+        raise InvalidRecord(f"password contains a control character (U+{ord(control.group()):04X})")
     plus, digits = subscriber.msisdn, subscriber.msisdn[1:]
     return dataclasses.replace(
         subscriber,

@@ -346,6 +346,41 @@ def ha1_of_b(hss: Hss) -> str | None:
         store.close()
 
 
+def test_a_password_with_a_control_character_is_refused_by_every_command(
+    hss: Hss, tmp_path: Path
+) -> None:
+    """``add``, ``set`` and ``import`` refuse a password with a NUL or another control character
+    (no softphone can type it; a NUL cuts it short in other tools): one error line naming the
+    character and not the password, exit 2, nothing written; an import names the line."""
+    before = hss.dump()
+    nul_file = tmp_path / "pw"
+    nul_file.write_bytes(b"top\x00secret\n")
+    from_stdin = subprocess.run(
+        [sys.executable, "-m", "presence_sip.cli.hss", "--data", str(hss.data),
+         "subscriber", "set", B, "--password-file", "-"],
+        input="top\x00secret\n", capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
+    )  # fmt: skip
+    table = tmp_path / "subscribers.csv"
+    table.write_text("msisdn,password\n+447700900601,top\x00secret\n+447700900602,\ttopsecret\n")
+    prefix = "presence-sip: error:"
+    expected = [
+        (hss("subscriber", "add", C, "--password-file", str(nul_file)),
+         f"{prefix} password contains a control character (U+0000)\n"),
+        (hss("subscriber", "set", B, "--password", "top\x1bsecret", "--credit", "1"),
+         f"{prefix} password contains a control character (U+001B)\n"),
+        (from_stdin, f"{prefix} password contains a control character (U+0000)\n"),
+        (hss("subscriber", "import", str(table)),
+         f"{prefix} {table} line 2: password contains a control character (U+0000)\n"
+         f"{prefix} {table} line 3: password contains a control character (U+0009)\n"
+         f"{prefix} {table}: 2 bad line(s); nothing was imported\n"),
+    ]  # fmt: skip
+    for result, stderr in expected:
+        assert (result.returncode, result.stdout, result.stderr) == (2, "", stderr)
+        assert "secret" not in result.stderr
+    assert hss.dump() == before
+
+
 def test_a_password_typed_at_a_terminal_is_not_echoed_and_asked_twice(hss: Hss) -> None:
     """``--password-file -`` at a terminal asks for the password with echo off (it showed on
     the screen as it was typed: new-user audit), and twice: a typo is not stored unseen."""

@@ -245,6 +245,29 @@ def test_update_refusals_change_nothing(populated: SubscriberStore) -> None:
     assert snapshot(populated) == before
 
 
+@pytest.mark.parametrize(
+    ("password", "character"),
+    [("se\x00cret", "U+0000"), ("\tsecret", "U+0009"), ("secret\n", "U+000A"),
+     ("se\x1bcret", "U+001B"), ("secret\x7f", "U+007F")],
+)  # fmt: skip
+def test_a_password_with_a_control_character_is_refused_without_echoing_it(
+    populated: SubscriberStore, password: str, character: str
+) -> None:
+    """No softphone can type one, and a NUL cuts the password short in other tools: adding or
+    changing such a password is refused, naming the character and not the password."""
+    before = snapshot(populated)
+    message = f"password contains a control character ({character})"
+    with pytest.raises(InvalidRecord) as added:
+        populated.add_subscriber("+447700900111", password)
+    with pytest.raises(InvalidRecord) as updated:
+        populated.update_subscriber(B, password=password, credit=1, add_identities=["sip:b@x.test"])
+    assert str(added.value) == str(updated.value) == message
+    assert snapshot(populated) == before
+    # Spaces and letters beyond ASCII are no control characters.
+    populated.update_subscriber(B, password="sé cret ü")
+    assert populated.get_ha1(B, "MD5") == md5(f"{B}:{DOMAIN}:sé cret ü")
+
+
 def test_update_adds_and_removes_extra_identities(populated: SubscriberStore) -> None:
     version = populated.data_version()
     updated = populated.update_subscriber(B, add_identities=["sip:Bob@NET-B.test", "sip:b2@x.test"])

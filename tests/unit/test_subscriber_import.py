@@ -165,15 +165,35 @@ def test_bad_lines_are_described_in_order_up_to_a_cap() -> None:
 def test_a_quote_left_open_or_text_after_a_closing_quote_is_a_bad_line() -> None:
     """A file cut in the middle of a quoted password, or a stray quote, is a bad line (hostile
     test: the non-strict reader imported the password ``"unterminated\\n"`` and ``pwx``); a
-    quoted field with a line end in it, closed, is still a field."""
+    quoted field with a line end in it, closed, is still a field (a password with a line end is
+    then refused for its control character)."""
     table = read_import_table(
-        'msisdn,password\n+447700900001,"pw"x\n+447700900002,"p\nw"\n+447700900003,"cut\n',
+        "msisdn,password,identities\n"
+        '+447700900001,"pw"x,\n'
+        '+447700900002,pw,"sip:a@x.test\nsip:b@x.test"\n'
+        '+447700900003,"p\nw",\n'
+        '+447700900004,"cut,\n',
         REALM,
     )
     assert [row.subscriber.msisdn for row in table.rows] == ["+447700900002"]
-    assert [(bad.line, bad.reason) for bad in table.bad] == [
+    assert [(bad.line, bad.reason) for bad in sorted(table.bad, key=lambda bad: bad.line)] == [
         (2, "not readable as CSV: ',' expected after '\"'"),
-        (5, "not readable as CSV: unexpected end of data"),
+        (5, "password contains a control character (U+000A)"),
+        (7, "not readable as CSV: unexpected end of data"),
+    ]
+
+
+def test_a_password_with_a_control_character_is_a_bad_line() -> None:
+    """A NUL, a tab or another control character in a password: a bad line naming the
+    character, not the password (the CSV reader takes a NUL in a field)."""
+    table = read_import_table(
+        "msisdn,password\n+447700900001,se\x00cret\n+447700900002,\tsecret\n+447700900003,ok\n",
+        REALM,
+    )
+    assert [row.line for row in table.rows] == [4]
+    assert [(bad.line, bad.reason) for bad in table.bad] == [
+        (2, "password contains a control character (U+0000)"),
+        (3, "password contains a control character (U+0009)"),
     ]
 
 
