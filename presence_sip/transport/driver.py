@@ -453,12 +453,19 @@ class Driver:
         self._tasks.start(self._get_loop(), self._connect(conn))
         return conn
 
-    def handshake_aborted(self, conn: StreamConnection, *, failed: bool) -> None:
-        """A failed handshake counts towards its source's flood bucket (``transport.flood``);
-        an aborted one towards a trim of the C heap (:meth:`.HandshakeBookkeeping.aborted`)."""
+    def handshake_aborted(
+        self, conn: StreamConnection, *, failed: bool, reason: str | None = None
+    ) -> None:
+        """A failed handshake counts towards its source's flood bucket (``transport.flood``),
+        and with a ``reason`` is logged (:meth:`.HandshakeBookkeeping.failed`, a few lines a
+        minute); an aborted one counts towards a trim of the C heap
+        (:meth:`.HandshakeBookkeeping.aborted`)."""
+        loop = self._loop if self._running else None
+        if reason is not None:
+            self._handshakes.failed((conn.peer.host, conn.peer.port), reason, loop)
         if failed and self.flood is not None and self._running:
             self.flood.handshake_failed(conn.peer.host, self._now())
-        self._handshakes.aborted(self._loop if self._running else None)
+        self._handshakes.aborted(loop)
 
     async def _connect(self, conn: StreamConnection) -> None:
         failure = await connect(

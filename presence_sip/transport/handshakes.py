@@ -1,8 +1,9 @@
 """Inbound TLS handshakes as the driver keeps count of them, off the request path.
 
 The pending ones are bounded by ``max_connections`` (``Driver.spawn``): what is refused then is
-warned about once a minute.  An aborted one leaves C heap that glibc keeps (runtime/heap.py):
-after many, the heap is trimmed.
+warned about once a minute.  A failed one is an INFO line, a few a minute at most, the others
+counted in one line (a handshake flood would fill the log).  An aborted one leaves C heap that
+glibc keeps (runtime/heap.py): after many, the heap is trimmed.
 """
 
 from __future__ import annotations
@@ -11,16 +12,24 @@ import asyncio
 import logging
 import time
 
-from presence_sip.log_limit import LogLimit
+from presence_sip.log_limit import LogBurst, LogLimit
 from presence_sip.runtime.heap import trim_heap
 
-# The driver's logger: these lines keep the name operators (and their log filters) know.
+# The driver's logger, and the stream's for failed handshakes: these lines keep the names
+# operators (and their log filters) know.
 logger = logging.getLogger("presence_sip.transport.driver")
+failed_logger = logging.getLogger("presence_sip.transport.stream")
 
 HANDSHAKE_TIMEOUT = 10.0
 """Seconds an inbound TLS handshake may take, from its start (one timer, which a ClientHello
 trickled a byte at a time does not push back); the connection counts towards
 ``max_connections_per_source`` meanwhile."""
+FAILED_LINES = 10
+"""Failed inbound handshakes logged one by one per :data:`FAILED_INTERVAL` (from the first of
+them): each names its source, worth a line while they are few (a phone that does not trust the
+node's certificate); the others are counted, in one line when the interval ends."""
+FAILED_INTERVAL = 60.0
+"""Seconds of :data:`FAILED_LINES`."""
 TRIM_AFTER_HANDSHAKES = 500
 """Aborted inbound TLS handshakes after which the C heap is trimmed ..."""
 TRIM_INTERVAL = 5.0
@@ -30,12 +39,24 @@ TRIM_DELAY = 1.0
 
 
 class HandshakeBookkeeping:
-    """Refused and aborted inbound TLS handshakes: the warning, and the heap trim."""
+    """Refused, failed and aborted inbound TLS handshakes: the warning, the log lines of failed
+    ones, and the heap trim."""
 
-    __slots__ = ("_aborted_since_trim", "_refused", "_trim", "_trimmed_at")
+    __slots__ = (
+        "_aborted_since_trim",
+        "_failed",
+        "_latest_failed",
+        "_refused",
+        "_summary",
+        "_trim",
+        "_trimmed_at",
+    )
 
     def __init__(self) -> None:
         self._refused = LogLimit()
+        self._failed = LogBurst(FAILED_LINES, FAILED_INTERVAL)
+        self._latest_failed: tuple[tuple[str, int], str] | None = None  # the last not logged
+        self._summary: asyncio.TimerHandle | None = None
         self._aborted_since_trim = 0
         self._trimmed_at = float("-inf")
         self._trim: asyncio.TimerHandle | None = None
@@ -49,6 +70,38 @@ class HandshakeBookkeeping:
                 "refusing TLS connections: %d handshakes pending (max_connections); %d refused",
                 pending,
                 self._refused.count,
+            )
+
+    def failed(
+        self, peer: tuple[str, int], reason: str, loop: asyncio.AbstractEventLoop | None
+    ) -> None:
+        """An inbound handshake from ``peer`` failed or timed out: an INFO line, up to
+        :data:`FAILED_LINES` per :data:`FAILED_INTERVAL`.  With the flood guard off, or from
+        many sources, a handshake flood made one line each; past the limit they are counted,
+        and one line says how many when the interval ends (on ``loop``; ``None``: the driver is
+        stopped, nothing is scheduled)."""
+        if self._failed.due(time.monotonic()):
+            failed_logger.info("TLS handshake from %s failed: %s", peer, reason)
+            return
+        self._latest_failed = (peer, reason)
+        if self._summary is None and loop is not None:
+            delay = max(0.0, self._failed.ends - time.monotonic())
+            self._summary = loop.call_later(delay, self._summarize_failed)
+
+    def _summarize_failed(self) -> None:
+        """The line for the failed handshakes not logged (none: no line)."""
+        self._summary = None
+        unlogged = self._failed.take_unlogged()
+        if unlogged and self._latest_failed is not None:
+            peer, reason = self._latest_failed
+            failed_logger.info(
+                "%d more TLS handshakes failed, not logged (%d lines in %g s at most);"
+                " the latest from %s: %s",
+                unlogged,
+                self._failed.lines,
+                self._failed.interval,
+                peer,
+                reason,
             )
 
     def aborted(self, loop: asyncio.AbstractEventLoop | None) -> None:
@@ -67,10 +120,14 @@ class HandshakeBookkeeping:
             self._trim = loop.call_later(delay, self._trim_heap, loop)
 
     def cancel(self) -> None:
-        """The driver stops: a trim scheduled does not run."""
+        """The driver stops: a trim scheduled does not run; the failed handshakes not logged
+        yet are counted in their line now."""
         if self._trim is not None:
             self._trim.cancel()
             self._trim = None
+        if self._summary is not None:
+            self._summary.cancel()
+        self._summarize_failed()
 
     def _trim_heap(self, loop: asyncio.AbstractEventLoop) -> None:
         self._trim = None

@@ -64,9 +64,12 @@ class StreamOwner(Protocol):
     def spawn(self, coro: Coroutine[Any, Any, None]) -> bool:
         """Run ``coro`` as a task the owner tracks and cancels on stop; False if it refuses."""
 
-    def handshake_aborted(self, conn: StreamConnection, *, failed: bool) -> None:
+    def handshake_aborted(
+        self, conn: StreamConnection, *, failed: bool, reason: str | None = None
+    ) -> None:
         """An inbound TLS handshake ended without a connection (it is aborted): ``failed`` when
-        the peer's handshake failed or timed out, False when we cancelled it (a stop)."""
+        the peer's handshake failed or timed out, False when we cancelled it (a stop);
+        ``reason``, when it failed with an error or timed out, says how (for the log)."""
 
 
 class State(enum.Enum):
@@ -190,9 +193,8 @@ class StreamConnection(asyncio.Protocol):
                 ssl_handshake_timeout=self._handshake_timeout,
             )
         except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
-            peer = raw.get_extra_info("peername")
-            logger.info("TLS handshake from %s failed: %s", peer, exc or type(exc).__name__)
-            self._handshake_failed(raw, failed=True)
+            # (logged by the owner, a few lines a minute: a handshake flood would fill the log)
+            self._handshake_failed(raw, failed=True, reason=str(exc or type(exc).__name__))
             return
         except asyncio.CancelledError:
             self._handshake_failed(raw, failed=False)
@@ -203,13 +205,15 @@ class StreamConnection(asyncio.Protocol):
             return
         self._up(tls)
 
-    def _handshake_failed(self, raw: asyncio.Transport, *, failed: bool) -> None:
+    def _handshake_failed(
+        self, raw: asyncio.Transport, *, failed: bool, reason: str | None = None
+    ) -> None:
         # asyncio does not call connection_lost for a connection that died in the handshake:
         # resolve `closed` ourselves, after asyncio's own close callbacks have run.
         self.fail()
         raw.abort()
         self._loop.call_soon(self._set_closed)
-        self._owner.handshake_aborted(self, failed=failed)
+        self._owner.handshake_aborted(self, failed=failed, reason=reason)
 
     def _set_closed(self) -> None:
         """Resolve :attr:`closed` (once) and tell the owner an accepted connection is gone."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -424,3 +425,99 @@ async def test_the_c_heap_is_trimmed_after_a_burst_of_handshakes(
     finally:
         await drv.stop()
     assert trim_heap() in (True, False)  # the real one runs (glibc) or says it cannot
+
+
+NOT_TLS = b"OPTIONS sip:net-b.test SIP/2.0\r\n\r\n"
+"""What a client that speaks plain SIP to a TLS port sends: its handshake fails at once."""
+FAILED_LINE = re.compile(r"TLS handshake from \('(127\.0\.0\.[1-3])', \d+\) failed: .+")
+SUMMARY_LINE = re.compile(
+    r"(\d+) more TLS handshakes failed, not logged \((\d+) lines in ([\d.]+) s at most\);"
+    r" the latest from \('127\.0\.0\.[1-3]', \d+\): .+"
+)
+
+
+async def fail_handshake(port: int, source: str) -> None:
+    """Plain SIP from ``source`` to the TLS port; returns once the node has closed it."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+    writer.write(NOT_TLS)
+    try:
+        async with asyncio.timeout(5):
+            assert await reader.read() == b""
+    except ConnectionResetError:
+        pass
+    await close(writer)
+
+
+def handshake_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "presence_sip.transport.stream" and "TLS handshake" in r.getMessage()
+    ]
+
+
+def accounted_for(lines: list[str]) -> int:
+    """The failed handshakes ``lines`` log one by one, plus those they count."""
+    single = sum(1 for line in lines if FAILED_LINE.fullmatch(line))
+    matches = (SUMMARY_LINE.fullmatch(line) for line in lines)
+    return single + sum(int(m.group(1)) for m in matches if m is not None)
+
+
+async def test_failed_handshakes_are_logged_a_few_a_minute_and_the_others_counted(
+    endpoint: RecordingEndpoint, pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A handshake flood, the flood guard off (the default): it made one INFO line per failed
+    handshake.  The first ``FAILED_LINES`` of a minute are logged, each naming its source; the
+    others are counted, in one line when the minute ends, or here when the node stops."""
+    failures = 3 * handshakes.FAILED_LINES
+    sources = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]  # many sources: one bound for all
+    drv = await tls_node(endpoint, pki, require_client_cert=False)
+    try:
+        assert drv.flood is None
+        with caplog.at_level(logging.INFO, logger="presence_sip.transport.stream"):
+            for index in range(failures):
+                await fail_handshake(tls_port(drv), sources[index % 3])
+            logged = handshake_lines(caplog)
+            assert len(logged) == handshakes.FAILED_LINES
+            assert all(FAILED_LINE.fullmatch(line) for line in logged), logged
+            await drv.stop()  # before the minute is over: the count is logged now
+    finally:
+        await drv.stop()
+    summary = handshake_lines(caplog)[handshakes.FAILED_LINES :]
+    assert len(summary) == 1, summary
+    counted = SUMMARY_LINE.fullmatch(summary[0])
+    assert counted is not None, summary
+    assert counted.groups() == (
+        str(failures - handshakes.FAILED_LINES),
+        str(handshakes.FAILED_LINES),
+        f"{handshakes.FAILED_INTERVAL:g}",
+    )
+    assert endpoint.made == []
+
+
+async def test_the_failed_handshakes_not_logged_are_counted_when_the_interval_ends(
+    endpoint: RecordingEndpoint,
+    pki: Pki,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The count comes while the node serves, once the interval is over (here 0.5 s, not a
+    minute); the next failed handshake starts another interval and is logged on its own."""
+    monkeypatch.setattr(handshakes, "FAILED_LINES", 2)
+    monkeypatch.setattr(handshakes, "FAILED_INTERVAL", 0.5)
+    drv = await tls_node(endpoint, pki, require_client_cert=False)
+    try:
+        with caplog.at_level(logging.INFO, logger="presence_sip.transport.stream"):
+            for _ in range(7):
+                await fail_handshake(tls_port(drv), "127.0.0.1")
+            # 7 failures within one interval: 2 lines, then "5 more" when it ends (a slow
+            # machine may spread them over two: each failure is still a line or counted)
+            await eventually(lambda: accounted_for(handshake_lines(caplog)) == 7)
+            assert any(map(SUMMARY_LINE.fullmatch, handshake_lines(caplog)))
+            await asyncio.sleep(0.5)  # (any interval started is over)
+            await fail_handshake(tls_port(drv), "127.0.0.2")
+            latest = FAILED_LINE.fullmatch(handshake_lines(caplog)[-1])
+            assert latest is not None
+            assert latest.group(1) == "127.0.0.2"
+    finally:
+        await drv.stop()
