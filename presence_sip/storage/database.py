@@ -25,7 +25,10 @@ __all__ = [
     "BUSY_TIMEOUT_MS",
     "DATABASE_NAME",
     "DomainNotRecorded",
+    "check_domain",
+    "check_recorded_domain",
     "connect",
+    "connect_without_trace",
     "database_path",
     "get_setting",
     "map_errors",
@@ -148,6 +151,18 @@ def connect_read_only(path: str | Path) -> sqlite3.Connection:
             continue
         return conn
     raise StoreError(f"cannot read database {path}: {last}")
+
+
+def connect_without_trace(path: str | Path) -> sqlite3.Connection:
+    """A read-only connection that writes nothing beside ``path``: through its write-ahead log
+    when there is one (a node's that has it open), else as an immutable file (SQLite would
+    make ``-wal`` and ``-shm`` files for a read-only reader, and leave them, owned by whoever
+    read)."""
+    logged = Path(f"{path}-wal").exists()  # (immutable=1 would not read what it holds)
+    mode = "mode=ro" if logged else "immutable=1"
+    location = Path(path).resolve().as_posix()
+    with map_errors(f"cannot read database {path}"):
+        return sqlite3.connect(f"file:{location}?{mode}", uri=True, isolation_level=None)
 
 
 DATA_DIR_MODE = 0o750
@@ -291,8 +306,12 @@ def set_setting(conn: sqlite3.Connection, key: str, value: str) -> None:
 
 
 class DomainNotRecorded(ConfigError):
-    """A new database opened without a domain: nothing may guess it (its HA1s would be
-    computed for the wrong realm, and a node of the right domain would refuse the database)."""
+    """A new database, or one that records no domain yet, opened without a domain: nothing may
+    guess it (its HA1s would be computed for the wrong realm, and a node of the right domain
+    would refuse the database)."""
+
+
+_NO_DOMAIN = "this database records no network domain yet: the first use must name it"
 
 
 class DomainMismatch(ConfigError):
@@ -301,6 +320,54 @@ class DomainMismatch(ConfigError):
     def __init__(self, stored: str, requested: str) -> None:
         super().__init__(f"database belongs to domain {stored}, not {requested}")
         self.stored = stored
+
+
+def check_domain(conn: sqlite3.Connection, requested: str | None) -> None:
+    """Refuse what :func:`resolve_domain` would, reading only (the ``settings`` table if there
+    is one: a file made by another release, or empty), so before anything is migrated: no
+    domain recorded and none requested (:class:`DomainNotRecorded`), or a *requested* one that
+    differs from the recorded one (:class:`DomainMismatch`)."""
+    with map_errors("cannot read settings"):
+        stored = _recorded_domain(conn)
+    _refuse(stored, requested)
+
+
+def check_recorded_domain(path: str | Path, requested: str | None) -> None:
+    """:func:`check_domain` on the database file at ``path``, read without a trace
+    (:func:`connect_without_trace`): what a store would refuse is refused before the file is
+    opened for writing (the switch to WAL, the migrations).  No file: a new database, which
+    needs *requested* (nothing may guess the realm of its HA1s).  A file this cannot read is
+    left to the store's opening, which says why (not a database, not readable, ...)."""
+    if not Path(path).exists():
+        if requested is None:
+            raise DomainNotRecorded("no database yet, and making one needs the network domain")
+        return
+    try:
+        conn = connect_without_trace(path)
+        try:
+            stored = _recorded_domain(conn)
+        finally:
+            conn.close()
+    except (sqlite3.Error, StoreError):
+        return
+    _refuse(stored, requested)
+
+
+def _recorded_domain(conn: sqlite3.Connection) -> str | None:
+    table = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'settings'"
+    ).fetchone()
+    if table is None:
+        return None
+    row = conn.execute("SELECT value FROM settings WHERE key = 'domain'").fetchone()
+    return None if row is None else str(row[0])
+
+
+def _refuse(stored: str | None, requested: str | None) -> None:
+    if stored is None and requested is None:
+        raise DomainNotRecorded(_NO_DOMAIN)
+    if stored is not None and requested is not None and requested != stored:
+        raise DomainMismatch(stored, requested)
 
 
 def resolve_domain(conn: sqlite3.Connection, requested: str | None) -> str:
@@ -313,9 +380,7 @@ def resolve_domain(conn: sqlite3.Connection, requested: str | None) -> str:
     stored = get_setting(conn, "domain")
     if stored is None:
         if requested is None:
-            raise DomainNotRecorded(
-                "this database records no network domain yet: the first use must name it"
-            )
+            raise DomainNotRecorded(_NO_DOMAIN)
         with transaction(conn):
             stored = get_setting(conn, "domain")  # another process may have just written it
             if stored is None:

@@ -33,6 +33,7 @@ from presence_sip.sip.errors import ConfigError, StoreError
 from presence_sip.storage.database import (
     DATABASE_NAME,
     DomainMismatch,
+    connect_without_trace,
     database_path,
     get_setting,
     newer_schemas,
@@ -177,17 +178,12 @@ def _ownership(path: Path) -> str:
 
 
 def _connect_without_trace(path: Path) -> sqlite3.Connection:
-    """A read-only connection that writes nothing beside ``path``: through its write-ahead log
-    when there is one (the node's that has it open), else as an immutable file (SQLite would
-    make ``-wal`` and ``-shm`` files for a read-only reader, and leave them)."""
-    logged = Path(f"{path}-wal").exists()  # (immutable=1 would not read what it holds)
-    mode = "mode=ro" if logged else "immutable=1"
+    """A read-only connection that writes nothing beside ``path`` (``connect_without_trace``);
+    :class:`ConfigError` when it cannot be opened."""
     try:
-        return sqlite3.connect(
-            f"file:{path.resolve().as_posix()}?{mode}", uri=True, isolation_level=None
-        )
-    except sqlite3.Error as exc:
-        raise ConfigError(f"cannot read database {path}: {exc}") from None
+        return connect_without_trace(path)
+    except StoreError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _read(

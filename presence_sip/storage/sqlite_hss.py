@@ -47,7 +47,8 @@ from presence_sip.hss.store import (
 )
 from presence_sip.sip.errors import StoreError
 from presence_sip.storage.database import (
-    DomainNotRecorded,
+    check_domain,
+    check_recorded_domain,
     connect_read_only,
     database_path,
     map_errors,
@@ -160,6 +161,7 @@ class SqliteSubscriberStore:
         requested = None if domain is None else normalize_domain(domain)
         self._conn = conn
         self._owns_connection = owns_connection
+        check_domain(conn, requested)  # (a refusal writes nothing)
         migrate(conn, "core")
         migrate(conn, "hss")
         self._domain = resolve_domain(conn, requested)
@@ -173,9 +175,9 @@ class SqliteSubscriberStore:
 
         ``read_only``: an existing database this user may not write (its schema must be
         current: nothing is migrated)."""
-        if domain is None and not database_path(data_dir).exists():
-            raise DomainNotRecorded("no database yet, and making one needs the network domain")
-        conn = connect_read_only(database_path(data_dir)) if read_only else None
+        path = database_path(data_dir)  # (its domain first: a refusal writes nothing)
+        check_recorded_domain(path, None if domain is None else normalize_domain(domain))
+        conn = connect_read_only(path) if read_only else None
         if conn is None:
             conn = open_network_database(data_dir)
         try:

@@ -24,7 +24,11 @@ from serve_process import serve_command
 
 from presence_sip.cli import hss as hss_cli
 from presence_sip.cli.main import build_parser
-from presence_sip.storage.database import connect_read_only, database_path
+from presence_sip.storage.database import (
+    connect_read_only,
+    database_path,
+    open_network_database,
+)
 from presence_sip.storage.sqlite_hss import SqliteSubscriberStore
 
 pytestmark = pytest.mark.integration
@@ -594,6 +598,34 @@ def test_the_command_that_would_create_the_hss_needs_the_domain(
     assert lines[0].startswith(f"presence-sip: error: {fresh.data}: no database yet")
     assert "give --domain DOMAIN" in lines[0]
     assert not fresh.data.exists()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("subscriber", "list"),
+        ("subscriber", "add", B, "--password", "pw"),
+        ("server", "add", "ps1", "sip:127.0.2.11"),
+    ],
+)
+def test_a_database_that_records_no_domain_is_refused_without_a_write(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """A database made by another component, the core tables only (a node that stopped before
+    its HSS recorded the domain, an older release): without --domain the command is refused,
+    exit 2, and the file is as it was (it was given the HSS's tables first, then refused)."""
+    data = tmp_path / "net-b"
+    open_network_database(data).close()
+    made = database_path(data).read_bytes()
+    result = Hss(data)(*command)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        f"presence-sip: error: {data}: this database records no network domain yet: the first"
+        " use must name it: give --domain DOMAIN, the network's domain (as `serve` has it: the"
+        " digest realm the passwords are stored for, recorded now and checked afterwards)\n"
+    )
+    assert database_path(data).read_bytes() == made
+    assert [path.name for path in data.iterdir()] == ["presence.sqlite"]
 
 
 def test_a_mistyped_first_domain_is_named_with_the_way_out_while_nothing_is_stored(

@@ -640,8 +640,45 @@ def test_a_new_sqlite_store_needs_a_domain_and_makes_nothing_without(tmp_path: P
         with pytest.raises(database.DomainNotRecorded, match="no network domain yet"):
             SqliteSubscriberStore(conn)
         assert database.get_setting(conn, "domain") is None
+        assert hss_tables(conn) == []  # refused before its migration
     finally:
         conn.close()
+
+
+def hss_tables(conn: sqlite3.Connection) -> list[str]:
+    return [name for (name,) in conn.execute("SELECT name FROM sqlite_master") if "hss" in name]
+
+
+def test_a_store_refused_for_its_domain_writes_nothing(tmp_path: Path) -> None:
+    """An existing database that records no domain (made by another component: the core
+    tables only, or an empty file) opened without one, or one recording another domain: the
+    refusal comes before anything is written (the switch to WAL, the migrations), and leaves
+    no -wal or -shm file behind."""
+    data = tmp_path / "data"
+    path = data / "presence.sqlite"
+    database.open_network_database(data).close()
+    made = path.read_bytes()
+    for read_only in (False, True):
+        with pytest.raises(database.DomainNotRecorded, match="no network domain yet"):
+            SqliteSubscriberStore.open(data, read_only=read_only)
+    assert (path.read_bytes(), [p.name for p in data.iterdir()]) == (made, ["presence.sqlite"])
+    path.write_bytes(b"")  # a file made, and nothing written in it yet
+    with pytest.raises(database.DomainNotRecorded, match="no network domain yet"):
+        SqliteSubscriberStore.open(data)
+    assert (path.read_bytes(), [p.name for p in data.iterdir()]) == (b"", ["presence.sqlite"])
+    conn = database.open_network_database(data)
+    database.set_setting(conn, "domain", "net-a.test")  # recorded, the HSS not made yet
+    conn.close()
+    made = path.read_bytes()
+    with pytest.raises(database.DomainMismatch):
+        SqliteSubscriberStore.open(data, DOMAIN)
+    assert (path.read_bytes(), [p.name for p in data.iterdir()]) == (made, ["presence.sqlite"])
+    store = SqliteSubscriberStore.open(data, "net-a.test")  # its own domain: made now
+    try:
+        assert store.domain == "net-a.test"
+        assert store.list_subscribers() == []
+    finally:
+        store.close()
 
 
 def test_sqlite_rejects_a_file_that_is_not_a_database(tmp_path: Path) -> None:
