@@ -326,6 +326,7 @@ class Node:
             bindings=self.registrar.binding_count(),
             subscriptions=None if server is None else len(server.subscriptions),
             publications=None if server is None else len(server.compositor),
+            publications_ended=None if server is None else server.compositor.evicted,
             transactions=len(transactions),
             connections=self.driver.connection_count(),
             received=stats.received,

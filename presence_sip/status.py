@@ -49,12 +49,18 @@ class NodeStatus:
     source_refused: int = 0
     """Connections refused for a block or ``max_connections_per_source``."""
     storage_ok: bool = True
+    publications_ended: int | None = None
+    """Publications ended to make room under ``max_publications`` (None: no presence role)."""
 
     def line(self) -> str:
         held = [f"{self.aors} AORs ({self.bindings} bindings)"]
         if self.subscriptions is not None:
             held.append(f"{self.subscriptions} subscriptions")
-            held.append(f"{self.publications} publications")
+            ended = self.publications_ended
+            held.append(
+                f"{self.publications} publications"
+                + (f" ({ended} ended for max_publications)" if ended else "")
+            )
         held.append(f"{self.transactions} transactions")
         held.append(f"{self.connections} connections")
         classes = ", ".join(f"{c}xx {n}" for c, n in sorted(self.by_class.items()))
@@ -88,6 +94,8 @@ METRICS: tuple[tuple[str, str, str, str], ...] = (
     ("bindings", "gauge", "bindings", "Registrar bindings held."),
     ("subscriptions", "gauge", "subscriptions", "Presence subscriptions held."),
     ("publications", "gauge", "publications", "Presence publications held."),
+    ("publications_ended_total", "counter", "publications_ended",
+     "Publications ended to make room under max_publications."),
     ("transactions", "gauge", "transactions", "Server and client transactions held."),
     ("connections", "gauge", "connections", "TCP/TLS connections held."),
     ("messages_received_total", "counter", "received", "Requests and responses taken in."),

@@ -32,6 +32,7 @@ make one all-in-one node.  A config file::
     max_expires = 3600
     min_notify_interval = 0.0  # seconds between state NOTIFYs of one subscription (RFC 3856
                                # §6.10 suggests 5; 0 notifies every change at once)
+    max_publications = 64      # per presentity; one more ends the one expiring first
 
     [[network.route]]          # static next hops for a foreign domain (SRV-like); no DNS
     domain = "net-a.test"
@@ -298,7 +299,13 @@ _S = TypeVar("_S", RegistrarPolicy, PresenceSettings)
 
 _TUNABLE: dict[type, tuple[str, ...]] = {
     RegistrarPolicy: ("default_expires", "min_expires", "max_expires", "max_contacts"),
-    PresenceSettings: ("default_expires", "min_expires", "max_expires", "min_notify_interval"),
+    PresenceSettings: (
+        "default_expires",
+        "min_expires",
+        "max_expires",
+        "min_notify_interval",
+        "max_publications",
+    ),
 }
 """The fields a config file may set in ``[network.registrar]`` and ``[network.presence]``."""
 

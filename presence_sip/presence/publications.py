@@ -3,24 +3,37 @@
 Each publication (one entity-tag lineage) follows :data:`TRANSITIONS`; the compositor keeps the
 live ones per presentity, composes them into one PIDF document per change (and only then:
 watchers reuse the composed bytes), expires them from a heap and writes every change to a
-:class:`PublicationStore`.
+:class:`PublicationStore`.  A presentity keeps at most ``max_publications``: a new one past that
+ends the one that would expire first.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from enum import Enum
 from typing import Final, NamedTuple, Protocol
 
 from presence_sip.deadlines import DeadlineHeap
 from presence_sip.ids import IdSource
+from presence_sip.log_limit import LogLimit
 from presence_sip.presence.pidf import PIDF_CONTENT_TYPE, PIDF_DIFF_CONTENT_TYPE, validate_pidf
 from presence_sip.presence.pidf_compose import compose_documents, with_entity
 from presence_sip.presence.pidf_diff import apply_diff
 from presence_sip.sharded import ShardedDict
 from presence_sip.sip.errors import LocalProtocolError, PidfError, RemoteProtocolError
 
+log = logging.getLogger(__name__)
+
+MAX_PUBLICATIONS: Final = 64
+"""Publications one presentity keeps at once (``max_publications``, by default).  An initial
+PUBLISH past that ends the publication that would expire first: a publisher that never refreshes
+with SIP-If-Match (after each restart, or every time) keeps working, while one presentity can
+hold neither unbounded memory (64 KiB a body) nor an unbounded composition (every publication is
+parsed again at each change of a watched presentity)."""
+
 __all__ = [
+    "MAX_PUBLICATIONS",
     "TRANSITIONS",
     "Compositor",
     "PubEffect",
@@ -209,6 +222,7 @@ class Compositor:
         max_expires: int = 3600,
         default_expires: int = 3600,
         partial: bool = True,
+        max_publications: int = MAX_PUBLICATIONS,
         now: float = 0.0,
     ) -> None:
         self.store = store
@@ -221,6 +235,10 @@ class Compositor:
         self.max_expires = max_expires
         self.default_expires = default_expires
         self.partial = partial
+        self.max_publications = max_publications
+        self.evicted = 0
+        """Publications ended to make room under ``max_publications``."""
+        self._evictions = LogLimit()
         self._by_etag: ShardedDict[str, _Publication] = ShardedDict()
         self._by_presentity: dict[str, dict[str, _Publication]] = {}
         self._composed: dict[str, bytes] = {}
@@ -353,6 +371,9 @@ class Compositor:
         etag = self._new_etag(now)
         publication = _Publication(presentity, etag, deadline, entity, xml, self._seq, fresh=True)
         publication.process(PubInput.INITIAL)
+        mine = self._by_presentity.get(presentity)
+        if mine is not None and len(mine) >= self.max_publications:
+            self._make_room(mine, now)
         self.store.save_publication(publication.record(), None)
         self._index(publication)
         return PublishOutcome(publication.etag, lifetime, self._recompose(presentity))
@@ -389,6 +410,25 @@ class Compositor:
         self.store.delete_publication(current.etag)
         self._unindex(current)
         return PublishOutcome(current.etag, 0, self._recompose(current.presentity))
+
+    def _make_room(self, mine: dict[str, _Publication], now: float) -> None:
+        """End the publications of ``mine`` that would expire first, until there is room for
+        one more (more than one only when ``max_publications`` was lowered since they were
+        made); the new one's composition covers their going.  Said once a minute."""
+        while len(mine) >= self.max_publications:
+            first = min(mine.values(), key=_by_expiry)
+            first.process(PubInput.EXPIRE)
+            self.store.delete_publication(first.etag)
+            self._unindex(first)
+            self.evicted += 1
+        if self._evictions.due(now):
+            log.warning(
+                "%s reached %d publications (max_publications): a new one ends the one expiring"
+                " first (%d so far; a publisher that does not refresh with SIP-If-Match?)",
+                first.presentity,
+                self.max_publications,
+                self._evictions.count,
+            )
 
     def _new_etag(self, now: float) -> str:
         # The random id follows the time in seconds (fixed width), so entity-tags made together
@@ -484,3 +524,7 @@ _UNCACHED: Final = ""
 
 def _by_seq(publication: _Publication) -> int:
     return publication.seq
+
+
+def _by_expiry(publication: _Publication) -> float:
+    return publication.expires_at

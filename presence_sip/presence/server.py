@@ -145,6 +145,7 @@ class PresenceServer:
             max_expires=s.max_expires,
             default_expires=s.default_expires,
             partial=s.partial_publication,
+            max_publications=s.max_publications,
             now=now,
         )
         self.subscriptions: ShardedDict[str, Subscription] = ShardedDict()

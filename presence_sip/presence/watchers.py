@@ -16,6 +16,7 @@ from typing import Final
 from presence_sip.dialog.dialog import Dialog
 from presence_sip.hss.msisdn import canonical_identity
 from presence_sip.presence.pidf_compose import status_document
+from presence_sip.presence.publications import MAX_PUBLICATIONS
 from presence_sip.presence.rules import Action, decide, most_permissive
 from presence_sip.presence.subscriptions import (
     SideEffect,
@@ -60,6 +61,8 @@ class PresenceSettings:
     """Accept application/pidf-diff+xml PUBLISH bodies (RFC 5264)."""
     partial_notification: bool = True
     """Send application/pidf-diff+xml to watchers that accept it (RFC 5263)."""
+    max_publications: int = MAX_PUBLICATIONS
+    """Publications one presentity keeps; a new one past that ends the one expiring first."""
 
 
 _NEVER: Final = float("-inf")

@@ -255,6 +255,57 @@ def test_reload_from_store_expires_expired_rows_and_skips_bad_ones() -> None:
     assert store.publications == {}
 
 
+def test_a_publication_past_max_publications_ends_the_one_expiring_first(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A publisher that never refreshes with SIP-If-Match (or a hostile one) made a new
+    publication each time, each kept until it expired: memory and each composition grew
+    without end.  Past the limit, the one expiring first goes, not the oldest one."""
+    store = MemoryPresenceStore()
+    c = compositor(store, max_publications=3)
+    c.watched = lambda key: True
+    early = put(c, pidf("desk"), expires=600)  # oldest, but refreshed below
+    soon = put(c, pidf("old-phone"), expires=60)
+    put(c, pidf("phone"), expires=300)
+    early = put(c, etag=early.etag, expires=3600, now=10)
+    caplog.set_level("WARNING", logger="presence_sip.presence.publications")
+    new = put(c, pidf("tablet"), expires=3600, now=20)
+    assert new.changed
+    assert len(c) == 3
+    assert soon.etag not in c.etags(BOB)
+    assert soon.etag not in store.publications  # ended in the store too
+    assert sorted(store.publications) == sorted(c.etags(BOB))
+    doc = parse_pidf(c.document(BOB) or b"")
+    assert doc.tuple_ids == ("desk", "phone", "tablet")
+    assert c.evicted == 1
+    put(c, pidf("laptop"), expires=3600, now=30)  # the phone (expiring at 300) goes next
+    assert parse_pidf(c.document(BOB) or b"").tuple_ids == ("desk", "tablet", "laptop")
+    assert c.evicted == 2
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1  # once a minute
+    assert f"{BOB} reached 3 publications (max_publications)" in warnings[0]
+    # the expiry heap has no entry left of the ended ones: the next expiry is a live one's
+    assert c.get_timer() == 3610
+    assert c.handle_timer(3610) == {BOB}
+    assert parse_pidf(c.document(BOB) or b"").tuple_ids == ("tablet", "laptop")
+
+
+def test_a_lowered_max_publications_takes_effect_at_the_next_initial_publish() -> None:
+    store = MemoryPresenceStore()
+    c = compositor(store)
+    for i in range(5):
+        put(c, pidf(f"t{i}"), expires=100 + i)
+    lowered = compositor(store, max_publications=2)
+    assert len(lowered) == 5  # what was stored is loaded as it is
+    etag = lowered.etags(BOB)[4]
+    put(lowered, etag=etag, expires=3600)  # a refresh ends nothing
+    assert len(lowered) == 5
+    put(lowered, pidf("new"))
+    assert parse_pidf(lowered.document(BOB) or b"").tuple_ids == ("t4", "new")
+    assert len(store.publications) == 2
+    assert lowered.evicted == 4
+
+
 def test_partial_publication_applies_to_the_current_state() -> None:
     c = compositor()
     first = put(c, pidf("a"))

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from presence_sip.node import Node, NodeConfig
+from presence_sip.presence.watchers import PresenceSettings
 from presence_sip.sip.peer import Peer
-from presence_sip.status import NodeStatus, responses_by_class
+from presence_sip.status import NodeStatus, metrics_text, responses_by_class
 from presence_sip.transport.listen import ListenSpec
 
 DOMAIN = "example.test"
@@ -78,6 +79,34 @@ def test_the_status_counts_what_the_node_holds_and_answered(node: Node) -> None:
     assert "holds 2 AORs (2 bindings), 1 subscriptions, 1 publications" in line
     assert "5 responses out (2xx 4, 4xx 1), 1 requests out" in line
     assert line.endswith("; storage ok")
+
+
+def test_publications_ended_for_max_publications_are_counted(tmp_path: Path) -> None:
+    spec = ListenSpec("udp", "127.0.0.1", 15070)
+    built = Node(
+        NodeConfig(
+            name="ps1", domain=DOMAIN, listen=(spec,), data_dir=str(tmp_path), auth="none",
+            presence=PresenceSettings(max_publications=2),
+        )
+    )  # fmt: skip
+    try:
+        built.route_for([spec])
+        for cseq in (1, 2, 3):  # three initial PUBLISHes (no SIP-If-Match) of one presentity
+            publish = request(
+                "PUBLISH", 1, "Event: presence\r\nExpires: 600\r\n"
+                "Content-Type: application/pidf+xml\r\n", pidf(1),
+            ).replace(b"CSeq: 1 ", f"CSeq: {cseq} ".encode()).replace(
+                b"branch=z9hG4bK-PUBLISH-1", f"branch=z9hG4bK-PUBLISH-1-{cseq}".encode()
+            )  # fmt: skip
+            built.endpoint.receive(publish, PHONE, built.clock())
+            ((answer, _),) = built.endpoint.outbox()
+            assert answer.startswith(b"SIP/2.0 200 ")
+        status = built.status()
+    finally:
+        built.close()
+    assert (status.publications, status.publications_ended) == (2, 1)
+    assert "2 publications (1 ended for max_publications)" in status.line()
+    assert 'presence_sip_publications_ended_total{node="ps1"} 1' in metrics_text([status])
 
 
 def test_a_node_without_the_presence_role_says_nothing_of_subscriptions(tmp_path: Path) -> None:
