@@ -47,6 +47,7 @@ NATIVE_MODULES = [
     "presence_sip/sip/uri.py",
     "presence_sip/storage/group_commit.py",
     "presence_sip/transaction/client.py",
+    "presence_sip/transaction/context.py",
     "presence_sip/transaction/events.py",
     "presence_sip/transaction/manager.py",
     "presence_sip/transaction/server.py",

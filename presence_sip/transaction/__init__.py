@@ -8,6 +8,7 @@ Usage: one :class:`TransactionManager` per node.  ``receive(message, source, now
 from __future__ import annotations
 
 from .client import ClientTransaction
+from .context import STAT_NAMES
 from .events import (
     Event,
     RequestReceived,
@@ -16,7 +17,7 @@ from .events import (
     TransactionKey,
     TransactionTimedOut,
 )
-from .manager import DEFAULT_TIMERS, STAT_NAMES, TransactionManager
+from .manager import DEFAULT_TIMERS, TransactionManager
 from .server import InviteServerTransaction, ServerTransaction, response_destination, stamp_via
 from .states import (
     INVITE_SERVER_TRANSITIONS,

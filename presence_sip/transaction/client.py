@@ -18,7 +18,7 @@ from .events import ResponseReceived, TransactionKey, TransactionTimedOut
 from .states import NON_INVITE_CLIENT_TRANSITIONS, Input, Machine, SideEffect, State
 
 if TYPE_CHECKING:
-    from .manager import Context
+    from .context import Context
 
 
 _VIA_TRANSPORT: Final = re.compile(r"\A(\s*SIP\s*/\s*2\.0\s*/\s*)[^\s,;]+", re.IGNORECASE)

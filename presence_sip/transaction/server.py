@@ -35,7 +35,7 @@ from .states import (
 )
 
 if TYPE_CHECKING:
-    from .manager import Context
+    from .context import Context
 
 DEFAULT_PORT = 5060
 """RFC 3261 §18.2.2: port for a response when the Via names none (UDP)."""
@@ -275,7 +275,8 @@ class ServerTransaction(_Server):
     def completed_view(
         cls, ctx: Context, key: TransactionKey, data: bytes, reply_to: Peer
     ) -> ServerTransaction:
-        """A Completed transaction rebuilt from its lingering record (see ``manager.py``)."""
+        """A Completed transaction rebuilt from its lingering record (``Context.linger``); see
+        ``TransactionManager.server_transaction``."""
         txn = cls(ctx, key, None, reply_to, reply_to)
         txn.state = State.COMPLETED
         txn.data = data

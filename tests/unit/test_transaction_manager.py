@@ -26,7 +26,8 @@ from presence_sip.transaction import (
     TransactionManager,
     TransactionTimedOut,
 )
-from presence_sip.transaction.manager import STREAM_FAILED_MAX, ServerTx, plain_branch
+from presence_sip.transaction.context import STREAM_FAILED_MAX, ServerTx
+from presence_sip.transaction.manager import plain_branch
 
 UAC = Peer("udp", "127.0.0.1", 5070)
 UAS = Peer("udp", "127.0.0.1", 5060)
