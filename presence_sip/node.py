@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from presence_sip import native
-from presence_sip.auth.digest import DigestAlgorithm, DigestAuthenticator
+from presence_sip.auth.algorithms import DigestAlgorithm
+from presence_sip.auth.digest import DigestAuthenticator
 from presence_sip.auth.guard import RequestGuard
 from presence_sip.auth.throttle import AuthThrottle
 from presence_sip.config import Limits, Timers

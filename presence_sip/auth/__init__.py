@@ -6,19 +6,15 @@ challenge (client side).  Time is passed in as ``now``; nothing here reads a clo
 
 from __future__ import annotations
 
+from presence_sip.auth.algorithms import DigestAlgorithm, compute_ha1
 from presence_sip.auth.digest import (
     AuthOutcome,
     AuthResult,
-    Challenge,
-    Credentials,
-    DigestAlgorithm,
     DigestAuthenticator,
     build_authorization,
-    compute_ha1,
-    parse_challenge,
-    parse_credentials,
     uri_matches,
 )
+from presence_sip.auth.headers import Challenge, Credentials, parse_challenge, parse_credentials
 
 __all__ = [
     "AuthOutcome",

@@ -5,7 +5,10 @@ stateless-verifiable (issue time + random bytes + an HMAC-SHA256 over both with 
 any worker sharing the secret can check them; the only state is a bounded per-nonce record of the
 highest nonce-count seen, for replay protection.  Time comes in as ``now``; the clock is never read.
 
-Client side: ``parse_challenge`` and ``build_authorization`` answer a 401/407 challenge.
+Client side: ``build_authorization`` answers a 401/407 challenge.
+
+The algorithms and their hashes are in ``algorithms.py``; the header values (``Credentials``,
+``Challenge``, their parsers) in ``headers.py``.
 """
 
 from __future__ import annotations
@@ -18,229 +21,26 @@ import re
 import secrets
 import struct
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from enum import Enum
 
-from presence_sip.sip.errors import ConfigError, LocalProtocolError, RemoteProtocolError
+from presence_sip.sip.errors import ConfigError, RemoteProtocolError
+
+from .algorithms import (
+    DigestAlgorithm,
+    compute_ha1,
+    hash_hex,
+    request_digest,
+    session_ha1,
+    strength,
+)
+from .headers import NONCE_COUNT, Challenge, Credentials, parse_challenge, quote
 
 NONCE_CLOCK_SKEW = 5.0
 """Seconds a nonce's time may lie ahead of now (nodes of a network sharing the nonce key)."""
 
-# Algorithms and hashes
-
-
-class DigestAlgorithm(Enum):
-    """The ``algorithm`` of a digest challenge (RFC 7616 §6.1 registry; RFC 8760 §2.2 for SIP).
-
-    A ``-sess`` variant uses the stored HA1 of its base algorithm (RFC 2617 §3.2.2.2).
-    """
-
-    MD5 = "MD5"
-    MD5_SESS = "MD5-sess"
-    SHA256 = "SHA-256"
-    SHA256_SESS = "SHA-256-sess"
-    SHA512_256 = "SHA-512-256"
-    SHA512_256_SESS = "SHA-512-256-sess"
-
-    @property
-    def is_session(self) -> bool:
-        """True for the ``-sess`` variants."""
-        return self.value.endswith("-sess")
-
-    @property
-    def base(self) -> DigestAlgorithm:
-        """The algorithm whose HA1 is stored (``MD5`` for ``MD5-sess``)."""
-        return DigestAlgorithm(self.value.removesuffix("-sess"))
-
-    @classmethod
-    def from_token(cls, token: str) -> DigestAlgorithm | None:
-        """The algorithm named by ``token`` (case-insensitive); "" is MD5 (RFC 2617 §3.2.1)."""
-        return _ALGORITHM_BY_TOKEN.get(token.lower() if token else "md5")
-
-
-_ALGORITHM_BY_TOKEN = {alg.value.lower(): alg for alg in DigestAlgorithm}
-_RANK = {"SHA-512-256": 0, "SHA-256": 1, "MD5": 2}
-
-
-def _strength(algorithm: DigestAlgorithm) -> tuple[int, bool]:
-    """Sort key: RFC 8760 §2.4 lists challenges in order of preference, strongest first."""
-    return _RANK[algorithm.base.value], algorithm.is_session
-
-
-_BASE_HASH: dict[str, Callable[[bytes], str]] = {
-    # MD5 is what RFC 2617 mandates here, not our choice of a secure hash.
-    "MD5": lambda data: hashlib.md5(data, usedforsecurity=False).hexdigest(),
-    "SHA-256": lambda data: hashlib.sha256(data).hexdigest(),
-    "SHA-512-256": lambda data: hashlib.new("sha512_256", data).hexdigest(),
-}
-_HASH: dict[DigestAlgorithm, Callable[[bytes], str]] = {
-    alg: _BASE_HASH[alg.base.value] for alg in DigestAlgorithm
-}
-
-
-def compute_ha1(username: str, realm: str, password: str, algorithm: DigestAlgorithm) -> str:
-    """H(username ":" realm ":" password) in lower-case hex (RFC 2617 §3.2.2.2).
-
-    This is what the HSS stores, per algorithm; for a ``-sess`` algorithm it is the HA1 of the base
-    algorithm (the per-nonce session key is derived from it at verification time).
-    """
-    return _HASH[algorithm](f"{username}:{realm}:{password}".encode())
-
-
-def _session_ha1(ha1: str, nonce: str, cnonce: str, algorithm: DigestAlgorithm) -> str:
-    # RFC 2617 §3.2.2.2: for "-sess", A1 = H(user:realm:password) ":" nonce ":" cnonce.
-    if not algorithm.is_session:
-        return ha1
-    return _HASH[algorithm](f"{ha1}:{nonce}:{cnonce}".encode())
-
-
-def _digest_response(
-    ha1: str, algorithm: DigestAlgorithm, method: str, uri: str, body: bytes, *,
-    nonce: str, qop: str, nc: str, cnonce: str,
-) -> str:  # fmt: skip
-    """request-digest of RFC 2617 §3.2.2.1 (RFC 2069 form when ``qop`` is empty)."""
-    h = _HASH[algorithm]
-    a2 = f"{method}:{uri}"
-    if qop.lower() == "auth-int":  # RFC 2617 §3.2.2.3
-        a2 = f"{a2}:{h(body)}"
-    ha2 = h(a2.encode())
-    if qop:
-        return h(f"{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}".encode())
-    return h(f"{ha1}:{nonce}:{ha2}".encode())
-
-
-# Header grammar, RFC 3261 §25.1:
-#   LWS = [*WSP CRLF] 1*WSP ; SWS = [LWS] ; EQUAL = SWS "=" SWS ; COMMA = SWS "," SWS
-#   token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~" )
-#   quoted-string = SWS DQUOTE *(qdtext / quoted-pair ) DQUOTE
-#   qdtext = LWS / %x21 / %x23-5B / %x5D-7E / UTF8-NONASCII
-#   quoted-pair = "\" (%x00-09 / %x0B-0C / %x0E-7F)
-#   auth-param = auth-param-name EQUAL ( token / quoted-string )
-# Values are accepted as token or quoted-string for every parameter (liberal in what we accept).
-
-_LWS = r"(?:[ \t]*\r\n)?[ \t]+"
-_SWS = rf"(?:{_LWS})?"
-_TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"  # noqa: S105 (a grammar rule)
-_QUOTED = r'"((?:[\t !#-\[\]-~\x80-\U0010ffff]|\r\n[\t ]|\\[\x00-\x09\x0b\x0c\x0e-\x7f])*)"'
-_SCHEME_RE = re.compile(rf"{_SWS}({_TOKEN})")
-_LWS_RE = re.compile(_LWS)
-_PARAM_RE = re.compile(rf"({_TOKEN}){_SWS}={_SWS}(?:({_TOKEN})|{_QUOTED})")
-_COMMA_RE = re.compile(rf"{_SWS},{_SWS}")
-_END_RE = re.compile(rf"{_SWS}\Z")
-_QUOTED_PAIR_RE = re.compile(r"\\(.)", re.DOTALL)
-_NC_RE = re.compile(r"[0-9A-Fa-f]{8}")
-
-
-def _split_scheme(value: str, what: str) -> tuple[str, int]:
-    """The auth-scheme and the position where its auth-params start (-1: none)."""
-    match = _SCHEME_RE.match(value)
-    if match is None:
-        raise RemoteProtocolError(f"Malformed {what}")
-    end = match.end()
-    if _END_RE.match(value, end):
-        return match.group(1), -1
-    lws = _LWS_RE.match(value, end)
-    if lws is None:
-        raise RemoteProtocolError(f"Malformed {what}")
-    return match.group(1), lws.end()
-
-
-def _parse_params(value: str, pos: int, what: str) -> dict[str, str]:
-    """auth-param *(COMMA auth-param) from ``pos`` on; names lower-cased, values unquoted."""
-    params: dict[str, str] = {}
-    while True:
-        match = _PARAM_RE.match(value, pos)
-        if match is None:
-            raise RemoteProtocolError(f"Malformed {what}")
-        name = match.group(1).lower()
-        if name in params:  # RFC 7616 §3.4: each directive at most once
-            raise RemoteProtocolError(f"Duplicate {what} parameter {name}")
-        raw = match.group(2)
-        if raw is None:
-            raw = match.group(3)
-            if "\\" in raw:
-                raw = _QUOTED_PAIR_RE.sub(r"\1", raw)
-        params[name] = raw
-        pos = match.end()
-        if _END_RE.match(value, pos):
-            return params
-        comma = _COMMA_RE.match(value, pos)
-        if comma is None:
-            raise RemoteProtocolError(f"Malformed {what}")
-        pos = comma.end()
-
-
-def _quote(value: str) -> str:
-    """A quoted-string for ``value``; CR and LF cannot be represented (RFC 3261 §25.1)."""
-    if "\r" in value or "\n" in value:
-        raise LocalProtocolError("CR/LF cannot appear in a quoted-string")
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-# Credentials (Authorization / Proxy-Authorization), RFC 3261 §22.4 / §25.1 "credentials"
-
-_REQUIRED_CREDENTIALS = ("username", "realm", "nonce", "uri", "response")
-
-
-@dataclass(frozen=True, slots=True)
-class Credentials:
-    """A parsed Authorization / Proxy-Authorization value.
-
-    For a scheme other than Digest only ``scheme`` (and ``params`` when they parse) are set.
-    """
-
-    scheme: str
-    username: str = ""
-    realm: str = ""
-    nonce: str = ""
-    uri: str = ""
-    response: str = ""
-    algorithm: str = ""
-    """As sent; empty means MD5 (RFC 2617 §3.2.1)."""
-    cnonce: str = ""
-    qop: str = ""
-    nc: str = ""
-    """The nonce-count as sent: 8 hex digits (RFC 3261 §25.1 ``nonce-count``), or empty."""
-    opaque: str = ""
-    params: Mapping[str, str] = field(default_factory=dict)
-    """Every auth-param, names lower-cased, quoted-strings unquoted."""
-
-    @property
-    def is_digest(self) -> bool:
-        """True when the scheme is Digest (scheme names are case-insensitive)."""
-        return self.scheme.lower() == "digest"
-
-
-def parse_credentials(value: str) -> Credentials:
-    """Parse an Authorization / Proxy-Authorization header value.
-
-    Raises ``RemoteProtocolError`` (400) for malformed Digest credentials.  An unknown scheme gives
-    ``Credentials(scheme=...)`` and never an error (RFC 4475 §3.3.7, regaut01).
-    """
-    scheme, pos = _split_scheme(value, "credentials")
-    if scheme.lower() != "digest":
-        try:
-            params = _parse_params(value, pos, "credentials") if pos >= 0 else {}
-        except RemoteProtocolError:
-            params = {}  # e.g. Basic's token68: not ours to judge
-        return Credentials(scheme=scheme, params=params)
-    if pos < 0:
-        raise RemoteProtocolError("Malformed credentials")
-    params = _parse_params(value, pos, "credentials")
-    for name in _REQUIRED_CREDENTIALS:  # RFC 7616 §3.4
-        if name not in params:
-            raise RemoteProtocolError(f"Missing digest parameter {name}")
-    nc = params.get("nc", "")
-    if nc and _NC_RE.fullmatch(nc) is None:  # nonce-count = "nc" EQUAL 8LHEX
-        raise RemoteProtocolError("Malformed digest nonce-count")
-    get = params.get
-    return Credentials(
-        scheme="Digest", username=params["username"], realm=params["realm"],
-        nonce=params["nonce"], uri=params["uri"], response=params["response"],
-        algorithm=get("algorithm", ""), cnonce=get("cnonce", ""), qop=get("qop", ""), nc=nc,
-        opaque=get("opaque", ""), params=params,
-    )  # fmt: skip
+# The credentials' uri and the Request-URI
 
 
 def uri_matches(digest_uri: str, request_uri: str) -> bool:
@@ -371,7 +171,7 @@ class DigestAuthenticator:
         self.nonce_lifetime = nonce_lifetime
         self.max_nonce_uses = max_nonce_uses
         self.allow_no_qop = allow_no_qop
-        self.algorithms = tuple(sorted(dict.fromkeys(algorithms), key=_strength))
+        self.algorithms = tuple(sorted(dict.fromkeys(algorithms), key=strength))
         self._secret = secret
         self._mac_prefix = realm.encode() + b"\0"
         self._id_source = id_source
@@ -380,14 +180,14 @@ class DigestAuthenticator:
         self.opaque = opaque.hexdigest()[:32]
         self._opaque_bytes = self.opaque.encode()
         # Compared against when the user is unknown, so both paths cost the same.
-        self._dummy_ha1 = {alg: _HASH[alg](secret + b"\0dummy") for alg in DigestAlgorithm}
+        self._dummy_ha1 = {alg: hash_hex(alg, secret + b"\0dummy") for alg in DigestAlgorithm}
         self._uses: OrderedDict[bytes, _NonceUse] = OrderedDict()
         self._evicted_mark = float("-inf") if state_since is None else state_since
         self._challenge_tails = [
             f'", opaque="{self.opaque}", algorithm={alg.value}, qop="auth"'
             for alg in self.algorithms
         ]
-        self._realm_part = f'Digest realm={_quote(realm)}, nonce="'
+        self._realm_part = f'Digest realm={quote(realm)}, nonce="'
 
     def challenge(
         self, now: float, *, stale: bool = False, source_tag: bytes = NO_SOURCE
@@ -499,7 +299,7 @@ class DigestAuthenticator:
         # RFC 2617 §3.2.2: cnonce and nc MUST be present when qop is.
         if not credentials.cnonce:
             return REASON_CNONCE
-        if _NC_RE.fullmatch(credentials.nc) is None:
+        if NONCE_COUNT.fullmatch(credentials.nc) is None:
             return REASON_NC
         return ""
 
@@ -516,8 +316,8 @@ class DigestAuthenticator:
         stored = ha1_lookup(c.username, algorithm.base)
         # No user enumeration: an unknown user costs the same and fails the same way.
         ha1 = self._dummy_ha1[algorithm.base] if stored is None else stored.lower()
-        ha1 = _session_ha1(ha1, c.nonce, c.cnonce, algorithm)
-        expected = _digest_response(
+        ha1 = session_ha1(ha1, c.nonce, c.cnonce, algorithm)
+        expected = request_digest(
             ha1, algorithm, method, c.uri, body, nonce=c.nonce, qop=c.qop, nc=c.nc, cnonce=c.cnonce
         )
         same = hmac.compare_digest(expected.encode(), c.response.lower().encode())
@@ -576,41 +376,6 @@ def _failed(username: str, reason: str) -> AuthResult:
 # Client side
 
 
-@dataclass(frozen=True, slots=True)
-class Challenge:
-    """A parsed WWW-Authenticate / Proxy-Authenticate value (RFC 3261 §25.1 ``challenge``)."""
-
-    scheme: str
-    realm: str = ""
-    nonce: str = ""
-    opaque: str | None = None
-    """None when absent; echoed back unaltered when present (RFC 2617 §3.2.2)."""
-    algorithm: str = ""
-    qop: tuple[str, ...] = ()
-    """The qop-options tokens, lower-cased; empty for an RFC 2069 style challenge."""
-    stale: bool = False
-    params: Mapping[str, str] = field(default_factory=dict)
-
-
-def parse_challenge(value: str) -> Challenge:
-    """Parse a WWW-Authenticate / Proxy-Authenticate value; malformed -> ``RemoteProtocolError``."""
-    scheme, pos = _split_scheme(value, "challenge")
-    if scheme.lower() != "digest":
-        return Challenge(scheme=scheme)
-    if pos < 0:
-        raise RemoteProtocolError("Malformed challenge")
-    params = _parse_params(value, pos, "challenge")
-    for name in ("realm", "nonce"):
-        if name not in params:
-            raise RemoteProtocolError(f"Missing digest parameter {name}")
-    qop = tuple(t.strip().lower() for t in params.get("qop", "").split(",") if t.strip())
-    stale = params.get("stale", "").lower() == "true"
-    return Challenge(
-        scheme="Digest", realm=params["realm"], nonce=params["nonce"], opaque=params.get("opaque"),
-        algorithm=params.get("algorithm", ""), qop=qop, stale=stale, params=params,
-    )  # fmt: skip
-
-
 def _choose_qop(offered: tuple[str, ...]) -> str:
     if not offered:
         return ""
@@ -644,16 +409,16 @@ def build_authorization(
     qop = _choose_qop(ch.qop)
     nc_text = f"{nc:08x}" if qop else ""
     ha1 = compute_ha1(username, ch.realm, password, algorithm.base)
-    ha1 = _session_ha1(ha1, ch.nonce, cnonce, algorithm)
-    response = _digest_response(
+    ha1 = session_ha1(ha1, ch.nonce, cnonce, algorithm)
+    response = request_digest(
         ha1, algorithm, method, uri, body, nonce=ch.nonce, qop=qop, nc=nc_text, cnonce=cnonce
     )
-    parts = [f"username={_quote(username)}", f"realm={_quote(ch.realm)}"]
-    parts += [f"nonce={_quote(ch.nonce)}", f"uri={_quote(uri)}", f'response="{response}"']
+    parts = [f"username={quote(username)}", f"realm={quote(ch.realm)}"]
+    parts += [f"nonce={quote(ch.nonce)}", f"uri={quote(uri)}", f'response="{response}"']
     if ch.algorithm:
         parts.append(f"algorithm={algorithm.value}")
     if qop:
-        parts += [f"cnonce={_quote(cnonce)}", f"qop={qop}", f"nc={nc_text}"]
+        parts += [f"cnonce={quote(cnonce)}", f"qop={qop}", f"nc={nc_text}"]
     if ch.opaque is not None:
-        parts.append(f"opaque={_quote(ch.opaque)}")
+        parts.append(f"opaque={quote(ch.opaque)}")
     return "Digest " + ", ".join(parts)

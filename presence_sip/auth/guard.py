@@ -7,17 +7,17 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from presence_sip.auth.algorithms import DigestAlgorithm
 from presence_sip.auth.digest import (
     NO_SOURCE,
     REASON_INVALID,
     AuthOutcome,
     AuthResult,
-    DigestAlgorithm,
     DigestAuthenticator,
-    parse_credentials,
     uri_host,
     uri_matches,
 )
+from presence_sip.auth.headers import parse_credentials
 from presence_sip.auth.throttle import AuthThrottle
 from presence_sip.log_limit import LogLimit
 from presence_sip.sip.errors import RemoteProtocolError

@@ -61,7 +61,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from presence_sip.auth.digest import DigestAlgorithm
+from presence_sip.auth.algorithms import DigestAlgorithm
 from presence_sip.config import Limits
 from presence_sip.hss.records import InvalidRecord, normalize_algorithm, normalize_domain
 from presence_sip.node import DEFAULT_SERVER_HEADER, ROLES, NodeConfig, TlsSettings

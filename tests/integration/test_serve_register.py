@@ -25,7 +25,8 @@ from pathlib import Path
 import pytest
 from serve_process import ServeProcess, UdpClient, build_request, register, serve_pool
 
-from presence_sip.auth.digest import build_authorization, parse_challenge
+from presence_sip.auth.digest import build_authorization
+from presence_sip.auth.headers import parse_challenge
 from presence_sip.runtime.agent import SipAgent
 from presence_sip.sip import Response
 from presence_sip.storage.database import database_path

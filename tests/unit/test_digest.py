@@ -1,4 +1,5 @@
-"""Digest authentication (presence_sip.auth.digest): RFC vectors, verifier rules, header parsing."""
+"""Digest authentication (presence_sip.auth: digest, algorithms, headers): RFC vectors, verifier
+rules, header parsing."""
 
 from __future__ import annotations
 
