@@ -38,6 +38,7 @@ NATIVE_MODULES = [
     "presence_sip/proxy/proxy.py",
     "presence_sip/proxy/routing.py",
     "presence_sip/sharded.py",
+    "presence_sip/sip/headers.py",
     "presence_sip/sip/memo.py",
     "presence_sip/sip/message.py",
     "presence_sip/sip/parser.py",

@@ -30,8 +30,9 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from presence_sip.sip.errors import RemoteProtocolError
+from presence_sip.sip.headers import Headers
 from presence_sip.sip.memo import remember
-from presence_sip.sip.message import CSeq, Headers, Request
+from presence_sip.sip.message import CSeq, Request
 from presence_sip.sip.peer import Peer
 from presence_sip.sip.uri import NameAddr, SipUri, Via, is_ip, parse_name_addr
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from presence_sip.sip.message import Headers, Request, Response
+from presence_sip.sip.headers import Headers
+from presence_sip.sip.message import Request, Response
 from presence_sip.sip.uri import SipUri, parse_name_addr
 
 

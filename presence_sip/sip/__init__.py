@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from .errors import RemoteProtocolError, SipParseError
 from .framing import StreamBuffer
-from .message import CSeq, EventHeader, Headers, Request, Response, SubscriptionState
+from .headers import Headers
+from .message import CSeq, EventHeader, Request, Response, SubscriptionState
 from .parser import ParseFailure, parse_message
 from .responses import make_response
 from .serializer import to_bytes

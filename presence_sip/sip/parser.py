@@ -29,8 +29,9 @@ from typing import Final
 
 from . import grammar
 from .errors import SipParseError
+from .headers import CANONICAL_NAMES, SINGLE_VALUED, Headers
 from .memo import remember
-from .message import CANONICAL_NAMES, SINGLE_VALUED, Headers, Message, Request, Response
+from .message import Message, Request, Response
 from .validate import FAST_CHECKS, KNOWN_METHODS, MANDATORY, Fast, validate_message
 
 DEFAULT_MAX_MESSAGE_SIZE = 65535

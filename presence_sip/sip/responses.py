@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Final
 
-from .message import Headers, Request, Response
+from .headers import Headers
+from .message import Request, Response
 from .status import reason_phrase
 
 _COPIED: Final = frozenset({"via", "from", "call-id", "cseq"})

@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 from . import grammar
 from .errors import SipParseError
+from .headers import SINGLE_VALUED
 from .message import (
-    SINGLE_VALUED,
     Message,
     Request,
     parse_content_type,

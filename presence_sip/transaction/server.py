@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, TypeGuard
 from presence_sip.ids import BRANCH_MAGIC
 from presence_sip.sip import grammar
 from presence_sip.sip.errors import LocalProtocolError
-from presence_sip.sip.message import Headers, Request, Response
+from presence_sip.sip.headers import Headers
+from presence_sip.sip.message import Request, Response
 from presence_sip.sip.peer import Peer
 from presence_sip.sip.serializer import to_bytes
 from presence_sip.sip.uri import Via

@@ -21,7 +21,8 @@ from presence_sip.sip import (
     parse_via,
 )
 from presence_sip.sip.grammar import split_commas, unquote
-from presence_sip.sip.message import Message, canonical_name, parse_cseq
+from presence_sip.sip.headers import canonical_name
+from presence_sip.sip.message import Message, parse_cseq
 from presence_sip.sip.peer import Peer
 from presence_sip.sip.uri import (
     format_params,
