@@ -10,7 +10,6 @@ watcherinfo (RFC 3857/3858), and decides every NOTIFY:
   first, at most one state NOTIFY per ``min_notify_interval`` (first, refresh and final NOTIFYs
   are never delayed), their CSeqs rising across restarts: :mod:`presence_sip.presence.notifier`;
 * subscriptions and publications expire from heaps, at most ``purge_batch`` per timer call.
-
 The SIP side (parsing SUBSCRIBE/PUBLISH, answering them) is :mod:`presence_sip.presence.role`.
 """
 

@@ -403,7 +403,7 @@ class Driver:
                 else:
                     raise TransportError(f"unknown transport {peer.transport!r}")
             except TransportError as exc:
-                self._log_failure("cannot send to %s: %s", peer, exc)
+                self._send_failures.log("cannot send to %s: %s", peer, exc)  # (see FailureLog)
                 failed.append(peer)
         return failed
 
@@ -456,16 +456,12 @@ class Driver:
     def handshake_aborted(
         self, conn: StreamConnection, *, failed: bool, reason: str | None = None
     ) -> None:
-        """A failed handshake counts towards its source's flood bucket (``transport.flood``),
-        and with a ``reason`` is logged (:meth:`.HandshakeBookkeeping.failed`, a few lines a
-        minute); an aborted one counts towards a trim of the C heap
-        (:meth:`.HandshakeBookkeeping.aborted`)."""
-        loop = self._loop if self._running else None
-        if reason is not None:
-            self._handshakes.failed((conn.peer.host, conn.peer.port), reason, loop)
+        """A failed handshake counts towards its source's flood bucket (``transport.flood``);
+        the rest is :meth:`.HandshakeBookkeeping.ended` (its log line, the heap trim)."""
         if failed and self.flood is not None and self._running:
             self.flood.handshake_failed(conn.peer.host, self._now())
-        self._handshakes.aborted(loop)
+        loop = self._loop if self._running else None
+        self._handshakes.ended((conn.peer.host, conn.peer.port), reason, loop)
 
     async def _connect(self, conn: StreamConnection) -> None:
         failure = await connect(
@@ -477,12 +473,8 @@ class Driver:
             timeout=self._connect_timeout,
         )
         if failure is not None:
-            self._log_failure("cannot connect to %s: %s", conn.peer, failure)
+            self._send_failures.log("cannot connect to %s: %s", conn.peer, failure)
             self._connect_failed(conn)
-
-    def _log_failure(self, message: str, peer: Peer, reason: object) -> None:
-        """A connection or send that failed (see :class:`~.outbound.FailureLog`)."""
-        self._send_failures.log(message, peer, reason)
 
     def _connect_failed(self, conn: StreamConnection) -> None:
         conn.fail()

@@ -72,6 +72,15 @@ class HandshakeBookkeeping:
                 self._refused.count,
             )
 
+    def ended(
+        self, peer: tuple[str, int], reason: str | None, loop: asyncio.AbstractEventLoop | None
+    ) -> None:
+        """An inbound handshake from ``peer`` was aborted: its line when it failed or timed out
+        (``reason``: :meth:`failed`), and the heap trim (:meth:`aborted`)."""
+        if reason is not None:
+            self.failed(peer, reason, loop)
+        self.aborted(loop)
+
     def failed(
         self, peer: tuple[str, int], reason: str, loop: asyncio.AbstractEventLoop | None
     ) -> None:
