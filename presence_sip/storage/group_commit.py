@@ -178,6 +178,13 @@ class GroupCommit:
         writing = self._writing
         return writing is not None and not writing.done() and now - self._handed >= FAILING_GRACE
 
+    def wait_in_flight(self) -> None:
+        """Wait until the group handed to the commit thread is written, or has failed (settled
+        as usual at the next commit).  For a caller whose clock runs ahead of real time
+        (``benchmarks/profile_sansio.py``); a node never waits for its commit thread."""
+        if self._writing is not None:
+            self._writing.exception()
+
     def _failed(self, now: float) -> None:
         """Log a failed commit: the first with its traceback, then once a minute."""
         self.failures += 1
