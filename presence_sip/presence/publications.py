@@ -414,7 +414,8 @@ class Compositor:
     def _make_room(self, mine: dict[str, _Publication], now: float) -> None:
         """End the publications of ``mine`` that would expire first, until there is room for
         one more (more than one only when ``max_publications`` was lowered since they were
-        made); the new one's composition covers their going.  Said once a minute."""
+        made); the new one's composition covers their going.  Said once a minute, with the
+        publications ended so far (:attr:`evicted`, as the metric counts them)."""
         while len(mine) >= self.max_publications:
             first = min(mine.values(), key=_by_expiry)
             first.process(PubInput.EXPIRE)
@@ -427,7 +428,7 @@ class Compositor:
                 " first (%d so far; a publisher that does not refresh with SIP-If-Match?)",
                 first.presentity,
                 self.max_publications,
-                self._evictions.count,
+                self.evicted,
             )
 
     def _new_etag(self, now: float) -> str:

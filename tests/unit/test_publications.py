@@ -290,7 +290,9 @@ def test_a_publication_past_max_publications_ends_the_one_expiring_first(
     assert parse_pidf(c.document(BOB) or b"").tuple_ids == ("tablet", "laptop")
 
 
-def test_a_lowered_max_publications_takes_effect_at_the_next_initial_publish() -> None:
+def test_a_lowered_max_publications_takes_effect_at_the_next_initial_publish(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     store = MemoryPresenceStore()
     c = compositor(store)
     for i in range(5):
@@ -300,10 +302,15 @@ def test_a_lowered_max_publications_takes_effect_at_the_next_initial_publish() -
     etag = lowered.etags(BOB)[4]
     put(lowered, etag=etag, expires=3600)  # a refresh ends nothing
     assert len(lowered) == 5
+    caplog.set_level("WARNING", logger="presence_sip.presence.publications")
     put(lowered, pidf("new"))
     assert parse_pidf(lowered.document(BOB) or b"").tuple_ids == ("t4", "new")
     assert len(store.publications) == 2
     assert lowered.evicted == 4
+    # The warning counts the publications ended, as the metric does (4 at once here), not the
+    # PUBLISHes that ended some (1).
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert "(4 so far;" in warning
 
 
 def test_partial_publication_applies_to_the_current_state() -> None:
