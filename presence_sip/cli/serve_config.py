@@ -32,7 +32,7 @@ make one all-in-one node.  A config file::
     max_expires = 3600
     min_notify_interval = 0.0  # seconds between state NOTIFYs of one subscription (RFC 3856
                                # §6.10 suggests 5; 0 notifies every change at once)
-    max_publications = 64      # per presentity; one more ends the one expiring first
+    max_publications = 64      # per presentity; one more ends the one sent least recently
 
     [[network.route]]          # static next hops for a foreign domain (SRV-like); no DNS
     domain = "net-a.test"

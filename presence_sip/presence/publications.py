@@ -4,7 +4,7 @@ Each publication (one entity-tag lineage) follows :data:`TRANSITIONS`; the compo
 live ones per presentity, composes them into one PIDF document per change (and only then:
 watchers reuse the composed bytes), expires them from a heap and writes every change to a
 :class:`PublicationStore`.  A presentity keeps at most ``max_publications``: a new one past that
-ends the one that would expire first.
+ends the one its publisher sent least recently.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 MAX_PUBLICATIONS: Final = 64
 """Publications one presentity keeps at once (``max_publications``, by default).  An initial
-PUBLISH past that ends the publication that would expire first: a publisher that never refreshes
+PUBLISH past that ends the publication sent least recently: a publisher that never refreshes
 with SIP-If-Match (after each restart, or every time) keeps working, while one presentity can
 hold neither unbounded memory (64 KiB a body) nor an unbounded composition (every publication is
 parsed again at each change of a watched presentity)."""
@@ -177,7 +177,7 @@ class _Publication(PublicationMachine):
     """One live publication: its machine state (a subclass, so one object per publication)
     and what composition needs, the entity and the canonical PIDF bytes."""
 
-    __slots__ = ("entity", "etag", "expires_at", "presentity", "seq", "xml")
+    __slots__ = ("entity", "etag", "expires_at", "presentity", "seq", "touched", "xml")
 
     def __init__(
         self,
@@ -187,6 +187,7 @@ class _Publication(PublicationMachine):
         entity: str,
         xml: bytes,
         seq: int,
+        touched: float,
         *,
         fresh: bool = False,
     ) -> None:
@@ -197,6 +198,8 @@ class _Publication(PublicationMachine):
         self.entity = entity
         self.xml = xml
         self.seq = seq
+        self.touched = touched
+        """When its publisher last sent it (initial, refresh or modify; loaded: the start)."""
 
     def record(self) -> PublicationRecord:
         # tuple.__new__ skips the NamedTuple's Python-level __new__: ~220 ns instead of ~400.
@@ -254,7 +257,7 @@ class Compositor:
         """When set, only presentities it names are composed at each change; the others when
         their document is asked for (nobody is told about their changes meanwhile)."""
         for record in store.load_publications(now):
-            self._load(record)
+            self._load(record, now)
         for presentity in self._by_presentity:
             self._recompose(presentity)
 
@@ -264,7 +267,7 @@ class Compositor:
             return (PIDF_CONTENT_TYPE, PIDF_DIFF_CONTENT_TYPE)
         return (PIDF_CONTENT_TYPE,)
 
-    def _load(self, record: PublicationRecord) -> None:
+    def _load(self, record: PublicationRecord, now: float) -> None:
         try:
             entity, xml = validate_pidf(record.body)
         except PidfError:
@@ -272,7 +275,9 @@ class Compositor:
             return
         self._seq = max(self._seq, record.seq)
         self._index(
-            _Publication(record.presentity, record.etag, record.expires_at, entity, xml, record.seq)
+            _Publication(
+                record.presentity, record.etag, record.expires_at, entity, xml, record.seq, now
+            )
         )
 
     # --- queries ------------------------------------------------------------------------------
@@ -369,7 +374,9 @@ class Compositor:
         self._seq += 1
         deadline = now + lifetime
         etag = self._new_etag(now)
-        publication = _Publication(presentity, etag, deadline, entity, xml, self._seq, fresh=True)
+        publication = _Publication(
+            presentity, etag, deadline, entity, xml, self._seq, now, fresh=True
+        )
         publication.process(PubInput.INITIAL)
         mine = self._by_presentity.get(presentity)
         if mine is not None and len(mine) >= self.max_publications:
@@ -385,6 +392,7 @@ class Compositor:
         # RFC 3903 §6 step 7: a fresh entity-tag on every success
         current.etag = self._new_etag(now)
         current.expires_at = now + lifetime
+        current.touched = now
         self.store.save_publication(current.record(), old)
         self._index(current)
         return PublishOutcome(current.etag, lifetime, False)
@@ -398,6 +406,7 @@ class Compositor:
         self._seq += 1
         current.etag = self._new_etag(now)
         current.expires_at = now + lifetime
+        current.touched = now
         current.entity = entity
         current.xml = xml
         current.seq = self._seq
@@ -412,20 +421,24 @@ class Compositor:
         return PublishOutcome(current.etag, 0, self._recompose(current.presentity))
 
     def _make_room(self, mine: dict[str, _Publication], now: float) -> None:
-        """End the publications of ``mine`` that would expire first, until there is room for
-        one more (more than one only when ``max_publications`` was lowered since they were
-        made); the new one's composition covers their going.  Said once a minute, with the
-        publications ended so far (:attr:`evicted`, as the metric counts them)."""
+        """End the publications of ``mine`` their publishers sent least recently (initial,
+        refresh or modify; of two sent together, the older one), until there is room for one
+        more (more than one only when ``max_publications`` was lowered since they were made);
+        the new one's composition covers their going.  Not the one expiring first: a phone that
+        refreshes every 10 minutes would go before a broken client's hour-long publications.
+        Said once a minute, with the publications ended so far (:attr:`evicted`, as the metric
+        counts them)."""
         while len(mine) >= self.max_publications:
-            first = min(mine.values(), key=_by_expiry)
+            first = min(mine.values(), key=_by_last_sent)
             first.process(PubInput.EXPIRE)
             self.store.delete_publication(first.etag)
             self._unindex(first)
             self.evicted += 1
         if self._evictions.due(now):
             log.warning(
-                "%s reached %d publications (max_publications): a new one ends the one expiring"
-                " first (%d so far; a publisher that does not refresh with SIP-If-Match?)",
+                "%s reached %d publications (max_publications): a new one ends the one sent"
+                " least recently (%d so far; a publisher that does not refresh with"
+                " SIP-If-Match?)",
                 first.presentity,
                 self.max_publications,
                 self.evicted,
@@ -527,5 +540,5 @@ def _by_seq(publication: _Publication) -> int:
     return publication.seq
 
 
-def _by_expiry(publication: _Publication) -> float:
-    return publication.expires_at
+def _by_last_sent(publication: _Publication) -> tuple[float, int]:
+    return (publication.touched, publication.seq)

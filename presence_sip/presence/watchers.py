@@ -62,7 +62,8 @@ class PresenceSettings:
     partial_notification: bool = True
     """Send application/pidf-diff+xml to watchers that accept it (RFC 5263)."""
     max_publications: int = MAX_PUBLICATIONS
-    """Publications one presentity keeps; a new one past that ends the one expiring first."""
+    """Publications one presentity keeps; a new one past that ends the one sent least
+    recently."""
 
 
 _NEVER: Final = float("-inf")

@@ -255,39 +255,46 @@ def test_reload_from_store_expires_expired_rows_and_skips_bad_ones() -> None:
     assert store.publications == {}
 
 
-def test_a_publication_past_max_publications_ends_the_one_expiring_first(
+def test_a_publication_past_max_publications_ends_the_one_sent_least_recently(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A publisher that never refreshes with SIP-If-Match (or a hostile one) made a new
     publication each time, each kept until it expired: memory and each composition grew
-    without end.  Past the limit, the one expiring first goes, not the oldest one."""
+    without end.  Past the limit, the one its publisher sent least recently goes: a phone
+    that refreshes (Expires 600) outlives a broken client's hour-long publications, where
+    ending the one expiring first ended the phone's, again after each of its new ones."""
     store = MemoryPresenceStore()
-    c = compositor(store, max_publications=3)
+    c = compositor(store, max_publications=4)
     c.watched = lambda key: True
-    early = put(c, pidf("desk"), expires=600)  # oldest, but refreshed below
-    soon = put(c, pidf("old-phone"), expires=60)
-    put(c, pidf("phone"), expires=300)
-    early = put(c, etag=early.etag, expires=3600, now=10)
     caplog.set_level("WARNING", logger="presence_sip.presence.publications")
-    new = put(c, pidf("tablet"), expires=3600, now=20)
-    assert new.changed
-    assert len(c) == 3
-    assert soon.etag not in c.etags(BOB)
-    assert soon.etag not in store.publications  # ended in the store too
-    assert sorted(store.publications) == sorted(c.etags(BOB))
-    doc = parse_pidf(c.document(BOB) or b"")
-    assert doc.tuple_ids == ("desk", "phone", "tablet")
-    assert c.evicted == 1
-    put(c, pidf("laptop"), expires=3600, now=30)  # the phone (expiring at 300) goes next
-    assert parse_pidf(c.document(BOB) or b"").tuple_ids == ("desk", "tablet", "laptop")
-    assert c.evicted == 2
+    phone = put(c, pidf("phone"), expires=600)
+    junk = []
+    for second in range(10, 130, 10):  # a new publication every 10 s, a phone refresh every 20
+        if second % 20 == 0:
+            phone = put(c, etag=phone.etag, expires=600, now=float(second - 5))
+        junk.append(put(c, pidf(f"junk{second}"), expires=3600, now=float(second)))
+        assert len(c) <= 4
+    assert phone.etag in c.etags(BOB)
+    composed = parse_pidf(c.document(BOB) or b"")
+    assert composed.tuple_ids == ("phone", "junk100", "junk110", "junk120")
+    assert sorted(store.publications) == sorted(c.etags(BOB))  # the ended ones left the store
+    assert c.evicted == len(junk) - 3
     warnings = [r.getMessage() for r in caplog.records]
-    assert len(warnings) == 1  # once a minute
-    assert f"{BOB} reached 3 publications (max_publications)" in warnings[0]
-    # the expiry heap has no entry left of the ended ones: the next expiry is a live one's
-    assert c.get_timer() == 3610
-    assert c.handle_timer(3610) == {BOB}
-    assert parse_pidf(c.document(BOB) or b"").tuple_ids == ("tablet", "laptop")
+    assert len(warnings) == 2  # once a minute: at 40 s and 100 s
+    assert f"{BOB} reached 4 publications (max_publications)" in warnings[0]
+    assert "ends the one sent least recently (1 so far;" in warnings[0]
+    assert "(7 so far;" in warnings[1]
+    # A modify is sent too: junk100, modified, outlives junk110 and junk120.
+    put(c, pidf("junk100", "closed"), etag=junk[-3].etag, expires=3600, now=130)
+    put(c, pidf("late"), expires=3600, now=131)
+    assert parse_pidf(c.document(BOB) or b"").tuple_ids == ("phone", "junk120", "junk100", "late")
+    # the expiry heap has no entry left of the ended ones: the next expiry is the phone's
+    assert c.get_timer() == 115 + 600  # (its last refresh: at 115 s, Expires 600)
+    assert c.handle_timer(715) == {BOB}
+    assert parse_pidf(c.document(BOB) or b"").tuple_ids == ("junk120", "junk100", "late")
+    c.handle_timer(10_000)
+    assert len(c) == 0
+    assert store.publications == {}
 
 
 def test_a_lowered_max_publications_takes_effect_at_the_next_initial_publish(
