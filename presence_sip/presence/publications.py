@@ -238,6 +238,8 @@ class Compositor:
         self.max_expires = max_expires
         self.default_expires = default_expires
         self.partial = partial
+        if max_publications < 1:
+            raise ValueError(f"max_publications must be at least 1, not {max_publications}")
         self.max_publications = max_publications
         self.evicted = 0
         """Publications ended to make room under ``max_publications``."""

@@ -87,7 +87,7 @@ async def connect(
                 local_addr=None if source is None else (source, 0),
             )
     except (OSError, ssl.SSLError, ssl.CertificateError, ValueError) as exc:  # edge mapping
-        return exc or type(exc).__name__
+        return exc if str(exc) else type(exc).__name__  # (an exception is always true)
     except asyncio.CancelledError:
         conn.fail()
         raise

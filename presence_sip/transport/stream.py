@@ -194,7 +194,7 @@ class StreamConnection(asyncio.Protocol):
             )
         except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
             # (logged by the owner, a few lines a minute: a handshake flood would fill the log)
-            self._handshake_failed(raw, failed=True, reason=str(exc or type(exc).__name__))
+            self._handshake_failed(raw, failed=True, reason=str(exc) or type(exc).__name__)
             return
         except asyncio.CancelledError:
             self._handshake_failed(raw, failed=False)

@@ -297,6 +297,11 @@ def test_a_publication_past_max_publications_ends_the_one_sent_least_recently(
     assert store.publications == {}
 
 
+def test_max_publications_below_one_is_refused_when_the_compositor_is_made() -> None:
+    with pytest.raises(ValueError, match="max_publications must be at least 1, not 0"):
+        compositor(max_publications=0)
+
+
 def test_a_lowered_max_publications_takes_effect_at_the_next_initial_publish(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
