@@ -329,7 +329,7 @@ def check_domain(conn: sqlite3.Connection, requested: str | None) -> None:
     differs from the recorded one (:class:`DomainMismatch`)."""
     with map_errors("cannot read settings"):
         stored = _recorded_domain(conn)
-    _refuse(stored, requested)
+    _agreed_domain(stored, requested)
 
 
 def check_recorded_domain(path: str | Path, requested: str | None) -> None:
@@ -350,7 +350,7 @@ def check_recorded_domain(path: str | Path, requested: str | None) -> None:
             conn.close()
     except (sqlite3.Error, StoreError):
         return
-    _refuse(stored, requested)
+    _agreed_domain(stored, requested)
 
 
 def _recorded_domain(conn: sqlite3.Connection) -> str | None:
@@ -363,11 +363,16 @@ def _recorded_domain(conn: sqlite3.Connection) -> str | None:
     return None if row is None else str(row[0])
 
 
-def _refuse(stored: str | None, requested: str | None) -> None:
-    if stored is None and requested is None:
-        raise DomainNotRecorded(_NO_DOMAIN)
-    if stored is not None and requested is not None and requested != stored:
+def _agreed_domain(stored: str | None, requested: str | None) -> str:
+    """The domain of a database that records *stored* opened for *requested*, or the refusal:
+    neither (:class:`DomainNotRecorded`), or two that differ (:class:`DomainMismatch`)."""
+    if stored is None:
+        if requested is None:
+            raise DomainNotRecorded(_NO_DOMAIN)
+        return requested
+    if requested is not None and requested != stored:
         raise DomainMismatch(stored, requested)
+    return stored
 
 
 def resolve_domain(conn: sqlite3.Connection, requested: str | None) -> str:
@@ -378,17 +383,13 @@ def resolve_domain(conn: sqlite3.Connection, requested: str | None) -> str:
     and none requested: :class:`DomainNotRecorded`.
     """
     stored = get_setting(conn, "domain")
-    if stored is None:
-        if requested is None:
-            raise DomainNotRecorded(_NO_DOMAIN)
+    if stored is None and requested is not None:
         with transaction(conn):
             stored = get_setting(conn, "domain")  # another process may have just written it
             if stored is None:
                 stored = requested
                 set_setting(conn, "domain", stored)
-    if requested is not None and requested != stored:
-        raise DomainMismatch(stored, requested)
-    return stored
+    return _agreed_domain(stored, requested)
 
 
 def _create_versions_table(conn: sqlite3.Connection) -> None:
