@@ -46,7 +46,11 @@ def test_the_thread_keeps_the_log_short(tmp_path: Path) -> None:
     finally:
         checkpointer.close()
     assert checkpointer.checkpoints >= 5
-    assert largest < len(CHUNK) * COMMITS / 4  # the log restarts after each checkpoint
+    # The log restarts after each checkpoint: without the thread it holds every commit (the
+    # test below, >= 4 MB).  Half of that, not a quarter: the thread runs 5 nice levels below
+    # the writer, and on a busy 2-CPU host (a fresh-clone CI run, 2026-11-28) it once waited
+    # ~0.36 s, 12 commits (1.2 MB), before its next checkpoint.
+    assert largest < len(CHUNK) * COMMITS / 2
     assert automatic_checkpoint_pages(conn) == 1000  # SQLite's default is back
     assert conn.execute("SELECT count(*) FROM blobs").fetchone()[0] == COMMITS
     conn.close()
