@@ -155,6 +155,11 @@ class Dialog:
         hop = self.destination()
         return (hop.transport, hop.host, hop.port) != (source.transport, source.host, source.port)
 
+    def use_flow(self, peer: Peer) -> None:
+        """Send the next in-dialog requests to ``peer``, a connection the subscriber registered
+        over (:mod:`presence_sip.registrar.flows`), until its target or source changes."""
+        self.next_hop = shared_peer(peer)
+
     def _same_target(self, request: Request) -> bool:
         """No Contact, or exactly one that is the current target verbatim: nothing to refresh
         (the common case, decided without parsing the Contact)."""

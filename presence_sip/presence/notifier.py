@@ -47,6 +47,9 @@ WINFO = "presence.winfo"
 ResponseCallback = Callable[[Response | None, float], None]
 NotifySender = Callable[[Request, Peer, float, ResponseCallback], None]
 """Sends one NOTIFY in a client transaction; the callback gets the final response or None."""
+RegistrationFlow = Callable[[Subscription, float], Peer | None]
+"""Another address that reaches a watcher its dialog's destination did not: a connection it
+registered over (:mod:`presence_sip.registrar.flows`), or None."""
 
 END_REASONS: Final = {
     SideEffect.NOTIFY_REJECTED: "rejected",
@@ -114,6 +117,7 @@ class Notifier:
         send: NotifySender,
         connections: Container[int] | None,
         domain: str,
+        registration_flow: RegistrationFlow | None = None,
     ) -> None:
         self.server = server
         self.settings = settings
@@ -124,6 +128,7 @@ class Notifier:
         """Ids of the stream connections up now (the endpoint's): a dialog bound to one that
         has closed sends by its route set / Contact."""
         self.domain = domain
+        self.registration_flow = registration_flow
         self._due: list[Subscription] = []
         self._throttle: list[tuple[float, str]] = []
         self._diffs: dict[tuple[bytes, bytes], bytes] = {}
@@ -178,6 +183,28 @@ class Notifier:
     def clear(self) -> None:
         """Forget the NOTIFYs due (the server is closing)."""
         self._due.clear()
+
+    def retry_elsewhere(self, sub: Subscription, now: float) -> bool:
+        """A NOTIFY of ``sub`` got no answer (timed out, or its connection failed): queue the
+        state once more for another way to the watcher, if there is one (False: none).
+
+        First, when it went over the watcher's own connection, by its route set / Contact (as
+        a UA that sent no connection of its own would get); then, when that fails too, over a
+        connection the watcher registered from (:mod:`presence_sip.registrar.flows`)."""
+        dialog = sub.dialog
+        failed = dialog.destination()
+        if dialog.forget_connection():
+            way = "connection gone"
+        else:
+            flow = None if self.registration_flow is None else self.registration_flow(sub, now)
+            if flow is None:
+                return False
+            dialog.use_flow(flow)
+            way = f"{failed} unreachable, by the connection the watcher registered from"
+        log.info("NOTIFY of %s: %s, trying %s", sub.id, way, dialog.destination())
+        sub.last_body = None  # (the watcher may have missed that state: full state next)
+        self.queue(sub)
+        return True
 
     # --- what a NOTIFY carries ----------------------------------------------------------------
 

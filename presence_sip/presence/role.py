@@ -38,6 +38,7 @@ from presence_sip.presence.server import (
     PresenceStore,
     Subscription,
 )
+from presence_sip.registrar.flows import registration_flow
 from presence_sip.registrar.registrar import Registrar, aor_key
 from presence_sip.sharded import ShardedDict
 from presence_sip.sip.errors import RemoteProtocolError, SipError
@@ -142,6 +143,7 @@ class PresenceRole:
             settings=settings,
             now=now,
             connections=endpoint.connections,
+            registration_flow=self._registration_flow,
         )
         endpoint.register("SUBSCRIBE", self.handle_subscribe)
         endpoint.register("PUBLISH", self.handle_publish)
@@ -431,6 +433,20 @@ class PresenceRole:
         if key == uri_text:
             key = uri_text  # the usual watcher URI is its own key: one string, not two
         return cache.put_bounded(uri_text, key, _KEY_CACHE_SIZE)
+
+    def _registration_flow(self, sub: Subscription, now: float) -> Peer | None:
+        """A connection the watcher of ``sub`` registered over at this node that reaches it
+        where its dialog's destination did not (no route set: else the next hop is a proxy's)."""
+        dialog = sub.dialog
+        if dialog.route_set:
+            return None
+        key = self._entity_key(sub.watcher)
+        if key is None:
+            return None
+        bindings = self.registrar.bindings(key, now)
+        return registration_flow(
+            bindings, dialog.remote_target, dialog.source, dialog.destination()
+        )
 
     def _rules_for(self, key: str) -> Mapping[str, str]:
         """The HSS rules of a presentity: only a subscriber (key ``+MSISDN``) has any, so a

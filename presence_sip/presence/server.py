@@ -28,6 +28,7 @@ from presence_sip.presence.notifier import (
     WINFO,
     Notifier,
     NotifySender,
+    RegistrationFlow,
 )
 from presence_sip.presence.publications import (
     Compositor,
@@ -111,6 +112,7 @@ class PresenceServer:
         settings: PresenceSettings | None = None,
         now: float = 0.0,
         connections: Container[int] | None = None,
+        registration_flow: RegistrationFlow | None = None,
     ) -> None:
         self.settings = settings or PresenceSettings()
         self.store = store
@@ -134,6 +136,7 @@ class PresenceServer:
             send=send,
             connections=connections,
             domain=domain,
+            registration_flow=registration_flow,
         )
         self.compositor = Compositor(
             store,
@@ -505,12 +508,7 @@ class PresenceServer:
             sub.last_body = None  # the watcher missed that state: full state next time
             log.debug("NOTIFY of %s answered %d: subscription kept", sid, response.status)
             return
-        if response is None and sub.dialog.forget_connection():
-            # The watcher's connection closed (or never answered on it): one more try by its
-            # route set / Contact, as a UA that sent no connection of its own would get.
-            log.info("NOTIFY of %s: connection gone, trying %s", sid, sub.dialog.destination())
-            sub.last_body = None
-            self.notifier.queue(sub)
+        if response is None and self.notifier.retry_elsewhere(sub, now):
             self.flush(now)
             return
         # INFO, not DEBUG: the watcher cannot be told (it learns at its next refresh, 481), so

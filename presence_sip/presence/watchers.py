@@ -26,7 +26,7 @@ from presence_sip.presence.subscriptions import (
 )
 from presence_sip.presence.watcherinfo import WatcherEntry
 from presence_sip.sip.message import Request
-from presence_sip.sip.peer import Peer
+from presence_sip.sip.peer import peer_from_text
 
 __all__ = [
     "PresenceSettings",
@@ -340,10 +340,3 @@ def display_name(request: Request) -> str | None:
         return name
     inner = name[1:-1]
     return _QUOTED_PAIR.sub(r"\1", inner) if "\\" in inner else inner
-
-
-def peer_from_text(text: str) -> Peer:
-    """``udp:127.0.0.1:5060`` / ``tls:[::1]:5061`` (``str(Peer)``) back to a Peer."""
-    transport, _, rest = text.partition(":")
-    host, _, port = rest.rpartition(":")
-    return Peer(transport, host.strip("[]"), int(port) if port.isdigit() else 5060)

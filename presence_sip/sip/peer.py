@@ -29,3 +29,10 @@ class Peer:
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.transport}:{host}:{self.port}"
+
+
+def peer_from_text(text: str) -> Peer:
+    """``udp:127.0.0.1:5060`` / ``tls:[::1]:5061`` (``str(Peer)``) back to a Peer."""
+    transport, _, rest = text.partition(":")
+    host, _, port = rest.rpartition(":")
+    return Peer(transport, host.strip("[]"), int(port) if port.isdigit() else 5060)

@@ -21,6 +21,7 @@ The rest of the module is a small synchronous SIP client kit for such tests: :cl
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import os
@@ -39,7 +40,7 @@ from typing import Any, Protocol
 from loopback import LOOPBACK, free_port
 
 from presence_sip.auth.digest import build_authorization
-from presence_sip.sip import Response, SipParseError, parse_message
+from presence_sip.sip import Request, Response, SipParseError, parse_message
 
 __all__ = [
     "LOOPBACK",
@@ -506,3 +507,35 @@ def serve_pool(
                 problems.append(exc)
     if problems:
         raise problems[0]
+
+
+def answer_bytes(request: Request) -> bytes:
+    """A 200 to ``request`` (its Via, From, To, Call-ID and CSeq copied)."""
+    lines = ["SIP/2.0 200 OK"]
+    for name in ("Via", "From", "To", "Call-ID", "CSeq"):
+        lines += [f"{name}: {value}" for value in request.headers.get_all(name)]
+    return ("\r\n".join([*lines, "Content-Length: 0", "", ""])).encode()
+
+
+def register_over(client: TcpClient, aor: str, contact: str) -> Response:
+    """REGISTER ``aor`` (a SIP URI) with ``contact`` over ``client``'s connection; the answer."""
+    registrar = "sip:" + aor.rpartition("@")[2]
+    request = build_request(
+        "REGISTER", registrar, client, transport="TCP", from_=f"<{aor}>", to=f"<{aor}>",
+        headers=[("Contact", f"<{contact}>"), ("Expires", "600")],
+    )  # fmt: skip
+    client.sock.sendall(request)
+    answer = parse_message(client.read_message() or b"")
+    assert isinstance(answer, Response), answer
+    return answer
+
+
+async def answered_notify(client: TcpClient, timeout: float = 10.0) -> Request:
+    """The next request on ``client``'s connection, a NOTIFY, answered 200."""
+    raw = await asyncio.to_thread(client.read_message, timeout)
+    assert raw is not None, "the node closed the connection"
+    notify = parse_message(raw)
+    assert isinstance(notify, Request), notify
+    assert notify.method == "NOTIFY", notify.method
+    client.sock.sendall(answer_bytes(notify))
+    return notify

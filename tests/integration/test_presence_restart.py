@@ -17,14 +17,23 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from serve_process import ServeProcess
+from serve_process import (
+    LOOPBACK,
+    ServeProcess,
+    TcpClient,
+    answer_bytes,
+    answered_notify,
+    build_request,
+    register_over,
+)
 
 from presence_sip.runtime.agent import Dialog, SipAgent
-from presence_sip.sip import Request, Response
+from presence_sip.sip import Request, Response, parse_message
 from presence_sip.storage.sqlite_hss import SqliteSubscriberStore
 
 DOMAIN = "example.test"
 PRESENTITY = "+447700900501"
+TCP_WATCHER = "+447700900502"
 WATCHERS = 100
 NOTIFY_WAIT = 10.0
 
@@ -98,6 +107,7 @@ def data(tmp_path: Path) -> Path:
     store = SqliteSubscriberStore.open(directory, DOMAIN)  # the node's: serve's default
     try:
         store.add_subscriber(PRESENTITY, "secret")
+        store.add_subscriber(TCP_WATCHER, "secret")
     finally:
         store.close()
     return directory
@@ -156,3 +166,43 @@ async def test_a_publication_survives_a_restart(data: Path) -> None:
         assert note_of(notify) == "before-restart", notify.body  # the stored state came back
         modify = await publish(node, pidf("closed", "after-restart"), if_match=etag)
         assert modify.status == 200, "the entity-tag issued before the restart is unknown"
+
+
+async def test_a_tcp_watcher_whose_contact_is_its_connection_is_notified_after_a_restart(
+    data: Path,
+) -> None:
+    """pjsua's default over TCP/TLS: its Contact is its connection's own port.  The restart
+    closes that connection; the watcher registers again over a new one (as pjsua does), keeps
+    its subscription, and the next state change reaches it over the new connection (the
+    Contact's port takes no connection: registrar/flows.py)."""
+    watcher_uri = f"sip:{TCP_WATCHER}@{DOMAIN}"
+    with ServeProcess(data, auth="none", extra_args=["--default-policy", "allow"]) as node:
+        before = TcpClient(node)
+        old_contact = f"sip:{TCP_WATCHER}@{LOOPBACK}:{before.port};transport=tcp;ob"
+        assert register_over(before, watcher_uri, old_contact).status == 200
+        before.sock.sendall(build_request(
+            "SUBSCRIBE", f"sip:{PRESENTITY}@{DOMAIN}", before, transport="TCP",
+            from_=f"<{watcher_uri}>",
+            headers=[("Contact", f"<{old_contact}>"), ("Event", "presence"),
+                     ("Expires", "600")],
+        ))  # fmt: skip
+        answers = [parse_message(before.read_message() or b"") for _ in range(2)]
+        assert [m.status for m in answers if isinstance(m, Response)] == [200]
+        (first,) = [m for m in answers if isinstance(m, Request)]
+        before.sock.sendall(answer_bytes(first))
+
+        node.restart()  # one SIGTERM, exit 0 asserted; same port, same data directory
+        assert before.closed_by_peer()
+        before.close()
+
+        after = TcpClient(node)
+        new_contact = f"sip:{TCP_WATCHER}@{LOOPBACK}:{after.port};transport=tcp;ob"
+        assert register_over(after, watcher_uri, new_contact).status == 200
+        assert (await publish(node, pidf("open", "after-restart"))).status == 200
+        notify = await answered_notify(after)
+        assert note_of(notify) == "after-restart", node.log_text()[-3000:]
+        assert notify.call_id == first.call_id
+        assert notify.to.tag == first.to.tag
+        assert cseq_of(notify) > cseq_of(first)
+        assert (notify.headers.get("Subscription-State") or "").startswith("active")
+        after.close()

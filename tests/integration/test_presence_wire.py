@@ -23,7 +23,16 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from serve_process import LOOPBACK, ServeProcess, TcpClient, build_request, serve_command
+from serve_process import (
+    LOOPBACK,
+    ServeProcess,
+    TcpClient,
+    answer_bytes,
+    answered_notify,
+    build_request,
+    register_over,
+    serve_command,
+)
 
 from presence_sip.runtime.agent import Dialog, SipAgent
 from presence_sip.sip import Request, Response, parse_message
@@ -41,6 +50,8 @@ P_MISC = "+447700900204"
 P_TCP = "+447700900205"
 P_LARGE_TCP = "+447700900206"
 P_LARGE_UDP = "+447700900207"
+P_FLOW = "+447700900208"
+W_FLOW = "+447700900209"  # a watcher whose Contact is its connection's own port (pjsua)
 BLOCKED = f"sip:blocked@{DOMAIN}"
 POLITE = f"sip:polite@{DOMAIN}"
 CONFIRM = f"sip:confirm@{DOMAIN}"
@@ -70,7 +81,7 @@ def open_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = tmp_path_factory.mktemp("open") / "data"
     provision(
         data,
-        [OWNER, P_412, P_HOSTILE, P_MISC, P_TCP, P_LARGE_TCP, P_LARGE_UDP],
+        [OWNER, P_412, P_HOSTILE, P_MISC, P_TCP, P_LARGE_TCP, P_LARGE_UDP, P_FLOW, W_FLOW],
         rules=[(OWNER, BLOCKED, "block"), (OWNER, POLITE, "polite-block"),
                (OWNER, CONFIRM, "confirm")],
     )  # fmt: skip
@@ -394,6 +405,53 @@ async def test_notify_goes_to_the_contact_once_the_watchers_connection_closed(
         contact.close()
 
 
+def flow_contact(client: TcpClient, msisdn: str) -> str:
+    """A Contact that is ``client``'s own connection's port (pjsua's ``contactUseSrcPort``)."""
+    return f"sip:{msisdn}@{LOOPBACK}:{client.port};transport=tcp;ob"
+
+
+async def test_a_watcher_whose_contact_was_its_closed_connection_gets_notify_over_its_new_one(
+    open_node: ServeProcess,
+) -> None:
+    """pjsua over TCP/TLS puts its connection's own port in its Contact.  Once that connection
+    closes, the Contact reaches nothing (the connect is refused); the watcher registers again
+    over a new connection, and the NOTIFY goes over that one instead of ending the
+    subscription (registrar/flows.py)."""
+    async with SipAgent("publisher", DOMAIN) as agent:
+        assert (await publish(agent, open_node, P_FLOW, pidf(P_FLOW))).status == 200
+    first = TcpClient(open_node)
+    assert register_over(first, uri(W_FLOW), flow_contact(first, W_FLOW)).status == 200
+    subscribe_request = build_request(
+        "SUBSCRIBE", uri(P_FLOW), first, transport="TCP", from_=f"<{uri(W_FLOW)}>",
+        headers=[("Contact", f"<{flow_contact(first, W_FLOW)}>"), ("Event", "presence"),
+                 ("Expires", "600"), ("Accept", PIDF)],
+    )  # fmt: skip
+    first.sock.sendall(subscribe_request)
+    answers = [parse_message(first.read_message() or b"") for _ in range(2)]
+    assert [m.status for m in answers if isinstance(m, Response)] == [200]
+    (initial,) = [m for m in answers if isinstance(m, Request)]
+    first.sock.sendall(answer_bytes(initial))
+    first.close()
+    second = TcpClient(open_node)
+    assert register_over(second, uri(W_FLOW), flow_contact(second, W_FLOW)).status == 200
+    await asyncio.sleep(0.2)  # the node sees the first connection close
+    async with SipAgent("publisher", DOMAIN) as agent:
+        assert (await publish(agent, open_node, P_FLOW, pidf(P_FLOW, "closed"))).status == 200
+        notify = await answered_notify(second)
+        assert state_of(notify) == "active"
+        assert basic_of(notify) == ["closed"]
+        assert notify.call_id == initial.call_id
+        assert str(notify.uri) == flow_contact(first, W_FLOW)  # the dialog's remote target
+        # The subscription lives on, over the same connection.
+        assert (await publish(agent, open_node, P_FLOW, pidf(P_FLOW, "open"))).status == 200
+        again = await answered_notify(second)
+        assert basic_of(again) == ["open"]
+    second.close()
+    log = open_node.log_text()
+    assert f"tcp:{LOOPBACK}:{first.port} unreachable, by the connection the watcher" in log
+    assert f"registered from, trying tcp:{LOOPBACK}:{second.port}" in log
+
+
 # --- a NOTIFY over the UDP size limit (RFC 3261 §18.1.1) -----------------------------------------
 
 LONG_NOTE = "n" * 1500
@@ -457,11 +515,3 @@ async def test_a_notify_over_1300_bytes_comes_over_udp_when_the_watcher_takes_no
         assert LONG_NOTE.encode() in notify.body
         assert state_of(notify) == "active"
     assert f"no TCP connection to tcp:{LOOPBACK}:{watcher.port}" in open_node.log_text()
-
-
-def answer_bytes(request: Request) -> bytes:
-    """A 200 to ``request`` (its Via, From, To, Call-ID and CSeq copied)."""
-    lines = ["SIP/2.0 200 OK"]
-    for name in ("Via", "From", "To", "Call-ID", "CSeq"):
-        lines += [f"{name}: {value}" for value in request.headers.get_all(name)]
-    return ("\r\n".join([*lines, "Content-Length: 0", "", ""])).encode()

@@ -241,7 +241,13 @@ def publish(
     return sip(lines, body)
 
 
-def register(msisdn: str = BOB, expires: int = 3600, *, aor: str | None = None) -> bytes:
+def register(
+    msisdn: str = BOB,
+    expires: int = 3600,
+    *,
+    aor: str | None = None,
+    contact: str = "<sip:bob@127.0.0.1:5090>",
+) -> bytes:
     n = next(_counter)
     aor = aor or f"sip:{msisdn}@{DOMAIN};user=phone"
     return sip(
@@ -253,7 +259,7 @@ def register(msisdn: str = BOB, expires: int = 3600, *, aor: str | None = None) 
             f"To: <{aor}>",
             f"Call-ID: reg{msisdn}@127.0.0.1",
             f"CSeq: {n} REGISTER",
-            "Contact: <sip:bob@127.0.0.1:5090>",
+            f"Contact: {contact}",
             f"Expires: {expires}",
         ]
     )
@@ -815,6 +821,40 @@ def test_notify_after_the_watchers_connection_closed_goes_to_its_contact() -> No
     assert basic(retry) == "closed"
     assert len(node.role.server.subscriptions) == 1
     node.endpoint.connection_lost(Peer("tcp", "127.0.0.1", 5070, 9), node.now)  # no one there
+    node.drain()
+    assert len(node.role.server.subscriptions) == 0
+
+
+def test_a_notify_its_contact_refuses_goes_over_the_connection_the_watcher_registered_from() -> (
+    None
+):
+    """pjsua over TCP: its Contact is its connection's own port.  With that connection gone
+    and the Contact refusing, the NOTIFY goes over the connection the watcher registered from
+    since (registrar/flows.py), and the subscription stays; when that one fails too and no
+    other registration is left, the subscription ends."""
+    node = Node()
+    first = Peer("tcp", "127.0.0.1", 40001, 7)
+    node.endpoint.connection_made(first, None, node.now)
+    out = node.receive(subscribe(contact="<sip:alice@127.0.0.1:40001;transport=tcp;ob>"), first)
+    (notify,) = notifies(out)
+    node.answer(notify, source=first)
+    node.endpoint.connection_lost(first, node.now)
+    second = Peer("tcp", "127.0.0.1", 40002, 8)
+    node.endpoint.connection_made(second, None, node.now)
+    contact = "<sip:alice@127.0.0.1:40002;transport=tcp;ob>"
+    (ok,) = responses(node.receive(register(ALICE, contact=contact), second))
+    assert ok.status == 200
+    (changed,) = notifies(node.receive(publish(PIDF_CLOSED), PUBLISHER))
+    assert node.sent[-1][1] == Peer("tcp", "127.0.0.1", 40001)  # the Contact first
+    node.endpoint.connection_lost(Peer("tcp", "127.0.0.1", 40001, 9), node.now)  # refused
+    (retry,) = notifies(node.drain())
+    assert node.sent[-1][1] == Peer("tcp", "127.0.0.1", 40002)
+    assert (retry.call_id, retry.cseq.seq) == (changed.call_id, changed.cseq.seq + 1)
+    assert basic(retry) == "closed"
+    node.answer(retry, source=second)
+    (later,) = notifies(node.receive(publish(PIDF_OPEN), PUBLISHER))
+    assert node.sent[-1][1] == Peer("tcp", "127.0.0.1", 40002)  # the dialog keeps that way
+    node.endpoint.connection_lost(second, node.now)
     node.drain()
     assert len(node.role.server.subscriptions) == 0
 
