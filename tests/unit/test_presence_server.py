@@ -854,6 +854,7 @@ def test_a_notify_its_contact_refuses_goes_over_the_connection_the_watcher_regis
     node.answer(retry, source=second)
     (later,) = notifies(node.receive(publish(PIDF_OPEN), PUBLISHER))
     assert node.sent[-1][1] == Peer("tcp", "127.0.0.1", 40002)  # the dialog keeps that way
+    assert basic(later) == "open"
     node.endpoint.connection_lost(second, node.now)
     node.drain()
     assert len(node.role.server.subscriptions) == 0
