@@ -513,7 +513,7 @@ class PresenceServer:
             return
         # INFO, not DEBUG: the watcher cannot be told (it learns at its next refresh, 481), so
         # this line is all an operator has when a watcher stops getting updates (a TCP/TLS
-        # watcher whose Contact is its closed connection's port, after a restart).
+        # watcher whose Contact is its closed connection's port that has not registered again).
         log.info(
             "NOTIFY of %s (%s watching %s) %s: subscription removed",
             sid,
