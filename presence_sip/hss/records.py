@@ -46,9 +46,11 @@ _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _SERVER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 _SERVER_URI = re.compile(r"sips?:[^\s<>\"]+", re.IGNORECASE)
 _HASHES = {"MD5": "md5", "SHA-256": "sha256"}
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-"""A C0 control character or DEL: no softphone's password field takes one, and a NUL cuts the
-password short in the tools that handle it as a C string."""
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+"""A C0 control character, DEL or a C1 control character (U+0080-U+009F): no softphone's password
+field takes one, and a NUL cuts the password short in the tools that handle it as a C string.  A
+C1 character is what a Windows-1252 byte became after a wrong decoding (a euro sign read as
+Latin-1 is U+0080): the password stored would not be the one the user types."""
 
 
 class InvalidRecord(ValueError):
@@ -306,8 +308,8 @@ def with_identities(
 
 def with_password(subscriber: Subscriber, password: str, realm: str) -> Subscriber:
     """*subscriber* with every HA1 recomputed for *password* in *realm*; an empty password, or
-    one with a control character in it, is an :class:`InvalidRecord` (naming the character, not
-    the password)."""
+    one with a control character in it (C0, DEL or C1), is an :class:`InvalidRecord` (naming the
+    character, not the password)."""
     if not password:
         raise InvalidRecord("empty password")
     control = _CONTROL.search(password)

@@ -350,34 +350,63 @@ def ha1_of_b(hss: Hss) -> str | None:
         store.close()
 
 
+def run_hss_with_input(hss: Hss, text: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``hss ARGS`` reading *text* from its standard input, in UTF-8 whatever the locale."""
+    result = subprocess.run(
+        [sys.executable, "-m", "presence_sip.cli.hss", "--data", str(hss.data), *args],
+        input=text.encode(), capture_output=True, timeout=60, check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONIOENCODING": "utf-8"}, cwd=ROOT,
+    )  # fmt: skip
+    return subprocess.CompletedProcess(
+        result.args, result.returncode, result.stdout.decode(), result.stderr.decode()
+    )
+
+
 def test_a_password_with_a_control_character_is_refused_by_every_command(
     hss: Hss, tmp_path: Path
 ) -> None:
-    """``add``, ``set`` and ``import`` refuse a password with a NUL or another control character
-    (no softphone can type it; a NUL cuts it short in other tools): one error line naming the
-    character and not the password, exit 2, nothing written; an import names the line."""
+    """``add``, ``set`` and ``import`` (``--update`` too) refuse a password with a NUL or another
+    control character, C1 (U+0080-U+009F) included (no softphone can type it; a NUL cuts it short
+    in other tools): one error line naming the character and not the password, exit 2, nothing
+    written; an import names the line."""
     before = hss.dump()
     nul_file = tmp_path / "pw"
     nul_file.write_bytes(b"top\x00secret\n")
-    from_stdin = subprocess.run(
-        [sys.executable, "-m", "presence_sip.cli.hss", "--data", str(hss.data),
-         "subscriber", "set", B, "--password-file", "-"],
-        input="top\x00secret\n", capture_output=True, text=True, timeout=60, check=False,
-        env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
-    )  # fmt: skip
+    c1_file = tmp_path / "pw-c1"
+    c1_file.write_bytes("top\x85secret\n".encode())
     table = tmp_path / "subscribers.csv"
-    table.write_text("msisdn,password\n+447700900601,top\x00secret\n+447700900602,\ttopsecret\n")
+    table.write_text(
+        "msisdn,password\n+447700900601,top\x00secret\n+447700900602,\ttopsecret\n"
+        "+447700900603,top\x80secret\n+447700900604,topsecret\x9f\n",
+        encoding="utf-8",
+    )
+    update = tmp_path / "update.csv"
+    update.write_text(f"msisdn,password\n{B},top\x9bsecret\n", encoding="utf-8")
     prefix = "presence-sip: error:"
     expected = [
         (hss("subscriber", "add", C, "--password-file", str(nul_file)),
          f"{prefix} password contains a control character (U+0000)\n"),
+        (hss("subscriber", "add", C, "--password-file", str(c1_file)),
+         f"{prefix} password contains a control character (U+0085)\n"),
+        (hss("subscriber", "add", C, "--password", "top\x90secret"),
+         f"{prefix} password contains a control character (U+0090)\n"),
         (hss("subscriber", "set", B, "--password", "top\x1bsecret", "--credit", "1"),
          f"{prefix} password contains a control character (U+001B)\n"),
-        (from_stdin, f"{prefix} password contains a control character (U+0000)\n"),
+        (hss("subscriber", "set", B, "--password", "top\x9fsecret", "--credit", "1"),
+         f"{prefix} password contains a control character (U+009F)\n"),
+        (run_hss_with_input(hss, "top\x00secret\n", "subscriber", "set", B, "--password-file", "-"),
+         f"{prefix} password contains a control character (U+0000)\n"),
+        (run_hss_with_input(hss, "top\x80secret\n", "subscriber", "set", B, "--password-file", "-"),
+         f"{prefix} password contains a control character (U+0080)\n"),
         (hss("subscriber", "import", str(table)),
          f"{prefix} {table} line 2: password contains a control character (U+0000)\n"
          f"{prefix} {table} line 3: password contains a control character (U+0009)\n"
-         f"{prefix} {table}: 2 bad line(s); nothing was imported\n"),
+         f"{prefix} {table} line 4: password contains a control character (U+0080)\n"
+         f"{prefix} {table} line 5: password contains a control character (U+009F)\n"
+         f"{prefix} {table}: 4 bad line(s); nothing was imported\n"),
+        (hss("subscriber", "import", "--update", str(update)),
+         f"{prefix} {update} line 2: password contains a control character (U+009B)\n"
+         f"{prefix} {update}: 1 bad line(s); nothing was imported\n"),
     ]  # fmt: skip
     for result, stderr in expected:
         assert (result.returncode, result.stdout, result.stderr) == (2, "", stderr)

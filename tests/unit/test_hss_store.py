@@ -248,7 +248,8 @@ def test_update_refusals_change_nothing(populated: SubscriberStore) -> None:
 @pytest.mark.parametrize(
     ("password", "character"),
     [("se\x00cret", "U+0000"), ("\tsecret", "U+0009"), ("secret\n", "U+000A"),
-     ("se\x1bcret", "U+001B"), ("secret\x7f", "U+007F")],
+     ("se\x1bcret", "U+001B"), ("secret\x7f", "U+007F"), ("se\x80cret", "U+0080"),
+     ("secret\x85", "U+0085"), ("\x9fsecret", "U+009F")],
 )  # fmt: skip
 def test_a_password_with_a_control_character_is_refused_without_echoing_it(
     populated: SubscriberStore, password: str, character: str
@@ -263,9 +264,10 @@ def test_a_password_with_a_control_character_is_refused_without_echoing_it(
         populated.update_subscriber(B, password=password, credit=1, add_identities=["sip:b@x.test"])
     assert str(added.value) == str(updated.value) == message
     assert snapshot(populated) == before
-    # Spaces and letters beyond ASCII are no control characters.
-    populated.update_subscriber(B, password="sé cret ü")
-    assert populated.get_ha1(B, "MD5") == md5(f"{B}:{DOMAIN}:sé cret ü")
+    # Spaces and letters beyond ASCII are no control characters, nor is U+00A0 (the first
+    # character past the C1 controls).
+    populated.update_subscriber(B, password="sé cret ü\xa0~")
+    assert populated.get_ha1(B, "MD5") == md5(f"{B}:{DOMAIN}:sé cret ü\xa0~")
 
 
 def test_update_adds_and_removes_extra_identities(populated: SubscriberStore) -> None:

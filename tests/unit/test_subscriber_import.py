@@ -184,16 +184,19 @@ def test_a_quote_left_open_or_text_after_a_closing_quote_is_a_bad_line() -> None
 
 
 def test_a_password_with_a_control_character_is_a_bad_line() -> None:
-    """A NUL, a tab or another control character in a password: a bad line naming the
-    character, not the password (the CSV reader takes a NUL in a field)."""
+    """A NUL, a tab or another control character in a password, C1 (U+0080-U+009F) included:
+    a bad line naming the character, not the password (the CSV reader takes a NUL in a field)."""
     table = read_import_table(
-        "msisdn,password\n+447700900001,se\x00cret\n+447700900002,\tsecret\n+447700900003,ok\n",
+        "msisdn,password\n+447700900001,se\x00cret\n+447700900002,\tsecret\n+447700900003,ok\n"
+        "+447700900004,se\x80cret\n+447700900005,secret\x9f\n+447700900006,ok\xa0\n",
         REALM,
     )
-    assert [row.line for row in table.rows] == [4]
+    assert [row.line for row in table.rows] == [4, 7]
     assert [(bad.line, bad.reason) for bad in table.bad] == [
         (2, "password contains a control character (U+0000)"),
         (3, "password contains a control character (U+0009)"),
+        (5, "password contains a control character (U+0080)"),
+        (6, "password contains a control character (U+009F)"),
     ]
 
 
