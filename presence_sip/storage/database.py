@@ -12,6 +12,7 @@ This module is an IO edge: ``sqlite3.Error`` and ``OSError`` become ``StoreError
 
 from __future__ import annotations
 
+import math
 import os
 import sqlite3
 import time
@@ -121,16 +122,30 @@ def _enter_wal_mode(conn: sqlite3.Connection) -> str:
     at once, without the busy handler, to a connection that holds the shared lock and asks for
     it while another does the same (its deadlock rule): processes creating one database
     together (a node and an ``hss`` command at first start) would see it.  So it is tried again
-    for up to :data:`BUSY_TIMEOUT_MS`, as any other write waits."""
+    for up to :data:`BUSY_TIMEOUT_MS`, as any other write waits.  A try that does meet the busy
+    handler (another process holds the exclusive lock) waits only for what is left of that time,
+    so the whole switch is bounded by it (it could take twice as long); the connection's own
+    busy timeout is put back afterwards, whatever the outcome."""
+    normal_timeout_ms = int(conn.execute("PRAGMA busy_timeout").fetchone()[0])
     deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
-    while True:
-        try:
-            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
-        except sqlite3.OperationalError as exc:
-            busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
-            if not busy or time.monotonic() >= deadline:
-                raise
-        time.sleep(_WAL_SWITCH_PAUSE_S)
+    try:
+        while True:
+            try:
+                return _try_wal_mode(conn, deadline)
+            except sqlite3.OperationalError as exc:
+                busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+                if not busy or time.monotonic() + _WAL_SWITCH_PAUSE_S >= deadline:
+                    raise
+            time.sleep(_WAL_SWITCH_PAUSE_S)
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {normal_timeout_ms}")
+
+
+def _try_wal_mode(conn: sqlite3.Connection, deadline: float) -> str:
+    """One ``PRAGMA journal_mode = WAL``, its busy handler waiting until *deadline* at most."""
+    remaining_ms = max(0, math.ceil((deadline - time.monotonic()) * 1000))
+    conn.execute(f"PRAGMA busy_timeout = {remaining_ms}")
+    return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
 
 
 def connect_read_only(path: str | Path) -> sqlite3.Connection:

@@ -715,12 +715,50 @@ def test_a_new_file_waits_for_a_writer_before_it_switches_to_wal(tmp_path: Path)
         waited = time.monotonic() - started
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = conn.execute("SELECT name FROM sqlite_master").fetchall()
+        busy_timeout = conn.execute("PRAGMA busy_timeout").fetchone()[0]
         conn.close()
     finally:
         commit.join()
         writer.close()
     assert waited >= 0.25
     assert tables == [("first_writer",)]
+    assert busy_timeout == database.BUSY_TIMEOUT_MS  # its own again after the switch
+
+
+def test_a_writer_holding_the_lock_fails_the_wal_switch_within_the_busy_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The switch is tried again until BUSY_TIMEOUT_MS, but a try made while another process
+    holds the exclusive lock waits in SQLite's busy handler: it waited the whole busy timeout
+    again from wherever it began (twice the bound at worst; here 0.25 + 0.5 s).  Now it waits
+    for what is left of the bound, and the connection gets its own busy timeout back."""
+    monkeypatch.setattr(database, "BUSY_TIMEOUT_MS", 500)
+    path = tmp_path / "presence.sqlite"
+    path.touch()
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("PRAGMA locking_mode = EXCLUSIVE")  # keeps its exclusive lock once it commits
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("CREATE TABLE first_writer (x)")  # the tries fail at once until then
+    commit = threading.Timer(0.25, writer.execute, ("COMMIT",))
+    commit.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(StoreError, match="database is locked"):
+            database.connect(path)
+        waited = time.monotonic() - started
+        commit.join()
+        other = sqlite3.connect(path, timeout=1.234, isolation_level=None)
+        try:
+            with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+                database._enter_wal_mode(other)
+            busy_timeout = other.execute("PRAGMA busy_timeout").fetchone()[0]
+        finally:
+            other.close()
+    finally:
+        commit.join()
+        writer.close()
+    assert 0.45 <= waited < 0.65
+    assert busy_timeout == 1234  # put back after a failed switch too
 
 
 def test_a_file_that_is_not_a_database_is_refused_at_once(tmp_path: Path) -> None:
