@@ -4,7 +4,7 @@ Each publication (one entity-tag lineage) follows :data:`TRANSITIONS`; the compo
 live ones per presentity, composes them into one PIDF document per change (and only then:
 watchers reuse the composed bytes), expires them from a heap and writes every change to a
 :class:`PublicationStore`.  A presentity keeps at most ``max_publications``: a new one past that
-ends the one its publisher sent least recently.
+ends the one its publisher sent least recently, once those whose time has passed are expired.
 """
 
 from __future__ import annotations
@@ -382,7 +382,9 @@ class Compositor:
         publication.process(PubInput.INITIAL)
         mine = self._by_presentity.get(presentity)
         if mine is not None and len(mine) >= self.max_publications:
-            self._make_room(mine, now)
+            self._expire_due(mine, now)
+            if len(mine) >= self.max_publications:
+                self._make_room(mine, now)
         self.store.save_publication(publication.record(), None)
         self._index(publication)
         return PublishOutcome(publication.etag, lifetime, self._recompose(presentity))
@@ -417,24 +419,36 @@ class Compositor:
         return PublishOutcome(current.etag, lifetime, self._recompose(current.presentity))
 
     def _remove(self, current: _Publication, event: PubInput) -> PublishOutcome:
-        current.process(event)
-        self.store.delete_publication(current.etag)
-        self._unindex(current)
+        self._end(current, event)
         return PublishOutcome(current.etag, 0, self._recompose(current.presentity))
+
+    def _end(self, publication: _Publication, event: PubInput) -> None:
+        """Remove *publication* (its machine, the store's row, the indexes and its expiry);
+        the caller recomposes its presentity."""
+        publication.process(event)
+        self.store.delete_publication(publication.etag)
+        self._unindex(publication)
+
+    def _expire_due(self, mine: dict[str, _Publication], now: float) -> None:
+        """Expire the publications of ``mine`` whose time has passed but which the timer has
+        not purged yet (expired while the node was down, or further down the expiry heap than
+        the last batch), as the timer would: they leave no room to make, and are not counted as
+        ended for ``max_publications``.  The new one's composition covers their going."""
+        for publication in [p for p in mine.values() if p.expires_at <= now]:
+            self._end(publication, PubInput.EXPIRE)
 
     def _make_room(self, mine: dict[str, _Publication], now: float) -> None:
         """End the publications of ``mine`` their publishers sent least recently (initial,
         refresh or modify; of two sent together, the older one), until there is room for one
-        more (more than one only when ``max_publications`` was lowered since they were made);
-        the new one's composition covers their going.  Not the one expiring first: a phone that
+        more (more than one only when ``max_publications`` was lowered since they were made;
+        the expired ones are gone already, see :meth:`_expire_due`); the new one's composition
+        covers their going.  Not the one expiring first: a phone that
         refreshes every 10 minutes would go before a broken client's hour-long publications.
         Said once a minute, with the publications ended so far (:attr:`evicted`, as the metric
         counts them)."""
         while len(mine) >= self.max_publications:
             first = min(mine.values(), key=_by_last_sent)
-            first.process(PubInput.EXPIRE)
-            self.store.delete_publication(first.etag)
-            self._unindex(first)
+            self._end(first, PubInput.EXPIRE)
             self.evicted += 1
         if self._evictions.due(now):
             log.warning(

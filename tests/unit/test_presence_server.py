@@ -1613,6 +1613,32 @@ def test_watchers_hear_of_a_publication_that_expired_while_the_node_was_down() -
     assert parse_pidf(notify.body).tuple_ids == ("reg",)
 
 
+def test_a_publication_expired_while_the_node_was_down_is_expired_at_max_publications() -> None:
+    """At ``max_publications``, an initial PUBLISH ended the publication sent least recently,
+    counting one that had expired while the node was down (loaded at start, the timer not run
+    yet): the desk phone's live publication went, the expired one stayed in the watchers'
+    document until the timer, which then sent one more NOTIFY.  Now the expired one goes as an
+    expiry would, and the watcher's NOTIFY has the desk phone and the new publication."""
+    store = MemoryPresenceStore()
+    settings = PresenceSettings(max_publications=2)
+    node = Node(store=store, settings=settings)
+    desk, _ = published(node, PIDF_OPEN.replace(b'id="sg89ae"', b'id="desk"'), expires=3600)
+    gone, _ = published(node, PIDF_OPEN, expires=60)
+    _ok, watcher = subscribed(node)
+    assert parse_pidf(watcher.body).tuple_ids == ("desk", "sg89ae")
+    node.role.close()
+    later = Node(store=store, now=node.now + 300, settings=settings, ids=CountingIdSource("r"))
+    ok, sent = published(later, PIDF_OPEN.replace(b'id="sg89ae"', b'id="new"'), expires=3600)
+    assert ok.status == 200
+    (notify,) = sent
+    assert notify.call_id == watcher.call_id
+    assert parse_pidf(notify.body).tuple_ids == ("desk", "new")
+    assert set(store.publications) == {desk.sip_etag, ok.sip_etag}
+    assert gone.sip_etag not in store.publications
+    assert later.role.server.compositor.evicted == 0  # no publication ended for the limit
+    assert notifies(later.advance(0)) == []  # nothing left for the timer to expire
+
+
 def test_version_1_database_keeps_its_rows_and_loses_the_expiry_indexes() -> None:
     conn = sqlite3.connect(":memory:", isolation_level=None)
     migrate(conn, "core")

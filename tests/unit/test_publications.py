@@ -325,6 +325,56 @@ def test_a_lowered_max_publications_takes_effect_at_the_next_initial_publish(
     assert "(4 so far;" in warning
 
 
+def test_at_max_publications_the_expired_ones_go_as_expired_not_as_ended(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A publication whose time had passed but that the timer had not purged yet (here: it
+    expired while the node was down, and was loaded at start) counted towards the limit, and
+    an initial PUBLISH ended a live one "for max_publications" while the expired one stayed in
+    the document until the timer ran.  Now the expired ones are expired first, as the timer
+    does it (row deleted, out of the expiry heap), and nothing is ended nor warned about."""
+    store = MemoryPresenceStore()
+    before = compositor(store, max_publications=3)
+    desk = put(before, pidf("desk"), expires=3600)
+    laptop = put(before, pidf("laptop"), expires=100)  # sent after the desk phone's
+    tablet = put(before, pidf("tablet"), expires=200)
+    c = compositor(store, now=500, max_publications=3)  # a restart after both expired
+    c.watched = lambda key: True
+    assert len(c) == 3
+    caplog.set_level("WARNING", logger="presence_sip.presence.publications")
+    new = put(c, pidf("new"), expires=3600, now=500)
+    assert new.changed
+    assert parse_pidf(c.document(BOB) or b"").tuple_ids == ("desk", "new")
+    assert set(c.etags(BOB)) == {desk.etag, new.etag}
+    assert sorted(store.publications) == sorted(c.etags(BOB))
+    assert laptop.etag not in store.publications
+    assert tablet.etag not in store.publications
+    assert (c.evicted, caplog.records) == (0, [])
+    assert c.get_timer() == 3600  # no entry left of the expired ones: the desk phone's is next
+    assert c.handle_timer(500) == set()
+
+
+def test_at_max_publications_the_least_recently_sent_goes_only_past_the_expired_ones(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Still at the limit once the expired ones are gone (it was lowered since): the
+    publications sent least recently are ended, and only they are counted and warned of."""
+    store = MemoryPresenceStore()
+    before = compositor(store)
+    put(before, pidf("gone"), expires=100)
+    for name in ("one", "two", "three"):
+        put(before, pidf(name), expires=3600)
+    lowered = compositor(store, now=500, max_publications=2)
+    lowered.watched = lambda key: True
+    caplog.set_level("WARNING", logger="presence_sip.presence.publications")
+    put(lowered, pidf("new"), expires=3600, now=500)
+    assert parse_pidf(lowered.document(BOB) or b"").tuple_ids == ("three", "new")
+    assert sorted(store.publications) == sorted(lowered.etags(BOB))
+    assert lowered.evicted == 2  # "one" and "two"; "gone" expired
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert "(2 so far;" in warning
+
+
 def test_partial_publication_applies_to_the_current_state() -> None:
     c = compositor()
     first = put(c, pidf("a"))
