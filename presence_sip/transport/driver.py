@@ -202,9 +202,9 @@ class Driver:
         """Close every socket and connection; leaves no task, timer or open transport behind."""
         self._running = False
         self._cancel_timer()
-        self._handshakes.cancel()
         self._listeners.stop_accepting()
         await self._tasks.cancel()
+        self._handshakes.cancel()  # after its tasks: the failures they report meanwhile count
         conns = list(self._live)
         for conn in conns:
             conn.close()
