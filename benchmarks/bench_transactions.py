@@ -194,7 +194,10 @@ class TransactionServer(Ours):
     """``presence-sip serve`` from ``ours_command()`` on UDP and TCP, optionally with digest.
 
     ``template`` is a provisioned ``presence.sqlite`` copied into each fresh data directory.
+    Flags only, as :func:`serve_settings` shows (OPTIONS and REGISTER publish nothing).
     """
+
+    with_config = False
 
     def __init__(self, workdir: Path, *, digest: bool, template: Path | None) -> None:
         super().__init__(workdir)

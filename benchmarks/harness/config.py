@@ -27,6 +27,17 @@ GROWTH_CPU_TARGET = 0.5
 """Server CPU (cores) a passing step of ``run.py``'s rate search grows towards, up to x2: below
 it Kamailio's steps pass, while its PUBLISH steps fail at 45-55 % (not a CPU limit), so a
 higher target would jump over its limit in one step and widen the bracket the bisection has."""
+MAX_PUBLICATIONS = 10_000
+"""``max_publications`` of our server in every bench run (the ``serve.toml`` that
+``servers.Ours`` writes).  Each call of ``publish.xml`` is an initial PUBLISH (Expires 3600),
+round-robin over ``Settings.presentities``, to a server started afresh for each step: a step at
+R PUBLISH/s leaves R * ``step_seconds`` / ``presentities`` publications on each presentity.  At
+our default of 64 a ``--quick`` step above ~42,700/s (3 s over 2,000 presentities) would end the
+oldest ones to make room, which Kamailio (no such limit) never does, and the row would measure
+that too.  The search stops at ``rate_ceiling`` (60,000/s: 90 a presentity in ``--quick``, 60 in
+a full run; ``tests/unit/test_bench_config.py`` checks it stays below); 10,000 also covers the
+other scripts' own ``--rate`` and ``--seconds`` (``commit_lag.py``, ``profile_serve.py``, ...)
+at no cost: the limit is only compared with, never reached."""
 FALLBACK_KAMAILIO_PUBLISH = 7900  # issue 8: Kamailio on this machine kind, used if not measured
 SIPP_BUFFER = 4 * 1024 * 1024
 NICE: list[str] = []  # ["nice", "-n", "N"] with --nice N: same priority for server and SIPp

@@ -16,6 +16,7 @@ from benchmarks.harness.config import (
     HOST,
     KAMAILIO_CFG,
     KAMAILIO_DBTEXT,
+    MAX_PUBLICATIONS,
     NICE,
     PORTS,
     REPO_DIR,
@@ -26,10 +27,12 @@ from benchmarks.harness.probe import options_ping
 from benchmarks.harness.processes import REAPER
 
 
-def ours_command(port: int, data_dir: Path) -> list[str]:
-    """Command line of our server.  THE place to change when `presence-sip serve` changes."""
+def ours_command(port: int, data_dir: Path, config: Path | None = None) -> list[str]:
+    """Command line of our server.  THE place to change when `presence-sip serve` changes.
+    ``config``: a config file (:func:`write_ours_config`), the flags overriding it."""
     return [
         sys.executable, "-m", "presence_sip", "serve",
+        *([str(config)] if config is not None else []),
         "--domain", DOMAIN,
         "--listen", f"udp:{HOST}:{port}",
         "--auth", "none",
@@ -39,9 +42,30 @@ def ours_command(port: int, data_dir: Path) -> list[str]:
     ]  # fmt: skip
 
 
+OURS_CONFIG = f"""\
+# Written by benchmarks/harness/servers.py for one bench run; the command line sets the rest.
+[network.presence]
+max_publications = {MAX_PUBLICATIONS}  # benchmarks/harness/config.py MAX_PUBLICATIONS
+
+[[node]]
+"""
+"""What ``serve.toml`` holds: ``max_publications`` can only be set in a config file."""
+
+
+def write_ours_config(rundir: Path) -> Path:
+    """``RUNDIR/serve.toml`` (:data:`OURS_CONFIG`)."""
+    path = rundir / "serve.toml"
+    path.write_text(OURS_CONFIG, encoding="utf-8")
+    return path
+
+
 OURS_SETTINGS = (
-    "`presence-sip serve --domain example.test --listen udp:127.0.0.1:PORT --auth none "
-    "--default-policy allow --data TMPDIR --log-level WARNING`, pinned to CPU 0"
+    "`presence-sip serve serve.toml --domain example.test --listen udp:127.0.0.1:PORT "
+    "--auth none --default-policy allow --data TMPDIR --log-level WARNING`, `serve.toml` "
+    f"setting `[network.presence] max_publications = {MAX_PUBLICATIONS}` only (with the "
+    "default, 64, a PUBLISH step would end publications once rate x step seconds / "
+    "presentities passes 64, above ~42,700/s in --quick; Kamailio has no such limit), "
+    "pinned to CPU 0"
 )
 KAMAILIO_SETTINGS = (
     "Kamailio 5.6 `benchmarks/kamailio/kamailio.cfg`: presence + presence_xml, "
@@ -134,6 +158,8 @@ class Ours(Server):
 
     name = "ours"
     settings = OURS_SETTINGS
+    with_config = True
+    """Run with :func:`write_ours_config` (as :data:`OURS_SETTINGS` says); False: flags only."""
 
     def __init__(self, workdir: Path, extra_args: Sequence[str] = ()) -> None:
         super().__init__(workdir)
@@ -142,7 +168,8 @@ class Ours(Server):
     def command(self, rundir: Path) -> list[str]:
         data = rundir / "data"
         data.mkdir()
-        return [*ours_command(self.port, data), *self.extra_args]
+        config = write_ours_config(rundir) if self.with_config else None
+        return [*ours_command(self.port, data, config), *self.extra_args]
 
     def table_filled(self) -> bool:
         if self.rundir is None:
