@@ -145,6 +145,8 @@ class Endpoint:
         in-dialog request's own is copied into it.)"""
         self.connections: set[int] = set()
         """Ids of the stream connections up now (the driver reports them made and lost)."""
+        self._connected: dict[tuple[str, str, int], int] = {}
+        """The connection up now by its peer's address (transport, host, port)."""
         self._pending: dict[TransactionKey, ResponseCallback] = {}
         self._synthesize: set[TransactionKey] = set()
         self._stateless: list[tuple[bytes, Peer]] = []
@@ -252,14 +254,22 @@ class Endpoint:
 
     def connection_made(self, peer: Peer, identity: object | None, now: float) -> None:
         self.connections.add(peer.connection)
+        self._connected[(peer.transport, peer.host, peer.port)] = peer.connection
         if identity is not None:
             self.identities[peer.connection] = identity
 
     def connection_lost(self, peer: Peer, now: float) -> None:
         self.connections.discard(peer.connection)
+        address = (peer.transport, peer.host, peer.port)
+        if self._connected.get(address) == peer.connection:
+            del self._connected[address]
         self.identities.pop(peer.connection, None)
         self.transactions.connection_lost(peer, now)
         self._drain(now)
+
+    def is_connected(self, peer: Peer) -> bool:
+        """Whether a stream connection with ``peer``'s address (whatever its id) is up now."""
+        return (peer.transport, peer.host, peer.port) in self._connected
 
     def outbox(self) -> list[tuple[bytes, Peer]]:
         out = self.transactions.outbox()

@@ -445,7 +445,11 @@ class PresenceRole:
             return None
         bindings = self.registrar.bindings(key, now)
         return registration_flow(
-            bindings, dialog.remote_target, dialog.source, dialog.destination()
+            bindings,
+            dialog.remote_target,
+            dialog.source,
+            dialog.destination(),
+            self.endpoint.is_connected,
         )
 
     def _rules_for(self, key: str) -> Mapping[str, str]:

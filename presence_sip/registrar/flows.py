@@ -8,16 +8,19 @@ subscription would end although the user agent has registered again over a new c
 RFC 5626 (outbound) solves this with instance IDs and flow tokens, which such a Contact does not
 carry.  What this module does instead, only when a request to the dialog's remote target has
 already failed: find the one registration of the watcher's address of record that came over a
-connection from the same host, of the same transport, without a proxy in between (no Path), and
-whose Contact names the same user and host as the remote target; the request goes over that
-registration's connection (reused by address, RFC 3261 §18.2.2).  Two or more such registrations
-(two user agents of one user on one host) are ambiguous, and nothing is chosen: a NOTIFY to the
-wrong one would be answered 481 and end the subscription all the same.
+connection from the same host, of the same transport, that is still up, without a proxy in
+between (no Path), and whose Contact names the same user and host as the remote target; the
+request goes over that registration's connection (reused by address, RFC 3261 §18.2.2).  A
+binding whose connection has closed is left out: pjsua removes its old Contact only when its first
+REGISTER after the loss succeeds, so one from before a second restart may remain until it expires.
+Two or more such registrations on connections up (two user agents of one user on one host) are
+ambiguous, and nothing is chosen: a NOTIFY to the wrong one would be answered 481 and end the
+subscription all the same.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from presence_sip.registrar.bindings import Binding
 from presence_sip.sip.errors import SipError
@@ -28,11 +31,16 @@ __all__ = ["registration_flow"]
 
 
 def registration_flow(
-    bindings: Iterable[Binding], target: str, came_from: Peer, failed: Peer
+    bindings: Iterable[Binding],
+    target: str,
+    came_from: Peer,
+    failed: Peer,
+    connected: Callable[[Peer], bool],
 ) -> Peer | None:
-    """The address of the one registration connection that reaches the user agent of ``target``
-    (a dialog's remote target), whose requests came from ``came_from``, now that a request to
-    ``failed`` got no answer; None when there is none or more than one, or over UDP."""
+    """The address of the one registration connection, ``connected`` now, that reaches the user
+    agent of ``target`` (a dialog's remote target), whose requests came from ``came_from``, now
+    that a request to ``failed`` got no answer; None when there is none or more than one, or
+    over UDP."""
     if not failed.reliable:
         return None
     wanted = _user_and_host(target)
@@ -47,7 +55,7 @@ def registration_flow(
             continue
         if (peer.host, peer.port) == (failed.host, failed.port):
             continue  # the address that just failed
-        if _user_and_host(binding.contact) == wanted:
+        if _user_and_host(binding.contact) == wanted and connected(peer):
             found.add(peer)
     return found.pop() if len(found) == 1 else None
 

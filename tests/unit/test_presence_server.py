@@ -860,6 +860,33 @@ def test_a_notify_its_contact_refuses_goes_over_the_connection_the_watcher_regis
     assert len(node.role.server.subscriptions) == 0
 
 
+def test_a_registration_whose_connection_closed_is_not_a_way_to_the_watcher() -> None:
+    """Two connection losses in one registration's lifetime (pjsua after two restarts, its
+    removal of the old Contact refused while the node was down): the binding of the closed
+    connection is left out, the one of the connection up is taken."""
+    node = Node()
+    first = Peer("tcp", "127.0.0.1", 40001, 7)
+    node.endpoint.connection_made(first, None, node.now)
+    out = node.receive(subscribe(contact="<sip:alice@127.0.0.1:40001;transport=tcp>"), first)
+    (notify,) = notifies(out)
+    node.answer(notify, source=first)
+    node.endpoint.connection_lost(first, node.now)
+    for port, connection in ((40002, 8), (40003, 9)):
+        peer = Peer("tcp", "127.0.0.1", port, connection)
+        node.endpoint.connection_made(peer, None, node.now)
+        contact = f"<sip:alice@127.0.0.1:{port};transport=tcp>"
+        (ok,) = responses(node.receive(register(ALICE, contact=contact), peer))
+        assert ok.status == 200
+        if port == 40002:
+            node.endpoint.connection_lost(peer, node.now)  # its binding stays
+    assert len(node.registrar.bindings(ALICE, node.now)) == 2
+    notifies(node.receive(publish(PIDF_CLOSED), PUBLISHER))
+    node.endpoint.connection_lost(Peer("tcp", "127.0.0.1", 40001, 10), node.now)  # refused
+    (retry,) = notifies(node.drain())
+    assert node.sent[-1][1] == Peer("tcp", "127.0.0.1", 40003)
+    assert basic(retry) == "closed"
+
+
 def test_a_notify_after_the_connection_closed_goes_to_the_contact_at_once() -> None:
     """The connection closed while no NOTIFY was in flight: the next goes by the remote
     target straight away, not by a new connection to the port the old one came from, which
