@@ -344,6 +344,7 @@ class Node:
             auth_blocked=0 if throttle is None else throttle.blocked_requests,
             flood_dropped=None if flood is None else flood.dropped,
             source_refused=0 if flood is None else flood.refused_connections,
+            tls_failed=self.driver.handshakes.failures,
             storage_ok=not self.commits.cannot_store(now),
         )
 

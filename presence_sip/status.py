@@ -48,6 +48,9 @@ class NodeStatus:
     """Requests dropped from sources blocked for flooding (None: the flood guard is off)."""
     source_refused: int = 0
     """Connections refused for a block or ``max_connections_per_source``."""
+    tls_failed: int = 0
+    """Inbound TLS handshakes that failed or timed out (a peer without a trusted certificate,
+    plain SIP to a TLS port, a scanner)."""
     storage_ok: bool = True
     publications_ended: int | None = None
     """Publications ended to make room under ``max_publications`` (None: no presence role)."""
@@ -75,6 +78,7 @@ class NodeStatus:
             f"{self.refused_for_load} refused for load",
             f"{self.moved_to_tcp} moved to TCP",
             f"{self.auth_failed} failed authentications ({self.auth_blocked} refused blocked)",
+            f"{self.tls_failed} failed TLS handshakes",
         ]
         if self.flood_dropped is not None:
             done.append(
@@ -112,6 +116,8 @@ METRICS: tuple[tuple[str, str, str, str], ...] = (
     ("auth_failures_total", "counter", "auth_failed", "Failed digest authentications."),
     ("auth_blocked_total", "counter", "auth_blocked",
      "Requests refused while their source was blocked for failed authentications."),
+    ("tls_handshakes_failed_total", "counter", "tls_failed",
+     "Inbound TLS handshakes that failed or timed out."),
 )  # fmt: skip
 """(name after ``presence_sip_``, type, :class:`NodeStatus` field, help) of each figure
 :meth:`NodeStatus.metrics` writes besides the per-class responses, the flood guard's and the

@@ -158,7 +158,7 @@ class Driver:
         to reach, not the address it resolved to; the identities as §7.1 reads them, see
         ``tls.domain_identities``).  Other peers: Python's host name check of their host."""
         self._tasks = Tasks()
-        self._handshakes = HandshakeBookkeeping()
+        self.handshakes = HandshakeBookkeeping()
         self._send_failures = FailureLog()
         self._ids = itertools.count(1)
         self._timer: asyncio.TimerHandle | None = None
@@ -204,7 +204,7 @@ class Driver:
         self._cancel_timer()
         self._listeners.stop_accepting()
         await self._tasks.cancel()
-        self._handshakes.cancel()  # after its tasks: the failures they report meanwhile count
+        self.handshakes.cancel()  # after its tasks: the failures they report meanwhile count
         conns = list(self._live)
         for conn in conns:
             conn.close()
@@ -461,7 +461,7 @@ class Driver:
         if failed and self.flood is not None and self._running:
             self.flood.handshake_failed(conn.peer.host, self._now())
         loop = self._loop if self._running else None
-        self._handshakes.ended((conn.peer.host, conn.peer.port), reason, loop)
+        self.handshakes.ended((conn.peer.host, conn.peer.port), reason, loop)
 
     async def _connect(self, conn: StreamConnection) -> None:
         failure = await connect(
@@ -494,7 +494,7 @@ class Driver:
         if not self._running or len(self._tasks) >= self._limits.max_connections:
             coro.close()
             if self._running:
-                self._handshakes.refused(len(self._tasks))
+                self.handshakes.refused(len(self._tasks))
             return False
         self._tasks.start(self._get_loop(), coro)
         return True

@@ -59,6 +59,7 @@ class HandshakeBookkeeping:
         "_summary",
         "_trim",
         "_trimmed_at",
+        "failures",
     )
 
     def __init__(self) -> None:
@@ -66,6 +67,8 @@ class HandshakeBookkeeping:
         self._failed = SourceBurst(
             FAILED_LINES, FAILED_LINES_PER_SOURCE, FAILED_SOURCES, FAILED_INTERVAL
         )
+        self.failures = 0
+        """Inbound handshakes failed or timed out since start, logged or not (the status)."""
         self._summary: asyncio.TimerHandle | None = None
         self._aborted_since_trim = 0
         self._trimmed_at = float("-inf")
@@ -100,6 +103,7 @@ class HandshakeBookkeeping:
         flood made one line each; past the limits they are counted, and one line says how many
         when the interval ends (on ``loop``; ``None``: the driver is stopping, and
         :meth:`cancel` says it once its handshakes have ended)."""
+        self.failures += 1
         now = time.monotonic()
         if self._failed.due(peer[0], now, reason):
             failed_logger.info("TLS handshake from %s failed: %s", peer, reason)
