@@ -53,11 +53,14 @@ def registration_flow(
         peer = peer_from_text(binding.source)
         if peer.transport != failed.transport or peer.host != came_from.host:
             continue
-        if (peer.host, peer.port) == (failed.host, failed.port):
-            continue  # the address that just failed
         if _user_and_host(binding.contact) == wanted and connected(peer):
             found.add(peer)
-    return found.pop() if len(found) == 1 else None
+    if len(found) != 1:
+        return None
+    (peer,) = found
+    # The one that just failed is no other way (nor a reason to take another: two connections
+    # up that both failed in turn would take the NOTIFYs from one to the other for ever).
+    return None if (peer.host, peer.port) == (failed.host, failed.port) else peer
 
 
 def _user_and_host(uri_text: str) -> tuple[str | None, str] | None:

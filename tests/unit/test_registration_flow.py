@@ -108,3 +108,12 @@ def test_a_binding_whose_connection_has_closed_is_left_out() -> None:
         "tcp", "192.0.2.10", 40002
     )
     assert registration_flow([stale], OLD_TARGET, CAME_FROM, FAILED, up) is None
+
+
+def test_the_failed_connection_does_not_make_another_one_the_way() -> None:
+    """Two user agents of one user on one host, both connected: ambiguous, also once one of
+    them failed (else NOTIFYs would go from one to the other, each failing in turn)."""
+    failed = Peer("tcp", "192.0.2.10", 40002)
+    other = binding("sip:+447700900123@192.0.2.10:40003;transport=tcp", "tcp:192.0.2.10:40003")
+    assert registration_flow([NEW, other], OLD_TARGET, CAME_FROM, failed, every) is None
+    assert registration_flow([NEW], OLD_TARGET, CAME_FROM, failed, every) is None
