@@ -1,10 +1,10 @@
 """Warnings an operator needs, at most once a minute: a condition that repeats per message (a
 refused handshake, a datagram too large, a change that cannot be stored) counts every time and
 is logged once per interval, with the count so far (:class:`LogLimit`).  A line worth having for
-each occurrence while they are few is logged up to a few times per interval, the others counted
-for one line that says how many were not (:class:`LogBurst`); when each names its source (a
-failed TLS handshake), a few per source and a few more in all (:class:`SourceBurst`), so that a
-flood from one source does not take the lines of the others."""
+each occurrence while they are few, naming its source (a failed TLS handshake), is logged a few
+times per interval per source and a few more in all, the others counted for one line that says
+how many were not (:class:`SourceBurst`), so that a flood from one source does not take the
+lines of the others."""
 
 from __future__ import annotations
 
@@ -34,39 +34,6 @@ class LogLimit:
         return True
 
 
-class LogBurst:
-    """Up to ``lines`` occurrences logged per interval, the interval starting at the first of
-    them; the others are counted in :attr:`unlogged`, for one line once the interval is over
-    (:attr:`ends`)."""
-
-    __slots__ = ("_logged", "ends", "interval", "lines", "unlogged")
-
-    def __init__(self, lines: int, interval: float = INTERVAL) -> None:
-        self.lines = lines
-        self.interval = interval
-        self.unlogged = 0
-        """Occurrences not logged since :meth:`take_unlogged` last took them."""
-        self.ends = float("-inf")
-        """When the current interval ends (the next occurrence from then on starts one)."""
-        self._logged = 0
-
-    def due(self, now: float) -> bool:
-        """One occurrence at ``now``: True when it is to be logged, else it is counted."""
-        if now >= self.ends:
-            self.ends = now + self.interval
-            self._logged = 0
-        if self._logged < self.lines:
-            self._logged += 1
-            return True
-        self.unlogged += 1
-        return False
-
-    def take_unlogged(self) -> int:
-        """The occurrences not logged so far (for the line that says so), counting anew."""
-        unlogged, self.unlogged = self.unlogged, 0
-        return unlogged
-
-
 class Unlogged(NamedTuple):
     """What a :class:`SourceBurst` did not log since it was last asked (:meth:`take_unlogged`)."""
 
@@ -85,7 +52,7 @@ class Unlogged(NamedTuple):
 
 
 class SourceBurst:
-    """:class:`LogBurst` by source: up to ``per_source`` occurrences logged per interval for
+    """Up to ``per_source`` occurrences logged per interval for
     each source, and up to ``lines`` in all (a flood from many sources cannot fill the log);
     the interval starts at the first of them.  The others are counted by source, for one line
     once the interval is over (:attr:`ends`, :meth:`take_unlogged`).  At most ``sources``
