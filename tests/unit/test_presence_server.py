@@ -825,6 +825,27 @@ def test_notify_after_the_watchers_connection_closed_goes_to_its_contact() -> No
     assert len(node.role.server.subscriptions) == 0
 
 
+def subscribe_over_a_connection_that_closes(node: Node, port: int) -> None:
+    """Alice subscribes over TCP from ``port`` with that port as her Contact (pjsua's
+    ``contactUseSrcPort``), gets her first NOTIFY over it, then the connection closes."""
+    first = Peer("tcp", "127.0.0.1", port, 7)
+    node.endpoint.connection_made(first, None, node.now)
+    contact = f"<sip:alice@127.0.0.1:{port};transport=tcp;ob>"
+    (notify,) = notifies(node.receive(subscribe(contact=contact), first))
+    node.answer(notify, source=first)
+    node.endpoint.connection_lost(first, node.now)
+
+
+def register_over_a_connection(node: Node, port: int, connection: int) -> Peer:
+    """Alice registers over a new TCP connection from ``port``, that port as her Contact."""
+    peer = Peer("tcp", "127.0.0.1", port, connection)
+    node.endpoint.connection_made(peer, None, node.now)
+    contact = f"<sip:alice@127.0.0.1:{port};transport=tcp;ob>"
+    (ok,) = responses(node.receive(register(ALICE, contact=contact), peer))
+    assert ok.status == 200
+    return peer
+
+
 def test_a_notify_its_contact_refuses_goes_over_the_connection_the_watcher_registered_from() -> (
     None
 ):
@@ -833,17 +854,8 @@ def test_a_notify_its_contact_refuses_goes_over_the_connection_the_watcher_regis
     since (registrar/flows.py), and the subscription stays; when that one fails too and no
     other registration is left, the subscription ends."""
     node = Node()
-    first = Peer("tcp", "127.0.0.1", 40001, 7)
-    node.endpoint.connection_made(first, None, node.now)
-    out = node.receive(subscribe(contact="<sip:alice@127.0.0.1:40001;transport=tcp;ob>"), first)
-    (notify,) = notifies(out)
-    node.answer(notify, source=first)
-    node.endpoint.connection_lost(first, node.now)
-    second = Peer("tcp", "127.0.0.1", 40002, 8)
-    node.endpoint.connection_made(second, None, node.now)
-    contact = "<sip:alice@127.0.0.1:40002;transport=tcp;ob>"
-    (ok,) = responses(node.receive(register(ALICE, contact=contact), second))
-    assert ok.status == 200
+    subscribe_over_a_connection_that_closes(node, 40001)
+    second = register_over_a_connection(node, 40002, 8)
     (changed,) = notifies(node.receive(publish(PIDF_CLOSED), PUBLISHER))
     assert node.sent[-1][1] == Peer("tcp", "127.0.0.1", 40001)  # the Contact first
     node.endpoint.connection_lost(Peer("tcp", "127.0.0.1", 40001, 9), node.now)  # refused
@@ -865,20 +877,10 @@ def test_a_registration_whose_connection_closed_is_not_a_way_to_the_watcher() ->
     removal of the old Contact refused while the node was down): the binding of the closed
     connection is left out, the one of the connection up is taken."""
     node = Node()
-    first = Peer("tcp", "127.0.0.1", 40001, 7)
-    node.endpoint.connection_made(first, None, node.now)
-    out = node.receive(subscribe(contact="<sip:alice@127.0.0.1:40001;transport=tcp>"), first)
-    (notify,) = notifies(out)
-    node.answer(notify, source=first)
-    node.endpoint.connection_lost(first, node.now)
-    for port, connection in ((40002, 8), (40003, 9)):
-        peer = Peer("tcp", "127.0.0.1", port, connection)
-        node.endpoint.connection_made(peer, None, node.now)
-        contact = f"<sip:alice@127.0.0.1:{port};transport=tcp>"
-        (ok,) = responses(node.receive(register(ALICE, contact=contact), peer))
-        assert ok.status == 200
-        if port == 40002:
-            node.endpoint.connection_lost(peer, node.now)  # its binding stays
+    subscribe_over_a_connection_that_closes(node, 40001)
+    earlier = register_over_a_connection(node, 40002, 8)
+    node.endpoint.connection_lost(earlier, node.now)  # its binding stays
+    register_over_a_connection(node, 40003, 9)
     assert len(node.registrar.bindings(ALICE, node.now)) == 2
     notifies(node.receive(publish(PIDF_CLOSED), PUBLISHER))
     node.endpoint.connection_lost(Peer("tcp", "127.0.0.1", 40001, 10), node.now)  # refused
