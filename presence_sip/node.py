@@ -164,6 +164,8 @@ class Node:
             timers=config.timers,
             limits=config.limits,
             user_agent=config.server_header,
+            # RFC 5626 §6: a registrar that keys bindings by flow accepts Require: outbound.
+            supported=("path", "outbound") if "registrar" in config.roles else ("path",),
         )
         self.domains = frozenset(
             {

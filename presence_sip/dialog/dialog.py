@@ -16,6 +16,10 @@ Where an in-dialog request goes (:meth:`Dialog.destination`) is decided without 
    proxy that did not Record-Route (more than one Via, no route set): the far end of that
    connection is the proxy, not the next hop, which is the remote target (§12.2.1.1; a
    Kamailio there answers such a NOTIFY 404, having no Route naming it).
+   Over UDP the same holds when the watcher asked for it (RFC 5626 §5.3-§5.4: ``ob`` in its
+   Contact URI, the SUBSCRIBE straight from it, no route set; :attr:`Dialog.flow`): in-dialog
+   requests go to the address and port its requests come from (its NAT binding, kept open by its
+   keep-alives), not to its Contact (an address behind a NAT).
 2. Otherwise the next hop URI (first route, else the remote target): an IP host gives the
    :class:`Peer` directly (``transport=`` parameter, ``sips`` = TLS, default UDP; default port 5060,
    5061 for TLS).
@@ -71,6 +75,9 @@ class Dialog:
     """Where the dialog-creating (or last refreshing) request came from."""
     local_contact: str
     """Our Contact URI for this dialog."""
+    flow: bool = False
+    """The watcher's requests come straight from it and its Contact URI has ``ob`` (RFC 5626
+    §5.3): in-dialog requests go back the way they come (see the module docstring)."""
     next_hop: Peer | None = field(default=None, repr=False, compare=False)
     """Cache of :meth:`destination` (cleared when the target or source changes)."""
     routing: tuple[str, list[str]] | None = field(default=None, repr=False, compare=False)
@@ -104,6 +111,7 @@ class Dialog:
             remote_cseq=request.cseq.seq,
             source=shared_peer(reusable_source(request, source, route_set)),
             local_contact=local_contact,
+            flow=asks_for_flow(request, target, route_set),
         )
         if not dialog.route_set:
             # The first NOTIFY goes to the Contact just parsed: no second parse of it (issue 8).
@@ -131,11 +139,13 @@ class Dialog:
             # RFC 3261 §12.2.2: lower (or equal: a retransmission got past the transaction) -> 500
             raise DialogError("Out of order request", 500)
         if target_refresh and not self._same_target(request):
-            target = _contact_uri(request)  # RFC 3261 §12.2.2 target refresh
+            contact = _contact(request)  # RFC 3261 §12.2.2 target refresh
+            target = str(contact)
             if target != self.remote_target:
                 self.remote_target = target
                 self.next_hop = None
                 self.routing = None
+            self.flow = asks_for_flow(request, contact, self.route_set)
         self.remote_cseq = seq
         source = reusable_source(request, source, self.route_set)
         if source != self.source:
@@ -252,8 +262,8 @@ class Dialog:
     def _destination(self, target: SipUri | None = None) -> Peer:
         """``target``: the remote target already parsed (only when there is no route set)."""
         source = self.source
-        if source.reliable and source.connection:
-            return source
+        if source.connection if source.reliable else self.flow:
+            return source  # the connection it came on / (UDP, RFC 5626) the address it came from
         if target is not None:
             return next_hop_peer(target, source)
         hop = self.route_set[0] if self.route_set else f"<{self.remote_target}>"
@@ -262,6 +272,16 @@ class Dialog:
         except RemoteProtocolError:
             return source
         return next_hop_peer(uri, source)
+
+
+def asks_for_flow(request: Request, contact: SipUri, route_set: tuple[str, ...]) -> bool:
+    """RFC 5626 §5.3-§5.4: the user agent sent ``request`` to us directly (one Via, no route set)
+    and wants the requests of the dialog over the same flow (``ob`` in its Contact URI)."""
+    return (
+        not route_set
+        and contact.param("ob") is not None
+        and len(request.headers.values("Via")) == 1
+    )
 
 
 def reusable_source(request: Request, source: Peer, route_set: tuple[str, ...]) -> Peer:
@@ -303,11 +323,6 @@ def next_hop_peer(uri: object, fallback: Peer) -> Peer:
 
 _HOPS: Final[dict[tuple[str, str, int], Peer]] = {}
 """Shared next-hop Peers by (transport, URI host, port)."""
-
-
-def _contact_uri(request: Request) -> str:
-    """The one Contact URI a dialog-creating/target-refresh request must carry (RFC 6665 §4.1.2)."""
-    return str(_contact(request))
 
 
 def _contact(request: Request) -> SipUri:

@@ -171,6 +171,8 @@ class SubscriptionRecord:
     event_id: str | None = None
     """The Event header's ``id`` parameter, echoed in every NOTIFY."""
     display_name: str | None = None
+    flow: bool = False
+    """NOTIFYs go back the way the watcher's requests come (RFC 5626 ``ob``, see ``Dialog``)."""
 
     def record(self) -> SubscriptionRecord:
         """A record is its own :class:`SavedSubscription`."""

@@ -169,6 +169,7 @@ class Subscription(SubscriptionMachine):
             accept_diff=self.accept_diff,
             event_id=self.event_id,
             display_name=self.display_name,
+            flow=d.flow,
         )
 
     def watcher_entry(self, now: float) -> WatcherEntry:
@@ -224,6 +225,7 @@ def restore_subscription(
         remote_cseq=record.remote_cseq,
         source=peer_from_text(record.source),
         local_contact=intern(record.local_contact),
+        flow=record.flow,
     )
     sub = Subscription(
         id=record.id,

@@ -16,8 +16,10 @@ from email.utils import formatdate
 from presence_sip.deadlines import DeadlineHeap
 from presence_sip.hss.msisdn import msisdn_from_uri
 from presence_sip.registrar.bindings import Binding, BindingStore
+from presence_sip.registrar.outbound import OUTBOUND, FlowId, binding_flow, registered_flow
 from presence_sip.sharded import ShardedDict
-from presence_sip.sip import Request, Response, SipParseError, make_response
+from presence_sip.sip import Request, Response, make_response
+from presence_sip.sip.errors import RemoteProtocolError, SipParseError
 from presence_sip.sip.message import parse_delta_seconds
 from presence_sip.sip.uri import (
     AbsoluteUri,
@@ -147,7 +149,7 @@ class Registrar:
         """Apply a REGISTER whose AOR (``aor``) is already authenticated and authorised."""
         try:
             return self._register(request, aor, source, now)
-        except SipParseError as exc:
+        except RemoteProtocolError as exc:
             return make_response(request, exc.status, exc.reason)
 
     def _register(self, request: Request, aor: str, source: str, now: float) -> Response:
@@ -168,22 +170,26 @@ class Registrar:
         upserts: list[Binding] = []
         removed: list[str] = []
         path = tuple(request.headers.values("Path"))
-        for contact in request.contacts:
+        contacts = request.contacts
+        flow = registered_flow(request, contacts)
+        for contact in contacts:
             expires = self._expires_of(contact, header_expires)
             if 0 < expires < policy.min_expires:
                 return make_response(
                     request, 423, headers=[("Min-Expires", str(policy.min_expires))]
                 )
             uri_text = str(contact.uri)
-            key = _same_contact(current, contact.uri, uri_text)
-            existing = None if key is None else current[key]
-            if existing is not None and existing.call_id == call_id and cseq <= existing.cseq:
-                return make_response(request, 500, "Out of order request")
+            keys = _same_binding(current, contact.uri, uri_text, flow)
+            for key in keys:
+                existing = current[key]
+                if existing.call_id == call_id and cseq <= existing.cseq:
+                    return make_response(request, 500, "Out of order request")
             if expires == 0:
-                removed.append(uri_text if key is None else key)
+                removed.extend(keys or [uri_text])
                 continue
-            if key is not None and key != uri_text:
-                removed.append(key)  # the same binding, now written as this Contact writes it
+            # The same binding, now written as this Contact writes it (or, RFC 5626, the
+            # binding of this flow's instance and reg-id, registered with another Contact).
+            removed.extend(key for key in keys if key != uri_text)
             upserts.append(
                 Binding(
                     aor=aor,
@@ -204,7 +210,7 @@ class Registrar:
         if len(kept | {b.contact for b in upserts}) > policy.max_contacts:
             return make_response(request, 503, "Too many registered contacts")
         self._apply(aor, upserts, removed, now)
-        return self._ok(request, aor, now)
+        return self._ok(request, aor, now, outbound=flow is not None)
 
     def _expires_of(self, contact: NameAddr, header_expires: int | None) -> int:
         value = contact.param("expires")
@@ -235,7 +241,7 @@ class Registrar:
         self._bindings.setdefault(binding.aor, {})[binding.contact] = binding
         self._expiry.set((binding.aor, binding.contact), binding.expires_at)
 
-    def _ok(self, request: Request, aor: str, now: float) -> Response:
+    def _ok(self, request: Request, aor: str, now: float, *, outbound: bool = False) -> Response:
         headers = [
             ("Contact", f"<{b.contact}>{b.params};expires={b.remaining(now)}")
             for b in self.bindings(aor, now)
@@ -243,12 +249,32 @@ class Registrar:
         # RFC 3327 §5.3: the stored Path goes back only to a UA that said it supports Path.
         if request.headers.get("Path") is not None and _supports(request, "path"):
             headers.extend(("Path", value) for value in request.headers.get_all("Path"))
+        if outbound:
+            headers.append(("Require", OUTBOUND))  # RFC 5626 §6: the flow is registered
         headers.append(("Date", _http_date(now)))  # RFC 3261 §10.3 step 8 (clockless UAs)
         return make_response(request, 200, headers=headers)
 
     def _notify(self, aor: str, registered: bool, now: float) -> None:
         for listener in self.listeners:
             listener(aor, registered, now)
+
+
+def _same_binding(
+    current: dict[str, Binding], uri: Uri, uri_text: str, flow: FlowId | None
+) -> list[str]:
+    """Keys of the bindings in ``current`` that a Contact updates: the one with its URI, and
+    (RFC 5626 §6) the one registered with the same instance ID and reg-id as ``flow``."""
+    keys = []
+    same_contact = _same_contact(current, uri, uri_text)
+    if same_contact is not None:
+        keys.append(same_contact)
+    if flow is not None:
+        keys.extend(
+            key
+            for key, binding in current.items()
+            if key != same_contact and binding_flow(binding) == flow
+        )
+    return keys
 
 
 def _same_contact(current: dict[str, Binding], uri: Uri, uri_text: str) -> str | None:

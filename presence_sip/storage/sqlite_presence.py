@@ -89,19 +89,24 @@ register_migrations(
         ALTER TABLE presence_publications ADD COLUMN node TEXT NOT NULL DEFAULT '';
         ALTER TABLE presence_subscriptions ADD COLUMN node TEXT NOT NULL DEFAULT '';
         """,
+        # RFC 5626: a watcher that asked for its NOTIFYs over the flow it subscribed on keeps
+        # them there after a restart.
+        """
+        ALTER TABLE presence_subscriptions ADD COLUMN flow INTEGER NOT NULL DEFAULT 0;
+        """,
     ),
 )
 
 _SUB_COLUMNS = (
     "id, presentity, entity, event, watcher, call_id, remote_tag, local_uri, remote_uri,"
     " remote_target, route_set, local_contact, source, remote_cseq, cseq_reserved, expires_at,"
-    " created_at, state, polite, accept_diff, event_id, display_name"
+    " created_at, state, polite, accept_diff, event_id, display_name, flow"
 )
 # Built from the constant column list above only (no outside text): not an injection vector.
 _SUB_SELECT = "SELECT " + _SUB_COLUMNS + " FROM presence_subscriptions WHERE node = ?"  # noqa: S608
 _SUB_INSERT = (
     "INSERT OR REPLACE INTO presence_subscriptions (" + _SUB_COLUMNS + ", node)"  # noqa: S608
-    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 
 
@@ -309,6 +314,7 @@ def _subscription_row(r: SubscriptionRecord, node: str) -> tuple[object, ...]:
         int(r.accept_diff),
         r.event_id,
         r.display_name,
+        int(r.flow),
         node,
     )
 
@@ -337,6 +343,7 @@ def _subscription(row: tuple[object, ...]) -> SubscriptionRecord:
         accept_diff,
         event_id,
         display_name,
+        flow,
     ) = row
     return SubscriptionRecord(
         id=str(sid),
@@ -361,4 +368,5 @@ def _subscription(row: tuple[object, ...]) -> SubscriptionRecord:
         accept_diff=bool(accept_diff),
         event_id=None if event_id is None else str(event_id),
         display_name=None if display_name is None else str(display_name),
+        flow=bool(flow),
     )

@@ -246,3 +246,74 @@ def test_refresh_with_the_same_contact_keeps_the_next_hop_and_two_contacts_are_r
     moved = request(cseq=4, to_tag="L1", contact="<sip:alice@127.0.0.9:5070>")
     d.receive_request(moved, SOURCE, target_refresh=True)
     assert d.destination() == Peer("udp", "127.0.0.9", 5070)
+
+
+NATTED = Peer("udp", "127.0.0.1", 40960)
+"""Where a watcher behind a NAT is seen from: its Contact names the address behind the NAT."""
+
+
+def test_a_udp_watcher_with_ob_gets_its_notifies_where_its_requests_come_from() -> None:
+    """RFC 5626 §5.3: ``ob`` in the Contact of a request straight from the user agent asks for
+    the dialog's requests over the same flow: over UDP, its NAT binding, not its Contact."""
+    behind_nat = "<sip:alice@192.0.2.5:5060;ob>"
+    d = Dialog.from_request(
+        request(contact=behind_nat), local_tag="L1", source=NATTED, local_contact="sip:h"
+    )
+    assert d.flow
+    assert d.destination() == NATTED
+    notify = d.build_request("NOTIFY", via="SIP/2.0/UDP 127.0.2.11:5060;branch=z9hG4bKn1")
+    assert notify.uri == "sip:alice@192.0.2.5:5060;ob"  # the Request-URI stays the Contact
+    # Its NAT binding changed: the refresh came from elsewhere, the NOTIFYs follow it.
+    rebound = Peer("udp", "127.0.0.1", 40961)
+    d.receive_request(
+        request(cseq=2, to_tag="L1", contact=behind_nat), rebound, target_refresh=True
+    )
+    assert d.destination() == rebound
+    # A refresh whose Contact no longer has ob: the Contact again.
+    d.receive_request(
+        request(cseq=3, to_tag="L1", contact="<sip:alice@127.0.0.1:5999>"),
+        rebound,
+        target_refresh=True,
+    )
+    assert not d.flow
+    assert d.destination() == Peer("udp", "127.0.0.1", 5999)
+
+
+def test_ob_is_not_followed_through_a_proxy_or_a_route_set() -> None:
+    """Through a proxy the source is the proxy: the flow is the proxy's to keep (by its
+    Record-Route, RFC 5626 §5.4); without one the NOTIFY goes to the Contact as before."""
+    through_proxy = Dialog.from_request(
+        request("Via: SIP/2.0/UDP 127.80.0.1;branch=z9hG4bK2", contact="<sip:a@127.0.0.7;ob>"),
+        local_tag="L1",
+        source=NATTED,
+        local_contact="sip:h",
+    )
+    assert not through_proxy.flow
+    assert through_proxy.destination() == Peer("udp", "127.0.0.7", 5060)
+    routed = Dialog.from_request(
+        request("Record-Route: <sip:127.80.0.1;lr>", contact="<sip:a@127.0.0.7;ob>"),
+        local_tag="L2",
+        source=NATTED,
+        local_contact="sip:h",
+    )
+    assert not routed.flow
+    assert routed.destination() == Peer("udp", "127.80.0.1", 5060)
+    plain = Dialog.from_request(
+        request(contact="<sip:a@127.0.0.7>"), local_tag="L3", source=NATTED, local_contact="sip:h"
+    )
+    assert plain.destination() == Peer("udp", "127.0.0.7", 5060)
+
+
+def test_a_stream_watcher_with_ob_whose_connection_closed_is_sent_to_its_contact() -> None:
+    """Over TCP/TLS the flow is the connection; once it is gone there is no flow to go back
+    over (RFC 5626 would answer 430): the Contact is tried, as without ob."""
+    stream = Peer("tcp", "127.0.0.1", 40001, connection=3)
+    d = Dialog.from_request(
+        request(contact="<sip:a@127.0.0.7:5070;transport=tcp;ob>"),
+        local_tag="L1",
+        source=stream,
+        local_contact="sip:h",
+    )
+    assert d.destination() == stream
+    assert d.forget_connection()
+    assert d.destination() == Peer("tcp", "127.0.0.7", 5070)

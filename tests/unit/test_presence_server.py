@@ -1578,6 +1578,27 @@ def test_restart_reads_remote_uris_stored_in_brackets_and_bare(tmp_path: Path) -
     conn.close()
 
 
+def test_a_udp_watcher_behind_a_nat_keeps_its_flow_across_a_restart(tmp_path: Path) -> None:
+    """RFC 5626 ``ob``: the NOTIFYs of a UDP watcher whose Contact names an address behind its
+    NAT go to the address its SUBSCRIBE came from, before and after the node restarts."""
+    natted = Peer("udp", "127.0.0.1", 40960)
+    conn = connect(tmp_path / "presence.sqlite")
+    migrate(conn, "core")
+    node = Node(store=SqlitePresenceStore(conn))
+    out = node.receive(subscribe(contact="<sip:alice@192.0.2.5:5060;ob>"), natted)
+    assert only_response(out).status == 200
+    (first,) = notifies(out)
+    assert node.sent[-1] == (first, natted)
+    node.answer(first, source=natted)
+    node.role.close()
+    node2 = Node(store=SqlitePresenceStore(conn), now=node.now + 10, ids=CountingIdSource("r"))
+    _, sent = published(node2, PIDF_CLOSED)
+    (notify,) = sent
+    assert notify.uri == "sip:alice@192.0.2.5:5060;ob"
+    assert [peer for message, peer in node2.sent if message is notify] == [natted]
+    conn.close()
+
+
 def test_cseq_block_is_written_before_it_is_used() -> None:
     store = MemoryPresenceStore()
     node = Node(store=store, settings=PresenceSettings(cseq_block=3))
@@ -1680,7 +1701,7 @@ def test_version_1_database_keeps_its_rows_and_loses_the_expiry_indexes() -> Non
         (T0 + 600, PIDF_OPEN),
     )
     store = SqlitePresenceStore(conn, node="ps1")
-    assert database.schema_version(conn, "presence") == 3
+    assert database.schema_version(conn, "presence") == 4
     indexes = conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'").fetchall()
     assert not [name for (name,) in indexes if name.endswith("_expiry")]
     assert [r.etag for r in store.load_publications(T0)] == ["e1"]  # claimed by ps1
