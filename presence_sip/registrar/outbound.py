@@ -9,11 +9,15 @@ instead of leaving it to expire beside the new one, and the 2xx says so with
 ``Require: outbound``.
 
 Refused, as §6 says: a REGISTER that carries ``reg-id`` in one Contact and has other Contacts
-(400), a ``reg-id`` that is not 1 to 2**31-1 (400), and an outbound REGISTER whose first hop does
-not support outbound: it came through a proxy (more than one Via) whose Path URI has no ``ob``
-parameter, or with no Path at all (439), since that proxy cannot keep the flow.  A ``reg-id``
-without ``+sip.instance``, or from a user agent that did not say it supports outbound, is
-ignored: the binding is an RFC 3261 one.
+(400), and a ``reg-id`` that is not 1 to 2**31-1 (400).  A ``reg-id`` without ``+sip.instance``,
+or from a user agent that did not say it supports outbound, is ignored: the binding is an RFC 3261
+one.  So is an outbound REGISTER whose first hop does not support outbound (it came through a
+proxy whose first Path URI has no ``ob``, or without Path), where §6 asks for a 439 (First Hop
+Lacks Outbound Support): pjsua, which asks for outbound by default over TCP and TLS, never
+recovers from a 439 (pjproject sends the same REGISTER again and again, and the account stays
+unregistered), while a 2xx without ``Require: outbound`` is its documented way of learning that
+outbound is not available (§4.2.1), and the registrar behind a plain edge proxy (Kamailio's
+default) answers so too.
 
 This node is the first hop when the user agent sends it the REGISTER directly; the flow is then
 the connection (TCP/TLS) or the source address (UDP) the REGISTER came from, which the binding
@@ -51,7 +55,7 @@ class FlowId:
 
 def registered_flow(request: Request, contacts: list[NameAddr]) -> FlowId | None:
     """The flow ``request`` (a REGISTER with these ``contacts``) registers, or None for an RFC 3261
-    registration; a refusal raises :class:`RemoteProtocolError` with its status (400, 439)."""
+    registration; a refusal raises :class:`RemoteProtocolError` with its status (400)."""
     if not any(_flow_params(contact) is not None for contact in contacts):
         return None
     if not _supports_outbound(request):
@@ -61,7 +65,7 @@ def registered_flow(request: Request, contacts: list[NameAddr]) -> FlowId | None
     instance, reg_id = _flow_params(contacts[0]) or ("", "")
     flow = FlowId(_instance_id(instance), _reg_id(reg_id))
     if not _first_hop_supports_outbound(request):
-        raise RemoteProtocolError("First Hop Lacks Outbound Support", 439)
+        return None  # (not 439: see the module docstring)
     return flow
 
 

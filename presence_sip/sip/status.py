@@ -24,8 +24,6 @@ class StatusCode(IntEnum):
     UNSUPPORTED_URI_SCHEME = 416
     BAD_EXTENSION = 420
     INTERVAL_TOO_BRIEF = 423
-    FLOW_FAILED = 430
-    FIRST_HOP_LACKS_OUTBOUND_SUPPORT = 439
     TEMPORARILY_UNAVAILABLE = 480
     CALL_TRANSACTION_DOES_NOT_EXIST = 481
     LOOP_DETECTED = 482
@@ -59,8 +57,6 @@ REASON_PHRASES: dict[int, str] = {
     416: "Unsupported URI Scheme",
     420: "Bad Extension",
     423: "Interval Too Brief",
-    430: "Flow Failed",  # RFC 5626
-    439: "First Hop Lacks Outbound Support",  # RFC 5626
     480: "Temporarily Unavailable",
     481: "Call/Transaction Does Not Exist",
     482: "Loop Detected",
