@@ -30,6 +30,7 @@ from presence_sip.sip.message import Message
 from presence_sip.sip.parser import ParseFailure
 from presence_sip.sip.peer import Peer
 from presence_sip.sip.uri import AbsoluteUri
+from presence_sip.stun import binding_response, is_stun
 from presence_sip.transaction.events import (
     RequestReceived,
     ResponseReceived,
@@ -108,6 +109,13 @@ class EndpointStats:
     requests_sent: int = 0
     timeouts: int = 0
     by_status: dict[int, int] = field(default_factory=dict)
+    stun_answered: int = 0
+    """STUN Binding requests answered on UDP (RFC 5626 §8 keep-alives), 420s included."""
+    stun_dropped: int = 0
+    """Datagrams starting as STUN does (first byte 0-3) and not answered: indications,
+    responses, other methods, malformed ones."""
+    keepalives: int = 0
+    """Datagrams of nothing but CRLFs (a UDP keep-alive, as pjsua sends): not answered."""
 
 
 STORING_METHODS: Final = frozenset({"REGISTER", "PUBLISH", "SUBSCRIBE"})
@@ -183,6 +191,10 @@ class Endpoint:
 
     def receive(self, data: bytes, source: Peer, now: float) -> None:
         self.stats.received += 1
+        # SIP text starts with a letter: one byte compare on the hot path (an empty datagram
+        # has no first byte, and is no SIP either).
+        if (not data or data[0] < 0x41) and not source.reliable and self._not_text(data, source):
+            return
         try:
             message = parse_message(
                 data, datagram=not source.reliable, max_size=self.limits.max_message_size
@@ -203,6 +215,30 @@ class Endpoint:
             return
         self.transactions.receive(message, source, now)
         self._drain(now)
+
+    def _not_text(self, data: bytes, source: Peer) -> bool:
+        """A datagram that does not start with a letter: a STUN message (RFC 5626 §8: answered
+        when a Binding request, see :mod:`presence_sip.stun`), a CRLF keep-alive, or something
+        that starts as STUN does but is not (dropped); True when it was one of those, False for
+        the SIP parser (leading CRLFs before a message, RFC 3261 §7.5).  Over TCP/TLS the
+        stream framing has its own keep-alives (RFC 5626 §4.4.1, transport/stream.py)."""
+        if is_stun(data):
+            answer = binding_response(data, source.host, source.port)
+            if answer is None:
+                self.stats.stun_dropped += 1
+                log.debug("STUN from %s not answered: %r", source, data[:20])
+            else:
+                self.stats.stun_answered += 1
+                self._stateless.append((answer, reply_peer(source)))
+            return True
+        if not data.strip(b"\r\n"):
+            self.stats.keepalives += 1  # (pjsua's default UDP keep-alive is one CRLF)
+            return True
+        if data[0] < 4:  # RFC 7983 §7: STUN's first bytes, no SIP; but not framed as STUN is
+            self.stats.stun_dropped += 1
+            log.debug("malformed STUN from %s dropped: %r", source, data[:20])
+            return True
+        return False
 
     def _unparsed(self, data: bytes, source: Peer, now: float) -> None:
         """A message that failed to parse: a response (what the flood guard did not count)
