@@ -18,12 +18,13 @@ only read.  The invariants, for each node, any breach being a finding:
 * every datagram the node would send parses with our own strict parser, but for the answers to
   a datagram that does not parse itself: those copy its From, To, Call-ID, CSeq and Vias as they
   came (RFC 3261 §8.2.6.2), so a malformed header there is the sender's; they are remembered, as
-  their retransmissions are byte for byte the same;
+  their retransmissions are byte for byte the same; and the answer to a STUN datagram (RFC 5626
+  §8 keep-alive): a STUN response with its transaction ID and a FINGERPRINT that checks out;
 * after every input the node still answers an OPTIONS with 200.
 
-Seeds: every test vector, and a PUBLISH, SUBSCRIBE, in-dialog unSUBSCRIBE, REGISTER (also with
-digest credentials) and NOTIFY of the nodes' domain, so mutations start from requests the roles
-act on.
+Seeds: every test vector, a STUN Binding request, and a PUBLISH, SUBSCRIBE, in-dialog
+unSUBSCRIBE, REGISTER (also with digest credentials) and NOTIFY of the nodes' domain, so
+mutations start from requests the roles act on.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import itertools
 import logging
 import os
 import shutil
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,8 @@ nodes: list[Any] = []
 """The nodes under test (``presence_sip.node.Node``), built by :func:`setup`."""
 sip: Any = None
 """``presence_sip.sip``, once the harness imported it."""
+stun: Any = None
+"""``presence_sip.stun``, once the harness imported it."""
 peer: Any = None
 """The UDP peer every datagram comes from."""
 peer_type: Any = None
@@ -69,14 +73,16 @@ ECHOES_KEPT = 10_000
 
 def setup(data_dir: Path = DATA_DIR) -> None:
     """Build the nodes, their data in ``data_dir`` (emptied first)."""
-    global sip, peer, peer_type
+    global sip, peer, peer_type, stun
     import presence_sip.sip
+    import presence_sip.stun
     from presence_sip.node import Node, NodeConfig
     from presence_sip.sip.peer import Peer
     from presence_sip.transport.listen import ListenSpec
 
     shutil.rmtree(data_dir, ignore_errors=True)
     sip = presence_sip.sip
+    stun = presence_sip.stun
     peer_type = Peer
     peer = Peer("udp", *CLIENT)
     nodes.clear()
@@ -96,12 +102,16 @@ def setup(data_dir: Path = DATA_DIR) -> None:
         nodes.append(node)
 
 
-def drain(node: Any, *, echoing: bool = False) -> list[Any]:
+def drain(node: Any, *, echoing: bool = False, stun_request: bytes = b"") -> list[Any]:
     """Parse everything the node would send; an unparseable datagram raises, unless it is an
-    answer to a malformed input (``echoing`` while the input did not parse, or one seen then)."""
+    answer to a malformed input (``echoing`` while the input did not parse, or one seen then),
+    or the STUN response to ``stun_request`` (:func:`check_stun_answer`)."""
     messages = []
     for data, _ in node.endpoint.outbox():
         if data in echoes:
+            continue
+        if stun_request and stun.is_stun(data):
+            check_stun_answer(data, stun_request)
             continue
         try:
             messages.append(sip.parse_message(data))
@@ -112,6 +122,15 @@ def drain(node: Any, *, echoing: bool = False) -> list[Any]:
                 echoes.clear()
             echoes.add(data)
     return messages
+
+
+def check_stun_answer(answer: bytes, request: bytes) -> None:
+    """A STUN success or error response to ``request``, with a FINGERPRINT that checks out."""
+    if answer[:2] not in (b"\x01\x01", b"\x01\x11") or answer[8:20] != request[8:20]:
+        raise AssertionError(f"not a STUN response to the request: {answer!r}")
+    found = stun.attributes(answer)
+    if not found or found[-1][0] != stun.FINGERPRINT:
+        raise AssertionError(f"a STUN response without a valid FINGERPRINT: {answer!r}")
 
 
 def run_timers(node: Any) -> None:
@@ -151,9 +170,10 @@ def test_one_input(data: bytes) -> None:
     global now
     now += STEP
     malformed = not _parses(data, datagram=True)
+    stun_request = data if stun.is_stun(data) else b""
     for node in nodes:
         node.endpoint.receive(data, peer, now)
-        drain(node, echoing=malformed)
+        drain(node, echoing=malformed, stun_request=stun_request)
         run_timers(node)
         drain(node)
         probe(node)
@@ -197,6 +217,7 @@ def seeds() -> dict[str, bytes]:
     out: dict[str, bytes] = vector_seeds()
     out.update(
         {
+            "stun_binding": _stun_binding(),
             "own_publish": _publish(),
             "own_subscribe": _subscribe(expires=600),
             "own_unsubscribe": _subscribe(expires=0, to_tag="t1", cseq=2),
@@ -249,6 +270,14 @@ def _request(
         f"Content-Length: {len(body)}",
     ]
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def _stun_binding() -> bytes:
+    """A STUN Binding request (RFC 5626 §8 keep-alive) with SOFTWARE and a FINGERPRINT."""
+    head = bytes.fromhex("0001 0010 2112a442") + b"fuzz-seed-01"
+    software = bytes.fromhex("8022 0004") + b"fuzz"
+    crc = zlib.crc32(head + software) ^ 0x5354554E  # RFC 5389 §15.5
+    return head + software + bytes.fromhex("8028 0004") + crc.to_bytes(4, "big")
 
 
 def _publish() -> bytes:

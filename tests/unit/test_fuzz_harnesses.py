@@ -92,6 +92,18 @@ def test_endpoint_harness_holds_on_every_seed(nodes: list[Any]) -> None:
     udp_only = digest_node.endpoint.stats.received
     assert udp_only >= 2 * len(seeds)  # each seed and a probe
     assert open_node.endpoint.stats.received >= udp_only + len(seeds) * 3 // 4
+    # The STUN seed was answered by both (RFC 5626 §8), and checked by the harness.
+    assert [node.endpoint.stats.stun_answered for node in nodes] == [1, 1]
+
+
+def test_endpoint_harness_fails_on_a_wrong_stun_answer(
+    nodes: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed = fuzz_endpoint.seeds()["stun_binding"]
+    answer = b"\x01\x01" + seed[2:8] + bytes(12) + seed[20:]  # of another transaction
+    tamper(monkeypatch, nodes, [(answer, fuzz_endpoint.peer)])
+    with pytest.raises(AssertionError, match="not a STUN response to the request"):
+        fuzz_endpoint.test_one_input(seed)
 
 
 def test_endpoint_harness_fails_on_an_unparseable_datagram_out(
