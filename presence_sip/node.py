@@ -347,6 +347,7 @@ class Node:
             flood_dropped=None if flood is None else flood.dropped,
             source_refused=0 if flood is None else flood.refused_connections,
             tls_failed=self.driver.handshakes.failures,
+            keepalives=stats.keepalives + stats.stun_answered,
             storage_ok=not self.commits.cannot_store(now),
         )
 

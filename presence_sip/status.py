@@ -51,6 +51,8 @@ class NodeStatus:
     tls_failed: int = 0
     """Inbound TLS handshakes that failed or timed out (a peer without a trusted certificate,
     plain SIP to a TLS port, a scanner)."""
+    keepalives: int = 0
+    """UDP keep-alives taken (RFC 5626): CRLF datagrams, and STUN Binding requests answered."""
     storage_ok: bool = True
     publications_ended: int | None = None
     """Publications ended to make room under ``max_publications`` (None: no presence role)."""
@@ -79,6 +81,7 @@ class NodeStatus:
             f"{self.moved_to_tcp} moved to TCP",
             f"{self.auth_failed} failed authentications ({self.auth_blocked} refused blocked)",
             f"{self.tls_failed} failed TLS handshakes",
+            f"{self.keepalives} UDP keep-alives",
         ]
         if self.flood_dropped is not None:
             done.append(
@@ -118,6 +121,8 @@ METRICS: tuple[tuple[str, str, str, str], ...] = (
      "Requests refused while their source was blocked for failed authentications."),
     ("tls_handshakes_failed_total", "counter", "tls_failed",
      "Inbound TLS handshakes that failed or timed out."),
+    ("udp_keepalives_total", "counter", "keepalives",
+     "UDP keep-alives taken: CRLF datagrams and STUN Binding requests answered (RFC 5626)."),
 )  # fmt: skip
 """(name after ``presence_sip_``, type, :class:`NodeStatus` field, help) of each figure
 :meth:`NodeStatus.metrics` writes besides the per-class responses, the flood guard's and the

@@ -126,7 +126,7 @@ def test_line_format() -> None:
         responses_sent=90, by_class={5: 1, 2: 89}, requests_sent=4, timeouts=1,
         transport_errors=3, malformed=2,
         retransmitted=5, refused_for_load=0, moved_to_tcp=1, auth_failed=31, auth_blocked=9,
-        tls_failed=4, storage_ok=False,
+        tls_failed=4, keepalives=12, storage_ok=False,
     )  # fmt: skip
     assert status.line() == (
         "gw1 status: up 3d04h05m; holds 0 AORs (0 bindings), 7 subscriptions, "
@@ -134,7 +134,8 @@ def test_line_format() -> None:
         "90 responses out (2xx 89, 5xx 1), 4 requests out, 1 timed out, 3 unreachable, "
         "2 malformed answered, "
         "5 retransmitted, 0 refused for load, 1 moved to TCP, "
-        "31 failed authentications (9 refused blocked), 4 failed TLS handshakes; STORAGE FAILING"
+        "31 failed authentications (9 refused blocked), 4 failed TLS handshakes, "
+        "12 UDP keep-alives; STORAGE FAILING"
     )
 
 
