@@ -44,6 +44,11 @@ MAX_CSEQ: Final = 2**31 - 1
 """RFC 3261 §8.1.1.5: CSeq values we generate stay below 2**31."""
 
 
+FORMER_CONNECTION: Final = -1
+"""The id of a connection a dialog's requests came on before the node restarted: never one up
+now (ids count from 1), so the first in-dialog request finds it gone."""
+
+
 _DIALOG_KEYS: Final = ("from", "to", "call-id", "cseq", "contact")
 """Lookup keys of the dialog fields every in-dialog request carries, in order."""
 

@@ -47,9 +47,10 @@ WINFO = "presence.winfo"
 ResponseCallback = Callable[[Response | None, float], None]
 NotifySender = Callable[[Request, Peer, float, ResponseCallback], None]
 """Sends one NOTIFY in a client transaction; the callback gets the final response or None."""
-RegistrationFlow = Callable[[Subscription, float], Peer | None]
-"""Another address that reaches a watcher its dialog's destination did not: a connection it
-registered over (:mod:`presence_sip.registrar.flows`), or None."""
+RegistrationFlow = Callable[[Subscription, float, Peer], Peer | None]
+"""``(subscription, now, failed)``: another address that reaches a watcher where ``failed`` (its
+dialog's destination, unanswered or its connection gone) did not: a connection it registered
+over (:mod:`presence_sip.registrar.flows`), or None."""
 
 END_REASONS: Final = {
     SideEffect.NOTIFY_REJECTED: "rejected",
@@ -196,7 +197,9 @@ class Notifier:
         if dialog.forget_connection():
             way = "connection gone"
         else:
-            flow = None if self.registration_flow is None else self.registration_flow(sub, now)
+            flow = (
+                None if self.registration_flow is None else self.registration_flow(sub, now, failed)
+            )
             if flow is None:
                 return False
             dialog.use_flow(flow)
@@ -206,6 +209,23 @@ class Notifier:
         self.queue(sub)
         return True
 
+    def _connection_gone(self, sub: Subscription, now: float) -> Peer:
+        """The watcher's connection has closed (or the node restarted since it came): by its
+        route set / Contact at once (RFC 3261 §12.2.1.1), not by a new connection to the port
+        that one came from, which takes none (Twinkle audit: a refused connect per vanished
+        watcher).  A watcher that asked for its flow (RFC 5626 ``ob``) names that connection's
+        own port in its Contact (pjsua): its new flow, the connection it has registered over
+        since, comes first (:mod:`presence_sip.registrar.flows`), else the Contact."""
+        dialog = sub.dialog
+        failed = dialog.destination()
+        dialog.forget_connection()
+        if dialog.flow and self.registration_flow is not None:
+            flow = self.registration_flow(sub, now, failed)
+            if flow is not None:
+                dialog.use_flow(flow)
+                log.info("NOTIFY of %s: flow %s gone, by its new one %s", sub.id, failed, flow)
+        return dialog.destination()
+
     # --- what a NOTIFY carries ----------------------------------------------------------------
 
     def _send_notify(self, sub: Subscription, now: float) -> None:
@@ -214,11 +234,7 @@ class Notifier:
             headers.append(("Content-Type", content_type))
         destination = sub.dialog.destination()
         if destination.connection and destination.connection not in self.connections:
-            # The watcher's connection has closed: by its route set / Contact at once (RFC 3261
-            # §12.2.1.1), not by a new connection to the port that one came from, which takes
-            # none (Twinkle audit: a refused connect per vanished watcher).
-            sub.dialog.forget_connection()
-            destination = sub.dialog.destination()
+            destination = self._connection_gone(sub, now)
         transport, head, sent_by = self._via_head(destination.transport, sub.via_sent_by)
         branch = self.new_branch()
         via = f"{head}{branch};rport"

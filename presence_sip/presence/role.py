@@ -434,9 +434,9 @@ class PresenceRole:
             key = uri_text  # the usual watcher URI is its own key: one string, not two
         return cache.put_bounded(uri_text, key, _KEY_CACHE_SIZE)
 
-    def _registration_flow(self, sub: Subscription, now: float) -> Peer | None:
+    def _registration_flow(self, sub: Subscription, now: float, failed: Peer) -> Peer | None:
         """A connection the watcher of ``sub`` registered over at this node that reaches it
-        where its dialog's destination did not (no route set: else the next hop is a proxy's)."""
+        where ``failed`` did not (no route set: else the next hop is a proxy's)."""
         dialog = sub.dialog
         if dialog.route_set:
             return None
@@ -448,7 +448,7 @@ class PresenceRole:
             bindings,
             dialog.remote_target,
             dialog.source,
-            dialog.destination(),
+            failed,
             self.endpoint.is_connected,
         )
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from presence_sip.dialog.dialog import Dialog
+from presence_sip.dialog.dialog import FORMER_CONNECTION, Dialog
 from presence_sip.hss.msisdn import canonical_identity
 from presence_sip.presence.pidf_compose import status_document
 from presence_sip.presence.publications import MAX_PUBLICATIONS
@@ -26,7 +26,7 @@ from presence_sip.presence.subscriptions import (
 )
 from presence_sip.presence.watcherinfo import WatcherEntry
 from presence_sip.sip.message import Request
-from presence_sip.sip.peer import peer_from_text
+from presence_sip.sip.peer import Peer, peer_from_text
 
 __all__ = [
     "PresenceSettings",
@@ -223,7 +223,7 @@ def restore_subscription(
         route_set=record.route_set,
         local_cseq=start,
         remote_cseq=record.remote_cseq,
-        source=peer_from_text(record.source),
+        source=_restored_source(record),
         local_contact=intern(record.local_contact),
         flow=record.flow,
     )
@@ -254,6 +254,16 @@ def restore_subscription(
     sub.state = State.ACTIVE if active else State.PENDING
     sub.winfo_event = "approved" if active else "subscribe"
     return sub
+
+
+def _restored_source(record: SubscriptionRecord) -> Peer:
+    """Where the watcher's requests came from.  A watcher bound to its TCP/TLS flow (RFC 5626
+    ``ob``) sent them over a connection: one of before the restart (:data:`FORMER_CONNECTION`),
+    found gone when the first NOTIFY leaves, so that its new flow is looked for first."""
+    source = peer_from_text(record.source)
+    if record.flow and source.reliable:
+        return Peer(source.transport, source.host, source.port, FORMER_CONNECTION)
+    return source
 
 
 def _shared_remote_uri(record: SubscriptionRecord) -> str:

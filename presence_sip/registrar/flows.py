@@ -14,8 +14,13 @@ request goes over that registration's connection (reused by address, RFC 3261 §
 binding whose connection has closed is left out: pjsua removes its old Contact only when its first
 REGISTER after the loss succeeds, so one from before a second restart may remain until it expires.
 Two or more such registrations on connections up (two user agents of one user on one host) are
-ambiguous, and nothing is chosen: a NOTIFY to the wrong one would be answered 481 and end the
-subscription all the same.
+ambiguous, and nothing is chosen (a NOTIFY to the wrong one would be answered 481 and end the
+subscription all the same), unless exactly one of them has the remote target itself as its
+Contact: a user agent that keeps its Contact across reconnections (pjsua does, outbound or not).
+
+Such a request is tried this way after the remote target failed; for a watcher that asked for
+its flow (RFC 5626 ``ob`` in its Contact, :attr:`presence_sip.dialog.Dialog.flow`) at once when
+its connection is found gone, since its Contact names that connection's own port.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ def registration_flow(
     if wanted is None:
         return None
     found: set[Peer] = set()
+    exact: set[Peer] = set()
     for binding in bindings:
         if binding.path or not binding.source:
             continue  # registered through a proxy: its connection is the proxy's
@@ -55,6 +61,10 @@ def registration_flow(
             continue
         if _user_and_host(binding.contact) == wanted and connected(peer):
             found.add(peer)
+            if binding.contact == target:
+                exact.add(peer)
+    if len(exact) == 1:
+        found = exact  # its Contact is the dialog's (pjsua keeps it across reconnections)
     if len(found) != 1:
         return None
     (peer,) = found

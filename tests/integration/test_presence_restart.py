@@ -174,7 +174,8 @@ async def test_a_tcp_watcher_whose_contact_is_its_connection_is_notified_after_a
     """pjsua's default over TCP/TLS: its Contact is its connection's own port.  The restart
     closes that connection; the watcher registers again over a new one (as pjsua does), keeps
     its subscription, and the next state change reaches it over the new connection (the
-    Contact's port takes no connection: registrar/flows.py)."""
+    Contact's port takes no connection: registrar/flows.py); its Contact asks for its flow
+    (``ob``), so the node does not try that Contact first."""
     watcher_uri = f"sip:{TCP_WATCHER}@{DOMAIN}"
     with ServeProcess(data, auth="none", extra_args=["--default-policy", "allow"]) as node:
         before = TcpClient(node)
@@ -206,3 +207,7 @@ async def test_a_tcp_watcher_whose_contact_is_its_connection_is_notified_after_a
         assert cseq_of(notify) > cseq_of(first)
         assert (notify.headers.get("Subscription-State") or "").startswith("active")
         after.close()
+        # RFC 5626 ob: straight over the new flow, without a connect to the dead Contact first.
+        log = node.log_text()
+        assert f"cannot connect to tcp:{LOOPBACK}:{before.port}" not in log
+        assert f"flow tcp:{LOOPBACK}:{before.port} gone, by its new one" in log

@@ -448,8 +448,9 @@ async def test_a_watcher_whose_contact_was_its_closed_connection_gets_notify_ove
         assert basic_of(again) == ["open"]
     second.close()
     log = open_node.log_text()
-    assert f"tcp:{LOOPBACK}:{first.port} unreachable, by the connection the watcher" in log
-    assert f"registered from, trying tcp:{LOOPBACK}:{second.port}" in log
+    # Its Contact asks for its flow (ob): the new one at once, the dead Contact never dialled.
+    assert f"flow tcp:{LOOPBACK}:{first.port} gone, by its new one tcp:{LOOPBACK}:" in log
+    assert f"cannot connect to tcp:{LOOPBACK}:{first.port}" not in log
 
 
 # --- a NOTIFY over the UDP size limit (RFC 3261 §18.1.1) -----------------------------------------

@@ -825,22 +825,26 @@ def test_notify_after_the_watchers_connection_closed_goes_to_its_contact() -> No
     assert len(node.role.server.subscriptions) == 0
 
 
-def subscribe_over_a_connection_that_closes(node: Node, port: int) -> None:
+def subscribe_over_a_connection_that_closes(node: Node, port: int, *, ob: str = "") -> None:
     """Alice subscribes over TCP from ``port`` with that port as her Contact (pjsua's
-    ``contactUseSrcPort``), gets her first NOTIFY over it, then the connection closes."""
+    ``contactUseSrcPort``; ``ob=";ob"``: asking for her flow, RFC 5626, pjsua's default), gets
+    her first NOTIFY over it, then the connection closes."""
     first = Peer("tcp", "127.0.0.1", port, 7)
     node.endpoint.connection_made(first, None, node.now)
-    contact = f"<sip:alice@127.0.0.1:{port};transport=tcp;ob>"
+    contact = f"<sip:alice@127.0.0.1:{port};transport=tcp{ob}>"
     (notify,) = notifies(node.receive(subscribe(contact=contact), first))
     node.answer(notify, source=first)
     node.endpoint.connection_lost(first, node.now)
 
 
-def register_over_a_connection(node: Node, port: int, connection: int) -> Peer:
-    """Alice registers over a new TCP connection from ``port``, that port as her Contact."""
+def register_over_a_connection(
+    node: Node, port: int, connection: int, *, contact_port: int | None = None
+) -> Peer:
+    """Alice registers over a new TCP connection from ``port``, that port (or ``contact_port``:
+    pjsua keeps its first one) as her Contact."""
     peer = Peer("tcp", "127.0.0.1", port, connection)
     node.endpoint.connection_made(peer, None, node.now)
-    contact = f"<sip:alice@127.0.0.1:{port};transport=tcp;ob>"
+    contact = f"<sip:alice@127.0.0.1:{contact_port or port};transport=tcp;ob>"
     (ok,) = responses(node.receive(register(ALICE, contact=contact), peer))
     assert ok.status == 200
     return peer
@@ -887,6 +891,30 @@ def test_a_registration_whose_connection_closed_is_not_a_way_to_the_watcher() ->
     (retry,) = notifies(node.drain())
     assert node.sent[-1][1] == Peer("tcp", "127.0.0.1", 40003)
     assert basic(retry) == "closed"
+
+
+def test_a_watcher_that_asked_for_its_flow_is_sent_its_new_flow_at_once() -> None:
+    """RFC 5626 ``ob``: its Contact names the closed connection's own port, so the NOTIFY goes
+    over the connection it registered from since without trying the Contact first (pjsua 2.15:
+    a refused connect per restart, and behind a NAT a connect that waits 10 s)."""
+    node = Node()
+    subscribe_over_a_connection_that_closes(node, 40001, ob=";ob")
+    register_over_a_connection(node, 40002, 8, contact_port=40001)
+    (changed,) = notifies(node.receive(publish(PIDF_CLOSED), PUBLISHER))
+    assert node.sent[-1] == (changed, Peer("tcp", "127.0.0.1", 40002))
+    assert changed.uri == "sip:alice@127.0.0.1:40001;transport=tcp;ob"
+    assert basic(changed) == "closed"
+
+
+def test_two_registrations_of_one_host_the_one_with_the_dialogs_contact_is_taken() -> None:
+    """Two user agents of one user on one host, both registered over connections up: the one
+    whose Contact is the dialog's remote target is the watcher (pjsua keeps its Contact)."""
+    node = Node()
+    subscribe_over_a_connection_that_closes(node, 40001, ob=";ob")
+    register_over_a_connection(node, 40005, 9)  # the other user agent
+    register_over_a_connection(node, 40002, 8, contact_port=40001)
+    notifies(node.receive(publish(PIDF_CLOSED), PUBLISHER))
+    assert node.sent[-1][1] == Peer("tcp", "127.0.0.1", 40002)
 
 
 def test_a_notify_after_the_connection_closed_goes_to_the_contact_at_once() -> None:
@@ -1596,6 +1624,27 @@ def test_a_udp_watcher_behind_a_nat_keeps_its_flow_across_a_restart(tmp_path: Pa
     (notify,) = sent
     assert notify.uri == "sip:alice@192.0.2.5:5060;ob"
     assert [peer for message, peer in node2.sent if message is notify] == [natted]
+    conn.close()
+
+
+def test_a_tcp_watcher_that_asked_for_its_flow_gets_its_new_flow_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    """Restored, the dialog's connection is one of before the restart: the first NOTIFY goes
+    over the connection the watcher registered from since, not first to its Contact (pjsua
+    2.15 over TCP: a WARNING ``cannot connect`` per watcher per restart before this)."""
+    conn = connect(tmp_path / "presence.sqlite")
+    migrate(conn, "core")
+    node = Node(store=SqlitePresenceStore(conn))
+    subscribe_over_a_connection_that_closes(node, 40001, ob=";ob")
+    node.role.close()
+    node2 = Node(store=SqlitePresenceStore(conn), now=node.now + 10, ids=CountingIdSource("r"))
+    register_over_a_connection(node2, 40002, 8, contact_port=40001)
+    _, sent = published(node2, PIDF_CLOSED)
+    (notify,) = sent
+    assert [peer for message, peer in node2.sent if message is notify] == [
+        Peer("tcp", "127.0.0.1", 40002)
+    ]
     conn.close()
 
 

@@ -53,6 +53,15 @@ def test_two_user_agents_of_one_user_on_one_host_are_ambiguous() -> None:
     assert registration_flow([NEW, other], OLD_TARGET, CAME_FROM, FAILED, every) is None
 
 
+def test_of_two_user_agents_the_one_whose_contact_is_the_target_is_chosen() -> None:
+    """pjsua keeps its first Contact when it registers over a new connection (outbound or
+    not): that binding names the dialog's remote target itself."""
+    kept = binding(OLD_TARGET, "tcp:192.0.2.10:40005")
+    assert registration_flow([NEW, kept], OLD_TARGET, CAME_FROM, FAILED, every) == Peer(
+        "tcp", "192.0.2.10", 40005
+    )
+
+
 def test_two_bindings_over_one_connection_are_one_way() -> None:
     again = binding("sip:+447700900123@192.0.2.10:40002;transport=tcp", "tcp:192.0.2.10:40002")
     assert registration_flow([NEW, again], OLD_TARGET, CAME_FROM, FAILED, every) == Peer(
