@@ -330,6 +330,7 @@ class Node:
             subscriptions=None if server is None else len(server.subscriptions),
             publications=None if server is None else len(server.compositor),
             publications_ended=None if server is None else server.compositor.evicted,
+            subscriptions_refused=None if server is None else server.subscriptions_refused,
             transactions=len(transactions),
             connections=self.driver.connection_count(),
             received=stats.received,

@@ -56,11 +56,17 @@ class NodeStatus:
     storage_ok: bool = True
     publications_ended: int | None = None
     """Publications ended to make room under ``max_publications`` (None: no presence role)."""
+    subscriptions_refused: int | None = None
+    """SUBSCRIBEs refused for ``max_subscriptions`` (None: no presence role)."""
 
     def line(self) -> str:
         held = [f"{self.aors} AORs ({self.bindings} bindings)"]
         if self.subscriptions is not None:
-            held.append(f"{self.subscriptions} subscriptions")
+            refused = self.subscriptions_refused
+            held.append(
+                f"{self.subscriptions} subscriptions"
+                + (f" ({refused} refused for max_subscriptions)" if refused else "")
+            )
             ended = self.publications_ended
             held.append(
                 f"{self.publications} publications"
@@ -100,6 +106,8 @@ METRICS: tuple[tuple[str, str, str, str], ...] = (
     ("aors", "gauge", "aors", "Addresses of record with bindings."),
     ("bindings", "gauge", "bindings", "Registrar bindings held."),
     ("subscriptions", "gauge", "subscriptions", "Presence subscriptions held."),
+    ("subscriptions_refused_total", "counter", "subscriptions_refused",
+     "SUBSCRIBEs refused for max_subscriptions."),
     ("publications", "gauge", "publications", "Presence publications held."),
     ("publications_ended_total", "counter", "publications_ended",
      "Publications ended to make room under max_publications."),

@@ -33,6 +33,7 @@ make one all-in-one node.  A config file::
     min_notify_interval = 0.0  # seconds between state NOTIFYs of one subscription (RFC 3856
                                # §6.10 suggests 5; 0 notifies every change at once)
     max_publications = 64      # per presentity; one more ends the one sent least recently
+    max_subscriptions = 10000  # per watcher (address of record), all presentities; more: 403
 
     [[network.route]]          # static next hops for a foreign domain (SRV-like); no DNS
     domain = "net-a.test"
@@ -305,6 +306,7 @@ _TUNABLE: dict[type, tuple[str, ...]] = {
         "max_expires",
         "min_notify_interval",
         "max_publications",
+        "max_subscriptions",
     ),
 }
 """The fields a config file may set in ``[network.registrar]`` and ``[network.presence]``."""

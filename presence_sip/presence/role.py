@@ -24,6 +24,7 @@ from presence_sip.auth.guard import RequestGuard, Verdict
 from presence_sip.endpoint import Endpoint, Incoming, ResponseCallback
 from presence_sip.hss.msisdn import canonical_identity, identity_in_domain
 from presence_sip.hss.store import SubscriberStore
+from presence_sip.log_limit import LogLimit
 from presence_sip.presence.pidf import (
     PIDF_CONTENT_TYPE,
     PIDF_DIFF_CONTENT_TYPE,
@@ -116,6 +117,8 @@ class PresenceRole:
         self._keys: ShardedDict[str, str | None] = ShardedDict()
         """Presentity key by Request-URI text (watchers and publishers repeat the same URIs)."""
         self._entity_keys: ShardedDict[str, str | None] = ShardedDict()
+        self._over_cap = LogLimit()
+        """SUBSCRIBEs refused for ``max_subscriptions``: a WARNING line a minute at most."""
         """Presentity key by URI text of watchers (From) and PIDF entities (issue 8)."""
         self._aliases = hss.extra_identities()
         """Extra identities of subscribers (canonical form -> MSISDN), reread on HSS changes."""
@@ -225,8 +228,11 @@ class PresenceRole:
             raise _Refusal(404, "Unknown presentity")  # only after authentication
         from_uri = request.from_.uri
         watcher = str(from_uri)
-        self._entity_key(watcher, from_uri)  # cached from the parsed URI: no second parse
+        # cached from the parsed URI: no second parse
+        watcher_key = self._entity_key(watcher, from_uri) or watcher
         self._check_watcher(verdict, watcher)
+        if expires and self.server.over_subscription_cap(watcher_key):
+            self._refuse_over_cap(watcher_key, now)
         if event == WINFO:
             self._check_owner(verdict, key, watcher)  # RFC 3857 §5.2: the presentity only
             action = Action.ALLOW
@@ -238,6 +244,7 @@ class PresenceRole:
             presentity=key,
             event=event,
             watcher=watcher,
+            watcher_key=watcher_key,
             source=incoming.source,
             local_contact=contact,
             expires=expires,
@@ -248,6 +255,20 @@ class PresenceRole:
         if sub is None:
             raise _Refusal(403, "Subscription refused by the presentity")  # RFC 3856 §6.6
         return self._subscribe_ok(request, sub, expires)
+
+    def _refuse_over_cap(self, watcher_key: str, now: float) -> None:
+        """403 for a new subscription past ``max_subscriptions`` (a fetch holds nothing and
+        is answered; a refresh keeps its subscription)."""
+        limit = self.server.settings.max_subscriptions
+        if self._over_cap.due(now):
+            log.warning(
+                "%s holds %d subscriptions (max_subscriptions): a new one is refused with 403;"
+                " %d refused so far",
+                watcher_key,
+                limit,
+                self._over_cap.count,
+            )
+        raise _Refusal(403, "Too many subscriptions")
 
     def _resubscribe(self, incoming: Incoming, event: str, now: float) -> Response:
         request = incoming.request

@@ -154,6 +154,10 @@ class PresenceServer:
         self._presentities: dict[str, Presentity] = {}
         self._expiry: DeadlineHeap[str] = DeadlineHeap()
         """Subscription id -> its expiry."""
+        self._held: dict[str, int] = {}
+        """Subscriptions held by each watcher (:attr:`Subscription.watcher_key`)."""
+        self.subscriptions_refused = 0
+        """SUBSCRIBEs refused for ``max_subscriptions``."""
         self._strings: dict[str, str] = {}
         self.intern_limit = INTERNED_STRINGS
         """Strings interned before the table starts over (see :meth:`_intern`)."""
@@ -244,6 +248,14 @@ class PresenceServer:
             return None
         return sub
 
+    def over_subscription_cap(self, watcher_key: str) -> bool:
+        """Whether the watcher ``watcher_key`` holds ``max_subscriptions`` already, so that a
+        new subscription of its is to be refused (counted in :attr:`subscriptions_refused`)."""
+        if self._held.get(watcher_key, 0) < self.settings.max_subscriptions:
+            return False
+        self.subscriptions_refused += 1
+        return True
+
     def subscribe(
         self,
         request: Request,
@@ -251,6 +263,7 @@ class PresenceServer:
         presentity: str,
         event: str,
         watcher: str,
+        watcher_key: str,
         source: Peer,
         local_contact: str,
         expires: int,
@@ -278,6 +291,7 @@ class PresenceServer:
             entity=self._entity_of(presentity),
             event=event,
             watcher=watcher,
+            watcher_key=watcher_key,
             dialog=dialog,
             expires_at=now + expires,
             created_at=now,
@@ -325,6 +339,8 @@ class PresenceServer:
         presentity = self._presentity(sub.presentity)
         (presentity.winfo if sub.event == WINFO else presentity.watchers)[sub.id] = sub
         self._expiry.set(sub.id, sub.expires_at)
+        held = self._held
+        held[sub.watcher_key] = held.get(sub.watcher_key, 0) + 1
 
     def _restore(self, record: SubscriptionRecord) -> None:
         sub = restore_subscription(
@@ -332,6 +348,7 @@ class PresenceServer:
             cseq_block=self.settings.cseq_block,
             intern=self._intern,
             via_sent_by=self.notifier.sent_by(record.local_contact),
+            watcher_key=self.entity_key(record.watcher) or record.watcher,
         )
         # The new block is written before any of it is used (a second crash must not go back).
         self.store.save_cseq(sub.id, sub.cseq_reserved)
@@ -370,6 +387,7 @@ class PresenceServer:
         """Remove a terminated subscription from the indexes and the store."""
         if self.subscriptions.pop(sub.id) is None:
             return
+        self._release(sub.watcher_key)
         self._expiry.discard(sub.id)
         self.store.delete_subscription(sub.id)
         presentity = self._presentities.get(sub.presentity)
@@ -384,6 +402,15 @@ class PresenceServer:
         else:
             self._ended_watchers.pop(sub.id, None)
         self._forget_if_idle(presentity)
+
+    def _release(self, watcher_key: str) -> None:
+        """One subscription fewer held by ``watcher_key``."""
+        held = self._held
+        left = held.get(watcher_key, 0) - 1
+        if left > 0:
+            held[watcher_key] = left
+        else:
+            held.pop(watcher_key, None)
 
     def _list_ended(self, presentity: Presentity, entry: WatcherEntry) -> None:
         """Keep an ended watcher for the next document of each of the presentity's winfo

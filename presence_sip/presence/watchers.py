@@ -29,6 +29,7 @@ from presence_sip.sip.message import Request
 from presence_sip.sip.peer import Peer, peer_from_text
 
 __all__ = [
+    "MAX_SUBSCRIPTIONS",
     "PresenceSettings",
     "Presentity",
     "Subscription",
@@ -37,6 +38,12 @@ __all__ = [
     "peer_from_text",
     "restore_subscription",
 ]
+
+MAX_SUBSCRIPTIONS: Final = 10_000
+"""Subscriptions one watcher holds at once (``max_subscriptions``, by default).  Far above a
+buddy list on a few devices, each buddy one subscription (no resource lists here), and low
+enough that one account cannot take the node's memory (about 1.7 KiB a subscription) or have
+one presentity's change sent to it thousands of times.  Kamailio and OpenSIPS set no limit."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +71,9 @@ class PresenceSettings:
     max_publications: int = MAX_PUBLICATIONS
     """Publications one presentity keeps; a new one past that ends the one sent least
     recently."""
+    max_subscriptions: int = MAX_SUBSCRIPTIONS
+    """Subscriptions one watcher (its address of record) holds at once, to every presentity
+    and event package; one more is refused (403) until one of them ends."""
 
 
 _NEVER: Final = float("-inf")
@@ -95,6 +105,7 @@ class Subscription(SubscriptionMachine):
         "throttled",
         "via_sent_by",
         "watcher",
+        "watcher_key",
         "winfo_event",
         "winfo_version",
     )
@@ -107,6 +118,7 @@ class Subscription(SubscriptionMachine):
         entity: str,
         event: str,
         watcher: str,
+        watcher_key: str,
         dialog: Dialog,
         expires_at: float,
         created_at: float,
@@ -122,6 +134,9 @@ class Subscription(SubscriptionMachine):
         self.entity = entity
         self.event = event
         self.watcher = watcher
+        self.watcher_key = watcher_key
+        """Whose subscription this is, for ``max_subscriptions``: the watcher's address of
+        record (its subscriber for an extra identity), as it was when the subscription began."""
         self.dialog = dialog
         self.expires_at = expires_at
         self.created_at = created_at
@@ -203,6 +218,7 @@ def restore_subscription(
     cseq_block: int,
     intern: Callable[[str], str],
     via_sent_by: str,
+    watcher_key: str,
 ) -> Subscription:
     """The subscription ``record`` was saved from, in its state (active or pending), with a new
     block of NOTIFY CSeqs reserved (``cseq_reserved``: the caller stores it before any is used,
@@ -233,6 +249,7 @@ def restore_subscription(
         entity=record.entity,
         event=record.event,
         watcher=record.watcher,
+        watcher_key=watcher_key,
         dialog=dialog,
         expires_at=record.expires_at,
         created_at=record.created_at,

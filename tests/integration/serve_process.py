@@ -259,6 +259,19 @@ class ServeProcess:
         except OSError:
             return ""
 
+    def status_line(self, timeout: float = 5.0) -> str:
+        """The status line the node logs on SIGUSR1 (the newest, after this signal)."""
+        assert self.process is not None
+        before = self.log_text().count(" status: up ")
+        self.process.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            lines = [t for t in self.log_text().splitlines() if " status: up " in t]
+            if len(lines) > before:
+                return lines[-1]
+            time.sleep(0.05)
+        raise AssertionError(f"no status line within {timeout} s of SIGUSR1")
+
     def dump_log(self, why: str) -> None:
         text = self.log_text()
         if len(text) > _LOG_TAIL:

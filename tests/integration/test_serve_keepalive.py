@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
-import signal
 import struct
-import time
 import zlib
 from collections.abc import Callable
 
@@ -66,19 +64,6 @@ def test_a_stun_binding_request_gets_the_source_address_and_sip_goes_on(
     assert " WARNING " not in node.log_text()
 
 
-def status_line(node: ServeProcess) -> str:
-    """The status line the node logs on SIGUSR1."""
-    assert node.process is not None
-    node.process.send_signal(signal.SIGUSR1)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        lines = [t for t in node.log_text().splitlines() if " status: up " in t]
-        if lines:
-            return lines[-1]
-        time.sleep(0.05)
-    raise AssertionError("no status line within 5 s of SIGUSR1")
-
-
 def test_a_crlf_keepalive_gets_nothing_and_no_warning(
     serve_factory: Callable[..., ServeProcess],
 ) -> None:
@@ -91,7 +76,7 @@ def test_a_crlf_keepalive_gets_nothing_and_no_warning(
         assert client.recv(5.0) is not None
         options = build_request("OPTIONS", f"sip:{DOMAIN}", client, call_id="after-crlf")
         assert client.request(options, node).status == 200
-    assert status_line(node).endswith(", 3 UDP keep-alives; storage ok")  # 2 CRLF, 1 STUN
+    assert node.status_line().endswith(", 3 UDP keep-alives; storage ok")  # 2 CRLF, 1 STUN
     node.stop()
     log = node.log_text()
     assert " WARNING " not in log

@@ -17,7 +17,7 @@ PS1 = NodeStatus(
     name="ps1", uptime=90.25, aors=3, bindings=4, subscriptions=7, publications=2,
     transactions=5, connections=1, received=120, responses_sent=110, by_class={2: 100, 4: 10},
     requests_sent=9, auth_failed=6, auth_blocked=2, flood_dropped=40, source_refused=1,
-    publications_ended=3, tls_failed=8, keepalives=11,
+    publications_ended=3, tls_failed=8, keepalives=11, subscriptions_refused=4,
 )  # fmt: skip
 REGISTRAR = NodeStatus(
     name='odd "name"', uptime=5, aors=0, bindings=0, subscriptions=None, publications=None,
@@ -38,6 +38,7 @@ def test_every_figure_of_the_status_line_is_a_metric_labelled_by_node() -> None:
     assert got['presence_sip_uptime_seconds{node="ps1"}'] == "90.250"
     assert got['presence_sip_subscriptions{node="ps1"}'] == "7"
     assert got['presence_sip_publications_ended_total{node="ps1"}'] == "3"
+    assert got['presence_sip_subscriptions_refused_total{node="ps1"}'] == "4"
     assert got['presence_sip_responses_sent_total{node="ps1",class="2xx"}'] == "100"
     assert got['presence_sip_responses_sent_total{node="ps1",class="4xx"}'] == "10"
     assert got['presence_sip_auth_failures_total{node="ps1"}'] == "6"
@@ -51,6 +52,7 @@ def test_every_figure_of_the_status_line_is_a_metric_labelled_by_node() -> None:
     assert got[f"presence_sip_storage_ok{{{odd}}}"] == "0"
     assert f"presence_sip_subscriptions{{{odd}}}" not in got
     assert f"presence_sip_publications_ended_total{{{odd}}}" not in got
+    assert f"presence_sip_subscriptions_refused_total{{{odd}}}" not in got
     assert f"presence_sip_flood_dropped_total{{{odd}}}" not in got
     for name, kind, _, _ in METRICS:
         assert f"# TYPE presence_sip_{name} {kind}\n" in text

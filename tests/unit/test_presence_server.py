@@ -1024,6 +1024,96 @@ def test_rate_limit_newest_state_wins() -> None:
     assert notifies(out) == []
 
 
+# --- max_subscriptions: what one watcher may hold -------------------------------------------------
+
+
+def _capped(max_subscriptions: int, **kwargs: object) -> Node:
+    settings = PresenceSettings(max_subscriptions=max_subscriptions)
+    return Node(settings=settings, **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_watcher_past_max_subscriptions_is_refused_until_one_of_its_own_ends(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each subscription one SUBSCRIBE, each a dialog: one account cannot hold without end.
+    Another watcher, a fetch (holds nothing) and a refresh are not refused."""
+    node = _capped(2)
+    node.receive(register(BOB))
+    first = subscribed(node)
+    subscribed(node, target=f"sip:{CAROL}@{DOMAIN};user=phone")
+    with caplog.at_level("WARNING", logger="presence_sip.presence.role"):
+        out = node.receive(subscribe())
+        again = node.receive(subscribe(target=f"sip:{CAROL}@{DOMAIN};user=phone"))
+    refused = only_response(out)
+    assert (refused.status, refused.reason) == (403, "Too many subscriptions")
+    assert notifies(out) == []
+    assert only_response(again).status == 403
+    (line,) = [r.getMessage() for r in caplog.records]  # one line a minute, not one a refusal
+    assert line.startswith(f"{ALICE} holds 2 subscriptions (max_subscriptions)"), line
+    assert node.role.server.subscriptions_refused == 2
+    assert len(node.role.server.subscriptions) == 2
+
+    _ok, notify = subscribed(node, watcher=CAROL, contact="<sip:carol@127.0.0.1:5071>")
+    assert basic(notify) == "open"
+    fetch = node.receive(subscribe(expires=0))
+    assert only_response(fetch).status == 200
+    (fetched,) = notifies(fetch)
+    assert sub_state(fetched) == ("terminated", None, "timeout")
+    node.answer(fetched)
+    ok, notify = first
+    assert only_response(node.receive(in_dialog(ok, notify, expires=600))).status == 200
+
+    gone = node.receive(in_dialog(ok, notify, expires=0, cseq=3))
+    assert only_response(gone).status == 200
+    node.answer(notifies(gone)[0])
+    subscribed(node)  # room again
+    assert only_response(node.receive(subscribe())).status == 403
+
+
+def test_an_expired_subscription_makes_room() -> None:
+    node = _capped(1)
+    subscribed(node, expires=60)
+    assert only_response(node.receive(subscribe())).status == 403
+    node.advance(61)
+    subscribed(node)
+
+
+def test_max_subscriptions_counts_the_watchers_address_of_record_not_its_spelling() -> None:
+    """``sip:+N@host;user=phone`` and ``tel:+N`` are one watcher; so is an extra identity and
+    its subscriber: writing one's From another way is no way around the limit."""
+    hss = MemorySubscriberStore(DOMAIN)
+    hss.add_subscriber(ALICE, "secret", identities=[f"sip:alice@{DOMAIN}"])
+    hss.add_subscriber(BOB, "secret")
+    node = _capped(2, hss=hss)
+    subscribed(node)
+    sip_form = f'From: "Alice" <sip:{ALICE}@net-a.test;user=phone>'
+    tel = subscribe().replace(sip_form.encode(), f"From: <tel:{ALICE}>".encode())
+    assert b"From: <tel:" in tel
+    ok = only_response(node.receive(tel))
+    assert ok.status == 200
+    alias = subscribe().replace(sip_form.encode(), f"From: <sip:alice@{DOMAIN}>".encode())
+    refused = only_response(node.receive(alias))
+    assert (refused.status, refused.reason) == (403, "Too many subscriptions")
+
+
+def test_the_subscriptions_a_watcher_holds_are_counted_again_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    conn = connect(tmp_path / "presence.sqlite")
+    migrate(conn, "core")
+    node = _capped(2, store=SqlitePresenceStore(conn))
+    subscribed(node, expires=600)
+    subscribed(node, expires=900)
+    node.role.close()
+    node2 = _capped(
+        2, store=SqlitePresenceStore(conn), now=node.now + 10, ids=CountingIdSource("r")
+    )
+    assert only_response(node2.receive(subscribe())).status == 403
+    node2.advance(600)  # the first one expires
+    subscribed(node2)
+    conn.close()
+
+
 # --- authorization (step 8) -----------------------------------------------------------------------
 
 

@@ -359,6 +359,7 @@ max_contacts = 3
 max_expires = 7200
 min_notify_interval = 5
 max_publications = 8
+max_subscriptions = 500
 
 [[node]]
 name = "ps1"
@@ -380,6 +381,7 @@ def test_registrar_and_presence_tables_reach_the_node(tmp_path: Path) -> None:
         assert isinstance(node.presence, PresenceRole)
         assert node.presence.server.settings.min_notify_interval == 5
         assert node.presence.server.compositor.max_publications == 8
+        assert node.presence.server.settings.max_subscriptions == 500
     finally:
         node.close()
 
@@ -391,6 +393,7 @@ def test_registrar_and_presence_tables_reach_the_node(tmp_path: Path) -> None:
         ("[network.presence]\nmax_expires = 30", "min_expires <= default_expires <= max"),
         ("[network.registrar]\nmax_contacts = 0", "max_contacts must be a whole number"),
         ("[network.presence]\nmax_publications = 0", "max_publications must be a whole number"),
+        ("[network.presence]\nmax_subscriptions = 0", "max_subscriptions must be a whole number"),
         ("[network.registrar]\nmax_contacts = 2.5", "max_contacts must be a whole number"),
         ("[network.registrar]\nmin_notify_interval = 5", "unknown min_notify_interval"),
         ("[network]\npresence = 5", "must be a table"),

@@ -109,6 +109,38 @@ def test_publications_ended_for_max_publications_are_counted(tmp_path: Path) -> 
     assert 'presence_sip_publications_ended_total{node="ps1"} 1' in metrics_text([status])
 
 
+def test_subscriptions_refused_for_max_subscriptions_are_counted(tmp_path: Path) -> None:
+    spec = ListenSpec("udp", "127.0.0.1", 15070)
+    built = Node(
+        NodeConfig(
+            name="ps1", domain=DOMAIN, listen=(spec,), data_dir=str(tmp_path), auth="none",
+            default_policy="allow", presence=PresenceSettings(max_subscriptions=1),
+        )
+    )  # fmt: skip
+    contact = "Event: presence\r\nContact: <sip:phone@127.0.0.1:16000>\r\nExpires: 600\r\n"
+    try:
+        built.route_for([spec])
+        for n in (2, 3):  # two registered presentities
+            register = request("REGISTER", n, "Contact: <sip:p@127.0.0.1:16000>\r\n")
+            built.endpoint.receive(register, PHONE, built.clock())
+        built.endpoint.outbox()
+        statuses = []
+        for n in (2, 3):  # one watcher (+...01) subscribes to both
+            subscribe = request("SUBSCRIBE", n, contact).replace(
+                f"From: <sip:+4477009001{n:02d}@".encode(), b"From: <sip:+447700900101@"
+            )
+            built.endpoint.receive(subscribe, PHONE, built.clock())
+            statuses += [a.split(b"\r\n")[0] for a, _ in built.endpoint.outbox()]
+        status = built.status()
+    finally:
+        built.close()
+    assert statuses[0] == b"SIP/2.0 200 OK"
+    assert b"SIP/2.0 403 Too many subscriptions" in statuses
+    assert (status.subscriptions, status.subscriptions_refused) == (1, 1)
+    assert "1 subscriptions (1 refused for max_subscriptions)" in status.line()
+    assert 'presence_sip_subscriptions_refused_total{node="ps1"} 1' in metrics_text([status])
+
+
 def test_a_node_without_the_presence_role_says_nothing_of_subscriptions(tmp_path: Path) -> None:
     built = Node(NodeConfig(data_dir=str(tmp_path), roles=frozenset({"registrar"})))
     try:
