@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from presence_sip import __version__
 from presence_sip.sip.errors import ConfigError, StoreError, TransportError
 
-SUBCOMMANDS = ("parse", "serve", "hss", "certs", "demo", "backup")
+SUBCOMMANDS = ("parse", "serve", "hss", "show", "certs", "demo", "backup")
 """Modules of :mod:`presence_sip.cli`; each has ``register(subparsers)`` setting ``func``."""
 
 
