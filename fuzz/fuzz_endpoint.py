@@ -22,8 +22,9 @@ only read.  The invariants, for each node, any breach being a finding:
   §8 keep-alive): a STUN response with its transaction ID and a FINGERPRINT that checks out;
 * after every input the node still answers an OPTIONS with 200.
 
-Seeds: every test vector, a STUN Binding request, and a PUBLISH, SUBSCRIBE, in-dialog
-unSUBSCRIBE, REGISTER (also with digest credentials) and NOTIFY of the nodes' domain, so
+Seeds: every test vector, a STUN Binding request, and a PUBLISH, SUBSCRIBE (also asking for its
+flow, RFC 5626 ``ob``), in-dialog unSUBSCRIBE, REGISTER (also with digest credentials, and of an
+RFC 5626 flow) and NOTIFY of the nodes' domain, so
 mutations start from requests the roles act on.
 """
 
@@ -228,6 +229,20 @@ def seeds() -> dict[str, bytes]:
                 "alice",
                 ["Contact: <sip:alice@127.0.0.1:5070>", "Expires: 600"],
             ),
+            "own_register_outbound": _request(  # RFC 5626: a flow of an instance
+                "REGISTER",
+                f"sip:{DOMAIN}",
+                "alice",
+                "alice",
+                [
+                    'Contact: <sip:alice@127.0.0.1:5070;ob>;reg-id=1;+sip.instance="<urn:uuid:'
+                    '00000000-0000-1000-8000-000000000001>"',
+                    "Supported: path, outbound",
+                    "Expires: 600",
+                ],
+                cseq=2,  # (after own_register: the same Call-ID, and the same Contact URI)
+            ),
+            "own_subscribe_ob": _subscribe(expires=600, contact="<sip:bob@127.0.0.1:5070;ob>"),
             "own_register_digest": _request(
                 "REGISTER",
                 f"sip:{DOMAIN}",
@@ -291,11 +306,13 @@ def _publish() -> bytes:
     return _request("PUBLISH", f"sip:alice@{DOMAIN}", "alice", "alice", extra, body)
 
 
-def _subscribe(*, expires: int, to_tag: str = "", cseq: int = 1) -> bytes:
+def _subscribe(
+    *, expires: int, to_tag: str = "", cseq: int = 1, contact: str = "<sip:bob@127.0.0.1:5070>"
+) -> bytes:
     extra = [
         "Event: presence",
         "Accept: application/pidf+xml",
-        "Contact: <sip:bob@127.0.0.1:5070>",
+        f"Contact: {contact}",
         f"Expires: {expires}",
     ]
     return _request(

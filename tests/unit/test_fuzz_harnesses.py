@@ -87,6 +87,9 @@ def test_endpoint_harness_holds_on_every_seed(nodes: list[Any]) -> None:
     open_node, digest_node = nodes
     assert any("alice" in presentity for presentity in publications(open_node))
     assert publications(digest_node) == []
+    # The RFC 5626 seed registered a flow (the binding of alice's instance and reg-id 1).
+    bindings = open_node.registrar.bindings(f"sip:alice@{fuzz_endpoint.DOMAIN}", fuzz_endpoint.now)
+    assert any("reg-id=1" in binding.params for binding in bindings), bindings
     # The open node got every seed twice, as a datagram and over a TCP connection (the RFC 4475
     # vectors that lose their framing on a stream end that connection's input early).
     udp_only = digest_node.endpoint.stats.received
