@@ -117,9 +117,9 @@ class PresenceRole:
         self._keys: ShardedDict[str, str | None] = ShardedDict()
         """Presentity key by Request-URI text (watchers and publishers repeat the same URIs)."""
         self._entity_keys: ShardedDict[str, str | None] = ShardedDict()
+        """Presentity key by URI text of watchers (From) and PIDF entities (issue 8)."""
         self._over_cap = LogLimit()
         """SUBSCRIBEs refused for ``max_subscriptions``: a WARNING line a minute at most."""
-        """Presentity key by URI text of watchers (From) and PIDF entities (issue 8)."""
         self._aliases = hss.extra_identities()
         """Extra identities of subscribers (canonical form -> MSISDN), reread on HSS changes."""
         self._home = hss.domain.lower()

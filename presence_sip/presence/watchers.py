@@ -42,7 +42,7 @@ __all__ = [
 MAX_SUBSCRIPTIONS: Final = 10_000
 """Subscriptions one watcher holds at once (``max_subscriptions``, by default).  Far above a
 buddy list on a few devices, each buddy one subscription (no resource lists here), and low
-enough that one account cannot take the node's memory (about 1.7 KiB a subscription) or have
+enough that one account cannot take the node's memory (about 1.8 KiB a subscription) or have
 one presentity's change sent to it thousands of times.  Kamailio and OpenSIPS set no limit."""
 
 
