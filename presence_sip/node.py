@@ -349,6 +349,7 @@ class Node:
             source_refused=0 if flood is None else flood.refused_connections,
             tls_failed=self.driver.handshakes.failures,
             keepalives=stats.keepalives + stats.stun_answered,
+            stun_answered=stats.stun_answered,
             storage_ok=not self.commits.cannot_store(now),
         )
 

@@ -53,6 +53,8 @@ class NodeStatus:
     plain SIP to a TLS port, a scanner)."""
     keepalives: int = 0
     """UDP keep-alives taken (RFC 5626): CRLF datagrams, and STUN Binding requests answered."""
+    stun_answered: int = 0
+    """Of those, the STUN Binding requests answered (RFC 5626 §8; outbound UDP flows)."""
     storage_ok: bool = True
     publications_ended: int | None = None
     """Publications ended to make room under ``max_publications`` (None: no presence role)."""
@@ -87,7 +89,8 @@ class NodeStatus:
             f"{self.moved_to_tcp} moved to TCP",
             f"{self.auth_failed} failed authentications ({self.auth_blocked} refused blocked)",
             f"{self.tls_failed} failed TLS handshakes",
-            f"{self.keepalives} UDP keep-alives",
+            f"{self.keepalives} UDP keep-alives"
+            + (f" ({self.stun_answered} STUN)" if self.stun_answered else ""),
         ]
         if self.flood_dropped is not None:
             done.append(
@@ -131,6 +134,8 @@ METRICS: tuple[tuple[str, str, str, str], ...] = (
      "Inbound TLS handshakes that failed or timed out."),
     ("udp_keepalives_total", "counter", "keepalives",
      "UDP keep-alives taken: CRLF datagrams and STUN Binding requests answered (RFC 5626)."),
+    ("stun_answered_total", "counter", "stun_answered",
+     "STUN Binding requests answered on a SIP UDP port (RFC 5626 keep-alives)."),
 )  # fmt: skip
 """(name after ``presence_sip_``, type, :class:`NodeStatus` field, help) of each figure
 :meth:`NodeStatus.metrics` writes besides the per-class responses, the flood guard's and the

@@ -25,6 +25,7 @@ make one all-in-one node.  A config file::
     min_expires = 60           # shorter: 423 + Min-Expires
     max_expires = 86400        # longer: cut to this
     max_contacts = 10          # per AOR; more: 503
+    flow_timer = 0             # RFC 5626 keep-alive seconds for outbound flows; 0: not sent
 
     [network.presence]         # optional: subscriptions and publications (the defaults)
     default_expires = 3600     # RFC 3856 §6.4
@@ -299,7 +300,13 @@ def _server_header(value: str) -> str:
 _S = TypeVar("_S", RegistrarPolicy, PresenceSettings)
 
 _TUNABLE: dict[type, tuple[str, ...]] = {
-    RegistrarPolicy: ("default_expires", "min_expires", "max_expires", "max_contacts"),
+    RegistrarPolicy: (
+        "default_expires",
+        "min_expires",
+        "max_expires",
+        "max_contacts",
+        "flow_timer",
+    ),
     PresenceSettings: (
         "default_expires",
         "min_expires",
@@ -310,6 +317,9 @@ _TUNABLE: dict[type, tuple[str, ...]] = {
     ),
 }
 """The fields a config file may set in ``[network.registrar]`` and ``[network.presence]``."""
+
+_MAY_BE_ZERO = frozenset({"min_notify_interval", "flow_timer"})
+"""Of those, the ones where 0 means "off"."""
 
 
 def _settings(cls: type[_S], table_name: str, table: object) -> _S:
@@ -326,10 +336,17 @@ def _settings(cls: type[_S], table_name: str, table: object) -> _S:
     for key, value in table.items():
         seconds = key == "min_notify_interval"
         kinds = (int, float) if seconds else (int,)
-        if type(value) not in kinds or value < (0 if seconds else 1):
-            kind = "a number of seconds >= 0" if seconds else "a whole number >= 1"
+        least = 0 if key in _MAY_BE_ZERO else 1
+        if type(value) not in kinds or value < least:
+            kind = "a number of seconds >= 0" if seconds else f"a whole number >= {least}"
             raise ConfigError(f"[network.{table_name}] {key} must be {kind}, not {value!r}")
     settings = cls(**table)
+    idle = Limits().idle_connection_timeout
+    if isinstance(settings, RegistrarPolicy) and settings.flow_timer >= idle:
+        raise ConfigError(
+            f"[network.{table_name}] flow_timer must be below the {idle:g} s a connection may"
+            f" stay idle, not {settings.flow_timer}"
+        )
     low, default, high = settings.min_expires, settings.default_expires, settings.max_expires
     if not low <= default <= high:
         raise ConfigError(

@@ -8,9 +8,11 @@ publishes, and a watcher must see what it published.
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -206,3 +208,67 @@ def test_baresip_presentity_registers_and_publishes_to_a_watcher(
         raise
     finally:
         assert stop_baresip(process, ctrl) == 0
+
+
+def test_baresip_keeps_its_outbound_udp_flow_alive_with_stun_at_the_flow_timer(
+    tmp_path: Path,
+) -> None:
+    """RFC 5626 with a real client: baresip (``sipnat=outbound``) registers a flow over UDP,
+    the 200 gives ``Require: outbound`` and ``Flow-Timer: 2``, and baresip then keeps the flow
+    alive with STUN Binding requests every 1.6-2 s (§4.4.1, §8), which the node answers; its
+    subscription to B goes on over that flow."""
+    data = tmp_path / "data"
+    conn = open_network_database(data)
+    hss = SqliteSubscriberStore(conn, domain=DOMAIN)
+    for msisdn, password in (BOB, WATCHER):
+        hss.add_subscriber(msisdn, password, credit=10)
+    hss.set_rule(BOB[0], f"sip:{WATCHER[0]}@{DOMAIN}", "allow")
+    conn.close()
+    port = free_port()
+    config = tmp_path / "net.toml"
+    config.write_text(
+        f'[network]\ndomain = "{DOMAIN}"\ndata = "{data}"\ndigest_algorithms = ["MD5"]\n'
+        "[network.registrar]\nflow_timer = 2\n"
+        f'[[node]]\nname = "ps1"\nlisten = ["udp:127.0.0.1:{port}", "tcp:127.0.0.1:{port}"]\n'
+    )
+    profile = tmp_path / "baresip"
+    ctrl_port = free_port()
+    write_profile(
+        profile,
+        sip_port=baresip_sip_port(avoid=ctrl_port),
+        ctrl_port=ctrl_port,
+        account=(
+            f"<sip:{WATCHER[0]}@{DOMAIN}>;auth_pass={WATCHER[1]};"
+            f'outbound="sip:127.0.0.1:{port}";sipnat=outbound;regint=600;pubint=0'
+        ),
+        contacts=[f'"Bob" <{BOB_URI}>;presence=p2p'],
+    )
+    with ServeProcess(data, config=config, port=port, log_dir=tmp_path) as node:
+        process = start_baresip(profile, tmp_path / "baresip.log")
+        ctrl = None
+        try:
+            ctrl = BaresipCtrl(ctrl_port)
+            assert ctrl.wait_status(BOB_URI, "Offline") == "Offline"
+            stun = 0
+            deadline = time.monotonic() + 15
+            while stun < 3 and time.monotonic() < deadline:
+                time.sleep(0.5)
+                found = re.search(r"UDP keep-alives \((\d+) STUN\)", node.status_line())
+                stun = int(found.group(1)) if found else 0
+            assert stun >= 3, node.status_line()
+            baresip_log = (tmp_path / "baresip.log").read_text(errors="replace")
+            assert "Require: outbound" in baresip_log
+            assert "Flow-Timer: 2" in baresip_log
+            assert baresip_log.count("REGISTER sip:") <= 2  # the flow held: no re-REGISTER
+
+            async def scenario() -> None:
+                async with SipAgent(BOB[0], DOMAIN) as bob:
+                    await _publish(bob, node.port, _pidf("open"), None)
+                    await asyncio.to_thread(ctrl.wait_status, BOB_URI, "Online")
+
+            asyncio.run(scenario())
+        except BaseException:
+            sys.stderr.write((tmp_path / "baresip.log").read_text(errors="replace")[-4000:])
+            raise
+        finally:
+            assert stop_baresip(process, ctrl) == 0

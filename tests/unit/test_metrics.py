@@ -17,7 +17,7 @@ PS1 = NodeStatus(
     name="ps1", uptime=90.25, aors=3, bindings=4, subscriptions=7, publications=2,
     transactions=5, connections=1, received=120, responses_sent=110, by_class={2: 100, 4: 10},
     requests_sent=9, auth_failed=6, auth_blocked=2, flood_dropped=40, source_refused=1,
-    publications_ended=3, tls_failed=8, keepalives=11, subscriptions_refused=4,
+    publications_ended=3, tls_failed=8, keepalives=11, subscriptions_refused=4, stun_answered=5,
 )  # fmt: skip
 REGISTRAR = NodeStatus(
     name='odd "name"', uptime=5, aors=0, bindings=0, subscriptions=None, publications=None,
@@ -44,6 +44,7 @@ def test_every_figure_of_the_status_line_is_a_metric_labelled_by_node() -> None:
     assert got['presence_sip_auth_failures_total{node="ps1"}'] == "6"
     assert got['presence_sip_tls_handshakes_failed_total{node="ps1"}'] == "8"
     assert got['presence_sip_udp_keepalives_total{node="ps1"}'] == "11"
+    assert got['presence_sip_stun_answered_total{node="ps1"}'] == "5"
     assert got['presence_sip_flood_dropped_total{node="ps1"}'] == "40"
     assert got['presence_sip_source_connections_refused_total{node="ps1"}'] == "1"
     assert got['presence_sip_storage_ok{node="ps1"}'] == "1"

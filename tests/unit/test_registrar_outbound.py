@@ -74,6 +74,21 @@ def test_an_outbound_register_is_answered_require_outbound() -> None:
     ]
 
 
+def test_flow_timer_goes_to_a_flow_only_when_set() -> None:
+    """RFC 5626 §5.4/§4.4.1: ``Flow-Timer`` sets the user agent's keep-alive interval; off by
+    default (the user agent's own), never to a REGISTER that registered no flow."""
+    paced = Registrar(MemoryBindingStore(), policy=RegistrarPolicy(flow_timer=20), now=1000.0)
+    flow = paced.register(register(flow_contact(40001)), AOR, FIRST_FLOW, 1000.0)
+    assert flow.headers.get_all("Flow-Timer") == ["20"]
+    plain = paced.register(
+        register("<sip:alice@127.0.0.1:40002>", call_id="plain@x"), AOR, FIRST_FLOW, 1000.0
+    )
+    assert plain.status == 200
+    assert plain.headers.get_all("Flow-Timer") == []
+    unpaced = make_registrar().register(register(flow_contact(40001)), AOR, FIRST_FLOW, 1000.0)
+    assert unpaced.headers.get_all("Flow-Timer") == []
+
+
 def test_a_register_over_a_new_flow_replaces_the_binding_of_the_old_one() -> None:
     """pjsua after its connection closed: a new ephemeral port in its Contact, same instance
     and reg-id, a new Call-ID.  RFC 3261 alone would keep both bindings."""

@@ -354,6 +354,7 @@ auth = "none"
 [network.registrar]
 default_expires = 1800
 max_contacts = 3
+flow_timer = 25
 
 [network.presence]
 max_expires = 7200
@@ -378,6 +379,7 @@ def test_registrar_and_presence_tables_reach_the_node(tmp_path: Path) -> None:
     node = Node(config)  # not started: no socket
     try:
         assert node.registrar.policy.max_contacts == 3
+        assert node.registrar.policy.flow_timer == 25
         assert isinstance(node.presence, PresenceRole)
         assert node.presence.server.settings.min_notify_interval == 5
         assert node.presence.server.compositor.max_publications == 8
@@ -392,6 +394,8 @@ def test_registrar_and_presence_tables_reach_the_node(tmp_path: Path) -> None:
         ("[network.presence]\nmin_notify_interval = -1", "min_notify_interval must be"),
         ("[network.presence]\nmax_expires = 30", "min_expires <= default_expires <= max"),
         ("[network.registrar]\nmax_contacts = 0", "max_contacts must be a whole number"),
+        ("[network.registrar]\nflow_timer = -1", "flow_timer must be a whole number >= 0"),
+        ("[network.registrar]\nflow_timer = 300", "flow_timer must be below the 300 s"),
         ("[network.presence]\nmax_publications = 0", "max_publications must be a whole number"),
         ("[network.presence]\nmax_subscriptions = 0", "max_subscriptions must be a whole number"),
         ("[network.registrar]\nmax_contacts = 2.5", "max_contacts must be a whole number"),
