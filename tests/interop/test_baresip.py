@@ -8,6 +8,7 @@ publishes, and a watcher must see what it published.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import shutil
 import subprocess
@@ -68,15 +69,20 @@ def _network_baresip_can_use() -> None:
         )
 
 
-@pytest.fixture
-def node(tmp_path: Path) -> Iterator[ServeProcess]:
-    data = tmp_path / "data"
+def _provision(data: Path) -> None:
+    """B and the watcher in the HSS, the watcher allowed by B's rules."""
     conn = open_network_database(data)
     hss = SqliteSubscriberStore(conn, domain=DOMAIN)
     for msisdn, password in (BOB, WATCHER):
         hss.add_subscriber(msisdn, password, credit=10)
     hss.set_rule(BOB[0], f"sip:{WATCHER[0]}@{DOMAIN}", "allow")
     conn.close()
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[ServeProcess]:
+    data = tmp_path / "data"
+    _provision(data)
     with ServeProcess(
         data,
         domain=DOMAIN,
@@ -123,25 +129,39 @@ async def _publish(agent: SipAgent, port: int, body: bytes, etag: str | None) ->
     return response.sip_etag
 
 
-def test_baresip_watcher_shows_what_the_node_derives_and_publishes(
-    node: ServeProcess, tmp_path: Path
-) -> None:
+@contextlib.contextmanager
+def running_baresip(tmp_path: Path, account: str, contacts: list[str]) -> Iterator[BaresipCtrl]:
+    """baresip with a headless profile of ``account`` and ``contacts``, and its control socket;
+    on a failure inside, the end of its log goes to stderr; it must quit with status 0."""
     profile = tmp_path / "baresip"
     ctrl_port = free_port()
     write_profile(
         profile,
         sip_port=baresip_sip_port(avoid=ctrl_port),
         ctrl_port=ctrl_port,
-        account=(
-            f"<sip:{WATCHER[0]}@{DOMAIN}>;auth_pass={WATCHER[1]};"
-            f'outbound="sip:127.0.0.1:{node.port}";regint=0;pubint=0'
-        ),
-        contacts=[f'"Bob" <{BOB_URI}>;presence=p2p'],
+        account=account,
+        contacts=contacts,
     )
     process = start_baresip(profile, tmp_path / "baresip.log")
     ctrl = None
     try:
         ctrl = BaresipCtrl(ctrl_port)
+        yield ctrl
+    except BaseException:
+        sys.stderr.write((tmp_path / "baresip.log").read_text(errors="replace")[-4000:])
+        raise
+    finally:
+        assert stop_baresip(process, ctrl) == 0
+
+
+def test_baresip_watcher_shows_what_the_node_derives_and_publishes(
+    node: ServeProcess, tmp_path: Path
+) -> None:
+    account = (
+        f"<sip:{WATCHER[0]}@{DOMAIN}>;auth_pass={WATCHER[1]};"
+        f'outbound="sip:127.0.0.1:{node.port}";regint=0;pubint=0'
+    )
+    with running_baresip(tmp_path, account, [f'"Bob" <{BOB_URI}>;presence=p2p']) as ctrl:
         # Nothing published, not registered: the node derives closed.
         assert ctrl.wait_status(BOB_URI, "Offline") == "Offline"
 
@@ -158,32 +178,15 @@ def test_baresip_watcher_shows_what_the_node_derives_and_publishes(
                 await asyncio.to_thread(ctrl.wait_status, BOB_URI, "Offline")
 
         asyncio.run(scenario())
-    except BaseException:
-        sys.stderr.write((tmp_path / "baresip.log").read_text(errors="replace")[-4000:])
-        raise
-    finally:
-        assert stop_baresip(process, ctrl) == 0
 
 
 def test_baresip_presentity_registers_and_publishes_to_a_watcher(
     node: ServeProcess, tmp_path: Path
 ) -> None:
-    profile = tmp_path / "baresip-bob"
-    ctrl_port = free_port()
-    write_profile(
-        profile,
-        sip_port=baresip_sip_port(avoid=ctrl_port),
-        ctrl_port=ctrl_port,
-        account=(
-            f"<{BOB_URI}>;auth_pass={BOB[1]};"
-            f'outbound="sip:127.0.0.1:{node.port}";regint=600;pubint=600'
-        ),
-        contacts=[],
+    account = (
+        f'<{BOB_URI}>;auth_pass={BOB[1]};outbound="sip:127.0.0.1:{node.port}";regint=600;pubint=600'
     )
-    process = start_baresip(profile, tmp_path / "baresip.log")
-    ctrl = None
-    try:
-        ctrl = BaresipCtrl(ctrl_port)
+    with running_baresip(tmp_path, account, []):
 
         async def scenario() -> None:
             async with SipAgent(WATCHER[0], DOMAIN) as watcher:
@@ -203,11 +206,6 @@ def test_baresip_presentity_registers_and_publishes_to_a_watcher(
                 assert basic == "open"
 
         asyncio.run(scenario())
-    except BaseException:
-        sys.stderr.write((tmp_path / "baresip.log").read_text(errors="replace")[-4000:])
-        raise
-    finally:
-        assert stop_baresip(process, ctrl) == 0
 
 
 def test_baresip_keeps_its_outbound_udp_flow_alive_with_stun_at_the_flow_timer(
@@ -218,12 +216,7 @@ def test_baresip_keeps_its_outbound_udp_flow_alive_with_stun_at_the_flow_timer(
     alive with STUN Binding requests every 1.6-2 s (§4.4.1, §8), which the node answers; its
     subscription to B goes on over that flow."""
     data = tmp_path / "data"
-    conn = open_network_database(data)
-    hss = SqliteSubscriberStore(conn, domain=DOMAIN)
-    for msisdn, password in (BOB, WATCHER):
-        hss.add_subscriber(msisdn, password, credit=10)
-    hss.set_rule(BOB[0], f"sip:{WATCHER[0]}@{DOMAIN}", "allow")
-    conn.close()
+    _provision(data)
     port = free_port()
     config = tmp_path / "net.toml"
     config.write_text(
@@ -231,44 +224,30 @@ def test_baresip_keeps_its_outbound_udp_flow_alive_with_stun_at_the_flow_timer(
         "[network.registrar]\nflow_timer = 2\n"
         f'[[node]]\nname = "ps1"\nlisten = ["udp:127.0.0.1:{port}", "tcp:127.0.0.1:{port}"]\n'
     )
-    profile = tmp_path / "baresip"
-    ctrl_port = free_port()
-    write_profile(
-        profile,
-        sip_port=baresip_sip_port(avoid=ctrl_port),
-        ctrl_port=ctrl_port,
-        account=(
-            f"<sip:{WATCHER[0]}@{DOMAIN}>;auth_pass={WATCHER[1]};"
-            f'outbound="sip:127.0.0.1:{port}";sipnat=outbound;regint=600;pubint=0'
-        ),
-        contacts=[f'"Bob" <{BOB_URI}>;presence=p2p'],
+    account = (
+        f"<sip:{WATCHER[0]}@{DOMAIN}>;auth_pass={WATCHER[1]};"
+        f'outbound="sip:127.0.0.1:{port}";sipnat=outbound;regint=600;pubint=0'
     )
-    with ServeProcess(data, config=config, port=port, log_dir=tmp_path) as node:
-        process = start_baresip(profile, tmp_path / "baresip.log")
-        ctrl = None
-        try:
-            ctrl = BaresipCtrl(ctrl_port)
-            assert ctrl.wait_status(BOB_URI, "Offline") == "Offline"
-            stun = 0
-            deadline = time.monotonic() + 15
-            while stun < 3 and time.monotonic() < deadline:
-                time.sleep(0.5)
-                found = re.search(r"UDP keep-alives \((\d+) STUN\)", node.status_line())
-                stun = int(found.group(1)) if found else 0
-            assert stun >= 3, node.status_line()
-            baresip_log = (tmp_path / "baresip.log").read_text(errors="replace")
-            assert "Require: outbound" in baresip_log
-            assert "Flow-Timer: 2" in baresip_log
-            assert baresip_log.count("REGISTER sip:") <= 2  # the flow held: no re-REGISTER
+    with (
+        ServeProcess(data, config=config, port=port, log_dir=tmp_path) as node,
+        running_baresip(tmp_path, account, [f'"Bob" <{BOB_URI}>;presence=p2p']) as ctrl,
+    ):
+        assert ctrl.wait_status(BOB_URI, "Offline") == "Offline"
+        stun = 0
+        deadline = time.monotonic() + 15
+        while stun < 3 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            found = re.search(r"UDP keep-alives \((\d+) STUN\)", node.status_line())
+            stun = int(found.group(1)) if found else 0
+        assert stun >= 3, node.status_line()
+        baresip_log = (tmp_path / "baresip.log").read_text(errors="replace")
+        assert "Require: outbound" in baresip_log
+        assert "Flow-Timer: 2" in baresip_log
+        assert baresip_log.count("REGISTER sip:") <= 2  # the flow held: no re-REGISTER
 
-            async def scenario() -> None:
-                async with SipAgent(BOB[0], DOMAIN) as bob:
-                    await _publish(bob, node.port, _pidf("open"), None)
-                    await asyncio.to_thread(ctrl.wait_status, BOB_URI, "Online")
+        async def scenario() -> None:
+            async with SipAgent(BOB[0], DOMAIN) as bob:
+                await _publish(bob, node.port, _pidf("open"), None)
+                await asyncio.to_thread(ctrl.wait_status, BOB_URI, "Online")
 
-            asyncio.run(scenario())
-        except BaseException:
-            sys.stderr.write((tmp_path / "baresip.log").read_text(errors="replace")[-4000:])
-            raise
-        finally:
-            assert stop_baresip(process, ctrl) == 0
+        asyncio.run(scenario())
