@@ -251,3 +251,27 @@ def test_baresip_keeps_its_outbound_udp_flow_alive_with_stun_at_the_flow_timer(
                 await asyncio.to_thread(ctrl.wait_status, BOB_URI, "Online")
 
         asyncio.run(scenario())
+
+
+def test_baresip_over_tcp_keeps_seeing_b_after_the_node_restarts(
+    node: ServeProcess, tmp_path: Path
+) -> None:
+    """baresip (``sipnat=outbound``) registers a flow and subscribes over TCP; the node restarts
+    under it (its connection is gone); B's next change still reaches it: the subscription was
+    kept in the node's database, and its NOTIFY goes to the Contact baresip listens on."""
+    account = (
+        f"<sip:{WATCHER[0]}@{DOMAIN};transport=tcp>;auth_pass={WATCHER[1]};"
+        f'outbound="sip:127.0.0.1:{node.port};transport=tcp";sipnat=outbound;'
+        "regint=600;pubint=0"
+    )
+    with running_baresip(tmp_path, account, [f'"Bob" <{BOB_URI}>;presence=p2p']) as ctrl:
+        assert ctrl.wait_status(BOB_URI, "Offline") == "Offline"
+        node.restart()
+
+        async def scenario() -> None:
+            async with SipAgent(BOB[0], DOMAIN) as bob:
+                await _publish(bob, node.port, _pidf("open"), None)
+                await asyncio.to_thread(ctrl.wait_status, BOB_URI, "Online")
+
+        asyncio.run(scenario())
+    assert "subscription removed" not in node.log_text()
