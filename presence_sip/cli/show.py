@@ -25,11 +25,14 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from presence_sip.hss.msisdn import canonical_identity, msisdn_from_identity, msisdn_from_uri
+from presence_sip.hss.msisdn import canonical_identity, msisdn_from_identity
+from presence_sip.registrar.outbound import binding_flow
 from presence_sip.registrar.registrar import aor_key
 from presence_sip.sip.errors import ConfigError, SipError
 from presence_sip.sip.uri import parse_uri
 from presence_sip.storage.database import connect_without_trace, database_path, map_errors
+from presence_sip.storage.sqlite_bindings import BINDING_COLUMNS, binding_from_row
+from presence_sip.storage.sqlite_hss import extra_identities
 
 TOP = 5
 """Watchers and presentities listed in the summary."""
@@ -132,19 +135,15 @@ class NetworkState:
     @classmethod
     def read(cls, conn: sqlite3.Connection, now: float) -> NetworkState:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
-        identities = dict(_rows(conn, tables, "hss_identities", "uri, msisdn"))
-        identities = {
-            uri: msisdn for uri, msisdn in identities.items() if msisdn_from_uri(uri) is None
-        }
+        identities = extra_identities(conn) if "hss_identities" in tables else {}
         state = cls([], [], [], identities)
-        for node, aor, contact, params, expires_at, source, agent, path in _rows(
-            conn, tables, "bindings",
-            "node, aor, contact, params, expires_at, source, user_agent, path",
-        ):  # fmt: skip
+        for node, *row in _rows(conn, tables, "bindings", f"node, {BINDING_COLUMNS}"):
+            b = binding_from_row(row)
+            flow = binding_flow(b)
             state.bindings.append(
                 BindingRow(
-                    node, aor, contact, _left(expires_at, now), source, agent,
-                    _path_of(path), _flow_of(params),
+                    node, b.aor, b.contact, _left(b.expires_at, now), b.source, b.user_agent,
+                    list(b.path), None if flow is None else f"{flow.instance} reg-id {flow.reg_id}",
                 )
             )  # fmt: skip
         for node, presentity, etag, expires_at, size in _rows(
@@ -321,27 +320,6 @@ def _rows(
 
 def _left(expires_at: float, now: float) -> int:
     return round(expires_at - now)
-
-
-def _flow_of(params: str) -> str | None:
-    """``+sip.instance`` and ``reg-id`` from a binding's stored Contact parameters."""
-    found: dict[str, str] = {}
-    for param in params.split(";"):
-        name, _, value = param.partition("=")
-        if name.strip().lower() in ("+sip.instance", "reg-id"):
-            found[name.strip().lower()] = value.strip().strip('"')
-    if len(found) != 2:
-        return None
-    return f"{found['+sip.instance']} reg-id {found['reg-id']}"
-
-
-def _path_of(stored: str) -> list[str]:
-    """The stored Path (a JSON list); a value that is not one is shown as it is."""
-    try:
-        values = json.loads(stored)
-    except ValueError:
-        return [stored]
-    return [str(v) for v in values] if isinstance(values, list) else [stored]
 
 
 def _top(counts: Counter[str]) -> list[tuple[str, int]]:

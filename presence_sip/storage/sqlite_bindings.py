@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+from collections.abc import Sequence
+from typing import Any
 
 from presence_sip.registrar.bindings import Binding
 from presence_sip.storage.database import (
@@ -70,10 +72,9 @@ register_migrations(
     ),
 )
 
-_SELECT = (
-    "SELECT aor, contact, params, expires_at, q, call_id, cseq, path, source, user_agent"
-    " FROM bindings WHERE node = ?"
-)
+BINDING_COLUMNS = "aor, contact, params, expires_at, q, call_id, cseq, path, source, user_agent"
+"""The columns of a :class:`Binding`, in the order :func:`binding_from_row` takes them."""
+_SELECT = f"SELECT {BINDING_COLUMNS} FROM bindings WHERE node = ?"  # noqa: S608 (constants)
 _CLAIM = "UPDATE OR IGNORE bindings SET node = ? WHERE node = ''"
 _UPSERT = (
     "INSERT OR REPLACE INTO bindings (aor, contact, params, expires_at, q, call_id, cseq, path,"
@@ -118,10 +119,7 @@ class SqliteBindingStore:
             if self.claim and conn.execute(_CLAIM, (self.node,)).rowcount:
                 log.info("node %r took the bindings stored before nodes owned rows", self.node)
             rows = conn.execute(_SELECT, (self.node,)).fetchall()
-        return [
-            Binding(r[0], r[1], r[2], r[3], r[4], r[5], r[6], tuple(json.loads(r[7])), r[8], r[9])
-            for r in rows
-        ]
+        return [binding_from_row(r) for r in rows]
 
     def save_bindings(self, aor: str, upserts: list[Binding], removed_contacts: list[str]) -> None:
         if self.group is None:
@@ -156,6 +154,11 @@ class SqliteBindingStore:
 
     def clear_pending(self) -> None:
         self._pending.clear()
+
+
+def binding_from_row(r: Sequence[Any]) -> Binding:
+    """The binding a row of :data:`BINDING_COLUMNS` holds (its Path stored as JSON)."""
+    return Binding(r[0], r[1], r[2], r[3], r[4], r[5], r[6], tuple(json.loads(r[7])), r[8], r[9])
 
 
 def _row(b: Binding, node: str) -> tuple[object, ...]:

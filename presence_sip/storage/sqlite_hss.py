@@ -65,7 +65,7 @@ from presence_sip.storage.sqlite_import import (
     write_import,
 )
 
-__all__ = ["HSS_MIGRATIONS", "SqliteSubscriberStore"]
+__all__ = ["HSS_MIGRATIONS", "SqliteSubscriberStore", "extra_identities"]
 
 HSS_MIGRATIONS = (
     """
@@ -211,14 +211,8 @@ class SqliteSubscriberStore:
         return self._load(normalize_msisdn(msisdn))
 
     def extra_identities(self) -> dict[str, str]:
-        """Identities outside the number forms (``sip:+N...``, ``tel:...``), read by ranges of
-        the primary key: the number rows (two per subscriber) are skipped, not scanned."""
-        with map_errors("cannot read identities"):
-            rows = self._conn.execute(
-                "SELECT uri, msisdn FROM hss_identities"
-                " WHERE uri < 'sip:+' OR (uri >= 'sip:,' AND uri < 'tel:') OR uri >= 'tel;'"
-            ).fetchall()
-        return {uri: msisdn for uri, msisdn in rows if msisdn_from_identity(uri) is None}
+        """Extra identity -> its subscriber's MSISDN (:func:`extra_identities`)."""
+        return extra_identities(self._conn)
 
     def find_by_identity(self, uri_or_user: str) -> Subscriber | None:
         """The subscriber an AOR, extra identity or digest username designates."""
@@ -598,3 +592,15 @@ class SqliteSubscriberStore:
 
     def _bump(self) -> None:
         self._conn.execute("UPDATE hss_state SET data_version = data_version + 1 WHERE id = 1")
+
+
+def extra_identities(conn: sqlite3.Connection) -> dict[str, str]:
+    """Identities outside the number forms (``sip:+N...``, ``tel:...``), by canonical form, to
+    their subscriber's MSISDN; read by ranges of the primary key: the number rows (two per
+    subscriber) are skipped, not scanned."""
+    with map_errors("cannot read identities"):
+        rows = conn.execute(
+            "SELECT uri, msisdn FROM hss_identities"
+            " WHERE uri < 'sip:+' OR (uri >= 'sip:,' AND uri < 'tel:') OR uri >= 'tel;'"
+        ).fetchall()
+    return {uri: msisdn for uri, msisdn in rows if msisdn_from_identity(uri) is None}
