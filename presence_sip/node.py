@@ -17,7 +17,7 @@ import secrets
 import signal
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -25,8 +25,9 @@ from presence_sip import native
 from presence_sip.auth.algorithms import DigestAlgorithm
 from presence_sip.auth.digest import DigestAuthenticator
 from presence_sip.auth.guard import RequestGuard
-from presence_sip.auth.throttle import AuthThrottle
+from presence_sip.auth.throttle import auth_throttle_for
 from presence_sip.config import Limits, Timers
+from presence_sip.config_changes import ConfigChange, config_changes, live_config
 from presence_sip.endpoint import Endpoint
 from presence_sip.ids import RandomIdSource
 from presence_sip.proxy.forward import LocalIdentity
@@ -174,20 +175,11 @@ class Node:
                 *(s.host for s in config.listen),
             }
         )
-        limits = config.limits
         self.guard = RequestGuard(
             self._authenticator(),
             self._ha1,
             hosts=self.domains,
-            throttle=(
-                AuthThrottle(
-                    limits.auth_failures,
-                    block=limits.auth_block,
-                    exempt=limits.auth_failures_exempt,
-                )
-                if limits.auth_failures
-                else None
-            ),
+            throttle=auth_throttle_for(config.limits),
         )
         # Issue 8: row changes leave the request path and are committed together (group commit),
         # on a thread with a connection of its own.
@@ -203,6 +195,9 @@ class Node:
             now=now,
         )
         self.presence: object | None = None
+        self.proxy: Proxy | None = None
+        """The router, once :meth:`route_for` knows the node's addresses."""
+        self._routed: tuple[ListenSpec, ...] = ()
         if "registrar" in config.roles:
             role = RegistrarRole(self.registrar, self.guard, self.hss, self.domains, now=now)
             self.endpoint.register("REGISTER", role.handle)
@@ -224,11 +219,7 @@ class Node:
             for warning in warnings:
                 log.warning("%s", warning)
             self.driver.use_tls(contexts)
-        for domain, hops in config.routes.items():
-            for hop in hops:
-                if hop.transport == "tls":
-                    known = self.driver.tls_names.get((hop.host, hop.port), frozenset())
-                    self.driver.tls_names[(hop.host, hop.port)] = known | {domain}
+        self.driver.tls_names = route_tls_names(config.routes)
         # Last (nothing after it can fail): WAL checkpoints leave the loop's thread.
         self.checkpoints = Checkpointer(self.conn, database_path(config.data_dir))
 
@@ -299,6 +290,7 @@ class Node:
         """Answer as the node listening on ``addresses`` (bound: no port 0) and install the
         router: what :meth:`start` does once the sockets are open, and all a sans-IO harness
         (profile, fuzzer) needs to drive :attr:`endpoint` without them."""
+        self._routed = tuple(addresses)
         for spec in addresses:
             self.endpoint.addresses.setdefault(spec.transport, (spec.host, spec.port))
         self._move_large_requests(addresses)
@@ -306,12 +298,13 @@ class Node:
             self.domains | {spec.host for spec in addresses},
             frozenset((spec.host, spec.port) for spec in addresses),
         )
-        self.endpoint.router = Proxy(
+        self.proxy = Proxy(
             self.endpoint,
             identity,
             RouteTable(self.config.routes),
             record_route=self.config.record_route,
         )
+        self.endpoint.router = self.proxy
 
     def status(self) -> NodeStatus:
         """What the node holds and has done since start (SIGUSR1 logs :meth:`NodeStatus.line`)."""
@@ -366,6 +359,36 @@ class Node:
                 ", ".join(alone),
             )
 
+    def reconfigure(self, new: NodeConfig) -> list[ConfigChange]:
+        """A reload (SIGHUP) with ``new`` read from the config file again: what differs from the
+        configuration in use, the settings the node takes at once applied now
+        (:mod:`presence_sip.config_changes`), the others left for its next start.  Requests
+        under way finish as they began; bindings, subscriptions and publications keep the
+        lifetimes they were given; a block by the auth or flood guard keeps its end.  The TLS
+        files named are read by the :meth:`reload_tls` that follows."""
+        changes = config_changes(self.config, new)
+        if any(change.live for change in changes):
+            self.config = config = live_config(self.config, new)
+            self._apply_live(config)
+        return changes
+
+    def _apply_live(self, config: NodeConfig) -> None:
+        now = self.clock()
+        limits = config.limits
+        self.endpoint.user_agent = config.server_header
+        self.endpoint.transactions.set_max_transactions(limits.max_transactions)
+        self.registrar.policy = config.registrar
+        self.guard.throttle = auth_throttle_for(limits, self.guard.throttle)
+        self.driver.use_flood_limits(limits)
+        self.endpoint.report_stray = self.driver.stray_response if limits.flood_requests else None
+        self.driver.tls_names = route_tls_names(config.routes)
+        if self.proxy is not None:  # (routed: see route_for)
+            self.proxy.routes = RouteTable(config.routes)
+            self._move_large_requests(self._routed)
+        reconfigure = getattr(self.presence, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(config.presence, config.default_policy, now)
+
     async def reload_tls(self) -> None:
         """SIGHUP: read the TLS files again, on a thread, and give the connections accepted and
         opened from now on the contexts they make; connections up keep theirs.  All or
@@ -414,16 +437,21 @@ class Node:
                     started.close()
         self._close_database()
 
-    async def serve_forever(self, alongside: Sequence[Node] = ()) -> None:
+    async def serve_forever(
+        self,
+        alongside: Sequence[Node] = (),
+        read_configs: Callable[[], Sequence[NodeConfig]] | None = None,
+    ) -> None:
         """Run until SIGINT/SIGTERM (one signal is enough), then stop cleanly; SIGUSR1 logs the
         status of this node and of the nodes ``alongside`` it in the process, SIGHUP reloads
-        their TLS files (:meth:`reload_tls`, as nginx and Postfix reload on it).
+        them (:class:`Reloads`: the configuration ``read_configs`` reads again, when there is a
+        file to read, then their TLS files; as nginx and Postfix reload on it).
 
         SIGHUP does not stop the node: one started from a terminal whose session ends must not
         die without its clean stop (the group commit's last window would be lost)."""
         loop = asyncio.get_running_loop()
         stopping = asyncio.Event()
-        reloads = TlsReloads([self, *alongside])
+        reloads = Reloads([self, *alongside], read_configs)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stopping.set)
         loop.add_signal_handler(signal.SIGHUP, reloads.hangup)
@@ -439,13 +467,24 @@ class Node:
             await self.stop()
 
 
-class TlsReloads:
-    """SIGHUP for the nodes of a process: :meth:`Node.reload_tls` of each, one reload at a time.
-    A SIGHUP during a reload asks for one more after it (the files may have changed since that
-    one read them); more SIGHUPs meanwhile add nothing."""
+class Reloads:
+    """SIGHUP for the nodes of a process: the configuration read again by ``read_configs``
+    (None: the nodes run from flags alone, nothing to read) and taken by each node
+    (:meth:`Node.reconfigure`), then each node's TLS files (:meth:`Node.reload_tls`); one reload
+    at a time.  A SIGHUP during a reload asks for one more after it (the files may have changed
+    since that one read them); more SIGHUPs meanwhile add nothing.
 
-    def __init__(self, nodes: Sequence[Node]) -> None:
+    A configuration that does not load (``serve --check`` would refuse it) changes nothing: one
+    ERROR line says why, and the TLS files are still read again from the paths in use (a
+    certificate rotation does not wait for the file to be fixed)."""
+
+    def __init__(
+        self,
+        nodes: Sequence[Node],
+        read_configs: Callable[[], Sequence[NodeConfig]] | None = None,
+    ) -> None:
         self._nodes = list(nodes)
+        self._read_configs = read_configs
         self._task: asyncio.Task[None] | None = None
         self._again = False
 
@@ -462,11 +501,31 @@ class TlsReloads:
             again = True
             while again:
                 self._again = False
+                await self._reconfigure()
                 for node in self._nodes:
                     await node.reload_tls()
                 again = self._again
         finally:
             self._task = None
+
+    async def _reconfigure(self) -> None:
+        if self._read_configs is None:
+            return
+        try:
+            configs = await asyncio.to_thread(self._read_configs)
+        except ConfigError as exc:
+            log.error("configuration reload failed, the settings in use are kept: %s", exc)
+            return
+        read = {config.name: config for config in configs}
+        for node in self._nodes:
+            name = node.config.name
+            new = read.pop(name, None)
+            if new is None:
+                log.warning("%s: no longer in the configuration: it serves on until stopped", name)
+            else:
+                _report_changes(name, node.reconfigure(new))
+        for name in read:
+            log.warning("%s: new in the configuration: it runs from the next start", name)
 
     async def close(self) -> None:
         """Stop a reload under way (the node is stopping): nothing more is swapped."""
@@ -475,6 +534,21 @@ class TlsReloads:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def _report_changes(name: str, changes: Sequence[ConfigChange]) -> None:
+    """One line for what a node took (or that nothing changed), one WARNING line for what
+    waits for its next start."""
+    taken = [str(change) for change in changes if change.live]
+    waiting = [str(change) for change in changes if not change.live]
+    if taken or not waiting:
+        answers.info("%s: configuration reloaded: %s", name, "; ".join(taken) or "no change")
+    if waiting:
+        log.warning(
+            "%s: configuration reloaded: %s: takes a restart, the values in use are kept",
+            name,
+            "; ".join(waiting),
+        )
 
 
 def _log_statuses(nodes: Sequence[Node]) -> None:
@@ -489,7 +563,22 @@ def _log_statuses(nodes: Sequence[Node]) -> None:
 
 def _reload_done(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and (error := task.exception()) is not None:
-        log.error("TLS reload failed (a bug)", exc_info=error)
+        log.error("reload failed (a bug)", exc_info=error)
+
+
+def route_tls_names(
+    routes: dict[str, tuple[NextHop, ...]],
+) -> dict[tuple[str, int], frozenset[str]]:
+    """The domains each TLS next hop of ``routes`` must stand for (the driver's ``tls_names``):
+    those of every route naming it."""
+    names: dict[tuple[str, int], frozenset[str]] = {}
+    for domain, hops in routes.items():
+        for hop in hops:
+            if hop.transport == "tls":
+                names[(hop.host, hop.port)] = names.get((hop.host, hop.port), frozenset()) | {
+                    domain
+                }
+    return names
 
 
 def load_tls(tls: TlsSettings) -> tuple[TlsContexts, list[str]]:

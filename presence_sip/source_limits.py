@@ -67,6 +67,15 @@ class SourceBuckets:
         """host as given -> the unit counted, or :data:`EXEMPT` (parsing an address costs more
         than the rest of a check: the flood guard checks every datagram)."""
 
+    def reconfigure(self, limit: int, block: float, exempt: Iterable[str]) -> None:
+        """New limits (a configuration reloaded): the levels counted so far go on leaking at
+        the new pace, blocks under way keep their end, and an address now exempt is no longer
+        blocked nor counted."""
+        self.limit = limit
+        self.block = block
+        self.exempt = tuple(ipaddress.ip_network(net, strict=False) for net in exempt)
+        self._addresses.clear()
+
     def address(self, host: str) -> str:
         """The unit ``host`` counts as: the IPv4 address, the /64 of an IPv6 one, or
         :data:`EXEMPT`."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
+from presence_sip.config import Limits
 from presence_sip.source_limits import MAX_SOURCES, SourceBuckets
 
 log = logging.getLogger(__name__)
@@ -70,4 +71,18 @@ class AuthThrottle(SourceBuckets):
             )
 
 
-__all__ = ["MAX_SOURCES", "AuthThrottle"]
+def auth_throttle_for(limits: Limits, current: AuthThrottle | None = None) -> AuthThrottle | None:
+    """The throttle ``limits`` ask for (``auth_failures``, ``auth_block``,
+    ``auth_failures_exempt``); None when ``auth_failures`` is 0.  ``current``, a running node's
+    (a configuration reloaded), is kept with what it counted and blocked, under the new limits."""
+    if not limits.auth_failures:
+        return None
+    if current is None:
+        return AuthThrottle(
+            limits.auth_failures, block=limits.auth_block, exempt=limits.auth_failures_exempt
+        )
+    current.reconfigure(limits.auth_failures, limits.auth_block, limits.auth_failures_exempt)
+    return current
+
+
+__all__ = ["MAX_SOURCES", "AuthThrottle", "auth_throttle_for"]

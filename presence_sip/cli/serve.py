@@ -170,7 +170,9 @@ def run(args: argparse.Namespace) -> int:
         level=getattr(logging, args.log_level), format=LOG_FORMAT, handlers=handlers
     )
     with asyncio.Runner(loop_factory=loop_factory(getattr(args, "loop", "auto"))) as runner:
-        runner.run(_serve(configs))
+        # SIGHUP reads the file again, with the same flags overriding it (Node.reconfigure).
+        read_configs = partial(load_configs, args) if args.config is not None else None
+        runner.run(_serve(configs, read_configs))
     return 0
 
 
@@ -198,7 +200,9 @@ def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     return factory
 
 
-async def _serve(configs: list[NodeConfig]) -> None:
+async def _serve(
+    configs: list[NodeConfig], read_configs: Callable[[], list[NodeConfig]] | None = None
+) -> None:
     connections = sum(config.limits.max_connections for config in configs)
     raise_open_files(connections, opened=connections)  # accepted and opened are capped apart
     nodes = [Node(config) for config in configs]
@@ -214,7 +218,7 @@ async def _serve(configs: list[NodeConfig]) -> None:
                 raise TransportError(
                     f"cannot listen on metrics_listen {server.host}:{server.port}: {exc.strerror}"
                 ) from None
-        await _serve_nodes(nodes)
+        await _serve_nodes(nodes, read_configs)
     finally:
         for server in metrics:
             await server.stop()
@@ -237,16 +241,18 @@ def _render_metrics(nodes: list[Node]) -> str:
     return metrics_text(node.status() for node in nodes)
 
 
-async def _serve_nodes(nodes: list[Node]) -> None:
+async def _serve_nodes(
+    nodes: list[Node], read_configs: Callable[[], list[NodeConfig]] | None = None
+) -> None:
     if len(nodes) == 1:
-        await nodes[0].serve_forever()
+        await nodes[0].serve_forever(read_configs=read_configs)
         return
     # Several nodes of one network in one process: start all, stop all on the first signal.
     first, *others = nodes
     for node in others:
         await node.start()
     try:
-        await first.serve_forever(alongside=others)
+        await first.serve_forever(alongside=others, read_configs=read_configs)
     finally:
         for node in others:
             log.info("%s stopping", node.config.name)

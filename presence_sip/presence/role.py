@@ -166,6 +166,13 @@ class PresenceRole:
     def handle_timer(self, now: float) -> None:
         self.server.handle_timer(now)
 
+    def reconfigure(
+        self, settings: PresenceSettings | None, default_policy: str, now: float
+    ) -> None:
+        """A configuration reloaded: see :meth:`PresenceServer.reconfigure`."""
+        self.server.reconfigure(settings or PresenceSettings(), parse_action(default_policy), now)
+        self.server.flush(now)
+
     def registration_changed(self, aor: str, registered: bool, now: float) -> None:
         """Registrar listener (node.py appends it)."""
         self.server.registration_changed(aor, registered, now)

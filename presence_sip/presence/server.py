@@ -467,6 +467,26 @@ class PresenceServer:
             for sub in presentity.winfo.values():
                 self.notifier.changed(sub, now)
 
+    def reconfigure(self, settings: PresenceSettings, default_policy: Action, now: float) -> None:
+        """New settings and default policy (a configuration reloaded).  Subscriptions and
+        publications keep the lifetimes they were given (a refresh gets the new limits); the
+        next NOTIFY of a throttled subscription keeps its time; a watcher over a lowered
+        ``max_subscriptions`` keeps what it holds, and is refused new ones until under it.  A
+        new default policy re-evaluates every watcher, as an HSS rule change does: one with no
+        rule that was pending becomes active (or ends ``rejected``)."""
+        self.settings = settings
+        self.notifier.settings = settings
+        compositor = self.compositor
+        compositor.min_expires = settings.min_expires
+        compositor.max_expires = settings.max_expires
+        compositor.default_expires = settings.default_expires
+        compositor.partial = settings.partial_publication
+        compositor.max_publications = settings.max_publications
+        if default_policy is not self.default_policy:
+            self.default_policy = default_policy
+            self._reauth = []  # start over: every watcher under the new policy
+            self.reauthorize(now, settings.purge_batch)
+
     def reauthorize(self, now: float, limit: int | None = None) -> None:
         """Re-evaluate watchers against the current rules (after an HSS change), at most
         ``limit`` presentities now; the rest on the next timer calls."""

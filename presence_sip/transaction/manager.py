@@ -125,6 +125,12 @@ class TransactionManager:
         self._udp_mtu = 0
         self._tcp_sent_bys: frozenset[tuple[str, int]] = frozenset()
 
+    def set_max_transactions(self, max_transactions: int) -> None:
+        """The cap on server transactions kept from now on (a configuration reloaded).  Below
+        what the table holds, each new request ends one Completed transaction early, or gets
+        503 while only live ones are left, until the table drains under it."""
+        self._max = max_transactions
+
     def move_large_requests(self, udp_mtu: int, tcp_sent_bys: frozenset[tuple[str, int]]) -> None:
         """RFC 3261 §18.1.1: a request over ``udp_mtu`` bytes (0: none) for a UDP destination
         goes over TCP instead, when its top Via's sent-by is one of ``tcp_sent_bys`` (where this

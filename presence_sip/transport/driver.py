@@ -24,6 +24,7 @@ import math
 import ssl
 import time
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import replace
 from typing import Any, ParamSpec, Protocol, TypeVar
 
 from presence_sip.config import Limits
@@ -221,6 +222,20 @@ class Driver:
         self._by_address.clear()
         self._udp_affinity.clear()
         self._inbound = 0
+
+    def use_flood_limits(self, limits: Limits) -> None:
+        """The flood guard's limits from now on (a configuration reloaded): the guard is kept
+        under them (``flood_guard_for``), or made when it was off.  A guard made now has not
+        seen the connections already open: the per-source cap counts from their next ones."""
+        self._limits = replace(
+            self._limits,
+            flood_requests=limits.flood_requests,
+            flood_block=limits.flood_block,
+            max_connections_per_source=limits.max_connections_per_source,
+            flood_exempt=limits.flood_exempt,
+        )
+        self.flood = flood_guard_for(self._limits, self.flood)
+        self._connection_limits.flood = self.flood
 
     def use_tls(self, contexts: TlsContexts) -> None:
         """TLS connections accepted or opened from now on use ``contexts`` (SIGHUP reloads the

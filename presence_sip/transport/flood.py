@@ -83,6 +83,13 @@ class FloodGuard:
         self.refused_connections = 0
         """Connections refused for :attr:`max_connections` or a block."""
 
+    def reconfigure(self, limits: Limits) -> None:
+        """New limits (see :func:`flood_guard_for`); blocks under way keep their end."""
+        exempt = limits.flood_exempt
+        self._datagrams.reconfigure(limits.flood_requests, limits.flood_block, exempt)
+        self._streams.reconfigure(limits.flood_requests, limits.flood_block, exempt)
+        self.max_connections = limits.max_connections_per_source
+
     @property
     def blocks(self) -> int:
         """Blocks started."""
@@ -213,9 +220,16 @@ class FloodGuard:
             self._connections.pop(address, None)
 
 
-def flood_guard_for(limits: Limits) -> FloodGuard | None:
+def flood_guard_for(limits: Limits, current: FloodGuard | None = None) -> FloodGuard | None:
     """The guard ``limits`` ask for (``flood_requests``, ``max_connections_per_source`` and
-    their block and exemptions); None when they ask for neither: the guard is off."""
+    their block and exemptions); None when they ask for neither: the guard is off.
+
+    ``current``, a running driver's (a configuration reloaded), is kept under the new limits,
+    even when they turn it off (its limits 0 count nothing): it knows the connections open from
+    each address, which the per-source cap needs should it come back."""
+    if current is not None:
+        current.reconfigure(limits)
+        return current
     if not (limits.flood_requests or limits.max_connections_per_source):
         return None
     return FloodGuard(

@@ -23,7 +23,7 @@ from certs_helper import (
 from cryptography import x509
 
 from presence_sip import node as node_module
-from presence_sip.node import Node, NodeConfig, TlsReloads, TlsSettings
+from presence_sip.node import Node, NodeConfig, Reloads, TlsSettings
 from presence_sip.sip.peer import Peer
 from presence_sip.transport import Driver, parse_listen, pki
 from presence_sip.transport.tls import TlsContexts, load_contexts
@@ -226,7 +226,7 @@ async def test_reloads_do_not_overlap_and_a_hangup_during_one_asks_for_one_more(
                 loading -= 1
 
     monkeypatch.setattr(node_module, "load_tls", counted)
-    reloads = TlsReloads(nodes)
+    reloads = Reloads(nodes)
     try:
         with caplog.at_level(logging.INFO, logger="presence_sip.node"):
             reloads.hangup()
@@ -256,7 +256,7 @@ async def test_a_stop_during_a_reload_swaps_nothing_and_leaves_no_task(tmp_path:
     node = Node(node_config(tmp_path, "ps1", issue(tmp_path / "certs", "ps1")))
     await node.start()
     before = in_use(node)
-    reloads = TlsReloads([node])
+    reloads = Reloads([node])
     reloads.hangup()
     await asyncio.sleep(0)  # the reload task has started its load on a thread
     await reloads.close()

@@ -14,7 +14,8 @@ import pytest
 from test_auth_log import BOB, SOURCE, T0, Registrar1
 
 from presence_sip.auth.digest import build_authorization
-from presence_sip.auth.throttle import MAX_SOURCES, AuthThrottle
+from presence_sip.auth.throttle import MAX_SOURCES, AuthThrottle, auth_throttle_for
+from presence_sip.config import Limits
 from presence_sip.sip.peer import Peer
 
 NEIGHBOUR = Peer("udp", "203.0.113.6", 5062)
@@ -212,3 +213,25 @@ def test_the_limit_in_a_quick_burst_blocks_though_a_little_leaked_in_between() -
     two.failed(SOURCE.host, T0)
     two.failed(SOURCE.host, T0)
     assert two.blocks == 0
+
+
+def test_a_reloaded_throttle_keeps_its_blocks_under_the_new_limits() -> None:
+    """``auth_throttle_for(limits, current)`` (SIGHUP): the same throttle, its blocks keeping
+    their end; an address now exempt is free at once; ``auth_failures = 0`` turns it off."""
+    throttle = auth_throttle_for(Limits(auth_failures=2, auth_block=300.0))
+    assert throttle is not None
+    for _ in range(2):
+        throttle.failed("203.0.113.30", T0)
+    assert throttle.blocked("203.0.113.30", T0 + 1.0)
+    reloaded = Limits(auth_failures=10, auth_block=5.0, auth_failures_exempt=("198.51.100.0/24",))
+    assert auth_throttle_for(reloaded, throttle) is throttle
+    assert throttle.blocked("203.0.113.30", T0 + 200.0)  # (not cut to the new 5 s)
+    for _ in range(9):
+        throttle.failed("203.0.113.31", T0)
+    assert not throttle.blocked("203.0.113.31", T0)  # 9 under the new 10
+    throttle.failed("198.51.100.7", T0)
+    throttle.failed("198.51.100.7", T0)
+    auth_throttle_for(Limits(auth_failures=1, auth_failures_exempt=("198.51.100.7",)), throttle)
+    throttle.failed("198.51.100.7", T0)
+    assert not throttle.blocked("198.51.100.7", T0)
+    assert auth_throttle_for(Limits(auth_failures=0), throttle) is None

@@ -10,7 +10,8 @@ import logging
 
 import pytest
 
-from presence_sip.transport.flood import FloodGuard
+from presence_sip.config import Limits
+from presence_sip.transport.flood import FloodGuard, flood_guard_for
 
 T0 = 1000.0
 OPTIONS = (
@@ -243,3 +244,38 @@ def test_completed_tls_handshakes_count_as_requests_over_tcp_tls() -> None:
     assert not guard.handshake_done(SOURCE, T0 + 30)  # the block is over
     assert not any(guard.handshake_done("192.0.2.7", T0 + i * 0.2) for i in range(100))
     assert not any(FloodGuard(0).handshake_done(SOURCE, T0) for _ in range(100))
+
+
+# --- a configuration reloaded: flood_guard_for(limits, current) -------------------------------
+
+
+def test_a_reloaded_guard_keeps_its_blocks_and_counts_under_the_new_limits() -> None:
+    limits = Limits(flood_requests=3, flood_block=60.0, max_connections_per_source=1)
+    guard = flood_guard_for(limits)
+    assert guard is not None
+    assert guard.connection_refusal("192.0.2.9", T0) is None  # one open from .9
+    for _ in range(3):
+        guard.drop(OPTIONS, SOURCE, T0)
+    assert guard.drop(OPTIONS, SOURCE, T0 + 1)  # blocked until T0 + 60
+
+    relaxed = Limits(flood_requests=100, flood_block=5.0, max_connections_per_source=2)
+    assert flood_guard_for(relaxed, guard) is guard
+    assert guard.drop(OPTIONS, SOURCE, T0 + 30)  # the block keeps its end
+    assert not guard.drop(OPTIONS, SOURCE, T0 + 61)
+    assert guard.connection_refusal("192.0.2.9", T0) is None  # the second of 2: the count kept
+    assert guard.connection_refusal("192.0.2.9", T0) is not None
+    for _ in range(50):
+        assert not guard.drop(OPTIONS, "192.0.2.7", T0 + 62)  # 50 under the new 100
+
+
+def test_a_reloaded_guard_turned_off_counts_nothing_and_frees_a_now_exempt_address() -> None:
+    guard = flood_guard_for(Limits(flood_requests=2))
+    assert guard is not None
+    guard.drop(OPTIONS, SOURCE, T0)
+    assert guard.drop(OPTIONS, SOURCE, T0)  # blocked
+    flood_guard_for(Limits(flood_requests=2, flood_exempt=(f"{SOURCE}/32",)), guard)
+    assert not guard.drop(OPTIONS, SOURCE, T0 + 1)  # exempt now: its block is gone
+    flood_guard_for(Limits(), guard)  # off (0): kept, counting nothing
+    assert not any(guard.drop(OPTIONS, "192.0.2.8", T0 + 2) for _ in range(100))
+    assert guard.connection_refusal("192.0.2.8", T0 + 2) is None
+    assert flood_guard_for(Limits()) is None  # (at a start, off is no guard at all)

@@ -1186,6 +1186,60 @@ def test_rule_change_to_block_terminates_with_rejected() -> None:
     assert len(node.role.server.subscriptions) == 0
 
 
+# --- a configuration reloaded (SIGHUP): PresenceRole.reconfigure ------------------------------
+
+
+def test_a_new_default_policy_reevaluates_watchers_without_a_rule_at_once() -> None:
+    """``default_policy`` confirm -> allow: a pending watcher with no rule becomes active with
+    the state it was not shown; a rule still wins over the new policy; -> block ends them."""
+    node = Node(policy="confirm")
+    published(node, PIDF_OPEN)
+    ok, pending = subscribed(node)
+    assert sub_state(pending)[0] == "pending"
+    node.hss.set_rule(BOB, f"tel:{CAROL}", "block")
+    node.advance(1.0)
+    carol = {"watcher": CAROL, "contact": "<sip:carol@127.0.0.1:5071>"}
+    assert only_response(node.receive(subscribe(**carol))).status == 403  # type: ignore[arg-type]
+
+    node.role.reconfigure(None, "allow", node.now)
+    (notify,) = notifies(node.drain())
+    node.answer(notify)
+    assert notify.call_id == pending.call_id
+    assert sub_state(notify)[0] == "active"
+    assert basic(notify) == "open"
+    assert node.store.subscriptions[ok.to.tag].state == "active"  # type: ignore[attr-defined]
+    assert only_response(node.receive(subscribe(**carol))).status == 403  # type: ignore[arg-type]
+
+    node.role.reconfigure(None, "block", node.now)
+    (ended,) = notifies(node.drain())
+    assert ended.call_id == pending.call_id
+    assert sub_state(ended) == ("terminated", None, "rejected")
+    assert len(node.role.server.subscriptions) == 0
+
+
+def test_new_presence_settings_apply_to_the_next_request_and_keep_what_is_held() -> None:
+    """Lowered ``max_subscriptions``: the watcher keeps both, the next is refused; a raised
+    ``min_expires`` refuses a short SUBSCRIBE and PUBLISH; ``max_publications`` and
+    ``min_notify_interval`` are the new ones too."""
+    node = _capped(5)
+    node.receive(register(BOB))
+    subscribed(node)
+    subscribed(node, target=f"sip:{CAROL}@{DOMAIN};user=phone")
+    settings = PresenceSettings(
+        max_subscriptions=1, min_expires=300, min_notify_interval=5.0, max_publications=1
+    )
+    node.role.reconfigure(settings, "allow", node.now)
+    assert len(node.role.server.subscriptions) == 2
+    refused = only_response(node.receive(subscribe(target=f"sip:{ALICE}@{DOMAIN};user=phone")))
+    assert (refused.status, refused.reason) == (403, "Too many subscriptions")
+    short = only_response(node.receive(subscribe(watcher=CAROL, expires=120)))
+    assert (short.status, short.headers.get("Min-Expires")) == (423, "300")
+    short = only_response(node.receive(publish(expires=120)))
+    assert (short.status, short.headers.get("Min-Expires")) == (423, "300")
+    assert node.role.server.notifier.settings.min_notify_interval == 5.0
+    assert node.role.server.compositor.max_publications == 1
+
+
 def test_an_extra_identity_stands_for_its_subscriber_rules_included() -> None:
     """A watcher Bob blocked cannot read him through another of his URIs (RFC 5025 §3.2.1):
     an extra identity of a subscriber is that subscriber."""
