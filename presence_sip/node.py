@@ -4,8 +4,10 @@ A role is configuration over the same core: ``registrar`` serves REGISTER, ``pre
 PUBLISH/SUBSCRIBE for the node's domain; later waves add ``gateway`` and ``watcher``.
 
 Signals (:meth:`Node.serve_forever`): SIGINT/SIGTERM stop the node cleanly, SIGUSR1 logs its
-status, SIGHUP reads its TLS files again (:meth:`Node.reload_tls`), so a rotated certificate is
-taken without a restart and a hang-up of the terminal it was started from does not stop it.
+status, SIGHUP reads the config file again (:meth:`Node.reconfigure`: the settings a request is
+checked against change at once) and its TLS files (:meth:`Node.reload_tls`), so a changed limit
+or a rotated certificate is taken without a restart, and a hang-up of the terminal it was
+started from does not stop it.
 """
 
 from __future__ import annotations

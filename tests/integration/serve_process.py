@@ -272,6 +272,20 @@ class ServeProcess:
             time.sleep(0.05)
         raise AssertionError(f"no status line within {timeout} s of SIGUSR1")
 
+    def hangup(self, until: str, timeout: float = 5.0) -> str:
+        """Send SIGHUP (a reload) and wait for one more log line holding ``until``; the log
+        written since the signal."""
+        assert self.process is not None
+        before = self.log_text()
+        self.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.log_text()
+            if text.count(until) > before.count(until):
+                return text[len(before) :]
+            time.sleep(0.05)
+        raise AssertionError(f"no log line with {until!r} within {timeout} s of SIGHUP")
+
     def dump_log(self, why: str) -> None:
         text = self.log_text()
         if len(text) > _LOG_TAIL:
