@@ -121,6 +121,9 @@ class NodeConfig:
     metrics_listen: tuple[str, int] | None = None
     """Where ``serve`` answers ``GET /metrics`` (Prometheus) for the nodes of its process that
     name this address (``runtime/metrics_http.py``); None: nowhere."""
+    log_level: str = "INFO"
+    """The level ``serve`` logs at: the process's (``[network] log_level``, ``--log-level``
+    over it), the same for every node of a file; a reload sets it anew (:class:`Reloads`)."""
 
     def __post_init__(self) -> None:
         unknown = self.roles - ROLES
@@ -471,10 +474,11 @@ class Node:
 
 class Reloads:
     """SIGHUP for the nodes of a process: the configuration read again by ``read_configs``
-    (None: the nodes run from flags alone, nothing to read) and taken by each node
-    (:meth:`Node.reconfigure`), then each node's TLS files (:meth:`Node.reload_tls`); one reload
-    at a time.  A SIGHUP during a reload asks for one more after it (the files may have changed
-    since that one read them); more SIGHUPs meanwhile add nothing.
+    (None: the nodes run from flags alone, nothing to read), its ``log_level`` set for the
+    process and the rest taken by each node (:meth:`Node.reconfigure`), then each node's TLS
+    files (:meth:`Node.reload_tls`); one reload at a time.  A SIGHUP during a reload asks for
+    one more after it (the files may have changed since that one read them); more SIGHUPs
+    meanwhile add nothing.
 
     A configuration that does not load (``serve --check`` would refuse it) changes nothing: one
     ERROR line says why, and the TLS files are still read again from the paths in use (a
@@ -518,6 +522,8 @@ class Reloads:
         except ConfigError as exc:
             log.error("configuration reload failed, the settings in use are kept: %s", exc)
             return
+        if configs:
+            _set_log_level(configs[0].log_level)
         read = {config.name: config for config in configs}
         for node in self._nodes:
             name = node.config.name
@@ -536,6 +542,15 @@ class Reloads:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def _set_log_level(level: str) -> None:
+    """The process's log level (``log_level``), with one line when it changes."""
+    root = logging.getLogger()
+    before = logging.getLevelName(root.level)
+    if before != level:
+        root.setLevel(level)
+        answers.info("log level %s -> %s", before, level)
 
 
 def _report_changes(name: str, changes: Sequence[ConfigChange]) -> None:

@@ -16,7 +16,7 @@ from functools import partial
 from logging.handlers import WatchedFileHandler
 
 from presence_sip.cli.serve_check import check
-from presence_sip.cli.serve_config import load_configs
+from presence_sip.cli.serve_config import LOG_LEVELS, load_configs
 from presence_sip.config import Limits
 from presence_sip.node import DEFAULT_SERVER_HEADER, ROLES, Node, NodeConfig
 from presence_sip.runtime.gc_policy import FullCollections, tune_gc
@@ -119,9 +119,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--log-level",
-        default="INFO",
-        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-        help="default INFO",
+        choices=LOG_LEVELS,
+        help="default INFO, or the config file's log_level (which a reload, SIGHUP, sets anew; "
+        "this flag keeps the level it names)",
     )
     parser.add_argument(
         "--metrics-listen",
@@ -167,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise ConfigError(f"cannot open log file {args.log_file}: {exc.strerror}") from None
     logging.basicConfig(
-        level=getattr(logging, args.log_level), format=LOG_FORMAT, handlers=handlers
+        level=getattr(logging, configs[0].log_level), format=LOG_FORMAT, handlers=handlers
     )
     with asyncio.Runner(loop_factory=loop_factory(getattr(args, "loop", "auto"))) as runner:
         # SIGHUP reads the file again, with the same flags overriding it (Node.reconfigure).

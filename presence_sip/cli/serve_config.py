@@ -17,6 +17,7 @@ make one all-in-one node.  A config file::
     max_connections_per_source = 0  # TCP/TLS connections open from one address; 0: no cap
     flood_exempt = []          # edge proxies / SBCs; this file's nodes and routes are exempt anyway
     metrics_listen = "127.0.0.1:9091"  # GET /metrics (Prometheus) for this process's nodes
+    log_level = "INFO"         # the process's (--log-level over it); a reload sets it anew
     server_header = "presence-sip"  # "" leaves the Server header out
     ca = "certs/net-b.test/ca.pem"
 
@@ -132,14 +133,17 @@ SHARED_KEYS = frozenset(
      "flood_block_seconds", "max_connections_per_source", "flood_exempt", "metrics_listen"}
 )  # fmt: skip
 """Keys a ``[network]`` sets for every node and a ``[[node]]`` may set for itself."""
-NETWORK_KEYS = SHARED_KEYS | {"route"}
+NETWORK_KEYS = SHARED_KEYS | {"route", "log_level"}
 NODE_KEYS = SHARED_KEYS | {"name", "roles", "listen", "require_client_cert"}
 ROUTE_KEYS = frozenset({"domain", "transport", "host", "port", "priority", "weight"})
 
 
 _STRING_KEYS = frozenset(
-    {"domain", "data", "auth", "default_policy", "ca", "cert", "key", "name", "metrics_listen"}
-)
+    {"domain", "data", "auth", "default_policy", "ca", "cert", "key", "name", "metrics_listen",
+     "log_level"}
+)  # fmt: skip
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _LIST_KEYS = frozenset({"aliases", "roles", "listen", "auth_failures_exempt", "flood_exempt"})
 
 
@@ -264,7 +268,16 @@ def _node_config(
             pick(args.server_header, "server_header", DEFAULT_SERVER_HEADER)
         ),
         metrics_listen=_metrics_address(pick(args.metrics_listen, "metrics_listen", None)),
+        log_level=_log_level(args.log_level or network.get("log_level", "INFO")),
     )
+
+
+def _log_level(value: str) -> str:
+    """``log_level`` (``--log-level`` over it): the process's, so a ``[network]`` key only."""
+    level = value.upper()
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, not {value!r}")
+    return level
 
 
 def _metrics_address(value: str | None) -> tuple[str, int] | None:

@@ -96,7 +96,7 @@ class ServeProcess:
         auth: str | None = None,
         roles: str | None = None,
         extra_args: Sequence[str] = (),
-        log_level: str = "INFO",
+        log_level: str | None = "INFO",
         port: int | None = None,
         log_dir: Path | None = None,
         config: Path | None = None,
@@ -114,7 +114,9 @@ class ServeProcess:
         for flag, value in (("--domain", domain), ("--auth", auth), ("--roles", roles)):
             if value is not None:
                 self._options += [flag, value]
-        self._options += ["--log-level", log_level, *extra_args]
+        if log_level is not None:  # (None: the config file's log_level, else INFO)
+            self._options += ["--log-level", log_level]
+        self._options += extra_args
         directory = log_dir or self.data_dir.parent
         self.log_path = directory / f"serve-{os.getpid()}-{next(_counter)}.log"
         self.process: subprocess.Popen[bytes] | None = None

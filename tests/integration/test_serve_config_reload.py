@@ -119,3 +119,37 @@ def test_sighup_takes_the_new_settings_and_leaves_the_rest_for_a_restart(
         assert RELOADED not in again
     assert node.process is not None
     assert node.process.poll() is None
+
+
+def test_log_level_from_the_file_is_set_anew_by_a_reload_unless_the_flag_names_one(
+    serve_factory: Callable[..., ServeProcess], tmp_path: Path
+) -> None:
+    """DEBUG for a while on a live node (a line per response), then back, with no restart:
+    Kamailio's ``cfg.set_now_int core debug``.  ``--log-level`` on the command line keeps its
+    level whatever the file says."""
+    port = free_port()
+    config = tmp_path / "net.toml"
+    write(config, port, "allow")
+    node = serve_factory(config=config, port=port, data_dir=tmp_path / "data", log_level=None)
+    debug_line = "DEBUG presence_sip.endpoint: OPTIONS"
+    with UdpClient() as client:
+        assert client.request(build_request("OPTIONS", f"sip:{DOMAIN}", client), node).status == 200
+        write(config, port, "allow", 'log_level = "DEBUG"')
+        assert "INFO presence_sip.signals: log level INFO -> DEBUG" in node.hangup("log level")
+        assert debug_line not in node.log_text()
+        assert client.request(build_request("OPTIONS", f"sip:{DOMAIN}", client), node).status == 200
+        assert node.log_text().count(debug_line) == 1
+        write(config, port, "allow")
+        assert "log level DEBUG -> INFO" in node.hangup("log level")
+        assert client.request(build_request("OPTIONS", f"sip:{DOMAIN}", client), node).status == 200
+        assert node.log_text().count(debug_line) == 1
+
+    node.stop()
+    fixed = serve_factory(config=config, port=port, data_dir=tmp_path / "data", log_level="INFO")
+    write(config, port, "allow", 'log_level = "DEBUG"')
+    assert "log level" not in fixed.hangup("configuration reloaded")
+    with UdpClient() as client:
+        assert (
+            client.request(build_request("OPTIONS", f"sip:{DOMAIN}", client), fixed).status == 200
+        )
+    assert debug_line not in fixed.log_text()

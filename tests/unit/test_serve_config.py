@@ -463,3 +463,20 @@ def test_a_udp_address_without_tcp_beside_it_keeps_large_requests_on_udp(
     ]
     moving = node.endpoint.transactions
     assert moving._tcp_sent_bys == frozenset({("127.0.2.12", 5060)})
+
+
+def test_log_level_is_the_files_unless_the_flag_names_one_and_a_network_key_only(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "net-b.toml"
+    path.write_text(CONFIG.replace('auth = "none"', 'auth = "none"\nlog_level = "debug"'))
+    assert {c.log_level for c in load_configs(args_for(str(path)))} == {"DEBUG"}
+    assert load_configs(args_for(str(path), "--log-level", "ERROR"))[0].log_level == "ERROR"
+    path.write_text(CONFIG)
+    assert load_configs(args_for(str(path)))[0].log_level == "INFO"
+    path.write_text(CONFIG.replace('auth = "none"', 'auth = "none"\nlog_level = "LOUD"'))
+    with pytest.raises(ConfigError, match="log_level must be one of DEBUG, INFO, WARNING, ERROR"):
+        load_configs(args_for(str(path)))
+    path.write_text(CONFIG.replace('name = "ps2"', 'name = "ps2"\nlog_level = "DEBUG"'))
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) in \[\[node\]\] 'ps2': log_level"):
+        load_configs(args_for(str(path)))
