@@ -24,7 +24,6 @@ import math
 import ssl
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import replace
 from typing import Any, ParamSpec, Protocol, TypeVar
 
 from presence_sip.config import Limits
@@ -227,14 +226,7 @@ class Driver:
         """The flood guard's limits from now on (a configuration reloaded): the guard is kept
         under them (``flood_guard_for``), or made when it was off.  A guard made now has not
         seen the connections already open: the per-source cap counts from their next ones."""
-        self._limits = replace(
-            self._limits,
-            flood_requests=limits.flood_requests,
-            flood_block=limits.flood_block,
-            max_connections_per_source=limits.max_connections_per_source,
-            flood_exempt=limits.flood_exempt,
-        )
-        self.flood = flood_guard_for(self._limits, self.flood)
+        self.flood = flood_guard_for(limits, self.flood)
         self._connection_limits.flood = self.flood
 
     def use_tls(self, contexts: TlsContexts) -> None:
