@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from presence_sip.config import Limits
 from presence_sip.log_limit import LogLimit
@@ -28,12 +28,22 @@ class ConnectionLimits:
 
     ``clock`` is the driver's (endpoint) time, read only when the flood guard needs it."""
 
-    __slots__ = ("_clock", "_refused_at_cap", "_refused_by_source", "flood", "max_connections")
+    __slots__ = (
+        "_clock",
+        "_counted",
+        "_refused_at_cap",
+        "_refused_by_source",
+        "flood",
+        "max_connections",
+    )
 
     def __init__(
         self, flood: FloodGuard | None, limits: Limits, clock: Callable[[], float]
     ) -> None:
         self.flood = flood
+        self._counted: set[int] = set()
+        """Ids of the inbound connections open that ``flood`` counts (taken by it, or open
+        when it was made): only their end is told to it."""
         self.max_connections = limits.max_connections
         """Inbound connections up at once (``Limits.max_connections``)."""
         self._clock = clock
@@ -48,14 +58,27 @@ class ConnectionLimits:
             return True
         refusal = flood.connection_refusal(conn.peer.host, self._clock())
         if refusal is None:
+            self._counted.add(conn.id)
             return True
         self._warn_source_refused(conn, refusal)
         return False
 
     def released(self, conn: StreamConnection) -> None:
         """An inbound connection :meth:`accepted` took is gone."""
-        if self.flood is not None:
+        if self.flood is not None and conn.id in self._counted:
+            self._counted.discard(conn.id)
             self.flood.connection_closed(conn.peer.host)
+
+    def use_flood(self, flood: FloodGuard | None, open_inbound: Iterable[StreamConnection]) -> None:
+        """The flood guard from now on (a reload): one made just now (it was off) counts the
+        inbound connections ``open_inbound`` from the start, so that its per-source cap
+        covers them and their end does not lower the count of the ones that follow."""
+        if flood is not None and flood is not self.flood:
+            self._counted.clear()
+            for conn in open_inbound:
+                flood.connection_open(conn.peer.host)
+                self._counted.add(conn.id)
+        self.flood = flood
 
     def admits_up(self, conn: StreamConnection, inbound: int) -> bool:
         """An inbound connection is up while ``inbound`` others are: False refuses it (a TLS

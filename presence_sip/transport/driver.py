@@ -224,10 +224,12 @@ class Driver:
 
     def use_flood_limits(self, limits: Limits) -> None:
         """The flood guard's limits from now on (a configuration reloaded): the guard is kept
-        under them (``flood_guard_for``), or made when it was off.  A guard made now has not
-        seen the connections already open: the per-source cap counts from their next ones."""
+        under them (``flood_guard_for``), or made when it was off: then it counts the inbound
+        connections already up towards the per-source cap (not those still in their TLS
+        handshake: they are counted neither way)."""
         self.flood = flood_guard_for(limits, self.flood)
-        self._connection_limits.flood = self.flood
+        inbound = (conn for conn in self._connections.values() if not conn.outbound)
+        self._connection_limits.use_flood(self.flood, inbound)
 
     def use_tls(self, contexts: TlsContexts) -> None:
         """TLS connections accepted or opened from now on use ``contexts`` (SIGHUP reloads the

@@ -182,6 +182,14 @@ class FloodGuard:
         self._connections[address] = count + 1
         return None
 
+    def connection_open(self, host: str) -> None:
+        """An inbound connection from ``host`` that was open before this guard was made (a
+        reload turned it on): counted towards the per-source cap, never refused; as with one
+        :meth:`connection_refusal` took, :meth:`connection_closed` must follow."""
+        address = self._streams.address(host)
+        if address:
+            self._connections[address] = self._connections.get(address, 0) + 1
+
     def handshake_done(self, host: str, now: float) -> bool:
         """An inbound TLS handshake from ``host`` is done: counted as a request over TCP/TLS,
         as a failed one is (the node paid the key exchange and the signature either way: a

@@ -357,6 +357,40 @@ async def test_connections_refused_at_the_cap_are_logged_once_a_minute(
         await drv.stop()
 
 
+async def test_a_per_source_cap_turned_on_by_a_reload_counts_the_connections_already_up(
+    endpoint: RecordingEndpoint, connect: Connect
+) -> None:
+    """``max_connections_per_source`` set by a reload (the flood guard was off): the two
+    connections up from 127.0.0.1 count, so a third is refused; once one of them closes, one
+    more is taken, and no more (its end lowered the count by one, not below what is open)."""
+    drv = await started(endpoint)
+    try:
+        port = tcp_port(drv)
+        first, second = [await connect(port) for _ in range(2)]
+        await eventually(lambda: len(endpoint.made) == 2)
+        drv.use_flood_limits(Limits(max_connections_per_source=2))
+        refused, _ = await connect(port)
+        assert await read_eof(refused) == b""
+        first[1].close()
+        await eventually(lambda: len(endpoint.lost) == 1)
+        taken_reader, taken_writer = await connect(port)
+        await eventually(lambda: len(endpoint.made) == 3)
+        host, own_port = own_address(taken_writer)
+        request = options(host, own_port, "TCP")
+        taken_writer.write(request)
+        assert await read_message(taken_reader) == expected_200(request)
+        refused_again, _ = await connect(port)
+        assert await read_eof(refused_again) == b""
+        assert drv.flood is not None
+        assert drv.flood.refused_connections == 2
+        host, own_port = own_address(second[1])  # the older connection is still served
+        request = options(host, own_port, "TCP", call_id="older@test")
+        second[1].write(request)
+        assert await read_message(second[0]) == expected_200(request)
+    finally:
+        await drv.stop()
+
+
 async def test_response_on_same_connection_by_id(
     driver: Driver, endpoint: RecordingEndpoint, connect: Connect
 ) -> None:

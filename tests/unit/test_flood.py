@@ -279,3 +279,16 @@ def test_a_reloaded_guard_turned_off_counts_nothing_and_frees_a_now_exempt_addre
     assert not any(guard.drop(OPTIONS, "192.0.2.8", T0 + 2) for _ in range(100))
     assert guard.connection_refusal("192.0.2.8", T0 + 2) is None
     assert flood_guard_for(Limits()) is None  # (at a start, off is no guard at all)
+
+
+def test_connections_open_before_the_guard_count_towards_its_cap_but_not_when_exempt() -> None:
+    guard = FloodGuard(0, max_connections=2, exempt=["192.0.2.9/32"])
+    guard.connection_open(SOURCE)
+    guard.connection_open(SOURCE)
+    for _ in range(3):
+        guard.connection_open("192.0.2.9")
+    assert guard.connection_refusal(SOURCE, T0) == "2 open from it (max_connections_per_source)"
+    assert guard.connection_refusal("192.0.2.9", T0) is None  # exempt: never counted
+    guard.connection_closed(SOURCE)
+    assert guard.connection_refusal(SOURCE, T0) is None
+    assert guard.connection_refusal(SOURCE, T0) is not None
