@@ -217,8 +217,7 @@ class Node:
             limits=config.limits,
             clock=self.clock,  # stored expiries are wall-clock; timers must not jump with it
         )
-        if config.limits.flood_requests:  # stray responses count as requests (transport.flood)
-            self.endpoint.report_stray = self.driver.stray_response
+        self._report_strays(config.limits)
         if config.tls is not None:
             contexts, warnings = load_tls(config.tls)
             for warning in warnings:
@@ -377,6 +376,11 @@ class Node:
             self._apply_live(config)
         return changes
 
+    def _report_strays(self, limits: Limits) -> None:
+        """Stray responses count as requests while the flood guard counts requests
+        (``transport.flood``); otherwise the endpoint drops them without a word."""
+        self.endpoint.report_stray = self.driver.stray_response if limits.flood_requests else None
+
     def _apply_live(self, config: NodeConfig) -> None:
         now = self.clock()
         limits = config.limits
@@ -385,7 +389,7 @@ class Node:
         self.registrar.policy = config.registrar
         self.guard.throttle = auth_throttle_for(limits, self.guard.throttle)
         self.driver.use_flood_limits(limits)
-        self.endpoint.report_stray = self.driver.stray_response if limits.flood_requests else None
+        self._report_strays(limits)
         self.driver.tls_names = route_tls_names(config.routes)
         if self.proxy is not None:  # (routed: see route_for)
             self.proxy.routes = RouteTable(config.routes)
