@@ -176,7 +176,9 @@ class GroupCommit:
         if since is not None and now - since >= FAILING_GRACE:
             return True
         writing = self._writing
-        return writing is not None and not writing.done() and now - self._handed >= FAILING_GRACE
+        # (Future.done() takes the future's lock: asked only once the grace has passed, as
+        # this runs for every storing request.)
+        return writing is not None and now - self._handed >= FAILING_GRACE and not writing.done()
 
     def wait_in_flight(self) -> None:
         """Wait until the group handed to the commit thread is written, or has failed (settled
