@@ -17,6 +17,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -131,7 +132,7 @@ def test_backup_while_serving_then_restore_after_the_node_stopped(
     assert set(statuses) == {200}
     assert stat.S_IMODE(backup.stat().st_mode) == 0o600  # it holds credentials (HA1)
     assert sorted(p.name for p in backup.parent.iterdir()) == ["net.sqlite"]  # one file
-    with sqlite3.connect(backup) as copy:
+    with closing(sqlite3.connect(backup)) as copy:
         assert copy.execute("PRAGMA journal_mode").fetchone() == ("delete",)
     assert publish(node, ALICE, "after the backup") == 200
 
@@ -152,7 +153,8 @@ def test_backup_while_serving_then_restore_after_the_node_stopped(
     node.start()
     assert fetched_notes(node, ALICE) == ["before the backup"]
     node.stop()
-    with sqlite3.connect(kept) as old:  # the replaced database, its last commits included
+    # The replaced database, its last commits included:
+    with closing(sqlite3.connect(kept)) as old:
         rows = old.execute("SELECT * FROM presence_publications").fetchall()
     assert "after the backup" in str(rows)
 
@@ -177,7 +179,7 @@ def test_restore_refuses_a_backup_of_a_later_release(tmp_path: Path) -> None:
     data, backup = tmp_path / "net", tmp_path / "later.sqlite"
     provision(data)
     assert cli("backup", "--data", str(data), str(backup)).returncode == 0
-    with sqlite3.connect(backup) as later:
+    with closing(sqlite3.connect(backup)) as later, later:
         later.execute("UPDATE schema_versions SET version = 99 WHERE component = 'hss'")
         later.execute("INSERT INTO schema_versions VALUES ('billing', 1)")
     before = database_path(data).read_bytes()
@@ -214,7 +216,7 @@ def test_two_restores_within_a_second_keep_both_replaced_databases(
         "presence.sqlite.before-restore-20261127-120000",
         "presence.sqlite.before-restore-20261127-120000-2",
     ]
-    with sqlite3.connect(data / kept[0]) as old:
+    with closing(sqlite3.connect(data / kept[0])) as old:
         [(count,)] = old.execute("SELECT count(*) FROM hss_subscribers").fetchall()
     assert count == 3  # the original's
 

@@ -17,6 +17,7 @@ import pwd
 import sqlite3
 import subprocess
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from pathlib import Path
 
 from cryptography import x509
@@ -225,7 +226,7 @@ def test_a_database_of_another_domain_fails_as_the_node_would(tmp_path: Path) ->
 def test_a_database_of_a_later_release_fails(tmp_path: Path) -> None:
     ps1, data = issue(tmp_path / "certs", "ps1"), tmp_path / "data"
     provision(data, ALICE)
-    with sqlite3.connect(database_path(data)) as later:
+    with closing(sqlite3.connect(database_path(data))) as later, later:
         later.execute("UPDATE schema_versions SET version = 99 WHERE component = 'hss'")
     result = check(write_config(tmp_path, data, {"ps1": ps1}, ca=ps1.ca))
     assert refused(result) == (

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -393,7 +394,8 @@ def test_unknown_authorization_scheme_is_challenged(shared: ServeProcess, alice:
 
 
 def _stored_aors(data_dir: Path) -> set[str]:
-    with sqlite3.connect(f"file:{database_path(data_dir)}?mode=ro", uri=True) as conn:
+    location = f"file:{database_path(data_dir)}?mode=ro"
+    with closing(sqlite3.connect(location, uri=True)) as conn:
         return {row[0] for row in conn.execute("SELECT aor FROM bindings")}
 
 

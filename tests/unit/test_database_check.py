@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -114,7 +115,7 @@ def test_a_database_of_another_domain_is_refused_as_the_node_refuses_it(tmp_path
 def test_a_database_of_a_later_release_is_refused(tmp_path: Path) -> None:
     data = tmp_path / "net-b"
     provision(data)
-    with sqlite3.connect(database_path(data)) as later:
+    with closing(sqlite3.connect(database_path(data))) as later, later:
         later.execute("UPDATE schema_versions SET version = 99 WHERE component = 'hss'")
     with pytest.raises(ConfigError) as refused:
         check_database(data, DOMAIN, "ps1")

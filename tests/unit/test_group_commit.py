@@ -34,9 +34,28 @@ class RowWriter:
         self.pending.clear()
 
 
-def setup() -> tuple[sqlite3.Connection, GroupCommit, RowWriter]:
+_opened: list[sqlite3.Connection] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_databases() -> Iterator[None]:
+    """The in-memory databases a test opened are closed after it (Python 3.13 warns of an
+    unclosed connection, and warnings are errors here)."""
+    yield
+    while _opened:
+        _opened.pop().close()
+
+
+def memory_database() -> sqlite3.Connection:
+    """An in-memory database with table ``t``, closed after the test."""
     conn = sqlite3.connect(":memory:", isolation_level=None)
+    _opened.append(conn)
     conn.execute("CREATE TABLE t (v INTEGER)")
+    return conn
+
+
+def setup() -> tuple[sqlite3.Connection, GroupCommit, RowWriter]:
+    conn = memory_database()
     group = GroupCommit(conn, interval=0.03)
     writer = RowWriter()
     group.register(writer)
@@ -137,8 +156,7 @@ def test_close_flushes_and_flush_raises_store_errors() -> None:
 
 
 def test_the_gap_shortens_while_the_process_has_cpu_to_spare() -> None:
-    conn = sqlite3.connect(":memory:", isolation_level=None)
-    conn.execute("CREATE TABLE t (v INTEGER)")
+    conn = memory_database()
     cpu = [0.0]
     group = GroupCommit(conn, interval=0.03, spare_interval=0.01, cpu_clock=lambda: cpu[0])
     writer = RowWriter()

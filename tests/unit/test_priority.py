@@ -6,6 +6,7 @@ import os
 import sqlite3
 import threading
 import time
+from contextlib import closing
 from pathlib import Path
 
 from presence_sip.runtime.priority import BACKGROUND_NICENESS, lower_thread_priority
@@ -60,7 +61,8 @@ def test_the_commit_and_checkpoint_threads_run_below_the_loop(tmp_path: Path) ->
             now += 0.01
             time.sleep(0.005)
         assert group.commits == 1
-        assert sqlite3.connect(path).execute("SELECT v FROM t").fetchall() == [(1,)]
+        with closing(sqlite3.connect(path)) as reader:
+            assert reader.execute("SELECT v FROM t").fetchall() == [(1,)]
         named = {t.name.split("_")[0]: t for t in threading.enumerate()}
         lowered = min(main + BACKGROUND_NICENESS, 19)
         assert nice_of(named["group-commit"]) == lowered  # (set before its first group)

@@ -5,6 +5,9 @@ A real serving node read by the command is in ``tests/integration/test_cli_show.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable, Iterator
+
+import pytest
 
 import presence_sip.storage.sqlite_bindings
 import presence_sip.storage.sqlite_presence
@@ -14,7 +17,22 @@ from presence_sip.storage.database import migrate
 NOW = 1_800_000_000.0
 
 
-def database(*, presence: bool = True) -> sqlite3.Connection:
+@pytest.fixture
+def database() -> Iterator[Callable[..., sqlite3.Connection]]:
+    """Makes an in-memory network database with one expired binding; closed after the test."""
+    opened: list[sqlite3.Connection] = []
+
+    def make(*, presence: bool = True) -> sqlite3.Connection:
+        conn = network_database(presence=presence)
+        opened.append(conn)
+        return conn
+
+    yield make
+    for conn in opened:
+        conn.close()
+
+
+def network_database(*, presence: bool) -> sqlite3.Connection:
     conn = sqlite3.connect(":memory:", isolation_level=None)
     migrate(conn, presence_sip.storage.sqlite_bindings.COMPONENT)
     if presence:
@@ -28,7 +46,9 @@ def database(*, presence: bool = True) -> sqlite3.Connection:
     return conn
 
 
-def test_a_row_past_its_time_is_shown_as_expired_with_its_path() -> None:
+def test_a_row_past_its_time_is_shown_as_expired_with_its_path(
+    database: Callable[..., sqlite3.Connection],
+) -> None:
     state = NetworkState.read(database(), NOW)
     about = state.about("+447700900123").lines()
     assert about == [
@@ -38,7 +58,9 @@ def test_a_row_past_its_time_is_shown_as_expired_with_its_path() -> None:
     ]
 
 
-def test_a_registrar_only_database_has_bindings_and_nothing_else() -> None:
+def test_a_registrar_only_database_has_bindings_and_nothing_else(
+    database: Callable[..., sqlite3.Connection],
+) -> None:
     state = NetworkState.read(database(presence=False), NOW)
     assert state.summary().lines() == ["ps1: 1 AORs (1 bindings), 0 subscriptions, 0 publications"
                                        " of 0 presentities"]  # fmt: skip
