@@ -77,7 +77,10 @@ class Limits:
     only :attr:`max_connections`."""
     flood_exempt: tuple[str, ...] = ()
     """Addresses or networks never counted by :attr:`flood_requests` nor
-    :attr:`max_connections_per_source`: edge proxies, SBCs and the network's other nodes."""
+    :attr:`max_connections_per_source`, as the config file lists them: edge proxies, SBCs."""
+    flood_exempt_peers: tuple[str, ...] = ()
+    """Exempt as :attr:`flood_exempt` without being listed there: the addresses the config
+    file's nodes listen on and the hosts of its ``[[network.route]]`` next hops."""
     max_transactions: int = 200000
     """Server transactions kept at once, the Completed ones waiting for Timer J/K included.
     When full, the Completed record closest to its end is dropped early to make room; only

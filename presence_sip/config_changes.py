@@ -54,6 +54,7 @@ LIVE_LIMITS = (
     "flood_block",
     "max_connections_per_source",
     "flood_exempt",
+    "flood_exempt_peers",
 )
 """:class:`Limits` fields a running node takes (the rest are not in the config file)."""
 
@@ -76,6 +77,7 @@ _FILE_KEYS: Mapping[str, str] = {
     "auth_block": "auth_block_seconds",
     "flood_block": "flood_block_seconds",
     "routes": "[[network.route]]",
+    "flood_exempt_peers": "flood_exempt (the file's nodes and next hops)",
 }
 """Config file keys that are not spelt as their field."""
 

@@ -258,9 +258,8 @@ def _node_config(
                 "max_connections_per_source",
                 pick(args.max_connections_per_source, "max_connections_per_source", 0),
             ),
-            flood_exempt=_networks("flood_exempt", pick(None, "flood_exempt", []))
-            + siblings
-            + peers,
+            flood_exempt=_networks("flood_exempt", pick(None, "flood_exempt", [])),
+            flood_exempt_peers=tuple(dict.fromkeys(siblings + peers)),
         ),
         registrar=_settings(RegistrarPolicy, "registrar", pick(None, "registrar", {})),
         presence=_settings(PresenceSettings, "presence", pick(None, "presence", {})),

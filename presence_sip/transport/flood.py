@@ -85,7 +85,7 @@ class FloodGuard:
 
     def reconfigure(self, limits: Limits) -> None:
         """New limits (see :func:`flood_guard_for`); blocks under way keep their end."""
-        exempt = limits.flood_exempt
+        exempt = limits.flood_exempt + limits.flood_exempt_peers
         self._datagrams.reconfigure(limits.flood_requests, limits.flood_block, exempt)
         self._streams.reconfigure(limits.flood_requests, limits.flood_block, exempt)
         self.max_connections = limits.max_connections_per_source
@@ -244,7 +244,7 @@ def flood_guard_for(limits: Limits, current: FloodGuard | None = None) -> FloodG
         limits.flood_requests,
         block=limits.flood_block,
         max_connections=limits.max_connections_per_source,
-        exempt=limits.flood_exempt,
+        exempt=limits.flood_exempt + limits.flood_exempt_peers,
     )
 
 

@@ -112,6 +112,26 @@ def test_changes_are_named_as_the_file_names_them_and_split_live_or_at_the_next_
     assert running.presence.max_subscriptions == 2
 
 
+def test_flood_exempt_is_named_as_written_the_addresses_exempt_anyway_apart(
+    tmp_path: Path,
+) -> None:
+    """The reload line shows the operator's own list; the file's nodes and route hosts, exempt
+    by themselves, are a change of their own, and only when they change."""
+    old = configs(tmp_path, "flood_requests = 50")
+    new = configs(tmp_path, 'flood_requests = 50\nflood_exempt = ["10.0.0.0/8"]')
+    assert [str(c) for c in config_changes(old, new)] == ["flood_exempt [] -> [10.0.0.0/8]"]
+    assert old.limits.flood_exempt_peers == ("127.0.2.11", "127.0.1.2")  # node, route host
+    running = live_config(old, new)
+    assert running.limits.flood_exempt == ("10.0.0.0/8",)
+    assert running.limits.flood_exempt_peers == old.limits.flood_exempt_peers
+    moved = configs(tmp_path, "flood_requests = 50", 'listen = ["udp:127.0.2.21:5060"]')
+    assert [str(c) for c in config_changes(old, moved) if c.live] == [
+        "flood_exempt (the file's nodes and next hops) [127.0.2.11, 127.0.1.2]"
+        " -> [127.0.2.21, 127.0.1.2]"
+    ]
+    assert live_config(old, moved).limits.flood_exempt_peers == ("127.0.2.21", "127.0.1.2")
+
+
 def test_a_flag_still_wins_over_the_file_read_again(tmp_path: Path) -> None:
     old = configs(tmp_path, "", "", "--default-policy", "block")
     new = configs(tmp_path, 'default_policy = "allow"', "", "--default-policy", "block")

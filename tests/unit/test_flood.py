@@ -292,3 +292,14 @@ def test_connections_open_before_the_guard_count_towards_its_cap_but_not_when_ex
     guard.connection_closed(SOURCE)
     assert guard.connection_refusal(SOURCE, T0) is None
     assert guard.connection_refusal(SOURCE, T0) is not None
+
+
+def test_the_files_own_hosts_are_exempt_beside_the_listed_ones_at_start_and_reload() -> None:
+    peers = Limits(flood_requests=2, flood_exempt=("10.0.0.0/8",), flood_exempt_peers=(SOURCE,))
+    guard = flood_guard_for(peers)
+    assert guard is not None
+    assert dropped(guard, 50) == 0  # a node of the file, or a route's next hop
+    assert dropped(guard, 50, "10.1.2.3") == 0  # listed
+    assert dropped(guard, 3, "192.0.2.8") > 0
+    flood_guard_for(Limits(flood_requests=2, flood_exempt=("10.0.0.0/8",)), guard)
+    assert dropped(guard, 3, now=T0 + 1) > 0  # no longer a peer: counted again
