@@ -154,7 +154,9 @@ class Endpoint:
         self.connections: set[int] = set()
         """Ids of the stream connections up now (the driver reports them made and lost)."""
         self._connected: dict[tuple[str, str, int], int] = {}
-        """The connection up now by its peer's address (transport, host, port)."""
+        """How many stream connections are up now with each peer address (transport, host,
+        port): two at once when a peer that connects from its listening port (SO_REUSEPORT) is
+        also connected to by the node, or a new connection comes before the old one's loss."""
         self._pending: dict[TransactionKey, ResponseCallback] = {}
         self._synthesize: set[TransactionKey] = set()
         self._stateless: list[tuple[bytes, Peer]] = []
@@ -289,16 +291,22 @@ class Endpoint:
         self._answer_oversize(data, error, source)
 
     def connection_made(self, peer: Peer, identity: object | None, now: float) -> None:
-        self.connections.add(peer.connection)
-        self._connected[(peer.transport, peer.host, peer.port)] = peer.connection
+        if peer.connection not in self.connections:
+            self.connections.add(peer.connection)
+            address = (peer.transport, peer.host, peer.port)
+            self._connected[address] = self._connected.get(address, 0) + 1
         if identity is not None:
             self.identities[peer.connection] = identity
 
     def connection_lost(self, peer: Peer, now: float) -> None:
-        self.connections.discard(peer.connection)
-        address = (peer.transport, peer.host, peer.port)
-        if self._connected.get(address) == peer.connection:
-            del self._connected[address]
+        if peer.connection in self.connections:
+            self.connections.discard(peer.connection)
+            address = (peer.transport, peer.host, peer.port)
+            left = self._connected.get(address, 1) - 1
+            if left > 0:
+                self._connected[address] = left
+            else:
+                self._connected.pop(address, None)
         self.identities.pop(peer.connection, None)
         self.transactions.connection_lost(peer, now)
         self._drain(now)

@@ -30,6 +30,7 @@ from presence_sip.config import Limits
 from presence_sip.sip.errors import ConfigError, SipParseError, TransportError
 from presence_sip.sip.peer import Peer
 
+from .address_table import AddressTable
 from .connection_limits import ConnectionLimits
 from .flood import flood_guard_for
 from .handshakes import HANDSHAKE_TIMEOUT, HandshakeBookkeeping
@@ -37,7 +38,7 @@ from .listen import ListenSpec
 from .listeners import Listeners
 from .outbound import CONNECT_TIMEOUT, FailureLog, connect, source_host
 from .sockets import IP_LITERALS as _LITERALS  # (the send path's names, kept)
-from .sockets import AddressKey, address_key
+from .sockets import address_key
 from .sockets import ip_literal as _ip_literal
 from .stream import StreamConnection
 from .tasks import Tasks
@@ -143,7 +144,7 @@ class Driver:
         self._listeners = Listeners()
         self._udp = self._listeners.udp  # the same list: the send path reads it directly
         self._connections: dict[int, StreamConnection] = {}
-        self._by_address: dict[AddressKey, StreamConnection] = {}
+        self._by_address: AddressTable[StreamConnection] = AddressTable()
         self._live: set[StreamConnection] = set()  # every connection until asyncio released it
         self._udp_affinity: dict[tuple[str, int], UdpListener] = {}
         self._udp_peers: dict[tuple[Any, ...], Peer] = {}
@@ -458,7 +459,7 @@ class Driver:
         conn.requested.update((address, requested))
         self._track(conn)
         self._connections[ident] = conn
-        self._by_address[address_key(target)] = conn
+        self._by_address.add(address_key(target), conn, use_now=True)
         self._tasks.start(self._get_loop(), self._connect(conn))
         return conn
 
@@ -494,8 +495,7 @@ class Driver:
 
     def _forget(self, conn: StreamConnection) -> None:
         self._connections.pop(conn.id, None)
-        if self._by_address.get(address_key(conn.peer)) is conn:
-            del self._by_address[address_key(conn.peer)]
+        self._by_address.remove(address_key(conn.peer), conn)
 
     # -- StreamOwner -------------------------------------------------------------------------
     def spawn(self, coro: Coroutine[Any, Any, None]) -> bool:
@@ -526,7 +526,7 @@ class Driver:
                 return False
             self._inbound += 1
             self._connections[conn.id] = conn
-            self._by_address.setdefault(address_key(conn.peer), conn)
+            self._by_address.add(address_key(conn.peer), conn, use_now=False)
         self._call(self._endpoint.connection_made, conn.peer, conn.identity, self._now())
         self.transmit()
         return True

@@ -564,6 +564,51 @@ async def test_peer_closing_reports_connection_lost(
     assert set(endpoint.lost[1:]) == {old, old.without_connection()}
 
 
+async def test_a_second_connection_of_an_address_takes_over_when_the_first_closes(
+    driver: Driver, endpoint: RecordingEndpoint
+) -> None:
+    """A peer that listens on port P and connects from P too (SO_REUSEPORT): the node's own
+    connection to P closing leaves the peer's connection from P, which the next message for P
+    takes (RFC 3261 §18.1.1), without a new connection; the endpoint is told of both."""
+    accepted: list[asyncio.StreamWriter] = []
+    received: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+        while data := await reader.read(100):
+            received.put_nowait(data)
+
+    listener = await asyncio.start_server(serve, "127.0.0.1", 0, reuse_port=True)
+    port = listener.sockets[0].getsockname()[1]
+    address = Peer("tcp", "127.0.0.1", port)
+    from_listening_port = socket.socket()
+    from_listening_port.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    from_listening_port.bind(("127.0.0.1", port))
+    try:
+        endpoint.queue(b"TO-P-FIRST", address)  # the node opens a connection to P
+        driver.transmit()
+        async with asyncio.timeout(5):
+            assert await received.get() == b"TO-P-FIRST"
+        from_listening_port.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(
+            from_listening_port, ("127.0.0.1", tcp_port(driver))
+        )
+        reader, writer = await asyncio.open_connection(sock=from_listening_port)
+        await eventually(lambda: len(endpoint.made) == 2)
+        assert {p.without_connection() for p, _ in endpoint.made} == {address}
+        accepted[0].close()  # the peer closes the node's connection
+        await eventually(lambda: len(endpoint.lost) == 1)
+        endpoint.queue(b"TO-P-AGAIN", address)
+        driver.transmit()
+        async with asyncio.timeout(5):
+            assert await reader.readexactly(10) == b"TO-P-AGAIN"
+        assert len(accepted) == 1  # no new connection to P
+        writer.close()
+    finally:
+        listener.close()
+        await listener.wait_closed()
+
+
 async def test_stop_with_open_and_pending_connections(
     endpoint: RecordingEndpoint, connect: Connect
 ) -> None:

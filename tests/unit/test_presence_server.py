@@ -876,6 +876,26 @@ def test_a_notify_its_contact_refuses_goes_over_the_connection_the_watcher_regis
     assert len(node.role.server.subscriptions) == 0
 
 
+def test_a_second_connection_of_the_registrations_address_closing_leaves_its_way_up() -> None:
+    """Two connections with one peer address (a user agent that connects from the port it
+    listens on, SO_REUSEPORT, and is connected to by the node as well): the newer one closing
+    leaves the registration's connection up, and the NOTIFY its Contact refuses goes over it."""
+    node = Node()
+    subscribe_over_a_connection_that_closes(node, 40001)
+    registered = register_over_a_connection(node, 40002, 8)
+    other = Peer("tcp", "127.0.0.1", 40002, 11)
+    node.endpoint.connection_made(other, None, node.now)
+    node.endpoint.connection_lost(other, node.now)
+    notifies(node.receive(publish(PIDF_CLOSED), PUBLISHER))
+    node.endpoint.connection_lost(Peer("tcp", "127.0.0.1", 40001, 10), node.now)  # refused
+    (retry,) = notifies(node.drain())
+    assert node.sent[-1][1] == Peer("tcp", "127.0.0.1", 40002)  # by address: the one up
+    assert basic(retry) == "closed"
+    node.endpoint.connection_lost(registered, node.now)
+    node.endpoint.connection_lost(registered, node.now)  # (reported twice: counted once)
+    assert not node.endpoint.is_connected(registered)
+
+
 def test_a_registration_whose_connection_closed_is_not_a_way_to_the_watcher() -> None:
     """Two connection losses in one registration's lifetime (pjsua after two restarts, its
     removal of the old Contact refused while the node was down): the binding of the closed
