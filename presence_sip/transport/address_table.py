@@ -38,16 +38,12 @@ class AddressTable(Generic[C]):
         if current is None:
             self._in_use[key] = conn
             return
-        others = self._others.setdefault(key, [])
-        if current is conn or conn in others:
-            if not others:
-                del self._others[key]
-            return
+        if current is conn or conn in self._others.get(key, ()):
+            return  # (told twice)
         if use_now:
             self._in_use[key] = conn
-            others.append(current)
-        else:
-            others.append(conn)
+            conn = current  # the one in use until now waits with the others
+        self._others.setdefault(key, []).append(conn)
 
     def remove(self, key: AddressKey, conn: C) -> None:
         """``conn`` is gone: when it was in use, the newest other connection of ``key`` is."""
