@@ -302,11 +302,11 @@ class Endpoint:
         if peer.connection in self.connections:
             self.connections.discard(peer.connection)
             address = (peer.transport, peer.host, peer.port)
-            left = self._connected.get(address, 1) - 1
-            if left > 0:
+            left = self._connected[address] - 1  # (counted when it was made)
+            if left:
                 self._connected[address] = left
             else:
-                self._connected.pop(address, None)
+                del self._connected[address]
         self.identities.pop(peer.connection, None)
         self.transactions.connection_lost(peer, now)
         self._drain(now)

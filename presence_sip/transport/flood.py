@@ -85,7 +85,7 @@ class FloodGuard:
 
     def reconfigure(self, limits: Limits) -> None:
         """New limits (see :func:`flood_guard_for`); blocks under way keep their end."""
-        exempt = limits.flood_exempt + limits.flood_exempt_peers
+        exempt = exempt_addresses(limits)
         self._datagrams.reconfigure(limits.flood_requests, limits.flood_block, exempt)
         self._streams.reconfigure(limits.flood_requests, limits.flood_block, exempt)
         self.max_connections = limits.max_connections_per_source
@@ -228,6 +228,11 @@ class FloodGuard:
             self._connections.pop(address, None)
 
 
+def exempt_addresses(limits: Limits) -> tuple[str, ...]:
+    """What the guard never counts: ``flood_exempt`` and the config file's own hosts."""
+    return limits.flood_exempt + limits.flood_exempt_peers
+
+
 def flood_guard_for(limits: Limits, current: FloodGuard | None = None) -> FloodGuard | None:
     """The guard ``limits`` ask for (``flood_requests``, ``max_connections_per_source`` and
     their block and exemptions); None when they ask for neither: the guard is off.
@@ -244,7 +249,7 @@ def flood_guard_for(limits: Limits, current: FloodGuard | None = None) -> FloodG
         limits.flood_requests,
         block=limits.flood_block,
         max_connections=limits.max_connections_per_source,
-        exempt=limits.flood_exempt + limits.flood_exempt_peers,
+        exempt=exempt_addresses(limits),
     )
 
 
