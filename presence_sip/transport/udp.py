@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import array
 import asyncio
 import errno
+import fcntl
 import logging
 import socket
+import termios
 import time
 from typing import Any, Protocol, cast
 
@@ -42,6 +45,9 @@ class UdpListener(asyncio.DatagramProtocol):
         self.version = 4
         self.too_large = LogLimit()
         """Messages that did not fit a datagram (EMSGSIZE)."""
+        self._fd = -1
+        self._waiting = array.array("i", [0])
+        """FIONREAD's answer (one buffer, not one per question)."""
 
     # -- asyncio callbacks -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -50,6 +56,7 @@ class UdpListener(asyncio.DatagramProtocol):
         if sock is not None:
             _grow_buffers(sock)
             self.version = 6 if sock.family == socket.AF_INET6 else 4
+            self._fd = sock.fileno()
         sockname = transport.get_extra_info("sockname")
         self.host, self.port = sockname[0], sockname[1]
 
@@ -72,6 +79,7 @@ class UdpListener(asyncio.DatagramProtocol):
         logger.debug("udp %s:%s: %s", self.host, self.port, exc)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._fd = -1
         if not self.closed.done():
             self.closed.set_result(None)
 
@@ -80,6 +88,17 @@ class UdpListener(asyncio.DatagramProtocol):
     def usable(self) -> bool:
         """True while the socket is open."""
         return self._transport is not None and not self._transport.is_closing()
+
+    def input_waiting(self) -> bool:
+        """Whether a datagram waits in the socket, not yet read (FIONREAD gives the size of the
+        first one: an empty datagram reads as none, and so does a closed socket)."""
+        if self._fd < 0 or self._transport is None or self._transport.is_closing():
+            return False
+        try:
+            fcntl.ioctl(self._fd, termios.FIONREAD, self._waiting, True)
+        except OSError:
+            return False
+        return self._waiting[0] > 0
 
     def send(self, data: bytes, host: str, port: int) -> None:
         """Send one datagram to ``host:port`` (an IP literal: never resolved here)."""

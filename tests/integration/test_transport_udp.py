@@ -8,8 +8,9 @@ import logging
 import math
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvloop
@@ -22,6 +23,7 @@ from presence_sip.transport import Driver, ListenSpec, parse_listen
 from presence_sip.transport.driver import (
     BURST_SEND_AFTER,
     BURST_SEND_EVERY,
+    INPUT_FIRST_FOR,
     LOAD_WINDOW,
     SPARE_BELOW,
     TIMER_SLOTS,
@@ -421,3 +423,70 @@ def test_busy_loop_answers_a_burst_in_one_send() -> None:
     assert first == [20]
     assert max(second) <= 2
     assert third == [20]
+
+
+class TimerOrderEndpoint(RecordingEndpoint):
+    """Takes datagrams in without parsing them, ``per_datagram`` seconds of CPU each, and
+    records how many were in each time its timers ran."""
+
+    def __init__(self, per_datagram: float) -> None:
+        super().__init__()
+        self.per_datagram = per_datagram
+        self.in_at_timer: list[int] = []
+
+    def receive(self, data: bytes, source: Peer, now: float) -> None:
+        until = time.perf_counter() + self.per_datagram
+        while time.perf_counter() < until:
+            pass
+        self.raw.append((data, source))
+
+    def handle_timer(self, now: float) -> None:
+        self.in_at_timer.append(len(self.raw))
+        super().handle_timer(now)
+
+
+LOOPS: dict[str, Callable[[Coroutine[Any, Any, list[int]]], list[int]]] = {
+    "uvloop": uvloop.run,
+    "asyncio": asyncio.run,
+}
+
+
+def timers_with_a_backlog(run: str, count: int, per_datagram: float) -> list[int]:
+    """``count`` datagrams queued on the driver's socket before its loop runs, a timer due at
+    once: how many datagrams were in when the timers ran (after checking all came in)."""
+
+    async def backlog() -> list[int]:
+        endpoint = TimerOrderEndpoint(per_datagram)
+        drv = Driver(endpoint)
+        await drv.start([parse_listen("udp:127.0.0.1:0")])
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.bind(("127.0.0.1", 0))
+            for n in range(count):  # blocking sends: the loop does not run in between
+                sock.sendto(b"datagram %d" % n, ("127.0.0.1", udp_port(drv)))
+            endpoint.timer = asyncio.get_running_loop().time() - 1.0  # due before any read
+            drv.transmit()
+            await eventually(lambda: len(endpoint.raw) == count and bool(endpoint.in_at_timer))
+            return endpoint.in_at_timer
+        finally:
+            sock.close()
+            await drv.stop()
+
+    return LOOPS[run](backlog())
+
+
+@pytest.mark.parametrize("run", LOOPS)
+def test_timers_wait_for_the_datagrams_waiting_in_the_socket(run: str) -> None:
+    # uvloop reads 32 datagrams per socket wake-up, then runs the due timers; asyncio reads
+    # one.  The answers a timer would retransmit for may be among the rest: they come first.
+    assert timers_with_a_backlog(run, count=200, per_datagram=0.0) == [200]
+
+
+@pytest.mark.parametrize("run", LOOPS)
+def test_timers_wait_for_input_no_longer_than_input_first_for(run: str) -> None:
+    # 200 datagrams at 2 ms each: 0.4 s of input, four times what the timers may wait.
+    count, per_datagram = 200, 0.002
+    assert count * per_datagram > 3 * INPUT_FIRST_FOR
+    (in_at_timer,) = timers_with_a_backlog(run, count, per_datagram)
+    # They waited for about INPUT_FIRST_FOR's worth of input (50 datagrams), and no longer.
+    assert INPUT_FIRST_FOR / per_datagram / 2 <= in_at_timer < count

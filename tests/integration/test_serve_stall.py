@@ -1,0 +1,150 @@
+"""A node that stalls (SIGSTOP, as a descheduled VM or a long pause) while the answers to its
+NOTIFYs arrive: it reads them before its retransmission timers run, under either event loop.
+
+A hundred watchers (one UDP socket) subscribe to one presentity, which then publishes: a
+hundred NOTIFYs.  The node is stopped, the watchers answer every NOTIFY 200, and the node is
+continued after 0.8 s, past Timer E (T1, 0.5 s).  uvloop reads at most 32 datagrams per socket
+before it runs the due timers, asyncio one: without the input first (``Driver._run_timers``),
+the node sent all 100 NOTIFYs again under either loop.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from serve_process import ServeProcess, UdpClient, answer_bytes, build_request
+
+from presence_sip.sip import Request, Response, parse_message
+from presence_sip.storage.sqlite_hss import SqliteSubscriberStore
+
+pytestmark = pytest.mark.integration
+
+DOMAIN = "example.test"
+PRESENTITY = "+447700900801"
+WATCHERS = 100
+STALL = 0.8
+"""Seconds the node is stopped: longer than Timer E's first interval (T1 = 0.5 s)."""
+
+
+@pytest.fixture(params=["uvloop", "asyncio"])
+def node(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServeProcess]:
+    data = tmp_path / "data"
+    data.mkdir()
+    store = SqliteSubscriberStore.open(data, DOMAIN)
+    try:
+        store.add_subscriber(PRESENTITY, "secret-pw")
+    finally:
+        store.close()
+    args = ["--default-policy", "allow", "--loop", request.param]
+    with ServeProcess(data, domain=DOMAIN, auth="none", extra_args=args) as running:
+        yield running
+
+
+@pytest.fixture
+def watchers() -> Iterator[UdpClient]:
+    with UdpClient() as client:
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        yield client
+
+
+def take_notifies(client: UdpClient, count: int) -> list[Request]:
+    """``count`` NOTIFYs, unanswered, and the 200 to the PUBLISH that caused them."""
+    notifies: list[Request] = []
+    published = False
+    while len(notifies) < count or not published:
+        raw = client.recv(5.0)
+        assert raw is not None, f"{len(notifies)} NOTIFYs of {count} within 5 s"
+        message = parse_message(raw)
+        if isinstance(message, Response):
+            assert (message.status, message.cseq.method) == (200, "PUBLISH"), raw[:80]
+            published = True
+            continue
+        assert message.method == "NOTIFY", raw[:80]
+        notifies.append(message)
+    return notifies
+
+
+def subscribe_all(node: ServeProcess, client: UdpClient) -> None:
+    """WATCHERS subscriptions from the one socket, each answered 200 and its first NOTIFY 200."""
+    for n in range(WATCHERS):
+        watcher = f"sip:watcher{n}@{DOMAIN}"
+        client.send(
+            build_request(
+                "SUBSCRIBE",
+                f"sip:{PRESENTITY}@{DOMAIN}",
+                client,
+                from_=f"<{watcher}>",
+                headers=[
+                    ("Contact", f"<sip:watcher{n}@{client.host}:{client.port}>"),
+                    ("Event", "presence"),
+                    ("Accept", "application/pidf+xml"),
+                    ("Expires", "600"),
+                ],
+            ),
+            node,
+        )
+        answered = notified = False
+        while not (answered and notified):
+            raw = client.recv(5.0)
+            assert raw is not None, f"SUBSCRIBE {n}: no answer or NOTIFY within 5 s"
+            message = parse_message(raw)
+            if isinstance(message, Response):
+                assert message.status == 200, raw[:80]
+                answered = True
+            else:
+                client.send(answer_bytes(message), node)
+                notified = True
+
+
+def publish(node: ServeProcess, client: UdpClient, basic: str) -> None:
+    body = (
+        f'<?xml version="1.0"?><presence xmlns="urn:ietf:params:xml:ns:pidf" '
+        f'entity="sip:{PRESENTITY}@{DOMAIN}"><tuple id="t1"><status><basic>{basic}</basic>'
+        "</status></tuple></presence>"
+    ).encode()
+    request = build_request(
+        "PUBLISH",
+        f"sip:{PRESENTITY}@{DOMAIN}",
+        client,
+        headers=[
+            ("Event", "presence"),
+            ("Expires", "600"),
+            ("Content-Type", "application/pidf+xml"),
+        ],
+        body=body,
+    )
+    client.send(request, node)
+
+
+def test_answers_that_arrived_during_a_stall_are_read_before_timer_e(
+    node: ServeProcess, watchers: UdpClient
+) -> None:
+    subscribe_all(node, watchers)
+    publish(node, watchers, "closed")
+    first = take_notifies(watchers, WATCHERS)
+    assert len({notify.call_id for notify in first}) == WATCHERS
+
+    assert node.process is not None
+    os.kill(node.process.pid, signal.SIGSTOP)
+    try:
+        for notify in first:
+            watchers.send(answer_bytes(notify), node)
+        time.sleep(STALL)
+    finally:
+        os.kill(node.process.pid, signal.SIGCONT)
+
+    late = [parse_message(raw) for raw in watchers.recv_all(quiet=1.5)]
+    retransmitted = [m for m in late if isinstance(m, Request) and m.method == "NOTIFY"]
+    assert retransmitted == [], f"{len(retransmitted)} NOTIFYs sent again after the stall"
+
+    # Every subscription is still there: the next change reaches all hundred watchers.
+    publish(node, watchers, "open")
+    again = take_notifies(watchers, WATCHERS)
+    assert {notify.call_id for notify in again} == {notify.call_id for notify in first}
+    assert all(b"<basic>open</basic>" in notify.body for notify in again)
