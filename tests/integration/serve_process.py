@@ -443,6 +443,23 @@ def build_request(
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
+def presence_subscribe(uri: str, client: Address, watcher: str, contact: str) -> bytes:
+    """Wire bytes of a SUBSCRIBE to ``uri``'s presence (PIDF, 600 s) from ``watcher`` (a URI)
+    with the Contact ``contact`` (a URI), its top Via naming ``client``."""
+    return build_request(
+        "SUBSCRIBE",
+        uri,
+        client,
+        from_=f"<{watcher}>",
+        headers=[
+            ("Contact", f"<{contact}>"),
+            ("Event", "presence"),
+            ("Accept", "application/pidf+xml"),
+            ("Expires", "600"),
+        ],
+    )
+
+
 def _call_id_of(request: bytes) -> str | None:
     """The Call-ID of a request we send; None when our parser refuses it (a torture vector)."""
     try:

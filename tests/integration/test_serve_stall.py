@@ -18,7 +18,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from serve_process import ServeProcess, UdpClient, answer_bytes, build_request
+from serve_process import (
+    ServeProcess,
+    UdpClient,
+    answer_bytes,
+    build_request,
+    presence_subscribe,
+)
 
 from presence_sip.sip import Request, Response, parse_message
 from presence_sip.storage.sqlite_hss import SqliteSubscriberStore
@@ -27,6 +33,7 @@ pytestmark = pytest.mark.integration
 
 DOMAIN = "example.test"
 PRESENTITY = "+447700900801"
+PRESENTITY_URI = f"sip:{PRESENTITY}@{DOMAIN}"
 WATCHERS = 100
 STALL = 0.8
 """Seconds the node is stopped: longer than Timer E's first interval (T1 = 0.5 s)."""
@@ -74,21 +81,8 @@ def subscribe_all(node: ServeProcess, client: UdpClient) -> None:
     """WATCHERS subscriptions from the one socket, each answered 200 and its first NOTIFY 200."""
     for n in range(WATCHERS):
         watcher = f"sip:watcher{n}@{DOMAIN}"
-        client.send(
-            build_request(
-                "SUBSCRIBE",
-                f"sip:{PRESENTITY}@{DOMAIN}",
-                client,
-                from_=f"<{watcher}>",
-                headers=[
-                    ("Contact", f"<sip:watcher{n}@{client.host}:{client.port}>"),
-                    ("Event", "presence"),
-                    ("Accept", "application/pidf+xml"),
-                    ("Expires", "600"),
-                ],
-            ),
-            node,
-        )
+        contact = f"sip:watcher{n}@{client.host}:{client.port}"
+        client.send(presence_subscribe(PRESENTITY_URI, client, watcher, contact), node)
         answered = notified = False
         while not (answered and notified):
             raw = client.recv(5.0)
@@ -110,7 +104,7 @@ def publish(node: ServeProcess, client: UdpClient, basic: str) -> None:
     ).encode()
     request = build_request(
         "PUBLISH",
-        f"sip:{PRESENTITY}@{DOMAIN}",
+        PRESENTITY_URI,
         client,
         headers=[
             ("Event", "presence"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from serve_process import ServeProcess, UdpClient, build_request, free_port
+from serve_process import ServeProcess, UdpClient, build_request, free_port, presence_subscribe
 
 from presence_sip.sip import Request, parse_message
 
@@ -33,18 +33,8 @@ listen = ["udp:127.0.0.1:{port}", "tcp:127.0.0.1:{port}"]
 
 
 def subscribe(client: UdpClient, presentity: str, watcher_uri: str, ua: UdpClient) -> bytes:
-    return build_request(
-        "SUBSCRIBE",
-        f"sip:{presentity}@{DOMAIN}",
-        client,
-        from_=f"<{watcher_uri}>",
-        headers=[
-            ("Contact", f"<sip:alice@{ua.host}:{ua.port}>"),
-            ("Event", "presence"),
-            ("Accept", "application/pidf+xml"),
-            ("Expires", "600"),
-        ],
-    )
+    contact = f"sip:alice@{ua.host}:{ua.port}"
+    return presence_subscribe(f"sip:{presentity}@{DOMAIN}", client, watcher_uri, contact)
 
 
 def answer_notifies(ua: UdpClient, node: ServeProcess, count: int) -> list[Request]:
