@@ -490,3 +490,31 @@ def test_timers_wait_for_input_no_longer_than_input_first_for(run: str) -> None:
     (in_at_timer,) = timers_with_a_backlog(run, count, per_datagram)
     # They waited for about INPUT_FIRST_FOR's worth of input (50 datagrams), and no longer.
     assert INPUT_FIRST_FOR / per_datagram / 2 <= in_at_timer < count
+
+
+async def test_stop_while_the_timers_wait_for_input_ends_the_wait(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # 20 datagrams at 10 ms each are still coming in when stop() is called: the timers that
+    # waited for them never run, nothing is scheduled after it, and nothing is logged as a bug.
+    endpoint = TimerOrderEndpoint(per_datagram=0.01)
+    drv = Driver(endpoint)
+    await drv.start([parse_listen("udp:127.0.0.1:0")])
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind(("127.0.0.1", 0))
+        for n in range(20):
+            sock.sendto(b"datagram %d" % n, ("127.0.0.1", udp_port(drv)))
+        endpoint.timer = asyncio.get_running_loop().time() - 1.0
+        drv.transmit()
+        await eventually(lambda: drv._waiting_timers is not None)
+    finally:
+        sock.close()
+        await drv.stop()
+    assert drv._waiting_timers is None
+    taken = len(endpoint.raw)
+    assert taken < 20
+    await asyncio.sleep(2 * INPUT_FIRST_FOR)
+    assert endpoint.in_at_timer == []
+    assert len(endpoint.raw) == taken  # the socket is closed: nothing more came in
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
