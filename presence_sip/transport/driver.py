@@ -395,7 +395,7 @@ class Driver:
         uvloop (libuv) reads at most 32 datagrams per socket per loop iteration, then runs the
         due timers; asyncio reads one.  After a stall (a VM descheduled, a long callback), the
         answers to the requests a timer would retransmit may be waiting in the socket: a node
-        stopped for 0.8 s while 100 NOTIFYs of its were answered sent all 100 again
+        stopped for 0.8 s, while the answers to 100 of its NOTIFYs came in, sent all 100 again
         (``tests/integration/test_serve_stall.py``).  So the timers wait, one loop iteration
         (``call_soon``) at a time, until no datagram is left to read.  The wait is bounded: a
         socket that never empties (more load than the node can serve) delays the timers by
