@@ -169,9 +169,15 @@ class Notifier:
             if sub is not None and sub.throttled:
                 self.queue(sub)
 
-    def flush(self, now: float) -> None:
-        """Send every queued NOTIFY."""
-        due, self._due = self._due, []
+    def flush(self, now: float, limit: int) -> None:
+        """Send the queued NOTIFYs, ``limit`` at most: the others stay queued, in order, for the
+        next flush (:attr:`pending`)."""
+        due = self._due
+        if len(due) > limit:
+            self._due = due[limit:]
+            del due[limit:]
+        else:
+            self._due = []
         for sub in due:
             sub.queued = False
             sub.throttled = False
@@ -180,6 +186,11 @@ class Notifier:
             except SipError:
                 log.exception("cannot build NOTIFY for subscription %s", sub.id)
         self._diffs.clear()
+
+    @property
+    def pending(self) -> bool:
+        """Whether NOTIFYs are queued (a flush sent its ``limit`` and left the rest)."""
+        return bool(self._due)
 
     def clear(self) -> None:
         """Forget the NOTIFYs due (the server is closing)."""

@@ -1007,6 +1007,43 @@ def test_fan_out_one_publish_many_notifies_with_shared_bytes() -> None:
     assert {p.port for m, p in node.sent[-20:]} == {6000 + i for i in range(20)}
 
 
+def test_a_fan_out_past_purge_batch_goes_over_timer_calls_due_at_once() -> None:
+    # A flush sends purge_batch NOTIFYs at most: the PUBLISH's 200 and the first five leave
+    # with it, the rest at the next timer calls, due at once, in the watchers' order.
+    node = Node(settings=PresenceSettings(purge_batch=5))
+    targets = [f"sip:w{i}@127.0.0.1:{6000 + i}" for i in range(12)]
+    for target in targets:
+        subscribed(node, contact=f"<{target}>")
+    out = node.receive(publish(PIDF_OPEN), PUBLISHER)
+    assert only_response(out).status == 200
+    assert [n.uri for n in notifies(out)] == targets[:5]
+    timer = node.endpoint.get_timer()
+    assert timer is not None
+    assert timer <= node.now
+    rest = notifies(node.advance(0))
+    assert [n.uri for n in rest] == targets[5:]
+    assert {basic(n) for n in rest} == {"open"}
+    timer = node.endpoint.get_timer()
+    assert timer is not None
+    assert timer > node.now  # nothing left to send
+
+
+def test_a_watcher_that_ends_while_its_notify_waits_gets_the_final_one_only() -> None:
+    node = Node(settings=PresenceSettings(purge_batch=1))
+    first_ok, _ = subscribed(node, contact="<sip:w0@127.0.0.1:6000>")
+    last_ok, last_notify = subscribed(node, contact="<sip:w1@127.0.0.1:6001>")
+    out = node.receive(publish(PIDF_OPEN), PUBLISHER)
+    (sent,) = notifies(out)
+    assert sent.call_id == first_ok.call_id
+    node.answer(sent)
+    out = node.receive(in_dialog(last_ok, last_notify, expires=0))
+    assert only_response(out).status == 200
+    (final,) = notifies(out) + notifies(node.advance(0))
+    assert final.call_id == last_ok.call_id
+    assert sub_state(final)[0] == "terminated"
+    assert basic(final) == "open"  # the newest state, once
+
+
 def test_registration_drives_presence_when_nothing_is_published() -> None:
     node = Node()
     _, first = subscribed(node)

@@ -1,0 +1,124 @@
+"""A presentity with more watchers than one flush sends (``purge_batch``, 1,000): a real node
+answers other requests while the NOTIFYs of one PUBLISH are still going out.
+
+2,500 watchers (one UDP socket) subscribe to one presentity, which publishes; an OPTIONS is sent
+right behind the PUBLISH.  The node sends 1,000 NOTIFYs with the PUBLISH's answer, then the
+rest at its next timer calls, reading what came in first: the OPTIONS is answered between
+them, not after all 2,500 (~0.15-0.3 s of NOTIFYs at 8,000-15,000/s).  Every watcher still gets
+exactly one NOTIFY with the new state.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from serve_process import (
+    ServeProcess,
+    UdpClient,
+    answer_bytes,
+    build_request,
+    presence_subscribe,
+)
+
+from presence_sip.presence.watchers import PresenceSettings
+from presence_sip.sip import Request, Response, parse_message
+from presence_sip.storage.sqlite_hss import SqliteSubscriberStore
+
+pytestmark = pytest.mark.integration
+
+DOMAIN = "example.test"
+PRESENTITY = "+447700900901"
+PRESENTITY_URI = f"sip:{PRESENTITY}@{DOMAIN}"
+WATCHERS = 2_500
+CHUNK = 100
+"""SUBSCRIBEs sent before their answers are read (the client socket holds what they bring)."""
+BATCH = PresenceSettings().purge_batch
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[ServeProcess]:
+    data = tmp_path / "data"
+    data.mkdir()
+    store = SqliteSubscriberStore.open(data, DOMAIN)
+    try:
+        store.add_subscriber(PRESENTITY, "secret-pw")
+    finally:
+        store.close()
+    args = ["--default-policy", "allow"]
+    with ServeProcess(data, domain=DOMAIN, auth="none", extra_args=args) as running:
+        yield running
+
+
+@pytest.fixture
+def watchers() -> Iterator[UdpClient]:
+    with UdpClient() as client:
+        for option in (33, socket.SO_RCVBUF):  # SO_RCVBUFFORCE (root), else up to rmem_max
+            try:
+                client.sock.setsockopt(socket.SOL_SOCKET, option, 8 << 20)
+                break
+            except OSError:
+                continue
+        yield client
+
+
+def subscribe_all(node: ServeProcess, client: UdpClient) -> None:
+    """WATCHERS subscriptions, CHUNK at a time; each 200 and first NOTIFY (answered) read."""
+    for start in range(0, WATCHERS, CHUNK):
+        for n in range(start, start + CHUNK):
+            contact = f"sip:watcher{n}@{client.host}:{client.port}"
+            request = presence_subscribe(PRESENTITY_URI, client, f"sip:w{n}@{DOMAIN}", contact)
+            client.send(request, node)
+        answered = notified = 0
+        while answered < CHUNK or notified < CHUNK:
+            raw = client.recv(5.0)
+            assert raw is not None, f"{answered} answers, {notified} NOTIFYs of {CHUNK} in 5 s"
+            message = parse_message(raw)
+            if isinstance(message, Response):
+                assert message.status == 200, raw[:80]
+                answered += 1
+            else:
+                client.send(answer_bytes(message), node)
+                notified += 1
+
+
+def test_other_requests_are_answered_while_a_large_fan_out_goes_out(
+    node: ServeProcess, watchers: UdpClient
+) -> None:
+    assert BATCH < WATCHERS
+    subscribe_all(node, watchers)
+    body = (
+        f'<?xml version="1.0"?><presence xmlns="urn:ietf:params:xml:ns:pidf" '
+        f'entity="{PRESENTITY_URI}"><tuple id="t1"><status><basic>open</basic></status>'
+        "</tuple></presence>"
+    ).encode()
+    headers = [("Event", "presence"), ("Expires", "600"), ("Content-Type", "application/pidf+xml")]
+    watchers.send(
+        build_request("PUBLISH", PRESENTITY_URI, watchers, headers=headers, body=body), node
+    )
+    options = build_request("OPTIONS", f"sip:{DOMAIN}", watchers, call_id="options-behind")
+    watchers.send(options, node)
+
+    notified: set[str] = set()
+    options_answered_after: int | None = None
+    while len(notified) < WATCHERS or options_answered_after is None:
+        raw = watchers.recv(5.0)
+        answered = options_answered_after is not None
+        assert raw is not None, (
+            f"{len(notified)} NOTIFYs of {WATCHERS}; OPTIONS answered: {answered}"
+        )
+        message = parse_message(raw)
+        if isinstance(message, Request):
+            assert message.method == "NOTIFY"
+            assert b"<basic>open</basic>" in message.body
+            assert message.call_id not in notified, "a second NOTIFY to one watcher"
+            notified.add(message.call_id)
+            watchers.send(answer_bytes(message), node)
+        elif message.cseq.method == "OPTIONS":
+            assert message.status == 200
+            options_answered_after = len(notified)
+    # Answered within two flushes of NOTIFYs, not after the last of them.
+    print(f"the OPTIONS was answered after {options_answered_after} NOTIFYs of {WATCHERS}")
+    assert options_answered_after < min(WATCHERS, 2 * BATCH), options_answered_after
