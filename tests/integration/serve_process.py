@@ -41,6 +41,7 @@ from loopback import LOOPBACK, free_port
 
 from presence_sip.auth.digest import build_authorization
 from presence_sip.sip import Request, Response, SipParseError, parse_message
+from presence_sip.storage.sqlite_hss import SqliteSubscriberStore
 
 __all__ = [
     "LOOPBACK",
@@ -458,6 +459,28 @@ def presence_subscribe(uri: str, client: Address, watcher: str, contact: str) ->
             ("Expires", "600"),
         ],
     )
+
+
+def presence_publish(uri: str, client: Address, basic: str) -> bytes:
+    """Wire bytes of an initial PUBLISH of ``uri``'s presence (600 s): one tuple, ``basic``."""
+    body = (
+        f'<?xml version="1.0"?><presence xmlns="urn:ietf:params:xml:ns:pidf" entity="{uri}">'
+        f'<tuple id="t1"><status><basic>{basic}</basic></status></tuple></presence>'
+    ).encode()
+    headers = [("Event", "presence"), ("Expires", "600"), ("Content-Type", "application/pidf+xml")]
+    return build_request("PUBLISH", uri, client, headers=headers, body=body)
+
+
+def provision(data: Path, domain: str, *msisdns: str, password: str = "secret-pw") -> None:
+    """Subscribers straight into the HSS store of a data directory (what ``presence-sip hss``
+    calls), before a node starts on it."""
+    data.mkdir(parents=True, exist_ok=True)
+    store = SqliteSubscriberStore.open(data, domain)
+    try:
+        for msisdn in msisdns:
+            store.add_subscriber(msisdn, password)
+    finally:
+        store.close()
 
 
 def _call_id_of(request: bytes) -> str | None:

@@ -20,12 +20,13 @@ from serve_process import (
     UdpClient,
     answer_bytes,
     build_request,
+    presence_publish,
     presence_subscribe,
+    provision,
 )
 
 from presence_sip.presence.watchers import PresenceSettings
 from presence_sip.sip import Request, Response, parse_message
-from presence_sip.storage.sqlite_hss import SqliteSubscriberStore
 
 pytestmark = pytest.mark.integration
 
@@ -41,12 +42,7 @@ BATCH = PresenceSettings().purge_batch
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[ServeProcess]:
     data = tmp_path / "data"
-    data.mkdir()
-    store = SqliteSubscriberStore.open(data, DOMAIN)
-    try:
-        store.add_subscriber(PRESENTITY, "secret-pw")
-    finally:
-        store.close()
+    provision(data, DOMAIN, PRESENTITY)
     args = ["--default-policy", "allow"]
     with ServeProcess(data, domain=DOMAIN, auth="none", extra_args=args) as running:
         yield running
@@ -89,15 +85,7 @@ def test_other_requests_are_answered_while_a_large_fan_out_goes_out(
 ) -> None:
     assert BATCH < WATCHERS
     subscribe_all(node, watchers)
-    body = (
-        f'<?xml version="1.0"?><presence xmlns="urn:ietf:params:xml:ns:pidf" '
-        f'entity="{PRESENTITY_URI}"><tuple id="t1"><status><basic>open</basic></status>'
-        "</tuple></presence>"
-    ).encode()
-    headers = [("Event", "presence"), ("Expires", "600"), ("Content-Type", "application/pidf+xml")]
-    watchers.send(
-        build_request("PUBLISH", PRESENTITY_URI, watchers, headers=headers, body=body), node
-    )
+    watchers.send(presence_publish(PRESENTITY_URI, watchers, "open"), node)
     options = build_request("OPTIONS", f"sip:{DOMAIN}", watchers, call_id="options-behind")
     watchers.send(options, node)
 

@@ -22,12 +22,12 @@ from serve_process import (
     ServeProcess,
     UdpClient,
     answer_bytes,
-    build_request,
+    presence_publish,
     presence_subscribe,
+    provision,
 )
 
 from presence_sip.sip import Request, Response, parse_message
-from presence_sip.storage.sqlite_hss import SqliteSubscriberStore
 
 pytestmark = pytest.mark.integration
 
@@ -42,12 +42,7 @@ STALL = 0.8
 @pytest.fixture(params=["uvloop", "asyncio"])
 def node(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServeProcess]:
     data = tmp_path / "data"
-    data.mkdir()
-    store = SqliteSubscriberStore.open(data, DOMAIN)
-    try:
-        store.add_subscriber(PRESENTITY, "secret-pw")
-    finally:
-        store.close()
+    provision(data, DOMAIN, PRESENTITY)
     args = ["--default-policy", "allow", "--loop", request.param]
     with ServeProcess(data, domain=DOMAIN, auth="none", extra_args=args) as running:
         yield running
@@ -96,31 +91,11 @@ def subscribe_all(node: ServeProcess, client: UdpClient) -> None:
                 notified = True
 
 
-def publish(node: ServeProcess, client: UdpClient, basic: str) -> None:
-    body = (
-        f'<?xml version="1.0"?><presence xmlns="urn:ietf:params:xml:ns:pidf" '
-        f'entity="sip:{PRESENTITY}@{DOMAIN}"><tuple id="t1"><status><basic>{basic}</basic>'
-        "</status></tuple></presence>"
-    ).encode()
-    request = build_request(
-        "PUBLISH",
-        PRESENTITY_URI,
-        client,
-        headers=[
-            ("Event", "presence"),
-            ("Expires", "600"),
-            ("Content-Type", "application/pidf+xml"),
-        ],
-        body=body,
-    )
-    client.send(request, node)
-
-
 def test_answers_that_arrived_during_a_stall_are_read_before_timer_e(
     node: ServeProcess, watchers: UdpClient
 ) -> None:
     subscribe_all(node, watchers)
-    publish(node, watchers, "closed")
+    watchers.send(presence_publish(PRESENTITY_URI, watchers, "closed"), node)
     first = take_notifies(watchers, WATCHERS)
     assert len({notify.call_id for notify in first}) == WATCHERS
 
@@ -138,7 +113,7 @@ def test_answers_that_arrived_during_a_stall_are_read_before_timer_e(
     assert retransmitted == [], f"{len(retransmitted)} NOTIFYs sent again after the stall"
 
     # Every subscription is still there: the next change reaches all hundred watchers.
-    publish(node, watchers, "open")
+    watchers.send(presence_publish(PRESENTITY_URI, watchers, "open"), node)
     again = take_notifies(watchers, WATCHERS)
     assert {notify.call_id for notify in again} == {notify.call_id for notify in first}
     assert all(b"<basic>open</basic>" in notify.body for notify in again)
