@@ -37,6 +37,9 @@ WATCHERS = 2_500
 CHUNK = 100
 """SUBSCRIBEs sent before their answers are read (the client socket holds what they bring)."""
 BATCH = PresenceSettings().purge_batch
+SO_RCVBUFFORCE = 33
+"""Linux ``<asm-generic/socket.h>``: SO_RCVBUF past ``net.core.rmem_max`` (root); not in the
+socket module."""
 
 
 @pytest.fixture
@@ -51,7 +54,7 @@ def node(tmp_path: Path) -> Iterator[ServeProcess]:
 @pytest.fixture
 def watchers() -> Iterator[UdpClient]:
     with UdpClient() as client:
-        for option in (33, socket.SO_RCVBUF):  # SO_RCVBUFFORCE (root), else up to rmem_max
+        for option in (SO_RCVBUFFORCE, socket.SO_RCVBUF):  # else up to rmem_max
             try:
                 client.sock.setsockopt(socket.SOL_SOCKET, option, 8 << 20)
                 break
