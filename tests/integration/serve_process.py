@@ -461,6 +461,31 @@ def presence_subscribe(uri: str, client: Address, watcher: str, contact: str) ->
     )
 
 
+def subscribe_watchers(
+    node: ServeProcess, client: UdpClient, uri: str, count: int, chunk: int = 100
+) -> None:
+    """``count`` watchers (``sip:w<n>@<uri's host>``, all at ``client``'s socket) subscribe to
+    ``uri``'s presence, ``chunk`` SUBSCRIBEs at a time (the socket holds what they bring): every
+    answer must be 200, and every first NOTIFY is answered 200."""
+    domain = uri.rpartition("@")[2]
+    for start in range(0, count, chunk):
+        size = min(chunk, count - start)
+        for n in range(start, start + size):
+            contact = f"sip:watcher{n}@{client.host}:{client.port}"
+            client.send(presence_subscribe(uri, client, f"sip:w{n}@{domain}", contact), node)
+        answered = notified = 0
+        while answered < size or notified < size:
+            raw = client.recv(5.0)
+            assert raw is not None, f"{answered} answers, {notified} NOTIFYs of {size} in 5 s"
+            message = parse_message(raw)
+            if isinstance(message, Response):
+                assert message.status == 200, raw[:80]
+                answered += 1
+            else:
+                client.send(answer_bytes(message), node)
+                notified += 1
+
+
 def presence_publish(uri: str, client: Address, basic: str) -> bytes:
     """Wire bytes of an initial PUBLISH of ``uri``'s presence (600 s): one tuple, ``basic``."""
     body = (

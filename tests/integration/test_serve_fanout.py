@@ -21,12 +21,12 @@ from serve_process import (
     answer_bytes,
     build_request,
     presence_publish,
-    presence_subscribe,
     provision,
+    subscribe_watchers,
 )
 
 from presence_sip.presence.watchers import PresenceSettings
-from presence_sip.sip import Request, Response, parse_message
+from presence_sip.sip import Request, parse_message
 
 pytestmark = pytest.mark.integration
 
@@ -34,8 +34,6 @@ DOMAIN = "example.test"
 PRESENTITY = "+447700900901"
 PRESENTITY_URI = f"sip:{PRESENTITY}@{DOMAIN}"
 WATCHERS = 2_500
-CHUNK = 100
-"""SUBSCRIBEs sent before their answers are read (the client socket holds what they bring)."""
 BATCH = PresenceSettings().purge_batch
 SO_RCVBUFFORCE = 33
 """Linux ``<asm-generic/socket.h>``: SO_RCVBUF past ``net.core.rmem_max`` (root); not in the
@@ -63,31 +61,11 @@ def watchers() -> Iterator[UdpClient]:
         yield client
 
 
-def subscribe_all(node: ServeProcess, client: UdpClient) -> None:
-    """WATCHERS subscriptions, CHUNK at a time; each 200 and first NOTIFY (answered) read."""
-    for start in range(0, WATCHERS, CHUNK):
-        for n in range(start, start + CHUNK):
-            contact = f"sip:watcher{n}@{client.host}:{client.port}"
-            request = presence_subscribe(PRESENTITY_URI, client, f"sip:w{n}@{DOMAIN}", contact)
-            client.send(request, node)
-        answered = notified = 0
-        while answered < CHUNK or notified < CHUNK:
-            raw = client.recv(5.0)
-            assert raw is not None, f"{answered} answers, {notified} NOTIFYs of {CHUNK} in 5 s"
-            message = parse_message(raw)
-            if isinstance(message, Response):
-                assert message.status == 200, raw[:80]
-                answered += 1
-            else:
-                client.send(answer_bytes(message), node)
-                notified += 1
-
-
 def test_other_requests_are_answered_while_a_large_fan_out_goes_out(
     node: ServeProcess, watchers: UdpClient
 ) -> None:
     assert BATCH < WATCHERS
-    subscribe_all(node, watchers)
+    subscribe_watchers(node, watchers, PRESENTITY_URI, WATCHERS)
     watchers.send(presence_publish(PRESENTITY_URI, watchers, "open"), node)
     options = build_request("OPTIONS", f"sip:{DOMAIN}", watchers, call_id="options-behind")
     watchers.send(options, node)

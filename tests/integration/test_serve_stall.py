@@ -23,8 +23,8 @@ from serve_process import (
     UdpClient,
     answer_bytes,
     presence_publish,
-    presence_subscribe,
     provision,
+    subscribe_watchers,
 )
 
 from presence_sip.sip import Request, Response, parse_message
@@ -72,29 +72,10 @@ def take_notifies(client: UdpClient, count: int) -> list[Request]:
     return notifies
 
 
-def subscribe_all(node: ServeProcess, client: UdpClient) -> None:
-    """WATCHERS subscriptions from the one socket, each answered 200 and its first NOTIFY 200."""
-    for n in range(WATCHERS):
-        watcher = f"sip:watcher{n}@{DOMAIN}"
-        contact = f"sip:watcher{n}@{client.host}:{client.port}"
-        client.send(presence_subscribe(PRESENTITY_URI, client, watcher, contact), node)
-        answered = notified = False
-        while not (answered and notified):
-            raw = client.recv(5.0)
-            assert raw is not None, f"SUBSCRIBE {n}: no answer or NOTIFY within 5 s"
-            message = parse_message(raw)
-            if isinstance(message, Response):
-                assert message.status == 200, raw[:80]
-                answered = True
-            else:
-                client.send(answer_bytes(message), node)
-                notified = True
-
-
 def test_answers_that_arrived_during_a_stall_are_read_before_timer_e(
     node: ServeProcess, watchers: UdpClient
 ) -> None:
-    subscribe_all(node, watchers)
+    subscribe_watchers(node, watchers, PRESENTITY_URI, WATCHERS)
     watchers.send(presence_publish(PRESENTITY_URI, watchers, "closed"), node)
     first = take_notifies(watchers, WATCHERS)
     assert len({notify.call_id for notify in first}) == WATCHERS
