@@ -418,6 +418,14 @@ class Node:
             log.warning("%s: %s", name, warning)
 
     async def stop(self) -> None:
+        """Send the NOTIFYs still waiting (:meth:`PresenceServer.send_waiting`), then close
+        every socket and the stores."""
+        server = getattr(self.presence, "server", None)
+        if server is not None:
+            sent = server.send_waiting(self.clock())
+            if sent:
+                log.info("%s: %d NOTIFYs that waited sent before stopping", self.config.name, sent)
+                self.driver.transmit()
         await self.driver.stop()
         self.close()
 

@@ -192,6 +192,10 @@ class Notifier:
         """Whether NOTIFYs are queued (a flush sent its ``limit`` and left the rest)."""
         return bool(self._due)
 
+    def queued_count(self) -> int:
+        """How many NOTIFYs are queued for the next flushes."""
+        return len(self._due)
+
     def clear(self) -> None:
         """Forget the NOTIFYs due (the server is closing)."""
         self._due.clear()

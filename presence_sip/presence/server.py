@@ -19,6 +19,7 @@ The SIP side (parsing SUBSCRIBE/PUBLISH, answering them) is :mod:`presence_sip.p
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Container, Mapping
 from typing import Final, Protocol
 
@@ -525,6 +526,16 @@ class PresenceServer:
         """Send the queued NOTIFYs, ``purge_batch`` at most (call after answering the request
         that caused them); the others go at the next timer call, which is due at once."""
         self.notifier.flush(now, self.settings.purge_batch)
+
+    def send_waiting(self, now: float) -> int:
+        """Send every NOTIFY still waiting, at once: the slices of a large fan-out not sent
+        yet, and those the rate limit holds back (the node is stopping: after its restart they
+        would wait for the presentity's next change or the watcher's refresh). Returns how
+        many were sent."""
+        self.notifier.release_throttled(math.inf, self.subscriptions)
+        count = self.notifier.queued_count()
+        self.notifier.flush(now, count)
+        return count
 
     def offline_document(self, sub: Subscription) -> bytes:
         """The presentity as neither registered nor publishing, for a politely blocked watcher."""

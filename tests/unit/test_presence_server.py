@@ -1028,6 +1028,35 @@ def test_a_fan_out_past_purge_batch_goes_over_timer_calls_due_at_once() -> None:
     assert timer > node.now  # nothing left to send
 
 
+def test_send_waiting_sends_the_slices_of_a_fan_out_not_sent_yet() -> None:
+    # The node is stopping: what a flush left queued leaves now, in the watchers' order, each
+    # once, and nothing is queued after it.
+    node = Node(settings=PresenceSettings(purge_batch=5))
+    targets = [f"sip:w{i}@127.0.0.1:{6000 + i}" for i in range(12)]
+    for target in targets:
+        subscribed(node, contact=f"<{target}>")
+    out = node.receive(publish(PIDF_OPEN), PUBLISHER)
+    assert [n.uri for n in notifies(out)] == targets[:5]
+    assert node.role.server.send_waiting(node.now) == 7
+    rest = notifies(node.drain())
+    assert [n.uri for n in rest] == targets[5:]
+    assert {basic(n) for n in rest} == {"open"}
+    assert node.role.server.send_waiting(node.now) == 0
+    assert node.drain() == []
+
+
+def test_send_waiting_sends_what_the_rate_limit_holds_back() -> None:
+    node = Node(settings=PresenceSettings(min_notify_interval=5.0))
+    subscribed(node)
+    _, sent = published(node, PIDF_OPEN)
+    assert sent == []  # held back by the rate limit
+    assert node.role.server.send_waiting(node.now) == 1
+    (notify,) = notifies(node.drain())
+    assert basic(notify) == "open"
+    node.answer(notify)
+    assert notifies(node.advance(10)) == []  # the held-back one is not sent twice
+
+
 def test_a_watcher_that_ends_while_its_notify_waits_gets_the_final_one_only() -> None:
     node = Node(settings=PresenceSettings(purge_batch=1))
     first_ok, _ = subscribed(node, contact="<sip:w0@127.0.0.1:6000>")
