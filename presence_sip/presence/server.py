@@ -174,6 +174,10 @@ class PresenceServer:
         self._data_version = self._read_data_version()
         for record in store.load_subscriptions(now):
             self._restore(record)
+        # The rules may have changed while the node was down (an HSS edit, a subscriber
+        # removed, another default policy): every restored watcher is evaluated again, as
+        # after an HSS change, over the first timer calls (due at once).
+        self._reauth = self._watched_keys()
         self.compositor.watched = self._presentities.__contains__
 
     # --- presentities and documents -----------------------------------------------------------
@@ -495,13 +499,17 @@ class PresenceServer:
         """Re-evaluate watchers against the current rules (after an HSS change), at most
         ``limit`` presentities now; the rest on the next timer calls."""
         if not self._reauth:
-            self._reauth = [key for key, p in self._presentities.items() if p.watchers or p.winfo]
+            self._reauth = self._watched_keys()
         count = len(self._reauth) if limit is None else limit
         while self._reauth and count > 0:
             count -= 1
             presentity = self._presentities.get(self._reauth.pop())
             if presentity is not None and (presentity.watchers or presentity.winfo):
                 self._reauthorize(presentity, now)
+
+    def _watched_keys(self) -> list[str]:
+        """The presentities with a watcher (of their presence or their watcher-info)."""
+        return [key for key, p in self._presentities.items() if p.watchers or p.winfo]
 
     def _reauthorize(self, presentity: Presentity, now: float) -> None:
         if self.exists is not None and not self.exists(presentity.key):

@@ -242,9 +242,12 @@ class ServeProcess:
             raise AssertionError(f"presence-sip serve exited with {code} after SIGTERM")
         assert elapsed < timeout
 
-    def restart(self) -> None:
-        """Stop (asserting a clean exit) and start again on the same port and data directory."""
+    def restart(self, while_down: Callable[[], object] | None = None) -> None:
+        """Stop (asserting a clean exit) and start again on the same port and data directory,
+        calling ``while_down`` in between."""
         self.stop()
+        if while_down is not None:
+            while_down()
         self._fixed_port = self.port
         self.start()
 

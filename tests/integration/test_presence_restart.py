@@ -5,6 +5,11 @@ subscribe to one presentity; the node gets one SIGTERM (clean exit asserted) and
 on the same data directory and port; then ONE PUBLISH (a modify under the ETag issued before the
 restart) must reach all 100 watchers: a NOTIFY with the new state, in the same dialog, with a
 CSeq above every CSeq that dialog saw before the restart (RFC 3261 section 12.2.1.1).
+
+A presence rule added with ``presence-sip hss`` while the node is down applies to the
+subscriptions it restores: a watcher blocked meanwhile gets ``terminated;reason=rejected`` at
+once, and nothing of the next PUBLISH (before, it went on getting every change until its
+subscription ended).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,6 +31,7 @@ from serve_process import (
     answered_notify,
     build_request,
     register_over,
+    serve_command,
 )
 
 from presence_sip.runtime.agent import Dialog, SipAgent
@@ -147,6 +154,35 @@ async def test_100_subscriptions_survive_a_restart(data: Path) -> None:
                 assert (notify.headers.get("Subscription-State") or "").startswith("active")
                 assert b"<basic>open</basic>" in notify.body
     assert time.monotonic() - started < 60
+
+
+async def test_a_watcher_blocked_while_the_node_was_down_is_let_go_after_the_restart(
+    data: Path,
+) -> None:
+    def block_the_watcher() -> None:
+        command = [*serve_command(), "hss", "--data", str(data)]
+        command += ["rule", "add", PRESENTITY, watcher.agent.aor, "block"]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+
+    with ServeProcess(data, auth="none", extra_args=["--default-policy", "allow"]) as node:
+        async with watchers(1) as (watcher,):
+            answer = await watcher.agent.request(
+                "SUBSCRIBE", f"sip:{PRESENTITY}@{DOMAIN}", node.address, dialog=watcher.dialog,
+                headers=[("Event", "presence"), ("Expires", "600")], timeout=10,
+            )  # fmt: skip
+            assert answer.status == 200
+            await watcher.wait_for("not registered")
+
+            node.restart(while_down=block_the_watcher)
+
+            final = await watcher.agent.next_request("NOTIFY", timeout=NOTIFY_WAIT)
+            assert watcher.in_dialog(final)
+            assert final.headers.get("Subscription-State") == "terminated;reason=rejected"
+            assert final.body == b""
+            assert (await publish(node, pidf("open", "after-restart"))).status == 200
+            with pytest.raises(TimeoutError):
+                await watcher.agent.next_request("NOTIFY", timeout=1.0)
 
 
 async def test_a_publication_survives_a_restart(data: Path) -> None:

@@ -1772,6 +1772,99 @@ def test_restart_reloads_subscriptions_and_publications_cseq_keeps_rising(
     conn.close()
 
 
+def _restarted(node: Node, conn: sqlite3.Connection, **kwargs: object) -> Node:
+    """The node again (a new process) on the same database and HSS, 10 s later."""
+    node.role.close()
+    return Node(
+        store=SqlitePresenceStore(conn),
+        now=node.now + 10,
+        ids=CountingIdSource("r"),
+        hss=node.hss,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def test_a_rule_set_while_the_node_was_down_ends_the_restored_subscription(
+    tmp_path: Path,
+) -> None:
+    """An HSS edit made while no node ran (``presence-sip hss`` works on the database alone)
+    is applied to the subscriptions restored, as a running node applies one."""
+    conn = connect(tmp_path / "presence.sqlite")
+    migrate(conn, "core")
+    node = Node(store=SqlitePresenceStore(conn), policy="allow")
+    subscribed(node)
+    node.hss.set_rule(BOB, f"tel:{ALICE}", "block")
+    node2 = _restarted(node, conn, policy="allow")
+    assert len(node2.role.server.subscriptions) == 1
+    (notify,) = notifies(node2.advance(0))
+    assert sub_state(notify) == ("terminated", None, "rejected")
+    assert notify.body == b""
+    assert len(node2.role.server.subscriptions) == 0
+    _, sent = published(node2, PIDF_OPEN)
+    assert sent == []  # the blocked watcher learns nothing more
+    conn.close()
+
+
+def test_a_watcher_allowed_while_the_node_was_down_gets_the_state_after_the_restart(
+    tmp_path: Path,
+) -> None:
+    conn = connect(tmp_path / "presence.sqlite")
+    migrate(conn, "core")
+    node = Node(store=SqlitePresenceStore(conn), policy="confirm")
+    published(node, PIDF_OPEN)
+    _, first = subscribed(node)
+    assert sub_state(first)[0] == "pending"
+    node.hss.set_rule(BOB, f"tel:{ALICE}", "allow")
+    node2 = _restarted(node, conn, policy="confirm")
+    (notify,) = notifies(node2.advance(0))
+    assert sub_state(notify)[0] == "active"
+    assert basic(notify) == "open"
+    conn.close()
+
+
+def test_another_default_policy_after_a_restart_applies_to_the_restored_watchers(
+    tmp_path: Path,
+) -> None:
+    conn = connect(tmp_path / "presence.sqlite")
+    migrate(conn, "core")
+    node = Node(store=SqlitePresenceStore(conn), policy="allow")
+    subscribed(node)
+    node2 = _restarted(node, conn, policy="block")
+    (notify,) = notifies(node2.advance(0))
+    assert sub_state(notify) == ("terminated", None, "rejected")
+    conn.close()
+
+
+def test_a_subscriber_removed_while_the_node_was_down_is_gone_for_its_restored_watchers(
+    tmp_path: Path,
+) -> None:
+    conn = connect(tmp_path / "presence.sqlite")
+    migrate(conn, "core")
+    node = Node(store=SqlitePresenceStore(conn), auth=True)
+    challenge = only_response(node.receive(subscribe()))
+    out = node.receive(authorized(subscribe(), challenge, ALICE))
+    assert only_response(out).status == 200
+    node.answer(notifies(out)[0])
+    node.hss.remove_subscriber(BOB)
+    node2 = _restarted(node, conn, auth=True)
+    (final,) = notifies(node2.advance(0))
+    assert sub_state(final) == ("terminated", None, "noresource")
+    assert len(node2.role.server.subscriptions) == 0
+    conn.close()
+
+
+def test_restored_watchers_whose_rules_did_not_change_get_no_notify(tmp_path: Path) -> None:
+    conn = connect(tmp_path / "presence.sqlite")
+    migrate(conn, "core")
+    node = Node(store=SqlitePresenceStore(conn), policy="allow")
+    for i in range(3):
+        subscribed(node, contact=f"<sip:w{i}@127.0.0.1:{6000 + i}>")
+    node2 = _restarted(node, conn, policy="allow")
+    assert notifies(node2.advance(1)) == []
+    assert len(node2.role.server.subscriptions) == 3
+    conn.close()
+
+
 def test_restart_keeps_document_versions_rising(tmp_path: Path) -> None:
     """RFC 3858 §4: a watcherinfo document not newer than the watcher's copy is discarded;
     RFC 5263: partial notification versions rise.  Neither restarts from 0 with the node."""
