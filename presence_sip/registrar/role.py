@@ -28,7 +28,8 @@ class RegistrarRole:
 
     With authentication it also watches the HSS (a timed role): when a subscriber is removed,
     its bindings go at once (they could not be refreshed, but would route and show as
-    registered until they expired).
+    registered until they expired); also those of a subscriber removed while the node was down,
+    at its first poll.
     """
 
     def __init__(
@@ -45,7 +46,10 @@ class RegistrarRole:
         self.hss = hss
         self.domains = domains
         self._watching = hss is not None and guard.enabled
-        self._data_version = hss.data_version() if self._watching and hss is not None else 0
+        self._data_version: int | None = None
+        """The HSS write counter at the last check; None: not checked yet, so the first poll
+        checks the bindings restored at start (a subscriber may have been removed while the
+        node was down)."""
         self._next_poll = now + HSS_POLL_INTERVAL
         self._gone: list[str] = []
         """AORs whose subscriber left the HSS, bindings still to remove."""

@@ -81,6 +81,7 @@ class Node:
         now: float = T0,
         settings: PresenceSettings | None = None,
         ids: CountingIdSource | None = None,
+        bindings: MemoryBindingStore | None = None,
     ) -> None:
         self.now = now
         self.ids = ids or CountingIdSource()
@@ -90,7 +91,7 @@ class Node:
             for msisdn in (BOB, ALICE, CAROL):
                 hss.add_subscriber(msisdn, "secret")
         self.hss = hss
-        self.registrar = Registrar(MemoryBindingStore(), now=now)
+        self.registrar = Registrar(bindings or MemoryBindingStore(), now=now)
         authenticator = DigestAuthenticator(DOMAIN, b"k" * 32) if auth else None
         self.guard = RequestGuard(
             authenticator, lambda user, alg: hss.get_ha1(user, alg.base.value)
@@ -1479,6 +1480,22 @@ def test_a_subscriber_removed_from_the_hss_loses_its_bindings_at_once() -> None:
     assert not node.registrar.is_registered(BOB, node.now)
     assert node.registrar.bindings(ALICE, node.now)
     assert node.registrar.aors() == [ALICE]
+
+
+def test_a_subscriber_removed_while_the_node_was_down_loses_its_restored_bindings() -> None:
+    """The bindings a node restores at start are checked against the HSS at its first poll."""
+    bindings = MemoryBindingStore()
+    node = Node(auth=True, bindings=bindings)
+    for msisdn in (BOB, ALICE):
+        challenge = only_response(node.receive(register(msisdn), PHONE))
+        answer = node.receive(authorized(register(msisdn), challenge, msisdn), PHONE)
+        assert only_response(answer).status == 200
+    node.hss.remove_subscriber(BOB)
+    restarted = Node(auth=True, bindings=bindings, hss=node.hss, now=node.now + 10)
+    assert restarted.registrar.is_registered(BOB, restarted.now)  # restored
+    restarted.advance(1.1)  # the first poll
+    assert not restarted.registrar.is_registered(BOB, restarted.now)
+    assert restarted.registrar.aors() == [ALICE]
 
 
 def test_domain_rule_applies_to_sip_watchers() -> None:
