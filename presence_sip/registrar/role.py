@@ -73,14 +73,15 @@ class RegistrarRole:
             version = self.hss.data_version()
             if version == self._data_version:
                 return
+            numbers = [aor for aor in self.registrar.aors() if aor.startswith("+")]
             # One query (the numbers of every subscriber) instead of one per AOR: a rule or a
-            # credit changes as often as a subscriber is removed.
-            known = self.hss.msisdns()
+            # credit changes as often as a subscriber is removed.  None when nothing is bound.
+            known = self.hss.msisdns() if numbers else frozenset()
         except SipError:
             log.warning("cannot read the HSS: bindings checked again later", exc_info=True)
             return
         self._data_version = version
-        self._gone = [a for a in self.registrar.aors() if a.startswith("+") and a not in known]
+        self._gone = [aor for aor in numbers if aor not in known]
 
     def _remove_gone(self, now: float) -> None:
         batch, self._gone = self._gone[:REMOVAL_BATCH], self._gone[REMOVAL_BATCH:]
