@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,6 +43,8 @@ PRESENTITY = "+447700900901"
 PRESENTITY_URI = f"sip:{PRESENTITY}@{DOMAIN}"
 WATCHERS = 2_500
 WATCHERS_AT_STOP = 10_000
+STOP_WAIT = 20.0
+"""Seconds the node has to exit after the SIGTERM, its NOTIFYs received meanwhile."""
 BATCH = PresenceSettings().purge_batch
 SO_RCVBUFFORCE = 33
 """Linux ``<asm-generic/socket.h>``: SO_RCVBUF past ``net.core.rmem_max`` (root); not in the
@@ -117,7 +120,9 @@ def test_a_node_stopped_during_a_large_fan_out_sends_the_notifies_still_waiting(
             break
     process.send_signal(signal.SIGTERM)
     notified: set[str] = set()
+    deadline = time.monotonic() + STOP_WAIT
     while (raw := watchers.recv(0.5)) is not None or process.poll() is None:
+        assert time.monotonic() < deadline, f"still running {STOP_WAIT} s after SIGTERM"
         if raw is None:
             continue
         message = parse_message(raw)

@@ -91,7 +91,9 @@ class Node:
             for msisdn in (BOB, ALICE, CAROL):
                 hss.add_subscriber(msisdn, "secret")
         self.hss = hss
-        self.registrar = Registrar(bindings or MemoryBindingStore(), now=now)
+        if bindings is None:
+            bindings = MemoryBindingStore()
+        self.registrar = Registrar(bindings, now=now)
         authenticator = DigestAuthenticator(DOMAIN, b"k" * 32) if auth else None
         self.guard = RequestGuard(
             authenticator, lambda user, alg: hss.get_ha1(user, alg.base.value)
