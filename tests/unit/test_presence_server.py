@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -1010,9 +1011,9 @@ def test_fan_out_one_publish_many_notifies_with_shared_bytes() -> None:
     assert {p.port for m, p in node.sent[-20:]} == {6000 + i for i in range(20)}
 
 
-def test_a_fan_out_past_purge_batch_goes_over_timer_calls_due_at_once() -> None:
-    # A flush sends purge_batch NOTIFYs at most: the PUBLISH's 200 and the first five leave
-    # with it, the rest at the next timer calls, due at once, in the watchers' order.
+def _fan_out_past_purge_batch() -> tuple[Node, list[str]]:
+    """12 watchers of one presentity on a node whose flush sends 5 NOTIFYs at most, after a
+    PUBLISH whose 200 left with the first five; the node and the watchers' Contacts."""
     node = Node(settings=PresenceSettings(purge_batch=5))
     targets = [f"sip:w{i}@127.0.0.1:{6000 + i}" for i in range(12)]
     for target in targets:
@@ -1020,6 +1021,13 @@ def test_a_fan_out_past_purge_batch_goes_over_timer_calls_due_at_once() -> None:
     out = node.receive(publish(PIDF_OPEN), PUBLISHER)
     assert only_response(out).status == 200
     assert [n.uri for n in notifies(out)] == targets[:5]
+    return node, targets
+
+
+def test_a_fan_out_past_purge_batch_goes_over_timer_calls_due_at_once() -> None:
+    # A flush sends purge_batch NOTIFYs at most: the PUBLISH's 200 and the first five leave
+    # with it, the rest at the next timer calls, due at once, in the watchers' order.
+    node, targets = _fan_out_past_purge_batch()
     timer = node.endpoint.get_timer()
     assert timer is not None
     assert timer <= node.now
@@ -1034,12 +1042,7 @@ def test_a_fan_out_past_purge_batch_goes_over_timer_calls_due_at_once() -> None:
 def test_send_waiting_sends_the_slices_of_a_fan_out_not_sent_yet() -> None:
     # The node is stopping: what a flush left queued leaves now, in the watchers' order, each
     # once, and nothing is queued after it.
-    node = Node(settings=PresenceSettings(purge_batch=5))
-    targets = [f"sip:w{i}@127.0.0.1:{6000 + i}" for i in range(12)]
-    for target in targets:
-        subscribed(node, contact=f"<{target}>")
-    out = node.receive(publish(PIDF_OPEN), PUBLISHER)
-    assert [n.uri for n in notifies(out)] == targets[:5]
+    node, targets = _fan_out_past_purge_batch()
     assert node.role.server.send_waiting(node.now) == 7
     rest = notifies(node.drain())
     assert [n.uri for n in rest] == targets[5:]
@@ -1791,6 +1794,15 @@ def test_restart_reloads_subscriptions_and_publications_cseq_keeps_rising(
     conn.close()
 
 
+@pytest.fixture
+def presence_db(tmp_path: Path) -> Iterator[sqlite3.Connection]:
+    """A migrated presence database, closed after the test."""
+    conn = connect(tmp_path / "presence.sqlite")
+    migrate(conn, "core")
+    yield conn
+    conn.close()
+
+
 def _restarted(node: Node, conn: sqlite3.Connection, **kwargs: object) -> Node:
     """The node again (a new process) on the same database and HSS, 10 s later."""
     node.role.close()
@@ -1804,16 +1816,14 @@ def _restarted(node: Node, conn: sqlite3.Connection, **kwargs: object) -> Node:
 
 
 def test_a_rule_set_while_the_node_was_down_ends_the_restored_subscription(
-    tmp_path: Path,
+    presence_db: sqlite3.Connection,
 ) -> None:
     """An HSS edit made while no node ran (``presence-sip hss`` works on the database alone)
     is applied to the subscriptions restored, as a running node applies one."""
-    conn = connect(tmp_path / "presence.sqlite")
-    migrate(conn, "core")
-    node = Node(store=SqlitePresenceStore(conn), policy="allow")
+    node = Node(store=SqlitePresenceStore(presence_db), policy="allow")
     subscribed(node)
     node.hss.set_rule(BOB, f"tel:{ALICE}", "block")
-    node2 = _restarted(node, conn, policy="allow")
+    node2 = _restarted(node, presence_db, policy="allow")
     assert len(node2.role.server.subscriptions) == 1
     (notify,) = notifies(node2.advance(0))
     assert sub_state(notify) == ("terminated", None, "rejected")
@@ -1821,67 +1831,56 @@ def test_a_rule_set_while_the_node_was_down_ends_the_restored_subscription(
     assert len(node2.role.server.subscriptions) == 0
     _, sent = published(node2, PIDF_OPEN)
     assert sent == []  # the blocked watcher learns nothing more
-    conn.close()
 
 
 def test_a_watcher_allowed_while_the_node_was_down_gets_the_state_after_the_restart(
-    tmp_path: Path,
+    presence_db: sqlite3.Connection,
 ) -> None:
-    conn = connect(tmp_path / "presence.sqlite")
-    migrate(conn, "core")
-    node = Node(store=SqlitePresenceStore(conn), policy="confirm")
+    node = Node(store=SqlitePresenceStore(presence_db), policy="confirm")
     published(node, PIDF_OPEN)
     _, first = subscribed(node)
     assert sub_state(first)[0] == "pending"
     node.hss.set_rule(BOB, f"tel:{ALICE}", "allow")
-    node2 = _restarted(node, conn, policy="confirm")
+    node2 = _restarted(node, presence_db, policy="confirm")
     (notify,) = notifies(node2.advance(0))
     assert sub_state(notify)[0] == "active"
     assert basic(notify) == "open"
-    conn.close()
 
 
 def test_another_default_policy_after_a_restart_applies_to_the_restored_watchers(
-    tmp_path: Path,
+    presence_db: sqlite3.Connection,
 ) -> None:
-    conn = connect(tmp_path / "presence.sqlite")
-    migrate(conn, "core")
-    node = Node(store=SqlitePresenceStore(conn), policy="allow")
+    node = Node(store=SqlitePresenceStore(presence_db), policy="allow")
     subscribed(node)
-    node2 = _restarted(node, conn, policy="block")
+    node2 = _restarted(node, presence_db, policy="block")
     (notify,) = notifies(node2.advance(0))
     assert sub_state(notify) == ("terminated", None, "rejected")
-    conn.close()
 
 
 def test_a_subscriber_removed_while_the_node_was_down_is_gone_for_its_restored_watchers(
-    tmp_path: Path,
+    presence_db: sqlite3.Connection,
 ) -> None:
-    conn = connect(tmp_path / "presence.sqlite")
-    migrate(conn, "core")
-    node = Node(store=SqlitePresenceStore(conn), auth=True)
+    node = Node(store=SqlitePresenceStore(presence_db), auth=True)
     challenge = only_response(node.receive(subscribe()))
     out = node.receive(authorized(subscribe(), challenge, ALICE))
     assert only_response(out).status == 200
     node.answer(notifies(out)[0])
     node.hss.remove_subscriber(BOB)
-    node2 = _restarted(node, conn, auth=True)
+    node2 = _restarted(node, presence_db, auth=True)
     (final,) = notifies(node2.advance(0))
     assert sub_state(final) == ("terminated", None, "noresource")
     assert len(node2.role.server.subscriptions) == 0
-    conn.close()
 
 
-def test_restored_watchers_whose_rules_did_not_change_get_no_notify(tmp_path: Path) -> None:
-    conn = connect(tmp_path / "presence.sqlite")
-    migrate(conn, "core")
-    node = Node(store=SqlitePresenceStore(conn), policy="allow")
+def test_restored_watchers_whose_rules_did_not_change_get_no_notify(
+    presence_db: sqlite3.Connection,
+) -> None:
+    node = Node(store=SqlitePresenceStore(presence_db), policy="allow")
     for i in range(3):
         subscribed(node, contact=f"<sip:w{i}@127.0.0.1:{6000 + i}>")
-    node2 = _restarted(node, conn, policy="allow")
+    node2 = _restarted(node, presence_db, policy="allow")
     assert notifies(node2.advance(1)) == []
     assert len(node2.role.server.subscriptions) == 3
-    conn.close()
 
 
 def test_restart_keeps_document_versions_rising(tmp_path: Path) -> None:
