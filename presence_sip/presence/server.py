@@ -171,13 +171,12 @@ class PresenceServer:
         self._ended_watchers: dict[str, list[WatcherEntry]] = {}
         """Winfo subscription id -> the watchers ended since its last document, listed once as
         ``terminated`` with the event that ended them (RFC 3857 §3.2, RFC 3858 §4)."""
-        self._data_version = self._read_data_version()
+        self._data_version: int | None = None
+        """The HSS write counter at the last poll; None: not read yet, so the first poll (the
+        first timer call) counts as a change and evaluates every restored watcher again: the
+        HSS or the default policy may have changed while the node was down."""
         for record in store.load_subscriptions(now):
             self._restore(record)
-        # The rules may have changed while the node was down (an HSS edit, a subscriber
-        # removed, another default policy): every restored watcher is evaluated again, as
-        # after an HSS change, over the first timer calls (due at once).
-        self._reauth = self._watched_keys()
         self.compositor.watched = self._presentities.__contains__
 
     # --- presentities and documents -----------------------------------------------------------
@@ -499,17 +498,13 @@ class PresenceServer:
         """Re-evaluate watchers against the current rules (after an HSS change), at most
         ``limit`` presentities now; the rest on the next timer calls."""
         if not self._reauth:
-            self._reauth = self._watched_keys()
+            self._reauth = [key for key, p in self._presentities.items() if p.watchers or p.winfo]
         count = len(self._reauth) if limit is None else limit
         while self._reauth and count > 0:
             count -= 1
             presentity = self._presentities.get(self._reauth.pop())
             if presentity is not None and (presentity.watchers or presentity.winfo):
                 self._reauthorize(presentity, now)
-
-    def _watched_keys(self) -> list[str]:
-        """The presentities with a watcher (of their presence or their watcher-info)."""
-        return [key for key, p in self._presentities.items() if p.watchers or p.winfo]
 
     def _reauthorize(self, presentity: Presentity, now: float) -> None:
         if self.exists is not None and not self.exists(presentity.key):

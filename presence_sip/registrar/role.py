@@ -75,7 +75,8 @@ class RegistrarRole:
                 return
             numbers = [aor for aor in self.registrar.aors() if aor.startswith("+")]
             # One query (the numbers of every subscriber) instead of one per AOR: a rule or a
-            # credit changes as often as a subscriber is removed.  None when nothing is bound.
+            # credit changes as often as a subscriber is removed; not read when no number is
+            # bound.
             known = self.hss.msisdns() if numbers else frozenset()
         except SipError:
             log.warning("cannot read the HSS: bindings checked again later", exc_info=True)
