@@ -170,7 +170,8 @@ class ServeProcess:
         """Start the node and wait until it answers OPTIONS (UDP) and accepts TCP connections.
 
         Without a fixed port a fresh one is picked, and picked again (up to 3 times) when the node
-        exits early, so a port taken between choice and bind does not fail the test.
+        exits early, so a port taken between choice and bind does not fail the test. The log of
+        such an attempt is moved aside: :meth:`log_text` is the log of the node that runs.
         """
         attempts = 1 if self._fixed_port or self.starts else 3
         for attempt in range(attempts):
@@ -180,12 +181,18 @@ class ServeProcess:
                 self._spawn_and_wait(timeout)
             except ServeStartError:
                 if attempt + 1 < attempts and self.exited_early:
+                    self._set_aside_log(attempt + 1)
                     continue
                 self.dump_log("node did not start")
                 self.kill()
                 raise
             self.starts += 1
             return
+
+    def _set_aside_log(self, attempt: int) -> None:
+        aside = self.log_path.with_name(f"{self.log_path.stem}.attempt{attempt}.log")
+        self.log_path.replace(aside)
+        self.log_path.write_text(f"# start attempt {attempt} exited early; its log: {aside}\n")
 
     @property
     def exited_early(self) -> bool:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import serve_process
 from serve_process import (
     LOOPBACK,
     ServeProcess,
@@ -390,6 +391,33 @@ def test_metrics_are_served_over_http_for_prometheus(
     missing.value.close()
     assert missing.value.code == 404
     node.stop()
+
+
+def test_a_start_that_lost_its_port_is_retried_and_only_the_running_node_is_in_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The harness itself: a port taken between choice and bind (CI saw it) costs one more start,
+    and :meth:`ServeProcess.log_text` holds the running node only, so a test reading the log finds
+    the metrics address (or any line) of that node, not of the attempt that exited."""
+    node = ServeProcess(
+        tmp_path / "data", domain=DOMAIN, extra_args=["--metrics-listen", "127.0.0.1:0"]
+    )
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind((LOOPBACK, 0))
+        taken_port = taken.getsockname()[1]
+        ports = iter([taken_port, serve_process.free_port()])
+        monkeypatch.setattr(serve_process, "free_port", lambda host: next(ports))
+        node.start()
+    try:
+        assert node.port != taken_port
+        assert node.log_text().count("metrics on http://") == 1, node.log_text()
+        assert "listening on udp:127.0.0.1:" + str(node.port) in node.log_text()
+        [aside] = tmp_path.glob("serve-*.attempt1.log")
+        assert "Address already in use" in aside.read_text()
+        assert str(aside) in node.log_text()
+        assert ask(node, "OPTIONS").status == 200
+    finally:
+        node.stop()
 
 
 def test_check_loads_the_config_and_its_tls_files_and_serves_nothing(tmp_path: Path) -> None:
