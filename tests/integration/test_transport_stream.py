@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from certs_helper import RecordingEndpoint, eventually, expected_200, only_task_left, options
+from loopback import free_port
 
 from presence_sip.config import Limits
 from presence_sip.sip.peer import Peer
@@ -487,14 +488,6 @@ async def test_connect_failure_reports_connection_lost(
     await eventually(lambda: endpoint.lost == [target])
     assert endpoint.made == []
     assert only_task_left()
-
-
-def free_port() -> int:
-    spare = socket.socket()
-    spare.bind(("127.0.0.1", 0))
-    port: int = spare.getsockname()[1]
-    spare.close()  # nothing listens there now
-    return port
 
 
 async def test_failed_connections_warn_once_a_minute_with_a_count(
