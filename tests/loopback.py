@@ -13,13 +13,12 @@ _LOWEST_CHOSEN = 10_000
 """Chosen ports start here: above the well-known ports and the usual fixed service ports."""
 
 
-def _ephemeral_range() -> tuple[int, int]:
-    """The ports the kernel gives ``bind(0)`` and unbound sends (Linux; else its default)."""
+def _ephemeral_low() -> int:
+    """The lowest port the kernel gives ``bind(0)`` and unbound sends (Linux; else its default)."""
     try:
-        low, high = _PORT_RANGE_FILE.read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 32_768, 60_999
+        return int(_PORT_RANGE_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
 
 
 def _free_for_udp_and_tcp(host: str, port: int) -> bool:
@@ -42,7 +41,7 @@ def free_port(host: str = LOOPBACK) -> int:
     test's, the node's own ``bind(0)``) is given it by the kernel between this choice and the
     bind that uses it; only an explicit bind to the same port can take it.
     """
-    low, _ = _ephemeral_range()
+    low = _ephemeral_low()
     if low - _LOWEST_CHOSEN >= 1_000:
         for _ in range(50):
             port = _LOWEST_CHOSEN + secrets.randbelow(low - _LOWEST_CHOSEN)
